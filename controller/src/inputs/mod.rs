@@ -1,0 +1,76 @@
+//! Typed Kubernetes objects the translator reads, and loading them from YAML/JSON manifests.
+
+pub mod istio;
+mod load;
+
+use gateway_api::apis::standard::{
+    gatewayclasses::GatewayClass, gateways::Gateway, httproutes::HttpRoute,
+    referencegrants::ReferenceGrant,
+};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::Ingress;
+
+pub use load::{load_path, parse_manifests, LoadError};
+
+/// Every object the translator looks at, in the order they were read.
+///
+/// Document order matters only as the last tie-breaker (Istio merges VirtualServices in
+/// creation order and standalone manifests rarely carry creation timestamps).
+#[derive(Clone, Debug, Default)]
+pub struct Inputs {
+    pub gateway_classes: Vec<GatewayClass>,
+    pub gateways: Vec<Gateway>,
+    pub http_routes: Vec<HttpRoute>,
+    pub reference_grants: Vec<ReferenceGrant>,
+    pub istio_gateways: Vec<istio::Gateway>,
+    pub virtual_services: Vec<istio::VirtualService>,
+    pub destination_rules: Vec<istio::DestinationRule>,
+    pub ingresses: Vec<Ingress>,
+    pub services: Vec<Service>,
+    pub endpoint_slices: Vec<EndpointSlice>,
+    pub pods: Vec<Pod>,
+    pub namespaces: Vec<Namespace>,
+}
+
+/// One parsed manifest document.
+#[derive(Clone, Debug)]
+pub enum Object {
+    GatewayClass(Box<GatewayClass>),
+    Gateway(Box<Gateway>),
+    HttpRoute(Box<HttpRoute>),
+    ReferenceGrant(Box<ReferenceGrant>),
+    IstioGateway(Box<istio::Gateway>),
+    VirtualService(Box<istio::VirtualService>),
+    DestinationRule(Box<istio::DestinationRule>),
+    Ingress(Box<Ingress>),
+    Service(Box<Service>),
+    EndpointSlice(Box<EndpointSlice>),
+    Pod(Box<Pod>),
+    Namespace(Box<Namespace>),
+}
+
+impl Inputs {
+    pub fn add(&mut self, object: Object) {
+        match object {
+            Object::GatewayClass(o) => self.gateway_classes.push(*o),
+            Object::Gateway(o) => self.gateways.push(*o),
+            Object::HttpRoute(o) => self.http_routes.push(*o),
+            Object::ReferenceGrant(o) => self.reference_grants.push(*o),
+            Object::IstioGateway(o) => self.istio_gateways.push(*o),
+            Object::VirtualService(o) => self.virtual_services.push(*o),
+            Object::DestinationRule(o) => self.destination_rules.push(*o),
+            Object::Ingress(o) => self.ingresses.push(*o),
+            Object::Service(o) => self.services.push(*o),
+            Object::EndpointSlice(o) => self.endpoint_slices.push(*o),
+            Object::Pod(o) => self.pods.push(*o),
+            Object::Namespace(o) => self.namespaces.push(*o),
+        }
+    }
+
+    pub fn from_objects(objects: impl IntoIterator<Item = Object>) -> Self {
+        let mut inputs = Inputs::default();
+        objects.into_iter().for_each(|o| inputs.add(o));
+        inputs
+    }
+}

@@ -1,0 +1,11 @@
+//! Ferry's controller: Kubernetes objects in, routing snapshots and statuses out.
+//!
+//! `inputs` turns manifests (from files now, from the API server later) into typed objects;
+//! `translate` is the pure function from those objects to a [`ferry_model::Snapshot`] plus the
+//! status conditions the objects should carry.
+
+pub mod inputs;
+pub mod translate;
+
+pub use inputs::{Inputs, LoadError};
+pub use translate::{translate, Options, Output, Report, Severity};

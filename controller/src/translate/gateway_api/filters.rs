@@ -1,0 +1,247 @@
+//! HTTPRoute filters -> IR filters, and Service references shared by backends and mirrors.
+
+use ferry_model::{
+    Filter, HeaderMods, Meta, Mirror, PathRewrite, Redirect, RedirectPort, Rewrite, Str,
+};
+use gateway_api::apis::standard::httproutes::{
+    HttpRouteRulesFilters, HttpRouteRulesFiltersRequestMirror,
+    HttpRouteRulesFiltersRequestRedirect,
+    HttpRouteRulesFiltersRequestRedirectPathType as RedirectPathType,
+    HttpRouteRulesFiltersRequestRedirectScheme as Scheme, HttpRouteRulesFiltersType as FilterType,
+    HttpRouteRulesFiltersUrlRewrite, HttpRouteRulesFiltersUrlRewritePathType as RewritePathType,
+};
+
+use super::rules::RefFailure;
+use super::GROUP;
+use crate::translate::report::Condition;
+use crate::translate::Context;
+
+pub(super) struct RuleFilters {
+    pub filters: Vec<Filter>,
+    pub redirect: Option<Redirect>,
+}
+
+pub(super) fn convert(
+    cx: &mut Context<'_>,
+    filters: &[HttpRouteRulesFilters],
+    meta: &Meta,
+    field: &str,
+    failure: &mut RefFailure,
+) -> RuleFilters {
+    let mut out = RuleFilters {
+        filters: Vec::new(),
+        redirect: None,
+    };
+    for (index, filter) in filters.iter().enumerate() {
+        let field = format!("{field}.filters[{index}]");
+        match filter.r#type {
+            FilterType::RequestHeaderModifier => {
+                let m = filter.request_header_modifier.as_ref();
+                let set = m
+                    .and_then(|m| m.set.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .map(|h| (&h.name, &h.value));
+                let add = m
+                    .and_then(|m| m.add.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .map(|h| (&h.name, &h.value));
+                let remove = m.and_then(|m| m.remove.as_ref()).into_iter().flatten();
+                out.filters
+                    .push(Filter::RequestHeaders(header_mods(set, add, remove)));
+            }
+            FilterType::ResponseHeaderModifier => {
+                let m = filter.response_header_modifier.as_ref();
+                let set = m
+                    .and_then(|m| m.set.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .map(|h| (&h.name, &h.value));
+                let add = m
+                    .and_then(|m| m.add.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .map(|h| (&h.name, &h.value));
+                let remove = m.and_then(|m| m.remove.as_ref()).into_iter().flatten();
+                out.filters
+                    .push(Filter::ResponseHeaders(header_mods(set, add, remove)));
+            }
+            FilterType::RequestRedirect => {
+                out.redirect = filter.request_redirect.as_ref().map(redirect);
+            }
+            FilterType::UrlRewrite => {
+                if let Some(rewrite) = filter.url_rewrite.as_ref() {
+                    out.filters.push(Filter::Rewrite(url_rewrite(rewrite)));
+                }
+            }
+            FilterType::RequestMirror => {
+                if let Some(m) = filter.request_mirror.as_ref() {
+                    match mirror(cx, m, meta) {
+                        Ok(mirror) => out.filters.push(Filter::Mirror(mirror)),
+                        Err((reason, message)) => {
+                            failure.get_or_insert((reason, format!("{field}: {message}")));
+                        }
+                    }
+                }
+            }
+            FilterType::Cors | FilterType::ExtensionRef => {
+                let message = format!(
+                    "filter type {:?} is not supported yet; ignored",
+                    filter.r#type
+                );
+                cx.reports.push(
+                    meta,
+                    Condition::warn("Accepted", "UnsupportedValue", message).field(field),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Header names are case-insensitive; they are kept lower-case so HTTP/2 can carry them.
+pub(crate) fn header_mods<'h>(
+    set: impl Iterator<Item = (&'h String, &'h String)>,
+    add: impl Iterator<Item = (&'h String, &'h String)>,
+    remove: impl Iterator<Item = &'h String>,
+) -> HeaderMods {
+    let pairs =
+        |it: &mut dyn Iterator<Item = (&'h String, &'h String)>| -> std::sync::Arc<[(Str, Str)]> {
+            it.map(|(n, v)| (n.to_ascii_lowercase().into(), v.as_str().into()))
+                .collect()
+        };
+    HeaderMods {
+        set: pairs(&mut { set }),
+        add: pairs(&mut { add }),
+        remove: remove.map(|n| n.to_ascii_lowercase().into()).collect(),
+    }
+}
+
+fn redirect(r: &HttpRouteRulesFiltersRequestRedirect) -> Redirect {
+    let scheme = r.scheme.as_ref().map(|s| match s {
+        Scheme::Http => "http",
+        Scheme::Https => "https",
+    });
+    // Spec: explicit port; else the scheme's well-known port; else the listener's port.
+    let port = match (r.port, scheme) {
+        (Some(p), _) => RedirectPort::Explicit(p as u16),
+        (None, Some(_)) => RedirectPort::SchemeDefault,
+        (None, None) => RedirectPort::Listener,
+    };
+    let path = r.path.as_ref().and_then(|p| match p.r#type {
+        RedirectPathType::ReplaceFullPath => p
+            .replace_full_path
+            .clone()
+            .map(|v| PathRewrite::Full(v.into())),
+        RedirectPathType::ReplacePrefixMatch => p
+            .replace_prefix_match
+            .clone()
+            .map(|v| PathRewrite::Prefix(v.into())),
+    });
+    Redirect {
+        scheme: scheme.map(Into::into),
+        host: r.hostname.clone().map(Into::into),
+        port,
+        path,
+        status: r.status_code.unwrap_or(302) as u16,
+    }
+}
+
+fn url_rewrite(r: &HttpRouteRulesFiltersUrlRewrite) -> Rewrite {
+    let path = r.path.as_ref().and_then(|p| match p.r#type {
+        RewritePathType::ReplaceFullPath => p
+            .replace_full_path
+            .clone()
+            .map(|v| PathRewrite::Full(v.into())),
+        RewritePathType::ReplacePrefixMatch => p
+            .replace_prefix_match
+            .clone()
+            .map(|v| PathRewrite::Prefix(v.into())),
+    });
+    Rewrite {
+        host: r.hostname.clone().map(Into::into),
+        path,
+    }
+}
+
+fn mirror(
+    cx: &mut Context<'_>,
+    m: &HttpRouteRulesFiltersRequestMirror,
+    meta: &Meta,
+) -> Result<Mirror, (&'static str, String)> {
+    let r = &m.backend_ref;
+    let cluster = resolve_service_ref(
+        cx,
+        meta,
+        (r.group.as_deref(), r.kind.as_deref()),
+        &r.name,
+        r.namespace.as_deref(),
+        r.port,
+    )?;
+    let per_million = match (&m.fraction, m.percent) {
+        (Some(f), _) => {
+            let denominator = f.denominator.unwrap_or(100).max(1) as u64;
+            (f.numerator.max(0) as u64 * 1_000_000 / denominator).min(1_000_000) as u32
+        }
+        (None, Some(p)) => (p.clamp(0, 100) as u32) * 10_000,
+        (None, None) => 1_000_000,
+    };
+    Ok(Mirror {
+        cluster,
+        per_million,
+    })
+}
+
+/// Resolves a Gateway API reference to a Service port, enforcing ReferenceGrants for
+/// cross-namespace references. Errors carry the spec's ResolvedRefs reason.
+pub(super) fn resolve_service_ref(
+    cx: &mut Context<'_>,
+    route: &Meta,
+    (group, kind): (Option<&str>, Option<&str>),
+    name: &str,
+    namespace: Option<&str>,
+    port: Option<i32>,
+) -> Result<Str, (&'static str, String)> {
+    let group = group.unwrap_or("");
+    let kind = kind.unwrap_or("Service");
+    if !matches!(group, "" | "core") || kind != "Service" {
+        return Err((
+            "InvalidKind",
+            format!("backend kind {group}/{kind} is not supported"),
+        ));
+    }
+    let namespace = namespace.unwrap_or(&route.namespace);
+    if namespace != &*route.namespace && !grant_allows(cx, route, namespace, name) {
+        let message = format!(
+            "no ReferenceGrant in {namespace} allows HTTPRoute from {} to Service {name}",
+            route.namespace
+        );
+        return Err(("RefNotPermitted", message));
+    }
+    let Some(port) = port.and_then(|p| u32::try_from(p).ok()) else {
+        return Err((
+            "UnsupportedValue",
+            format!("Service {namespace}/{name}: port is required"),
+        ));
+    };
+    cx.catalog
+        .resolve(namespace, name, Some(port), None)
+        .map_err(|e| ("BackendNotFound", e.to_string()))
+}
+
+fn grant_allows(cx: &Context<'_>, route: &Meta, to_namespace: &str, to_name: &str) -> bool {
+    cx.inputs.reference_grants.iter().any(|grant| {
+        grant.metadata.namespace.as_deref() == Some(to_namespace)
+            && grant.spec.from.iter().any(|f| {
+                f.group == GROUP
+                    && f.kind == route.kind.as_ref()
+                    && f.namespace == route.namespace.as_ref()
+            })
+            && grant.spec.to.iter().any(|t| {
+                matches!(t.group.as_str(), "" | "core")
+                    && t.kind == "Service"
+                    && t.name.as_deref().is_none_or(|n| n == to_name)
+            })
+    })
+}

@@ -1,0 +1,295 @@
+//! Gateway API: GatewayClass, Gateway listeners and HTTPRoute attachment.
+
+mod filters;
+mod rules;
+
+use ferry_model::Meta;
+use gateway_api::apis::standard::gateways::{
+    Gateway, GatewayListeners, GatewayListenersAllowedRoutes,
+    GatewayListenersAllowedRoutesNamespacesFrom as From,
+};
+use gateway_api::apis::standard::httproutes::{HttpRoute, HttpRouteParentRefs};
+
+use super::hosts::intersect_all;
+use super::report::Condition;
+use super::table::RouteOrder;
+use super::{meta_of, Context, CONTROLLER_NAME};
+pub(crate) use filters::header_mods;
+pub(crate) use rules::checked_regex;
+use rules::CompiledRule;
+
+pub(crate) const GROUP: &str = "gateway.networking.k8s.io";
+
+/// One HTTP listener of a served Gateway.
+struct GatewayListener<'a> {
+    gateway: Meta,
+    listener: &'a GatewayListeners,
+}
+
+pub(crate) fn translate(cx: &mut Context<'_>) {
+    let classes = served_classes(cx);
+    let listeners = served_listeners(cx, &classes);
+    for (load, route) in cx.inputs.http_routes.iter().enumerate() {
+        attach_route(cx, &listeners, route, load);
+    }
+}
+
+/// GatewayClass names this controller serves: `ferry`, and any class naming our controller.
+fn served_classes(cx: &mut Context<'_>) -> Vec<String> {
+    let mut names = vec!["ferry".to_string()];
+    for class in &cx.inputs.gateway_classes {
+        if class.spec.controller_name != CONTROLLER_NAME {
+            continue;
+        }
+        let meta = meta_of("GatewayClass", &class.metadata);
+        cx.reports.push(
+            &meta,
+            Condition::ok("Accepted", "Accepted", "handled by Ferry"),
+        );
+        names.push(meta.name.to_string());
+    }
+    names
+}
+
+fn served_listeners<'a>(cx: &mut Context<'a>, classes: &[String]) -> Vec<GatewayListener<'a>> {
+    let mut served = Vec::new();
+    for gateway in &cx.inputs.gateways {
+        if !classes.contains(&gateway.spec.gateway_class_name) {
+            continue;
+        }
+        served.extend(gateway_listeners(cx, gateway));
+    }
+    served
+}
+
+fn gateway_listeners<'a>(cx: &mut Context<'a>, gateway: &'a Gateway) -> Vec<GatewayListener<'a>> {
+    let meta = meta_of("Gateway", &gateway.metadata);
+    let mut listeners = Vec::new();
+    for (index, listener) in gateway.spec.listeners.iter().enumerate() {
+        let field = format!("spec.listeners[{index}]");
+        let problem = listener_problem(listener);
+        let Some(port) = u16::try_from(listener.port)
+            .ok()
+            .filter(|_| problem.is_none())
+        else {
+            let (reason, message) =
+                problem.unwrap_or(("UnsupportedValue", "port out of range".into()));
+            let condition = Condition::warn("Accepted", reason, message)
+                .parent(format!("listener {}", listener.name))
+                .field(field);
+            cx.reports.push(&meta, condition);
+            continue;
+        };
+        cx.table.listener(port, &meta);
+        listeners.push(GatewayListener {
+            gateway: meta.clone(),
+            listener,
+        });
+    }
+    let message = format!("{} listener(s) programmed", listeners.len());
+    cx.reports.push(
+        &meta,
+        Condition::ok("Accepted", "Accepted", "served by Ferry"),
+    );
+    cx.reports
+        .push(&meta, Condition::ok("Programmed", "Programmed", message));
+    listeners
+}
+
+fn listener_problem(listener: &GatewayListeners) -> Option<(&'static str, String)> {
+    match listener.protocol.as_str() {
+        "HTTP" => None,
+        other => Some((
+            "UnsupportedProtocol",
+            format!("protocol {other} is not supported yet (HTTP only)"),
+        )),
+    }
+}
+
+fn attach_route(
+    cx: &mut Context<'_>,
+    listeners: &[GatewayListener<'_>],
+    route: &HttpRoute,
+    load: usize,
+) {
+    let meta = meta_of("HTTPRoute", &route.metadata);
+    let rules = rules::compile(cx, route, &meta);
+    let hostnames = route.spec.hostnames.clone().unwrap_or_default();
+    for (index, parent) in route.spec.parent_refs.iter().flatten().enumerate() {
+        if !is_gateway_ref(parent) {
+            continue;
+        }
+        let gateway_ns = parent.namespace.as_deref().unwrap_or(&meta.namespace);
+        let parent_name = format!("Gateway {gateway_ns}/{}", parent.name);
+        let ours: Vec<_> = listeners
+            .iter()
+            .filter(|l| &*l.gateway.namespace == gateway_ns && *l.gateway.name == parent.name)
+            .collect();
+        if ours.is_empty() && !serves_gateway(cx, gateway_ns, &parent.name) {
+            continue; // a Gateway of another controller: not ours to report on
+        }
+        let field = format!("spec.parentRefs[{index}]");
+        let outcome = attach_to_parent(cx, &ours, parent, &meta, &hostnames);
+        let condition = match outcome {
+            Ok(targets) => {
+                add_routes(cx, &targets, &rules, &meta, route, load);
+                Condition::ok("Accepted", "Accepted", "attached to the Gateway")
+            }
+            Err((reason, message)) => Condition::warn("Accepted", reason, message).field(field),
+        };
+        cx.reports
+            .push(&meta, condition.parent(parent_name.clone()));
+        report_refs(cx, &meta, &rules, &parent_name);
+    }
+}
+
+/// True when the named Gateway exists and is ours, even if none of its listeners is usable.
+fn serves_gateway(cx: &Context<'_>, namespace: &str, name: &str) -> bool {
+    cx.inputs.gateways.iter().any(|g| {
+        g.metadata.namespace.as_deref() == Some(namespace)
+            && g.metadata.name.as_deref() == Some(name)
+            && cx.inputs.gateway_classes.iter().any(|c| {
+                c.metadata.name.as_deref() == Some(&g.spec.gateway_class_name)
+                    && c.spec.controller_name == CONTROLLER_NAME
+            })
+            || g.spec.gateway_class_name == "ferry"
+                && g.metadata.namespace.as_deref() == Some(namespace)
+                && g.metadata.name.as_deref() == Some(name)
+    })
+}
+
+fn is_gateway_ref(parent: &HttpRouteParentRefs) -> bool {
+    parent.group.as_deref().unwrap_or(GROUP) == GROUP
+        && parent.kind.as_deref().unwrap_or("Gateway") == "Gateway"
+}
+
+type Rejection = (&'static str, String);
+
+/// (port, hostname) pairs the route serves through this parent, or why it serves none.
+fn attach_to_parent(
+    cx: &Context<'_>,
+    listeners: &[&GatewayListener<'_>],
+    parent: &HttpRouteParentRefs,
+    route: &Meta,
+    hostnames: &[String],
+) -> Result<Vec<(u16, String)>, Rejection> {
+    let selected: Vec<_> = listeners
+        .iter()
+        .filter(|l| {
+            parent
+                .section_name
+                .as_ref()
+                .is_none_or(|s| *s == l.listener.name)
+        })
+        .filter(|l| parent.port.is_none_or(|p| p == l.listener.port))
+        .collect();
+    if selected.is_empty() {
+        return Err((
+            "NoMatchingParent",
+            "no listener matches sectionName/port".into(),
+        ));
+    }
+    let allowed: Vec<_> = selected
+        .iter()
+        .filter(|l| route_allowed(cx, l, route))
+        .collect();
+    if allowed.is_empty() {
+        return Err((
+            "NotAllowedByListeners",
+            "no listener allows routes from this namespace/kind".into(),
+        ));
+    }
+    let targets: Vec<(u16, String)> = allowed
+        .iter()
+        .flat_map(|l| {
+            let port = l.listener.port as u16;
+            intersect_all(l.listener.hostname.as_deref(), hostnames)
+                .into_iter()
+                .map(move |h| (port, h))
+        })
+        .collect();
+    if targets.is_empty() {
+        return Err((
+            "NoMatchingListenerHostname",
+            "no hostname intersects a listener hostname".into(),
+        ));
+    }
+    Ok(targets)
+}
+
+fn route_allowed(cx: &Context<'_>, l: &GatewayListener<'_>, route: &Meta) -> bool {
+    let allowed = l.listener.allowed_routes.as_ref();
+    kind_allowed(allowed) && namespace_allowed(cx, allowed, &l.gateway.namespace, &route.namespace)
+}
+
+fn kind_allowed(allowed: Option<&GatewayListenersAllowedRoutes>) -> bool {
+    match allowed.and_then(|a| a.kinds.as_ref()) {
+        Some(kinds) if !kinds.is_empty() => kinds
+            .iter()
+            .any(|k| k.kind == "HTTPRoute" && k.group.as_deref().unwrap_or(GROUP) == GROUP),
+        _ => true,
+    }
+}
+
+fn namespace_allowed(
+    cx: &Context<'_>,
+    allowed: Option<&GatewayListenersAllowedRoutes>,
+    gateway_ns: &str,
+    route_ns: &str,
+) -> bool {
+    let namespaces = allowed.and_then(|a| a.namespaces.as_ref());
+    match namespaces.and_then(|n| n.from.as_ref()) {
+        None | Some(From::Same) => gateway_ns == route_ns,
+        Some(From::All) => true,
+        Some(From::Selector) => {
+            let selector = namespaces.and_then(|n| n.selector.as_ref());
+            let labels = cx.namespace_labels.get(route_ns);
+            selector.is_some_and(|s| {
+                crate::translate::labels::selector_matches(
+                    s.match_labels.as_ref(),
+                    s.match_expressions
+                        .iter()
+                        .flatten()
+                        .map(|e| (e.key.as_str(), e.operator.as_str(), e.values.as_deref())),
+                    labels,
+                )
+            })
+        }
+    }
+}
+
+fn add_routes(
+    cx: &mut Context<'_>,
+    targets: &[(u16, String)],
+    rules: &[CompiledRule],
+    meta: &Meta,
+    route: &HttpRoute,
+    load: usize,
+) {
+    let age = RouteOrder::age_of(&route.metadata);
+    for (port, host) in targets {
+        for rule in rules {
+            let order = RouteOrder {
+                family: 0,
+                rank: rule.rank,
+                age: age.clone(),
+                load: 0,
+                name: format!("{}/{}", meta.namespace, meta.name),
+                rule: rule.rule,
+                matched: rule.matched,
+            };
+            cx.table.add(*port, host, order, rule.route.clone());
+        }
+    }
+    let _ = load;
+}
+
+/// ResolvedRefs for a parent: false with the first unresolved reference's reason.
+fn report_refs(cx: &mut Context<'_>, meta: &Meta, rules: &[CompiledRule], parent: &str) {
+    let failure = rules.iter().find_map(|r| r.ref_failure.clone());
+    let condition = match failure {
+        Some((reason, message)) => Condition::warn("ResolvedRefs", reason, message),
+        None => Condition::ok("ResolvedRefs", "ResolvedRefs", "all references resolved"),
+    };
+    cx.reports.push(meta, condition.parent(parent.to_string()));
+}

@@ -1,0 +1,264 @@
+//! HTTPRoute rules -> IR routes: matches, backends and the rank used for precedence.
+
+use ferry_model::{
+    Action, BackendTarget, HeaderMatch, Meta, PathMatch, QueryMatch, Route, RouteMatch,
+    StringMatch, WeightedBackend,
+};
+use gateway_api::apis::standard::httproutes::{
+    HttpRoute, HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteRulesFilters,
+    HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType as HeaderType,
+    HttpRouteRulesMatchesPathType as PathType, HttpRouteRulesMatchesQueryParamsType as QueryType,
+};
+
+use super::filters::{self, RuleFilters};
+use crate::translate::report::Condition;
+use crate::translate::Context;
+
+/// One (rule, match) pair of an HTTPRoute, ready to be placed on virtual hosts.
+pub(super) struct CompiledRule {
+    pub rule: usize,
+    pub matched: usize,
+    pub rank: [i64; 5],
+    pub route: Route,
+    pub ref_failure: Option<(&'static str, String)>,
+}
+
+pub(super) type RefFailure = Option<(&'static str, String)>;
+
+pub(super) fn compile(cx: &mut Context<'_>, route: &HttpRoute, meta: &Meta) -> Vec<CompiledRule> {
+    let mut compiled = Vec::new();
+    for (index, rule) in route.spec.rules.iter().flatten().enumerate() {
+        compiled.extend(compile_rule(cx, rule, index, meta));
+    }
+    compiled
+}
+
+fn compile_rule(
+    cx: &mut Context<'_>,
+    rule: &HttpRouteRules,
+    index: usize,
+    meta: &Meta,
+) -> Vec<CompiledRule> {
+    let field = format!("spec.rules[{index}]");
+    let mut failure: RefFailure = None;
+    let RuleFilters { filters, redirect } = filters::convert(
+        cx,
+        rule.filters.as_deref().unwrap_or(&[]),
+        meta,
+        &field,
+        &mut failure,
+    );
+    let action = match redirect {
+        Some(redirect) => Action::Redirect(redirect),
+        None => backends_action(cx, rule, meta, &field, &mut failure),
+    };
+    let matches = match rule.matches.as_deref() {
+        Some(m) if !m.is_empty() => m.to_vec(),
+        _ => vec![HttpRouteRulesMatches::default()],
+    };
+    let mut compiled = Vec::new();
+    for (m_index, m) in matches.iter().enumerate() {
+        let m_field = format!("{field}.matches[{m_index}]");
+        match route_match(m, &m_field) {
+            Ok((matcher, rank)) => compiled.push(CompiledRule {
+                rule: index,
+                matched: m_index,
+                rank,
+                route: Route {
+                    meta: meta.clone(),
+                    name: format!(
+                        "{}/{}/rule/{index}/match/{m_index}",
+                        meta.namespace, meta.name
+                    )
+                    .into(),
+                    matcher,
+                    filters: filters.clone().into(),
+                    action: action.clone(),
+                },
+                ref_failure: failure.clone(),
+            }),
+            Err(condition) => cx.reports.push(meta, condition),
+        }
+    }
+    compiled
+}
+
+fn backends_action(
+    cx: &mut Context<'_>,
+    rule: &HttpRouteRules,
+    meta: &Meta,
+    field: &str,
+    failure: &mut RefFailure,
+) -> Action {
+    let refs = rule.backend_refs.as_deref().unwrap_or(&[]);
+    let backends: Vec<WeightedBackend> = refs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| backend(cx, r, meta, &format!("{field}.backendRefs[{i}]"), failure))
+        .collect();
+    if backends.iter().all(|b| b.weight == 0) {
+        // The spec: no backends, or all weights zero -> every request gets a 500.
+        let body = if backends.is_empty() {
+            "no backendRefs"
+        } else {
+            "all backendRefs have weight 0"
+        };
+        return Action::Direct {
+            status: 500,
+            body: body.into(),
+        };
+    }
+    Action::Forward(backends.into())
+}
+
+fn backend(
+    cx: &mut Context<'_>,
+    r: &HttpRouteRulesBackendRefs,
+    meta: &Meta,
+    field: &str,
+    failure: &mut RefFailure,
+) -> WeightedBackend {
+    let resolved = filters::resolve_service_ref(
+        cx,
+        meta,
+        (r.group.as_deref(), r.kind.as_deref()),
+        &r.name,
+        r.namespace.as_deref(),
+        r.port,
+    );
+    let target = match resolved {
+        Ok(cluster) => BackendTarget::Cluster(cluster),
+        Err((reason, message)) => {
+            failure.get_or_insert((reason, format!("{field}: {message}")));
+            BackendTarget::Invalid {
+                status: 500,
+                reason: message.into(),
+            }
+        }
+    };
+    // backendRef filters have the same schema as rule filters; convert once, translate once.
+    let backend_filters: Vec<HttpRouteRulesFilters> = r
+        .filters
+        .iter()
+        .flatten()
+        .filter_map(|f| {
+            serde_json::to_value(f)
+                .ok()
+                .and_then(|v| serde_json::from_value(v).ok())
+        })
+        .collect();
+    let converted = filters::convert(
+        cx,
+        &backend_filters,
+        meta,
+        &format!("{field}.filters"),
+        failure,
+    );
+    WeightedBackend {
+        weight: r.weight.unwrap_or(1).max(0) as u32,
+        target,
+        filters: converted.filters.into(),
+    }
+}
+
+/// The IR match and its precedence rank: exact path > regex > longest prefix, then method,
+/// then most headers, then most query params (regex placement is implementation-specific in
+/// the spec; Ferry ranks it between exact and prefix).
+fn route_match(
+    m: &HttpRouteRulesMatches,
+    field: &str,
+) -> Result<(RouteMatch, [i64; 5]), Condition> {
+    let path_type = m
+        .path
+        .as_ref()
+        .and_then(|p| p.r#type.clone())
+        .unwrap_or(PathType::PathPrefix);
+    let value = m
+        .path
+        .as_ref()
+        .and_then(|p| p.value.clone())
+        .unwrap_or_else(|| "/".into());
+    let (path, score) = match path_type {
+        PathType::Exact => (PathMatch::Exact(checked_path(&value, field)?.into()), 3),
+        PathType::RegularExpression => (
+            PathMatch::Regex(checked_regex(&value, &format!("{field}.path"))?.into()),
+            2,
+        ),
+        PathType::PathPrefix => (
+            PathMatch::SegmentPrefix(checked_path(&value, field)?.into()),
+            1,
+        ),
+    };
+    let mut headers = Vec::new();
+    for (i, h) in m.headers.iter().flatten().enumerate() {
+        let regex = h.r#type == Some(HeaderType::RegularExpression);
+        let value = string_match(&h.value, regex, &format!("{field}.headers[{i}]"))?;
+        headers.push(HeaderMatch {
+            name: h.name.to_ascii_lowercase().into(),
+            value,
+        });
+    }
+    let mut query_params = Vec::new();
+    for (i, q) in m.query_params.iter().flatten().enumerate() {
+        let regex = q.r#type == Some(QueryType::RegularExpression);
+        let value = string_match(&q.value, regex, &format!("{field}.queryParams[{i}]"))?;
+        query_params.push(QueryMatch {
+            name: q.name.clone().into(),
+            value,
+        });
+    }
+    let method = m.method.as_ref().map(|method| {
+        let text = serde_json::to_value(method)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from));
+        StringMatch::Exact(text.unwrap_or_default().into())
+    });
+    let rank = [
+        -score,
+        -(value.len() as i64),
+        -(method.is_some() as i64),
+        -(headers.len() as i64),
+        -(query_params.len() as i64),
+    ];
+    let matcher = RouteMatch {
+        path,
+        method,
+        headers: headers.into(),
+        query_params: query_params.into(),
+        ..RouteMatch::default()
+    };
+    Ok((matcher, rank))
+}
+
+fn string_match(value: &str, regex: bool, field: &str) -> Result<StringMatch, Condition> {
+    if regex {
+        Ok(StringMatch::Regex(checked_regex(value, field)?.into()))
+    } else {
+        Ok(StringMatch::Exact(value.into()))
+    }
+}
+
+fn checked_path<'v>(value: &'v str, field: &str) -> Result<&'v str, Condition> {
+    if value.starts_with('/') {
+        Ok(value)
+    } else {
+        Err(Condition::error(
+            "Accepted",
+            "UnsupportedValue",
+            format!("path {value:?} must start with '/'"),
+        )
+        .field(format!("{field}.path.value")))
+    }
+}
+
+pub(crate) fn checked_regex<'v>(value: &'v str, field: &str) -> Result<&'v str, Condition> {
+    match regex::Regex::new(value) {
+        Ok(_) => Ok(value),
+        Err(e) => Err(Condition::error(
+            "Accepted",
+            "UnsupportedValue",
+            format!("invalid regular expression {value:?}: {e}"),
+        )
+        .field(field.to_string())),
+    }
+}

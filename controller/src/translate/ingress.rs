@@ -1,0 +1,212 @@
+//! Kubernetes Ingress: host rules, Exact/Prefix paths, default backends, on one port.
+
+use ferry_model::{Action, BackendTarget, Meta, PathMatch, Route, RouteMatch, WeightedBackend};
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+
+use super::report::Condition;
+use super::table::RouteOrder;
+use super::{meta_of, Context};
+
+pub(crate) fn translate(cx: &mut Context<'_>) {
+    let port = cx.options.ingress_port;
+    let served: Vec<(usize, &Ingress)> = cx
+        .inputs
+        .ingresses
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| class_served(i, &cx.options.ingress_class))
+        .collect();
+    let mut defaults = Vec::new();
+    for (load, ingress) in &served {
+        let meta = meta_of("Ingress", &ingress.metadata);
+        cx.table.listener(port, &meta);
+        add_rules(cx, ingress, &meta, *load);
+        if let Some(backend) = ingress
+            .spec
+            .as_ref()
+            .and_then(|s| s.default_backend.as_ref())
+        {
+            let route = default_route(cx, backend, &meta);
+            defaults.push((RouteOrder::age_of(&ingress.metadata), *load, route));
+        }
+        cx.reports.push(
+            &meta,
+            Condition::ok("Accepted", "Accepted", format!("served on port {port}")),
+        );
+    }
+    // A default backend answers whatever no rule matched, on every host: it sorts last.
+    defaults.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    let mut hosts = cx.table.hosts_on(port);
+    if !hosts.iter().any(|h| h == "*") {
+        hosts.push("*".into());
+    }
+    for (age, load, route) in defaults {
+        for host in &hosts {
+            let order = RouteOrder {
+                family: 2,
+                rank: [i64::MAX; 5],
+                age: age.clone(),
+                load,
+                ..RouteOrder::default()
+            };
+            cx.table.add(port, host, order, route.clone());
+        }
+    }
+}
+
+fn class_served(ingress: &Ingress, class: &str) -> bool {
+    let spec_class = ingress
+        .spec
+        .as_ref()
+        .and_then(|s| s.ingress_class_name.as_deref());
+    let annotation = ingress
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("kubernetes.io/ingress.class"))
+        .map(String::as_str);
+    match spec_class.or(annotation) {
+        None => true,
+        Some(c) => c == class,
+    }
+}
+
+fn add_rules(cx: &mut Context<'_>, ingress: &Ingress, meta: &Meta, load: usize) {
+    let rules = ingress
+        .spec
+        .as_ref()
+        .and_then(|s| s.rules.as_deref())
+        .unwrap_or(&[]);
+    let age = RouteOrder::age_of(&ingress.metadata);
+    for (r_index, rule) in rules.iter().enumerate() {
+        let host = rule.host.clone().unwrap_or_else(|| "*".into());
+        let paths = rule
+            .http
+            .as_ref()
+            .map(|h| h.paths.as_slice())
+            .unwrap_or(&[]);
+        for (p_index, path) in paths.iter().enumerate() {
+            let value = path.path.clone().unwrap_or_else(|| "/".into());
+            let exact = path.path_type == "Exact";
+            let matcher = RouteMatch {
+                path: if exact {
+                    PathMatch::Exact(value.as_str().into())
+                } else {
+                    PathMatch::SegmentPrefix(value.as_str().into())
+                },
+                ..RouteMatch::default()
+            };
+            let field = format!("spec.rules[{r_index}].http.paths[{p_index}].backend");
+            let target = backend_target(cx, &path.backend, meta, &field);
+            let route = Route {
+                meta: meta.clone(),
+                name: format!(
+                    "{}/{}/rule/{r_index}/path/{p_index}",
+                    meta.namespace, meta.name
+                )
+                .into(),
+                matcher,
+                filters: Vec::new().into(),
+                action: forward(target),
+            };
+            // Exact beats Prefix; then the longest path wins.
+            let rank = [-(exact as i64), -(value.len() as i64), 0, 0, 0];
+            let order = RouteOrder {
+                family: 2,
+                rank,
+                age: age.clone(),
+                load,
+                name: meta.name.to_string(),
+                rule: r_index,
+                matched: p_index,
+            };
+            cx.table.add(cx.options.ingress_port, &host, order, route);
+        }
+    }
+}
+
+fn default_route(cx: &mut Context<'_>, backend: &IngressBackend, meta: &Meta) -> Route {
+    let target = backend_target(cx, backend, meta, "spec.defaultBackend");
+    Route {
+        meta: meta.clone(),
+        name: format!("{}/{}/default", meta.namespace, meta.name).into(),
+        matcher: RouteMatch::default(),
+        filters: Vec::new().into(),
+        action: forward(target),
+    }
+}
+
+fn forward(target: BackendTarget) -> Action {
+    Action::Forward(
+        vec![WeightedBackend {
+            weight: 1,
+            target,
+            filters: Vec::new().into(),
+        }]
+        .into(),
+    )
+}
+
+fn backend_target(
+    cx: &mut Context<'_>,
+    backend: &IngressBackend,
+    meta: &Meta,
+    field: &str,
+) -> BackendTarget {
+    match resolve(cx, backend, &meta.namespace) {
+        Ok(cluster) => BackendTarget::Cluster(cluster),
+        Err(message) => {
+            cx.reports.push(
+                meta,
+                Condition::warn("ResolvedRefs", "BackendNotFound", message.clone())
+                    .field(field.to_string()),
+            );
+            BackendTarget::Invalid {
+                status: 503,
+                reason: message.into(),
+            }
+        }
+    }
+}
+
+fn resolve(
+    cx: &mut Context<'_>,
+    backend: &IngressBackend,
+    namespace: &str,
+) -> Result<ferry_model::Str, String> {
+    let Some(service) = &backend.service else {
+        return Err("resource backends are not supported".into());
+    };
+    let port = service.port.as_ref();
+    let number = match (
+        port.and_then(|p| p.number),
+        port.and_then(|p| p.name.as_deref()),
+    ) {
+        (Some(n), _) => Some(n as u32),
+        (None, Some(name)) => Some(port_by_name(cx, namespace, &service.name, name)?),
+        (None, None) => None,
+    };
+    cx.catalog
+        .resolve(namespace, &service.name, number, None)
+        .map_err(|e| e.to_string())
+}
+
+fn port_by_name(
+    cx: &Context<'_>,
+    namespace: &str,
+    service: &str,
+    port: &str,
+) -> Result<u32, String> {
+    cx.catalog
+        .service(namespace, service)
+        .and_then(|s| {
+            s.spec
+                .as_ref()?
+                .ports
+                .as_ref()?
+                .iter()
+                .find(|p| p.name.as_deref() == Some(port))
+                .map(|p| p.port as u32)
+        })
+        .ok_or_else(|| format!("Service {namespace}/{service} has no port named {port}"))
+}

@@ -1,0 +1,192 @@
+//! Istio networking: Gateway servers selected by labels, VirtualServices bound to them.
+
+mod http;
+
+use ferry_model::Route;
+use std::collections::BTreeSet;
+
+use super::hosts::intersect;
+use super::labels::pairs_cover;
+use super::report::Condition;
+use super::table::RouteOrder;
+use super::{meta_of, Context};
+use crate::inputs::istio::{Gateway, VirtualService};
+
+/// An Istio Gateway this proxy serves, reduced to its HTTP servers.
+struct ServedGateway {
+    /// `namespace/name`, as VirtualService `gateways` entries name it.
+    key: String,
+    servers: Vec<ServedServer>,
+}
+
+struct ServedServer {
+    port: u16,
+    /// (namespace restriction, host): `None` = any namespace.
+    hosts: Vec<(Option<String>, String)>,
+}
+
+/// One http[] entry expanded per match, with the gateways the match is limited to.
+pub(super) struct CompiledHttp {
+    pub rule: usize,
+    pub matched: usize,
+    pub route: Route,
+    pub gateways: Vec<String>,
+}
+
+pub(crate) fn translate(cx: &mut Context<'_>) {
+    let gateways: Vec<ServedGateway> = cx
+        .inputs
+        .istio_gateways
+        .iter()
+        .filter(|g| pairs_cover(&g.spec.selector, &cx.options.gateway_labels))
+        .map(|g| served_gateway(cx, g))
+        .collect();
+    if gateways.is_empty() {
+        return;
+    }
+    // Several VirtualServices for one host merge in creation order (document order as tie-break).
+    let mut services: Vec<(usize, &VirtualService)> =
+        cx.inputs.virtual_services.iter().enumerate().collect();
+    services.sort_by_key(|(load, vs)| (RouteOrder::age_of(&vs.metadata), *load));
+    for (load, vs) in services {
+        translate_virtual_service(cx, &gateways, vs, load);
+    }
+}
+
+fn served_gateway(cx: &mut Context<'_>, gateway: &Gateway) -> ServedGateway {
+    let meta = meta_of("Gateway.networking.istio.io", &gateway.metadata);
+    let mut servers = Vec::new();
+    for (index, server) in gateway.spec.servers.iter().enumerate() {
+        let field = format!("spec.servers[{index}]");
+        let protocol = server.port.protocol.to_ascii_uppercase();
+        let port = u16::try_from(server.port.number).ok();
+        match (protocol.as_str(), port) {
+            ("HTTP" | "HTTP2" | "GRPC" | "", Some(port)) => {
+                cx.table.listener(port, &meta);
+                servers.push(ServedServer {
+                    port,
+                    hosts: server_hosts(&server.hosts, &meta.namespace),
+                });
+            }
+            (_, None) => cx.reports.push(
+                &meta,
+                Condition::error("Valid", "UnsupportedValue", "port number out of range")
+                    .field(format!("{field}.port.number")),
+            ),
+            (other, _) => {
+                let message = format!(
+                    "server protocol {other} is not supported yet (HTTP only); server ignored"
+                );
+                cx.reports.push(
+                    &meta,
+                    Condition::warn("Valid", "UnsupportedProtocol", message)
+                        .field(format!("{field}.port.protocol")),
+                );
+            }
+        }
+    }
+    cx.reports.push(
+        &meta,
+        Condition::ok(
+            "Valid",
+            "Accepted",
+            format!("{} HTTP server(s) served", servers.len()),
+        ),
+    );
+    ServedGateway {
+        key: format!("{}/{}", meta.namespace, meta.name),
+        servers,
+    }
+}
+
+/// Server hosts in `namespace/host` form; `*/` and no prefix mean any namespace, `./` the
+/// Gateway's own.
+fn server_hosts(hosts: &[String], gateway_ns: &str) -> Vec<(Option<String>, String)> {
+    hosts
+        .iter()
+        .map(|h| match h.split_once('/') {
+            Some(("*", host)) => (None, host.to_string()),
+            Some((".", host)) => (Some(gateway_ns.to_string()), host.to_string()),
+            Some((ns, host)) => (Some(ns.to_string()), host.to_string()),
+            None => (None, h.clone()),
+        })
+        .collect()
+}
+
+fn translate_virtual_service(
+    cx: &mut Context<'_>,
+    gateways: &[ServedGateway],
+    vs: &VirtualService,
+    load: usize,
+) {
+    let meta = meta_of("VirtualService", &vs.metadata);
+    let bound: Vec<&ServedGateway> = vs
+        .spec
+        .gateways
+        .iter()
+        .filter(|g| *g != "mesh")
+        .map(|g| gateway_key(g, &meta.namespace))
+        .filter_map(|key| gateways.iter().find(|s| s.key == key))
+        .collect();
+    if bound.is_empty() {
+        return;
+    }
+    let compiled = http::compile(cx, vs, &meta);
+    let age = RouteOrder::age_of(&vs.metadata);
+    let mut placed = false;
+    for gateway in bound {
+        for (port, host) in vhosts(gateway, &vs.spec.hosts, &meta.namespace) {
+            placed = true;
+            for c in compiled
+                .iter()
+                .filter(|c| c.gateways.is_empty() || c.gateways.contains(&gateway.key))
+            {
+                let order = RouteOrder {
+                    family: 1,
+                    age: age.clone(),
+                    load,
+                    rule: c.rule,
+                    matched: c.matched,
+                    ..RouteOrder::default()
+                };
+                cx.table.add(port, &host, order, c.route.clone());
+            }
+        }
+    }
+    let condition = if placed {
+        Condition::ok("Valid", "Accepted", "bound to a served Gateway")
+    } else {
+        Condition::warn(
+            "Valid",
+            "NoMatchingHost",
+            "no host matches a server host of the bound Gateways",
+        )
+        .field("spec.hosts")
+    };
+    cx.reports.push(&meta, condition);
+}
+
+pub(super) fn gateway_key(reference: &str, namespace: &str) -> String {
+    match reference.split_once('/') {
+        Some(_) => reference.to_string(),
+        None => format!("{namespace}/{reference}"),
+    }
+}
+
+/// (port, hostname) pairs where a VirtualService's hosts meet a gateway's server hosts.
+fn vhosts(gateway: &ServedGateway, vs_hosts: &[String], vs_ns: &str) -> BTreeSet<(u16, String)> {
+    let mut out = BTreeSet::new();
+    for server in &gateway.servers {
+        for (ns, server_host) in &server.hosts {
+            if ns.as_deref().is_some_and(|ns| ns != vs_ns) {
+                continue;
+            }
+            for host in vs_hosts {
+                if let Some(h) = intersect(server_host, host) {
+                    out.insert((server.port, h));
+                }
+            }
+        }
+    }
+    out
+}

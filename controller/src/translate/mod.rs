@@ -1,0 +1,122 @@
+//! The pure translator: `Inputs` -> snapshot + reports. No I/O, deterministic.
+
+mod gateway_api;
+mod hosts;
+mod ingress;
+mod istio;
+mod labels;
+mod report;
+mod services;
+mod table;
+
+use ferry_model::Snapshot;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+use crate::inputs::Inputs;
+use report::Reports;
+pub use report::{Report, Severity};
+use services::ServiceCatalog;
+use table::RouteTable;
+
+/// The GatewayClass controllerName Ferry answers to.
+pub const CONTROLLER_NAME: &str = "ferry.dev/gateway-controller";
+
+/// What this proxy is, which decides which objects it serves.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Label pairs of the gateway; an Istio Gateway is served when every pair of its selector
+    /// is among them. Several values per key are allowed (`istio=ingressgateway`, `istio=ingress`).
+    pub gateway_labels: Vec<(String, String)>,
+    /// Port serving Kubernetes Ingress objects.
+    pub ingress_port: u16,
+    /// IngressClass name served (objects with no class are served too).
+    pub ingress_class: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            gateway_labels: vec![
+                ("istio".into(), "ingressgateway".into()),
+                ("istio".into(), "ingress".into()),
+            ],
+            ingress_port: 8080,
+            ingress_class: "ferry".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Output {
+    pub snapshot: Snapshot,
+    pub reports: Vec<Report>,
+}
+
+impl Output {
+    /// Reports that make the configuration invalid.
+    pub fn errors(&self) -> impl Iterator<Item = &Report> {
+        self.reports
+            .iter()
+            .filter(|r| r.severity == Severity::Error)
+    }
+}
+
+/// Shared state of one translation run.
+pub(crate) struct Context<'a> {
+    pub inputs: &'a Inputs,
+    pub options: &'a Options,
+    pub catalog: ServiceCatalog<'a>,
+    pub table: RouteTable,
+    pub reports: Reports,
+    pub namespace_labels: BTreeMap<&'a str, BTreeMap<String, String>>,
+}
+
+pub fn translate(inputs: &Inputs, options: &Options) -> Output {
+    let mut cx = Context {
+        inputs,
+        options,
+        catalog: ServiceCatalog::new(inputs),
+        table: RouteTable::default(),
+        reports: Reports::default(),
+        namespace_labels: namespace_labels(inputs),
+    };
+    gateway_api::translate(&mut cx);
+    istio::translate(&mut cx);
+    ingress::translate(&mut cx);
+    let snapshot = Snapshot {
+        version: 0,
+        listeners: cx.table.into_listeners().into(),
+        clusters: cx.catalog.into_clusters().into(),
+    };
+    Output {
+        snapshot,
+        reports: cx.reports.into_sorted(),
+    }
+}
+
+fn namespace_labels(inputs: &Inputs) -> BTreeMap<&str, BTreeMap<String, String>> {
+    inputs
+        .namespaces
+        .iter()
+        .filter_map(|n| {
+            let name = n.metadata.name.as_deref()?;
+            let mut labels = n.metadata.labels.clone().unwrap_or_default();
+            // The API server sets this label on every namespace; standalone files may not.
+            labels.insert("kubernetes.io/metadata.name".into(), name.into());
+            Some((name, labels))
+        })
+        .collect()
+}
+
+/// `Kind/namespace/name` provenance for an object's metadata.
+pub(crate) fn meta_of(
+    kind: &str,
+    metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> ferry_model::Meta {
+    ferry_model::Meta::new(
+        kind,
+        metadata.namespace.as_deref().unwrap_or_default(),
+        metadata.name.as_deref().unwrap_or_default(),
+    )
+}

@@ -1,0 +1,245 @@
+//! Resolving Service references to clusters of ready endpoints.
+
+use ferry_model::{Cluster, Endpoint, Meta, UpstreamProtocol};
+use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
+use k8s_openapi::api::discovery::v1::{EndpointPort, EndpointSlice};
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use crate::inputs::Inputs;
+
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Why a reference to a Service could not be turned into a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefError {
+    #[error("Service {0} not found")]
+    ServiceNotFound(String),
+    #[error("Service {service} has no port {port}")]
+    PortNotFound { service: String, port: String },
+    #[error("Service {0} has several ports; the reference must name one")]
+    PortRequired(String),
+}
+
+/// A DestinationRule subset narrowing a Service to Pods with these labels.
+pub struct SubsetRef<'a> {
+    pub name: &'a str,
+    pub labels: &'a BTreeMap<String, String>,
+    pub rule: Meta,
+}
+
+/// Index over Services, their EndpointSlices and Pods; accumulates the clusters in use.
+pub struct ServiceCatalog<'a> {
+    services: HashMap<(&'a str, &'a str), &'a Service>,
+    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    pods: HashMap<(&'a str, &'a str), &'a Pod>,
+    clusters: BTreeMap<String, Cluster>,
+}
+
+impl<'a> ServiceCatalog<'a> {
+    pub fn new(inputs: &'a Inputs) -> Self {
+        let services = inputs
+            .services
+            .iter()
+            .map(|s| (key(&s.metadata), s))
+            .collect();
+        let pods = inputs.pods.iter().map(|p| (key(&p.metadata), p)).collect();
+        let mut slices: HashMap<_, Vec<_>> = HashMap::new();
+        for slice in &inputs.endpoint_slices {
+            let labels = slice.metadata.labels.as_ref();
+            if let Some(service) = labels.and_then(|l| l.get(SERVICE_NAME_LABEL)) {
+                let namespace = slice.metadata.namespace.as_deref().unwrap_or("default");
+                slices
+                    .entry((namespace, service.as_str()))
+                    .or_default()
+                    .push(slice);
+            }
+        }
+        ServiceCatalog {
+            services,
+            slices,
+            pods,
+            clusters: BTreeMap::new(),
+        }
+    }
+
+    pub fn service(&self, namespace: &str, name: &str) -> Option<&'a Service> {
+        self.services.get(&(namespace, name)).copied()
+    }
+
+    /// Resolves `namespace/name` at `port` (a Service port number; None = the only port) and
+    /// returns the cluster name, registering the cluster in the snapshot.
+    pub fn resolve(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        port: Option<u32>,
+        subset: Option<SubsetRef<'_>>,
+    ) -> Result<Arc<str>, RefError> {
+        let service = self
+            .service(namespace, name)
+            .ok_or_else(|| RefError::ServiceNotFound(format!("{namespace}/{name}")))?;
+        let service_port = select_port(service, port, namespace, name)?;
+        let cluster_name = match &subset {
+            Some(s) => format!("{namespace}/{name}:{}/{}", service_port.port, s.name),
+            None => format!("{namespace}/{name}:{}", service_port.port),
+        };
+        if !self.clusters.contains_key(&cluster_name) {
+            let cluster = self.build_cluster(&cluster_name, namespace, name, service_port, subset);
+            self.clusters.insert(cluster_name.clone(), cluster);
+        }
+        Ok(cluster_name.into())
+    }
+
+    fn build_cluster(
+        &self,
+        cluster_name: &str,
+        namespace: &str,
+        name: &str,
+        service_port: &ServicePort,
+        subset: Option<SubsetRef<'_>>,
+    ) -> Cluster {
+        let slices = self
+            .slices
+            .get(&(namespace, name))
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let mut endpoints: Vec<Endpoint> = slices
+            .iter()
+            .flat_map(|slice| self.slice_endpoints(slice, service_port, subset.as_ref()))
+            .collect();
+        endpoints.sort_by_key(|e| e.address);
+        endpoints.dedup_by_key(|e| e.address);
+        let meta = match subset {
+            Some(s) => s.rule,
+            None => Meta::new("Service", namespace, name),
+        };
+        Cluster {
+            name: cluster_name.into(),
+            meta,
+            protocol: upstream_protocol(service_port),
+            endpoints: endpoints.into(),
+        }
+    }
+
+    /// Ready endpoints of one slice for one Service port, filtered by subset labels.
+    fn slice_endpoints(
+        &self,
+        slice: &EndpointSlice,
+        service_port: &ServicePort,
+        subset: Option<&SubsetRef<'_>>,
+    ) -> Vec<Endpoint> {
+        let Some(port) = endpoint_port(slice.ports.as_deref(), service_port) else {
+            return Vec::new();
+        };
+        let namespace = slice.metadata.namespace.as_deref().unwrap_or("default");
+        let mut endpoints = Vec::new();
+        for endpoint in &slice.endpoints {
+            let ready = endpoint.conditions.as_ref().and_then(|c| c.ready);
+            if ready == Some(false) {
+                continue;
+            }
+            let pod_name = endpoint
+                .target_ref
+                .as_ref()
+                .filter(|r| r.kind.as_deref() == Some("Pod"))
+                .and_then(|r| r.name.as_deref());
+            if let Some(subset) = subset {
+                let pod = pod_name.and_then(|n| self.pods.get(&(namespace, n)));
+                if !pod.is_some_and(|p| labels_match(subset.labels, p.metadata.labels.as_ref())) {
+                    continue;
+                }
+            }
+            let Some(ip) = endpoint
+                .addresses
+                .first()
+                .and_then(|a| a.parse::<IpAddr>().ok())
+            else {
+                continue;
+            };
+            endpoints.push(Endpoint {
+                address: SocketAddr::new(ip, port),
+                pod: pod_name.map(Into::into),
+            });
+        }
+        endpoints
+    }
+
+    pub fn into_clusters(self) -> Vec<Cluster> {
+        self.clusters.into_values().collect()
+    }
+}
+
+fn key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (&str, &str) {
+    (
+        meta.namespace.as_deref().unwrap_or("default"),
+        meta.name.as_deref().unwrap_or_default(),
+    )
+}
+
+fn select_port<'s>(
+    service: &'s Service,
+    port: Option<u32>,
+    namespace: &str,
+    name: &str,
+) -> Result<&'s ServicePort, RefError> {
+    let ports = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_deref())
+        .unwrap_or(&[]);
+    match port {
+        Some(number) => ports
+            .iter()
+            .find(|p| p.port as u32 == number)
+            .ok_or_else(|| RefError::PortNotFound {
+                service: format!("{namespace}/{name}"),
+                port: number.to_string(),
+            }),
+        None if ports.len() == 1 => Ok(&ports[0]),
+        None => Err(RefError::PortRequired(format!("{namespace}/{name}"))),
+    }
+}
+
+/// The endpoint port for a Service port: the slice port with the same name, else the
+/// Service's numeric targetPort (or its port when no targetPort is given).
+fn endpoint_port(slice_ports: Option<&[EndpointPort]>, service_port: &ServicePort) -> Option<u16> {
+    let wanted = service_port.name.as_deref().unwrap_or_default();
+    if let Some(ports) = slice_ports.filter(|p| !p.is_empty()) {
+        let found = ports
+            .iter()
+            .find(|p| p.name.as_deref().unwrap_or_default() == wanted)?;
+        return found.port.and_then(|p| u16::try_from(p).ok());
+    }
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    match &service_port.target_port {
+        Some(IntOrString::Int(p)) => u16::try_from(*p).ok(),
+        Some(IntOrString::String(_)) => None,
+        None => u16::try_from(service_port.port).ok(),
+    }
+}
+
+fn labels_match(
+    wanted: &BTreeMap<String, String>,
+    have: Option<&BTreeMap<String, String>>,
+) -> bool {
+    wanted
+        .iter()
+        .all(|(k, v)| have.and_then(|h| h.get(k)) == Some(v))
+}
+
+/// h2c when the port says so: appProtocol `kubernetes.io/h2c`/`h2c`/`grpc`, or an Istio-style
+/// port name `http2`, `grpc`, `h2c` (optionally followed by `-suffix`).
+fn upstream_protocol(port: &ServicePort) -> UpstreamProtocol {
+    let app = port.app_protocol.as_deref().unwrap_or_default();
+    let name = port.name.as_deref().unwrap_or_default();
+    let prefix = name.split('-').next().unwrap_or_default();
+    let h2 = matches!(app, "kubernetes.io/h2c" | "h2c" | "grpc" | "http2")
+        || matches!(prefix, "http2" | "grpc" | "h2c");
+    if h2 {
+        UpstreamProtocol::H2c
+    } else {
+        UpstreamProtocol::Http1
+    }
+}

@@ -1,0 +1,89 @@
+//! Collecting routes per listener port and hostname, then ordering them by precedence.
+
+use ferry_model::{Listener, Meta, Route, VirtualHost};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Sort key for routes sharing a virtual host; smaller sorts first and wins.
+///
+/// `family` keeps API families apart (Gateway API, then Istio, then Ingress) on the rare port
+/// shared by several; within a family `rank` carries the spec's specificity rules and the rest
+/// the spec's tie-breakers.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct RouteOrder {
+    pub family: u8,
+    pub rank: [i64; 5],
+    /// creationTimestamp (RFC 3339); objects without one sort after those with one.
+    pub age: (bool, String),
+    /// Position in the input (document order).
+    pub load: usize,
+    pub name: String,
+    pub rule: usize,
+    pub matched: usize,
+}
+
+impl RouteOrder {
+    pub fn age_of(
+        meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    ) -> (bool, String) {
+        match &meta.creation_timestamp {
+            Some(t) => (false, serde_json::to_string(t).unwrap_or_default()),
+            None => (true, String::new()),
+        }
+    }
+}
+
+#[derive(Default)]
+struct PortEntry {
+    sources: BTreeSet<Meta>,
+    hosts: BTreeMap<String, Vec<(RouteOrder, Route)>>,
+}
+
+#[derive(Default)]
+pub struct RouteTable {
+    ports: BTreeMap<u16, PortEntry>,
+}
+
+impl RouteTable {
+    /// Declares a listener port (it is bound even if no route attaches to it).
+    pub fn listener(&mut self, port: u16, source: &Meta) {
+        self.ports
+            .entry(port)
+            .or_default()
+            .sources
+            .insert(source.clone());
+    }
+
+    pub fn add(&mut self, port: u16, host: &str, order: RouteOrder, route: Route) {
+        let entry = self.ports.entry(port).or_default();
+        let routes = entry.hosts.entry(host.to_ascii_lowercase()).or_default();
+        routes.push((order, route));
+    }
+
+    /// Ports that have a host `host` already (used to append Ingress default backends).
+    pub fn hosts_on(&self, port: u16) -> Vec<String> {
+        self.ports
+            .get(&port)
+            .map(|p| p.hosts.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn into_listeners(self) -> Vec<Listener> {
+        self.ports
+            .into_iter()
+            .map(|(port, entry)| Listener {
+                name: format!("port-{port}").into(),
+                port,
+                sources: entry.sources.into_iter().collect(),
+                virtual_hosts: entry.hosts.into_iter().map(virtual_host).collect(),
+            })
+            .collect()
+    }
+}
+
+fn virtual_host((hostname, mut routes): (String, Vec<(RouteOrder, Route)>)) -> VirtualHost {
+    routes.sort_by(|a, b| a.0.cmp(&b.0));
+    VirtualHost {
+        hostname: hostname.into(),
+        routes: routes.into_iter().map(|(_, r)| r).collect(),
+    }
+}

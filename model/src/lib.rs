@@ -1,0 +1,22 @@
+//! Ferry's snapshot: the typed routing IR every proxy runs.
+//!
+//! Plain data only — no I/O, no Pingora, no Kubernetes types — so the controller, the
+//! gateway engine and the tests all agree on one shape. Collections are `Arc<[T]>` and strings
+//! `Arc<str>` so cloning a snapshot (or a piece of it) is cheap.
+
+mod cluster;
+mod matching;
+mod meta;
+mod policy;
+mod snapshot;
+
+pub use cluster::{Cluster, Endpoint, UpstreamProtocol};
+pub use matching::{HeaderMatch, PathMatch, QueryMatch, RouteMatch, StringMatch};
+pub use meta::Meta;
+pub use policy::{Filter, HeaderMods, Mirror, PathRewrite, Redirect, RedirectPort, Rewrite};
+pub use snapshot::{
+    Action, BackendTarget, Listener, Route, Snapshot, VirtualHost, WeightedBackend,
+};
+
+/// Shorthand used by every constructor in the IR.
+pub type Str = std::sync::Arc<str>;

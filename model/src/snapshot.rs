@@ -1,0 +1,91 @@
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+use crate::{Cluster, Filter, Meta, Redirect, RouteMatch, Str};
+
+/// One immutable, complete routing configuration for a proxy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Snapshot {
+    /// Set by whoever publishes the snapshot; increases with every change.
+    pub version: u64,
+    pub listeners: Arc<[Listener]>,
+    pub clusters: Arc<[Cluster]>,
+}
+
+impl Snapshot {
+    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
+        self.clusters.iter().find(|c| &*c.name == name)
+    }
+}
+
+/// A port the proxy listens on, with its virtual hosts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listener {
+    pub name: Str,
+    pub port: u16,
+    /// Objects that asked for this port (Gateway listeners, Istio Gateway servers, Ingress).
+    pub sources: Arc<[Meta]>,
+    pub virtual_hosts: Arc<[VirtualHost]>,
+}
+
+/// Routes for one hostname pattern on a listener.
+///
+/// `hostname` is an exact name (`foo.example.com`), a wildcard (`*.example.com`) or `*`.
+/// A request is served by the most specific virtual host only, as Gateway API requires.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VirtualHost {
+    pub hostname: Str,
+    /// Already in precedence order: the proxy takes the first route that matches.
+    pub routes: Arc<[Route]>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// The route object (HTTPRoute, VirtualService, Ingress) this came from.
+    pub meta: Meta,
+    /// Stable name for metrics and logs: `<namespace>/<name>/rule/<n>/match/<m>`.
+    pub name: Str,
+    #[serde(rename = "match")]
+    pub matcher: RouteMatch,
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub filters: Arc<[Filter]>,
+    pub action: Action,
+}
+
+fn is_empty<T>(items: &Arc<[T]>) -> bool {
+    items.is_empty()
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Forward to one of the weighted backends.
+    Forward(Arc<[WeightedBackend]>),
+    Redirect(Redirect),
+    /// Answer directly, e.g. 500 for a rule whose backends are all invalid.
+    Direct {
+        status: u16,
+        body: Str,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightedBackend {
+    pub weight: u32,
+    pub target: BackendTarget,
+    /// Filters that apply only when this backend is picked.
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub filters: Arc<[Filter]>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendTarget {
+    Cluster(Str),
+    /// A reference that could not be resolved: requests picking it get `status`,
+    /// and `reason` is shown in logs and in the response's cause header.
+    Invalid {
+        status: u16,
+        reason: Str,
+    },
+}
