@@ -1,1 +1,18 @@
+//! Ferry's proxy engine: Pingora underneath, one hot-swapped snapshot on top.
+//!
+//! `engine` applies snapshots; `compiled` turns a snapshot into lookup structures;
+//! `proxy` is the Pingora `ProxyHttp` glue; `listeners` follows the snapshot's ports;
+//! `source` feeds snapshots from files; `admin` and `metrics` report; `echo` is a test backend.
 
+pub mod admin;
+pub mod compiled;
+pub mod echo;
+pub mod engine;
+pub mod listeners;
+pub mod metrics;
+pub mod proxy;
+pub mod rewrite;
+pub mod source;
+pub mod store;
+
+pub use engine::Engine;

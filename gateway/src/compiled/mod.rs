@@ -1,0 +1,207 @@
+//! A snapshot compiled for the request path: host index per listener, regexes built,
+//! load-balancing state allocated. Built off the request path, then swapped in whole.
+
+mod matcher;
+
+use ferry_model::{Action, BackendTarget, Cluster, Route, Snapshot, Str};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+pub use matcher::{CompiledMatch, RequestView};
+
+#[derive(Debug, thiserror::Error)]
+#[error("route {route} ({object}): {message}")]
+pub struct CompileError {
+    pub route: String,
+    pub object: String,
+    pub message: String,
+}
+
+pub struct CompiledSnapshot {
+    pub version: u64,
+    /// The snapshot as received, for /config_dump.
+    pub source: Arc<Snapshot>,
+    listeners: HashMap<u16, CompiledListener>,
+    clusters: HashMap<Str, Arc<CompiledCluster>>,
+}
+
+struct CompiledListener {
+    exact: HashMap<Str, usize>,
+    /// (suffix including the leading dot, vhost index), longest suffix first.
+    wildcards: Vec<(Str, usize)>,
+    catch_all: Option<usize>,
+    vhosts: Vec<Vec<Arc<CompiledRoute>>>,
+}
+
+pub struct CompiledRoute {
+    pub route: Route,
+    matcher: CompiledMatch,
+    total_weight: u64,
+}
+
+/// A cluster plus its round-robin cursor.
+pub struct CompiledCluster {
+    pub cluster: Cluster,
+    cursor: AtomicUsize,
+}
+
+impl CompiledSnapshot {
+    pub fn compile(snapshot: Arc<Snapshot>) -> Result<Self, CompileError> {
+        let mut listeners = HashMap::new();
+        for listener in snapshot.listeners.iter() {
+            listeners.insert(listener.port, compile_listener(listener)?);
+        }
+        let clusters = snapshot
+            .clusters
+            .iter()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    Arc::new(CompiledCluster {
+                        cluster: c.clone(),
+                        cursor: AtomicUsize::new(0),
+                    }),
+                )
+            })
+            .collect();
+        Ok(CompiledSnapshot {
+            version: snapshot.version,
+            source: snapshot,
+            listeners,
+            clusters,
+        })
+    }
+
+    pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.listeners.keys().copied()
+    }
+
+    /// The first route of the most specific virtual host that matches the request.
+    pub fn route(&self, request: &RequestView<'_>) -> Option<&Arc<CompiledRoute>> {
+        let listener = self.listeners.get(&request.port)?;
+        let vhost = listener.vhost_for(request.host)?;
+        listener.vhosts[vhost]
+            .iter()
+            .find(|r| r.matcher.matches(request))
+    }
+
+    pub fn cluster(&self, name: &str) -> Option<&Arc<CompiledCluster>> {
+        self.clusters.get(name)
+    }
+}
+
+impl CompiledListener {
+    fn vhost_for(&self, host: &str) -> Option<usize> {
+        if let Some(index) = self.exact.get(host) {
+            return Some(*index);
+        }
+        self.wildcards
+            .iter()
+            .find(|(suffix, _)| host.len() > suffix.len() && host.ends_with(&**suffix))
+            .map(|(_, index)| *index)
+            .or(self.catch_all)
+    }
+}
+
+fn compile_listener(listener: &ferry_model::Listener) -> Result<CompiledListener, CompileError> {
+    let mut compiled = CompiledListener {
+        exact: HashMap::new(),
+        wildcards: Vec::new(),
+        catch_all: None,
+        vhosts: Vec::new(),
+    };
+    for (index, vhost) in listener.virtual_hosts.iter().enumerate() {
+        let host = vhost.hostname.to_ascii_lowercase();
+        if host == "*" {
+            compiled.catch_all = Some(index);
+        } else if let Some(suffix) = host.strip_prefix('*') {
+            compiled.wildcards.push((suffix.into(), index));
+        } else {
+            compiled.exact.insert(host.into(), index);
+        }
+        let routes = vhost
+            .routes
+            .iter()
+            .map(compile_route)
+            .collect::<Result<Vec<_>, _>>()?;
+        compiled.vhosts.push(routes);
+    }
+    compiled
+        .wildcards
+        .sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
+    Ok(compiled)
+}
+
+fn compile_route(route: &Route) -> Result<Arc<CompiledRoute>, CompileError> {
+    let matcher = CompiledMatch::compile(&route.matcher).map_err(|message| CompileError {
+        route: route.name.to_string(),
+        object: route.meta.to_string(),
+        message,
+    })?;
+    let total_weight = match &route.action {
+        Action::Forward(backends) => backends.iter().map(|b| u64::from(b.weight)).sum(),
+        _ => 0,
+    };
+    Ok(Arc::new(CompiledRoute {
+        route: route.clone(),
+        matcher,
+        total_weight,
+    }))
+}
+
+impl CompiledRoute {
+    /// Weighted random choice among the route's backends (index into the Forward list).
+    pub fn pick_backend(&self, roll: u64) -> Option<usize> {
+        let Action::Forward(backends) = &self.route.action else {
+            return None;
+        };
+        if self.total_weight == 0 {
+            return None;
+        }
+        let mut point = roll % self.total_weight;
+        for (index, backend) in backends.iter().enumerate() {
+            let weight = u64::from(backend.weight);
+            if point < weight {
+                return Some(index);
+            }
+            point -= weight;
+        }
+        None
+    }
+
+    pub fn backend_target(&self, index: usize) -> Option<&BackendTarget> {
+        match &self.route.action {
+            Action::Forward(backends) => backends.get(index).map(|b| &b.target),
+            _ => None,
+        }
+    }
+}
+
+impl CompiledCluster {
+    /// Round-robin over the ready endpoints; None when there are none.
+    pub fn next_endpoint(&self) -> Option<&ferry_model::Endpoint> {
+        let endpoints = &self.cluster.endpoints;
+        if endpoints.is_empty() {
+            return None;
+        }
+        let n = self.cursor.fetch_add(1, Ordering::Relaxed);
+        endpoints.get(n % endpoints.len())
+    }
+}
+
+impl CompiledRoute {
+    /// Route filters followed by the filters of the chosen backend.
+    pub fn filters_for(
+        &self,
+        backend: Option<usize>,
+    ) -> impl Iterator<Item = &ferry_model::Filter> {
+        let backend_filters = match (&self.route.action, backend) {
+            (Action::Forward(backends), Some(i)) => {
+                backends.get(i).map(|b| &b.filters[..]).unwrap_or(&[])
+            }
+            _ => &[],
+        };
+        self.route.filters.iter().chain(backend_filters.iter())
+    }
+}

@@ -1,0 +1,125 @@
+//! `ferry echo`: a backend that describes the request it received, for examples, tests
+//! and benchmarks. Speaks HTTP/1.1 and h2c (prior knowledge) on one port.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+#[derive(Clone, Debug)]
+pub struct EchoConfig {
+    pub name: String,
+    pub namespace: String,
+    /// Print one JSON line per request on stdout (handy to watch mirrored traffic).
+    pub log_requests: bool,
+}
+
+/// What the echo server answers: a description of the request.
+#[derive(Serialize)]
+struct EchoReply<'a> {
+    name: &'a str,
+    namespace: &'a str,
+    method: &'a str,
+    path: &'a str,
+    query: Option<&'a str>,
+    host: &'a str,
+    headers: BTreeMap<String, String>,
+    protocol: &'static str,
+    body_bytes: usize,
+}
+
+pub async fn serve(listener: TcpListener, config: EchoConfig) {
+    let config = Arc::new(config);
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let config = config.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let config = config.clone();
+                async move { Ok::<_, std::convert::Infallible>(answer(&config, req).await) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}
+
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+async fn answer(config: &EchoConfig, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body_bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes().len())
+        .unwrap_or(0);
+    let header_text = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(delay) = header_text("x-echo-delay-ms").and_then(|v| v.parse().ok()) {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let status = header_text("x-echo-status")
+        .and_then(|v| v.parse::<u16>().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    let mut headers = BTreeMap::new();
+    for (name, value) in &parts.headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        headers
+            .entry(name.as_str().to_string())
+            .and_modify(|v: &mut String| {
+                v.push(',');
+                v.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or(header_text("host"))
+        .unwrap_or_default();
+    let reply = EchoReply {
+        name: &config.name,
+        namespace: &config.namespace,
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        host,
+        headers,
+        protocol: protocol_name(parts.version),
+        body_bytes,
+    };
+    let body = serde_json::to_vec(&reply).unwrap_or_default();
+    if config.log_requests {
+        println!("{}", String::from_utf8_lossy(&body));
+    }
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        "content-type",
+        "application/json".parse().expect("static header"),
+    );
+    response
+}
+
+fn protocol_name(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    }
+}

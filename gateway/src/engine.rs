@@ -1,0 +1,141 @@
+//! Applying snapshots: compile off the request path, swap atomically, follow listeners,
+//! keep the last good snapshot when a change is rejected.
+
+use ferry_model::Snapshot;
+use pingora_core::apps::HttpServerOptions;
+use pingora_core::server::configuration::ServerConf;
+use pingora_proxy::{http_proxy, HttpProxy};
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+use crate::compiled::CompiledSnapshot;
+use crate::listeners::Listeners;
+use crate::metrics::Metrics;
+use crate::proxy::FerryProxy;
+use crate::store::SnapshotStore;
+
+/// A change that was not applied, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct Rejection {
+    pub at_unix_ms: u128,
+    pub reasons: Vec<String>,
+}
+
+/// What /config_dump shows besides the snapshot itself.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct EngineStatus {
+    /// Translator reports (status conditions) for the applied configuration.
+    pub reports: serde_json::Value,
+    pub last_rejected: Option<Rejection>,
+    pub listener_errors: Vec<String>,
+}
+
+pub struct Engine {
+    pub store: Arc<SnapshotStore>,
+    pub metrics: Arc<Metrics>,
+    listeners: Listeners<HttpProxy<FerryProxy>>,
+    status: Mutex<EngineStatus>,
+    last_version: AtomicU64,
+    /// Serializes apply() calls so listener reconciliation follows swap order.
+    applying: tokio::sync::Mutex<()>,
+    _shutdown: watch::Sender<bool>,
+}
+
+impl Engine {
+    pub fn new(bind_ip: IpAddr) -> Arc<Self> {
+        let store = Arc::new(SnapshotStore::default());
+        let metrics = Arc::new(Metrics::new());
+        let conf = Arc::new(ServerConf::default());
+        let mut proxy = http_proxy(&conf, FerryProxy::new(store.clone(), metrics.clone()));
+        let mut options = HttpServerOptions::default();
+        options.h2c = true; // serve HTTP/2 prior-knowledge clients on cleartext listeners
+        proxy.server_options = Some(options);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        Arc::new(Engine {
+            store,
+            metrics,
+            listeners: Listeners::new(bind_ip, Arc::new(proxy), shutdown_rx),
+            status: Mutex::new(EngineStatus::default()),
+            last_version: AtomicU64::new(0),
+            applying: tokio::sync::Mutex::new(()),
+            _shutdown: shutdown_tx,
+        })
+    }
+
+    /// Compiles and activates `snapshot` (its version is assigned here when 0).
+    /// On failure nothing changes and the reasons are recorded.
+    pub async fn apply(
+        &self,
+        mut snapshot: Snapshot,
+        reports: serde_json::Value,
+    ) -> Result<u64, Vec<String>> {
+        let _guard = self.applying.lock().await;
+        if snapshot.version == 0 {
+            snapshot.version = self.last_version.load(Ordering::SeqCst) + 1;
+        }
+        let version = snapshot.version;
+        let compiled = match CompiledSnapshot::compile(Arc::new(snapshot)) {
+            Ok(compiled) => Arc::new(compiled),
+            Err(e) => {
+                let reasons = vec![e.to_string()];
+                self.reject(reasons.clone());
+                return Err(reasons);
+            }
+        };
+        let ports: BTreeSet<u16> = compiled.ports().collect();
+        self.store.swap(compiled);
+        self.last_version.store(version, Ordering::SeqCst);
+        let listener_errors = self.listeners.reconcile(&ports).await;
+        self.record_applied(version, reports, listener_errors).await;
+        Ok(version)
+    }
+
+    async fn record_applied(
+        &self,
+        version: u64,
+        reports: serde_json::Value,
+        listener_errors: Vec<String>,
+    ) {
+        self.metrics.swaps.inc();
+        self.metrics.snapshot_version.set(version as i64);
+        self.metrics
+            .listener_bind_errors
+            .inc_by(listener_errors.len() as u64);
+        self.metrics
+            .listeners
+            .set(self.listeners.count().await as i64);
+        let mut status = self.status.lock().expect("status lock");
+        status.reports = reports;
+        status.listener_errors = listener_errors;
+        tracing::info!(version, "snapshot applied");
+    }
+
+    /// Records a change that was not applied; the active snapshot keeps serving.
+    pub fn reject(&self, reasons: Vec<String>) {
+        for reason in &reasons {
+            tracing::error!("configuration rejected, last good snapshot kept: {reason}");
+        }
+        self.metrics.rejections.inc();
+        let at_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        self.status.lock().expect("status lock").last_rejected = Some(Rejection {
+            at_unix_ms,
+            reasons,
+        });
+    }
+
+    pub fn status(&self) -> EngineStatus {
+        self.status.lock().expect("status lock").clone()
+    }
+
+    /// The snapshot currently served, if any.
+    pub fn active(&self) -> Option<Arc<Snapshot>> {
+        self.store.load().map(|c| c.source.clone())
+    }
+}

@@ -1,0 +1,222 @@
+//! What to do with a request: answer it locally, or forward it to an endpoint.
+
+use ferry_model::{Action, BackendTarget, Filter};
+use pingora_core::Result;
+use pingora_http::RequestHeader;
+use pingora_proxy::Session;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::mirror::{MirrorTarget, PendingMirror};
+use super::respond::{self, LocalReply};
+use crate::compiled::{CompiledCluster, CompiledRoute, CompiledSnapshot, RequestView};
+use crate::rewrite::{redirect_location, RedirectRequest};
+
+pub enum Decision {
+    Reply(Reply),
+    Forward(Forward),
+}
+
+/// A response the proxy writes itself. `cause` goes into the cause header:
+/// a code (NR no route, UH no healthy upstream, IB invalid backend, DR direct response,
+/// RD redirect) followed by the object responsible.
+pub struct Reply {
+    pub status: u16,
+    pub cause: String,
+    pub body: String,
+    pub location: Option<String>,
+    pub route: Option<Arc<CompiledRoute>>,
+}
+
+pub struct Forward {
+    pub route: Arc<CompiledRoute>,
+    pub backend: usize,
+    pub cluster: Arc<CompiledCluster>,
+    pub endpoint: SocketAddr,
+}
+
+impl Decision {
+    pub fn reply(status: u16, cause: impl Into<String>) -> Reply {
+        let cause = cause.into();
+        Reply {
+            status,
+            body: format!("{cause}\n"),
+            cause,
+            location: None,
+            route: None,
+        }
+    }
+}
+
+impl Reply {
+    fn for_route(mut self, route: &Arc<CompiledRoute>) -> Self {
+        self.route = Some(route.clone());
+        self
+    }
+
+    pub async fn send(&self, session: &mut Session) -> Result<()> {
+        let reply = LocalReply {
+            status: self.status,
+            cause: &self.cause,
+            body: &self.body,
+            location: self.location.as_deref(),
+        };
+        respond::send(session, reply).await
+    }
+}
+
+pub fn decide(snapshot: &CompiledSnapshot, req: &RequestHeader, port: u16) -> Decision {
+    let (host, host_port) = host_of(req);
+    let view = RequestView {
+        port,
+        host: &host,
+        path: req.uri.path(),
+        query: req.uri.query(),
+        method: req.method.as_str(),
+        headers: &req.headers,
+    };
+    let Some(route) = snapshot.route(&view) else {
+        return Decision::Reply(Decision::reply(
+            404,
+            format!("NR no route for host {host:?} on port {port}"),
+        ));
+    };
+    let meta = &route.route.meta;
+    match &route.route.action {
+        Action::Redirect(redirect) => {
+            let request = RedirectRequest {
+                host: &host,
+                host_port,
+                listener_port: port,
+                path: view.path,
+                query: view.query,
+                matched: &route.route.matcher.path,
+            };
+            let mut reply = Decision::reply(redirect.status, format!("RD {meta}")).for_route(route);
+            reply.location = Some(redirect_location(redirect, &request));
+            reply.body.clear();
+            Decision::Reply(reply)
+        }
+        Action::Direct { status, body } => {
+            let mut reply = Decision::reply(*status, format!("DR {meta}")).for_route(route);
+            reply.body = body.to_string();
+            Decision::Reply(reply)
+        }
+        Action::Forward(_) => forward(snapshot, route),
+    }
+}
+
+fn forward(snapshot: &CompiledSnapshot, route: &Arc<CompiledRoute>) -> Decision {
+    let meta = &route.route.meta;
+    let Some(backend) = route.pick_backend(rand::random()) else {
+        return Decision::Reply(
+            Decision::reply(500, format!("IB {meta}: all backends have weight 0")).for_route(route),
+        );
+    };
+    let cluster_name = match route.backend_target(backend) {
+        Some(BackendTarget::Cluster(name)) => name,
+        Some(BackendTarget::Invalid { status, reason }) => {
+            return Decision::Reply(
+                Decision::reply(*status, format!("IB {meta}: {reason}")).for_route(route),
+            );
+        }
+        None => {
+            return Decision::Reply(
+                Decision::reply(500, format!("IB {meta}: no backend")).for_route(route),
+            )
+        }
+    };
+    let Some(cluster) = snapshot.cluster(cluster_name) else {
+        return Decision::Reply(
+            Decision::reply(500, format!("IB {meta}: cluster {cluster_name} missing"))
+                .for_route(route),
+        );
+    };
+    let Some(endpoint) = cluster.next_endpoint() else {
+        let cause = format!(
+            "UH {}: no ready endpoints in {cluster_name}",
+            cluster.cluster.meta
+        );
+        return Decision::Reply(Decision::reply(503, cause).for_route(route));
+    };
+    Decision::Forward(Forward {
+        route: route.clone(),
+        backend,
+        cluster: cluster.clone(),
+        endpoint: endpoint.address,
+    })
+}
+
+/// Host (lower-case, port removed) and the port written after it, from the URI authority
+/// (HTTP/2, absolute-form) or the Host header.
+pub fn host_of(req: &RequestHeader) -> (String, Option<u16>) {
+    let raw = match req.uri.authority() {
+        Some(authority) => authority.as_str(),
+        None => req
+            .headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default(),
+    };
+    let (host, port) = split_host_port(raw);
+    (host.to_ascii_lowercase(), port)
+}
+
+fn split_host_port(raw: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = raw.strip_prefix('[') {
+        // [v6]:port
+        return match rest.split_once(']') {
+            Some((host, tail)) => (host, tail.strip_prefix(':').and_then(|p| p.parse().ok())),
+            None => (raw, None),
+        };
+    }
+    match raw.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => (host, port.parse().ok()),
+        _ => (raw, None),
+    }
+}
+
+/// The mirror copies this request should produce (each mirror filter rolls its own share).
+pub fn mirror_for(
+    snapshot: &CompiledSnapshot,
+    forward: &Forward,
+    req: &RequestHeader,
+) -> Option<PendingMirror> {
+    let targets: Vec<MirrorTarget> = forward
+        .route
+        .filters_for(Some(forward.backend))
+        .filter_map(|f| match f {
+            Filter::Mirror(m) if rand::random_range(0..1_000_000) < m.per_million => Some(m),
+            _ => None,
+        })
+        .filter_map(|m| {
+            let cluster = snapshot.cluster(&m.cluster)?;
+            let endpoint = cluster.next_endpoint()?;
+            Some(MirrorTarget {
+                address: endpoint.address,
+                protocol: cluster.cluster.protocol,
+            })
+        })
+        .collect();
+    if targets.is_empty() {
+        return None;
+    }
+    Some(PendingMirror {
+        targets,
+        head: req.clone(),
+        host: host_of(req).0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_host_port;
+
+    #[test]
+    fn host_port_split_handles_ipv6_and_missing_port() {
+        assert_eq!(split_host_port("a.com:8080"), ("a.com", Some(8080)));
+        assert_eq!(split_host_port("a.com"), ("a.com", None));
+        assert_eq!(split_host_port("[::1]:80"), ("::1", Some(80)));
+        assert_eq!(split_host_port("[::1]"), ("::1", None));
+    }
+}

@@ -1,0 +1,255 @@
+//! The Pingora `ProxyHttp` implementation: thin hooks over the compiled snapshot and the
+//! pure functions in `compiled`, `rewrite` and `decide`.
+
+mod context;
+mod decide;
+pub mod mirror;
+mod respond;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use ferry_model::{Filter, UpstreamProtocol};
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{ProxyHttp, Session};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::metrics::Metrics;
+use crate::rewrite::{apply_header_mods, rewrite_path};
+use crate::store::SnapshotStore;
+pub use context::RequestCtx;
+use decide::Decision;
+use mirror::{MirrorClient, MAX_MIRROR_BODY};
+pub use respond::CAUSE_HEADER;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct FerryProxy {
+    store: Arc<SnapshotStore>,
+    metrics: Arc<Metrics>,
+    mirrors: MirrorClient,
+}
+
+impl FerryProxy {
+    pub fn new(store: Arc<SnapshotStore>, metrics: Arc<Metrics>) -> Self {
+        FerryProxy {
+            store,
+            metrics,
+            mirrors: MirrorClient::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for FerryProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.listener_port = session
+            .as_downstream()
+            .server_addr()
+            .and_then(|a| a.as_inet())
+            .map_or(0, |a| a.port());
+        let Some(snapshot) = self.store.load() else {
+            let reply = Decision::reply(503, "NC no configuration applied yet");
+            return reply.send(session).await.map(|_| true);
+        };
+        ctx.snapshot = Some(snapshot.clone());
+        let decision = decide::decide(&snapshot, session.req_header(), ctx.listener_port);
+        match decision {
+            Decision::Reply(reply) => {
+                ctx.route = reply.route.clone();
+                reply.send(session).await.map(|_| true)
+            }
+            Decision::Forward(forward) => {
+                ctx.mirror = decide::mirror_for(&snapshot, &forward, session.req_header());
+                ctx.route = Some(forward.route);
+                ctx.backend = Some(forward.backend);
+                ctx.endpoint = Some(forward.endpoint);
+                ctx.cluster = Some(forward.cluster);
+                Ok(false)
+            }
+        }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if ctx.mirror.is_none() {
+            return Ok(());
+        }
+        if let Some(chunk) = body {
+            if ctx.mirror_body.len() + chunk.len() > MAX_MIRROR_BODY {
+                ctx.mirror = None; // too large to copy: this request is not mirrored
+                return Ok(());
+            }
+            ctx.mirror_body.extend_from_slice(chunk);
+        }
+        if end_of_stream {
+            self.flush_mirror(ctx);
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let (Some(endpoint), Some(cluster)) = (ctx.endpoint, ctx.cluster.as_ref()) else {
+            return Error::e_explain(ErrorType::InternalError, "no upstream chosen for request");
+        };
+        let mut peer = HttpPeer::new(endpoint, false, String::new());
+        if cluster.cluster.protocol == UpstreamProtocol::H2c {
+            peer.options.set_http_version(2, 2);
+        }
+        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        normalize_to_origin_form(upstream)?;
+        let Some(route) = ctx.route.clone() else {
+            return Ok(());
+        };
+        for filter in route.filters_for(ctx.backend) {
+            match filter {
+                Filter::RequestHeaders(mods) => apply_header_mods(upstream, mods),
+                Filter::Rewrite(rewrite) => {
+                    if let Some(path) = &rewrite.path {
+                        let new_path =
+                            rewrite_path(path, &route.route.matcher.path, upstream.uri.path());
+                        set_path(upstream, &new_path)?;
+                    }
+                    if let Some(host) = &rewrite.host {
+                        upstream.insert_header("host", &**host)?;
+                    }
+                }
+                Filter::ResponseHeaders(_) | Filter::Mirror(_) => {}
+            }
+        }
+        set_forwarded_headers(session, upstream)
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(route) = ctx.route.clone() else {
+            return Ok(());
+        };
+        for filter in route.filters_for(ctx.backend) {
+            if let Filter::ResponseHeaders(mods) = filter {
+                apply_header_mods(response, mods);
+            }
+        }
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, _error: Option<&Error>, ctx: &mut RequestCtx) {
+        self.flush_mirror(ctx);
+        let code = session
+            .as_downstream()
+            .response_written()
+            .map_or(0, |r| r.status.as_u16());
+        let listener = ctx.listener_port.to_string();
+        let route = ctx.route.as_ref().map_or("none", |r| &r.route.name);
+        let backend = ctx.cluster.as_ref().map_or("none", |c| &c.cluster.name);
+        self.metrics
+            .requests
+            .with_label_values(&[listener.as_str(), route, backend, itoa(code).as_str()])
+            .inc();
+        self.metrics
+            .request_duration
+            .with_label_values(&[listener.as_str()])
+            .observe(ctx.started.elapsed().as_secs_f64());
+    }
+}
+
+impl FerryProxy {
+    fn flush_mirror(&self, ctx: &mut RequestCtx) {
+        if let Some(pending) = ctx.mirror.take() {
+            let body = std::mem::take(&mut ctx.mirror_body).freeze();
+            self.mirrors.send(pending, body);
+        }
+    }
+}
+
+fn itoa(code: u16) -> String {
+    code.to_string()
+}
+
+/// Upstream requests carry an origin-form URI and a Host header; Pingora derives HTTP/2's
+/// `:authority` from Host when the upstream speaks h2.
+fn normalize_to_origin_form(upstream: &mut RequestHeader) -> Result<()> {
+    if let Some(authority) = upstream.uri.authority().map(|a| a.as_str().to_string()) {
+        if upstream.headers.get("host").is_none() {
+            upstream.insert_header("host", authority)?;
+        }
+        let path = upstream
+            .uri
+            .path_and_query()
+            .map_or("/".to_string(), |p| p.as_str().to_string());
+        set_uri(upstream, &path)?;
+    }
+    Ok(())
+}
+
+fn set_path(upstream: &mut RequestHeader, path: &str) -> Result<()> {
+    let uri = match upstream.uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_string(),
+    };
+    set_uri(upstream, &uri)
+}
+
+fn set_uri(upstream: &mut RequestHeader, uri: &str) -> Result<()> {
+    let parsed = uri.parse::<http::Uri>().map_err(|e| {
+        Error::explain(
+            ErrorType::InvalidHTTPHeader,
+            format!("rewritten URI {uri:?}: {e}"),
+        )
+    })?;
+    upstream.set_uri(parsed);
+    Ok(())
+}
+
+/// X-Forwarded-For gets the client address appended; X-Forwarded-Proto names the scheme the
+/// client used (cleartext listeners only, for now).
+fn set_forwarded_headers(session: &Session, upstream: &mut RequestHeader) -> Result<()> {
+    if let Some(client) = session
+        .as_downstream()
+        .client_addr()
+        .and_then(|a| a.as_inet())
+    {
+        let ip = client.ip().to_string();
+        let value = match upstream
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(existing) => format!("{existing}, {ip}"),
+            None => ip,
+        };
+        upstream.insert_header("x-forwarded-for", value)?;
+    }
+    upstream.insert_header("x-forwarded-proto", "http")?;
+    Ok(())
+}

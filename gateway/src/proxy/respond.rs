@@ -1,0 +1,49 @@
+//! Responses the proxy writes itself (no route, invalid backend, redirects...).
+
+use bytes::Bytes;
+use pingora_core::Result;
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+
+/// Header naming why the proxy answered itself: a short cause code and the object at fault.
+pub const CAUSE_HEADER: &str = "x-ferry-cause";
+
+pub struct LocalReply<'a> {
+    pub status: u16,
+    pub cause: &'a str,
+    pub body: &'a str,
+    pub location: Option<&'a str>,
+}
+
+pub async fn send(session: &mut Session, reply: LocalReply<'_>) -> Result<()> {
+    let mut header = ResponseHeader::build(reply.status, Some(4))?;
+    header.insert_header(CAUSE_HEADER, sanitize(reply.cause))?;
+    header.insert_header("content-type", "text/plain; charset=utf-8")?;
+    header.insert_header("content-length", reply.body.len().to_string())?;
+    if let Some(location) = reply.location {
+        header.insert_header("location", location)?;
+    }
+    let head_only = reply.body.is_empty() || session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(header), head_only)
+        .await?;
+    if !head_only {
+        session
+            .write_response_body(Some(Bytes::copy_from_slice(reply.body.as_bytes())), true)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Header values must be visible ASCII; causes may quote user input.
+fn sanitize(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}

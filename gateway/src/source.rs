@@ -1,0 +1,97 @@
+//! Standalone configuration: manifests on disk, re-read when they change.
+//!
+//! The loader (files -> snapshot) is injected so the engine does not depend on the
+//! translator; the binary wires `ferry-controller`'s loader in.
+
+use ferry_model::Snapshot;
+use notify::{RecursiveMode, Watcher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::engine::Engine;
+
+/// A translated configuration ready to apply, with its status reports.
+pub struct Loaded {
+    pub snapshot: Snapshot,
+    pub reports: serde_json::Value,
+}
+
+/// Reads the configuration; `Err` lists why it is invalid (each naming object and field).
+pub type Loader = Arc<dyn Fn() -> Result<Loaded, Vec<String>> + Send + Sync>;
+
+/// Events closer together than this are handled as one reload (editors write in bursts).
+const DEBOUNCE: Duration = Duration::from_millis(40);
+
+/// Loads once, then reloads on every change under `path`. Runs until the process exits.
+pub async fn watch(path: PathBuf, loader: Loader, engine: Arc<Engine>) -> notify::Result<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !e.kind.is_access()) {
+            let _ = tx.send(());
+        }
+    })?;
+    let (target, mode) = watch_target(&path);
+    watcher.watch(&target, mode)?;
+    let mut reloader = Reloader {
+        loader,
+        engine,
+        last_applied: None,
+        last_errors: Vec::new(),
+    };
+    reloader.reload().await;
+    while rx.recv().await.is_some() {
+        tokio::time::sleep(DEBOUNCE).await;
+        while rx.try_recv().is_ok() {}
+        reloader.reload().await;
+    }
+    drop(watcher);
+    Ok(())
+}
+
+/// A file is watched through its directory so atomic replaces (write + rename) are seen.
+fn watch_target(path: &Path) -> (PathBuf, RecursiveMode) {
+    if path.is_dir() {
+        (path.to_path_buf(), RecursiveMode::Recursive)
+    } else {
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        (parent.to_path_buf(), RecursiveMode::NonRecursive)
+    }
+}
+
+struct Reloader {
+    loader: Loader,
+    engine: Arc<Engine>,
+    last_applied: Option<Snapshot>,
+    last_errors: Vec<String>,
+}
+
+impl Reloader {
+    async fn reload(&mut self) {
+        match (self.loader)() {
+            Ok(loaded) => {
+                if self.last_applied.as_ref() == Some(&loaded.snapshot) {
+                    return; // content unchanged (e.g. a touch, or a file outside the config)
+                }
+                let snapshot = loaded.snapshot.clone();
+                if self
+                    .engine
+                    .apply(loaded.snapshot, loaded.reports)
+                    .await
+                    .is_ok()
+                {
+                    self.last_applied = Some(snapshot);
+                    self.last_errors.clear();
+                }
+            }
+            Err(errors) if errors != self.last_errors => {
+                self.engine.reject(errors.clone());
+                self.last_errors = errors;
+            }
+            Err(_) => {}
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! `ferry gateway` in standalone mode: manifests on disk -> translator -> engine.
+
+use ferry_controller::{translate, Options, Severity};
+use ferry_gateway::source::{self, Loaded, Loader};
+use ferry_gateway::{admin, Engine};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::cli::GatewayArgs;
+
+pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
+    let mut options = Options {
+        ingress_port: args.ingress_port,
+        ingress_class: args.ingress_class.clone(),
+        ..Options::default()
+    };
+    if !args.labels.is_empty() {
+        options.gateway_labels = args.labels.clone();
+    }
+    let engine = Engine::new(args.bind_address);
+    let admin_addr = admin::serve(args.admin, engine.clone()).await?;
+    tracing::info!(%admin_addr, config = %args.config.display(), "ferry gateway starting (standalone)");
+    let loader = file_loader(args.config.clone(), options);
+    source::watch(args.config, loader, engine).await?;
+    Ok(())
+}
+
+/// Reads the manifests and translates them. Invalid objects reject the whole change
+/// (the engine keeps its last good snapshot); degraded ones are logged and applied.
+fn file_loader(path: PathBuf, options: Options) -> Loader {
+    Arc::new(move || {
+        let inputs = ferry_controller::inputs::load_path(&path).map_err(|e| vec![e.to_string()])?;
+        let output = translate(&inputs, &options);
+        let errors: Vec<String> = output.errors().map(ToString::to_string).collect();
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        for warning in output
+            .reports
+            .iter()
+            .filter(|r| r.severity == Severity::Warning)
+        {
+            tracing::warn!("{warning}");
+        }
+        let reports = serde_json::to_value(&output.reports).unwrap_or_default();
+        Ok(Loaded {
+            snapshot: output.snapshot,
+            reports,
+        })
+    })
+}
