@@ -31,10 +31,29 @@ pub fn rewrite_path(rewrite: &PathRewrite, matched: &PathMatch, path: &str) -> S
             },
             _,
         ) => match regex::Regex::new(pattern) {
-            Ok(re) => re.replace_all(path, &**substitution).into_owned(),
+            Ok(re) => re
+                .replace_all(path, re2_substitution(substitution).as_str())
+                .into_owned(),
             Err(_) => path.to_string(),
         },
     }
+}
+
+/// Istio writes capture groups RE2-style (`\\1`); the regex crate expects `${1}`.
+fn re2_substitution(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('\\', Some(d)) if d.is_ascii_digit() => {
+                out.push_str(&format!("${{{d}}}"));
+                chars.next();
+            }
+            ('$', _) => out.push_str("$$"),
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// Joins a replacement prefix and the rest of a path without doubling or losing the `/`.
@@ -145,6 +164,18 @@ mod tests {
         assert_eq!(rewrite_path(&r, &seg("/"), "/users"), "/v2/users");
         let istio = PathMatch::Prefix("/api".into());
         assert_eq!(rewrite_path(&r, &istio, "/api/x"), "/v2/x");
+    }
+
+    #[test]
+    fn regex_rewrite_understands_re2_groups() {
+        let r = PathRewrite::Regex {
+            pattern: "^/users/([0-9]+)/profile".into(),
+            substitution: "/profile/\\1".into(),
+        };
+        assert_eq!(
+            rewrite_path(&r, &PathMatch::Any, "/users/42/profile"),
+            "/profile/42"
+        );
     }
 
     #[test]

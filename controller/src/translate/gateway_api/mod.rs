@@ -120,7 +120,7 @@ fn attach_route(
             continue;
         }
         let gateway_ns = parent.namespace.as_deref().unwrap_or(&meta.namespace);
-        let parent_name = format!("Gateway {gateway_ns}/{}", parent.name);
+        let parent_name = parent_label(gateway_ns, parent);
         let ours: Vec<_> = listeners
             .iter()
             .filter(|l| &*l.gateway.namespace == gateway_ns && *l.gateway.name == parent.name)
@@ -156,6 +156,19 @@ fn serves_gateway(cx: &Context<'_>, namespace: &str, name: &str) -> bool {
                 && g.metadata.namespace.as_deref() == Some(namespace)
                 && g.metadata.name.as_deref() == Some(name)
     })
+}
+
+/// How a parentRef is named in reports: Gateway, plus sectionName and port when given,
+/// since one route may reference several listeners of one Gateway.
+fn parent_label(namespace: &str, parent: &HttpRouteParentRefs) -> String {
+    let mut label = format!("Gateway {namespace}/{}", parent.name);
+    if let Some(section) = &parent.section_name {
+        label.push_str(&format!(" sectionName={section}"));
+    }
+    if let Some(port) = parent.port {
+        label.push_str(&format!(" port={port}"));
+    }
+    label
 }
 
 fn is_gateway_ref(parent: &HttpRouteParentRefs) -> bool {
