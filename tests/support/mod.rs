@@ -1,0 +1,335 @@
+//! Test harness: real `ferry` processes (gateway and echo backends) on loopback, a real HTTP
+//! client (hyper, HTTP/1.1 and h2c), manifests written to a temporary directory.
+#![allow(dead_code)]
+
+pub mod manifests;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A port free right now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn ferry() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+}
+
+/// A child process killed when dropped.
+pub struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A `ferry echo` backend; `requests` collects the JSON lines it logs (one per request).
+pub struct Echo {
+    pub addr: SocketAddr,
+    pub name: String,
+    pub requests: Arc<Mutex<Vec<serde_json::Value>>>,
+    _proc: Proc,
+}
+
+impl Echo {
+    pub fn start(name: &str) -> Echo {
+        Echo::start_with(name, &[])
+    }
+
+    pub fn start_with(name: &str, extra: &[&str]) -> Echo {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut child = ferry()
+            .args([
+                "echo",
+                "--listen",
+                &addr.to_string(),
+                "--name",
+                name,
+                "--log-requests",
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ferry echo");
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let sink = requests.clone();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    sink.lock().unwrap().push(v);
+                }
+            }
+        });
+        wait_for_port(addr);
+        Echo {
+            addr,
+            name: name.to_string(),
+            requests,
+            _proc: Proc(child),
+        }
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+}
+
+pub fn wait_for_port(addr: SocketAddr) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(start.elapsed() < DEADLINE, "nothing listening on {addr}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A directory of manifests; writes are atomic (temp file + rename) like a config push.
+pub struct ConfigDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl ConfigDir {
+    pub fn new() -> Self {
+        ConfigDir {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, name: &str, yaml: &str) {
+        let tmp = self.dir.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(&tmp, self.dir.path().join(name)).unwrap();
+    }
+
+    pub fn remove(&self, name: &str) {
+        std::fs::remove_file(self.dir.path().join(name)).unwrap();
+    }
+}
+
+/// A `ferry gateway --config DIR` process with its admin port.
+pub struct Gateway {
+    pub admin: SocketAddr,
+    pub stderr_path: PathBuf,
+    _logs: tempfile::TempDir,
+    _proc: Proc,
+}
+
+impl Gateway {
+    /// Starts the gateway and waits until it reports ready.
+    pub async fn start(config: &Path) -> Gateway {
+        let gateway = Gateway::spawn(config, &[]);
+        gateway.wait_ready().await;
+        gateway
+    }
+
+    pub fn spawn(config: &Path, extra: &[&str]) -> Gateway {
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let logs = tempfile::tempdir().unwrap();
+        let stderr_path = logs.path().join("gateway.log");
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let child = ferry()
+            .args(["gateway", "--config"])
+            .arg(config)
+            .args(["--admin", &admin.to_string(), "--bind-address", "127.0.0.1"])
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn ferry gateway");
+        Gateway {
+            admin,
+            stderr_path,
+            _logs: logs,
+            _proc: Proc(child),
+        }
+    }
+
+    pub async fn wait_ready(&self) {
+        let url = format!("http://{}/ready", self.admin);
+        eventually(|| async { get_status(&url).await == Some(200) }).await;
+    }
+
+    pub async fn admin_get(&self, path: &str) -> String {
+        let response = Http::new(Proto::H1)
+            .get(&format!("http://{}{path}", self.admin), None, &[])
+            .await;
+        response.expect("admin answered").text
+    }
+
+    pub async fn config_dump(&self) -> serde_json::Value {
+        serde_json::from_str(&self.admin_get("/config_dump").await).unwrap()
+    }
+
+    pub async fn version(&self) -> u64 {
+        self.config_dump().await["version"].as_u64().unwrap_or(0)
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+async fn get_status(url: &str) -> Option<u16> {
+    Http::new(Proto::H1)
+        .get(url, None, &[])
+        .await
+        .map(|r| r.status)
+}
+
+/// Polls `check` until it holds or the deadline passes.
+pub async fn eventually<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "condition not met within {DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    H1,
+    /// HTTP/2 over cleartext with prior knowledge.
+    H2c,
+}
+
+pub const BOTH: [Proto; 2] = [Proto::H1, Proto::H2c];
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub text: String,
+}
+
+impl Reply {
+    /// The echo backend's description of the request, if it answered.
+    pub fn echo(&self) -> serde_json::Value {
+        serde_json::from_str(&self.text).unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn backend(&self) -> String {
+        self.echo()["name"].as_str().unwrap_or("-").to_string()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A real HTTP client for one protocol.
+#[derive(Clone)]
+pub struct Http {
+    client: Client<HttpConnector, Full<Bytes>>,
+    pub proto: Proto,
+}
+
+impl Http {
+    pub fn new(proto: Proto) -> Http {
+        let mut builder = Client::builder(TokioExecutor::new());
+        if proto == Proto::H2c {
+            builder.http2_only(true);
+        }
+        Http {
+            client: builder.build(HttpConnector::new()),
+            proto,
+        }
+    }
+
+    pub async fn get(
+        &self,
+        url: &str,
+        host: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Option<Reply> {
+        self.send("GET", url, host, headers, Bytes::new()).await
+    }
+
+    /// Sends one request; `host` sets the Host header (HTTP/1.1) or :authority (h2c).
+    pub async fn send(
+        &self,
+        method: &str,
+        url: &str,
+        host: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Option<Reply> {
+        let mut uri: http::Uri = url.parse().ok()?;
+        let mut builder = http::Request::builder().method(method);
+        if let Some(host) = host {
+            match self.proto {
+                Proto::H1 => builder = builder.header("host", host),
+                Proto::H2c => {
+                    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+                    uri = format!("http://{host}{path}").parse().ok()?;
+                }
+            }
+        }
+        let mut builder = builder.uri(uri.clone());
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let request = builder.body(Full::new(body)).ok()?;
+        // h2c with a foreign authority: connect to the real address anyway.
+        let response = if self.proto == Proto::H2c && host.is_some() {
+            self.send_h2_to(url, request).await?
+        } else {
+            self.client.request(request).await.ok()?
+        };
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.ok()?.to_bytes();
+        Some(Reply {
+            status,
+            headers,
+            text: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+
+    async fn send_h2_to(
+        &self,
+        url: &str,
+        request: http::Request<Full<Bytes>>,
+    ) -> Option<http::Response<hyper::body::Incoming>> {
+        let target: http::Uri = url.parse().ok()?;
+        let addr = format!("{}:{}", target.host()?, target.port_u16()?);
+        let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .ok()?;
+        tokio::spawn(conn);
+        sender.send_request(request).await.ok()
+    }
+}
