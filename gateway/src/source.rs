@@ -73,6 +73,8 @@ impl Reloader {
     async fn reload(&mut self) {
         match (self.loader)() {
             Ok(loaded) => {
+                // Valid again: a later repeat of an old mistake must be reported again.
+                self.last_errors.clear();
                 if self.last_applied.as_ref() == Some(&loaded.snapshot) {
                     return; // content unchanged (e.g. a touch, or a file outside the config)
                 }
@@ -84,7 +86,6 @@ impl Reloader {
                     .is_ok()
                 {
                     self.last_applied = Some(snapshot);
-                    self.last_errors.clear();
                 }
             }
             Err(errors) if errors != self.last_errors => {
