@@ -80,6 +80,15 @@ async fn canary_split_by_subset_with_header_override() {
     assert!((share - 0.10).abs() < 0.04, "v2 share {share}");
 }
 
+/// (method, host, path, headers, expected backend)
+type Case = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+
 #[tokio::test(flavor = "multi_thread")]
 async fn match_conditions_in_document_order() {
     let names = [
@@ -130,7 +139,7 @@ async fn match_conditions_in_document_order() {
     let _gw = Gateway::start(dir.path()).await;
     for proto in BOTH {
         let http = Http::new(proto);
-        let cases: [(&str, &str, &str, &[(&str, &str)], &str); 10] = [
+        let cases: [Case; 10] = [
             ("GET", "www.example.com", "/exact", &[], "exact"),
             ("POST", "www.example.com", "/exact", &[], "root"),
             ("GET", "www.example.com", "/pREfix/x", &[], "prefix"),

@@ -19,7 +19,11 @@ fn config(generation: u64, main: u16, extra: Option<u16>, a: &Echo, b: &Echo) ->
     }
     // Alternate backends, and stamp the generation on responses so a client can tell
     // which snapshot served it.
-    let backend = if generation % 2 == 0 { "a" } else { "b" };
+    let backend = if generation.is_multiple_of(2) {
+        "a"
+    } else {
+        "b"
+    };
     let route = format!(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: live, namespace: default}}\n\
          spec:\n  parentRefs: [{{name: gw}}]\n  rules:\n    - matches: [{{path: {{type: PathPrefix, value: /gen{}}}}}, {{path: {{type: PathPrefix, value: /}}}}]\n\

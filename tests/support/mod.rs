@@ -55,6 +55,11 @@ impl Echo {
 
     pub fn start_with(name: &str, extra: &[&str]) -> Echo {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Echo::start_at(addr, name, extra)
+    }
+
+    /// An echo on a fixed address (the examples name their Pod IPs).
+    pub fn start_at(addr: SocketAddr, name: &str, extra: &[&str]) -> Echo {
         let mut child = ferry()
             .args([
                 "echo",

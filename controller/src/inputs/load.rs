@@ -21,15 +21,20 @@ pub enum LoadError {
         index: usize,
         message: String,
     },
-    #[error("{origin}: {kind} {namespace}/{name}: field `{field}`: {message}")]
-    Field {
-        origin: String,
-        kind: String,
-        namespace: String,
-        name: String,
-        field: String,
-        message: String,
-    },
+    #[error("{0}")]
+    Field(Box<FieldError>),
+}
+
+/// A schema error in one object, down to the field path.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}: {kind} {namespace}/{name}: field `{field}`: {message}")]
+pub struct FieldError {
+    pub origin: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub field: String,
+    pub message: String,
 }
 
 /// Loads every manifest under `path` (a file, or a directory read recursively in name order).
@@ -189,13 +194,15 @@ fn decode<T: DeserializeOwned>(
     default_namespace(&mut value, header);
     serde_path_to_error::deserialize(value)
         .map(Box::new)
-        .map_err(|e| LoadError::Field {
-            origin: origin.to_string(),
-            kind: header.kind.clone(),
-            namespace: namespace_or_default(&header.namespace).to_string(),
-            name: header.name.clone(),
-            field: e.path().to_string(),
-            message: e.inner().to_string(),
+        .map_err(|e| {
+            LoadError::Field(Box::new(FieldError {
+                origin: origin.to_string(),
+                kind: header.kind.clone(),
+                namespace: namespace_or_default(&header.namespace).to_string(),
+                name: header.name.clone(),
+                field: e.path().to_string(),
+                message: e.inner().to_string(),
+            }))
         })
 }
 
