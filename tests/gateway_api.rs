@@ -3,7 +3,7 @@
 mod support;
 
 use support::manifests::{ep, gateway, join, service, service_with};
-use support::{free_port, ConfigDir, Echo, Gateway, Http, Proto, BOTH};
+use support::{free_port, ConfigDir, Echo, Gateway, Http, BOTH};
 
 fn url(port: u16, path: &str) -> String {
     format!("http://127.0.0.1:{port}{path}")
@@ -394,5 +394,43 @@ async fn upstream_protocols_and_forwarded_headers() {
         assert_eq!(r["protocol"], "HTTP/2.0", "{proto:?}");
         assert_eq!(r["host"], "p.example");
     }
-    let _ = Proto::H1;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_endpoint_gets_502_naming_cluster_and_endpoint() {
+    let port = free_port();
+    let dead = free_port(); // nothing listens here
+    let dir = ConfigDir::new();
+    let slice = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: dead, namespace: default}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: dead-1, namespace: default, labels: {{kubernetes.io/service-name: dead}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: {dead}}}]\nendpoints: [{{addresses: [\"127.0.0.1\"]}}]\n"
+    );
+    dir.write(
+        "all.yaml",
+        &join(&[
+            &gateway("default", "gw", &[("http", port, None)]),
+            &slice,
+            &route(
+                "dead",
+                "{name: gw}",
+                &[],
+                "    - {backendRefs: [{name: dead, port: 80}]}\n",
+            ),
+        ]),
+    );
+    let _gw = Gateway::start(dir.path()).await;
+    for proto in BOTH {
+        let r = Http::new(proto)
+            .get(&url(port, "/"), Some("d.example"), &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 502, "{proto:?}");
+        let cause = r.header("x-ferry-cause").unwrap();
+        assert!(
+            cause.starts_with("UF Service/default/dead")
+                && cause.contains(&format!("127.0.0.1:{dead}")),
+            "{cause}"
+        );
+    }
 }

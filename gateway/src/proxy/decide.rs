@@ -19,7 +19,8 @@ pub enum Decision {
 
 /// A response the proxy writes itself. `cause` goes into the cause header:
 /// a code (NR no route, UH no healthy upstream, IB invalid backend, DR direct response,
-/// RD redirect) followed by the object responsible.
+/// RD redirect, UF upstream connect failure, UC upstream connection error) followed by the
+/// object responsible.
 pub struct Reply {
     pub status: u16,
     pub cause: String,

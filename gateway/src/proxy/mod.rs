@@ -12,7 +12,7 @@ use ferry_model::{Filter, UpstreamProtocol};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::{ProxyHttp, Session};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -163,6 +163,27 @@ impl ProxyHttp for FerryProxy {
         Ok(())
     }
 
+    /// Errors while proxying: answer with the status Pingora would use, plus a cause naming the
+    /// cluster and endpoint that failed (unless a response is already under way).
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        error: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = failure_status(error);
+        if code > 0 && session.as_downstream().response_written().is_none() {
+            let reply = Decision::reply(code, failure_cause(error, ctx));
+            if let Err(e) = reply.send(session).await {
+                tracing::debug!("could not send error response: {e}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
     async fn logging(&self, session: &mut Session, _error: Option<&Error>, ctx: &mut RequestCtx) {
         self.flush_mirror(ctx);
         let code = session
@@ -190,6 +211,46 @@ impl FerryProxy {
             self.mirrors.send(pending, body);
         }
     }
+}
+
+/// The status for a proxying error, as Pingora's default: 502 for upstream failures, 400 for
+/// bad downstream requests, 0 when the client is gone.
+fn failure_status(error: &Error) -> u16 {
+    use pingora_core::ErrorSource;
+    match (error.etype(), error.esource()) {
+        (ErrorType::HTTPStatus(code), _) => *code,
+        (_, ErrorSource::Upstream) => 502,
+        (
+            ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
+            ErrorSource::Downstream,
+        ) => 0,
+        (_, ErrorSource::Downstream) => 400,
+        _ => 500,
+    }
+}
+
+/// Envoy-style flag (UF connect failure, UC upstream connection error) and what failed.
+fn failure_cause(error: &Error, ctx: &RequestCtx) -> String {
+    let connect = matches!(
+        error.etype(),
+        ErrorType::ConnectTimedout
+            | ErrorType::ConnectRefused
+            | ErrorType::ConnectNoRoute
+            | ErrorType::ConnectError
+            | ErrorType::BindError
+    );
+    let flag = if connect { "UF" } else { "UC" };
+    let cluster = ctx
+        .cluster
+        .as_ref()
+        .map_or_else(|| "-".to_string(), |c| c.cluster.meta.to_string());
+    let endpoint = ctx
+        .endpoint
+        .map_or_else(|| "-".to_string(), |e| e.to_string());
+    format!(
+        "{flag} {cluster} endpoint {endpoint}: {}",
+        error.etype().as_str()
+    )
 }
 
 fn itoa(code: u16) -> String {

@@ -29,8 +29,26 @@ struct GatewayListener<'a> {
 pub(crate) fn translate(cx: &mut Context<'_>) {
     let classes = served_classes(cx);
     let listeners = served_listeners(cx, &classes);
-    for (load, route) in cx.inputs.http_routes.iter().enumerate() {
-        attach_route(cx, &listeners, route, load);
+    let served = Served { classes, listeners };
+    for route in &cx.inputs.http_routes {
+        attach_route(cx, &served, route);
+    }
+}
+
+/// What this proxy serves of the Gateway API: class names and usable listeners.
+struct Served<'a> {
+    classes: Vec<String>,
+    listeners: Vec<GatewayListener<'a>>,
+}
+
+impl Served<'_> {
+    /// True when the named Gateway exists and is ours, even if none of its listeners is usable.
+    fn gateway(&self, cx: &Context<'_>, namespace: &str, name: &str) -> bool {
+        cx.inputs.gateways.iter().any(|g| {
+            g.metadata.namespace.as_deref() == Some(namespace)
+                && g.metadata.name.as_deref() == Some(name)
+                && self.classes.contains(&g.spec.gateway_class_name)
+        })
     }
 }
 
@@ -106,12 +124,7 @@ fn listener_problem(listener: &GatewayListeners) -> Option<(&'static str, String
     }
 }
 
-fn attach_route(
-    cx: &mut Context<'_>,
-    listeners: &[GatewayListener<'_>],
-    route: &HttpRoute,
-    load: usize,
-) {
+fn attach_route(cx: &mut Context<'_>, served: &Served<'_>, route: &HttpRoute) {
     let meta = meta_of("HTTPRoute", &route.metadata);
     let rules = rules::compile(cx, route, &meta);
     let hostnames = route.spec.hostnames.clone().unwrap_or_default();
@@ -121,18 +134,19 @@ fn attach_route(
         }
         let gateway_ns = parent.namespace.as_deref().unwrap_or(&meta.namespace);
         let parent_name = parent_label(gateway_ns, parent);
-        let ours: Vec<_> = listeners
+        let ours: Vec<_> = served
+            .listeners
             .iter()
             .filter(|l| &*l.gateway.namespace == gateway_ns && *l.gateway.name == parent.name)
             .collect();
-        if ours.is_empty() && !serves_gateway(cx, gateway_ns, &parent.name) {
+        if ours.is_empty() && !served.gateway(cx, gateway_ns, &parent.name) {
             continue; // a Gateway of another controller: not ours to report on
         }
         let field = format!("spec.parentRefs[{index}]");
         let outcome = attach_to_parent(cx, &ours, parent, &meta, &hostnames);
         let condition = match outcome {
             Ok(targets) => {
-                add_routes(cx, &targets, &rules, &meta, route, load);
+                add_routes(cx, &targets, &rules, &meta, route);
                 Condition::ok("Accepted", "Accepted", "attached to the Gateway")
             }
             Err((reason, message)) => Condition::warn("Accepted", reason, message).field(field),
@@ -141,21 +155,6 @@ fn attach_route(
             .push(&meta, condition.parent(parent_name.clone()));
         report_refs(cx, &meta, &rules, &parent_name);
     }
-}
-
-/// True when the named Gateway exists and is ours, even if none of its listeners is usable.
-fn serves_gateway(cx: &Context<'_>, namespace: &str, name: &str) -> bool {
-    cx.inputs.gateways.iter().any(|g| {
-        g.metadata.namespace.as_deref() == Some(namespace)
-            && g.metadata.name.as_deref() == Some(name)
-            && cx.inputs.gateway_classes.iter().any(|c| {
-                c.metadata.name.as_deref() == Some(&g.spec.gateway_class_name)
-                    && c.spec.controller_name == CONTROLLER_NAME
-            })
-            || g.spec.gateway_class_name == "ferry"
-                && g.metadata.namespace.as_deref() == Some(namespace)
-                && g.metadata.name.as_deref() == Some(name)
-    })
 }
 
 /// How a parentRef is named in reports: Gateway, plus sectionName and port when given,
@@ -277,7 +276,6 @@ fn add_routes(
     rules: &[CompiledRule],
     meta: &Meta,
     route: &HttpRoute,
-    load: usize,
 ) {
     let age = RouteOrder::age_of(&route.metadata);
     for (port, host) in targets {
@@ -294,7 +292,6 @@ fn add_routes(
             cx.table.add(*port, host, order, rule.route.clone());
         }
     }
-    let _ = load;
 }
 
 /// ResolvedRefs for a parent: false with the first unresolved reference's reason.
