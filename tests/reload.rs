@@ -5,7 +5,7 @@ mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::manifests::{ep, gateway, join, service};
 use support::{free_port, ConfigDir, Echo, Gateway, Http, Proto};
 
@@ -87,21 +87,12 @@ async fn port_answers(http: &Http, port: u16) -> bool {
         .is_some_and(|r| r.status == 200)
 }
 
-/// Polls until `check` holds; returns how long it took, failing past the limit.
-async fn time_until<F, Fut>(what: &str, mut check: F) -> Duration
+async fn time_until<F, Fut>(what: &str, check: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let start = Instant::now();
-    while !check().await {
-        assert!(
-            start.elapsed() < IN_EFFECT_WITHIN,
-            "{what} not in effect within {IN_EFFECT_WITHIN:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    start.elapsed()
+    support::eventually_within(what, IN_EFFECT_WITHIN, check).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

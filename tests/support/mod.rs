@@ -205,19 +205,27 @@ async fn get_status(url: &str) -> Option<u16> {
 }
 
 /// Polls `check` until it holds or the deadline passes.
-pub async fn eventually<F, Fut>(mut check: F)
+pub async fn eventually<F, Fut>(check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    eventually_within("condition", DEADLINE, check).await;
+}
+
+/// Polls `check` (every 2 ms) until it holds; returns how long that took, failing the test
+/// when `limit` passes first.
+pub async fn eventually_within<F, Fut>(what: &str, limit: Duration, mut check: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let start = Instant::now();
     while !check().await {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "condition not met within {DEADLINE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(start.elapsed() < limit, "{what} not met within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    start.elapsed()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -16,6 +16,24 @@ use super::GROUP;
 use crate::translate::report::Condition;
 use crate::translate::Context;
 
+/// Request and response header modifiers are distinct generated types of the same shape.
+macro_rules! modifier_mods {
+    ($modifier:expr) => {{
+        let m = $modifier.as_ref();
+        header_mods(
+            m.and_then(|m| m.set.as_ref())
+                .into_iter()
+                .flatten()
+                .map(|h| (&h.name, &h.value)),
+            m.and_then(|m| m.add.as_ref())
+                .into_iter()
+                .flatten()
+                .map(|h| (&h.name, &h.value)),
+            m.and_then(|m| m.remove.as_ref()).into_iter().flatten(),
+        )
+    }};
+}
+
 pub(super) struct RuleFilters {
     pub filters: Vec<Filter>,
     pub redirect: Option<Redirect>,
@@ -36,36 +54,12 @@ pub(super) fn convert(
         let field = format!("{field}.filters[{index}]");
         match filter.r#type {
             FilterType::RequestHeaderModifier => {
-                let m = filter.request_header_modifier.as_ref();
-                let set = m
-                    .and_then(|m| m.set.as_ref())
-                    .into_iter()
-                    .flatten()
-                    .map(|h| (&h.name, &h.value));
-                let add = m
-                    .and_then(|m| m.add.as_ref())
-                    .into_iter()
-                    .flatten()
-                    .map(|h| (&h.name, &h.value));
-                let remove = m.and_then(|m| m.remove.as_ref()).into_iter().flatten();
-                out.filters
-                    .push(Filter::RequestHeaders(header_mods(set, add, remove)));
+                let mods = modifier_mods!(filter.request_header_modifier);
+                out.filters.push(Filter::RequestHeaders(mods));
             }
             FilterType::ResponseHeaderModifier => {
-                let m = filter.response_header_modifier.as_ref();
-                let set = m
-                    .and_then(|m| m.set.as_ref())
-                    .into_iter()
-                    .flatten()
-                    .map(|h| (&h.name, &h.value));
-                let add = m
-                    .and_then(|m| m.add.as_ref())
-                    .into_iter()
-                    .flatten()
-                    .map(|h| (&h.name, &h.value));
-                let remove = m.and_then(|m| m.remove.as_ref()).into_iter().flatten();
-                out.filters
-                    .push(Filter::ResponseHeaders(header_mods(set, add, remove)));
+                let mods = modifier_mods!(filter.response_header_modifier);
+                out.filters.push(Filter::ResponseHeaders(mods));
             }
             FilterType::RequestRedirect => {
                 out.redirect = filter.request_redirect.as_ref().map(redirect);
@@ -170,15 +164,7 @@ fn mirror(
     m: &HttpRouteRulesFiltersRequestMirror,
     meta: &Meta,
 ) -> Result<Mirror, (&'static str, String)> {
-    let r = &m.backend_ref;
-    let cluster = resolve_service_ref(
-        cx,
-        meta,
-        (r.group.as_deref(), r.kind.as_deref()),
-        &r.name,
-        r.namespace.as_deref(),
-        r.port,
-    )?;
+    let cluster = resolve_service_ref(cx, meta, (&m.backend_ref).into())?;
     let per_million = match (&m.fraction, m.percent) {
         (Some(f), _) => {
             let denominator = f.denominator.unwrap_or(100).max(1) as u64;
@@ -193,16 +179,50 @@ fn mirror(
     })
 }
 
+/// The fields of a backendRef or mirror backendRef (distinct generated types, same shape).
+pub(super) struct ServiceRef<'r> {
+    pub group: Option<&'r str>,
+    pub kind: Option<&'r str>,
+    pub name: &'r str,
+    pub namespace: Option<&'r str>,
+    pub port: Option<i32>,
+}
+
+macro_rules! service_ref_from {
+    ($t:ty) => {
+        impl<'r> From<&'r $t> for ServiceRef<'r> {
+            fn from(r: &'r $t) -> Self {
+                ServiceRef {
+                    group: r.group.as_deref(),
+                    kind: r.kind.as_deref(),
+                    name: &r.name,
+                    namespace: r.namespace.as_deref(),
+                    port: r.port,
+                }
+            }
+        }
+    };
+}
+
+service_ref_from!(gateway_api::apis::standard::httproutes::HttpRouteRulesBackendRefs);
+service_ref_from!(
+    gateway_api::apis::standard::httproutes::HttpRouteRulesFiltersRequestMirrorBackendRef
+);
+
 /// Resolves a Gateway API reference to a Service port, enforcing ReferenceGrants for
 /// cross-namespace references. Errors carry the spec's ResolvedRefs reason.
 pub(super) fn resolve_service_ref(
     cx: &mut Context<'_>,
     route: &Meta,
-    (group, kind): (Option<&str>, Option<&str>),
-    name: &str,
-    namespace: Option<&str>,
-    port: Option<i32>,
+    reference: ServiceRef<'_>,
 ) -> Result<Str, (&'static str, String)> {
+    let ServiceRef {
+        group,
+        kind,
+        name,
+        namespace,
+        port,
+    } = reference;
     let group = group.unwrap_or("");
     let kind = kind.unwrap_or("Service");
     if !matches!(group, "" | "core") || kind != "Service" {

@@ -118,14 +118,7 @@ fn backend(
     field: &str,
     failure: &mut RefFailure,
 ) -> WeightedBackend {
-    let resolved = filters::resolve_service_ref(
-        cx,
-        meta,
-        (r.group.as_deref(), r.kind.as_deref()),
-        &r.name,
-        r.namespace.as_deref(),
-        r.port,
-    );
+    let resolved = filters::resolve_service_ref(cx, meta, r.into());
     let target = match resolved {
         Ok(cluster) => BackendTarget::Cluster(cluster),
         Err((reason, message)) => {
