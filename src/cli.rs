@@ -62,6 +62,12 @@ pub struct EchoArgs {
     /// Print one JSON line per request on stdout.
     #[arg(long)]
     pub log_requests: bool,
+    /// Status to answer when the request does not ask for one (simulates a failing pod).
+    #[arg(long, default_value_t = 200)]
+    pub status: u16,
+    /// Delay before answering when the request does not ask for one (simulates a slow pod).
+    #[arg(long, default_value_t = 0)]
+    pub delay_ms: u64,
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {

@@ -34,6 +34,8 @@ async fn run_echo(args: cli::EchoArgs) -> anyhow::Result<()> {
         name: args.name,
         namespace: args.namespace,
         log_requests: args.log_requests,
+        status: args.status,
+        delay_ms: args.delay_ms,
     };
     ferry_gateway::echo::serve(listener, config).await;
     Ok(())

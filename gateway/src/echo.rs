@@ -20,6 +20,10 @@ pub struct EchoConfig {
     pub namespace: String,
     /// Print one JSON line per request on stdout (handy to watch mirrored traffic).
     pub log_requests: bool,
+    /// Status answered when the request has no `x-echo-status` (a failing "pod").
+    pub status: u16,
+    /// Delay applied when the request has no `x-echo-delay-ms` (a slow "pod").
+    pub delay_ms: u64,
 }
 
 /// What the echo server answers: a description of the request.
@@ -68,12 +72,16 @@ async fn answer(config: &EchoConfig, req: Request<Incoming>) -> Response<Full<By
         .map(|b| b.to_bytes().len())
         .unwrap_or(0);
     let header_text = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(delay) = header_text("x-echo-delay-ms").and_then(|v| v.parse().ok()) {
+    let delay = header_text("x-echo-delay-ms")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(config.delay_ms);
+    if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let status = header_text("x-echo-status")
         .and_then(|v| v.parse::<u16>().ok())
         .and_then(|s| StatusCode::from_u16(s).ok())
+        .or_else(|| StatusCode::from_u16(config.status).ok())
         .unwrap_or(StatusCode::OK);
     let mut headers = BTreeMap::new();
     for (name, value) in &parts.headers {

@@ -79,7 +79,8 @@ impl Engine {
             snapshot.version = self.last_version.load(Ordering::SeqCst) + 1;
         }
         let version = snapshot.version;
-        let compiled = match CompiledSnapshot::compile(Arc::new(snapshot)) {
+        let previous = self.store.load();
+        let compiled = match CompiledSnapshot::compile(Arc::new(snapshot), previous.as_deref()) {
             Ok(compiled) => Arc::new(compiled),
             Err(e) => {
                 let reasons = vec![e.to_string()];

@@ -14,5 +14,6 @@ pub mod proxy;
 pub mod rewrite;
 pub mod source;
 pub mod store;
+pub mod upstream;
 
 pub use engine::Engine;

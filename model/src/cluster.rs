@@ -2,7 +2,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::{Meta, Str};
+use crate::{ClusterPolicy, Meta, Str};
 
 /// A set of interchangeable upstream endpoints: one Service port, optionally narrowed to a
 /// DestinationRule subset.
@@ -15,6 +15,12 @@ pub struct Cluster {
     pub protocol: UpstreamProtocol,
     /// Ready endpoints only; an empty list means "no healthy upstream" (503).
     pub endpoints: Arc<[Endpoint]>,
+    #[serde(default, skip_serializing_if = "is_default_policy")]
+    pub policy: ClusterPolicy,
+}
+
+fn is_default_policy(policy: &ClusterPolicy) -> bool {
+    policy == &ClusterPolicy::default()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,6 +9,7 @@ mod matching;
 mod meta;
 mod policy;
 mod snapshot;
+mod traffic;
 
 pub use cluster::{Cluster, Endpoint, UpstreamProtocol};
 pub use matching::{HeaderMatch, PathMatch, QueryMatch, RouteMatch, StringMatch};
@@ -16,6 +17,10 @@ pub use meta::Meta;
 pub use policy::{Filter, HeaderMods, Mirror, PathRewrite, Redirect, RedirectPort, Rewrite};
 pub use snapshot::{
     Action, BackendTarget, Listener, Route, Snapshot, VirtualHost, WeightedBackend,
+};
+pub use traffic::{
+    ClusterPolicy, Cors, Fault, FaultAbort, FaultDelay, HashOn, Limits, LoadBalancer,
+    OutlierDetection, RetryBudget, RetryOn, RetryPolicy, RoutePolicy,
 };
 
 /// Shorthand used by every constructor in the IR.

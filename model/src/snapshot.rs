@@ -1,7 +1,7 @@
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-use crate::{Cluster, Filter, Meta, Redirect, RouteMatch, Str};
+use crate::{Cluster, Filter, Meta, Redirect, RouteMatch, RoutePolicy, Str};
 
 /// One immutable, complete routing configuration for a proxy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -50,6 +50,8 @@ pub struct Route {
     #[serde(default, skip_serializing_if = "is_empty")]
     pub filters: Arc<[Filter]>,
     pub action: Action,
+    #[serde(default, skip_serializing_if = "RoutePolicy::is_empty")]
+    pub policy: RoutePolicy,
 }
 
 fn is_empty<T>(items: &Arc<[T]>) -> bool {

@@ -114,13 +114,13 @@ pub struct HttpRoute {
     #[serde(default)]
     pub mirrors: Vec<MirrorPolicy>,
     #[serde(default)]
-    pub timeout: Unsupported,
+    pub timeout: Option<String>,
     #[serde(default)]
-    pub retries: Unsupported,
+    pub retries: Option<Retries>,
     #[serde(default)]
-    pub fault: Unsupported,
+    pub fault: Option<FaultInjection>,
     #[serde(default)]
-    pub cors_policy: Unsupported,
+    pub cors_policy: Option<CorsPolicy>,
     #[serde(default)]
     pub delegate: Unsupported,
     #[serde(default)]
@@ -131,10 +131,6 @@ impl HttpRoute {
     /// Names of set fields whose behaviour Ferry does not apply yet.
     pub fn unapplied_fields(&self) -> Vec<&'static str> {
         [
-            ("timeout", &self.timeout),
-            ("retries", &self.retries),
-            ("fault", &self.fault),
-            ("corsPolicy", &self.cors_policy),
             ("delegate", &self.delegate),
             ("mirrorPercent", &self.mirror_percent),
         ]
@@ -320,7 +316,7 @@ pub struct DestinationRuleSpec {
     #[serde(default)]
     pub subsets: Vec<Subset>,
     #[serde(default)]
-    pub traffic_policy: Unsupported,
+    pub traffic_policy: Option<TrafficPolicy>,
     #[serde(default)]
     pub export_to: Vec<String>,
     #[serde(default)]
@@ -334,5 +330,239 @@ pub struct Subset {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
-    pub traffic_policy: Unsupported,
+    pub traffic_policy: Option<TrafficPolicy>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Retries {
+    #[serde(default)]
+    pub attempts: Option<i32>,
+    #[serde(default)]
+    pub per_try_timeout: Option<String>,
+    #[serde(default)]
+    pub retry_on: Option<String>,
+    #[serde(default)]
+    pub retry_remote_localities: Option<bool>,
+    #[serde(default)]
+    pub retry_ignore_previous_hosts: Option<bool>,
+    #[serde(default)]
+    pub backoff: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FaultInjection {
+    #[serde(default)]
+    pub delay: Option<FaultDelay>,
+    #[serde(default)]
+    pub abort: Option<FaultAbort>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FaultDelay {
+    #[serde(default)]
+    pub fixed_delay: Option<String>,
+    #[serde(default)]
+    pub percentage: Option<Percent>,
+    /// Deprecated integer percent.
+    #[serde(default)]
+    pub percent: Option<i32>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FaultAbort {
+    #[serde(default)]
+    pub http_status: Option<u32>,
+    #[serde(default)]
+    pub grpc_status: Option<String>,
+    #[serde(default)]
+    pub http2_error: Option<String>,
+    #[serde(default)]
+    pub percentage: Option<Percent>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CorsPolicy {
+    #[serde(default)]
+    pub allow_origins: Vec<StringMatch>,
+    /// Deprecated exact origins.
+    #[serde(default)]
+    pub allow_origin: Vec<String>,
+    #[serde(default)]
+    pub allow_methods: Vec<String>,
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    #[serde(default)]
+    pub max_age: Option<String>,
+    #[serde(default)]
+    pub allow_credentials: Option<bool>,
+    #[serde(default)]
+    pub unmatched_preflights: Option<String>,
+}
+
+/// DestinationRule traffic policy (top level, per subset, or per port).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrafficPolicy {
+    #[serde(default)]
+    pub connection_pool: Option<ConnectionPool>,
+    #[serde(default)]
+    pub load_balancer: Option<LoadBalancerSettings>,
+    #[serde(default)]
+    pub outlier_detection: Option<OutlierDetection>,
+    #[serde(default)]
+    pub port_level_settings: Vec<PortTrafficPolicy>,
+    #[serde(default)]
+    pub retry_budget: Option<RetryBudget>,
+    #[serde(default)]
+    pub tls: Unsupported,
+    #[serde(default)]
+    pub tunnel: Unsupported,
+    #[serde(default)]
+    pub proxy_protocol: Unsupported,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PortTrafficPolicy {
+    #[serde(default)]
+    pub port: Option<PortSelector>,
+    #[serde(default)]
+    pub connection_pool: Option<ConnectionPool>,
+    #[serde(default)]
+    pub load_balancer: Option<LoadBalancerSettings>,
+    #[serde(default)]
+    pub outlier_detection: Option<OutlierDetection>,
+    #[serde(default)]
+    pub tls: Unsupported,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConnectionPool {
+    #[serde(default)]
+    pub tcp: Option<TcpSettings>,
+    #[serde(default)]
+    pub http: Option<HttpSettings>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpSettings {
+    #[serde(default)]
+    pub max_connections: Option<i32>,
+    #[serde(default)]
+    pub connect_timeout: Option<String>,
+    #[serde(default)]
+    pub tcp_keepalive: Unsupported,
+    #[serde(default)]
+    pub max_connection_duration: Option<String>,
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpSettings {
+    #[serde(default)]
+    pub http1_max_pending_requests: Option<i32>,
+    #[serde(default)]
+    pub http2_max_requests: Option<i32>,
+    #[serde(default)]
+    pub max_requests_per_connection: Option<i32>,
+    #[serde(default)]
+    pub max_retries: Option<i32>,
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
+    #[serde(default)]
+    pub h2_upgrade_policy: Option<String>,
+    #[serde(default)]
+    pub use_client_protocol: Option<bool>,
+    #[serde(default)]
+    pub max_concurrent_streams: Option<i32>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoadBalancerSettings {
+    #[serde(default)]
+    pub simple: Option<String>,
+    #[serde(default)]
+    pub consistent_hash: Option<ConsistentHash>,
+    #[serde(default)]
+    pub locality_lb_setting: Unsupported,
+    #[serde(default)]
+    pub warmup_duration_secs: Unsupported,
+    #[serde(default)]
+    pub warmup: Unsupported,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConsistentHash {
+    #[serde(default)]
+    pub http_header_name: Option<String>,
+    #[serde(default)]
+    pub http_cookie: Option<HttpCookie>,
+    #[serde(default)]
+    pub use_source_ip: Option<bool>,
+    #[serde(default)]
+    pub http_query_parameter_name: Option<String>,
+    #[serde(default)]
+    pub ring_hash: Unsupported,
+    #[serde(default)]
+    pub maglev: Unsupported,
+    #[serde(default)]
+    pub minimum_ring_size: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpCookie {
+    pub name: String,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub ttl: Option<String>,
+    #[serde(default)]
+    pub attributes: Unsupported,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutlierDetection {
+    /// Deprecated alias of consecutiveGatewayErrors' older meaning (5xx).
+    #[serde(default)]
+    pub consecutive_errors: Option<i32>,
+    #[serde(default)]
+    pub consecutive_5xx_errors: Option<u32>,
+    #[serde(default)]
+    pub consecutive_gateway_errors: Option<u32>,
+    #[serde(default)]
+    pub consecutive_local_origin_failures: Option<u32>,
+    #[serde(default)]
+    pub split_external_local_origin_errors: Option<bool>,
+    #[serde(default)]
+    pub interval: Option<String>,
+    #[serde(default)]
+    pub base_ejection_time: Option<String>,
+    #[serde(default)]
+    pub max_ejection_percent: Option<i32>,
+    #[serde(default)]
+    pub min_health_percent: Option<i32>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryBudget {
+    #[serde(default)]
+    pub percent: Option<Percent>,
+    #[serde(default)]
+    pub min_retry_concurrency: Option<u32>,
 }

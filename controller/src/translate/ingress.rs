@@ -108,6 +108,7 @@ fn add_rules(cx: &mut Context<'_>, ingress: &Ingress, meta: &Meta, load: usize) 
                 matcher,
                 filters: Vec::new().into(),
                 action: forward(target),
+                policy: Default::default(),
             };
             // Exact beats Prefix; then the longest path wins.
             let rank = [-(exact as i64), -(value.len() as i64), 0, 0, 0];
@@ -133,6 +134,7 @@ fn default_route(cx: &mut Context<'_>, backend: &IngressBackend, meta: &Meta) ->
         matcher: RouteMatch::default(),
         filters: Vec::new().into(),
         action: forward(target),
+        policy: Default::default(),
     }
 }
 

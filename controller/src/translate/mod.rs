@@ -1,5 +1,6 @@
 //! The pure translator: `Inputs` -> snapshot + reports. No I/O, deterministic.
 
+mod duration;
 mod gateway_api;
 mod hosts;
 mod ingress;
@@ -84,6 +85,11 @@ pub fn translate(inputs: &Inputs, options: &Options) -> Output {
     gateway_api::translate(&mut cx);
     istio::translate(&mut cx);
     ingress::translate(&mut cx);
+    for problem in std::mem::take(&mut cx.catalog.problems) {
+        let condition =
+            report::Condition::error("Valid", "Invalid", problem.message).field(problem.field);
+        cx.reports.push(&problem.object, condition);
+    }
     let snapshot = Snapshot {
         version: 0,
         listeners: cx.table.into_listeners().into(),

@@ -1,12 +1,13 @@
 //! Resolving Service references to clusters of ready endpoints.
 
-use ferry_model::{Cluster, Endpoint, Meta, UpstreamProtocol};
+use ferry_model::{Cluster, ClusterPolicy, Endpoint, Meta, UpstreamProtocol};
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::{EndpointPort, EndpointSlice};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use crate::inputs::istio::DestinationRule;
 use crate::inputs::Inputs;
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -26,7 +27,29 @@ pub enum RefError {
 pub struct SubsetRef<'a> {
     pub name: &'a str,
     pub labels: &'a BTreeMap<String, String>,
-    pub rule: Meta,
+    pub rule: &'a DestinationRule,
+}
+
+/// `(namespace, name)` of the Service a host names: a short name (in `default_ns`),
+/// `name.namespace`, or the cluster-local FQDN. None for other hosts.
+pub fn service_of_host(host: &str, default_ns: &str) -> Option<(String, String)> {
+    let short = host
+        .strip_suffix(".svc.cluster.local")
+        .or_else(|| host.strip_suffix(".svc"))
+        .unwrap_or(host);
+    let parts: Vec<&str> = short.split('.').collect();
+    match parts.as_slice() {
+        [name] => Some((default_ns.to_string(), name.to_string())),
+        [name, namespace] => Some((namespace.to_string(), name.to_string())),
+        _ => None,
+    }
+}
+
+/// A field of an object that could not be used, and why.
+pub struct Problem {
+    pub object: Meta,
+    pub field: String,
+    pub message: String,
 }
 
 /// Index over Services, their EndpointSlices and Pods; accumulates the clusters in use.
@@ -34,7 +57,9 @@ pub struct ServiceCatalog<'a> {
     services: HashMap<(&'a str, &'a str), &'a Service>,
     slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     pods: HashMap<(&'a str, &'a str), &'a Pod>,
+    destination_rules: &'a [DestinationRule],
     clusters: BTreeMap<String, Cluster>,
+    pub problems: Vec<Problem>,
 }
 
 impl<'a> ServiceCatalog<'a> {
@@ -60,7 +85,9 @@ impl<'a> ServiceCatalog<'a> {
             services,
             slices,
             pods,
+            destination_rules: &inputs.destination_rules,
             clusters: BTreeMap::new(),
+            problems: Vec::new(),
         }
     }
 
@@ -93,7 +120,7 @@ impl<'a> ServiceCatalog<'a> {
     }
 
     fn build_cluster(
-        &self,
+        &mut self,
         cluster_name: &str,
         namespace: &str,
         name: &str,
@@ -111,8 +138,15 @@ impl<'a> ServiceCatalog<'a> {
             .collect();
         endpoints.sort_by_key(|e| e.address);
         endpoints.dedup_by_key(|e| e.address);
-        let meta = match subset {
-            Some(s) => s.rule,
+        let rule = subset
+            .as_ref()
+            .map(|s| s.rule)
+            .or_else(|| self.destination_rule(namespace, name));
+        let policy = rule.map_or_else(ClusterPolicy::default, |dr| {
+            self.policy_of(dr, subset.as_ref().map(|s| s.name), service_port)
+        });
+        let meta = match &subset {
+            Some(s) => crate::translate::meta_of("DestinationRule", &s.rule.metadata),
             None => Meta::new("Service", namespace, name),
         };
         Cluster {
@@ -120,6 +154,43 @@ impl<'a> ServiceCatalog<'a> {
             meta,
             protocol: upstream_protocol(service_port),
             endpoints: endpoints.into(),
+            policy,
+        }
+    }
+
+    /// The DestinationRule for a Service: one in the Service's namespace first, then any.
+    fn destination_rule(&self, namespace: &str, name: &str) -> Option<&'a DestinationRule> {
+        let mut rules: Vec<&DestinationRule> = self
+            .destination_rules
+            .iter()
+            .filter(|dr| {
+                let dr_ns = dr.metadata.namespace.as_deref().unwrap_or("default");
+                service_of_host(&dr.spec.host, dr_ns)
+                    .is_some_and(|(n, s)| n == namespace && s == name)
+            })
+            .collect();
+        rules.sort_by_key(|dr| dr.metadata.namespace.as_deref() != Some(namespace));
+        rules.first().copied()
+    }
+
+    fn policy_of(
+        &mut self,
+        dr: &DestinationRule,
+        subset: Option<&str>,
+        port: &ServicePort,
+    ) -> ClusterPolicy {
+        let port = u16::try_from(port.port).unwrap_or_default();
+        match crate::translate::istio::destination::cluster_policy(dr, subset, port) {
+            Ok(policy) => policy,
+            Err((field, message)) => {
+                let object = crate::translate::meta_of("DestinationRule", &dr.metadata);
+                self.problems.push(Problem {
+                    object,
+                    field,
+                    message,
+                });
+                ClusterPolicy::default()
+            }
         }
     }
 

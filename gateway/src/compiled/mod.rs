@@ -5,10 +5,11 @@ mod matcher;
 
 use ferry_model::{Action, BackendTarget, Cluster, Route, Snapshot, Str};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 pub use matcher::{CompiledMatch, RequestView};
+
+use crate::upstream::ClusterState;
 
 #[derive(Debug, thiserror::Error)]
 #[error("route {route} ({object}): {message}")]
@@ -40,14 +41,19 @@ pub struct CompiledRoute {
     total_weight: u64,
 }
 
-/// A cluster plus its round-robin cursor.
+/// A cluster plus its runtime state (breaker, balancer, outlier detection).
 pub struct CompiledCluster {
     pub cluster: Cluster,
-    cursor: AtomicUsize,
+    pub state: ClusterState,
 }
 
 impl CompiledSnapshot {
-    pub fn compile(snapshot: Arc<Snapshot>) -> Result<Self, CompileError> {
+    /// Compiles `snapshot`. Clusters identical to one in `previous` keep its runtime state,
+    /// so a config change elsewhere does not reset circuit breakers or ejections.
+    pub fn compile(
+        snapshot: Arc<Snapshot>,
+        previous: Option<&CompiledSnapshot>,
+    ) -> Result<Self, CompileError> {
         let mut listeners = HashMap::new();
         for listener in snapshot.listeners.iter() {
             listeners.insert(listener.port, compile_listener(listener)?);
@@ -56,13 +62,16 @@ impl CompiledSnapshot {
             .clusters
             .iter()
             .map(|c| {
-                (
-                    c.name.clone(),
+                let kept = previous
+                    .and_then(|p| p.clusters.get(&c.name))
+                    .filter(|old| old.cluster == *c);
+                let compiled = kept.cloned().unwrap_or_else(|| {
                     Arc::new(CompiledCluster {
                         cluster: c.clone(),
-                        cursor: AtomicUsize::new(0),
-                    }),
-                )
+                        state: ClusterState::new(c),
+                    })
+                });
+                (c.name.clone(), compiled)
             })
             .collect();
         Ok(CompiledSnapshot {
@@ -179,14 +188,14 @@ impl CompiledRoute {
 }
 
 impl CompiledCluster {
-    /// Round-robin over the ready endpoints; None when there are none.
-    pub fn next_endpoint(&self) -> Option<&ferry_model::Endpoint> {
-        let endpoints = &self.cluster.endpoints;
-        if endpoints.is_empty() {
-            return None;
-        }
-        let n = self.cursor.fetch_add(1, Ordering::Relaxed);
-        endpoints.get(n % endpoints.len())
+    /// An endpoint for a try (see `ClusterState::pick`), with its index.
+    pub fn pick(
+        &self,
+        key: Option<u64>,
+        tried: &[usize],
+    ) -> Option<(usize, &ferry_model::Endpoint)> {
+        let index = self.state.pick(key, tried)?;
+        self.cluster.endpoints.get(index).map(|e| (index, e))
     }
 }
 

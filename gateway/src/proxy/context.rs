@@ -1,10 +1,10 @@
 //! Per-request state carried between Pingora's phases.
 
 use bytes::BytesMut;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::tries::Tries;
 use crate::compiled::{CompiledCluster, CompiledRoute, CompiledSnapshot};
 use crate::proxy::mirror::PendingMirror;
 
@@ -17,7 +17,13 @@ pub struct RequestCtx {
     /// Index of the chosen backend in the route's Forward list.
     pub backend: Option<usize>,
     pub cluster: Option<Arc<CompiledCluster>>,
-    pub endpoint: Option<SocketAddr>,
+    pub tries: Tries,
+    /// Consistent-hash key of the request, when the cluster hashes.
+    pub hash_key: Option<u64>,
+    /// Set-Cookie to add to the response (consistent hashing on a cookie with a TTL).
+    pub set_cookie: Option<String>,
+    /// The request's Origin, when the route's CORS policy allows it.
+    pub cors_origin: Option<String>,
     pub mirror: Option<PendingMirror>,
     pub mirror_body: BytesMut,
 }
@@ -31,9 +37,21 @@ impl Default for RequestCtx {
             route: None,
             backend: None,
             cluster: None,
-            endpoint: None,
+            tries: Tries::default(),
+            hash_key: None,
+            set_cookie: None,
+            cors_origin: None,
             mirror: None,
             mirror_body: BytesMut::new(),
+        }
+    }
+}
+
+impl Drop for RequestCtx {
+    /// Whatever way the request ended, give back endpoint and retry slots.
+    fn drop(&mut self) {
+        if let Some(cluster) = self.cluster.take() {
+            self.tries.release(&cluster);
         }
     }
 }

@@ -4,7 +4,6 @@ use ferry_model::{Action, BackendTarget, Filter};
 use pingora_core::Result;
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::mirror::{MirrorTarget, PendingMirror};
@@ -19,13 +18,14 @@ pub enum Decision {
 
 /// A response the proxy writes itself. `cause` goes into the cause header:
 /// a code (NR no route, UH no healthy upstream, IB invalid backend, DR direct response,
-/// RD redirect, UF upstream connect failure, UC upstream connection error) followed by the
-/// object responsible.
+/// RD redirect, UF upstream connect failure, UC upstream connection error, UO overflow,
+/// UT upstream timeout, URX retries exhausted, FI fault injected) followed by the object
+/// responsible.
 pub struct Reply {
     pub status: u16,
     pub cause: String,
     pub body: String,
-    pub location: Option<String>,
+    pub headers: Vec<(&'static str, String)>,
     pub route: Option<Arc<CompiledRoute>>,
 }
 
@@ -33,7 +33,6 @@ pub struct Forward {
     pub route: Arc<CompiledRoute>,
     pub backend: usize,
     pub cluster: Arc<CompiledCluster>,
-    pub endpoint: SocketAddr,
 }
 
 impl Decision {
@@ -43,14 +42,14 @@ impl Decision {
             status,
             body: format!("{cause}\n"),
             cause,
-            location: None,
+            headers: Vec::new(),
             route: None,
         }
     }
 }
 
 impl Reply {
-    fn for_route(mut self, route: &Arc<CompiledRoute>) -> Self {
+    pub fn for_route(mut self, route: &Arc<CompiledRoute>) -> Self {
         self.route = Some(route.clone());
         self
     }
@@ -60,7 +59,7 @@ impl Reply {
             status: self.status,
             cause: &self.cause,
             body: &self.body,
-            location: self.location.as_deref(),
+            headers: &self.headers,
         };
         respond::send(session, reply).await
     }
@@ -94,7 +93,9 @@ pub fn decide(snapshot: &CompiledSnapshot, req: &RequestHeader, port: u16) -> De
                 matched: &route.route.matcher.path,
             };
             let mut reply = Decision::reply(redirect.status, format!("RD {meta}")).for_route(route);
-            reply.location = Some(redirect_location(redirect, &request));
+            reply
+                .headers
+                .push(("location", redirect_location(redirect, &request)));
             reply.body.clear();
             Decision::Reply(reply)
         }
@@ -133,19 +134,21 @@ fn forward(snapshot: &CompiledSnapshot, route: &Arc<CompiledRoute>) -> Decision 
                 .for_route(route),
         );
     };
-    let Some(endpoint) = cluster.next_endpoint() else {
-        let cause = format!(
-            "UH {}: no ready endpoints in {cluster_name}",
-            cluster.cluster.meta
-        );
-        return Decision::Reply(Decision::reply(503, cause).for_route(route));
-    };
+    if cluster.cluster.endpoints.is_empty() {
+        return Decision::Reply(Decision::reply(503, no_endpoints(cluster)).for_route(route));
+    }
     Decision::Forward(Forward {
         route: route.clone(),
         backend,
         cluster: cluster.clone(),
-        endpoint: endpoint.address,
     })
+}
+
+pub fn no_endpoints(cluster: &CompiledCluster) -> String {
+    format!(
+        "UH {}: no ready endpoints in {}",
+        cluster.cluster.meta, cluster.cluster.name
+    )
 }
 
 /// Host (lower-case, port removed) and the port written after it, from the URI authority
@@ -192,7 +195,7 @@ pub fn mirror_for(
         })
         .filter_map(|m| {
             let cluster = snapshot.cluster(&m.cluster)?;
-            let endpoint = cluster.next_endpoint()?;
+            let (_, endpoint) = cluster.pick(None, &[])?;
             Some(MirrorTarget {
                 address: endpoint.address,
                 protocol: cluster.cluster.protocol,

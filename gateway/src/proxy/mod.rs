@@ -1,10 +1,13 @@
 //! The Pingora `ProxyHttp` implementation: thin hooks over the compiled snapshot and the
 //! pure functions in `compiled`, `rewrite` and `decide`.
 
+mod admit;
 mod context;
 mod decide;
 pub mod mirror;
+mod policy;
 mod respond;
+mod tries;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -19,10 +22,12 @@ use std::time::Duration;
 use crate::metrics::Metrics;
 use crate::rewrite::{apply_header_mods, rewrite_path};
 use crate::store::SnapshotStore;
+use crate::upstream::outlier::Outcome;
 pub use context::RequestCtx;
 use decide::Decision;
 use mirror::{MirrorClient, MAX_MIRROR_BODY};
 pub use respond::CAUSE_HEADER;
+use tries::Failure;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -61,19 +66,19 @@ impl ProxyHttp for FerryProxy {
             return reply.send(session).await.map(|_| true);
         };
         ctx.snapshot = Some(snapshot.clone());
-        let decision = decide::decide(&snapshot, session.req_header(), ctx.listener_port);
-        match decision {
+        match decide::decide(&snapshot, session.req_header(), ctx.listener_port) {
             Decision::Reply(reply) => {
                 ctx.route = reply.route.clone();
                 reply.send(session).await.map(|_| true)
             }
             Decision::Forward(forward) => {
                 ctx.mirror = decide::mirror_for(&snapshot, &forward, session.req_header());
-                ctx.route = Some(forward.route);
+                ctx.route = Some(forward.route.clone());
                 ctx.backend = Some(forward.backend);
-                ctx.endpoint = Some(forward.endpoint);
-                ctx.cluster = Some(forward.cluster);
-                Ok(false)
+                match admit::admit(session, ctx, forward).await {
+                    Some(reply) => reply.send(session).await.map(|_| true),
+                    None => Ok(false),
+                }
             }
         }
     }
@@ -106,14 +111,25 @@ impl ProxyHttp for FerryProxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let (Some(endpoint), Some(cluster)) = (ctx.endpoint, ctx.cluster.as_ref()) else {
+        let (Some(route), Some(cluster)) = (ctx.route.clone(), ctx.cluster.clone()) else {
             return Error::e_explain(ErrorType::InternalError, "no upstream chosen for request");
         };
-        let mut peer = HttpPeer::new(endpoint, false, String::new());
+        let address = match ctx.tries.current {
+            Some((_, address)) => address,
+            None => admit::next_try(ctx, &route, &cluster).await?,
+        };
+        let mut peer = HttpPeer::new(address, false, String::new());
         if cluster.cluster.protocol == UpstreamProtocol::H2c {
             peer.options.set_http_version(2, 2);
         }
-        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+        let policy = &cluster.cluster.policy;
+        peer.options.connection_timeout = Some(
+            policy
+                .connect_timeout_ms
+                .map_or(CONNECT_TIMEOUT, Duration::from_millis),
+        );
+        peer.options.idle_timeout = policy.idle_timeout_ms.map(Duration::from_millis);
+        peer.options.read_timeout = ctx.tries.try_timeout(&route.route.policy);
         Ok(Box::new(peer))
     }
 
@@ -143,7 +159,38 @@ impl ProxyHttp for FerryProxy {
                 Filter::ResponseHeaders(_) | Filter::Mirror(_) => {}
             }
         }
+        if ctx
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.cluster.policy.limits.max_requests_per_connection == Some(1))
+        {
+            // One request per upstream connection: ask the upstream to close after answering.
+            upstream.insert_header("connection", "close")?;
+        }
         set_forwarded_headers(session, upstream)
+    }
+
+    /// Sees the upstream's status first: feeds outlier detection, and turns a retriable status
+    /// into a retriable error so Pingora tries again (the request body is buffered for that).
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let status = response.status.as_u16();
+        match Failure::Status(status) {
+            failure if admit::retry_after(session, ctx, failure) => {
+                let mut error =
+                    Error::explain(ErrorType::HTTPStatus(status), "retriable upstream status");
+                error.set_retry(true);
+                Err(error)
+            }
+            _ => {
+                admit::finish_try(ctx, Some(Outcome::Status(status)));
+                Ok(())
+            }
+        }
     }
 
     async fn response_filter(
@@ -160,11 +207,65 @@ impl ProxyHttp for FerryProxy {
                 apply_header_mods(response, mods);
             }
         }
+        if let (Some(cors), Some(origin)) = (&route.route.policy.cors, &ctx.cors_origin) {
+            policy::add_response_headers(cors, origin, response);
+        }
+        if let Some(cookie) = ctx.set_cookie.take() {
+            response.append_header("set-cookie", cookie)?;
+        }
         Ok(())
     }
 
-    /// Errors while proxying: answer with the status Pingora would use, plus a cause naming the
-    /// cluster and endpoint that failed (unless a response is already under way).
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let retry = admit::retry_after(session, ctx, Failure::Connect);
+        if !retry {
+            admit::finish_try(ctx, Some(Outcome::ConnectFailure));
+        }
+        e.set_retry(retry);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        _peer: &HttpPeer,
+        session: &mut Session,
+        mut e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        if matches!(e.etype(), ErrorType::HTTPStatus(_)) && e.retry() {
+            return e; // our own retriable-status error, already booked
+        }
+        let failure = match e.etype() {
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout => Failure::Timeout,
+            _ => Failure::Reset,
+        };
+        // A stale pooled connection is retried on a fresh one, as Pingora does by default.
+        let stale_reuse = client_reused
+            && matches!(e.retry, pingora_core::RetryType::ReusedOnly)
+            && !session.as_ref().retry_buffer_truncated();
+        let retry = stale_reuse || admit::retry_after(session, ctx, failure);
+        if !retry {
+            let outcome = if failure == Failure::Timeout {
+                Outcome::Status(504)
+            } else {
+                Outcome::ConnectFailure
+            };
+            admit::finish_try(ctx, Some(outcome));
+            ctx.tries.last_failure = Some(failure);
+        }
+        e.set_retry(retry);
+        e
+    }
+
+    /// Errors while proxying: answer with the status Pingora would use (504 for timeouts),
+    /// plus a cause naming the cluster and endpoint (unless a response is already under way).
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
@@ -219,6 +320,7 @@ fn failure_status(error: &Error) -> u16 {
     use pingora_core::ErrorSource;
     match (error.etype(), error.esource()) {
         (ErrorType::HTTPStatus(code), _) => *code,
+        (ErrorType::ReadTimedout | ErrorType::WriteTimedout, _) => 504,
         (_, ErrorSource::Upstream) => 502,
         (
             ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
@@ -229,8 +331,13 @@ fn failure_status(error: &Error) -> u16 {
     }
 }
 
-/// Envoy-style flag (UF connect failure, UC upstream connection error) and what failed.
+/// Envoy-style flag (UF connect failure, UT timeout, UC upstream connection error; URX when
+/// retries were spent) and what failed.
 fn failure_cause(error: &Error, ctx: &RequestCtx) -> String {
+    let timeout = matches!(
+        error.etype(),
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout
+    );
     let connect = matches!(
         error.etype(),
         ErrorType::ConnectTimedout
@@ -239,13 +346,19 @@ fn failure_cause(error: &Error, ctx: &RequestCtx) -> String {
             | ErrorType::ConnectError
             | ErrorType::BindError
     );
-    let flag = if connect { "UF" } else { "UC" };
+    let flag = match (ctx.tries.retries > 0, timeout, connect) {
+        (true, _, _) => "URX",
+        (_, true, _) => "UT",
+        (_, _, true) => "UF",
+        _ => "UC",
+    };
     let cluster = ctx
         .cluster
         .as_ref()
         .map_or_else(|| "-".to_string(), |c| c.cluster.meta.to_string());
     let endpoint = ctx
-        .endpoint
+        .tries
+        .last_address
         .map_or_else(|| "-".to_string(), |e| e.to_string());
     format!(
         "{flag} {cluster} endpoint {endpoint}: {}",

@@ -12,7 +12,7 @@ pub struct LocalReply<'a> {
     pub status: u16,
     pub cause: &'a str,
     pub body: &'a str,
-    pub location: Option<&'a str>,
+    pub headers: &'a [(&'static str, String)],
 }
 
 pub async fn send(session: &mut Session, reply: LocalReply<'_>) -> Result<()> {
@@ -20,8 +20,8 @@ pub async fn send(session: &mut Session, reply: LocalReply<'_>) -> Result<()> {
     header.insert_header(CAUSE_HEADER, sanitize(reply.cause))?;
     header.insert_header("content-type", "text/plain; charset=utf-8")?;
     header.insert_header("content-length", reply.body.len().to_string())?;
-    if let Some(location) = reply.location {
-        header.insert_header("location", location)?;
+    for (name, value) in reply.headers {
+        header.append_header(*name, value.as_str())?;
     }
     let head_only = reply.body.is_empty() || session.req_header().method == http::Method::HEAD;
     session

@@ -1,10 +1,11 @@
 //! HTTPRoute filters -> IR filters, and Service references shared by backends and mirrors.
 
 use ferry_model::{
-    Filter, HeaderMods, Meta, Mirror, PathRewrite, Redirect, RedirectPort, Rewrite, Str,
+    Cors, Filter, HeaderMods, Meta, Mirror, PathRewrite, Redirect, RedirectPort, Rewrite, Str,
+    StringMatch,
 };
 use gateway_api::apis::standard::httproutes::{
-    HttpRouteRulesFilters, HttpRouteRulesFiltersRequestMirror,
+    HttpRouteRulesFilters, HttpRouteRulesFiltersCors, HttpRouteRulesFiltersRequestMirror,
     HttpRouteRulesFiltersRequestRedirect,
     HttpRouteRulesFiltersRequestRedirectPathType as RedirectPathType,
     HttpRouteRulesFiltersRequestRedirectScheme as Scheme, HttpRouteRulesFiltersType as FilterType,
@@ -37,6 +38,7 @@ macro_rules! modifier_mods {
 pub(super) struct RuleFilters {
     pub filters: Vec<Filter>,
     pub redirect: Option<Redirect>,
+    pub cors: Option<Cors>,
 }
 
 pub(super) fn convert(
@@ -49,6 +51,7 @@ pub(super) fn convert(
     let mut out = RuleFilters {
         filters: Vec::new(),
         redirect: None,
+        cors: None,
     };
     for (index, filter) in filters.iter().enumerate() {
         let field = format!("{field}.filters[{index}]");
@@ -79,7 +82,8 @@ pub(super) fn convert(
                     }
                 }
             }
-            FilterType::Cors | FilterType::ExtensionRef => {
+            FilterType::Cors => out.cors = filter.cors.as_ref().map(cors),
+            FilterType::ExtensionRef => {
                 let message = format!(
                     "filter type {:?} is not supported yet; ignored",
                     filter.r#type
@@ -109,6 +113,27 @@ pub(crate) fn header_mods<'h>(
         set: pairs(&mut { set }),
         add: pairs(&mut { add }),
         remove: remove.map(|n| n.to_ascii_lowercase().into()).collect(),
+    }
+}
+
+/// Gateway API CORS: origins are exact, `*`, or with a `*` wildcard in the host part.
+fn cors(c: &HttpRouteRulesFiltersCors) -> Cors {
+    let origin = |o: &String| {
+        if o != "*" && o.contains('*') {
+            let pattern = regex::escape(o).replace("\\*", "[^/]*");
+            StringMatch::Regex(pattern.into())
+        } else {
+            StringMatch::Exact(o.as_str().into())
+        }
+    };
+    let list = |l: &Option<Vec<String>>| l.iter().flatten().map(|v| v.as_str().into()).collect();
+    Cors {
+        allow_origins: c.allow_origins.iter().flatten().map(origin).collect(),
+        allow_methods: list(&c.allow_methods),
+        allow_headers: list(&c.allow_headers),
+        expose_headers: list(&c.expose_headers),
+        max_age_seconds: c.max_age.map(|m| m.max(0) as u64),
+        allow_credentials: c.allow_credentials.unwrap_or(false),
     }
 }
 

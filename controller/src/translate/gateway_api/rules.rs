@@ -1,8 +1,8 @@
 //! HTTPRoute rules -> IR routes: matches, backends and the rank used for precedence.
 
 use ferry_model::{
-    Action, BackendTarget, HeaderMatch, Meta, PathMatch, QueryMatch, Route, RouteMatch,
-    StringMatch, WeightedBackend,
+    Action, BackendTarget, Cors, HeaderMatch, Meta, PathMatch, QueryMatch, Route, RouteMatch,
+    RoutePolicy, StringMatch, WeightedBackend,
 };
 use gateway_api::apis::standard::httproutes::{
     HttpRoute, HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteRulesFilters,
@@ -11,6 +11,7 @@ use gateway_api::apis::standard::httproutes::{
 };
 
 use super::filters::{self, RuleFilters};
+use crate::translate::duration::parse_ms;
 use crate::translate::report::Condition;
 use crate::translate::Context;
 
@@ -41,7 +42,11 @@ fn compile_rule(
 ) -> Vec<CompiledRule> {
     let field = format!("spec.rules[{index}]");
     let mut failure: RefFailure = None;
-    let RuleFilters { filters, redirect } = filters::convert(
+    let RuleFilters {
+        filters,
+        redirect,
+        cors,
+    } = filters::convert(
         cx,
         rule.filters.as_deref().unwrap_or(&[]),
         meta,
@@ -51,6 +56,13 @@ fn compile_rule(
     let action = match redirect {
         Some(redirect) => Action::Redirect(redirect),
         None => backends_action(cx, rule, meta, &field, &mut failure),
+    };
+    let policy = match rule_policy(rule, cors, &field) {
+        Ok(policy) => policy,
+        Err(condition) => {
+            cx.reports.push(meta, condition);
+            return Vec::new();
+        }
     };
     let matches = match rule.matches.as_deref() {
         Some(m) if !m.is_empty() => m.to_vec(),
@@ -74,6 +86,7 @@ fn compile_rule(
                     matcher,
                     filters: filters.clone().into(),
                     action: action.clone(),
+                    policy: policy.clone(),
                 },
                 ref_failure: failure.clone(),
             }),
@@ -81,6 +94,43 @@ fn compile_rule(
         }
     }
     compiled
+}
+
+/// Rule timeouts (`request` across the whole exchange, `backendRequest` per try) and CORS.
+/// A zero duration means "no timeout", as the spec defines.
+fn rule_policy(
+    rule: &HttpRouteRules,
+    cors: Option<Cors>,
+    field: &str,
+) -> Result<RoutePolicy, Condition> {
+    let parse = |value: Option<&String>, name: &str| -> Result<Option<u64>, Condition> {
+        match value.map(|v| parse_ms(v)) {
+            None => Ok(None),
+            Some(Ok(0)) => Ok(None),
+            Some(Ok(ms)) => Ok(Some(ms)),
+            Some(Err(e)) => Err(Condition::error("Accepted", "UnsupportedValue", e)
+                .field(format!("{field}.timeouts.{name}"))),
+        }
+    };
+    let timeouts = rule.timeouts.as_ref();
+    let timeout_ms = parse(timeouts.and_then(|t| t.request.as_ref()), "request")?;
+    let per_try_timeout_ms = parse(
+        timeouts.and_then(|t| t.backend_request.as_ref()),
+        "backendRequest",
+    )?;
+    if let (Some(request), Some(backend)) = (timeout_ms, per_try_timeout_ms) {
+        if backend > request {
+            let message = "backendRequest must not be longer than request";
+            return Err(Condition::error("Accepted", "UnsupportedValue", message)
+                .field(format!("{field}.timeouts.backendRequest")));
+        }
+    }
+    Ok(RoutePolicy {
+        timeout_ms,
+        per_try_timeout_ms,
+        cors,
+        ..RoutePolicy::default()
+    })
 }
 
 fn backends_action(

@@ -10,7 +10,7 @@ use super::{gateway_key, CompiledHttp};
 use crate::inputs::istio::{self, Destination, HttpRoute, MatchRequest, VirtualService};
 use crate::translate::gateway_api::header_mods;
 use crate::translate::report::Condition;
-use crate::translate::services::SubsetRef;
+use crate::translate::services::{service_of_host, SubsetRef};
 use crate::translate::Context;
 
 pub(super) fn compile(cx: &mut Context<'_>, vs: &VirtualService, meta: &Meta) -> Vec<CompiledHttp> {
@@ -27,6 +27,16 @@ pub(super) fn compile(cx: &mut Context<'_>, vs: &VirtualService, meta: &Meta) ->
         }
         let Some(action) = action(cx, http, meta, &field) else {
             continue;
+        };
+        let policy = match super::policy::route_policy(http, &field) {
+            Ok(policy) => policy,
+            Err((field, message)) => {
+                cx.reports.push(
+                    meta,
+                    Condition::error("Valid", "Invalid", message).field(field),
+                );
+                continue;
+            }
         };
         let filters = filters(cx, http, meta);
         let matches = if http.matches.is_empty() {
@@ -53,6 +63,7 @@ pub(super) fn compile(cx: &mut Context<'_>, vs: &VirtualService, meta: &Meta) ->
                 matcher,
                 filters: filters.clone().into(),
                 action: action.clone(),
+                policy: policy.clone(),
             };
             let gateways = m
                 .gateways
@@ -224,19 +235,6 @@ fn destination(cx: &mut Context<'_>, vs_ns: &str, d: &Destination) -> Result<Str
         .map_err(|e| e.to_string())
 }
 
-fn service_of_host(host: &str, default_ns: &str) -> Option<(String, String)> {
-    let short = host
-        .strip_suffix(".svc.cluster.local")
-        .or_else(|| host.strip_suffix(".svc"))
-        .unwrap_or(host);
-    let parts: Vec<&str> = short.split('.').collect();
-    match parts.as_slice() {
-        [name] => Some((default_ns.to_string(), name.to_string())),
-        [name, namespace] => Some((namespace.to_string(), name.to_string())),
-        _ => None,
-    }
-}
-
 /// The named subset from a DestinationRule for the Service, preferring one in the
 /// VirtualService's namespace, then the Service's.
 fn find_subset<'i>(
@@ -266,7 +264,7 @@ fn find_subset<'i>(
             Some(SubsetRef {
                 name: &s.name,
                 labels: &s.labels,
-                rule: crate::translate::meta_of("DestinationRule", &dr.metadata),
+                rule: dr,
             })
         })
         .ok_or_else(|| {

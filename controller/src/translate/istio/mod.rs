@@ -1,6 +1,8 @@
 //! Istio networking: Gateway servers selected by labels, VirtualServices bound to them.
 
+pub(crate) mod destination;
 mod http;
+mod policy;
 
 use ferry_model::Route;
 use std::collections::BTreeSet;
@@ -34,6 +36,7 @@ pub(super) struct CompiledHttp {
 }
 
 pub(crate) fn translate(cx: &mut Context<'_>) {
+    validate_destination_rules(cx);
     let gateways: Vec<ServedGateway> = cx
         .inputs
         .istio_gateways
@@ -50,6 +53,23 @@ pub(crate) fn translate(cx: &mut Context<'_>) {
     services.sort_by_key(|(load, vs)| (RouteOrder::age_of(&vs.metadata), *load));
     for (load, vs) in services {
         translate_virtual_service(cx, &gateways, vs, load);
+    }
+}
+
+/// Reports invalid DestinationRule policies even when no route uses the rule yet.
+fn validate_destination_rules(cx: &mut Context<'_>) {
+    for dr in &cx.inputs.destination_rules {
+        let subsets =
+            std::iter::once(None).chain(dr.spec.subsets.iter().map(|s| Some(s.name.as_str())));
+        for subset in subsets {
+            if let Err((field, message)) = destination::cluster_policy(dr, subset, 0) {
+                let meta = meta_of("DestinationRule", &dr.metadata);
+                cx.reports.push(
+                    &meta,
+                    Condition::error("Valid", "Invalid", message).field(field),
+                );
+            }
+        }
     }
 }
 

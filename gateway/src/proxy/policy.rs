@@ -1,0 +1,154 @@
+//! Route policies applied at the edge of a request: fault injection, CORS, hash keys.
+
+use ferry_model::{Cors, Fault, HashOn, StringMatch};
+use pingora_http::{RequestHeader, ResponseHeader};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::upstream::balancer::hash_of;
+
+fn roll(per_million: u32) -> bool {
+    per_million >= 1_000_000 || rand::random_range(0..1_000_000) < per_million
+}
+
+/// The fault to inject on this request, if the dice say so: (delay, abort status).
+pub fn fault_for(fault: &Fault) -> (Option<Duration>, Option<u16>) {
+    let delay = fault
+        .delay
+        .as_ref()
+        .filter(|d| roll(d.per_million))
+        .map(|d| Duration::from_millis(d.delay_ms));
+    let abort = fault
+        .abort
+        .as_ref()
+        .filter(|a| roll(a.per_million))
+        .map(|a| a.status);
+    (delay, abort)
+}
+
+/// The request's Origin if the policy allows it.
+pub fn allowed_origin(cors: &Cors, req: &RequestHeader) -> Option<String> {
+    let origin = req.headers.get("origin")?.to_str().ok()?;
+    let allowed = cors.allow_origins.iter().any(|m| match m {
+        StringMatch::Exact(v) => &**v == "*" || v.as_ref() == origin,
+        StringMatch::Prefix(v) => origin.starts_with(&**v),
+        StringMatch::Regex(v) => {
+            regex::Regex::new(&format!("^(?:{v})$")).is_ok_and(|re| re.is_match(origin))
+        }
+        StringMatch::Present => true,
+    });
+    allowed.then(|| origin.to_string())
+}
+
+pub fn is_preflight(req: &RequestHeader) -> bool {
+    req.method == http::Method::OPTIONS && req.headers.contains_key("access-control-request-method")
+}
+
+/// Headers answering a preflight from an allowed origin.
+pub fn preflight_headers(cors: &Cors, origin: &str) -> Vec<(&'static str, String)> {
+    let mut headers = vec![
+        (
+            "access-control-allow-origin",
+            allow_origin_value(cors, origin),
+        ),
+        ("vary", "Origin".into()),
+    ];
+    if !cors.allow_methods.is_empty() {
+        headers.push(("access-control-allow-methods", join(&cors.allow_methods)));
+    }
+    if !cors.allow_headers.is_empty() {
+        headers.push(("access-control-allow-headers", join(&cors.allow_headers)));
+    }
+    if let Some(age) = cors.max_age_seconds {
+        headers.push(("access-control-max-age", age.to_string()));
+    }
+    if cors.allow_credentials {
+        headers.push(("access-control-allow-credentials", "true".into()));
+    }
+    headers
+}
+
+/// CORS headers added to the upstream's response for an allowed origin.
+pub fn add_response_headers(cors: &Cors, origin: &str, response: &mut ResponseHeader) {
+    let _ = response.insert_header(
+        "access-control-allow-origin",
+        allow_origin_value(cors, origin),
+    );
+    let _ = response.append_header("vary", "Origin");
+    if !cors.expose_headers.is_empty() {
+        let _ = response.insert_header("access-control-expose-headers", join(&cors.expose_headers));
+    }
+    if cors.allow_credentials {
+        let _ = response.insert_header("access-control-allow-credentials", "true");
+    }
+}
+
+/// `*` only when any origin is allowed and credentials are not (browsers reject `*` with them).
+fn allow_origin_value(cors: &Cors, origin: &str) -> String {
+    let any = cors
+        .allow_origins
+        .iter()
+        .any(|m| matches!(m, StringMatch::Exact(v) if &**v == "*"));
+    if any && !cors.allow_credentials {
+        "*".into()
+    } else {
+        origin.into()
+    }
+}
+
+fn join(items: &[ferry_model::Str]) -> String {
+    items.iter().map(|s| &**s).collect::<Vec<_>>().join(", ")
+}
+
+/// The consistent-hash key of a request, and a cookie to issue when the policy names a
+/// cookie with a TTL that the request lacks.
+pub fn hash_key(
+    on: &HashOn,
+    req: &RequestHeader,
+    client: Option<IpAddr>,
+) -> (Option<u64>, Option<String>) {
+    match on {
+        HashOn::Header(name) => (
+            req.headers.get(&**name).map(|v| hash_of(v.as_bytes())),
+            None,
+        ),
+        HashOn::SourceIp => (client.map(|ip| hash_of(&ip)), None),
+        HashOn::QueryParameter(name) => (query_value(req, name).map(|v| hash_of(v.as_str())), None),
+        HashOn::Cookie {
+            name,
+            path,
+            ttl_seconds,
+        } => match cookie_value(req, name) {
+            Some(value) => (Some(hash_of(value.as_str())), None),
+            None => match ttl_seconds {
+                Some(ttl) => {
+                    let value = format!("{:016x}", rand::random::<u64>());
+                    let path = path.as_deref().unwrap_or("/");
+                    let cookie = format!("{name}={value}; Path={path}; Max-Age={ttl}; HttpOnly");
+                    (Some(hash_of(value.as_str())), Some(cookie))
+                }
+                None => (None, None),
+            },
+        },
+    }
+}
+
+fn query_value(req: &RequestHeader, name: &str) -> Option<String> {
+    req.uri
+        .query()?
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+fn cookie_value(req: &RequestHeader, name: &str) -> Option<String> {
+    req.headers
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}

@@ -1,0 +1,205 @@
+//! Traffic policies: per route (timeouts, retries, faults, CORS) and per cluster
+//! (connection pool limits, load balancing, outlier detection).
+
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+use crate::{Str, StringMatch};
+
+/// Policies attached to one route. Durations are in milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RoutePolicy {
+    /// Whole request, across retries; expiry answers 504.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Limit on each try (Istio `perTryTimeout`, Gateway API `backendRequest`); expiry answers
+    /// 504 or, with retries left, tries again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Fault>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Cors>,
+}
+
+impl RoutePolicy {
+    pub fn is_empty(&self) -> bool {
+        self == &RoutePolicy::default()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Retries after the first try (Istio `attempts`, Gateway API `attempts`).
+    pub attempts: u32,
+    pub retry_on: RetryOn,
+    /// Exponential backoff with full jitter: base * 2^n, capped at max.
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+/// Conditions that make a try worth repeating (Envoy / Istio `retryOn` semantics).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RetryOn {
+    /// Any 5xx response, or a connect failure / reset.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub server_error: bool,
+    /// 502, 503, 504.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gateway_error: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub connect_failure: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused_stream: bool,
+    /// Upstream reset or connection closed before a response.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reset: bool,
+    /// 409.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retriable_4xx: bool,
+    /// Explicit status codes (Istio `retriable-status-codes` / bare codes, Gateway API `codes`).
+    #[serde(default, skip_serializing_if = "<[u16]>::is_empty")]
+    pub status_codes: Arc<[u16]>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Fault {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<FaultDelay>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<FaultAbort>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultDelay {
+    pub delay_ms: u64,
+    /// Share of requests delayed, parts per million.
+    pub per_million: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultAbort {
+    pub status: u16,
+    pub per_million: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Cors {
+    /// Origins allowed; `Exact("*")` allows any.
+    pub allow_origins: Arc<[StringMatch]>,
+    #[serde(default, skip_serializing_if = "<[Str]>::is_empty")]
+    pub allow_methods: Arc<[Str]>,
+    #[serde(default, skip_serializing_if = "<[Str]>::is_empty")]
+    pub allow_headers: Arc<[Str]>,
+    #[serde(default, skip_serializing_if = "<[Str]>::is_empty")]
+    pub expose_headers: Arc<[Str]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_credentials: bool,
+}
+
+/// Policies of one cluster (DestinationRule trafficPolicy, with subset and port overrides
+/// already applied by the translator).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ClusterPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Limits::is_unlimited")]
+    pub limits: Limits,
+    #[serde(default, skip_serializing_if = "LoadBalancer::is_default")]
+    pub load_balancer: LoadBalancer,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier: Option<OutlierDetection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_budget: Option<RetryBudget>,
+}
+
+/// Circuit-breaker thresholds; None = unlimited.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Limits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pending_requests: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests_per_connection: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+}
+
+impl Limits {
+    pub fn is_unlimited(&self) -> bool {
+        self == &Limits::default()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadBalancer {
+    #[default]
+    RoundRobin,
+    /// Power of two random choices, fewer active requests wins.
+    LeastRequest,
+    Random,
+    /// Consistent hashing on a ring: moving one endpoint moves only its share of keys.
+    ConsistentHash(HashOn),
+}
+
+impl LoadBalancer {
+    pub fn is_default(&self) -> bool {
+        self == &LoadBalancer::RoundRobin
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashOn {
+    Header(Str),
+    /// With a TTL the proxy issues the cookie when the request lacks it.
+    Cookie {
+        name: Str,
+        path: Option<Str>,
+        ttl_seconds: Option<u64>,
+    },
+    SourceIp,
+    QueryParameter(Str),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutlierDetection {
+    /// Consecutive 5xx (incl. connect failures) that eject an endpoint; 0 = off.
+    pub consecutive_5xx: u32,
+    /// Consecutive 502/503/504 or connect failures that eject an endpoint; 0 = off.
+    pub consecutive_gateway_errors: u32,
+    pub interval_ms: u64,
+    /// Ejection lasts base * number of times ejected.
+    pub base_ejection_ms: u64,
+    pub max_ejection_percent: u32,
+    /// Below this share of healthy endpoints, ejection is suspended (all serve).
+    pub min_health_percent: u32,
+}
+
+/// Retries allowed as a share of active requests, so retries cannot multiply an outage.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryBudget {
+    pub percent: u32,
+    /// Retries always allowed up to this many concurrent ones.
+    pub min_retry_concurrency: u32,
+}
+
+impl Default for RetryBudget {
+    /// Envoy's default budget: 20% of active requests, at least 3 concurrent retries.
+    fn default() -> Self {
+        RetryBudget {
+            percent: 20,
+            min_retry_concurrency: 3,
+        }
+    }
+}
