@@ -544,3 +544,126 @@ async fn cors_preflight_and_actual_requests() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_requests_per_connection_rotates_upstream_connections() {
+    let app = Echo::start("app");
+    let port = free_port();
+    let (_dir, _gw) = start(
+        &[
+            &service("shop", "app", 80, &[ep(&app, &[])]),
+            &destination_rule(
+                "app",
+                "    connectionPool: {http: {maxRequestsPerConnection: 3}}\n",
+            ),
+            &virtual_service("    - route: [{destination: {host: app}}]\n"),
+        ],
+        port,
+    )
+    .await;
+    let http = Http::new(support::Proto::H1);
+    let mut peers = Vec::new();
+    for _ in 0..9 {
+        peers.push(
+            get(&http, port, "/", &[]).await.echo()["peer"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    // Sequential requests: each upstream connection carries exactly three.
+    for chunk in peers.chunks(3) {
+        assert!(chunk.iter().all(|p| *p == chunk[0]), "{peers:?}");
+    }
+    assert_ne!(peers[0], peers[3], "{peers:?}");
+    assert_ne!(peers[3], peers[6], "{peers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mirror_share_and_a_slow_mirror_never_slows_the_primary() {
+    let (app, shadow) = (
+        Echo::start("app"),
+        Echo::start_with("shadow", &["--delay-ms", "1500"]),
+    );
+    let port = free_port();
+    let (_dir, _gw) = start(&[
+        &service("shop", "app", 80, &[ep(&app, &[])]),
+        &service("shop", "shadow", 80, &[ep(&shadow, &[])]),
+        &virtual_service(concat!(
+            "    - {match: [{uri: {prefix: /all}}], route: [{destination: {host: app}}], mirror: {host: shadow}}\n",
+            "    - {match: [{uri: {prefix: /half}}], route: [{destination: {host: app}}], mirror: {host: shadow}, mirrorPercentage: {value: 50}}\n")),
+    ], port).await;
+    let http = Http::new(support::Proto::H1);
+    let begun = Instant::now();
+    for _ in 0..5 {
+        assert_eq!(get(&http, port, "/all", &[]).await.backend(), "app");
+    }
+    assert!(
+        begun.elapsed() < Duration::from_millis(1000),
+        "primary not held by a 1.5 s mirror: {:?}",
+        begun.elapsed()
+    );
+    support::eventually(|| async { shadow.request_count() == 5 }).await;
+    for _ in 0..200 {
+        get(&http, port, "/half", &[]).await;
+    }
+    support::eventually(|| async { shadow.request_count() >= 5 + 60 }).await;
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    let mirrored = shadow.request_count() - 5;
+    assert!(
+        (60..=140).contains(&mirrored),
+        "{mirrored} of 200 mirrored at 50%"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_api_retry_and_cors_filter() {
+    let (good, bad) = (
+        Echo::start("good"),
+        Echo::start_with("bad", &["--status", "503"]),
+    );
+    let port = free_port();
+    let dir = ConfigDir::new();
+    let route = concat!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: default}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n",
+        "    - matches: [{path: {type: PathPrefix, value: /}}]\n",
+        "      retry: {attempts: 2, codes: [503]}\n",
+        "      filters: [{type: CORS, cors: {allowOrigins: [\"https://*.example.com\"], allowMethods: [GET]}}]\n",
+        "      backendRefs: [{name: app, port: 80}]\n");
+    dir.write(
+        "all.yaml",
+        &join(&[
+            &gateway("default", "gw", &[("http", port, None)]),
+            &service("default", "app", 80, &[ep(&good, &[]), ep(&bad, &[])]),
+            route,
+        ]),
+    );
+    let _gw = Gateway::start(dir.path()).await;
+    for proto in BOTH {
+        let http = Http::new(proto);
+        for _ in 0..10 {
+            let r = http
+                .get(
+                    &url(port, "/"),
+                    None,
+                    &[("origin", "https://shop.example.com")],
+                )
+                .await
+                .unwrap();
+            assert_eq!((r.status, r.backend().as_str()), (200, "good"), "{proto:?}");
+            assert_eq!(
+                r.header("access-control-allow-origin"),
+                Some("https://shop.example.com")
+            );
+        }
+        let r = http
+            .get(
+                &url(port, "/"),
+                None,
+                &[("origin", "https://shop.example.net")],
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.header("access-control-allow-origin"), None);
+    }
+}

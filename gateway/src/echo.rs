@@ -38,12 +38,14 @@ struct EchoReply<'a> {
     headers: BTreeMap<String, String>,
     protocol: &'static str,
     body_bytes: usize,
+    /// The client address of the connection the request came on.
+    peer: String,
 }
 
 pub async fn serve(listener: TcpListener, config: EchoConfig) {
     let config = Arc::new(config);
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
+        let Ok((tcp, peer)) = listener.accept().await else {
             continue;
         };
         let _ = tcp.set_nodelay(true);
@@ -51,7 +53,7 @@ pub async fn serve(listener: TcpListener, config: EchoConfig) {
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let config = config.clone();
-                async move { Ok::<_, std::convert::Infallible>(answer(&config, req).await) }
+                async move { Ok::<_, std::convert::Infallible>(answer(&config, req, peer).await) }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tcp), service)
@@ -64,7 +66,11 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-async fn answer(config: &EchoConfig, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(
+    config: &EchoConfig,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let body_bytes = body
         .collect()
@@ -110,6 +116,7 @@ async fn answer(config: &EchoConfig, req: Request<Incoming>) -> Response<Full<By
         headers,
         protocol: protocol_name(parts.version),
         body_bytes,
+        peer: peer.to_string(),
     };
     let body = serde_json::to_vec(&reply).unwrap_or_default();
     if config.log_requests {

@@ -4,9 +4,10 @@ pub mod istio;
 mod load;
 
 use gateway_api::apis::standard::{
-    gatewayclasses::GatewayClass, gateways::Gateway, httproutes::HttpRoute,
-    referencegrants::ReferenceGrant,
+    gatewayclasses::GatewayClass, gateways::Gateway, referencegrants::ReferenceGrant,
 };
+// HTTPRoute is read with the experimental-channel types (a superset) so `retry` is kept.
+use gateway_api::apis::experimental::httproutes::HttpRoute;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;

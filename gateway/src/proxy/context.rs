@@ -22,6 +22,8 @@ pub struct RequestCtx {
     pub hash_key: Option<u64>,
     /// Set-Cookie to add to the response (consistent hashing on a cookie with a TTL).
     pub set_cookie: Option<String>,
+    /// Ask the upstream to close the connection after this request (maxRequestsPerConnection).
+    pub close_upstream: bool,
     /// The request's Origin, when the route's CORS policy allows it.
     pub cors_origin: Option<String>,
     pub mirror: Option<PendingMirror>,
@@ -40,6 +42,7 @@ impl Default for RequestCtx {
             tries: Tries::default(),
             hash_key: None,
             set_cookie: None,
+            close_upstream: false,
             cors_origin: None,
             mirror: None,
             mirror_body: BytesMut::new(),

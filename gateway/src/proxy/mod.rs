@@ -159,15 +159,28 @@ impl ProxyHttp for FerryProxy {
                 Filter::ResponseHeaders(_) | Filter::Mirror(_) => {}
             }
         }
-        if ctx
-            .cluster
-            .as_ref()
-            .is_some_and(|c| c.cluster.policy.limits.max_requests_per_connection == Some(1))
-        {
-            // One request per upstream connection: ask the upstream to close after answering.
+        if ctx.close_upstream {
+            // Last request maxRequestsPerConnection allows: the upstream closes after answering.
             upstream.insert_header("connection", "close")?;
         }
         set_forwarded_headers(session, upstream)
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(cluster) = &ctx.cluster {
+            if let Some(limit) = cluster.cluster.policy.limits.max_requests_per_connection {
+                ctx.close_upstream = cluster.state.last_use_of_connection(fd, reused, limit);
+            }
+        }
+        Ok(())
     }
 
     /// Sees the upstream's status first: feeds outlier detection, and turns a retriable status

@@ -6,7 +6,9 @@ pub mod breaker;
 pub mod outlier;
 
 use ferry_model::{Cluster, RetryBudget};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 
 use balancer::Balancer;
 use breaker::Breaker;
@@ -20,6 +22,9 @@ pub struct ClusterState {
     active: Vec<AtomicU32>,
     active_requests: AtomicU32,
     active_retries: AtomicU32,
+    /// Requests sent on each pooled upstream connection (by socket fd), for
+    /// maxRequestsPerConnection.
+    connection_uses: Mutex<HashMap<i32, u32>>,
 }
 
 impl ClusterState {
@@ -33,6 +38,7 @@ impl ClusterState {
             active: (0..endpoints).map(|_| AtomicU32::new(0)).collect(),
             active_requests: AtomicU32::new(0),
             active_retries: AtomicU32::new(0),
+            connection_uses: Mutex::new(HashMap::new()),
         }
     }
 
@@ -78,13 +84,19 @@ impl ClusterState {
         }
     }
 
-    /// Takes a retry slot if the budget (share of active requests, or the connection pool's
-    /// maxRetries) allows one more concurrent retry. Release with `end_retry`.
+    /// Takes a retry slot if concurrent retries stay within the limit: the retry budget when
+    /// one is configured (it takes precedence, as in Envoy), else the connection pool's
+    /// maxRetries, else a default budget. Release with `end_retry`.
     pub fn try_begin_retry(&self, budget: Option<&RetryBudget>, max_retries: Option<u32>) -> bool {
-        let budget = budget.cloned().unwrap_or_default();
-        let active = self.active_requests.load(Ordering::Acquire);
-        let by_budget = (active * budget.percent / 100).max(budget.min_retry_concurrency);
-        let allowed = max_retries.map_or(by_budget, |m| m.min(by_budget.max(m)));
+        let from_budget = |b: &RetryBudget| {
+            let active = self.active_requests.load(Ordering::Acquire);
+            (active.saturating_mul(b.percent) / 100).max(b.min_retry_concurrency)
+        };
+        let allowed = match (budget, max_retries) {
+            (Some(b), _) => from_budget(b),
+            (None, Some(max)) => max,
+            (None, None) => from_budget(&RetryBudget::default()),
+        };
         let current = self.active_retries.fetch_add(1, Ordering::AcqRel);
         if current >= allowed {
             self.active_retries.fetch_sub(1, Ordering::AcqRel);
@@ -93,7 +105,80 @@ impl ClusterState {
         true
     }
 
+    /// Counts a request on connection `fd` (a new connection when not `reused`); true when
+    /// this is the last request `limit` allows on it.
+    pub fn last_use_of_connection(&self, fd: i32, reused: bool, limit: u32) -> bool {
+        let mut uses = self
+            .connection_uses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let count = if reused {
+            uses.get(&fd).copied().unwrap_or(0) + 1
+        } else {
+            1
+        };
+        if count >= limit {
+            uses.remove(&fd);
+            true
+        } else {
+            uses.insert(fd, count);
+            false
+        }
+    }
+
     pub fn end_retry(&self) {
         self.active_retries.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_model::{ClusterPolicy, Limits, Meta, UpstreamProtocol};
+
+    fn state(max_retries: Option<u32>) -> ClusterState {
+        let policy = ClusterPolicy {
+            limits: Limits {
+                max_retries,
+                ..Limits::default()
+            },
+            ..ClusterPolicy::default()
+        };
+        let cluster = Cluster {
+            name: "c".into(),
+            meta: Meta::new("Service", "ns", "c"),
+            protocol: UpstreamProtocol::Http1,
+            endpoints: Vec::new().into(),
+            policy,
+        };
+        ClusterState::new(&cluster)
+    }
+
+    #[test]
+    fn retry_limits_budget_first_then_max_retries() {
+        let s = state(Some(1));
+        assert!(s.try_begin_retry(None, Some(1)));
+        assert!(
+            !s.try_begin_retry(None, Some(1)),
+            "maxRetries caps concurrent retries"
+        );
+        s.end_retry();
+        let budget = RetryBudget {
+            percent: 20,
+            min_retry_concurrency: 2,
+        };
+        let s = state(Some(1));
+        assert!(
+            s.try_begin_retry(Some(&budget), Some(1)) && s.try_begin_retry(Some(&budget), Some(1)),
+            "a budget overrides maxRetries"
+        );
+        assert!(!s.try_begin_retry(Some(&budget), Some(1)));
+        for _ in 0..100 {
+            s.begin(0);
+        }
+        assert!(
+            s.try_begin_retry(Some(&budget), None),
+            "20% of 100 active requests allows 20"
+        );
     }
 }

@@ -4,7 +4,7 @@ use ferry_model::{
     Cors, Filter, HeaderMods, Meta, Mirror, PathRewrite, Redirect, RedirectPort, Rewrite, Str,
     StringMatch,
 };
-use gateway_api::apis::standard::httproutes::{
+use gateway_api::apis::experimental::httproutes::{
     HttpRouteRulesFilters, HttpRouteRulesFiltersCors, HttpRouteRulesFiltersRequestMirror,
     HttpRouteRulesFiltersRequestRedirect,
     HttpRouteRulesFiltersRequestRedirectPathType as RedirectPathType,
@@ -83,7 +83,7 @@ pub(super) fn convert(
                 }
             }
             FilterType::Cors => out.cors = filter.cors.as_ref().map(cors),
-            FilterType::ExtensionRef => {
+            FilterType::ExtensionRef | FilterType::ExternalAuth => {
                 let message = format!(
                     "filter type {:?} is not supported yet; ignored",
                     filter.r#type
@@ -229,9 +229,9 @@ macro_rules! service_ref_from {
     };
 }
 
-service_ref_from!(gateway_api::apis::standard::httproutes::HttpRouteRulesBackendRefs);
+service_ref_from!(gateway_api::apis::experimental::httproutes::HttpRouteRulesBackendRefs);
 service_ref_from!(
-    gateway_api::apis::standard::httproutes::HttpRouteRulesFiltersRequestMirrorBackendRef
+    gateway_api::apis::experimental::httproutes::HttpRouteRulesFiltersRequestMirrorBackendRef
 );
 
 /// Resolves a Gateway API reference to a Service port, enforcing ReferenceGrants for

@@ -4,11 +4,11 @@ mod filters;
 mod rules;
 
 use ferry_model::Meta;
+use gateway_api::apis::experimental::httproutes::{HttpRoute, HttpRouteParentRefs};
 use gateway_api::apis::standard::gateways::{
     Gateway, GatewayListeners, GatewayListenersAllowedRoutes,
     GatewayListenersAllowedRoutesNamespacesFrom as From,
 };
-use gateway_api::apis::standard::httproutes::{HttpRoute, HttpRouteParentRefs};
 
 use super::hosts::intersect_all;
 use super::report::Condition;

@@ -1,13 +1,14 @@
 //! HTTPRoute rules -> IR routes: matches, backends and the rank used for precedence.
 
 use ferry_model::{
-    Action, BackendTarget, Cors, HeaderMatch, Meta, PathMatch, QueryMatch, Route, RouteMatch,
-    RoutePolicy, StringMatch, WeightedBackend,
+    Action, BackendTarget, Cors, HeaderMatch, Meta, PathMatch, QueryMatch, RetryOn, RetryPolicy,
+    Route, RouteMatch, RoutePolicy, StringMatch, WeightedBackend,
 };
-use gateway_api::apis::standard::httproutes::{
+use gateway_api::apis::experimental::httproutes::{
     HttpRoute, HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteRulesFilters,
     HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType as HeaderType,
     HttpRouteRulesMatchesPathType as PathType, HttpRouteRulesMatchesQueryParamsType as QueryType,
+    HttpRouteRulesRetry,
 };
 
 use super::filters::{self, RuleFilters};
@@ -125,11 +126,53 @@ fn rule_policy(
                 .field(format!("{field}.timeouts.backendRequest")));
         }
     }
+    let retry = rule
+        .retry
+        .as_ref()
+        .map(|r| retry_policy(r, field))
+        .transpose()?;
     Ok(RoutePolicy {
         timeout_ms,
         per_try_timeout_ms,
+        retry,
         cors,
         ..RoutePolicy::default()
+    })
+}
+
+/// HTTPRoute `retry` (GEP-1731). Unset codes retry the gateway errors 500/502/503/504;
+/// connection failures and resets are retried as the GEP allows.
+fn retry_policy(r: &HttpRouteRulesRetry, field: &str) -> Result<RetryPolicy, Condition> {
+    let invalid = |name: &str, message: String| {
+        Condition::error("Accepted", "UnsupportedValue", message)
+            .field(format!("{field}.retry.{name}"))
+    };
+    let codes: Vec<u16> = match &r.codes {
+        Some(codes) => codes
+            .iter()
+            .map(|c| {
+                u16::try_from(*c)
+                    .ok()
+                    .filter(|c| (400..600).contains(c))
+                    .ok_or_else(|| invalid("codes", format!("{c} is not a 4xx/5xx status")))
+            })
+            .collect::<Result<_, _>>()?,
+        None => vec![500, 502, 503, 504],
+    };
+    let backoff = match &r.backoff {
+        Some(b) => parse_ms(b).map_err(|e| invalid("backoff", e))?,
+        None => 25,
+    };
+    Ok(RetryPolicy {
+        attempts: r.attempts.unwrap_or(2).clamp(0, 100) as u32,
+        retry_on: RetryOn {
+            connect_failure: true,
+            reset: true,
+            status_codes: codes.into(),
+            ..RetryOn::default()
+        },
+        backoff_base_ms: backoff,
+        backoff_max_ms: backoff.saturating_mul(10),
     })
 }
 
