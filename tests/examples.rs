@@ -3,7 +3,7 @@
 mod support;
 
 use std::path::Path;
-use support::{Echo, Gateway, Http, BOTH};
+use support::{Echo, Gateway, Http, Proto, BOTH};
 
 fn example(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -11,12 +11,29 @@ fn example(name: &str) -> std::path::PathBuf {
         .join(name)
 }
 
+/// Starts the backends listed in the example's backends.txt (as run.sh does) and a gateway
+/// serving the example, waiting until it is ready.
+async fn start_example(name: &str) -> (Vec<Echo>, Gateway) {
+    let listing = std::fs::read_to_string(example(name).join("backends.txt")).unwrap();
+    let echos = listing
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|line| {
+            let mut words = line.split_whitespace();
+            let address = words.next().unwrap().parse().unwrap();
+            let backend = words.next().unwrap();
+            let flags: Vec<&str> = words.collect();
+            Echo::start_at(address, backend, &flags)
+        })
+        .collect();
+    let gateway = Gateway::spawn(&example(name), &[]);
+    gateway.wait_ready().await;
+    (echos, gateway)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn weather_canary_splits_about_ninety_ten() {
-    let _v1 = Echo::start_at("127.0.0.11:9080".parse().unwrap(), "weather-v1", &[]);
-    let _v2 = Echo::start_at("127.0.0.12:9080".parse().unwrap(), "weather-v2", &[]);
-    let gw = Gateway::spawn(&example("weather-canary"), &[]);
-    gw.wait_ready().await;
+    let (_backends, _gw) = start_example("weather-canary").await;
     for proto in BOTH {
         let http = Http::new(proto);
         let mut v2 = 0;
@@ -54,11 +71,7 @@ async fn weather_canary_splits_about_ninety_ten() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn gateway_api_basic_routes_by_host_path_and_header() {
-    let _store = Echo::start_at("127.0.0.21:9080".parse().unwrap(), "store", &[]);
-    let _api = Echo::start_at("127.0.0.22:9080".parse().unwrap(), "api", &[]);
-    let _beta = Echo::start_at("127.0.0.23:9080".parse().unwrap(), "api-beta", &[]);
-    let gw = Gateway::spawn(&example("gateway-api-basic"), &[]);
-    gw.wait_ready().await;
+    let (_backends, gw) = start_example("gateway-api-basic").await;
     for proto in BOTH {
         let http = Http::new(proto);
         let get = |host: &'static str,
@@ -102,4 +115,126 @@ async fn gateway_api_basic_routes_by_host_path_and_header() {
         reports.iter().all(|r| r["status"] == true),
         "all conditions true: {reports:?}"
     );
+}
+
+async fn status_counts(
+    http: &Http,
+    url: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+    n: usize,
+) -> std::collections::BTreeMap<u16, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let r = http.get(url, Some(host), headers).await.unwrap();
+        *counts.entry(r.status).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn circuit_breaker_example_fails_fast_only_under_concurrency() {
+    let (_backends, _gw) = start_example("circuit-breaker").await;
+    let url = "http://127.0.0.1:18082/get";
+    let one = status_counts(&Http::new(Proto::H1), url, "httpbin.example.com", &[], 20).await;
+    assert_eq!(one.get(&200), Some(&20), "one client passes 100%: {one:?}");
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            tokio::spawn(async move {
+                status_counts(&Http::new(Proto::H1), url, "httpbin.example.com", &[], 20).await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut overflow = 0;
+    for c in clients {
+        let counts = c.await.unwrap();
+        ok += counts.get(&200).copied().unwrap_or(0);
+        overflow += counts.get(&503).copied().unwrap_or(0);
+    }
+    assert_eq!(ok + overflow, 60);
+    assert!(
+        overflow >= 5 && ok >= 20,
+        "3 clients x 20: {ok} passed, {overflow} failed fast"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fault_injection_example_delays_jason_and_aborts_half() {
+    let (_backends, _gw) = start_example("fault-injection").await;
+    let http = Http::new(Proto::H1);
+    let host = Some("ratings.example.com");
+    let begun = std::time::Instant::now();
+    assert_eq!(
+        http.get(
+            "http://127.0.0.1:18083/ratings/1",
+            host,
+            &[("end-user", "jason")]
+        )
+        .await
+        .unwrap()
+        .status,
+        200
+    );
+    assert!(begun.elapsed() >= std::time::Duration::from_secs(2));
+    let begun = std::time::Instant::now();
+    assert_eq!(
+        http.get("http://127.0.0.1:18083/ratings/1", host, &[])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert!(begun.elapsed() < std::time::Duration::from_millis(500));
+    let counts = status_counts(
+        &http,
+        "http://127.0.0.1:18083/flaky",
+        "ratings.example.com",
+        &[],
+        200,
+    )
+    .await;
+    let aborted = counts.get(&503).copied().unwrap_or(0);
+    // 200 draws at p=0.5: sd ~7; 100 +- 35 is 5 sd.
+    assert!((65..=135).contains(&aborted), "{counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_timeouts_example_hides_the_flaky_pod_and_times_out() {
+    let (_backends, _gw) = start_example("retries-timeouts").await;
+    let http = Http::new(Proto::H1);
+    let with = status_counts(
+        &http,
+        "http://127.0.0.1:18084/orders",
+        "orders.example.com",
+        &[],
+        100,
+    )
+    .await;
+    assert_eq!(with.get(&200), Some(&100), "{with:?}");
+    let without = status_counts(
+        &http,
+        "http://127.0.0.1:18084/no-retries",
+        "orders.example.com",
+        &[],
+        100,
+    )
+    .await;
+    let failed = without.get(&503).copied().unwrap_or(0);
+    assert!((30..=70).contains(&failed), "{without:?}");
+    let begun = std::time::Instant::now();
+    let r = http
+        .get(
+            "http://127.0.0.1:18084/slow",
+            Some("orders.example.com"),
+            &[("x-echo-delay-ms", "2000")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 504);
+    assert!(r
+        .header("x-ferry-cause")
+        .unwrap()
+        .starts_with("UT Service/demo/orders"));
+    assert!(begun.elapsed() < std::time::Duration::from_millis(1500));
 }

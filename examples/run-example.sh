@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs an example without a cluster: starts the `ferry echo` backends listed in the
+# example's backends.txt (one per line: ADDRESS NAME [echo flags...]), then a Ferry gateway
+# serving the example's manifests. Ctrl-C stops everything. Extra arguments go to the gateway.
+#
+#   examples/run-example.sh examples/weather-canary [--admin 127.0.0.1:15001]
+set -euo pipefail
+example="$(cd "${1:?usage: run-example.sh EXAMPLE_DIR [gateway args...]}" && pwd)"
+shift
+root="$(cd "$(dirname "$0")/.." && pwd)"
+ferry="${FERRY:-$root/target/debug/ferry}"
+[ -x "$ferry" ] || (cd "$root" && cargo build --quiet)
+trap 'kill 0' EXIT
+while read -r address name flags; do
+  case "$address" in ''|'#'*) continue ;; esac
+  # shellcheck disable=SC2086 # flags are words on purpose
+  "$ferry" echo --listen "$address" --name "$name" $flags &
+done < "$example/backends.txt"
+"$ferry" gateway --config "$example" "$@"
