@@ -667,3 +667,78 @@ async fn gateway_api_retry_and_cors_filter() {
         assert_eq!(r.header("access-control-allow-origin"), None);
     }
 }
+
+/// An h2c upstream that answers RST_STREAM(REFUSED_STREAM) to every other request and 200
+/// to the rest; returns its address.
+async fn start_refusing_h2_upstream() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                    return;
+                };
+                while let Some(Ok((_request, mut respond))) = conn.accept().await {
+                    if seen
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                        .is_multiple_of(2)
+                    {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    }
+                    let response = http::Response::builder().status(200).body(()).unwrap();
+                    if let Ok(mut body) = respond.send_response(response, false) {
+                        let _ = body.send_data(bytes::Bytes::from_static(b"ok"), true);
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn h2c_service_at(name: &str, addr: std::net::SocketAddr) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\n\
+         spec: {{ports: [{{name: http, port: 80, appProtocol: kubernetes.io/h2c}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: {name}, namespace: shop, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints: [{{addresses: [\"{}\"]}}]\n",
+        addr.port(),
+        addr.ip()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_streams_are_retried_only_when_asked() {
+    let upstream = start_refusing_h2_upstream().await;
+    let port = free_port();
+    let routes = "    - match: [{uri: {prefix: /retried}}]\n      retries: {attempts: 2, retryOn: refused-stream}\n      route: [{destination: {host: app}}]\n\
+                  \x20   - retries: {attempts: 2, retryOn: retriable-4xx}\n      route: [{destination: {host: app}}]\n";
+    let (_dir, _gw) = start(
+        &[&h2c_service_at("app", upstream), &virtual_service(routes)],
+        port,
+    )
+    .await;
+    let http = Http::new(support::Proto::H1);
+    for _ in 0..10 {
+        let r = get(&http, port, "/retried", &[]).await;
+        assert_eq!((r.status, r.text.as_str()), (200, "ok"), "{}", cause(&r));
+    }
+    let mut refused = 0;
+    for _ in 0..10 {
+        let r = get(&http, port, "/not-retried", &[]).await;
+        if r.status != 200 {
+            refused += 1;
+            // Pingora closes the client connection after a failed attempt: say so.
+            assert_eq!(r.header("connection"), Some("close"), "{}", cause(&r));
+        }
+    }
+    assert!(
+        refused >= 4,
+        "every other stream is refused and not retried: {refused}/10 failed"
+    );
+}

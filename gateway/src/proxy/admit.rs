@@ -147,6 +147,6 @@ fn outcome_of(failure: Failure) -> Outcome {
     match failure {
         Failure::Status(code) => Outcome::Status(code),
         Failure::Timeout => Outcome::Status(504),
-        Failure::Connect | Failure::Reset => Outcome::ConnectFailure,
+        Failure::Connect | Failure::Reset | Failure::RefusedStream => Outcome::ConnectFailure,
     }
 }

@@ -29,7 +29,8 @@ use mirror::{MirrorClient, MAX_MIRROR_BODY};
 pub use respond::CAUSE_HEADER;
 use tries::Failure;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Istio's default connectTimeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct FerryProxy {
     store: Arc<SnapshotStore>,
@@ -255,10 +256,7 @@ impl ProxyHttp for FerryProxy {
         if matches!(e.etype(), ErrorType::HTTPStatus(_)) && e.retry() {
             return e; // our own retriable-status error, already booked
         }
-        let failure = match e.etype() {
-            ErrorType::ReadTimedout | ErrorType::WriteTimedout => Failure::Timeout,
-            _ => Failure::Reset,
-        };
+        let failure = failure_of(&e);
         // A stale pooled connection is retried on a fresh one, as Pingora does by default.
         let stale_reuse = client_reused
             && matches!(e.retry, pingora_core::RetryType::ReusedOnly)
@@ -279,6 +277,9 @@ impl ProxyHttp for FerryProxy {
 
     /// Errors while proxying: answer with the status Pingora would use (504 for timeouts),
     /// plus a cause naming the cluster and endpoint (unless a response is already under way).
+    /// Pingora closes the client connection after a failed proxy attempt whatever we return,
+    /// so the reply says `Connection: close`: a client that pooled the connection must not
+    /// race the close with its next request.
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
@@ -287,6 +288,7 @@ impl ProxyHttp for FerryProxy {
     ) -> FailToProxy {
         let code = failure_status(error);
         if code > 0 && session.as_downstream().response_written().is_none() {
+            session.set_keepalive(None);
             let reply = Decision::reply(code, failure_cause(error, ctx));
             if let Err(e) = reply.send(session).await {
                 tracing::debug!("could not send error response: {e}");
@@ -439,4 +441,22 @@ fn set_forwarded_headers(session: &Session, upstream: &mut RequestHeader) -> Res
     }
     upstream.insert_header("x-forwarded-proto", "http")?;
     Ok(())
+}
+
+/// Classifies an error raised while a request was in flight upstream.
+fn failure_of(error: &Error) -> Failure {
+    match error.etype() {
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => Failure::Timeout,
+        ErrorType::H2Error if is_refused_stream(error) => Failure::RefusedStream,
+        _ => Failure::Reset,
+    }
+}
+
+/// Pingora keeps the h2 library error as the cause of an `H2Error`.
+fn is_refused_stream(error: &Error) -> bool {
+    error
+        .cause
+        .as_ref()
+        .and_then(|cause| cause.downcast_ref::<h2::Error>())
+        .is_some_and(|h2| h2.is_remote() && h2.reason() == Some(h2::Reason::REFUSED_STREAM))
 }

@@ -16,6 +16,9 @@ pub enum Failure {
     Connect,
     /// Connection reset or closed before a complete response.
     Reset,
+    /// An HTTP/2 upstream refused the stream (RST_STREAM REFUSED_STREAM): it never
+    /// processed the request, so a retry is always safe.
+    RefusedStream,
     /// The per-try (or overall) timeout expired.
     Timeout,
 }
@@ -32,6 +35,7 @@ pub fn retriable(on: &RetryOn, failure: Failure) -> bool {
         }
         Failure::Connect => on.connect_failure || on.server_error || on.gateway_error,
         Failure::Reset => on.reset || on.server_error,
+        Failure::RefusedStream => on.refused_stream || on.reset || on.server_error,
         Failure::Timeout => on.server_error || on.gateway_error,
     }
 }

@@ -1,7 +1,9 @@
 //! Outlier detection: endpoints that fail repeatedly are ejected for a while.
 //!
 //! Checked lazily on each pick instead of on a sweep timer: an ejection ends when its time
-//! is up. Each repeated ejection lasts `base_ejection * times ejected`.
+//! is up. Each repeated ejection lasts `base_ejection * multiplier`; the multiplier grows by
+//! one per ejection and, as in Envoy, shrinks by one per `interval` the endpoint stayed in
+//! service, so an endpoint that recovered for good starts again from one base ejection.
 
 use ferry_model::OutlierDetection;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -93,7 +95,13 @@ impl Outlier {
             return;
         }
         let health = &self.endpoints[index];
-        let times = health.times_ejected.fetch_add(1, Ordering::AcqRel) + 1;
+        let previous_end = health.ejected_until_ms.load(Ordering::Acquire);
+        let times = next_multiplier(
+            health.times_ejected.load(Ordering::Acquire),
+            now.saturating_sub(previous_end),
+            config.interval_ms,
+        );
+        health.times_ejected.store(times, Ordering::Release);
         health.ejected_until_ms.store(
             now + config.base_ejection_ms * u64::from(times),
             Ordering::Release,
@@ -106,6 +114,14 @@ impl Outlier {
             "outlier detection ejected an endpoint"
         );
     }
+}
+
+/// The ejection multiplier for a new ejection: one more than before, less one for each
+/// whole `interval` the endpoint served since its previous ejection ended.
+fn next_multiplier(previous: u32, served_ms: u64, interval_ms: u64) -> u32 {
+    let decay = served_ms.checked_div(interval_ms).unwrap_or(0);
+    let decayed = u64::from(previous).saturating_sub(decay) as u32;
+    decayed + 1
 }
 
 /// Counts a consecutive failure, or resets the run on anything else.
@@ -172,5 +188,35 @@ mod tests {
             vec![true, true],
             "below min health everything serves"
         );
+    }
+
+    #[test]
+    fn repeated_ejections_last_longer_and_recovery_decays_the_multiplier() {
+        // Ejected right after the previous ejection ended: one base longer each time.
+        assert_eq!(next_multiplier(0, 0, 1000), 1);
+        assert_eq!(next_multiplier(1, 10, 1000), 2);
+        assert_eq!(next_multiplier(2, 999, 1000), 3);
+        // Served three intervals in between: the multiplier fell by three first.
+        assert_eq!(next_multiplier(5, 3_000, 1000), 3);
+        assert_eq!(next_multiplier(2, 60_000, 1000), 1);
+        assert_eq!(next_multiplier(4, 5_000, 0), 5, "no interval: no decay");
+    }
+
+    #[test]
+    fn second_ejection_lasts_twice_the_base() {
+        let outlier = Outlier::new(config(1, 100, 0), 2);
+        outlier.record(0, Outcome::Status(500));
+        let first = outlier.endpoints[0]
+            .ejected_until_ms
+            .load(Ordering::Acquire);
+        outlier.endpoints[0]
+            .ejected_until_ms
+            .store(outlier.now_ms(), Ordering::Release); // the first ejection just ended
+        outlier.record(0, Outcome::Status(500));
+        let second = outlier.endpoints[0]
+            .ejected_until_ms
+            .load(Ordering::Acquire);
+        assert!(first.abs_diff(60_000) < 1_000, "first: {first}");
+        assert!(second.abs_diff(120_000) < 1_000, "second: {second}");
     }
 }
