@@ -397,7 +397,7 @@ async fn upstream_protocols_and_forwarded_headers() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn dead_endpoint_gets_502_naming_cluster_and_endpoint() {
+async fn dead_endpoint_gets_503_naming_cluster_and_endpoint() {
     let port = free_port();
     let dead = free_port(); // nothing listens here
     let dir = ConfigDir::new();
@@ -425,7 +425,7 @@ async fn dead_endpoint_gets_502_naming_cluster_and_endpoint() {
             .get(&url(port, "/"), Some("d.example"), &[])
             .await
             .unwrap();
-        assert_eq!(r.status, 502, "{proto:?}");
+        assert_eq!(r.status, 503, "{proto:?}");
         let cause = r.header("x-ferry-cause").unwrap();
         assert!(
             cause.starts_with("UF Service/default/dead")

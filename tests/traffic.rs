@@ -742,3 +742,64 @@ async fn refused_streams_are_retried_only_when_asked() {
         "every other stream is refused and not retried: {refused}/10 failed"
     );
 }
+
+/// A listener whose accept queue is full and never drained: the kernel drops further SYNs,
+/// so a connect to it hangs until the client's connect timeout. The returned values must
+/// live as long as the test needs that behaviour.
+async fn start_unanswering_listener() -> (
+    tokio::net::TcpListener,
+    Vec<std::net::TcpStream>,
+    std::net::SocketAddr,
+) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fillers = (0..4)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).ok()
+        })
+        .collect();
+    (listener, fillers, addr)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connect_timeout_from_destination_rule() {
+    let (_listener, _fillers, addr) = start_unanswering_listener().await;
+    let port = free_port();
+    let slice = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: app, namespace: shop}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: app, namespace: shop, labels: {{kubernetes.io/service-name: app}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints: [{{addresses: [\"127.0.0.1\"]}}]\n",
+        addr.port()
+    );
+    let (_dir, _gw) = start(
+        &[
+            &slice,
+            &destination_rule(
+                "app",
+                "    connectionPool: {tcp: {connectTimeout: 300ms}}\n",
+            ),
+            &virtual_service(
+                "    - {retries: {attempts: 0}, route: [{destination: {host: app}}]}\n",
+            ),
+        ],
+        port,
+    )
+    .await;
+    let http = Http::new(support::Proto::H1);
+    let started = Instant::now();
+    let r = get(&http, port, "/", &[]).await;
+    let took = started.elapsed();
+    assert_eq!(r.status, 503, "{}", cause(&r));
+    assert!(
+        cause(&r).starts_with("UF Service/shop/app"),
+        "{}",
+        cause(&r)
+    );
+    assert!(
+        took >= Duration::from_millis(280) && took < Duration::from_secs(3),
+        "answered after {took:?}, expected about the 300 ms connect timeout (default is 10 s)"
+    );
+}

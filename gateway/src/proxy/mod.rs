@@ -329,14 +329,23 @@ impl FerryProxy {
     }
 }
 
-/// The status for a proxying error, as Pingora's default: 502 for upstream failures, 400 for
-/// bad downstream requests, 0 when the client is gone.
+/// The status for a proxying error, as Envoy answers: 503 when the upstream could not be
+/// reached or dropped the request (connect failure, reset), 502 when it answered with
+/// something that is not valid HTTP, 504 on timeouts, 400 for bad downstream requests, 0
+/// when the client is gone.
 fn failure_status(error: &Error) -> u16 {
     use pingora_core::ErrorSource;
     match (error.etype(), error.esource()) {
         (ErrorType::HTTPStatus(code), _) => *code,
         (ErrorType::ReadTimedout | ErrorType::WriteTimedout, _) => 504,
-        (_, ErrorSource::Upstream) => 502,
+        (
+            ErrorType::InvalidHTTPHeader
+            | ErrorType::H1Error
+            | ErrorType::InvalidH2
+            | ErrorType::H2Downgrade,
+            ErrorSource::Upstream,
+        ) => 502,
+        (_, ErrorSource::Upstream) => 503,
         (
             ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
             ErrorSource::Downstream,
