@@ -24,6 +24,34 @@ pub enum Command {
     Gateway(GatewayArgs),
     /// Run an HTTP/1.1 + h2c backend that answers with a JSON description of each request.
     Echo(EchoArgs),
+    /// Show what a running proxy serves, read from its admin port.
+    ProxyConfig(ProxyConfigArgs),
+}
+
+#[derive(Args)]
+pub struct ProxyConfigArgs {
+    #[arg(value_enum)]
+    pub kind: ProxyConfigKind,
+    /// The proxy's admin address.
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    pub admin: String,
+    /// Output format: table or json.
+    #[arg(short = 'o', long = "output", default_value = "table", value_parser = ["table", "json"])]
+    pub output: String,
+}
+
+impl ProxyConfigArgs {
+    pub fn json(&self) -> bool {
+        self.output == "json"
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProxyConfigKind {
+    Listeners,
+    Routes,
+    Clusters,
+    Endpoints,
 }
 
 #[derive(Args)]
@@ -47,6 +75,32 @@ pub struct GatewayArgs {
     /// IngressClass served (Ingresses without a class are served too).
     #[arg(long, default_value = "ferry")]
     pub ingress_class: String,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+/// Identity, access log and tracing of a proxy.
+#[derive(Args)]
+pub struct TelemetryArgs {
+    /// Access log on stdout: json, text (Istio's layout) or off.
+    #[arg(long, env = "FERRY_ACCESS_LOG", default_value = "json")]
+    pub access_log: ferry_gateway::telemetry::AccessLogFormat,
+    /// Record Istio's standard request metrics (`false` only to measure their cost).
+    #[arg(long, env = "FERRY_ISTIO_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub istio_metrics: bool,
+    /// OTLP/HTTP collector for trace spans, e.g. http://otel-collector:4318. Off when unset.
+    #[arg(long, env = "FERRY_TRACING_ENDPOINT")]
+    pub tracing_endpoint: Option<String>,
+    /// Percentage of new traces sampled (a caller's decision is always kept), as Istio's
+    /// `sampling`.
+    #[arg(long, env = "FERRY_TRACING_SAMPLING", default_value_t = 1.0)]
+    pub tracing_sampling: f64,
+    /// This proxy's workload name (metrics `source_workload`, span `service.name`).
+    #[arg(long, env = "FERRY_WORKLOAD_NAME", default_value = "ferry-gateway")]
+    pub workload_name: String,
+    /// This proxy's namespace (metrics `source_workload_namespace`).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "unknown")]
+    pub workload_namespace: String,
 }
 
 #[derive(Args)]

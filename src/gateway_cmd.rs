@@ -2,13 +2,14 @@
 
 use ferry_controller::{translate, Options, Severity};
 use ferry_gateway::source::{self, Loaded, Loader};
+use ferry_gateway::telemetry::{ProxyIdentity, TelemetryOptions, TracingOptions};
 use ferry_gateway::{admin, Engine};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::cli::GatewayArgs;
+use crate::cli::{GatewayArgs, TelemetryArgs};
 
-pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
+pub async fn run(args: GatewayArgs, log_control: admin::LogControl) -> anyhow::Result<()> {
     let mut options = Options {
         ingress_port: args.ingress_port,
         ingress_class: args.ingress_class.clone(),
@@ -17,8 +18,9 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     if !args.labels.is_empty() {
         options.gateway_labels = args.labels.clone();
     }
-    let engine = Engine::new(args.bind_address);
-    let admin_addr = admin::serve(args.admin, engine.clone()).await?;
+    let telemetry = telemetry_options(&args.telemetry, &args.labels);
+    let engine = Engine::new(args.bind_address, &telemetry).map_err(anyhow::Error::msg)?;
+    let admin_addr = admin::serve(args.admin, engine.clone(), log_control).await?;
     tracing::info!(%admin_addr, config = %args.config.display(), "ferry gateway starting (standalone)");
     let loader = file_loader(args.config.clone(), options);
     source::watch(args.config, loader, engine).await?;
@@ -48,4 +50,37 @@ fn file_loader(path: PathBuf, options: Options) -> Loader {
             reports,
         })
     })
+}
+
+/// The proxy's identity comes from flags and its own labels (`app`, `version`), the way
+/// Istio derives a gateway's `source_*` labels from its Pod.
+fn telemetry_options(args: &TelemetryArgs, labels: &[(String, String)]) -> TelemetryOptions {
+    let label = |key: &str| {
+        labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
+    let app = label("app").unwrap_or_else(|| args.workload_name.clone());
+    let identity = ProxyIdentity {
+        workload: args.workload_name.clone(),
+        namespace: args.workload_namespace.clone(),
+        canonical_service: app.clone(),
+        app,
+        version: label("version").unwrap_or_else(|| "unknown".into()),
+        ..ProxyIdentity::default()
+    };
+    TelemetryOptions {
+        identity,
+        istio_metrics: args.istio_metrics,
+        access_log: args.access_log,
+        tracing: args
+            .tracing_endpoint
+            .as_ref()
+            .map(|endpoint| TracingOptions {
+                endpoint: endpoint.clone(),
+                sampling_percent: args.tracing_sampling,
+                service_name: format!("{}.{}", args.workload_name, args.workload_namespace),
+            }),
+    }
 }

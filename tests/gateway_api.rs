@@ -399,7 +399,7 @@ async fn upstream_protocols_and_forwarded_headers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn dead_endpoint_gets_503_naming_cluster_and_endpoint() {
     let port = free_port();
-    let dead = free_port(); // nothing listens here
+    let (_reserved, dead) = support::dead_port(); // nothing listens here
     let dir = ConfigDir::new();
     let slice = format!(
         "apiVersion: v1\nkind: Service\nmetadata: {{name: dead, namespace: default}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\n\

@@ -139,7 +139,7 @@ async fn retries_move_to_another_endpoint() {
 #[tokio::test(flavor = "multi_thread")]
 async fn istio_default_retry_covers_a_dead_endpoint() {
     let good = Echo::start("good");
-    let dead_port = free_port();
+    let (_reserved, dead_port) = support::dead_port();
     let port = free_port();
     let dead = format!(
         "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: app-dead, namespace: shop, labels: {{kubernetes.io/service-name: app}}}}\n\

@@ -18,6 +18,7 @@ use crate::listeners::Listeners;
 use crate::metrics::Metrics;
 use crate::proxy::FerryProxy;
 use crate::store::SnapshotStore;
+use crate::telemetry::{Telemetry, TelemetryOptions};
 
 /// A change that was not applied, and why.
 #[derive(Clone, Debug, Serialize)]
@@ -38,6 +39,7 @@ pub struct EngineStatus {
 pub struct Engine {
     pub store: Arc<SnapshotStore>,
     pub metrics: Arc<Metrics>,
+    pub telemetry: Arc<Telemetry>,
     listeners: Listeners<HttpProxy<FerryProxy>>,
     status: Mutex<EngineStatus>,
     last_version: AtomicU64,
@@ -47,24 +49,31 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(bind_ip: IpAddr) -> Arc<Self> {
+    /// Must run inside the Tokio runtime (listeners and the trace exporter are its tasks).
+    pub fn new(bind_ip: IpAddr, telemetry: &TelemetryOptions) -> Result<Arc<Self>, String> {
         let store = Arc::new(SnapshotStore::default());
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new(telemetry.identity.clone()));
+        let telemetry = Arc::new(Telemetry::start(
+            telemetry,
+            metrics.access_log_dropped.clone(),
+        )?);
         let conf = Arc::new(ServerConf::default());
-        let mut proxy = http_proxy(&conf, FerryProxy::new(store.clone(), metrics.clone()));
+        let ferry = FerryProxy::new(store.clone(), metrics.clone(), telemetry.clone());
+        let mut proxy = http_proxy(&conf, ferry);
         let mut options = HttpServerOptions::default();
         options.h2c = true; // serve HTTP/2 prior-knowledge clients on cleartext listeners
         proxy.server_options = Some(options);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        Arc::new(Engine {
+        Ok(Arc::new(Engine {
             store,
+            telemetry,
+            listeners: Listeners::new(bind_ip, Arc::new(proxy), shutdown_rx, metrics.clone()),
             metrics,
-            listeners: Listeners::new(bind_ip, Arc::new(proxy), shutdown_rx),
             status: Mutex::new(EngineStatus::default()),
             last_version: AtomicU64::new(0),
             applying: tokio::sync::Mutex::new(()),
             _shutdown: shutdown_tx,
-        })
+        }))
     }
 
     /// Compiles and activates `snapshot` (its version is assigned here when 0).

@@ -14,6 +14,7 @@ pub mod proxy;
 pub mod rewrite;
 pub mod source;
 pub mod store;
+pub mod telemetry;
 pub mod upstream;
 
 pub use engine::Engine;

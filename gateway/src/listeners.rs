@@ -13,19 +13,28 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
+use crate::metrics::Metrics;
+
 pub struct Listeners<A> {
     bind_ip: IpAddr,
     app: Arc<A>,
     shutdown: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
     active: Mutex<BTreeMap<u16, JoinHandle<()>>>,
 }
 
 impl<A: ServerApp + Send + Sync + 'static> Listeners<A> {
-    pub fn new(bind_ip: IpAddr, app: Arc<A>, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(
+        bind_ip: IpAddr,
+        app: Arc<A>,
+        shutdown: watch::Receiver<bool>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Listeners {
             bind_ip,
             app,
             shutdown,
+            metrics,
             active: Mutex::new(BTreeMap::new()),
         }
     }
@@ -56,6 +65,7 @@ impl<A: ServerApp + Send + Sync + 'static> Listeners<A> {
                         listener,
                         self.app.clone(),
                         self.shutdown.clone(),
+                        self.metrics.clone(),
                     ));
                     active.insert(port, task);
                 }
@@ -77,7 +87,11 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
     listener: TcpListener,
     app: Arc<A>,
     shutdown: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
 ) {
+    let port = listener.local_addr().map_or(0, |a| a.port()).to_string();
+    let accepted = metrics.connections.with_label_values(&[&port]);
+    let open = metrics.active_connections.with_label_values(&[&port]);
     loop {
         match listener.accept().await {
             Ok((tcp, _)) => {
@@ -87,8 +101,12 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
                 stream.set_socket_digest(digest);
                 let app = app.clone();
                 let shutdown = shutdown.clone();
+                accepted.inc();
+                let open = open.clone();
+                open.inc();
                 tokio::spawn(async move {
                     app.process_new(Box::new(stream), &shutdown).await;
+                    open.dec();
                 });
             }
             Err(e) => {

@@ -1,12 +1,15 @@
-//! Prometheus metrics of the engine.
+//! Prometheus metrics: Istio's standard request metrics and the engine's own `ferry_*`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
+
+use crate::telemetry::istio::{IstioMetrics, ProxyIdentity};
 
 pub struct Metrics {
     registry: Registry,
+    pub istio: IstioMetrics,
     /// Requests by listener port, route, backend cluster and status code.
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
@@ -15,11 +18,20 @@ pub struct Metrics {
     pub rejections: IntCounter,
     pub listeners: IntGauge,
     pub listener_bind_errors: IntCounter,
+    pub active_requests: IntGauge,
+    /// Downstream connections open now, by listener port.
+    pub active_connections: IntGaugeVec,
+    /// Downstream connections accepted, by listener port.
+    pub connections: IntCounterVec,
+    /// Failed connection attempts to upstream endpoints, by cluster.
+    pub upstream_connect_failures: IntCounterVec,
+    pub access_log_dropped: IntCounter,
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub fn new(identity: ProxyIdentity) -> Self {
         let registry = Registry::new();
+        let istio = IstioMetrics::new(identity, &registry);
         let requests = IntCounterVec::new(
             Opts::new(
                 "ferry_requests_total",
@@ -57,8 +69,44 @@ impl Metrics {
             "Listener ports that could not be bound",
         )
         .expect("valid metric");
+        let active_requests =
+            IntGauge::new("ferry_active_requests", "Requests in flight").expect("valid metric");
+        let active_connections = IntGaugeVec::new(
+            Opts::new(
+                "ferry_downstream_connections_active",
+                "Client connections open now, by listener port",
+            ),
+            &["listener"],
+        )
+        .expect("valid metric");
+        let connections = IntCounterVec::new(
+            Opts::new(
+                "ferry_downstream_connections_total",
+                "Client connections accepted, by listener port",
+            ),
+            &["listener"],
+        )
+        .expect("valid metric");
+        let upstream_connect_failures = IntCounterVec::new(
+            Opts::new(
+                "ferry_upstream_connect_failures_total",
+                "Failed connection attempts to upstream endpoints, by cluster",
+            ),
+            &["cluster"],
+        )
+        .expect("valid metric");
+        let access_log_dropped = IntCounter::new(
+            "ferry_access_log_dropped_total",
+            "Access log lines dropped because stdout could not keep up",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(active_requests.clone()),
+            Box::new(active_connections.clone()),
+            Box::new(connections.clone()),
+            Box::new(upstream_connect_failures.clone()),
+            Box::new(access_log_dropped.clone()),
             Box::new(request_duration.clone()),
             Box::new(snapshot_version.clone()),
             Box::new(swaps.clone()),
@@ -70,6 +118,7 @@ impl Metrics {
         }
         Metrics {
             registry,
+            istio,
             requests,
             request_duration,
             snapshot_version,
@@ -77,6 +126,11 @@ impl Metrics {
             rejections,
             listeners,
             listener_bind_errors,
+            active_requests,
+            active_connections,
+            connections,
+            upstream_connect_failures,
+            access_log_dropped,
         }
     }
 
@@ -90,6 +144,6 @@ impl Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new(ProxyIdentity::default())
     }
 }

@@ -12,6 +12,9 @@ pub struct Cluster {
     pub name: Str,
     /// The Service (or DestinationRule for subsets) this cluster comes from.
     pub meta: Meta,
+    /// The Service behind the cluster (also for subsets), for metrics and tracing.
+    #[serde(default)]
+    pub service: ServiceId,
     pub protocol: UpstreamProtocol,
     /// Ready endpoints only; an empty list means "no healthy upstream" (503).
     pub endpoints: Arc<[Endpoint]>,
@@ -29,6 +32,43 @@ pub struct Endpoint {
     /// The Pod behind the endpoint, when the EndpointSlice named one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<Str>,
+    /// The workload the Pod belongs to, when known; shared by all its endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<Arc<Workload>>,
+}
+
+/// A Kubernetes Service by namespace and name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ServiceId {
+    pub namespace: Str,
+    pub name: Str,
+}
+
+impl ServiceId {
+    /// The cluster-local host name, as Istio's `destination_service` label spells it.
+    pub fn fqdn(&self) -> String {
+        format!("{}.{}.svc.cluster.local", self.name, self.namespace)
+    }
+}
+
+/// Identity of the Pods behind endpoints, as Istio's telemetry labels name it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Workload {
+    /// The owning Deployment/StatefulSet/DaemonSet/Job, else the Pod itself.
+    pub name: Str,
+    pub namespace: Str,
+    /// The `app` label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<Str>,
+    /// The `version` label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<Str>,
+    /// `service.istio.io/canonical-name`, else `app.kubernetes.io/name`, else `app`, else the
+    /// workload name.
+    pub canonical_service: Str,
+    /// `service.istio.io/canonical-revision`, else `app.kubernetes.io/version`, else
+    /// `version`, else `latest`.
+    pub canonical_revision: Str,
 }
 
 /// How the proxy talks to the upstream: decided by the Service port's appProtocol or name.

@@ -11,7 +11,7 @@ mod policy;
 mod snapshot;
 mod traffic;
 
-pub use cluster::{Cluster, Endpoint, UpstreamProtocol};
+pub use cluster::{Cluster, Endpoint, ServiceId, UpstreamProtocol, Workload};
 pub use matching::{HeaderMatch, PathMatch, QueryMatch, RouteMatch, StringMatch};
 pub use meta::Meta;
 pub use policy::{Filter, HeaderMods, Mirror, PathRewrite, Redirect, RedirectPort, Rewrite};

@@ -17,13 +17,33 @@ use std::time::{Duration, Instant};
 
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
-/// A port free right now on 127.0.0.1.
+/// A port free right now on 127.0.0.1, picked below the kernel's ephemeral range (32768+)
+/// so the many client sockets tests open cannot take it before the server binds it.
+/// Ports handed out by this process are not handed out again.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 600) as u16 * 20,
+        std::sync::atomic::Ordering::SeqCst,
+        std::sync::atomic::Ordering::SeqCst,
+    );
+    loop {
+        let port = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        assert!(port < 32_768, "ran out of test ports");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A port nothing listens on, kept that way while the socket lives: it is bound but not
+/// listening, so connections are refused and no other test can take the port meanwhile.
+pub fn dead_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
 }
 
 fn ferry() -> Command {
@@ -137,6 +157,8 @@ impl ConfigDir {
 pub struct Gateway {
     pub admin: SocketAddr,
     pub stderr_path: PathBuf,
+    /// The access log (stdout).
+    pub stdout_path: PathBuf,
     _logs: tempfile::TempDir,
     _proc: Proc,
 }
@@ -154,19 +176,22 @@ impl Gateway {
         let logs = tempfile::tempdir().unwrap();
         let stderr_path = logs.path().join("gateway.log");
         let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let stdout_path = logs.path().join("access.log");
+        let stdout = std::fs::File::create(&stdout_path).unwrap();
         let child = ferry()
             .args(["gateway", "--config"])
             .arg(config)
             .args(["--admin", &admin.to_string(), "--bind-address", "127.0.0.1"])
             .args(extra)
             .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(stderr)
             .spawn()
             .expect("spawn ferry gateway");
         Gateway {
             admin,
             stderr_path,
+            stdout_path,
             _logs: logs,
             _proc: Proc(child),
         }
@@ -194,6 +219,15 @@ impl Gateway {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Access-log lines written so far.
+    pub fn access_log(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.stdout_path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 }
 

@@ -9,6 +9,7 @@ mod labels;
 mod report;
 mod services;
 mod table;
+mod workloads;
 
 use ferry_model::Snapshot;
 use serde::Serialize;

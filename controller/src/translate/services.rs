@@ -1,6 +1,6 @@
 //! Resolving Service references to clusters of ready endpoints.
 
-use ferry_model::{Cluster, ClusterPolicy, Endpoint, Meta, UpstreamProtocol};
+use ferry_model::{Cluster, ClusterPolicy, Endpoint, Meta, ServiceId, UpstreamProtocol, Workload};
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::{EndpointPort, EndpointSlice};
 use std::collections::{BTreeMap, HashMap};
@@ -57,6 +57,8 @@ pub struct ServiceCatalog<'a> {
     services: HashMap<(&'a str, &'a str), &'a Service>,
     slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     pods: HashMap<(&'a str, &'a str), &'a Pod>,
+    /// Workload identity per Pod, shared by all of its endpoints.
+    workloads: HashMap<(&'a str, &'a str), Arc<Workload>>,
     destination_rules: &'a [DestinationRule],
     clusters: BTreeMap<String, Cluster>,
     pub problems: Vec<Problem>,
@@ -70,6 +72,11 @@ impl<'a> ServiceCatalog<'a> {
             .map(|s| (key(&s.metadata), s))
             .collect();
         let pods = inputs.pods.iter().map(|p| (key(&p.metadata), p)).collect();
+        let workloads = inputs
+            .pods
+            .iter()
+            .map(|p| (key(&p.metadata), Arc::new(super::workloads::workload_of(p))))
+            .collect();
         let mut slices: HashMap<_, Vec<_>> = HashMap::new();
         for slice in &inputs.endpoint_slices {
             let labels = slice.metadata.labels.as_ref();
@@ -85,6 +92,7 @@ impl<'a> ServiceCatalog<'a> {
             services,
             slices,
             pods,
+            workloads,
             destination_rules: &inputs.destination_rules,
             clusters: BTreeMap::new(),
             problems: Vec::new(),
@@ -152,6 +160,10 @@ impl<'a> ServiceCatalog<'a> {
         Cluster {
             name: cluster_name.into(),
             meta,
+            service: ServiceId {
+                namespace: namespace.into(),
+                name: name.into(),
+            },
             protocol: upstream_protocol(service_port),
             endpoints: endpoints.into(),
             policy,
@@ -232,6 +244,7 @@ impl<'a> ServiceCatalog<'a> {
             endpoints.push(Endpoint {
                 address: SocketAddr::new(ip, port),
                 pod: pod_name.map(Into::into),
+                workload: pod_name.and_then(|n| self.workloads.get(&(namespace, n)).cloned()),
             });
         }
         endpoints

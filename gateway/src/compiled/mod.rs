@@ -95,6 +95,10 @@ impl CompiledSnapshot {
             .find(|r| r.matcher.matches(request))
     }
 
+    pub fn clusters(&self) -> impl Iterator<Item = &Arc<CompiledCluster>> {
+        self.clusters.values()
+    }
+
     pub fn cluster(&self, name: &str) -> Option<&Arc<CompiledCluster>> {
         self.clusters.get(name)
     }

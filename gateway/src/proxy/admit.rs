@@ -36,6 +36,7 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx, forward: Forward
     if let Some(fault) = &rule.fault {
         let (delay, abort) = policy::fault_for(fault);
         if let Some(delay) = delay {
+            ctx.delay_injected = true;
             tokio::time::sleep(delay).await;
         }
         if let Some(status) = abort {

@@ -2,14 +2,28 @@
 
 use bytes::BytesMut;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use super::tries::Tries;
 use crate::compiled::{CompiledCluster, CompiledRoute, CompiledSnapshot};
 use crate::proxy::mirror::PendingMirror;
+use crate::telemetry::context::Formats;
+use crate::telemetry::RequestSpan;
 
 pub struct RequestCtx {
     pub started: Instant,
+    /// Wall-clock start, for logs and spans.
+    pub started_at: SystemTime,
+    /// Counted in `ferry_active_requests` (request_filter ran).
+    pub counted_active: bool,
+    pub request_id: Option<String>,
+    /// This request's span (or, without tracing, the caller's context for the logs).
+    pub span: Option<RequestSpan>,
+    pub trace_formats: Formats,
+    /// Tracing is on: upstream requests carry this proxy's span.
+    pub tracing: bool,
+    /// A fault delay was applied (response flag DI).
+    pub delay_injected: bool,
     /// The snapshot version pinned for this request's whole life.
     pub snapshot: Option<Arc<CompiledSnapshot>>,
     pub listener_port: u16,
@@ -34,6 +48,13 @@ impl Default for RequestCtx {
     fn default() -> Self {
         RequestCtx {
             started: Instant::now(),
+            started_at: SystemTime::now(),
+            counted_active: false,
+            request_id: None,
+            span: None,
+            trace_formats: Formats::default(),
+            tracing: false,
+            delay_injected: false,
             snapshot: None,
             listener_port: 0,
             route: None,

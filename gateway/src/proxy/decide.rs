@@ -17,7 +17,7 @@ pub enum Decision {
 }
 
 /// A response the proxy writes itself. `cause` goes into the cause header:
-/// a code (NR no route, UH no healthy upstream, IB invalid backend, DR direct response,
+/// a code (NR no route, UH no healthy upstream, NC no cluster (invalid or missing backend), DR direct response,
 /// RD redirect, UF upstream connect failure, UC upstream connection error, UO overflow,
 /// UT upstream timeout, URX retries exhausted, FI fault injected) followed by the object
 /// responsible.
@@ -112,25 +112,25 @@ fn forward(snapshot: &CompiledSnapshot, route: &Arc<CompiledRoute>) -> Decision 
     let meta = &route.route.meta;
     let Some(backend) = route.pick_backend(rand::random()) else {
         return Decision::Reply(
-            Decision::reply(500, format!("IB {meta}: all backends have weight 0")).for_route(route),
+            Decision::reply(500, format!("NC {meta}: all backends have weight 0")).for_route(route),
         );
     };
     let cluster_name = match route.backend_target(backend) {
         Some(BackendTarget::Cluster(name)) => name,
         Some(BackendTarget::Invalid { status, reason }) => {
             return Decision::Reply(
-                Decision::reply(*status, format!("IB {meta}: {reason}")).for_route(route),
+                Decision::reply(*status, format!("NC {meta}: {reason}")).for_route(route),
             );
         }
         None => {
             return Decision::Reply(
-                Decision::reply(500, format!("IB {meta}: no backend")).for_route(route),
+                Decision::reply(500, format!("NC {meta}: no backend")).for_route(route),
             )
         }
     };
     let Some(cluster) = snapshot.cluster(cluster_name) else {
         return Decision::Reply(
-            Decision::reply(500, format!("IB {meta}: cluster {cluster_name} missing"))
+            Decision::reply(500, format!("NC {meta}: cluster {cluster_name} missing"))
                 .for_route(route),
         );
     };

@@ -5,6 +5,7 @@ mod admit;
 mod context;
 mod decide;
 pub mod mirror;
+mod observe;
 mod policy;
 mod respond;
 mod tries;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use crate::metrics::Metrics;
 use crate::rewrite::{apply_header_mods, rewrite_path};
 use crate::store::SnapshotStore;
+use crate::telemetry::Telemetry;
 use crate::upstream::outlier::Outcome;
 pub use context::RequestCtx;
 use decide::Decision;
@@ -35,14 +37,20 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct FerryProxy {
     store: Arc<SnapshotStore>,
     metrics: Arc<Metrics>,
+    telemetry: Arc<Telemetry>,
     mirrors: MirrorClient,
 }
 
 impl FerryProxy {
-    pub fn new(store: Arc<SnapshotStore>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        store: Arc<SnapshotStore>,
+        metrics: Arc<Metrics>,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
         FerryProxy {
             store,
             metrics,
+            telemetry,
             mirrors: MirrorClient::default(),
         }
     }
@@ -57,13 +65,16 @@ impl ProxyHttp for FerryProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        self.metrics.active_requests.inc();
+        ctx.counted_active = true;
+        observe::begin(session, ctx, &self.telemetry);
         ctx.listener_port = session
             .as_downstream()
             .server_addr()
             .and_then(|a| a.as_inet())
             .map_or(0, |a| a.port());
         let Some(snapshot) = self.store.load() else {
-            let reply = Decision::reply(503, "NC no configuration applied yet");
+            let reply = Decision::reply(503, "NR no configuration applied yet");
             return reply.send(session).await.map(|_| true);
         };
         ctx.snapshot = Some(snapshot.clone());
@@ -164,6 +175,7 @@ impl ProxyHttp for FerryProxy {
             // Last request maxRequestsPerConnection allows: the upstream closes after answering.
             upstream.insert_header("connection", "close")?;
         }
+        observe::propagate(upstream, ctx);
         set_forwarded_headers(session, upstream)
     }
 
@@ -237,6 +249,12 @@ impl ProxyHttp for FerryProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        if let Some(cluster) = &ctx.cluster {
+            self.metrics
+                .upstream_connect_failures
+                .with_label_values(&[&*cluster.cluster.name])
+                .inc();
+        }
         let retry = admit::retry_after(session, ctx, Failure::Connect);
         if !retry {
             admit::finish_try(ctx, Some(Outcome::ConnectFailure));
@@ -300,8 +318,11 @@ impl ProxyHttp for FerryProxy {
         }
     }
 
-    async fn logging(&self, session: &mut Session, _error: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
         self.flush_mirror(ctx);
+        if std::mem::take(&mut ctx.counted_active) {
+            self.metrics.active_requests.dec();
+        }
         let code = session
             .as_downstream()
             .response_written()
@@ -317,6 +338,7 @@ impl ProxyHttp for FerryProxy {
             .request_duration
             .with_label_values(&[listener.as_str()])
             .observe(ctx.started.elapsed().as_secs_f64());
+        observe::finish(session, error, ctx, &self.metrics, &self.telemetry);
     }
 }
 

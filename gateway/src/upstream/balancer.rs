@@ -90,6 +90,7 @@ mod tests {
             .map(|i| Endpoint {
                 address: SocketAddr::from(([10, 0, 0, i as u8 + 1], 80)),
                 pod: None,
+                workload: None,
             })
             .collect()
     }

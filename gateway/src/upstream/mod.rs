@@ -14,6 +14,12 @@ use balancer::Balancer;
 use breaker::Breaker;
 use outlier::{Outcome, Outlier};
 
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct EndpointStatus {
+    pub active_requests: u32,
+    pub ejected: bool,
+}
+
 pub struct ClusterState {
     pub breaker: Breaker,
     balancer: Balancer,
@@ -65,6 +71,18 @@ impl ClusterState {
             candidates
         };
         Some(self.balancer.pick(&candidates, &self.active, key))
+    }
+
+    /// Run-time state of each endpoint: in-flight requests and ejection.
+    pub fn endpoint_status(&self) -> Vec<EndpointStatus> {
+        self.active
+            .iter()
+            .enumerate()
+            .map(|(i, n)| EndpointStatus {
+                active_requests: n.load(Ordering::Acquire),
+                ejected: self.outlier.is_ejected(i),
+            })
+            .collect()
     }
 
     pub fn begin(&self, endpoint: usize) {
@@ -147,6 +165,7 @@ mod tests {
         let cluster = Cluster {
             name: "c".into(),
             meta: Meta::new("Service", "ns", "c"),
+            service: Default::default(),
             protocol: UpstreamProtocol::Http1,
             endpoints: Vec::new().into(),
             policy,

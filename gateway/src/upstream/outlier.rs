@@ -50,6 +50,11 @@ impl Outlier {
             .is_some_and(|h| h.ejected_until_ms.load(Ordering::Acquire) > now)
     }
 
+    /// Whether outlier detection has `index` ejected now (even if min health overrides it).
+    pub fn is_ejected(&self, index: usize) -> bool {
+        self.ejected_at(index, self.now_ms())
+    }
+
     /// Endpoints that may take traffic. When ejections would leave fewer healthy endpoints
     /// than `min_health_percent`, ejection is ignored and all serve.
     pub fn eligible(&self) -> Vec<bool> {
