@@ -26,6 +26,33 @@ pub enum Command {
     Echo(EchoArgs),
     /// Show what a running proxy serves, read from its admin port.
     ProxyConfig(ProxyConfigArgs),
+    /// Watch Kubernetes and push snapshots to gateways (`ferry gateway --controller`).
+    Controller(ControllerArgs),
+    /// Show every proxy connected to a controller and whether it is in sync.
+    ProxyStatus(ProxyStatusArgs),
+    /// Print the CustomResourceDefinitions Ferry reads (Gateway API, Istio networking), for
+    /// `ferry crds | kubectl apply --server-side -f -`.
+    Crds,
+}
+
+#[derive(Args)]
+pub struct ControllerArgs {
+    /// Kubeconfig file; default: in-cluster config, then $KUBECONFIG / ~/.kube/config.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Push port (proxies' streams, /debug/proxies, /metrics, /ready).
+    #[arg(long, default_value = "0.0.0.0:15010")]
+    pub listen: SocketAddr,
+}
+
+#[derive(Args)]
+pub struct ProxyStatusArgs {
+    /// The controller's push address.
+    #[arg(long, env = "FERRY_CONTROLLER", default_value = "127.0.0.1:15010")]
+    pub controller: String,
+    /// Output format: table or json.
+    #[arg(short = 'o', long = "output", default_value = "table", value_parser = ["table", "json"])]
+    pub output: String,
 }
 
 #[derive(Args)]
@@ -57,8 +84,24 @@ pub enum ProxyConfigKind {
 #[derive(Args)]
 pub struct GatewayArgs {
     /// A YAML/JSON manifest file, or a directory of them (read recursively, re-read on change).
-    #[arg(long)]
-    pub config: PathBuf,
+    #[arg(
+        long,
+        required_unless_present = "controller",
+        conflicts_with = "controller"
+    )]
+    pub config: Option<PathBuf>,
+    /// Controller push address (`host:port`): take snapshots from `ferry controller`
+    /// instead of files.
+    #[arg(long, env = "FERRY_CONTROLLER")]
+    pub controller: Option<String>,
+    /// With --controller: the Gateway API Gateway (`namespace/name`) this gateway implements.
+    /// Istio Gateways are chosen by --label as in standalone mode.
+    #[arg(long, env = "FERRY_SCOPE", default_value = "")]
+    pub scope: String,
+    /// With --controller: this proxy's unique name, shown by `ferry proxy-status`
+    /// (default: POD_NAME.POD_NAMESPACE, else the host name).
+    #[arg(long, env = "FERRY_PROXY_NAME")]
+    pub proxy_name: Option<String>,
     /// Admin server address (/ready, /config_dump, /metrics).
     #[arg(long, default_value = "127.0.0.1:15000")]
     pub admin: SocketAddr,
@@ -122,6 +165,10 @@ pub struct EchoArgs {
     /// Delay before answering when the request does not ask for one (simulates a slow pod).
     #[arg(long, default_value_t = 0)]
     pub delay_ms: u64,
+    /// Answer every request with N filler bytes instead of the JSON description (a static
+    /// responder for benchmarks).
+    #[arg(long)]
+    pub fixed_body: Option<usize>,
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {

@@ -2,8 +2,10 @@
 
 use ferry_controller::{translate, Options, Severity};
 use ferry_gateway::source::{self, Loaded, Loader};
+use ferry_gateway::sync::{self, SyncOptions};
 use ferry_gateway::telemetry::{ProxyIdentity, TelemetryOptions, TracingOptions};
 use ferry_gateway::{admin, Engine};
+use ferry_model::push::Scope;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -21,10 +23,48 @@ pub async fn run(args: GatewayArgs, log_control: admin::LogControl) -> anyhow::R
     let telemetry = telemetry_options(&args.telemetry, &args.labels);
     let engine = Engine::new(args.bind_address, &telemetry).map_err(anyhow::Error::msg)?;
     let admin_addr = admin::serve(args.admin, engine.clone(), log_control).await?;
-    tracing::info!(%admin_addr, config = %args.config.display(), "ferry gateway starting (standalone)");
-    let loader = file_loader(args.config.clone(), options);
-    source::watch(args.config, loader, engine).await?;
+    if let Some(controller) = args.controller.clone() {
+        let sync = sync_options(&args, controller, &options);
+        tracing::info!(%admin_addr, controller = %sync.controller, proxy = %sync.proxy, "ferry gateway starting (controller mode)");
+        sync::follow(sync, engine).await;
+        return Ok(());
+    }
+    let config = args
+        .config
+        .clone()
+        .expect("clap requires --config without --controller");
+    tracing::info!(%admin_addr, config = %config.display(), "ferry gateway starting (standalone)");
+    let loader = file_loader(config.clone(), options);
+    source::watch(config, loader, engine).await?;
     Ok(())
+}
+
+/// The scope sent to the controller: the same selection standalone mode applies locally.
+fn sync_options(args: &GatewayArgs, controller: String, options: &Options) -> SyncOptions {
+    let proxy = args.proxy_name.clone().unwrap_or_else(default_proxy_name);
+    SyncOptions {
+        controller,
+        proxy,
+        scope: Scope {
+            gateway: args.scope.as_str().into(),
+            labels: options.gateway_labels.clone(),
+            ingress_port: options.ingress_port,
+            ingress_class: options.ingress_class.clone(),
+        },
+    }
+}
+
+/// `POD_NAME.POD_NAMESPACE` in a cluster (downward API), else the host name and process id.
+fn default_proxy_name() -> String {
+    match (std::env::var("POD_NAME"), std::env::var("POD_NAMESPACE")) {
+        (Ok(pod), Ok(namespace)) => format!("{pod}.{namespace}"),
+        _ => {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "ferry".into());
+            format!("{host}-{}", std::process::id())
+        }
+    }
 }
 
 /// Reads the manifests and translates them. Invalid objects reject the whole change

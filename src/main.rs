@@ -3,6 +3,7 @@
 mod cli;
 mod gateway_cmd;
 mod proxy_config;
+mod proxy_status;
 
 use clap::Parser;
 
@@ -11,7 +12,40 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc settings for a long-running proxy that is judged by its resident memory:
+/// return freed pages to the OS at once and commit arena memory on demand. Measured with
+/// 1,000 routes: idle RSS 29.5 MiB with mimalloc's defaults, 13.6 MiB with these, no
+/// throughput change (bench/proxies.sh). Variables the user set are left alone.
+const ALLOCATOR_DEFAULTS: [(&str, &str); 2] = [
+    ("MIMALLOC_PURGE_DELAY", "0"),
+    ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
+];
+
+/// mimalloc reads its options from the environment when the process starts, before `main`,
+/// so the defaults above take effect by re-executing this binary once with them set.
+fn apply_allocator_defaults() {
+    use std::os::unix::process::CommandExt;
+    let missing: Vec<_> = ALLOCATOR_DEFAULTS
+        .iter()
+        .filter(|(key, _)| std::env::var_os(key).is_none())
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut command = std::process::Command::new(exe);
+    command.args(std::env::args_os().skip(1));
+    for (key, value) in missing {
+        command.env(key, value);
+    }
+    let error = command.exec(); // returns only on failure; then run with mimalloc's defaults
+    eprintln!("ferry: cannot re-exec with allocator settings: {error}");
+}
+
 fn main() -> anyhow::Result<()> {
+    apply_allocator_defaults();
     let cli = cli::Cli::parse();
     let log_control = init_tracing(&cli.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -22,6 +56,18 @@ fn main() -> anyhow::Result<()> {
             cli::Command::Gateway(args) => gateway_cmd::run(args, log_control).await,
             cli::Command::Echo(args) => run_echo(args).await,
             cli::Command::ProxyConfig(args) => proxy_config::run(args).await,
+            cli::Command::ProxyStatus(args) => proxy_status::run(args).await,
+            cli::Command::Crds => {
+                print!("{}", ferry_controller::crds::yaml());
+                Ok(())
+            }
+            cli::Command::Controller(args) => {
+                let config = ferry_controller::cluster::ControllerConfig {
+                    kubeconfig: args.kubeconfig,
+                    listen: args.listen,
+                };
+                Ok(ferry_controller::cluster::run(config).await?)
+            }
         }
     })
 }
@@ -59,6 +105,7 @@ async fn run_echo(args: cli::EchoArgs) -> anyhow::Result<()> {
         log_requests: args.log_requests,
         status: args.status,
         delay_ms: args.delay_ms,
+        fixed_body: args.fixed_body,
     };
     ferry_gateway::echo::serve(listener, config).await;
     Ok(())

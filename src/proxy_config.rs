@@ -33,7 +33,7 @@ pub async fn run(args: ProxyConfigArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn fetch(admin: &str, path: &str) -> anyhow::Result<Value> {
+pub(crate) async fn fetch(admin: &str, path: &str) -> anyhow::Result<Value> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let url = format!("http://{admin}{path}");
     let response = client
@@ -209,7 +209,7 @@ fn pretty<T: serde::Serialize + ?Sized>(value: &T) -> anyhow::Result<String> {
 }
 
 /// Columns padded to their widest cell, like kubectl's tables.
-fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {

@@ -4,7 +4,10 @@
 //! `translate` is the pure function from those objects to a [`ferry_model::Snapshot`] plus the
 //! status conditions the objects should carry.
 
+pub mod cluster;
+pub mod crds;
 pub mod inputs;
+pub mod push;
 pub mod translate;
 
 pub use inputs::{Inputs, LoadError};

@@ -24,6 +24,9 @@ pub struct EchoConfig {
     pub status: u16,
     /// Delay applied when the request has no `x-echo-delay-ms` (a slow "pod").
     pub delay_ms: u64,
+    /// Answer every request with this many bytes of filler instead of the JSON
+    /// description: a static responder for benchmarks.
+    pub fixed_body: Option<usize>,
 }
 
 /// What the echo server answers: a description of the request.
@@ -43,6 +46,7 @@ struct EchoReply<'a> {
 }
 
 pub async fn serve(listener: TcpListener, config: EchoConfig) {
+    let fixed = config.fixed_body.map(|n| Bytes::from(vec![b'x'; n]));
     let config = Arc::new(config);
     loop {
         let Ok((tcp, peer)) = listener.accept().await else {
@@ -50,10 +54,18 @@ pub async fn serve(listener: TcpListener, config: EchoConfig) {
         };
         let _ = tcp.set_nodelay(true);
         let config = config.clone();
+        let fixed = fixed.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let config = config.clone();
-                async move { Ok::<_, std::convert::Infallible>(answer(&config, req, peer).await) }
+                let fixed = fixed.clone();
+                async move {
+                    let response = match fixed {
+                        Some(body) => Response::new(Full::new(body)),
+                        None => answer(&config, req, peer).await,
+                    };
+                    Ok::<_, std::convert::Infallible>(response)
+                }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tcp), service)

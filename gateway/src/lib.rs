@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod compiled;
+mod downstream_io;
 pub mod echo;
 pub mod engine;
 pub mod listeners;
@@ -14,6 +15,7 @@ pub mod proxy;
 pub mod rewrite;
 pub mod source;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
 pub mod upstream;
 

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
+use crate::downstream_io::DownstreamIo;
 use crate::metrics::Metrics;
 
 pub struct Listeners<A> {
@@ -105,7 +106,8 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
                 let open = open.clone();
                 open.inc();
                 tokio::spawn(async move {
-                    app.process_new(Box::new(stream), &shutdown).await;
+                    app.process_new(Box::new(DownstreamIo::new(stream)), &shutdown)
+                        .await;
                     open.dec();
                 });
             }

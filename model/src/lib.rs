@@ -8,6 +8,7 @@ mod cluster;
 mod matching;
 mod meta;
 mod policy;
+pub mod push;
 mod snapshot;
 mod traffic;
 

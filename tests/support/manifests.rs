@@ -41,7 +41,9 @@ pub fn service_with(
             .map(|(k, v)| format!("{k}: {v}"))
             .collect();
         out.push_str(&format!(
-            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {pod}, namespace: {namespace}, labels: {{{}}}}}\n",
+            // A container so a real API server accepts the Pod (nothing runs it).
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {pod}, namespace: {namespace}, labels: {{{}}}}}\n\
+             spec: {{containers: [{{name: app, image: ferry-echo}}]}}\n",
             labels.join(", ")
         ));
         out.push_str(&format!(

@@ -2,6 +2,7 @@
 //! client (hyper, HTTP/1.1 and h2c), manifests written to a temporary directory.
 #![allow(dead_code)]
 
+pub mod apiserver;
 pub mod manifests;
 
 use bytes::Bytes;
@@ -46,7 +47,7 @@ pub fn dead_port() -> (tokio::net::TcpSocket, u16) {
     (socket, port)
 }
 
-fn ferry() -> Command {
+pub fn ferry() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ferry"))
 }
 
@@ -172,6 +173,13 @@ impl Gateway {
     }
 
     pub fn spawn(config: &Path, extra: &[&str]) -> Gateway {
+        let mut args = vec!["--config".to_string(), config.display().to_string()];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Gateway::spawn_with(&args)
+    }
+
+    /// `ferry gateway ARGS` with an admin port, bound to 127.0.0.1.
+    pub fn spawn_with(args: &[String]) -> Gateway {
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let logs = tempfile::tempdir().unwrap();
         let stderr_path = logs.path().join("gateway.log");
@@ -179,10 +187,9 @@ impl Gateway {
         let stdout_path = logs.path().join("access.log");
         let stdout = std::fs::File::create(&stdout_path).unwrap();
         let child = ferry()
-            .args(["gateway", "--config"])
-            .arg(config)
+            .arg("gateway")
             .args(["--admin", &admin.to_string(), "--bind-address", "127.0.0.1"])
-            .args(extra)
+            .args(args)
             .env("NO_COLOR", "1")
             .stdout(stdout)
             .stderr(stderr)
@@ -228,6 +235,57 @@ impl Gateway {
             .lines()
             .map(str::to_string)
             .collect()
+    }
+}
+
+/// A `ferry controller` process watching a test API server.
+pub struct Controller {
+    pub addr: SocketAddr,
+    pub log_path: PathBuf,
+    _logs: tempfile::TempDir,
+    _proc: Proc,
+}
+
+impl Controller {
+    /// Starts the controller on `addr` and waits until it has listed every kind.
+    pub async fn start(kubeconfig: &Path, addr: SocketAddr) -> Controller {
+        let logs = tempfile::tempdir().unwrap();
+        let log_path = logs.path().join("controller.log");
+        let child = ferry()
+            .arg("controller")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["--listen", &addr.to_string()])
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .expect("spawn ferry controller");
+        let controller = Controller {
+            addr,
+            log_path,
+            _logs: logs,
+            _proc: Proc(child),
+        };
+        let url = format!("http://{addr}/ready");
+        eventually_within("controller ready", Duration::from_secs(30), || async {
+            get_status(&url).await == Some(200)
+        })
+        .await;
+        controller
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// `/debug/proxies` as JSON.
+    pub async fn proxies(&self) -> serde_json::Value {
+        let reply = Http::new(Proto::H1)
+            .get(&format!("http://{}/debug/proxies", self.addr), None, &[])
+            .await
+            .expect("controller answered");
+        serde_json::from_str(&reply.text).unwrap()
     }
 }
 

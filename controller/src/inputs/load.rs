@@ -97,6 +97,22 @@ pub fn parse_manifests(text: &str, origin: &str) -> Result<Vec<Object>, LoadErro
     Ok(objects)
 }
 
+/// One object as the API server returns it (JSON), decoded like a manifest document.
+/// `Ok(None)` for kinds Ferry does not read.
+pub fn decode_api_object(
+    value: serde_json::Value,
+    origin: &str,
+) -> Result<Option<Object>, LoadError> {
+    let value = serde_yaml::to_value(value).map_err(|e| LoadError::Syntax {
+        origin: origin.to_string(),
+        index: 0,
+        message: e.to_string(),
+    })?;
+    let mut objects = Vec::new();
+    collect_document(value, origin, &mut objects)?;
+    Ok(objects.pop())
+}
+
 fn collect_document(
     value: serde_yaml::Value,
     origin: &str,

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 
-pub use load::{load_path, parse_manifests, LoadError};
+pub use load::{decode_api_object, load_path, parse_manifests, LoadError};
 
 /// Every object the translator looks at, in the order they were read.
 ///

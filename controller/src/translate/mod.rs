@@ -34,6 +34,9 @@ pub struct Options {
     pub ingress_port: u16,
     /// IngressClass name served (objects with no class are served too).
     pub ingress_class: String,
+    /// `namespace/name`: serve only this Gateway API Gateway (a proxy deployment implements
+    /// one Gateway). None serves every Gateway of a Ferry class, as standalone mode does.
+    pub only_gateway: Option<String>,
 }
 
 impl Default for Options {
@@ -45,6 +48,7 @@ impl Default for Options {
             ],
             ingress_port: 8080,
             ingress_class: "ferry".into(),
+            only_gateway: None,
         }
     }
 }

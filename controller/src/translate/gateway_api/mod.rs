@@ -48,6 +48,7 @@ impl Served<'_> {
             g.metadata.namespace.as_deref() == Some(namespace)
                 && g.metadata.name.as_deref() == Some(name)
                 && self.classes.contains(&g.spec.gateway_class_name)
+                && in_scope(cx, g)
         })
     }
 }
@@ -72,12 +73,21 @@ fn served_classes(cx: &mut Context<'_>) -> Vec<String> {
 fn served_listeners<'a>(cx: &mut Context<'a>, classes: &[String]) -> Vec<GatewayListener<'a>> {
     let mut served = Vec::new();
     for gateway in &cx.inputs.gateways {
-        if !classes.contains(&gateway.spec.gateway_class_name) {
+        if !classes.contains(&gateway.spec.gateway_class_name) || !in_scope(cx, gateway) {
             continue;
         }
         served.extend(gateway_listeners(cx, gateway));
     }
     served
+}
+
+fn in_scope(cx: &Context<'_>, gateway: &Gateway) -> bool {
+    let Some(only) = &cx.options.only_gateway else {
+        return true;
+    };
+    let namespace = gateway.metadata.namespace.as_deref().unwrap_or_default();
+    let name = gateway.metadata.name.as_deref().unwrap_or_default();
+    only.split_once('/') == Some((namespace, name))
 }
 
 fn gateway_listeners<'a>(cx: &mut Context<'a>, gateway: &'a Gateway) -> Vec<GatewayListener<'a>> {

@@ -1,0 +1,182 @@
+//! Objects read from the API server, decoded into the translator's types as they arrive.
+//!
+//! Every kind is watched as a dynamic object and decoded with the same code that reads
+//! manifest files, so an object the translator cannot read is reported the same way (kind,
+//! namespace/name, field) in both modes — and is left out instead of stopping the others.
+
+use futures::StreamExt;
+use kube::api::{Api, DynamicObject};
+use kube::discovery::ApiResource;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+use crate::inputs::{decode_api_object, Inputs, Object};
+
+/// `kind/namespace/name`.
+type Key = String;
+
+#[derive(Default)]
+struct Contents {
+    /// Per kind, the decoded objects with the creation timestamp and name they sort by.
+    objects: HashMap<String, BTreeMap<Key, (String, Object)>>,
+    /// Objects that did not decode, with the reason.
+    invalid: BTreeMap<Key, String>,
+    synced: Vec<String>,
+}
+
+/// The latest state of every watched kind; `changed` fires on every event.
+#[derive(Default)]
+pub struct Cache {
+    contents: Mutex<Contents>,
+    pub changed: Notify,
+}
+
+impl Cache {
+    /// Watches `resource` cluster-wide for as long as the process runs.
+    pub fn watch(self: &Arc<Self>, client: kube::Client, resource: ApiResource) {
+        let cache = self.clone();
+        tokio::spawn(async move {
+            let api: Api<DynamicObject> = Api::all_with(client, &resource);
+            let mut events = watcher(api).default_backoff().boxed();
+            let mut buffer = BTreeMap::new();
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(event) => cache.on_event(&resource, event, &mut buffer),
+                    Err(e) => tracing::warn!(kind = %resource.kind, "watch failed, retrying: {e}"),
+                }
+            }
+        });
+    }
+
+    fn on_event(
+        &self,
+        resource: &ApiResource,
+        event: Event<DynamicObject>,
+        buffer: &mut BTreeMap<Key, (String, Object)>,
+    ) {
+        let kind = &kind_key(resource);
+        match event {
+            Event::Init => buffer.clear(),
+            Event::InitApply(object) => {
+                if let Some((key, entry)) = self.decode(resource, object) {
+                    buffer.insert(key, entry);
+                }
+            }
+            Event::InitDone => {
+                let mut contents = self.lock();
+                contents
+                    .objects
+                    .insert(kind.clone(), std::mem::take(buffer));
+                if !contents.synced.contains(kind) {
+                    contents.synced.push(kind.clone());
+                }
+            }
+            Event::Apply(object) => {
+                if let Some((key, entry)) = self.decode(resource, object) {
+                    let mut contents = self.lock();
+                    contents
+                        .objects
+                        .entry(kind.clone())
+                        .or_default()
+                        .insert(key, entry);
+                }
+            }
+            Event::Delete(object) => {
+                let key = key_of(kind, &object);
+                let mut contents = self.lock();
+                contents.invalid.remove(&key);
+                if let Some(objects) = contents.objects.get_mut(kind) {
+                    objects.remove(&key);
+                }
+            }
+        }
+        self.changed.notify_one();
+    }
+
+    /// Decodes one object; a failure is recorded (and logged once) and yields None, and a
+    /// valid version of the object clears an earlier failure.
+    fn decode(
+        &self,
+        resource: &ApiResource,
+        object: DynamicObject,
+    ) -> Option<(Key, (String, Object))> {
+        let key = key_of(&kind_key(resource), &object);
+        let created = object
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string())
+            .unwrap_or_default();
+        let mut value = serde_json::to_value(&object).ok()?;
+        value["apiVersion"] = resource.api_version.clone().into();
+        value["kind"] = resource.kind.clone().into();
+        match decode_api_object(value, "api-server") {
+            Ok(Some(decoded)) => {
+                self.lock().invalid.remove(&key);
+                Some((key, (created, decoded)))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!("{e}");
+                let mut contents = self.lock();
+                contents.invalid.insert(key.clone(), e.to_string());
+                if let Some(objects) = contents.objects.get_mut(&kind_key(resource)) {
+                    objects.remove(&key);
+                }
+                None
+            }
+        }
+    }
+
+    /// True once every kind in `kinds` has been listed.
+    pub fn synced(&self, kinds: &[ApiResource]) -> bool {
+        let contents = self.lock();
+        kinds.iter().all(|k| contents.synced.contains(&kind_key(k)))
+    }
+
+    /// The translator's inputs: every object, oldest first (Istio merges VirtualServices in
+    /// creation order), then by namespace/name.
+    pub fn inputs(&self) -> Inputs {
+        let contents = self.lock();
+        let mut all: Vec<&(String, Object)> =
+            contents.objects.values().flat_map(|o| o.values()).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        Inputs::from_objects(all.into_iter().map(|(_, object)| object.clone()))
+    }
+
+    /// Objects left out because they could not be read, with the reasons.
+    pub fn invalid(&self) -> Vec<(String, String)> {
+        let contents = self.lock();
+        contents
+            .invalid
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Contents> {
+        self.contents.lock().expect("cache lock")
+    }
+}
+
+fn watcher(
+    api: Api<DynamicObject>,
+) -> impl futures::Stream<Item = Result<Event<DynamicObject>, watcher::Error>> {
+    watcher::watcher(api, watcher::Config::default())
+}
+
+/// `group/Kind`: Gateway API and Istio both have a `Gateway`.
+fn kind_key(resource: &ApiResource) -> String {
+    format!("{}/{}", resource.group, resource.kind)
+}
+
+fn key_of(kind: &str, object: &DynamicObject) -> Key {
+    format!(
+        "{kind}/{}/{}",
+        object.metadata.namespace.as_deref().unwrap_or_default(),
+        object.metadata.name.as_deref().unwrap_or_default()
+    )
+}

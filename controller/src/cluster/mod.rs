@@ -1,0 +1,128 @@
+//! `ferry controller`: watch the cluster, translate, publish to proxies.
+
+mod cache;
+
+use kube::discovery::{ApiResource, Discovery};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+pub use cache::Cache;
+
+use crate::push::server::{self, PushState};
+use crate::push::{Proxies, Publisher};
+
+/// Kinds the translator reads: (API group, kind). Kinds whose API is not installed (Istio
+/// CRDs in a Gateway-API-only cluster, say) are skipped with a warning.
+const KINDS: &[(&str, &str)] = &[
+    ("gateway.networking.k8s.io", "GatewayClass"),
+    ("gateway.networking.k8s.io", "Gateway"),
+    ("gateway.networking.k8s.io", "HTTPRoute"),
+    ("gateway.networking.k8s.io", "ReferenceGrant"),
+    ("networking.istio.io", "Gateway"),
+    ("networking.istio.io", "VirtualService"),
+    ("networking.istio.io", "DestinationRule"),
+    ("networking.k8s.io", "Ingress"),
+    ("", "Service"),
+    ("discovery.k8s.io", "EndpointSlice"),
+    ("", "Pod"),
+    ("", "Namespace"),
+];
+
+/// Changes closer together than this are translated once (a `kubectl apply -f dir/`
+/// produces a burst of events).
+const DEBOUNCE: Duration = Duration::from_millis(50);
+
+pub struct ControllerConfig {
+    pub kubeconfig: Option<PathBuf>,
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("kubeconfig: {0}")]
+    Config(String),
+    #[error("API discovery: {0}")]
+    Discovery(kube::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Runs until the process ends.
+pub async fn run(config: ControllerConfig) -> Result<(), ControllerError> {
+    let client = client(config.kubeconfig.as_deref()).await?;
+    let kinds = installed_kinds(client.clone()).await?;
+    let registry = prometheus::Registry::new();
+    let publisher = Arc::new(Publisher::default());
+    let (synced_tx, synced) = tokio::sync::watch::channel(false);
+    let state = Arc::new(PushState {
+        publisher: publisher.clone(),
+        proxies: Arc::new(Proxies::new(&registry)),
+        registry,
+        synced,
+    });
+    let listener =
+        TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ControllerError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+    tracing::info!(addr = %listener.local_addr().unwrap_or(config.listen), "push server listening");
+    tokio::spawn(server::serve(listener, state));
+
+    let cache = Arc::new(Cache::default());
+    for kind in &kinds {
+        cache.watch(client.clone(), kind.clone());
+    }
+    loop {
+        cache.changed.notified().await;
+        tokio::time::sleep(DEBOUNCE).await;
+        if !cache.synced(&kinds) {
+            continue; // a partial view would publish routes without their backends
+        }
+        let inputs = Arc::new(cache.inputs());
+        publisher.update(inputs);
+        if !*synced_tx.borrow() {
+            tracing::info!("all watched kinds listed; serving snapshots");
+            synced_tx.send_replace(true);
+        }
+    }
+}
+
+async fn client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, ControllerError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| ControllerError::Config(format!("{}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default())
+                .await
+                .map_err(|e| ControllerError::Config(e.to_string()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| ControllerError::Config(e.to_string()))?,
+    };
+    kube::Client::try_from(config).map_err(|e| ControllerError::Config(e.to_string()))
+}
+
+/// The preferred served version of each wanted kind.
+async fn installed_kinds(client: kube::Client) -> Result<Vec<ApiResource>, ControllerError> {
+    let discovery = Discovery::new(client)
+        .run()
+        .await
+        .map_err(ControllerError::Discovery)?;
+    let mut kinds = Vec::new();
+    for (group, kind) in KINDS {
+        match discovery.get(group).and_then(|g| g.recommended_kind(kind)) {
+            Some((resource, _)) => kinds.push(resource),
+            None => tracing::warn!(group, kind, "API not installed; not watched"),
+        }
+    }
+    Ok(kinds)
+}

@@ -1,0 +1,144 @@
+//! The CustomResourceDefinitions Ferry reads, for `ferry crds` (and the Helm chart).
+//!
+//! Gateway API definitions come from the `gateway-api` crate's types (their OpenAPI schemas
+//! are generated from the upstream CRDs). Istio's networking kinds are defined with an open
+//! schema, as early Istio releases did: the API server stores any spec and Ferry's own
+//! decoder validates it, reporting problems by field.
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+/// Every CRD, Gateway API first.
+pub fn all() -> Vec<CustomResourceDefinition> {
+    use gateway_api::apis::experimental::httproutes::HttpRoute;
+    use gateway_api::apis::standard::{
+        gatewayclasses::GatewayClass, gateways::Gateway, grpcroutes::GrpcRoute,
+        referencegrants::ReferenceGrant,
+    };
+    let mut crds: Vec<_> = [
+        GatewayClass::crd(),
+        Gateway::crd(),
+        HttpRoute::crd(),
+        GrpcRoute::crd(),
+        ReferenceGrant::crd(),
+    ]
+    .into_iter()
+    .map(approved)
+    .collect();
+    crds.extend(ISTIO_KINDS.iter().map(istio_crd));
+    crds
+}
+
+/// `*.k8s.io` groups are protected: the API server only accepts their CRDs with the
+/// annotation naming the Kubernetes API review that approved them (Gateway API's is #1538).
+fn approved(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    crd.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(
+            "api-approved.kubernetes.io".into(),
+            "https://github.com/kubernetes-sigs/gateway-api/pull/1538".into(),
+        );
+    crd
+}
+
+struct IstioKind {
+    kind: &'static str,
+    plural: &'static str,
+    short_names: &'static [&'static str],
+}
+
+const ISTIO_KINDS: &[IstioKind] = &[
+    IstioKind {
+        kind: "Gateway",
+        plural: "gateways",
+        short_names: &["gw"],
+    },
+    IstioKind {
+        kind: "VirtualService",
+        plural: "virtualservices",
+        short_names: &["vs"],
+    },
+    IstioKind {
+        kind: "DestinationRule",
+        plural: "destinationrules",
+        short_names: &["dr"],
+    },
+];
+
+fn istio_crd(kind: &IstioKind) -> CustomResourceDefinition {
+    let open = serde_json::json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
+    // v1 is stored; v1beta1 and v1alpha3 are served too because existing manifests use them
+    // (same schema, so the API server converts by relabelling).
+    let versions: Vec<_> = ["v1", "v1beta1", "v1alpha3"]
+        .iter()
+        .map(|version| {
+            serde_json::json!({
+                "name": version,
+                "served": true,
+                "storage": *version == "v1",
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "properties": {"spec": open, "status": open},
+                    "x-kubernetes-preserve-unknown-fields": true,
+                }},
+            })
+        })
+        .collect();
+    let crd = serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{}.networking.istio.io", kind.plural)},
+        "spec": {
+            "group": "networking.istio.io",
+            "names": {
+                "kind": kind.kind,
+                "listKind": format!("{}List", kind.kind),
+                "plural": kind.plural,
+                "singular": kind.kind.to_lowercase(),
+                "shortNames": kind.short_names,
+                "categories": ["istio-io", "networking-istio-io"],
+            },
+            "scope": "Namespaced",
+            "versions": versions,
+        },
+    });
+    serde_json::from_value(crd).expect("valid CRD")
+}
+
+/// All CRDs as one multi-document YAML stream.
+pub fn yaml() -> String {
+    all()
+        .iter()
+        .map(|crd| serde_yaml::to_string(crd).expect("CRDs serialize"))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_the_translator_reads_has_a_definition() {
+        let names: Vec<String> = all()
+            .iter()
+            .filter_map(|c| c.metadata.name.clone())
+            .collect();
+        for wanted in [
+            "gatewayclasses.gateway.networking.k8s.io",
+            "gateways.gateway.networking.k8s.io",
+            "httproutes.gateway.networking.k8s.io",
+            "referencegrants.gateway.networking.k8s.io",
+            "gateways.networking.istio.io",
+            "virtualservices.networking.istio.io",
+            "destinationrules.networking.istio.io",
+        ] {
+            assert!(
+                names.iter().any(|n| n == wanted),
+                "{wanted} missing from {names:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! One published snapshot per proxy scope, versioned, serialized once and shared by every
+//! subscriber of that scope.
+
+use bytes::Bytes;
+use ferry_model::push::{encode_line, ControllerFrame, Scope};
+use ferry_model::Snapshot;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+use crate::{translate, Inputs, Options, Severity};
+
+/// A snapshot as it goes on the wire: the encoded frame line and its version.
+#[derive(Debug)]
+pub struct Published {
+    pub version: u64,
+    pub frame: Bytes,
+    /// Kept to tell a real change from a recomputation that produced the same config.
+    snapshot: Snapshot,
+}
+
+struct ScopeState {
+    tx: watch::Sender<Option<Arc<Published>>>,
+    /// Errors of the latest translation that were not published (last good kept).
+    rejected: Vec<String>,
+}
+
+/// Scopes proxies asked for, each with its latest snapshot.
+pub struct Publisher {
+    inner: Mutex<PublisherState>,
+}
+
+struct PublisherState {
+    inputs: Option<Arc<Inputs>>,
+    scopes: HashMap<Scope, ScopeState>,
+    last_version: u64,
+}
+
+impl Default for Publisher {
+    fn default() -> Self {
+        Publisher {
+            inner: Mutex::new(PublisherState {
+                inputs: None,
+                scopes: HashMap::new(),
+                last_version: 0,
+            }),
+        }
+    }
+}
+
+impl Publisher {
+    /// A receiver of `scope`'s snapshots. A scope seen for the first time is translated
+    /// now (if inputs are synced), so the subscriber gets its snapshot at once.
+    pub fn subscribe(&self, scope: &Scope) -> watch::Receiver<Option<Arc<Published>>> {
+        let mut state = self.inner.lock().expect("publisher lock");
+        if let Some(existing) = state.scopes.get(scope) {
+            return existing.tx.subscribe();
+        }
+        let (tx, rx) = watch::channel(None);
+        state.scopes.insert(
+            scope.clone(),
+            ScopeState {
+                tx,
+                rejected: Vec::new(),
+            },
+        );
+        if let Some(inputs) = state.inputs.clone() {
+            state.refresh(scope, &inputs);
+        }
+        rx
+    }
+
+    /// New inputs: every scope is translated again; changed ones get a new version.
+    /// Scopes nobody subscribes to any more are forgotten.
+    pub fn update(&self, inputs: Arc<Inputs>) {
+        let mut state = self.inner.lock().expect("publisher lock");
+        state.scopes.retain(|_, s| s.tx.receiver_count() > 0);
+        let scopes: Vec<Scope> = state.scopes.keys().cloned().collect();
+        for scope in &scopes {
+            state.refresh(scope, &inputs);
+        }
+        state.inputs = Some(inputs);
+    }
+
+    /// Reasons the latest translation of each scope was held back, for the admin endpoint.
+    pub fn rejected(&self) -> Vec<(Scope, Vec<String>)> {
+        let state = self.inner.lock().expect("publisher lock");
+        state
+            .scopes
+            .iter()
+            .filter(|(_, s)| !s.rejected.is_empty())
+            .map(|(scope, s)| (scope.clone(), s.rejected.clone()))
+            .collect()
+    }
+
+    pub fn scope_count(&self) -> usize {
+        self.inner.lock().expect("publisher lock").scopes.len()
+    }
+}
+
+impl PublisherState {
+    fn refresh(&mut self, scope: &Scope, inputs: &Inputs) {
+        let output = translate(inputs, &options_for(scope));
+        let errors: Vec<String> = output.errors().map(ToString::to_string).collect();
+        let version = next_version(self.last_version);
+        let Some(state) = self.scopes.get_mut(scope) else {
+            return;
+        };
+        if !errors.is_empty() {
+            for error in &errors {
+                tracing::warn!(gateway = %scope.gateway, "not published, last good kept: {error}");
+            }
+            state.rejected = errors;
+            return;
+        }
+        state.rejected.clear();
+        let unchanged = state
+            .tx
+            .borrow()
+            .as_ref()
+            .is_some_and(|p| p.snapshot == output.snapshot);
+        if unchanged {
+            return;
+        }
+        let warnings: Vec<_> = output
+            .reports
+            .iter()
+            .filter(|r| r.severity != Severity::Info)
+            .collect();
+        let mut snapshot = output.snapshot;
+        snapshot.version = version;
+        let frame = ControllerFrame::Snapshot {
+            snapshot: snapshot.clone(),
+            reports: serde_json::to_value(&warnings).unwrap_or_default(),
+        };
+        let line = encode_line(&frame);
+        snapshot.version = 0;
+        self.last_version = version;
+        state.tx.send_replace(Some(Arc::new(Published {
+            version,
+            frame: Bytes::from(line),
+            snapshot,
+        })));
+        tracing::info!(gateway = %scope.gateway, version, "snapshot published");
+    }
+}
+
+/// Versions increase within a run and across controller restarts: a restarted controller
+/// starts from the wall clock (ms), so proxies never see a version go backwards.
+fn next_version(last: u64) -> u64 {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    now_ms.max(last + 1)
+}
+
+/// Translator options from what the proxy said about itself.
+pub fn options_for(scope: &Scope) -> Options {
+    Options {
+        gateway_labels: scope.labels.clone(),
+        ingress_port: scope.ingress_port,
+        ingress_class: scope.ingress_class.clone(),
+        only_gateway: (!scope.gateway.is_empty()).then(|| scope.gateway.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inputs::parse_manifests;
+
+    fn inputs(yaml: &str) -> Arc<Inputs> {
+        Arc::new(Inputs::from_objects(parse_manifests(yaml, "test").unwrap()))
+    }
+
+    const GATEWAY: &str = "
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: public, namespace: infra}
+spec:
+  gatewayClassName: ferry
+  listeners: [{name: http, port: 8080, protocol: HTTP}]
+";
+
+    fn scope() -> Scope {
+        Scope {
+            gateway: "infra/public".into(),
+            labels: vec![],
+            ingress_port: 0,
+            ingress_class: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_scope_gets_a_new_version_only_when_its_snapshot_changes() {
+        let publisher = Publisher::default();
+        publisher.update(inputs(GATEWAY));
+        let rx = publisher.subscribe(&scope());
+        let first = rx.borrow().clone().expect("published at subscribe");
+        assert_eq!(first.snapshot.listeners[0].port, 8080);
+
+        publisher.update(inputs(GATEWAY));
+        assert_eq!(rx.borrow().as_ref().unwrap().version, first.version);
+
+        publisher.update(inputs(&GATEWAY.replace("8080", "9090")));
+        let second = rx.borrow().clone().unwrap();
+        assert!(second.version > first.version);
+        let frame: ControllerFrame = serde_json::from_slice(&second.frame).unwrap();
+        let ControllerFrame::Snapshot { snapshot, .. } = frame else {
+            panic!("snapshot frame expected")
+        };
+        assert_eq!(snapshot.version, second.version);
+        assert_eq!(snapshot.listeners[0].port, 9090);
+    }
+
+    #[test]
+    fn other_gateways_are_outside_the_scope() {
+        let publisher = Publisher::default();
+        let two = format!(
+            "{GATEWAY}---\n{}",
+            GATEWAY.replace("public", "private").replace("8080", "8081")
+        );
+        publisher.update(inputs(&two));
+        let rx = publisher.subscribe(&scope());
+        let ports: Vec<u16> = rx
+            .borrow()
+            .as_ref()
+            .unwrap()
+            .snapshot
+            .listeners
+            .iter()
+            .map(|l| l.port)
+            .collect();
+        assert_eq!(ports, vec![8080]);
+    }
+
+    #[test]
+    fn scopes_without_subscribers_are_dropped_on_update() {
+        let publisher = Publisher::default();
+        drop(publisher.subscribe(&scope()));
+        publisher.update(inputs(GATEWAY));
+        assert_eq!(publisher.scope_count(), 0);
+    }
+}

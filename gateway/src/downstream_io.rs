@@ -1,0 +1,188 @@
+//! The downstream connection as Pingora's HTTP code sees it: the accepted TCP stream behind a
+//! small write buffer.
+//!
+//! Pingora's HTTP/1 server writes a response header and its body in separate calls and flushes
+//! when the response is complete; its own listeners put a write buffer (one MSS) under that so
+//! a small response leaves in one segment. Ferry binds ports itself (they follow the snapshot)
+//! and Pingora keeps its buffer setter crate-private, so without this wrapper every response
+//! costs two `send` syscalls — on loopback each one also runs the receiver's TCP stack. The
+//! wrapper adds the buffer and delegates everything else to the Pingora stream.
+
+use async_trait::async_trait;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
+use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
+    TimingDigest, UniqueID, UniqueIDType,
+};
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
+
+/// One TCP segment's worth, as Pingora's own listeners use: a typical response header plus a
+/// small body leave together, a large body bypasses the buffer.
+const WRITE_BUFFER: usize = pingora_core::protocols::l4::stream::DEFAULT_L4_WRITE_BUFFER_SIZE;
+
+#[derive(Debug)]
+pub struct DownstreamIo(BufWriter<L4Stream>);
+
+impl DownstreamIo {
+    pub fn new(stream: L4Stream) -> Self {
+        DownstreamIo(BufWriter::with_capacity(WRITE_BUFFER, stream))
+    }
+
+    fn inner(&self) -> &L4Stream {
+        self.0.get_ref()
+    }
+}
+
+impl AsyncRead for DownstreamIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for DownstreamIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    /// Flushes the buffer first (tokio's `BufWriter` does), so a `Connection: close` reply is
+    /// sent whole before the FIN.
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for DownstreamIo {
+    async fn shutdown(&mut self) {
+        if let Err(e) = AsyncWriteExt::shutdown(&mut self.0).await {
+            tracing::debug!("downstream shutdown: {e}");
+        }
+    }
+}
+
+impl UniqueID for DownstreamIo {
+    fn id(&self) -> UniqueIDType {
+        self.inner().id()
+    }
+}
+
+impl Ssl for DownstreamIo {}
+
+impl GetTimingDigest for DownstreamIo {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner().get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner().get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner().get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for DownstreamIo {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner().get_proxy_digest()
+    }
+
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.0.get_mut().set_proxy_digest(digest)
+    }
+}
+
+impl GetSocketDigest for DownstreamIo {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner().get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.0.get_mut().set_socket_digest(digest)
+    }
+}
+
+#[async_trait]
+impl Peek for DownstreamIo {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.0.get_mut().try_peek(buf).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    async fn pair() -> (DownstreamIo, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (DownstreamIo::new(L4Stream::from(server)), client)
+    }
+
+    #[tokio::test]
+    async fn small_writes_wait_for_flush_and_large_ones_pass_through() {
+        let (mut io, mut client) = pair().await;
+        io.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+        let mut byte = [0u8; 1];
+        let early = tokio::time::timeout(Duration::from_millis(50), client.read(&mut byte)).await;
+        assert!(
+            early.is_err(),
+            "a small write must stay buffered until flush"
+        );
+        io.flush().await.unwrap();
+        let mut head = [0u8; 19];
+        client.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200 OK\r\n\r\n");
+
+        let big = vec![b'x'; 4 * WRITE_BUFFER];
+        io.write_all(&big).await.unwrap();
+        let mut got = vec![0u8; big.len()];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, big);
+    }
+
+    #[tokio::test]
+    async fn shutdown_sends_what_is_buffered_before_closing() {
+        let (mut io, mut client) = pair().await;
+        io.write_all(b"bye").await.unwrap();
+        Shutdown::shutdown(&mut io).await;
+        let mut all = Vec::new();
+        client.read_to_end(&mut all).await.unwrap();
+        assert_eq!(all, b"bye");
+    }
+}

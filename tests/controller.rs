@@ -1,0 +1,188 @@
+//! `ferry controller` against a real kube-apiserver (built by tests/k8s-tools/build.sh):
+//! manifests applied with kubectl, gateways in controller mode serving what they say.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use support::apiserver::{pod_echo, ApiServer};
+use support::manifests::{ep, gateway, join, service};
+use support::{free_port, Controller, Gateway, Http, Proto};
+
+const NS: &str = "shop";
+
+fn crds() -> String {
+    let out = support::ferry().arg("crds").output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// An API server with Ferry's CRDs established and the test namespace.
+fn cluster() -> ApiServer {
+    let api = ApiServer::start();
+    api.apply(&crds());
+    api.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd",
+        "--all",
+        "--timeout=60s",
+    ]);
+    api.apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n"
+    ));
+    api
+}
+
+fn route(name: &str, host: &str, backend: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+         metadata: {{name: {name}, namespace: {NS}}}\n\
+         spec:\n  parentRefs: [{{name: public}}]\n  hostnames: [\"{host}\"]\n\
+         \x20 rules: [{{backendRefs: [{{name: {backend}, port: 80}}]}}]\n"
+    )
+}
+
+async fn backend_of(port: u16, host: &str) -> Option<(u16, String)> {
+    let reply = Http::new(Proto::H1)
+        .get(&format!("http://127.0.0.1:{port}/"), Some(host), &[])
+        .await?;
+    let backend = if reply.status == 200 {
+        reply.backend()
+    } else {
+        String::new()
+    };
+    Some((reply.status, backend))
+}
+
+fn gateway_in_controller_mode(controller: SocketAddr, name: &str) -> Gateway {
+    Gateway::spawn_with(&[
+        "--controller".into(),
+        controller.to_string(),
+        "--scope".into(),
+        format!("{NS}/public"),
+        "--proxy-name".into(),
+        name.into(),
+    ])
+}
+
+/// A controller on a free port and a gateway following it for `shop/public`, serving v1.
+async fn controller_and_gateway(api: &ApiServer, port: u16) -> (SocketAddr, Controller, Gateway) {
+    let push: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let controller = Controller::start(&api.kubeconfig, push).await;
+    let gw = gateway_in_controller_mode(push, "gw-1.shop");
+    gw.wait_ready().await;
+    support::eventually(|| async {
+        backend_of(port, "shop.example.com").await == Some((200, "v1".into()))
+    })
+    .await;
+    (push, controller, gw)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_from_the_api_server_are_served_and_edits_apply_without_failures() {
+    let api = cluster();
+    let (v1, v2) = (pod_echo("v1"), pod_echo("v2"));
+    let port = free_port();
+    api.apply(&join(&[
+        &gateway(NS, "public", &[("http", port, None)]),
+        &service(NS, "shop-v1", 80, &[ep(&v1, &[("app", "shop")])]),
+        &service(NS, "shop-v2", 80, &[ep(&v2, &[("app", "shop")])]),
+        &route("shop", "shop.example.com", "shop-v1"),
+    ]));
+    let (_push, controller, gw) = controller_and_gateway(&api, port).await;
+
+    // Traffic runs all along; the edit must show within 1 s and no request may fail.
+    let failures = Arc::new(AtomicUsize::new(0));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let running = Arc::new(AtomicBool::new(true));
+    let load = tokio::spawn({
+        let (failures, sent, running) = (failures.clone(), sent.clone(), running.clone());
+        async move {
+            while running.load(Ordering::SeqCst) {
+                let ok = matches!(backend_of(port, "shop.example.com").await, Some((200, _)));
+                sent.fetch_add(1, Ordering::SeqCst);
+                if !ok {
+                    failures.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+    });
+    api.apply(&route("shop", "shop.example.com", "shop-v2"));
+    let took = support::eventually_within("edit served", Duration::from_secs(1), || async {
+        backend_of(port, "shop.example.com").await == Some((200, "v2".into()))
+    })
+    .await;
+    running.store(false, Ordering::SeqCst);
+    load.await.unwrap();
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        0,
+        "failed requests during the edit"
+    );
+    assert!(sent.load(Ordering::SeqCst) > 10);
+    println!("route edit served after {took:?}");
+
+    // The controller knows the proxy is in sync with what it sent.
+    support::eventually(|| async {
+        let proxies = controller.proxies().await;
+        let proxy = &proxies["proxies"][0];
+        proxy["proxy"] == "gw-1.shop"
+            && proxy["sentVersion"] == proxy["ackedVersion"]
+            && proxy["sentVersion"].as_u64() == Some(gw.version().await)
+    })
+    .await;
+
+    // A route whose backend Service disappears answers 500 (Gateway API: invalid backend).
+    api.kubectl(&["delete", "service", "-n", NS, "shop-v2"]);
+    support::eventually(|| async {
+        backend_of(port, "shop.example.com").await.map(|r| r.0) == Some(500)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gateways_keep_serving_while_the_controller_is_away_and_resync_when_it_returns() {
+    let api = cluster();
+    let v1 = pod_echo("v1");
+    let port = free_port();
+    api.apply(&join(&[
+        &gateway(NS, "public", &[("http", port, None)]),
+        &service(NS, "shop-v1", 80, &[ep(&v1, &[("app", "shop")])]),
+        &route("shop", "shop.example.com", "shop-v1"),
+    ]));
+    let (push, controller, gw) = controller_and_gateway(&api, port).await;
+
+    drop(controller);
+    for _ in 0..20 {
+        assert_eq!(
+            backend_of(port, "shop.example.com").await,
+            Some((200, "v1".into())),
+            "the gateway must serve its last snapshot without a controller"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    // A change made while the controller was down arrives once it is back.
+    let v2 = pod_echo("v2");
+    api.apply(&join(&[
+        &service(NS, "shop-v2", 80, &[ep(&v2, &[("app", "shop")])]),
+        &route("shop", "shop.example.com", "shop-v2"),
+    ]));
+    let controller = Controller::start(&api.kubeconfig, push).await;
+    support::eventually(|| async {
+        backend_of(port, "shop.example.com").await == Some((200, "v2".into()))
+    })
+    .await;
+    support::eventually(|| async {
+        controller.proxies().await["proxies"][0]["proxy"] == "gw-1.shop"
+    })
+    .await;
+    assert!(
+        gw.logs().contains("serving the last snapshot") || gw.logs().contains("reconnecting"),
+        "the gateway should log the lost controller: {}",
+        gw.logs()
+    );
+}

@@ -1,0 +1,304 @@
+//! A real Kubernetes API server for tests: etcd + kube-apiserver built from source by
+//! `tests/k8s-tools/build.sh` (cached per machine), started on loopback with certificates
+//! generated here and a bearer token for an admin user, torn down on drop. `kubectl` from
+//! the same build applies manifests. See tests/README.md.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use super::{free_port, Proc};
+
+const TOKEN: &str = "ferry-test-admin-token";
+/// kube-apiserver takes several seconds to start its post-start hooks on 2 cores.
+const START_DEADLINE: Duration = Duration::from_secs(90);
+
+/// Directory with kube-apiserver, etcd and kubectl (built on first use, then cached).
+pub fn tools_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/k8s-tools/build.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run tests/k8s-tools/build.sh");
+        assert!(
+            out.status.success(),
+            "building the Kubernetes test tools failed"
+        );
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+    .clone()
+}
+
+/// The address test backends listen on when their EndpointSlices go through a real API
+/// server, which refuses loopback (127.0.0.0/8) endpoint addresses. It is added to `lo` as a
+/// /32 once per machine (root), so it is local but outside the loopback range.
+pub fn pod_ip() -> std::net::IpAddr {
+    const POD_IP: &str = "10.250.0.1";
+    static ADDED: OnceLock<()> = OnceLock::new();
+    ADDED.get_or_init(|| {
+        let out = Command::new("ip")
+            .args(["addr", "replace", &format!("{POD_IP}/32"), "dev", "lo"])
+            .output()
+            .expect("run `ip` (iproute2)");
+        assert!(
+            out.status.success(),
+            "cannot add {POD_IP} to lo (tests need root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    POD_IP.parse().unwrap()
+}
+
+/// A `ferry echo` backend on [`pod_ip`].
+pub fn pod_echo(name: &str) -> super::Echo {
+    let addr = std::net::SocketAddr::new(pod_ip(), free_port());
+    super::Echo::start_at(addr, name, &[])
+}
+
+/// A running etcd + kube-apiserver pair and a kubeconfig for its admin.
+pub struct ApiServer {
+    pub url: String,
+    pub kubeconfig: PathBuf,
+    dir: tempfile::TempDir,
+    // Dropped in field order: the API server goes before its etcd.
+    apiserver: Proc,
+    _etcd: Proc,
+}
+
+impl ApiServer {
+    pub fn start() -> ApiServer {
+        let tools = tools_dir();
+        let dir = tempfile::tempdir().unwrap();
+        let certs = Certs::write(dir.path());
+        let etcd = start_etcd(&tools, dir.path());
+        let port = free_port();
+        let apiserver = start_apiserver(&tools, dir.path(), &certs, &etcd.1, port);
+        let url = format!("https://127.0.0.1:{port}");
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, kubeconfig_yaml(&url, &certs.ca_pem)).unwrap();
+        let mut server = ApiServer {
+            url,
+            kubeconfig,
+            dir,
+            apiserver,
+            _etcd: etcd.0,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&mut self) {
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.apiserver.0.try_wait() {
+                panic!("kube-apiserver exited ({status}): {}", self.log_tail());
+            }
+            let ready = self
+                .kubectl_output(&["get", "--raw", "/readyz"])
+                .is_ok_and(|out| out.trim() == "ok");
+            if ready {
+                return;
+            }
+            assert!(
+                started.elapsed() < START_DEADLINE,
+                "kube-apiserver not ready after {START_DEADLINE:?}; log: {}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// The API server's last log lines (its flag dump makes the head useless).
+    fn log_tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("apiserver.log")).unwrap_or_default()
+    }
+
+    /// Runs kubectl against this server; Err carries stderr.
+    pub fn kubectl_output(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(tools_dir().join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Runs kubectl and panics with its error output when it fails.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        self.kubectl_output(args)
+            .unwrap_or_else(|e| panic!("kubectl {}: {e}", args.join(" ")))
+    }
+
+    /// `kubectl apply -f -` with `yaml` on stdin (server-side apply, as a user would).
+    pub fn apply(&self, yaml: &str) {
+        let mut child = Command::new(tools_dir().join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["apply", "--server-side", "--force-conflicts", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(yaml.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl apply failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A field of an object read through the API (`jsonpath` without braces).
+    pub fn get(&self, resource: &str, namespace: &str, name: &str, jsonpath: &str) -> String {
+        self.kubectl_output(&[
+            "get",
+            resource,
+            "-n",
+            namespace,
+            name,
+            "-o",
+            &format!("jsonpath={{{jsonpath}}}"),
+        ])
+        .unwrap_or_default()
+    }
+}
+
+struct Certs {
+    ca_pem: String,
+    serving_cert: PathBuf,
+    serving_key: PathBuf,
+    service_account_key: PathBuf,
+    service_account_public_key: PathBuf,
+    tokens: PathBuf,
+}
+
+impl Certs {
+    /// A CA, a serving certificate for 127.0.0.1/localhost signed by it, a service-account
+    /// signing key and a static token file naming one admin (group system:masters).
+    fn write(dir: &Path) -> Certs {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(vec!["localhost".into(), "kubernetes.default.svc".into()])
+                .unwrap();
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        let serving = params.signed_by(&key, &issuer).unwrap();
+        let sa_key = KeyPair::generate().unwrap();
+        let path = |name: &str| dir.join(name);
+        std::fs::write(path("serving.crt"), serving.pem()).unwrap();
+        std::fs::write(path("serving.key"), key.serialize_pem()).unwrap();
+        std::fs::write(path("sa.key"), sa_key.serialize_pem()).unwrap();
+        std::fs::write(path("sa.pub"), sa_key.public_key_pem()).unwrap();
+        std::fs::write(
+            path("tokens.csv"),
+            format!("{TOKEN},admin,admin-uid,system:masters\n"),
+        )
+        .unwrap();
+        Certs {
+            ca_pem: ca.pem(),
+            serving_cert: path("serving.crt"),
+            serving_key: path("serving.key"),
+            service_account_key: path("sa.key"),
+            service_account_public_key: path("sa.pub"),
+            tokens: path("tokens.csv"),
+        }
+    }
+}
+
+/// Starts etcd on two free loopback ports; returns the process and its client URL.
+fn start_etcd(tools: &Path, dir: &Path) -> (Proc, String) {
+    let (client, peer) = (free_port(), free_port());
+    let client_url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let log = std::fs::File::create(dir.join("etcd.log")).unwrap();
+    let child = Command::new(tools.join("etcd"))
+        .arg("--data-dir")
+        .arg(dir.join("etcd"))
+        .args(["--listen-client-urls", &client_url])
+        .args(["--advertise-client-urls", &client_url])
+        .args(["--listen-peer-urls", &peer_url])
+        .args(["--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", &format!("default={peer_url}")])
+        // Tests do not need durability; fsync on every write makes startup crawl.
+        .arg("--unsafe-no-fsync")
+        .args(["--log-level", "warn"])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start etcd");
+    (Proc(child), client_url)
+}
+
+fn start_apiserver(tools: &Path, dir: &Path, certs: &Certs, etcd: &str, port: u16) -> Proc {
+    let log = std::fs::File::create(dir.join("apiserver.log")).unwrap();
+    let child = Command::new(tools.join("kube-apiserver"))
+        .args(["--etcd-servers", etcd])
+        .args([
+            "--bind-address",
+            "127.0.0.1",
+            "--advertise-address",
+            "127.0.0.1",
+        ])
+        .arg(format!("--secure-port={port}"))
+        .arg("--cert-dir")
+        .arg(dir.join("apiserver-certs"))
+        .arg("--tls-cert-file")
+        .arg(&certs.serving_cert)
+        .arg("--tls-private-key-file")
+        .arg(&certs.serving_key)
+        .arg("--token-auth-file")
+        .arg(&certs.tokens)
+        .args(["--authorization-mode", "RBAC"])
+        .arg("--service-account-key-file")
+        .arg(&certs.service_account_public_key)
+        .arg("--service-account-signing-key-file")
+        .arg(&certs.service_account_key)
+        .args(["--service-account-issuer", "https://kubernetes.default.svc"])
+        .args(["--service-cluster-ip-range", "10.96.0.0/16"])
+        // No controller-manager runs, so nothing creates the `default` ServiceAccount that
+        // this admission plugin would demand of every Pod.
+        .args(["--disable-admission-plugins", "ServiceAccount"])
+        .args(["--v", "1"])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start kube-apiserver");
+    Proc(child)
+}
+
+fn kubeconfig_yaml(url: &str, ca_pem: &str) -> String {
+    use base64::Engine;
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n    certificate-authority-data: {ca}\nusers:\n- name: admin\n  user:\n    token: {TOKEN}\ncontexts:\n- name: test\n  context: {{cluster: test, user: admin}}\ncurrent-context: test\n"
+    )
+}
