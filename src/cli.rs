@@ -43,6 +43,12 @@ pub struct ControllerArgs {
     /// Push port (proxies' streams, /debug/proxies, /metrics, /ready).
     #[arg(long, default_value = "0.0.0.0:15010")]
     pub listen: SocketAddr,
+    /// Namespace holding the leader-election Lease (replicas share it).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// This replica's identity in the Lease (default: POD_NAME, else host name + pid).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
 }
 
 #[derive(Args)]

@@ -58,13 +58,16 @@ fn sync_options(args: &GatewayArgs, controller: String, options: &Options) -> Sy
 fn default_proxy_name() -> String {
     match (std::env::var("POD_NAME"), std::env::var("POD_NAMESPACE")) {
         (Ok(pod), Ok(namespace)) => format!("{pod}.{namespace}"),
-        _ => {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_else(|_| "ferry".into());
-            format!("{host}-{}", std::process::id())
-        }
+        _ => host_identity(),
     }
+}
+
+/// The host name and process id: unique enough outside a cluster.
+pub fn host_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "ferry".into());
+    format!("{host}-{}", std::process::id())
 }
 
 /// Reads the manifests and translates them. Invalid objects reject the whole change

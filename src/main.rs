@@ -65,6 +65,8 @@ fn main() -> anyhow::Result<()> {
                 let config = ferry_controller::cluster::ControllerConfig {
                     kubeconfig: args.kubeconfig,
                     listen: args.listen,
+                    namespace: args.namespace,
+                    identity: args.identity.unwrap_or_else(gateway_cmd::host_identity),
                 };
                 Ok(ferry_controller::cluster::run(config).await?)
             }

@@ -141,6 +141,91 @@ async fn routes_from_the_api_server_are_served_and_edits_apply_without_failures(
         backend_of(port, "shop.example.com").await.map(|r| r.0) == Some(500)
     })
     .await;
+    let reason = r#".status.parents[0].conditions[?(@.type=="ResolvedRefs")].reason"#;
+    eventually_equals(&api, "httproute", "shop", reason, "BackendNotFound").await;
+}
+
+/// Polls a field of an object through the API until it has the wanted value.
+async fn eventually_equals(api: &ApiServer, resource: &str, name: &str, path: &str, want: &str) {
+    support::eventually_within(
+        &format!("{resource}/{name} {path} == {want}"),
+        Duration::from_secs(10),
+        || async { api.get(resource, NS, name, path) == want },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn statuses_are_written_with_the_spec_conditions() {
+    let api = cluster();
+    let v1 = pod_echo("v1");
+    let port = free_port();
+    api.apply(&join(&[
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: ferry}\nspec: {controllerName: ferry.dev/gateway-controller}\n",
+        &gateway(NS, "public", &[("http", port, None)]),
+        &service(NS, "shop-v1", 80, &[ep(&v1, &[("app", "shop")])]),
+        &route("shop", "shop.example.com", "shop-v1"),
+        &route("lost", "lost.example.com", "missing"),
+    ]));
+    let (_push, _controller, _gw) = controller_and_gateway(&api, port).await;
+    let condition =
+        |kind: &str, field: &str| format!(r#".status.conditions[?(@.type=="{kind}")].{field}"#);
+    eventually_equals(
+        &api,
+        "gateway",
+        "public",
+        &condition("Programmed", "status"),
+        "True",
+    )
+    .await;
+    assert_eq!(
+        api.get("gateway", NS, "public", &condition("Accepted", "status")),
+        "True"
+    );
+    assert_eq!(
+        api.get(
+            "gateway",
+            NS,
+            "public",
+            ".status.listeners[0].attachedRoutes"
+        ),
+        "2"
+    );
+    let class = api.kubectl(&[
+        "get",
+        "gatewayclass",
+        "ferry",
+        "-o",
+        &format!("jsonpath={{{}}}", condition("Accepted", "status")),
+    ]);
+    assert_eq!(class, "True");
+    let parent = |kind: &str, field: &str| {
+        format!(r#".status.parents[0].conditions[?(@.type=="{kind}")].{field}"#)
+    };
+    assert_eq!(
+        api.get("httproute", NS, "shop", &parent("Accepted", "status")),
+        "True"
+    );
+    assert_eq!(
+        api.get("httproute", NS, "shop", ".status.parents[0].controllerName"),
+        "ferry.dev/gateway-controller"
+    );
+    eventually_equals(
+        &api,
+        "httproute",
+        "lost",
+        &parent("ResolvedRefs", "reason"),
+        "BackendNotFound",
+    )
+    .await;
+
+    // Written only on change: the resourceVersion stays put while nothing changes.
+    let version = api.get("httproute", NS, "shop", ".metadata.resourceVersion");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        api.get("httproute", NS, "shop", ".metadata.resourceVersion"),
+        version
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

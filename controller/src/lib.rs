@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod crds;
 pub mod inputs;
 pub mod push;
+pub mod status;
 pub mod translate;
 
 pub use inputs::{Inputs, LoadError};

@@ -1,6 +1,8 @@
 //! `ferry controller`: watch the cluster, translate, publish to proxies.
 
 mod cache;
+mod leader;
+mod status_writer;
 
 use kube::discovery::{ApiResource, Discovery};
 use std::net::SocketAddr;
@@ -13,6 +15,8 @@ pub use cache::Cache;
 
 use crate::push::server::{self, PushState};
 use crate::push::{Proxies, Publisher};
+use crate::{status, translate, Inputs, Options};
+use status_writer::StatusWriter;
 
 /// Kinds the translator reads: (API group, kind). Kinds whose API is not installed (Istio
 /// CRDs in a Gateway-API-only cluster, say) are skipped with a warning.
@@ -38,6 +42,10 @@ const DEBOUNCE: Duration = Duration::from_millis(50);
 pub struct ControllerConfig {
     pub kubeconfig: Option<PathBuf>,
     pub listen: SocketAddr,
+    /// Namespace of the leader-election Lease (the controller's own namespace).
+    pub namespace: String,
+    /// This replica's name in the Lease.
+    pub identity: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,18 +88,37 @@ pub async fn run(config: ControllerConfig) -> Result<(), ControllerError> {
     for kind in &kinds {
         cache.watch(client.clone(), kind.clone());
     }
+    let mut leading = leader::campaign(client.clone(), &config.namespace, config.identity);
+    let mut statuses = StatusWriter::new(client, &kinds);
+    let mut latest: Option<Arc<Inputs>> = None;
     loop {
-        cache.changed.notified().await;
+        tokio::select! {
+            _ = cache.changed.notified() => {}
+            // A new leader writes what the old one may not have.
+            _ = leading.changed() => {}
+        }
         tokio::time::sleep(DEBOUNCE).await;
-        if !cache.synced(&kinds) {
-            continue; // a partial view would publish routes without their backends
+        if cache.synced(&kinds) {
+            let inputs = Arc::new(cache.inputs());
+            publisher.update(inputs.clone());
+            latest = Some(inputs);
+            if !*synced_tx.borrow() {
+                tracing::info!("all watched kinds listed; serving snapshots");
+                synced_tx.send_replace(true);
+            }
+        } // else: a partial view would publish routes without their backends
+        if let Some(inputs) = latest.as_ref().filter(|_| *leading.borrow()) {
+            write_statuses(&mut statuses, inputs).await;
         }
-        let inputs = Arc::new(cache.inputs());
-        publisher.update(inputs);
-        if !*synced_tx.borrow() {
-            tracing::info!("all watched kinds listed; serving snapshots");
-            synced_tx.send_replace(true);
-        }
+    }
+}
+
+/// Statuses come from one translation of everything (all Gateways, not one proxy's scope).
+async fn write_statuses(writer: &mut StatusWriter, inputs: &Inputs) {
+    let output = translate(inputs, &Options::default());
+    let written = writer.write(status::desired(inputs, &output.reports)).await;
+    if written > 0 {
+        tracing::info!(written, "statuses updated");
     }
 }
 

@@ -18,6 +18,9 @@ use std::collections::BTreeMap;
 use crate::inputs::Inputs;
 use report::Reports;
 pub use report::{Report, Severity};
+
+/// How reports name a route's parent (`Gateway ns/name [sectionName=..] [port=..]`).
+pub use gateway_api::parent_label as route_parent_label;
 use services::ServiceCatalog;
 use table::RouteTable;
 

@@ -169,7 +169,7 @@ fn attach_route(cx: &mut Context<'_>, served: &Served<'_>, route: &HttpRoute) {
 
 /// How a parentRef is named in reports: Gateway, plus sectionName and port when given,
 /// since one route may reference several listeners of one Gateway.
-fn parent_label(namespace: &str, parent: &HttpRouteParentRefs) -> String {
+pub fn parent_label(namespace: &str, parent: &HttpRouteParentRefs) -> String {
     let mut label = format!("Gateway {namespace}/{}", parent.name);
     if let Some(section) = &parent.section_name {
         label.push_str(&format!(" sectionName={section}"));

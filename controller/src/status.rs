@@ -1,0 +1,356 @@
+//! The `status` each Gateway API object should carry, computed from the translator's reports
+//! (pure: the cluster module writes it, only when it changed).
+//!
+//! Conditions follow the Gateway API spec: GatewayClass `Accepted`; Gateway `Accepted` and
+//! `Programmed` plus one entry per listener (`Accepted`, `Programmed`, `ResolvedRefs`,
+//! `Conflicted`, `supportedKinds`, `attachedRoutes`); HTTPRoute one `parents[]` entry per
+//! parentRef this controller handles, with `Accepted` and `ResolvedRefs`.
+
+use ferry_model::Meta;
+use gateway_api::apis::experimental::httproutes::{HttpRoute, HttpRouteParentRefs};
+use gateway_api::apis::standard::gateways::{Gateway, GatewayListeners};
+use serde_json::{json, Value};
+
+use crate::translate::{route_parent_label, Report, CONTROLLER_NAME};
+use crate::Inputs;
+
+/// One object's desired status. Conditions carry no `lastTransitionTime` yet: the writer
+/// stamps it, keeping the previous time for a condition whose status did not change.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredStatus {
+    pub object: Meta,
+    pub status: Value,
+}
+
+pub fn desired(inputs: &Inputs, reports: &[Report]) -> Vec<DesiredStatus> {
+    let mut out = Vec::new();
+    for class in &inputs.gateway_classes {
+        if class.spec.controller_name != CONTROLLER_NAME {
+            continue;
+        }
+        let meta = meta("GatewayClass", &class.metadata);
+        let generation = class.metadata.generation;
+        let conditions = object_conditions(reports, &meta, None, generation);
+        push(&mut out, meta, json!({ "conditions": conditions }));
+    }
+    for gateway in &inputs.gateways {
+        let meta = meta("Gateway", &gateway.metadata);
+        if !reports.iter().any(|r| r.object == meta) {
+            continue; // not a Gateway of ours
+        }
+        push(
+            &mut out,
+            meta.clone(),
+            gateway_status(inputs, reports, gateway, &meta),
+        );
+    }
+    for route in &inputs.http_routes {
+        let meta = meta("HTTPRoute", &route.metadata);
+        let parents = route_parents(reports, route, &meta);
+        if !parents.is_empty() {
+            push(&mut out, meta, json!({ "parents": parents }));
+        }
+    }
+    out
+}
+
+fn push(out: &mut Vec<DesiredStatus>, object: Meta, status: Value) {
+    out.push(DesiredStatus { object, status });
+}
+
+fn gateway_status(inputs: &Inputs, reports: &[Report], gateway: &Gateway, meta: &Meta) -> Value {
+    let generation = gateway.metadata.generation;
+    let listeners: Vec<Value> = gateway
+        .spec
+        .listeners
+        .iter()
+        .map(|l| listener_status(inputs, reports, meta, l, generation))
+        .collect();
+    json!({
+        "conditions": object_conditions(reports, meta, None, generation),
+        "listeners": listeners,
+    })
+}
+
+fn listener_status(
+    inputs: &Inputs,
+    reports: &[Report],
+    gateway: &Meta,
+    listener: &GatewayListeners,
+    generation: Option<i64>,
+) -> Value {
+    let parent = format!("listener {}", listener.name);
+    let problem = reports
+        .iter()
+        .find(|r| r.object == *gateway && r.parent.as_deref() == Some(&parent) && !r.status);
+    let (accepted, programmed) = match problem {
+        Some(r) => (
+            condition("Accepted", false, r.reason, &r.message, generation),
+            condition("Programmed", false, "Invalid", &r.message, generation),
+        ),
+        None => (
+            condition(
+                "Accepted",
+                true,
+                "Accepted",
+                "listener accepted",
+                generation,
+            ),
+            condition(
+                "Programmed",
+                true,
+                "Programmed",
+                "listener programmed",
+                generation,
+            ),
+        ),
+    };
+    let conditions = vec![
+        accepted,
+        programmed,
+        condition(
+            "ResolvedRefs",
+            true,
+            "ResolvedRefs",
+            "references resolved",
+            generation,
+        ),
+        condition(
+            "Conflicted",
+            false,
+            "NoConflicts",
+            "no conflicts",
+            generation,
+        ),
+    ];
+    let attached = if problem.is_some() {
+        0
+    } else {
+        attached_routes(inputs, reports, gateway, listener)
+    };
+    json!({
+        "name": listener.name,
+        "supportedKinds": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}],
+        "attachedRoutes": attached,
+        "conditions": conditions,
+    })
+}
+
+/// Routes accepted by this Gateway whose parentRef selects the listener (no sectionName or
+/// port, or matching ones).
+fn attached_routes(
+    inputs: &Inputs,
+    reports: &[Report],
+    gateway: &Meta,
+    listener: &GatewayListeners,
+) -> usize {
+    inputs
+        .http_routes
+        .iter()
+        .filter(|route| {
+            let meta = meta("HTTPRoute", &route.metadata);
+            route.spec.parent_refs.iter().flatten().any(|p| {
+                let namespace = p.namespace.as_deref().unwrap_or(&meta.namespace);
+                *namespace == *gateway.namespace
+                    && *p.name == *gateway.name
+                    && p.section_name.as_ref().is_none_or(|s| *s == listener.name)
+                    && p.port.is_none_or(|port| port == listener.port)
+                    && accepted_by(reports, &meta, &route_parent_label(namespace, p))
+            })
+        })
+        .count()
+}
+
+fn accepted_by(reports: &[Report], route: &Meta, parent: &str) -> bool {
+    reports.iter().any(|r| {
+        r.object == *route
+            && r.parent.as_deref() == Some(parent)
+            && r.condition == "Accepted"
+            && r.status
+    })
+}
+
+fn route_parents(reports: &[Report], route: &HttpRoute, meta: &Meta) -> Vec<Value> {
+    let generation = route.metadata.generation;
+    route
+        .spec
+        .parent_refs
+        .iter()
+        .flatten()
+        .filter_map(|parent| {
+            let namespace = parent.namespace.as_deref().unwrap_or(&meta.namespace);
+            let label = route_parent_label(namespace, parent);
+            let conditions = object_conditions(reports, meta, Some(&label), generation);
+            (!conditions.is_empty()).then(|| {
+                json!({
+                    "parentRef": parent_ref(parent, namespace),
+                    "controllerName": CONTROLLER_NAME,
+                    "conditions": conditions,
+                })
+            })
+        })
+        .collect()
+}
+
+fn parent_ref(parent: &HttpRouteParentRefs, namespace: &str) -> Value {
+    let mut value = json!({
+        "group": parent.group.as_deref().unwrap_or("gateway.networking.k8s.io"),
+        "kind": parent.kind.as_deref().unwrap_or("Gateway"),
+        "namespace": namespace,
+        "name": parent.name,
+    });
+    if let Some(section) = &parent.section_name {
+        value["sectionName"] = section.clone().into();
+    }
+    if let Some(port) = parent.port {
+        value["port"] = port.into();
+    }
+    value
+}
+
+/// One condition per type from the reports about `object` (and `parent`, when given); the
+/// first failing report of a type wins over successes, as a condition is false when any
+/// part of it fails. Route-wide rule errors (no parent) count against every parent.
+fn object_conditions(
+    reports: &[Report],
+    object: &Meta,
+    parent: Option<&str>,
+    generation: Option<i64>,
+) -> Vec<Value> {
+    let relevant: Vec<&Report> = reports
+        .iter()
+        .filter(|r| r.object == *object && (r.parent.as_deref() == parent || r.parent.is_none()))
+        .filter(|r| parent.is_some() || r.parent.is_none())
+        .collect();
+    let mut types: Vec<&str> = relevant.iter().map(|r| r.condition).collect();
+    types.sort();
+    types.dedup();
+    types
+        .into_iter()
+        .filter(|t| *t != "Valid" || relevant.iter().any(|r| r.condition == *t && !r.status))
+        .filter_map(|t| {
+            let of_type = relevant.iter().filter(|r| r.condition == t);
+            let chosen = of_type
+                .clone()
+                .find(|r| !r.status)
+                .or_else(|| of_type.clone().next())?;
+            Some(condition(
+                t,
+                chosen.status,
+                chosen.reason,
+                &chosen.message,
+                generation,
+            ))
+        })
+        .collect()
+}
+
+fn condition(
+    kind: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) -> Value {
+    json!({
+        "type": kind,
+        "status": if status { "True" } else { "False" },
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation.unwrap_or(0),
+    })
+}
+
+fn meta(kind: &str, metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Meta {
+    Meta::new(
+        kind,
+        metadata.namespace.as_deref().unwrap_or_default(),
+        metadata.name.as_deref().unwrap_or_default(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inputs::parse_manifests;
+    use crate::{translate, Options};
+
+    fn statuses(yaml: &str) -> Vec<DesiredStatus> {
+        let inputs = Inputs::from_objects(parse_manifests(yaml, "test").unwrap());
+        let output = translate(&inputs, &Options::default());
+        desired(&inputs, &output.reports)
+    }
+
+    fn of<'a>(all: &'a [DesiredStatus], kind: &str, name: &str) -> &'a Value {
+        &all.iter()
+            .find(|s| &*s.object.kind == kind && &*s.object.name == name)
+            .unwrap()
+            .status
+    }
+
+    const BASE: &str = "
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: public, namespace: infra}
+spec:
+  gatewayClassName: ferry
+  listeners:
+  - {name: http, port: 8080, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}
+  - {name: tcp, port: 9000, protocol: TCP}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: shop}
+spec:
+  parentRefs: [{name: public, namespace: infra, sectionName: http}]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: broken, namespace: shop}
+spec:
+  parentRefs: [{name: public, namespace: infra}]
+  rules: [{backendRefs: [{name: missing, port: 80}]}]
+";
+
+    #[test]
+    fn gateway_listeners_report_their_own_conditions_and_attached_routes() {
+        let all = statuses(BASE);
+        let gateway = of(&all, "Gateway", "public");
+        let types: Vec<(&str, &str)> = gateway["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["type"].as_str().unwrap(), c["status"].as_str().unwrap()))
+            .collect();
+        assert_eq!(types, vec![("Accepted", "True"), ("Programmed", "True")]);
+        let http = &gateway["listeners"][0];
+        assert_eq!(http["attachedRoutes"], 2);
+        assert_eq!(http["conditions"][0]["status"], "True");
+        let tcp = &gateway["listeners"][1];
+        assert_eq!(tcp["conditions"][0]["reason"], "UnsupportedProtocol");
+        assert_eq!(tcp["attachedRoutes"], 0);
+    }
+
+    #[test]
+    fn routes_get_one_parent_entry_with_the_spec_reasons() {
+        let all = statuses(BASE);
+        let web = &of(&all, "HTTPRoute", "web")["parents"][0];
+        assert_eq!(web["parentRef"]["sectionName"], "http");
+        assert_eq!(web["controllerName"], CONTROLLER_NAME);
+        let broken = &of(&all, "HTTPRoute", "broken")["parents"][0];
+        let resolved = broken["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "ResolvedRefs")
+            .unwrap();
+        assert_eq!(resolved["status"], "False");
+        assert_eq!(resolved["reason"], "BackendNotFound");
+    }
+}
