@@ -191,6 +191,12 @@ async fn statuses_are_written_with_the_spec_conditions() {
         ),
         "2"
     );
+    let table = api.kubectl(&["get", "gateway", "-n", NS, "public"]);
+    assert!(
+        table.lines().next().unwrap().contains("PROGRAMMED"),
+        "{table}"
+    );
+    assert!(table.lines().nth(1).unwrap().contains("True"), "{table}");
     let class = api.kubectl(&[
         "get",
         "gatewayclass",

@@ -24,6 +24,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
     ]
     .into_iter()
     .map(approved)
+    .map(with_printer_columns)
     .collect();
     crds.extend(ISTIO_KINDS.iter().map(istio_crd));
     crds
@@ -39,6 +40,41 @@ fn approved(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
             "api-approved.kubernetes.io".into(),
             "https://github.com/kubernetes-sigs/gateway-api/pull/1538".into(),
         );
+    crd
+}
+
+/// `kubectl get gateway` / `gatewayclass` columns as the upstream CRDs define them, so
+/// users see PROGRAMMED / ACCEPTED at a glance.
+fn with_printer_columns(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceColumnDefinition as Column;
+    let column = |name: &str, kind: &str, path: &str| Column {
+        name: name.into(),
+        type_: kind.into(),
+        json_path: path.into(),
+        ..Column::default()
+    };
+    let condition = |name: &str| format!(r#".status.conditions[?(@.type=="{name}")].status"#);
+    let columns = match crd.spec.names.kind.as_str() {
+        "Gateway" => vec![
+            column("Class", "string", ".spec.gatewayClassName"),
+            column("Address", "string", ".status.addresses[*].value"),
+            column("Programmed", "string", &condition("Programmed")),
+            column("Age", "date", ".metadata.creationTimestamp"),
+        ],
+        "GatewayClass" => vec![
+            column("Controller", "string", ".spec.controllerName"),
+            column("Accepted", "string", &condition("Accepted")),
+            column("Age", "date", ".metadata.creationTimestamp"),
+        ],
+        "HTTPRoute" | "GRPCRoute" => vec![
+            column("Hostnames", "string", ".spec.hostnames"),
+            column("Age", "date", ".metadata.creationTimestamp"),
+        ],
+        _ => return crd,
+    };
+    for version in &mut crd.spec.versions {
+        version.additional_printer_columns = Some(columns.clone());
+    }
     crd
 }
 

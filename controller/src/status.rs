@@ -67,9 +67,58 @@ fn gateway_status(inputs: &Inputs, reports: &[Report], gateway: &Gateway, meta: 
         .map(|l| listener_status(inputs, reports, meta, l, generation))
         .collect();
     json!({
+        "addresses": gateway_addresses(inputs, meta),
         "conditions": object_conditions(reports, meta, None, generation),
         "listeners": listeners,
     })
+}
+
+/// The label Gateway API implementations put on what they deploy for a Gateway; Ferry's
+/// Helm chart puts it on the gateway Service.
+pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
+
+/// Where clients reach the Gateway: the LoadBalancer ingress of its Service, else the
+/// Service's external IPs, else its cluster IP.
+fn gateway_addresses(inputs: &Inputs, gateway: &Meta) -> Vec<Value> {
+    let Some(service) = inputs.services.iter().find(|s| {
+        s.metadata.namespace.as_deref() == Some(&gateway.namespace)
+            && s.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(GATEWAY_NAME_LABEL))
+                .is_some_and(|name| **name == *gateway.name)
+    }) else {
+        return Vec::new();
+    };
+    let address = |kind: &str, value: &str| json!({"type": kind, "value": value});
+    let ingress = service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.clone())
+        .unwrap_or_default();
+    let from_lb: Vec<Value> = ingress
+        .iter()
+        .filter_map(|i| match (&i.ip, &i.hostname) {
+            (Some(ip), _) => Some(address("IPAddress", ip)),
+            (None, Some(host)) => Some(address("Hostname", host)),
+            _ => None,
+        })
+        .collect();
+    if !from_lb.is_empty() {
+        return from_lb;
+    }
+    let spec = service.spec.as_ref();
+    let external = spec
+        .and_then(|s| s.external_ips.clone())
+        .unwrap_or_default();
+    if !external.is_empty() {
+        return external.iter().map(|ip| address("IPAddress", ip)).collect();
+    }
+    spec.and_then(|s| s.cluster_ip.as_deref())
+        .filter(|ip| *ip != "None")
+        .map(|ip| vec![address("IPAddress", ip)])
+        .unwrap_or_default()
 }
 
 fn listener_status(
@@ -335,6 +384,36 @@ spec:
         let tcp = &gateway["listeners"][1];
         assert_eq!(tcp["conditions"][0]["reason"], "UnsupportedProtocol");
         assert_eq!(tcp["attachedRoutes"], 0);
+    }
+
+    #[test]
+    fn the_gateway_address_comes_from_its_service_load_balancer() {
+        let service = "
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: public-gateway
+  namespace: infra
+  labels: {gateway.networking.k8s.io/gateway-name: public}
+spec: {type: LoadBalancer, clusterIP: 10.96.0.10, ports: [{name: http, port: 80}]}
+status: {loadBalancer: {ingress: [{ip: 203.0.113.7}]}}
+";
+        let all = statuses(&format!("{BASE}{service}"));
+        let addresses = &of(&all, "Gateway", "public")["addresses"];
+        assert_eq!(
+            addresses,
+            &json!([{"type": "IPAddress", "value": "203.0.113.7"}])
+        );
+        let pending = statuses(&format!(
+            "{BASE}{}",
+            service.replace("ingress: [{ip: 203.0.113.7}]", "ingress: []")
+        ));
+        let addresses = &of(&pending, "Gateway", "public")["addresses"];
+        assert_eq!(
+            addresses,
+            &json!([{"type": "IPAddress", "value": "10.96.0.10"}])
+        );
     }
 
     #[test]

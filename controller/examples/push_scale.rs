@@ -1,0 +1,206 @@
+//! Push-scale benchmark: N simulated proxies (default 1,000; lightweight HTTP/2 clients in
+//! this process) subscribed to the controller's push server on loopback, 10 gateway scopes
+//! of N/10 proxies each. Every round changes one EndpointSlice that all scopes use and times
+//! how long until the controller has every proxy's ACK for the new version.
+//!
+//!   cargo run --release -p ferry-controller --example push_scale -- [PROXIES] [ROUNDS]
+//!
+//! Prints JSON: per-round time to all-ACKed (p50/p99 over rounds), per-proxy ACK latency
+//! (p50/p99 over all proxies and rounds) and the process RSS (controller + clients).
+
+use bytes::Bytes;
+use ferry_controller::inputs::parse_manifests;
+use ferry_controller::push::server::{serve, PushState};
+use ferry_controller::push::{Proxies, Publisher};
+use ferry_controller::Inputs;
+use ferry_model::push::{
+    encode_line, ControllerFrame, LineDecoder, ProxyFrame, Scope, SUBSCRIBE_PATH,
+};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+const SCOPES: usize = 10;
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let proxies: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(20);
+
+    let registry = prometheus::Registry::new();
+    let publisher = Arc::new(Publisher::default());
+    publisher.update(Arc::new(inputs(0)));
+    let state = Arc::new(PushState {
+        publisher: publisher.clone(),
+        proxies: Arc::new(Proxies::new(&registry)),
+        registry,
+        synced: tokio::sync::watch::channel(true).1,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve(listener, state.clone()));
+    let rss_before = rss_kib();
+
+    let connect_started = Instant::now();
+    for id in 0..proxies {
+        tokio::spawn(proxy(addr, id));
+    }
+    let first = wait_all_acked(&state, proxies, 0).await;
+    let connect_time = connect_started.elapsed();
+    let rss_connected = rss_kib();
+
+    let mut round_times = Vec::new();
+    let mut per_proxy = Vec::new();
+    let mut version = first;
+    for round in 1..=rounds {
+        let changed = Instant::now();
+        publisher.update(Arc::new(inputs(round)));
+        let (next, latencies) = track_acks(&state, proxies, version, changed).await;
+        round_times.push(changed.elapsed());
+        per_proxy.extend(latencies);
+        version = next;
+    }
+    let report = serde_json::json!({
+        "proxies": proxies,
+        "scopes": SCOPES,
+        "rounds": rounds,
+        "connect_all_acked_ms": ms(connect_time),
+        "all_acked_ms": {"p50": ms(percentile(&mut round_times, 50)), "p99": ms(percentile(&mut round_times, 99))},
+        "per_proxy_ack_ms": {"p50": ms(percentile(&mut per_proxy, 50)), "p99": ms(percentile(&mut per_proxy, 99))},
+        "rss_kib": {"before_proxies": rss_before, "connected": rss_connected, "after_rounds": rss_kib()},
+    });
+    println!("{}", serde_json::to_string_pretty(&report).unwrap());
+}
+
+/// Ten Gateways (one per scope), each with ten HTTPRoutes to one Service whose
+/// EndpointSlice port changes with `round` — the object change every proxy must receive.
+fn inputs(round: usize) -> Inputs {
+    let mut yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: bench}}\n\
+         spec: {{ports: [{{name: http, port: 80}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: web, namespace: bench, labels: {{kubernetes.io/service-name: web}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: {}}}]\n\
+         endpoints: [{{addresses: [10.0.0.1, 10.0.0.2, 10.0.0.3]}}]\n",
+        9000 + round
+    );
+    for g in 0..SCOPES {
+        yaml.push_str(&format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+             metadata: {{name: gw-{g}, namespace: bench}}\n\
+             spec: {{gatewayClassName: ferry, listeners: [{{name: http, port: {}, protocol: HTTP}}]}}\n",
+            8000 + g
+        ));
+        for r in 0..10 {
+            yaml.push_str(&format!(
+                "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+                 metadata: {{name: r-{g}-{r}, namespace: bench}}\n\
+                 spec: {{parentRefs: [{{name: gw-{g}}}], hostnames: [\"h{r}.example.com\"],\n\
+                 \x20 rules: [{{matches: [{{path: {{type: PathPrefix, value: /p{r}}}}}], backendRefs: [{{name: web, port: 80}}]}}]}}\n"
+            ));
+        }
+    }
+    Inputs::from_objects(parse_manifests(&yaml, "push-scale").expect("valid manifests"))
+}
+
+/// One simulated proxy: hello, then ACK every snapshot.
+async fn proxy(addr: SocketAddr, id: usize) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(connection);
+    let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+    let hello = ProxyFrame::Hello {
+        proxy: format!("proxy-{id}").into(),
+        scope: Scope {
+            gateway: format!("bench/gw-{}", id % SCOPES).into(),
+            labels: vec![],
+            ingress_port: 0,
+            ingress_class: String::new(),
+        },
+    };
+    tx.send(Bytes::from(encode_line(&hello))).unwrap();
+    let body = StreamBody::new(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))
+    })));
+    let request = http::Request::post(format!("http://{addr}{SUBSCRIBE_PATH}"))
+        .body(body)
+        .unwrap();
+    let mut body = sender
+        .send_request(request)
+        .await
+        .expect("subscribe")
+        .into_body();
+    let mut decoder = LineDecoder::default();
+    while let Some(Ok(frame)) = body.frame().await {
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        for message in decoder.push::<ControllerFrame>(data).expect("frames") {
+            if let ControllerFrame::Snapshot { snapshot, .. } = message {
+                let ack = ProxyFrame::Ack {
+                    version: snapshot.version,
+                };
+                let _ = tx.send(Bytes::from(encode_line(&ack)));
+            }
+        }
+    }
+}
+
+/// Waits until `count` proxies have ACKed a version newer than `after`; returns it.
+async fn wait_all_acked(state: &PushState, count: usize, after: u64) -> u64 {
+    track_acks(state, count, after, Instant::now()).await.0
+}
+
+/// Polls the controller's own record (what `ferry proxy-status` shows) every 200 µs until
+/// every proxy ACKed something newer than `after`; returns the version and, per proxy, the
+/// time from `since` to the poll that first saw its ACK.
+async fn track_acks(
+    state: &PushState,
+    count: usize,
+    after: u64,
+    since: Instant,
+) -> (u64, Vec<Duration>) {
+    let mut seen = std::collections::HashMap::new();
+    loop {
+        for p in state.proxies.list() {
+            if p.acked_version > after {
+                seen.entry(p.proxy)
+                    .or_insert_with(|| (p.acked_version, since.elapsed()));
+            }
+        }
+        if seen.len() >= count {
+            let version = seen.values().map(|(v, _)| *v).max().unwrap_or(after);
+            return (version, seen.into_values().map(|(_, d)| d).collect());
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+}
+
+fn percentile(values: &mut [Duration], p: usize) -> Duration {
+    values.sort();
+    let index = (values.len() * p).div_ceil(100).saturating_sub(1);
+    values.get(index).copied().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 100.0).round() / 100.0
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
