@@ -277,3 +277,63 @@ async fn gateways_keep_serving_while_the_controller_is_away_and_resync_when_it_r
         gw.logs()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_elect_one_status_writer_and_all_serve_snapshots() {
+    let api = cluster();
+    let v1 = pod_echo("v1");
+    let port = free_port();
+    api.apply(&join(&[
+        &gateway(NS, "public", &[("http", port, None)]),
+        &service(NS, "shop-v1", 80, &[ep(&v1, &[("app", "shop")])]),
+        &route("shop", "shop.example.com", "shop-v1"),
+    ]));
+    let addr = || -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().unwrap() };
+    let (a, b) = (addr(), addr());
+    let replica_a = Controller::start_named(&api.kubeconfig, a, "replica-a").await;
+    let replica_b = Controller::start_named(&api.kubeconfig, b, "replica-b").await;
+    let holder = || {
+        api.get(
+            "lease",
+            "default",
+            "ferry-controller",
+            ".spec.holderIdentity",
+        )
+    };
+    support::eventually(|| async { !holder().is_empty() }).await;
+    let leader = holder();
+    assert!(leader == "replica-a" || leader == "replica-b", "{leader}");
+
+    // A gateway following the replica that does not lead is served all the same.
+    let follower = if leader == "replica-a" { b } else { a };
+    let gw = gateway_in_controller_mode(follower, "gw-1.shop");
+    gw.wait_ready().await;
+    support::eventually(|| async {
+        backend_of(port, "shop.example.com").await == Some((200, "v1".into()))
+    })
+    .await;
+    let programmed = r#".status.conditions[?(@.type=="Programmed")].status"#;
+    eventually_equals(&api, "gateway", "public", programmed, "True").await;
+
+    // The leader goes away: the other replica takes the Lease once it expires (15 s).
+    let (gone, stays) = if leader == "replica-a" {
+        (replica_a, replica_b)
+    } else {
+        (replica_b, replica_a)
+    };
+    drop(gone);
+    let next = if leader == "replica-a" {
+        "replica-b"
+    } else {
+        "replica-a"
+    };
+    support::eventually_within("lease taken over", Duration::from_secs(25), || async {
+        holder() == next
+    })
+    .await;
+    assert!(
+        stays.logs().contains("leadership changed"),
+        "{}",
+        stays.logs()
+    );
+}

@@ -249,13 +249,18 @@ pub struct Controller {
 impl Controller {
     /// Starts the controller on `addr` and waits until it has listed every kind.
     pub async fn start(kubeconfig: &Path, addr: SocketAddr) -> Controller {
+        Controller::start_named(kubeconfig, addr, "ferry-controller-0").await
+    }
+
+    /// Like [`Controller::start`] with a replica identity for leader election.
+    pub async fn start_named(kubeconfig: &Path, addr: SocketAddr, identity: &str) -> Controller {
         let logs = tempfile::tempdir().unwrap();
         let log_path = logs.path().join("controller.log");
         let child = ferry()
             .arg("controller")
             .arg("--kubeconfig")
             .arg(kubeconfig)
-            .args(["--listen", &addr.to_string()])
+            .args(["--listen", &addr.to_string(), "--identity", identity])
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log_path).unwrap())
