@@ -166,6 +166,7 @@ async fn statuses_are_written_with_the_spec_conditions() {
         &service(NS, "shop-v1", 80, &[ep(&v1, &[("app", "shop")])]),
         &route("shop", "shop.example.com", "shop-v1"),
         &route("lost", "lost.example.com", "missing"),
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews, namespace: shop}\nspec: {hosts: [reviews], http: [{route: [{destination: {host: shop-v1}}]}]}\n",
     ]));
     let (_push, _controller, _gw) = controller_and_gateway(&api, port).await;
     let condition =
@@ -222,6 +223,16 @@ async fn statuses_are_written_with_the_spec_conditions() {
         "lost",
         &parent("ResolvedRefs", "reason"),
         "BackendNotFound",
+    )
+    .await;
+
+    // Istio objects get istiod-style validation messages (none here) for their generation.
+    eventually_equals(
+        &api,
+        "virtualservice",
+        "reviews",
+        ".status.observedGeneration",
+        "1",
     )
     .await;
 

@@ -51,7 +51,54 @@ pub fn desired(inputs: &Inputs, reports: &[Report]) -> Vec<DesiredStatus> {
             push(&mut out, meta, json!({ "parents": parents }));
         }
     }
+    let istio = inputs
+        .istio_gateways
+        .iter()
+        .map(|g| ("Gateway.networking.istio.io", &g.metadata))
+        .chain(
+            inputs
+                .virtual_services
+                .iter()
+                .map(|v| ("VirtualService", &v.metadata)),
+        )
+        .chain(
+            inputs
+                .destination_rules
+                .iter()
+                .map(|d| ("DestinationRule", &d.metadata)),
+        );
+    for (kind, metadata) in istio {
+        let meta = meta(kind, metadata);
+        push(
+            &mut out,
+            meta.clone(),
+            istio_status(reports, &meta, metadata.generation),
+        );
+    }
     out
+}
+
+/// Istio objects carry `validationMessages`, as istiod's analyzers write them, with the
+/// finding's reason as the type name and Ferry's message (naming the field) beside it; an
+/// object with nothing to say gets an empty list, so a fixed problem disappears.
+fn istio_status(reports: &[Report], object: &Meta, generation: Option<i64>) -> Value {
+    let messages: Vec<Value> = reports
+        .iter()
+        .filter(|r| r.object == *object && !r.status)
+        .map(|r| {
+            let level = match r.severity {
+                crate::Severity::Error => "ERROR",
+                crate::Severity::Warning => "WARNING",
+                crate::Severity::Info => "INFO",
+            };
+            let mut message = r.message.clone();
+            if let Some(field) = &r.field {
+                message = format!("{field}: {message}");
+            }
+            json!({"level": level, "type": {"code": "FERRY", "name": r.reason}, "message": message})
+        })
+        .collect();
+    json!({"observedGeneration": generation.unwrap_or(0), "validationMessages": messages})
 }
 
 fn push(out: &mut Vec<DesiredStatus>, object: Meta, status: Value) {
@@ -384,6 +431,35 @@ spec:
         let tcp = &gateway["listeners"][1];
         assert_eq!(tcp["conditions"][0]["reason"], "UnsupportedProtocol");
         assert_eq!(tcp["attachedRoutes"], 0);
+    }
+
+    #[test]
+    fn istio_objects_get_validation_messages_naming_the_field() {
+        let yaml = "
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: public, namespace: shop}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 8080, protocol: HTTP}, hosts: ['*']}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: shop, generation: 3}
+spec:
+  hosts: [reviews.example.com]
+  gateways: [public]
+  http: [{match: [{uri: {prefix: /a, exact: /a}}], directResponse: {status: 200}}]
+";
+        let all = statuses(yaml);
+        let status = of(&all, "VirtualService", "reviews");
+        assert_eq!(status["observedGeneration"], 3);
+        let messages = status["validationMessages"].as_array().unwrap();
+        assert!(!messages.is_empty(), "{status}");
+        assert!(
+            messages[0]["message"].as_str().unwrap().contains("spec."),
+            "{status}"
+        );
     }
 
     #[test]

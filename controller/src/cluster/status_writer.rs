@@ -23,8 +23,15 @@ impl StatusWriter {
     pub fn new(client: kube::Client, kinds: &[ApiResource]) -> Self {
         let resources = kinds
             .iter()
-            .filter(|r| r.group == "gateway.networking.k8s.io")
-            .map(|r| (r.kind.clone(), r.clone()))
+            .filter_map(|r| match r.group.as_str() {
+                "gateway.networking.k8s.io" => Some((r.kind.clone(), r.clone())),
+                // Reports name Istio's Gateway with its group (Gateway API has one too).
+                "networking.istio.io" if r.kind == "Gateway" => {
+                    Some(("Gateway.networking.istio.io".into(), r.clone()))
+                }
+                "networking.istio.io" => Some((r.kind.clone(), r.clone())),
+                _ => None,
+            })
             .collect();
         StatusWriter {
             client,
