@@ -226,6 +226,21 @@ async fn statuses_are_written_with_the_spec_conditions() {
     )
     .await;
 
+    // An invalid route is left out and reported; a valid change made with it is served.
+    api.apply(&join(&[
+        &route("fresh", "fresh.example.com", "shop-v1"),
+        &route("bad", "bad.example.com", "shop-v1").replace(
+            "rules: [{",
+            "rules: [{matches: [{path: {type: RegularExpression, value: \"((\"}}], ",
+        ),
+    ]));
+    support::eventually(|| async {
+        backend_of(port, "fresh.example.com").await == Some((200, "v1".into()))
+    })
+    .await;
+    let accepted = parent("Accepted", "reason");
+    eventually_equals(&api, "httproute", "bad", &accepted, "UnsupportedValue").await;
+
     // Istio objects get istiod-style validation messages (none here) for their generation.
     eventually_equals(
         &api,

@@ -69,6 +69,33 @@ impl Inputs {
         }
     }
 
+    /// These inputs without the named objects (kind as the translator's reports name it:
+    /// `HTTPRoute`, `VirtualService`, `Gateway.networking.istio.io`...).
+    pub fn without(&self, objects: &[ferry_model::Meta]) -> Inputs {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+        let keep = |kind: &str, m: &ObjectMeta| {
+            !objects.iter().any(|o| {
+                *o.kind == *kind
+                    && *o.namespace == *m.namespace.as_deref().unwrap_or_default()
+                    && *o.name == *m.name.as_deref().unwrap_or_default()
+            })
+        };
+        let mut out = self.clone();
+        out.gateway_classes
+            .retain(|o| keep("GatewayClass", &o.metadata));
+        out.gateways.retain(|o| keep("Gateway", &o.metadata));
+        out.http_routes.retain(|o| keep("HTTPRoute", &o.metadata));
+        out.istio_gateways
+            .retain(|o| keep("Gateway.networking.istio.io", &o.metadata));
+        out.virtual_services
+            .retain(|o| keep("VirtualService", &o.metadata));
+        out.destination_rules
+            .retain(|o| keep("DestinationRule", &o.metadata));
+        out.ingresses.retain(|o| keep("Ingress", &o.metadata));
+        out.services.retain(|o| keep("Service", &o.metadata));
+        out
+    }
+
     pub fn from_objects(objects: impl IntoIterator<Item = Object>) -> Self {
         let mut inputs = Inputs::default();
         objects.into_iter().for_each(|o| inputs.add(o));

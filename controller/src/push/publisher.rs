@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
-use crate::{translate, Inputs, Options, Severity};
+use crate::{translate, Inputs, Options, Output, Severity};
 
 /// A snapshot as it goes on the wire: the encoded frame line and its version.
 #[derive(Debug)]
@@ -101,20 +101,18 @@ impl Publisher {
 
 impl PublisherState {
     fn refresh(&mut self, scope: &Scope, inputs: &Inputs) {
-        let output = translate(inputs, &options_for(scope));
-        let errors: Vec<String> = output.errors().map(ToString::to_string).collect();
+        let (output, left_out) = translate_valid(inputs, &options_for(scope));
         let version = next_version(self.last_version);
         let Some(state) = self.scopes.get_mut(scope) else {
             return;
         };
-        if !errors.is_empty() {
-            for error in &errors {
-                tracing::warn!(gateway = %scope.gateway, "not published, last good kept: {error}");
-            }
-            state.rejected = errors;
-            return;
+        for error in left_out.iter().filter(|e| !state.rejected.contains(e)) {
+            tracing::warn!(gateway = %scope.gateway, "left out of the snapshot: {error}");
         }
-        state.rejected.clear();
+        state.rejected = left_out;
+        let Some(output) = output else {
+            return; // still invalid without the bad objects: the last good snapshot stays
+        };
         let unchanged = state
             .tx
             .borrow()
@@ -143,6 +141,25 @@ impl PublisherState {
             snapshot,
         })));
         tracing::info!(gateway = %scope.gateway, version, "snapshot published");
+    }
+}
+
+/// Translates `inputs`; objects with errors are left out (as istiod ignores an invalid
+/// VirtualService and Envoy Gateway an invalid route) so one team's mistake does not freeze
+/// everyone's updates. Returns None when what remains still has errors, with every error.
+fn translate_valid(inputs: &Inputs, options: &Options) -> (Option<Output>, Vec<String>) {
+    let output = translate(inputs, options);
+    let errors: Vec<String> = output.errors().map(ToString::to_string).collect();
+    if errors.is_empty() {
+        return (Some(output), errors);
+    }
+    let invalid: Vec<ferry_model::Meta> = output.errors().map(|r| r.object.clone()).collect();
+    let retry = translate(&inputs.without(&invalid), options);
+    let still: Vec<String> = retry.errors().map(ToString::to_string).collect();
+    if still.is_empty() {
+        (Some(retry), errors)
+    } else {
+        (None, errors.into_iter().chain(still).collect())
     }
 }
 
@@ -233,6 +250,54 @@ spec:
             .map(|l| l.port)
             .collect();
         assert_eq!(ports, vec![8080]);
+    }
+
+    #[test]
+    fn an_invalid_route_is_left_out_and_the_rest_still_published() {
+        let publisher = Publisher::default();
+        publisher.update(inputs(GATEWAY));
+        let rx = publisher.subscribe(&scope());
+        let first = rx.borrow().clone().unwrap().version;
+        let routes = "
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: infra}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: good, namespace: infra}
+spec:
+  parentRefs: [{name: public}]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: bad, namespace: infra}
+spec:
+  parentRefs: [{name: public}]
+  hostnames: [bad.example.com]
+  rules: [{matches: [{path: {type: RegularExpression, value: '(('}}], backendRefs: [{name: web, port: 80}]}]
+";
+        publisher.update(inputs(&format!("{GATEWAY}{routes}")));
+        let published = rx.borrow().clone().unwrap();
+        assert!(
+            published.version > first,
+            "the valid route must be published"
+        );
+        let hosts: Vec<String> = published.snapshot.listeners[0]
+            .virtual_hosts
+            .iter()
+            .map(|v| v.hostname.to_string())
+            .collect();
+        assert_eq!(hosts, vec!["*"]);
+        let rejected = publisher.rejected();
+        assert_eq!(rejected.len(), 1);
+        assert!(
+            rejected[0].1[0].contains("HTTPRoute/infra/bad"),
+            "{rejected:?}"
+        );
     }
 
     #[test]
