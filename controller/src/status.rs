@@ -44,9 +44,9 @@ pub fn desired(inputs: &Inputs, reports: &[Report]) -> Vec<DesiredStatus> {
             gateway_status(inputs, reports, gateway, &meta),
         );
     }
-    for route in &inputs.http_routes {
-        let meta = meta("HTTPRoute", &route.metadata);
-        let parents = route_parents(reports, route, &meta);
+    for (kind, route) in all_routes(inputs) {
+        let meta = meta(kind, &route.metadata);
+        let parents = route_parents(reports, &route, &meta);
         if !parents.is_empty() {
             push(&mut out, meta, json!({ "parents": parents }));
         }
@@ -99,6 +99,17 @@ fn istio_status(reports: &[Report], object: &Meta, generation: Option<i64>) -> V
         })
         .collect();
     json!({"observedGeneration": generation.unwrap_or(0), "validationMessages": messages})
+}
+
+/// HTTPRoutes and GRPCRoutes (in their HTTPRoute form, which keeps parentRefs) with kinds.
+fn all_routes(inputs: &Inputs) -> Vec<(&'static str, HttpRoute)> {
+    let http = inputs.http_routes.iter().map(|r| ("HTTPRoute", r.clone()));
+    let grpc = inputs
+        .grpc_routes
+        .iter()
+        .filter_map(|r| crate::translate::grpc_as_http_route(r).ok())
+        .map(|r| ("GRPCRoute", r));
+    http.chain(grpc).collect()
 }
 
 fn push(out: &mut Vec<DesiredStatus>, object: Meta, status: Value) {
@@ -226,7 +237,10 @@ fn listener_status(
     };
     json!({
         "name": listener.name,
-        "supportedKinds": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}],
+        "supportedKinds": [
+            {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"},
+            {"group": "gateway.networking.k8s.io", "kind": "GRPCRoute"},
+        ],
         "attachedRoutes": attached,
         "conditions": conditions,
     })
@@ -240,11 +254,10 @@ fn attached_routes(
     gateway: &Meta,
     listener: &GatewayListeners,
 ) -> usize {
-    inputs
-        .http_routes
+    all_routes(inputs)
         .iter()
-        .filter(|route| {
-            let meta = meta("HTTPRoute", &route.metadata);
+        .filter(|(kind, route)| {
+            let meta = meta(kind, &route.metadata);
             route.spec.parent_refs.iter().flatten().any(|p| {
                 let namespace = p.namespace.as_deref().unwrap_or(&meta.namespace);
                 *namespace == *gateway.namespace

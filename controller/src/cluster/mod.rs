@@ -24,6 +24,7 @@ const KINDS: &[(&str, &str)] = &[
     ("gateway.networking.k8s.io", "GatewayClass"),
     ("gateway.networking.k8s.io", "Gateway"),
     ("gateway.networking.k8s.io", "HTTPRoute"),
+    ("gateway.networking.k8s.io", "GRPCRoute"),
     ("gateway.networking.k8s.io", "ReferenceGrant"),
     ("networking.istio.io", "Gateway"),
     ("networking.istio.io", "VirtualService"),

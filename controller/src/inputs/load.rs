@@ -176,6 +176,9 @@ fn typed_object(
         ("gateway.networking.k8s.io", "HTTPRoute") => {
             Object::HttpRoute(decode(value, header, origin)?)
         }
+        ("gateway.networking.k8s.io", "GRPCRoute") => {
+            Object::GrpcRoute(decode(value, header, origin)?)
+        }
         ("gateway.networking.k8s.io", "ReferenceGrant") => {
             Object::ReferenceGrant(decode(value, header, origin)?)
         }

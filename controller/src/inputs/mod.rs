@@ -4,7 +4,8 @@ pub mod istio;
 mod load;
 
 use gateway_api::apis::standard::{
-    gatewayclasses::GatewayClass, gateways::Gateway, referencegrants::ReferenceGrant,
+    gatewayclasses::GatewayClass, gateways::Gateway, grpcroutes::GrpcRoute,
+    referencegrants::ReferenceGrant,
 };
 // HTTPRoute is read with the experimental-channel types (a superset) so `retry` is kept.
 use gateway_api::apis::experimental::httproutes::HttpRoute;
@@ -23,6 +24,7 @@ pub struct Inputs {
     pub gateway_classes: Vec<GatewayClass>,
     pub gateways: Vec<Gateway>,
     pub http_routes: Vec<HttpRoute>,
+    pub grpc_routes: Vec<GrpcRoute>,
     pub reference_grants: Vec<ReferenceGrant>,
     pub istio_gateways: Vec<istio::Gateway>,
     pub virtual_services: Vec<istio::VirtualService>,
@@ -40,6 +42,7 @@ pub enum Object {
     GatewayClass(Box<GatewayClass>),
     Gateway(Box<Gateway>),
     HttpRoute(Box<HttpRoute>),
+    GrpcRoute(Box<GrpcRoute>),
     ReferenceGrant(Box<ReferenceGrant>),
     IstioGateway(Box<istio::Gateway>),
     VirtualService(Box<istio::VirtualService>),
@@ -57,6 +60,7 @@ impl Inputs {
             Object::GatewayClass(o) => self.gateway_classes.push(*o),
             Object::Gateway(o) => self.gateways.push(*o),
             Object::HttpRoute(o) => self.http_routes.push(*o),
+            Object::GrpcRoute(o) => self.grpc_routes.push(*o),
             Object::ReferenceGrant(o) => self.reference_grants.push(*o),
             Object::IstioGateway(o) => self.istio_gateways.push(*o),
             Object::VirtualService(o) => self.virtual_services.push(*o),
@@ -85,6 +89,7 @@ impl Inputs {
             .retain(|o| keep("GatewayClass", &o.metadata));
         out.gateways.retain(|o| keep("Gateway", &o.metadata));
         out.http_routes.retain(|o| keep("HTTPRoute", &o.metadata));
+        out.grpc_routes.retain(|o| keep("GRPCRoute", &o.metadata));
         out.istio_gateways
             .retain(|o| keep("Gateway.networking.istio.io", &o.metadata));
         out.virtual_services

@@ -21,6 +21,9 @@ pub use report::{Report, Severity};
 
 /// How reports name a route's parent (`Gateway ns/name [sectionName=..] [port=..]`).
 pub use gateway_api::parent_label as route_parent_label;
+
+/// A GRPCRoute in its HTTPRoute form (the translator attaches it that way).
+pub use gateway_api::grpc::as_http_route as grpc_as_http_route;
 use services::ServiceCatalog;
 use table::RouteTable;
 

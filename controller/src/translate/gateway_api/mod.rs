@@ -1,6 +1,7 @@
 //! Gateway API: GatewayClass, Gateway listeners and HTTPRoute attachment.
 
 mod filters;
+pub mod grpc;
 mod rules;
 
 use ferry_model::Meta;
@@ -31,7 +32,18 @@ pub(crate) fn translate(cx: &mut Context<'_>) {
     let listeners = served_listeners(cx, &classes);
     let served = Served { classes, listeners };
     for route in &cx.inputs.http_routes {
-        attach_route(cx, &served, route);
+        attach_route(cx, &served, route, "HTTPRoute");
+    }
+    for route in &cx.inputs.grpc_routes {
+        match grpc::as_http_route(route) {
+            Ok(http) => attach_route(cx, &served, &http, "GRPCRoute"),
+            Err(message) => {
+                let meta = meta_of("GRPCRoute", &route.metadata);
+                let (field, message) = message.split_once(": ").unwrap_or(("spec", &message));
+                let condition = Condition::error("Accepted", "UnsupportedValue", message);
+                cx.reports.push(&meta, condition.field(field.to_string()));
+            }
+        }
     }
 }
 
@@ -134,8 +146,9 @@ fn listener_problem(listener: &GatewayListeners) -> Option<(&'static str, String
     }
 }
 
-fn attach_route(cx: &mut Context<'_>, served: &Served<'_>, route: &HttpRoute) {
-    let meta = meta_of("HTTPRoute", &route.metadata);
+/// Attaches an HTTPRoute (or a GRPCRoute in its HTTPRoute form; `kind` says which).
+fn attach_route(cx: &mut Context<'_>, served: &Served<'_>, route: &HttpRoute, kind: &str) {
+    let meta = meta_of(kind, &route.metadata);
     let rules = rules::compile(cx, route, &meta);
     let hostnames = route.spec.hostnames.clone().unwrap_or_default();
     for (index, parent) in route.spec.parent_refs.iter().flatten().enumerate() {
@@ -241,14 +254,16 @@ fn attach_to_parent(
 
 fn route_allowed(cx: &Context<'_>, l: &GatewayListener<'_>, route: &Meta) -> bool {
     let allowed = l.listener.allowed_routes.as_ref();
-    kind_allowed(allowed) && namespace_allowed(cx, allowed, &l.gateway.namespace, &route.namespace)
+    kind_allowed(allowed, &route.kind)
+        && namespace_allowed(cx, allowed, &l.gateway.namespace, &route.namespace)
 }
 
-fn kind_allowed(allowed: Option<&GatewayListenersAllowedRoutes>) -> bool {
+/// An HTTP listener takes HTTPRoutes and GRPCRoutes unless `allowedRoutes.kinds` narrows it.
+fn kind_allowed(allowed: Option<&GatewayListenersAllowedRoutes>, kind: &str) -> bool {
     match allowed.and_then(|a| a.kinds.as_ref()) {
         Some(kinds) if !kinds.is_empty() => kinds
             .iter()
-            .any(|k| k.kind == "HTTPRoute" && k.group.as_deref().unwrap_or(GROUP) == GROUP),
+            .any(|k| k.kind == kind && k.group.as_deref().unwrap_or(GROUP) == GROUP),
         _ => true,
     }
 }
