@@ -241,6 +241,42 @@ async fn statuses_are_written_with_the_spec_conditions() {
     let accepted = parent("Accepted", "reason");
     eventually_equals(&api, "httproute", "bad", &accepted, "UnsupportedValue").await;
 
+    // GRPCRoute: an h2c call to /shop.Cart/Add reaches the gRPC backend over HTTP/2.
+    let grpc_backend = pod_echo("cart");
+    api.apply(&join(&[
+        &support::manifests::service_with(NS, "cart", 50051, Some("kubernetes.io/h2c"), &[ep(&grpc_backend, &[("app", "cart")])]),
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {name: cart, namespace: shop}\n\
+         spec:\n  parentRefs: [{name: public}]\n  hostnames: [grpc.example.com]\n\
+         \x20 rules: [{matches: [{method: {service: shop.Cart, method: Add}}], backendRefs: [{name: cart, port: 50051}]}]\n",
+    ]));
+    let call = || async {
+        Http::new(Proto::H2c)
+            .send(
+                "POST",
+                &format!("http://127.0.0.1:{port}/shop.Cart/Add"),
+                Some("grpc.example.com"),
+                &[("content-type", "application/grpc")],
+                bytes::Bytes::from_static(b"\0\0\0\0\0"),
+            )
+            .await
+    };
+    support::eventually(|| async {
+        call()
+            .await
+            .is_some_and(|r| r.status == 200 && r.backend() == "cart")
+    })
+    .await;
+    let reply = call().await.unwrap();
+    assert_eq!(reply.echo()["protocol"], "HTTP/2.0", "{}", reply.text);
+    eventually_equals(
+        &api,
+        "grpcroute",
+        "cart",
+        &parent("Accepted", "status"),
+        "True",
+    )
+    .await;
+
     // Istio objects get istiod-style validation messages (none here) for their generation.
     eventually_equals(
         &api,
