@@ -23,17 +23,34 @@ fn crds() -> String {
 fn cluster() -> ApiServer {
     let api = ApiServer::start();
     api.apply(&crds());
-    api.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "crd",
-        "--all",
-        "--timeout=60s",
-    ]);
+    wait_established(&api);
     api.apply(&format!(
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n"
     ));
     api
+}
+
+/// `kubectl wait` fails outright ("conditions accessor error") on a CRD the API server has
+/// not yet given any condition, so it is retried until every CRD is Established.
+fn wait_established(api: &ApiServer) {
+    let started = std::time::Instant::now();
+    let args = [
+        "wait",
+        "--for=condition=Established",
+        "crd",
+        "--all",
+        "--timeout=30s",
+    ];
+    loop {
+        match api.kubectl_output(&args) {
+            Ok(_) => return,
+            Err(e) if started.elapsed() < Duration::from_secs(60) => {
+                eprintln!("CRDs not established yet ({}); retrying", e.trim());
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("CRDs not established within 60 s: {e}"),
+        }
+    }
 }
 
 fn route(name: &str, host: &str, backend: &str) -> String {

@@ -136,7 +136,8 @@ fn gateway_status(inputs: &Inputs, reports: &[Report], gateway: &Gateway, meta: 
 pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 
 /// Where clients reach the Gateway: the LoadBalancer ingress of its Service, else the
-/// Service's external IPs, else its cluster IP.
+/// Service's external IPs, else — for a NodePort Service — the nodes' addresses (external
+/// before internal; clients add the node port), else its cluster IP.
 fn gateway_addresses(inputs: &Inputs, gateway: &Meta) -> Vec<Value> {
     let Some(service) = inputs.services.iter().find(|s| {
         s.metadata.namespace.as_deref() == Some(&gateway.namespace)
@@ -172,6 +173,11 @@ fn gateway_addresses(inputs: &Inputs, gateway: &Meta) -> Vec<Value> {
         .unwrap_or_default();
     if !external.is_empty() {
         return external.iter().map(|ip| address("IPAddress", ip)).collect();
+    }
+    let node_port = spec.and_then(|s| s.type_.as_deref()) == Some("NodePort");
+    let nodes = node_addresses(inputs);
+    if node_port && !nodes.is_empty() {
+        return nodes.iter().map(|ip| address("IPAddress", ip)).collect();
     }
     spec.and_then(|s| s.cluster_ip.as_deref())
         .filter(|ip| *ip != "None")
@@ -277,6 +283,24 @@ fn accepted_by(reports: &[Report], route: &Meta, parent: &str) -> bool {
             && r.condition == "Accepted"
             && r.status
     })
+}
+
+/// One address per node: ExternalIP when it has one, else InternalIP.
+fn node_addresses(inputs: &Inputs) -> Vec<String> {
+    inputs
+        .nodes
+        .iter()
+        .filter_map(|node| {
+            let addresses = node.status.as_ref()?.addresses.as_ref()?;
+            let of = |kind: &str| {
+                addresses
+                    .iter()
+                    .find(|a| a.type_ == kind)
+                    .map(|a| a.address.clone())
+            };
+            of("ExternalIP").or_else(|| of("InternalIP"))
+        })
+        .collect()
 }
 
 fn route_parents(reports: &[Report], route: &HttpRoute, meta: &Meta) -> Vec<Value> {
@@ -493,6 +517,22 @@ status: {loadBalancer: {ingress: [{ip: 203.0.113.7}]}}
         assert_eq!(
             addresses,
             &json!([{"type": "IPAddress", "value": "203.0.113.7"}])
+        );
+        let node_port = service
+            .replace("type: LoadBalancer", "type: NodePort")
+            .replace("ingress: [{ip: 203.0.113.7}]", "ingress: []");
+        let node = "
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-1}
+status: {addresses: [{type: InternalIP, address: 192.168.1.10}, {type: Hostname, address: node-1}]}
+";
+        let all = statuses(&format!("{BASE}{node_port}{node}"));
+        let addresses = &of(&all, "Gateway", "public")["addresses"];
+        assert_eq!(
+            addresses,
+            &json!([{"type": "IPAddress", "value": "192.168.1.10"}])
         );
         let pending = statuses(&format!(
             "{BASE}{}",

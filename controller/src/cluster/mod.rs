@@ -34,6 +34,7 @@ const KINDS: &[(&str, &str)] = &[
     ("discovery.k8s.io", "EndpointSlice"),
     ("", "Pod"),
     ("", "Namespace"),
+    ("", "Node"),
 ];
 
 /// Changes closer together than this are translated once (a `kubectl apply -f dir/`

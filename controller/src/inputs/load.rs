@@ -196,6 +196,7 @@ fn typed_object(
         }
         ("", "Pod") => Object::Pod(decode(value, header, origin)?),
         ("", "Namespace") => Object::Namespace(decode(value, header, origin)?),
+        ("", "Node") => Object::Node(decode(value, header, origin)?),
         _ => {
             tracing::debug!(kind = %header.kind, name = %header.name, "{origin}: skipping kind Ferry does not read");
             return Ok(None);
@@ -228,7 +229,8 @@ fn decode<T: DeserializeOwned>(
 /// Manifests without a namespace land in `default`, as `kubectl apply` would put them.
 /// Cluster-scoped kinds keep none.
 fn default_namespace(value: &mut serde_yaml::Value, header: &Header) {
-    if matches!(header.kind.as_str(), "GatewayClass" | "Namespace") || !header.namespace.is_empty()
+    if matches!(header.kind.as_str(), "GatewayClass" | "Namespace" | "Node")
+        || !header.namespace.is_empty()
     {
         return;
     }

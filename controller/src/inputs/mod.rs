@@ -9,7 +9,7 @@ use gateway_api::apis::standard::{
 };
 // HTTPRoute is read with the experimental-channel types (a superset) so `retry` is kept.
 use gateway_api::apis::experimental::httproutes::HttpRoute;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 
@@ -34,6 +34,8 @@ pub struct Inputs {
     pub endpoint_slices: Vec<EndpointSlice>,
     pub pods: Vec<Pod>,
     pub namespaces: Vec<Namespace>,
+    /// Only for Gateway addresses of NodePort Services.
+    pub nodes: Vec<Node>,
 }
 
 /// One parsed manifest document.
@@ -52,6 +54,7 @@ pub enum Object {
     EndpointSlice(Box<EndpointSlice>),
     Pod(Box<Pod>),
     Namespace(Box<Namespace>),
+    Node(Box<Node>),
 }
 
 impl Inputs {
@@ -70,6 +73,7 @@ impl Inputs {
             Object::EndpointSlice(o) => self.endpoint_slices.push(*o),
             Object::Pod(o) => self.pods.push(*o),
             Object::Namespace(o) => self.namespaces.push(*o),
+            Object::Node(o) => self.nodes.push(*o),
         }
     }
 
