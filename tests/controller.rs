@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use support::apiserver::{pod_echo, ApiServer};
 use support::manifests::{ep, gateway, join, service};
-use support::{free_port, Controller, Gateway, Http, Proto};
+use support::{free_port, Controller, Echo, Gateway, Http, Proto};
 
 const NS: &str = "shop";
 
@@ -53,6 +53,22 @@ fn wait_established(api: &ApiServer) {
     }
 }
 
+/// The Gateway `public` on `port`, Service `shop-v1` on `v1` and HTTPRoute `shop` to it,
+/// followed by `extra` documents.
+fn shop(port: u16, v1: &Echo, extra: &[&str]) -> String {
+    let mut docs = vec![
+        gateway(NS, "public", &[("http", port, None)]),
+        service(NS, "shop-v1", 80, &[ep(v1, &[("app", "shop")])]),
+        route("shop", "shop.example.com", "shop-v1"),
+    ];
+    docs.extend(extra.iter().map(|d| d.to_string()));
+    join(&docs.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+fn free_addr() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port()).parse().unwrap()
+}
+
 fn route(name: &str, host: &str, backend: &str) -> String {
     format!(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
@@ -87,7 +103,7 @@ fn gateway_in_controller_mode(controller: SocketAddr, name: &str) -> Gateway {
 
 /// A controller on a free port and a gateway following it for `shop/public`, serving v1.
 async fn controller_and_gateway(api: &ApiServer, port: u16) -> (SocketAddr, Controller, Gateway) {
-    let push: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let push = free_addr();
     let controller = Controller::start(&api.kubeconfig, push).await;
     let gw = gateway_in_controller_mode(push, "gw-1.shop");
     gw.wait_ready().await;
@@ -103,12 +119,11 @@ async fn routes_from_the_api_server_are_served_and_edits_apply_without_failures(
     let api = cluster();
     let (v1, v2) = (pod_echo("v1"), pod_echo("v2"));
     let port = free_port();
-    api.apply(&join(&[
-        &gateway(NS, "public", &[("http", port, None)]),
-        &service(NS, "shop-v1", 80, &[ep(&v1, &[("app", "shop")])]),
-        &service(NS, "shop-v2", 80, &[ep(&v2, &[("app", "shop")])]),
-        &route("shop", "shop.example.com", "shop-v1"),
-    ]));
+    api.apply(&shop(
+        port,
+        &v1,
+        &[&service(NS, "shop-v2", 80, &[ep(&v2, &[("app", "shop")])])],
+    ));
     let (_push, controller, gw) = controller_and_gateway(&api, port).await;
 
     // Traffic runs all along; the edit must show within 1 s and no request may fail.
@@ -177,11 +192,8 @@ async fn statuses_are_written_with_the_spec_conditions() {
     let api = cluster();
     let v1 = pod_echo("v1");
     let port = free_port();
-    api.apply(&join(&[
+    api.apply(&shop(port, &v1, &[
         "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: ferry}\nspec: {controllerName: ferry.dev/gateway-controller}\n",
-        &gateway(NS, "public", &[("http", port, None)]),
-        &service(NS, "shop-v1", 80, &[ep(&v1, &[("app", "shop")])]),
-        &route("shop", "shop.example.com", "shop-v1"),
         &route("lost", "lost.example.com", "missing"),
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews, namespace: shop}\nspec: {hosts: [reviews], http: [{route: [{destination: {host: shop-v1}}]}]}\n",
     ]));
@@ -318,11 +330,7 @@ async fn gateways_keep_serving_while_the_controller_is_away_and_resync_when_it_r
     let api = cluster();
     let v1 = pod_echo("v1");
     let port = free_port();
-    api.apply(&join(&[
-        &gateway(NS, "public", &[("http", port, None)]),
-        &service(NS, "shop-v1", 80, &[ep(&v1, &[("app", "shop")])]),
-        &route("shop", "shop.example.com", "shop-v1"),
-    ]));
+    api.apply(&shop(port, &v1, &[]));
     let (push, controller, gw) = controller_and_gateway(&api, port).await;
 
     drop(controller);
@@ -362,13 +370,8 @@ async fn replicas_elect_one_status_writer_and_all_serve_snapshots() {
     let api = cluster();
     let v1 = pod_echo("v1");
     let port = free_port();
-    api.apply(&join(&[
-        &gateway(NS, "public", &[("http", port, None)]),
-        &service(NS, "shop-v1", 80, &[ep(&v1, &[("app", "shop")])]),
-        &route("shop", "shop.example.com", "shop-v1"),
-    ]));
-    let addr = || -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().unwrap() };
-    let (a, b) = (addr(), addr());
+    api.apply(&shop(port, &v1, &[]));
+    let (a, b) = (free_addr(), free_addr());
     let replica_a = Controller::start_named(&api.kubeconfig, a, "replica-a").await;
     let replica_b = Controller::start_named(&api.kubeconfig, b, "replica-b").await;
     let holder = || {

@@ -11,7 +11,7 @@ use gateway_api::apis::experimental::httproutes::{HttpRoute, HttpRouteParentRefs
 use gateway_api::apis::standard::gateways::{Gateway, GatewayListeners};
 use serde_json::{json, Value};
 
-use crate::translate::{route_parent_label, Report, CONTROLLER_NAME};
+use crate::translate::{meta_of, route_parent_label, Report, CONTROLLER_NAME};
 use crate::Inputs;
 
 /// One object's desired status. Conditions carry no `lastTransitionTime` yet: the writer
@@ -24,29 +24,30 @@ pub struct DesiredStatus {
 
 pub fn desired(inputs: &Inputs, reports: &[Report]) -> Vec<DesiredStatus> {
     let mut out = Vec::new();
+    let routes = all_routes(inputs);
     for class in &inputs.gateway_classes {
         if class.spec.controller_name != CONTROLLER_NAME {
             continue;
         }
-        let meta = meta("GatewayClass", &class.metadata);
+        let meta = meta_of("GatewayClass", &class.metadata);
         let generation = class.metadata.generation;
         let conditions = object_conditions(reports, &meta, None, generation);
         push(&mut out, meta, json!({ "conditions": conditions }));
     }
     for gateway in &inputs.gateways {
-        let meta = meta("Gateway", &gateway.metadata);
+        let meta = meta_of("Gateway", &gateway.metadata);
         if !reports.iter().any(|r| r.object == meta) {
             continue; // not a Gateway of ours
         }
         push(
             &mut out,
             meta.clone(),
-            gateway_status(inputs, reports, gateway, &meta),
+            gateway_status(inputs, &routes, reports, gateway, &meta),
         );
     }
-    for (kind, route) in all_routes(inputs) {
-        let meta = meta(kind, &route.metadata);
-        let parents = route_parents(reports, &route, &meta);
+    for (kind, route) in &routes {
+        let meta = meta_of(kind, &route.metadata);
+        let parents = route_parents(reports, route, &meta);
         if !parents.is_empty() {
             push(&mut out, meta, json!({ "parents": parents }));
         }
@@ -68,7 +69,7 @@ pub fn desired(inputs: &Inputs, reports: &[Report]) -> Vec<DesiredStatus> {
                 .map(|d| ("DestinationRule", &d.metadata)),
         );
     for (kind, metadata) in istio {
-        let meta = meta(kind, metadata);
+        let meta = meta_of(kind, metadata);
         push(
             &mut out,
             meta.clone(),
@@ -116,13 +117,19 @@ fn push(out: &mut Vec<DesiredStatus>, object: Meta, status: Value) {
     out.push(DesiredStatus { object, status });
 }
 
-fn gateway_status(inputs: &Inputs, reports: &[Report], gateway: &Gateway, meta: &Meta) -> Value {
+fn gateway_status(
+    inputs: &Inputs,
+    routes: &[(&str, HttpRoute)],
+    reports: &[Report],
+    gateway: &Gateway,
+    meta: &Meta,
+) -> Value {
     let generation = gateway.metadata.generation;
     let listeners: Vec<Value> = gateway
         .spec
         .listeners
         .iter()
-        .map(|l| listener_status(inputs, reports, meta, l, generation))
+        .map(|l| listener_status(routes, reports, meta, l, generation))
         .collect();
     json!({
         "addresses": gateway_addresses(inputs, meta),
@@ -186,7 +193,7 @@ fn gateway_addresses(inputs: &Inputs, gateway: &Meta) -> Vec<Value> {
 }
 
 fn listener_status(
-    inputs: &Inputs,
+    routes: &[(&str, HttpRoute)],
     reports: &[Report],
     gateway: &Meta,
     listener: &GatewayListeners,
@@ -239,7 +246,7 @@ fn listener_status(
     let attached = if problem.is_some() {
         0
     } else {
-        attached_routes(inputs, reports, gateway, listener)
+        attached_routes(routes, reports, gateway, listener)
     };
     json!({
         "name": listener.name,
@@ -255,15 +262,15 @@ fn listener_status(
 /// Routes accepted by this Gateway whose parentRef selects the listener (no sectionName or
 /// port, or matching ones).
 fn attached_routes(
-    inputs: &Inputs,
+    routes: &[(&str, HttpRoute)],
     reports: &[Report],
     gateway: &Meta,
     listener: &GatewayListeners,
 ) -> usize {
-    all_routes(inputs)
+    routes
         .iter()
         .filter(|(kind, route)| {
-            let meta = meta(kind, &route.metadata);
+            let meta = meta_of(kind, &route.metadata);
             route.spec.parent_refs.iter().flatten().any(|p| {
                 let namespace = p.namespace.as_deref().unwrap_or(&meta.namespace);
                 *namespace == *gateway.namespace
@@ -353,7 +360,6 @@ fn object_conditions(
     let relevant: Vec<&Report> = reports
         .iter()
         .filter(|r| r.object == *object && (r.parent.as_deref() == parent || r.parent.is_none()))
-        .filter(|r| parent.is_some() || r.parent.is_none())
         .collect();
     let mut types: Vec<&str> = relevant.iter().map(|r| r.condition).collect();
     types.sort();
@@ -392,14 +398,6 @@ fn condition(
         "message": message,
         "observedGeneration": generation.unwrap_or(0),
     })
-}
-
-fn meta(kind: &str, metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Meta {
-    Meta::new(
-        kind,
-        metadata.namespace.as_deref().unwrap_or_default(),
-        metadata.name.as_deref().unwrap_or_default(),
-    )
 }
 
 #[cfg(test)]

@@ -88,7 +88,7 @@ fn same_ignoring_times(a: &Value, b: &Value) -> bool {
 }
 
 fn strip_times(mut value: Value) -> Value {
-    visit_conditions(&mut value, &mut |c| {
+    visit_conditions_at(&mut value, String::new(), &mut |_, c| {
         if let Some(map) = c.as_object_mut() {
             map.remove("lastTransitionTime");
         }
@@ -118,10 +118,6 @@ fn stamp_times(mut status: Value, previous: Option<&Value>) -> Value {
         c["lastTransitionTime"] = time.into();
     });
     status
-}
-
-fn visit_conditions(value: &mut Value, f: &mut dyn FnMut(&mut Value)) {
-    visit_conditions_at(value, String::new(), &mut |_, c| f(c));
 }
 
 /// Calls `f` on every element of every `conditions` array, with the JSON path leading to it

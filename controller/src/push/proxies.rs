@@ -100,7 +100,8 @@ impl Proxies {
     }
 
     /// A proxy said hello. A reconnect under the same name replaces the old record.
-    pub fn connected(&self, proxy: &str, scope: &str) {
+    /// Returns the record's connect time, which [`Proxies::disconnected`] needs.
+    pub fn connected(&self, proxy: &str, scope: &str) -> u64 {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -119,6 +120,7 @@ impl Proxies {
             },
         );
         self.metrics.connected.set(entries.len() as i64);
+        now_ms
     }
 
     /// The stream ended. `connected_at` guards against removing a newer stream's record.
@@ -202,8 +204,7 @@ mod tests {
     #[test]
     fn an_old_stream_ending_does_not_remove_a_reconnected_proxy() {
         let proxies = Proxies::new(&Registry::new());
-        proxies.connected("gw-1", "s");
-        let old = proxies.get("gw-1").unwrap().connected_at_unix_ms;
+        let old = proxies.connected("gw-1", "s");
         std::thread::sleep(std::time::Duration::from_millis(2));
         proxies.connected("gw-1", "s");
         proxies.disconnected("gw-1", old);

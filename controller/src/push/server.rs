@@ -135,11 +135,7 @@ async fn session(
     mut decoder: LineDecoder,
     tx: mpsc::Sender<Bytes>,
 ) {
-    state.proxies.connected(&proxy, &scope_label(&scope));
-    let connected_at = state
-        .proxies
-        .get(&proxy)
-        .map_or(0, |p| p.connected_at_unix_ms);
+    let connected_at = state.proxies.connected(&proxy, &scope_label(&scope));
     tracing::info!(proxy, scope = %scope_label(&scope), "proxy connected");
     let mut snapshots = state.publisher.subscribe(&scope);
     snapshots.mark_changed();
