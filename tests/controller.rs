@@ -419,3 +419,75 @@ async fn replicas_elect_one_status_writer_and_all_serve_snapshots() {
         stays.logs()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_listeners_take_certificates_from_tls_secrets_and_follow_their_rotation() {
+    use support::tls::{https_get, TestCa};
+    let api = cluster();
+    let v1 = pod_echo("v1");
+    let (port, tls_port) = (free_port(), free_port());
+    let gateway = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: public, namespace: {NS}}}\n\
+         spec:\n  gatewayClassName: ferry\n  listeners:\n\
+         \x20   - {{name: http, port: {port}, protocol: HTTP}}\n\
+         \x20   - {{name: https, port: {tls_port}, protocol: HTTPS, tls: {{certificateRefs: [{{name: shop-tls}}]}}}}\n"
+    );
+    api.apply(&join(&[
+        &gateway,
+        &service(NS, "shop-v1", 80, &[ep(&v1, &[("app", "shop")])]),
+        &route("shop", "shop.example.com", "shop-v1"),
+    ]));
+    let (_push, _controller, _gw) = controller_and_gateway(&api, port).await;
+    let listener = |field: &str| {
+        format!(
+            r#".status.listeners[?(@.name=="https")].conditions[?(@.type=="ResolvedRefs")].{field}"#
+        )
+    };
+    // The Secret does not exist yet: the listener says why it is not served.
+    eventually_equals(
+        &api,
+        "gateway",
+        "public",
+        &listener("reason"),
+        "InvalidCertificateRef",
+    )
+    .await;
+
+    let files = tempfile::tempdir().unwrap();
+    let secret_yaml = |ca: &TestCa| {
+        let leaf = ca.issue(&["shop.example.com"]);
+        let (cert, key) = (files.path().join("tls.crt"), files.path().join("tls.key"));
+        std::fs::write(&cert, &leaf.cert_pem).unwrap();
+        std::fs::write(&key, &leaf.key_pem).unwrap();
+        api.kubectl(&[
+            "create",
+            "secret",
+            "tls",
+            "shop-tls",
+            "-n",
+            NS,
+            &format!("--cert={}", cert.display()),
+            &format!("--key={}", key.display()),
+            "--dry-run=client",
+            "-o",
+            "yaml",
+        ])
+    };
+    let served_with = |ca: String| async move {
+        https_get(tls_port, "shop.example.com", &ca, &["h2"], "/")
+            .await
+            .is_ok_and(|got| got.reply.backend() == "v1")
+    };
+    let (first, second) = (TestCa::new("first CA"), TestCa::new("second CA"));
+    api.apply(&secret_yaml(&first));
+    support::eventually(|| served_with(first.cert_pem.clone())).await;
+    eventually_equals(&api, "gateway", "public", &listener("status"), "True").await;
+
+    // Rotation: the same Secret gets a certificate from another CA.
+    api.apply(&secret_yaml(&second));
+    support::eventually(|| served_with(second.cert_pem.clone())).await;
+    assert!(
+        !served_with(first.cert_pem.clone()).await,
+        "old certificate still served"
+    );
+}

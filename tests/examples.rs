@@ -238,3 +238,30 @@ async fn retries_timeouts_example_hides_the_flaky_pod_and_times_out() {
         .starts_with("UT Service/demo/orders"));
     assert!(begun.elapsed() < std::time::Duration::from_millis(1500));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_gateway_example_serves_tls_with_its_ca_and_redirects_plain_http() {
+    let (_backends, _gw) = start_example("https-gateway").await;
+    let ca = std::fs::read_to_string(example("https-gateway").join("ca.crt")).unwrap();
+    for alpn in ["h2", "http/1.1"] {
+        let got = support::tls::https_get(18443, "shop.demo.example", &ca, &[alpn], "/cart")
+            .await
+            .unwrap_or_else(|e| panic!("{alpn}: {e}"));
+        assert_eq!(got.alpn.as_deref(), Some(alpn));
+        assert_eq!(got.reply.backend(), "shop");
+        assert_eq!(got.reply.echo()["headers"]["x-forwarded-proto"], "https");
+    }
+    let redirect = Http::new(Proto::H1)
+        .get(
+            "http://127.0.0.1:18085/cart",
+            Some("shop.demo.example"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(redirect.status, 301);
+    assert_eq!(
+        redirect.header("location"),
+        Some("https://shop.demo.example:18443/cart")
+    );
+}

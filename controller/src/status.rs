@@ -200,49 +200,47 @@ fn listener_status(
     generation: Option<i64>,
 ) -> Value {
     let parent = format!("listener {}", listener.name);
-    let problem = reports
-        .iter()
-        .find(|r| r.object == *gateway && r.parent.as_deref() == Some(&parent) && !r.status);
-    let (accepted, programmed) = match problem {
-        Some(r) => (
-            condition("Accepted", false, r.reason, &r.message, generation),
-            condition("Programmed", false, "Invalid", &r.message, generation),
-        ),
-        None => (
-            condition(
-                "Accepted",
-                true,
-                "Accepted",
-                "listener accepted",
-                generation,
-            ),
-            condition(
-                "Programmed",
-                true,
-                "Programmed",
-                "listener programmed",
-                generation,
-            ),
-        ),
+    let problem_of = |kind: &str| {
+        reports.iter().find(|r| {
+            r.object == *gateway
+                && r.parent.as_deref() == Some(&parent)
+                && r.condition == kind
+                && !r.status
+        })
     };
+    let (accepted, programmed, resolved, conflicted) = (
+        problem_of("Accepted"),
+        problem_of("Programmed"),
+        problem_of("ResolvedRefs"),
+        problem_of("Conflicted"),
+    );
+    let ok = |kind: &str, message: &str| condition(kind, true, kind, message, generation);
+    let failed = |kind: &str, r: &Report| condition(kind, false, r.reason, &r.message, generation);
     let conditions = vec![
-        accepted,
-        programmed,
-        condition(
-            "ResolvedRefs",
-            true,
-            "ResolvedRefs",
-            "references resolved",
-            generation,
+        accepted.map_or_else(
+            || ok("Accepted", "listener accepted"),
+            |r| failed("Accepted", r),
         ),
-        condition(
-            "Conflicted",
-            false,
-            "NoConflicts",
-            "no conflicts",
-            generation,
+        programmed.map_or_else(
+            || ok("Programmed", "listener programmed"),
+            |r| failed("Programmed", r),
         ),
+        resolved.map_or_else(
+            || ok("ResolvedRefs", "references resolved"),
+            |r| failed("ResolvedRefs", r),
+        ),
+        match conflicted {
+            Some(r) => condition("Conflicted", true, r.reason, &r.message, generation),
+            None => condition(
+                "Conflicted",
+                false,
+                "NoConflicts",
+                "no conflicts",
+                generation,
+            ),
+        },
     ];
+    let problem = programmed;
     let attached = if problem.is_some() {
         0
     } else {
@@ -466,6 +464,74 @@ spec:
         let tcp = &gateway["listeners"][1];
         assert_eq!(tcp["conditions"][0]["reason"], "UnsupportedProtocol");
         assert_eq!(tcp["attachedRoutes"], 0);
+    }
+
+    #[test]
+    fn listener_conditions_name_conflicts_and_unresolved_certificates() {
+        let yaml = "
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: infra}
+spec:
+  gatewayClassName: ferry
+  listeners:
+  - {name: web, port: 8443, protocol: HTTP}
+  - {name: secure, port: 8443, protocol: HTTPS, tls: {certificateRefs: [{name: gone}]}}
+  - {name: web-again, port: 8443, protocol: HTTP}
+";
+        let all = statuses(yaml);
+        let gateway = of(&all, "Gateway", "edge");
+        let listener = |index: usize| {
+            let conditions = gateway["listeners"][index]["conditions"]
+                .as_array()
+                .unwrap();
+            conditions
+                .iter()
+                .map(|c| {
+                    let field = |k: &str| c[k].as_str().unwrap().to_string();
+                    (field("type"), field("status"), field("reason"))
+                })
+                .collect::<Vec<_>>()
+        };
+        let row = |t: &str, s: &str, r: &str| (t.to_string(), s.to_string(), r.to_string());
+        assert_eq!(
+            listener(0),
+            vec![
+                row("Accepted", "True", "Accepted"),
+                row("Programmed", "True", "Programmed"),
+                row("ResolvedRefs", "True", "ResolvedRefs"),
+                row("Conflicted", "False", "NoConflicts"),
+            ]
+        );
+        assert!(listener(1).contains(&row("Conflicted", "True", "ProtocolConflict")));
+        assert!(listener(1).contains(&row("Programmed", "False", "Invalid")));
+        assert!(listener(2).contains(&row("Conflicted", "True", "HostnameConflict")));
+        assert_eq!(gateway["conditions"][0]["reason"], "ListenersNotValid");
+    }
+
+    #[test]
+    fn an_https_listener_with_a_missing_secret_has_resolved_refs_false() {
+        let yaml = "
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: infra}
+spec:
+  gatewayClassName: ferry
+  listeners:
+  - {name: secure, port: 8443, protocol: HTTPS, tls: {certificateRefs: [{name: gone}]}}
+";
+        let all = statuses(yaml);
+        let gateway = of(&all, "Gateway", "edge");
+        let conditions = &gateway["listeners"][0]["conditions"];
+        assert_eq!(conditions[1]["type"], "Programmed");
+        assert_eq!(conditions[1]["status"], "False");
+        assert_eq!(conditions[2]["type"], "ResolvedRefs");
+        assert_eq!(conditions[2]["status"], "False");
+        assert_eq!(conditions[2]["reason"], "InvalidCertificateRef");
+        assert_eq!(
+            gateway["conditions"][1]["status"], "False",
+            "no listener is programmed"
+        );
     }
 
     #[test]

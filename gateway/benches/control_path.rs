@@ -96,6 +96,7 @@ fn snapshot(routes: usize, per_host: usize, version: u64) -> Snapshot {
             port: PORT,
             sources: Vec::new().into(),
             virtual_hosts: virtual_hosts.into(),
+            tls: None,
         }]
         .into(),
         clusters: clusters.into(),

@@ -93,13 +93,33 @@ fn logging(log_control: &LogControl, req: &Request<Incoming>) -> Response<Full<B
 fn config_dump(engine: &Engine) -> serde_json::Value {
     let active = engine.active();
     let status = engine.status();
+    let mut snapshot = serde_json::to_value(active.as_deref()).unwrap_or_default();
+    redact_private_keys(&mut snapshot);
     serde_json::json!({
         "version": active.as_ref().map(|s| s.version),
-        "snapshot": active.as_deref(),
+        "snapshot": snapshot,
         "reports": status.reports,
         "last_rejected": status.last_rejected,
         "listener_errors": status.listener_errors,
     })
+}
+
+/// The admin port is for operators and debugging tools: certificates are shown, their keys
+/// are not.
+fn redact_private_keys(snapshot: &mut serde_json::Value) {
+    let Some(listeners) = snapshot.get_mut("listeners").and_then(|l| l.as_array_mut()) else {
+        return;
+    };
+    let certificates = listeners
+        .iter_mut()
+        .filter_map(|l| l.pointer_mut("/tls/certificates"))
+        .filter_map(|c| c.as_array_mut())
+        .flatten();
+    for certificate in certificates {
+        if let Some(key) = certificate.get_mut("private_key_pem") {
+            *key = ferry_model::PrivateKeyPem::REDACTED.into();
+        }
+    }
 }
 
 /// Every endpoint of every cluster with its run-time health, for `ferry proxy-config

@@ -1,45 +1,157 @@
-//! The downstream connection as Pingora's HTTP code sees it: the accepted TCP stream behind a
-//! small write buffer.
+//! The downstream connection as Pingora's HTTP code sees it: the accepted TCP stream (or the
+//! TLS session on it) behind a small write buffer.
 //!
 //! Pingora's HTTP/1 server writes a response header and its body in separate calls and flushes
 //! when the response is complete; its own listeners put a write buffer (one MSS) under that so
 //! a small response leaves in one segment. Ferry binds ports itself (they follow the snapshot)
 //! and Pingora keeps its buffer setter crate-private, so without this wrapper every response
-//! costs two `send` syscalls — on loopback each one also runs the receiver's TCP stack. The
-//! wrapper adds the buffer and delegates everything else to the Pingora stream.
+//! costs two `send` syscalls — on loopback each one also runs the receiver's TCP stack. Over
+//! TLS the buffer also keeps header and body in one record. The wrapper adds the buffer and
+//! delegates everything else to the Pingora stream underneath.
 
 use async_trait::async_trait;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::tls::{SslDigest, ALPN};
 use pingora_core::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
     TimingDigest, UniqueID, UniqueIDType,
 };
+use std::fmt::Debug;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
+use tokio_rustls::server::TlsStream;
 
 /// One TCP segment's worth, as Pingora's own listeners use: a typical response header plus a
 /// small body leave together, a large body bypasses the buffer.
 const WRITE_BUFFER: usize = pingora_core::protocols::l4::stream::DEFAULT_L4_WRITE_BUFFER_SIZE;
 
-#[derive(Debug)]
-pub struct DownstreamIo(BufWriter<L4Stream>);
+/// What a downstream connection runs on: plain TCP, or TLS terminated over it.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sync + Debug + 'static {
+    fn tcp(&self) -> &L4Stream;
+    fn tcp_mut(&mut self) -> &mut L4Stream;
+    /// Present on TLS connections; Pingora reads it to skip the cleartext HTTP/2 sniffing.
+    fn ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        None
+    }
+    fn alpn(&self) -> Option<ALPN> {
+        None
+    }
+    /// Whether bytes can be peeked (the cleartext HTTP/2 preface check).
+    const PEEKABLE: bool;
+}
 
-impl DownstreamIo {
-    pub fn new(stream: L4Stream) -> Self {
-        DownstreamIo(BufWriter::with_capacity(WRITE_BUFFER, stream))
+impl Transport for L4Stream {
+    fn tcp(&self) -> &L4Stream {
+        self
     }
 
-    fn inner(&self) -> &L4Stream {
-        self.0.get_ref()
+    fn tcp_mut(&mut self) -> &mut L4Stream {
+        self
+    }
+
+    const PEEKABLE: bool = true;
+}
+
+/// A terminated TLS session, with what Pingora asks about it computed once at handshake.
+#[derive(Debug)]
+pub struct TlsTransport {
+    stream: TlsStream<L4Stream>,
+    digest: Arc<SslDigest>,
+    alpn: Option<ALPN>,
+}
+
+impl TlsTransport {
+    pub fn new(stream: TlsStream<L4Stream>) -> Self {
+        let session = stream.get_ref().1;
+        let cipher = session
+            .negotiated_cipher_suite()
+            .and_then(|s| s.suite().as_str())
+            .unwrap_or("unknown");
+        let version = session
+            .protocol_version()
+            .and_then(|v| v.as_str())
+            .unwrap_or("unknown");
+        let digest = Arc::new(SslDigest::new(cipher, version, None, None, Vec::new()));
+        let alpn = match session.alpn_protocol() {
+            Some(b"h2") => Some(ALPN::H2),
+            Some(b"http/1.1") => Some(ALPN::H1),
+            _ => None,
+        };
+        TlsTransport {
+            stream,
+            digest,
+            alpn,
+        }
     }
 }
 
-impl AsyncRead for DownstreamIo {
+impl Transport for TlsTransport {
+    fn tcp(&self) -> &L4Stream {
+        self.stream.get_ref().0
+    }
+
+    fn tcp_mut(&mut self) -> &mut L4Stream {
+        self.stream.get_mut().0
+    }
+
+    fn ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        Some(self.digest.clone())
+    }
+
+    fn alpn(&self) -> Option<ALPN> {
+        self.alpn.clone()
+    }
+
+    const PEEKABLE: bool = false;
+}
+
+impl AsyncRead for TlsTransport {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsTransport {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[derive(Debug)]
+pub struct DownstreamIo<T: Transport = L4Stream>(BufWriter<T>);
+
+impl<T: Transport> DownstreamIo<T> {
+    pub fn new(transport: T) -> Self {
+        DownstreamIo(BufWriter::with_capacity(WRITE_BUFFER, transport))
+    }
+
+    fn inner(&self) -> &L4Stream {
+        self.0.get_ref().tcp()
+    }
+}
+
+impl<T: Transport> AsyncRead for DownstreamIo<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -49,7 +161,7 @@ impl AsyncRead for DownstreamIo {
     }
 }
 
-impl AsyncWrite for DownstreamIo {
+impl<T: Transport> AsyncWrite for DownstreamIo<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -82,7 +194,7 @@ impl AsyncWrite for DownstreamIo {
 }
 
 #[async_trait]
-impl Shutdown for DownstreamIo {
+impl<T: Transport> Shutdown for DownstreamIo<T> {
     async fn shutdown(&mut self) {
         if let Err(e) = AsyncWriteExt::shutdown(&mut self.0).await {
             tracing::debug!("downstream shutdown: {e}");
@@ -90,15 +202,23 @@ impl Shutdown for DownstreamIo {
     }
 }
 
-impl UniqueID for DownstreamIo {
+impl<T: Transport> UniqueID for DownstreamIo<T> {
     fn id(&self) -> UniqueIDType {
         self.inner().id()
     }
 }
 
-impl Ssl for DownstreamIo {}
+impl<T: Transport> Ssl for DownstreamIo<T> {
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.0.get_ref().ssl_digest()
+    }
 
-impl GetTimingDigest for DownstreamIo {
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.0.get_ref().alpn()
+    }
+}
+
+impl<T: Transport> GetTimingDigest for DownstreamIo<T> {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
         self.inner().get_timing_digest()
     }
@@ -112,30 +232,33 @@ impl GetTimingDigest for DownstreamIo {
     }
 }
 
-impl GetProxyDigest for DownstreamIo {
+impl<T: Transport> GetProxyDigest for DownstreamIo<T> {
     fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
         self.inner().get_proxy_digest()
     }
 
     fn set_proxy_digest(&mut self, digest: ProxyDigest) {
-        self.0.get_mut().set_proxy_digest(digest)
+        self.0.get_mut().tcp_mut().set_proxy_digest(digest)
     }
 }
 
-impl GetSocketDigest for DownstreamIo {
+impl<T: Transport> GetSocketDigest for DownstreamIo<T> {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
         self.inner().get_socket_digest()
     }
 
     fn set_socket_digest(&mut self, digest: SocketDigest) {
-        self.0.get_mut().set_socket_digest(digest)
+        self.0.get_mut().tcp_mut().set_socket_digest(digest)
     }
 }
 
 #[async_trait]
-impl Peek for DownstreamIo {
+impl<T: Transport> Peek for DownstreamIo<T> {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.0.get_mut().try_peek(buf).await
+        if !T::PEEKABLE {
+            return Ok(false);
+        }
+        self.0.get_mut().tcp_mut().try_peek(buf).await
     }
 }
 

@@ -6,7 +6,6 @@ use pingora_core::apps::HttpServerOptions;
 use pingora_core::server::configuration::ServerConf;
 use pingora_proxy::{http_proxy, HttpProxy};
 use serde::Serialize;
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -99,7 +98,7 @@ impl Engine {
                 return Err(reasons);
             }
         };
-        let ports: BTreeSet<u16> = compiled.ports().collect();
+        let ports = compiled.ports();
         self.store.swap(compiled);
         self.last_version.store(version, Ordering::SeqCst);
         let listener_errors = self.listeners.reconcile(&ports).await;

@@ -17,6 +17,7 @@ pub mod source;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;
 
 pub use engine::Engine;

@@ -1,10 +1,13 @@
 //! Listener ports that follow the snapshot: accept loops are added and removed at run time
-//! and hand each accepted connection to Pingora's HTTP proxy app.
+//! and hand each accepted connection to Pingora's HTTP proxy app, after a TLS handshake on
+//! HTTPS ports. A port's TLS settings (certificates) change in place for new connections.
 
+use arc_swap::ArcSwapOption;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::{GetSocketDigest, SocketDigest};
-use std::collections::{BTreeMap, BTreeSet};
+use rustls::ServerConfig;
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -13,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
-use crate::downstream_io::DownstreamIo;
+use crate::downstream_io::{DownstreamIo, TlsTransport};
 use crate::metrics::Metrics;
 
 pub struct Listeners<A> {
@@ -21,8 +24,19 @@ pub struct Listeners<A> {
     app: Arc<A>,
     shutdown: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
-    active: Mutex<BTreeMap<u16, JoinHandle<()>>>,
+    active: Mutex<BTreeMap<u16, ActiveListener>>,
 }
+
+/// What each port should serve: `Some` terminates TLS with that configuration.
+pub type WantedPorts = BTreeMap<u16, Option<Arc<ServerConfig>>>;
+
+struct ActiveListener {
+    task: JoinHandle<()>,
+    tls: Arc<ArcSwapOption<ServerConfig>>,
+}
+
+/// A client that connects and never finishes its handshake must not hold a task forever.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl<A: ServerApp + Send + Sync + 'static> Listeners<A> {
     pub fn new(
@@ -40,35 +54,41 @@ impl<A: ServerApp + Send + Sync + 'static> Listeners<A> {
         }
     }
 
-    /// Binds ports newly wanted and closes ports no longer wanted. Connections already
-    /// accepted on a closed port finish normally. Returns one message per port that failed.
-    pub async fn reconcile(&self, wanted: &BTreeSet<u16>) -> Vec<String> {
+    /// Binds ports newly wanted, closes ports no longer wanted and updates the TLS settings of
+    /// the rest. Connections already accepted on a closed port finish normally. Returns one
+    /// message per port that failed.
+    pub async fn reconcile(&self, wanted: &WantedPorts) -> Vec<String> {
         let mut active = self.active.lock().await;
-        active.retain(|port, task| {
-            let keep = wanted.contains(port);
-            if !keep {
-                task.abort();
-                tracing::info!(port, "listener closed");
+        active.retain(|port, listener| match wanted.get(port) {
+            Some(tls) => {
+                listener.tls.store(tls.clone());
+                true
             }
-            keep
+            None => {
+                listener.task.abort();
+                tracing::info!(port, "listener closed");
+                false
+            }
         });
         let mut errors = Vec::new();
-        for port in wanted
+        let new_ports: Vec<_> = wanted
             .iter()
-            .filter(|p| !active.contains_key(p))
-            .copied()
-            .collect::<Vec<_>>()
-        {
+            .filter(|(p, _)| !active.contains_key(p))
+            .collect();
+        for (port, tls) in new_ports {
+            let port = *port;
             match TcpListener::bind(SocketAddr::new(self.bind_ip, port)).await {
                 Ok(listener) => {
-                    tracing::info!(port, "listener bound");
+                    tracing::info!(port, tls = tls.is_some(), "listener bound");
+                    let tls = Arc::new(ArcSwapOption::new(tls.clone()));
                     let task = tokio::spawn(accept_loop(
                         listener,
+                        tls.clone(),
                         self.app.clone(),
                         self.shutdown.clone(),
                         self.metrics.clone(),
                     ));
-                    active.insert(port, task);
+                    active.insert(port, ActiveListener { task, tls });
                 }
                 Err(e) => {
                     tracing::error!(port, "cannot bind listener: {e}");
@@ -86,6 +106,7 @@ impl<A: ServerApp + Send + Sync + 'static> Listeners<A> {
 
 async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
     listener: TcpListener,
+    tls: Arc<ArcSwapOption<ServerConfig>>,
     app: Arc<A>,
     shutdown: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
@@ -105,9 +126,9 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
                 accepted.inc();
                 let open = open.clone();
                 open.inc();
+                let tls = tls.load_full();
                 tokio::spawn(async move {
-                    app.process_new(Box::new(DownstreamIo::new(stream)), &shutdown)
-                        .await;
+                    serve_connection(stream, tls, &app, &shutdown).await;
                     open.dec();
                 });
             }
@@ -117,5 +138,27 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
+    }
+}
+
+async fn serve_connection<A: ServerApp + Send + Sync + 'static>(
+    stream: L4Stream,
+    tls: Option<Arc<ServerConfig>>,
+    app: &Arc<A>,
+    shutdown: &watch::Receiver<bool>,
+) {
+    let Some(tls) = tls else {
+        app.process_new(Box::new(DownstreamIo::new(stream)), shutdown)
+            .await;
+        return;
+    };
+    let handshake = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(session)) => {
+            let io = DownstreamIo::new(TlsTransport::new(session));
+            app.process_new(Box::new(io), shutdown).await;
+        }
+        Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
+        Err(_) => tracing::debug!("TLS handshake timed out"),
     }
 }

@@ -10,6 +10,7 @@ mod meta;
 mod policy;
 pub mod push;
 mod snapshot;
+mod tls;
 mod traffic;
 
 pub use cluster::{Cluster, Endpoint, ServiceId, UpstreamProtocol, Workload};
@@ -19,6 +20,9 @@ pub use policy::{Filter, HeaderMods, Mirror, PathRewrite, Redirect, RedirectPort
 pub use snapshot::{
     Action, BackendTarget, Listener, Route, Snapshot, VirtualHost, WeightedBackend,
 };
+#[cfg(feature = "rustls")]
+pub use tls::certified_key;
+pub use tls::{ListenerTls, PrivateKeyPem, ServerCertificate};
 pub use traffic::{
     ClusterPolicy, Cors, Fault, FaultAbort, FaultDelay, HashOn, Limits, LoadBalancer,
     OutlierDetection, RetryBudget, RetryOn, RetryPolicy, RoutePolicy,

@@ -1,7 +1,7 @@
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-use crate::{Cluster, Filter, Meta, Redirect, RouteMatch, RoutePolicy, Str};
+use crate::{Cluster, Filter, ListenerTls, Meta, Redirect, RouteMatch, RoutePolicy, Str};
 
 /// One immutable, complete routing configuration for a proxy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -26,6 +26,9 @@ pub struct Listener {
     /// Objects that asked for this port (Gateway listeners, Istio Gateway servers, Ingress).
     pub sources: Arc<[Meta]>,
     pub virtual_hosts: Arc<[VirtualHost]>,
+    /// Present when the listener terminates TLS (HTTPS); absent for plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTls>,
 }
 
 /// Routes for one hostname pattern on a listener.

@@ -4,6 +4,7 @@
 
 pub mod apiserver;
 pub mod manifests;
+pub mod tls;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};

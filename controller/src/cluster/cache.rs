@@ -40,7 +40,7 @@ impl Cache {
         let cache = self.clone();
         tokio::spawn(async move {
             let api: Api<DynamicObject> = Api::all_with(client, &resource);
-            let mut events = watcher(api).default_backoff().boxed();
+            let mut events = watcher(api, &resource).default_backoff().boxed();
             let mut buffer = BTreeMap::new();
             while let Some(event) = events.next().await {
                 match event {
@@ -164,8 +164,17 @@ impl Cache {
 
 fn watcher(
     api: Api<DynamicObject>,
+    resource: &ApiResource,
 ) -> impl futures::Stream<Item = Result<Event<DynamicObject>, watcher::Error>> {
-    watcher::watcher(api, watcher::Config::default())
+    let config = watcher::Config::default();
+    // Only TLS Secrets matter (listener certificates); the API server filters the rest out,
+    // so tokens and app credentials never reach the controller's memory.
+    let config = if resource.group.is_empty() && resource.kind == "Secret" {
+        config.fields("type=kubernetes.io/tls")
+    } else {
+        config
+    };
+    watcher::watcher(api, config)
 }
 
 /// `group/Kind`: Gateway API and Istio both have a `Gateway`.

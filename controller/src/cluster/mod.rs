@@ -35,6 +35,7 @@ const KINDS: &[(&str, &str)] = &[
     ("", "Pod"),
     ("", "Namespace"),
     ("", "Node"),
+    ("", "Secret"),
 ];
 
 /// Changes closer together than this are translated once (a `kubectl apply -f dir/`

@@ -46,7 +46,46 @@ pub struct Server {
     #[serde(default)]
     pub default_endpoint: Option<String>,
     #[serde(default)]
-    pub tls: Unsupported,
+    pub tls: Option<ServerTls>,
+}
+
+/// A Gateway server's `tls` block (ServerTLSSettings). Ferry terminates TLS with a
+/// `credentialName` Secret (mode SIMPLE) and honours `httpsRedirect`; the rest is reported.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServerTls {
+    #[serde(default)]
+    pub https_redirect: bool,
+    /// PASSTHROUGH (Istio's default), SIMPLE, MUTUAL, AUTO_PASSTHROUGH, ISTIO_MUTUAL,
+    /// OPTIONAL_MUTUAL.
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub credential_name: Option<String>,
+    #[serde(default)]
+    pub credential_names: Vec<String>,
+    #[serde(default)]
+    pub server_certificate: Unsupported,
+    #[serde(default)]
+    pub private_key: Unsupported,
+    #[serde(default)]
+    pub ca_certificates: Unsupported,
+    #[serde(default)]
+    pub ca_crl: Unsupported,
+    #[serde(default)]
+    pub tls_certificates: Unsupported,
+    #[serde(default)]
+    pub subject_alt_names: Unsupported,
+    #[serde(default)]
+    pub verify_certificate_spki: Unsupported,
+    #[serde(default)]
+    pub verify_certificate_hash: Unsupported,
+    #[serde(default)]
+    pub min_protocol_version: Unsupported,
+    #[serde(default)]
+    pub max_protocol_version: Unsupported,
+    #[serde(default)]
+    pub cipher_suites: Unsupported,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

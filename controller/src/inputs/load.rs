@@ -197,6 +197,7 @@ fn typed_object(
         ("", "Pod") => Object::Pod(decode(value, header, origin)?),
         ("", "Namespace") => Object::Namespace(decode(value, header, origin)?),
         ("", "Node") => Object::Node(decode(value, header, origin)?),
+        ("", "Secret") => Object::Secret(decode(value, header, origin)?),
         _ => {
             tracing::debug!(kind = %header.kind, name = %header.name, "{origin}: skipping kind Ferry does not read");
             return Ok(None);

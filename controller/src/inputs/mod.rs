@@ -9,7 +9,7 @@ use gateway_api::apis::standard::{
 };
 // HTTPRoute is read with the experimental-channel types (a superset) so `retry` is kept.
 use gateway_api::apis::experimental::httproutes::HttpRoute;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 
@@ -36,6 +36,8 @@ pub struct Inputs {
     pub namespaces: Vec<Namespace>,
     /// Only for Gateway addresses of NodePort Services.
     pub nodes: Vec<Node>,
+    /// TLS certificates for HTTPS listeners (kubernetes.io/tls Secrets).
+    pub secrets: Vec<Secret>,
 }
 
 /// One parsed manifest document.
@@ -55,6 +57,7 @@ pub enum Object {
     Pod(Box<Pod>),
     Namespace(Box<Namespace>),
     Node(Box<Node>),
+    Secret(Box<Secret>),
 }
 
 impl Inputs {
@@ -74,6 +77,7 @@ impl Inputs {
             Object::Pod(o) => self.pods.push(*o),
             Object::Namespace(o) => self.namespaces.push(*o),
             Object::Node(o) => self.nodes.push(*o),
+            Object::Secret(o) => self.secrets.push(*o),
         }
     }
 

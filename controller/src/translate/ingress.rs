@@ -4,7 +4,7 @@ use ferry_model::{Action, BackendTarget, Meta, PathMatch, Route, RouteMatch, Wei
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use super::report::Condition;
-use super::table::RouteOrder;
+use super::table::{PortProtocol, RouteOrder};
 use super::{meta_of, Context};
 
 pub(crate) fn translate(cx: &mut Context<'_>) {
@@ -19,7 +19,11 @@ pub(crate) fn translate(cx: &mut Context<'_>) {
     let mut defaults = Vec::new();
     for (load, ingress) in &served {
         let meta = meta_of("Ingress", &ingress.metadata);
-        cx.table.listener(port, &meta);
+        if let Err(message) = cx.table.listener(port, &meta, PortProtocol::Http) {
+            let condition = Condition::warn("Accepted", "PortConflict", message);
+            cx.reports.push(&meta, condition.field("spec"));
+            continue;
+        }
         add_rules(cx, ingress, &meta, *load);
         if let Some(backend) = ingress
             .spec

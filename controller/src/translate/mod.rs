@@ -9,6 +9,7 @@ mod labels;
 mod report;
 mod services;
 mod table;
+mod tls;
 mod workloads;
 
 use ferry_model::Snapshot;

@@ -1,6 +1,6 @@
 //! Collecting routes per listener port and hostname, then ordering them by precedence.
 
-use ferry_model::{Listener, Meta, Route, VirtualHost};
+use ferry_model::{Listener, ListenerTls, Meta, Route, ServerCertificate, VirtualHost};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Sort key for routes sharing a virtual host; smaller sorts first and wins.
@@ -32,9 +32,28 @@ impl RouteOrder {
     }
 }
 
+/// What a port speaks. One port cannot be both: the proxy decides per connection, before any
+/// request, whether to run a TLS handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortProtocol {
+    Http,
+    Https,
+}
+
+impl std::fmt::Display for PortProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PortProtocol::Http => "HTTP",
+            PortProtocol::Https => "HTTPS",
+        })
+    }
+}
+
 #[derive(Default)]
 struct PortEntry {
     sources: BTreeSet<Meta>,
+    protocol: Option<PortProtocol>,
+    certificates: Vec<ServerCertificate>,
     hosts: BTreeMap<String, Vec<(RouteOrder, Route)>>,
 }
 
@@ -44,13 +63,36 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// Declares a listener port (it is bound even if no route attaches to it).
-    pub fn listener(&mut self, port: u16, source: &Meta) {
-        self.ports
-            .entry(port)
-            .or_default()
-            .sources
-            .insert(source.clone());
+    /// Declares a listener port (it is bound even if no route attaches to it). The first
+    /// declaration fixes the port's protocol; a later one speaking the other protocol is
+    /// refused with a message naming who holds the port.
+    pub fn listener(
+        &mut self,
+        port: u16,
+        source: &Meta,
+        protocol: PortProtocol,
+    ) -> Result<(), String> {
+        let entry = self.ports.entry(port).or_default();
+        match entry.protocol {
+            Some(held) if held != protocol => {
+                let holders: Vec<String> = entry.sources.iter().map(|m| m.to_string()).collect();
+                return Err(format!(
+                    "port {port} is already served as {held} by {}",
+                    holders.join(", ")
+                ));
+            }
+            _ => entry.protocol = Some(protocol),
+        }
+        entry.sources.insert(source.clone());
+        Ok(())
+    }
+
+    /// Adds a certificate to an HTTPS port declared with [`RouteTable::listener`].
+    pub fn certificate(&mut self, port: u16, certificate: ServerCertificate) {
+        let entry = self.ports.entry(port).or_default();
+        if !entry.certificates.contains(&certificate) {
+            entry.certificates.push(certificate);
+        }
     }
 
     pub fn add(&mut self, port: u16, host: &str, order: RouteOrder, route: Route) {
@@ -75,6 +117,9 @@ impl RouteTable {
                 port,
                 sources: entry.sources.into_iter().collect(),
                 virtual_hosts: entry.hosts.into_iter().map(virtual_host).collect(),
+                tls: (entry.protocol == Some(PortProtocol::Https)).then(|| ListenerTls {
+                    certificates: entry.certificates.into(),
+                }),
             })
             .collect()
     }

@@ -3,12 +3,14 @@
 
 mod matcher;
 
-use ferry_model::{Action, BackendTarget, Cluster, Route, Snapshot, Str};
+use ferry_model::{Action, BackendTarget, Cluster, ListenerTls, Route, Snapshot, Str};
+use rustls::ServerConfig;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use matcher::{CompiledMatch, RequestView};
 
+use crate::listeners::WantedPorts;
 use crate::upstream::ClusterState;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +29,14 @@ pub struct CompiledSnapshot {
     clusters: HashMap<Str, Arc<CompiledCluster>>,
 }
 
+/// A listener's TLS settings as the snapshot stated them and as rustls serves them.
+struct CompiledTls {
+    source: ListenerTls,
+    config: Arc<ServerConfig>,
+}
+
 struct CompiledListener {
+    tls: Option<CompiledTls>,
     exact: HashMap<Str, usize>,
     /// (suffix including the leading dot, vhost index), longest suffix first.
     wildcards: Vec<(Str, usize)>,
@@ -56,7 +65,12 @@ impl CompiledSnapshot {
     ) -> Result<Self, CompileError> {
         let mut listeners = HashMap::new();
         for listener in snapshot.listeners.iter() {
-            listeners.insert(listener.port, compile_listener(listener)?);
+            let mut compiled = compile_listener(listener)?;
+            let previous_tls = previous
+                .and_then(|p| p.listeners.get(&listener.port))
+                .and_then(|l| l.tls.as_ref());
+            compiled.tls = compile_tls(listener, previous_tls)?;
+            listeners.insert(listener.port, compiled);
         }
         let clusters = snapshot
             .clusters
@@ -82,8 +96,12 @@ impl CompiledSnapshot {
         })
     }
 
-    pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
-        self.listeners.keys().copied()
+    /// Every listener port with its TLS configuration (None: plain HTTP).
+    pub fn ports(&self) -> WantedPorts {
+        self.listeners
+            .iter()
+            .map(|(port, l)| (*port, l.tls.as_ref().map(|t| t.config.clone())))
+            .collect()
     }
 
     /// The first route of the most specific virtual host that matches the request.
@@ -117,8 +135,35 @@ impl CompiledListener {
     }
 }
 
+/// Loads the listener's certificates, reusing the previous configuration when they did not
+/// change (a route edit must not re-parse every key).
+fn compile_tls(
+    listener: &ferry_model::Listener,
+    previous: Option<&CompiledTls>,
+) -> Result<Option<CompiledTls>, CompileError> {
+    let Some(tls) = &listener.tls else {
+        return Ok(None);
+    };
+    if let Some(kept) = previous.filter(|p| p.source == *tls) {
+        return Ok(Some(CompiledTls {
+            source: tls.clone(),
+            config: kept.config.clone(),
+        }));
+    }
+    let config = crate::tls::server_config(tls).map_err(|message| CompileError {
+        route: listener.name.to_string(),
+        object: "TLS certificate".into(),
+        message,
+    })?;
+    Ok(Some(CompiledTls {
+        source: tls.clone(),
+        config,
+    }))
+}
+
 fn compile_listener(listener: &ferry_model::Listener) -> Result<CompiledListener, CompileError> {
     let mut compiled = CompiledListener {
+        tls: None,
         exact: HashMap::new(),
         wildcards: Vec::new(),
         catch_all: None,

@@ -452,7 +452,7 @@ fn set_uri(upstream: &mut RequestHeader, uri: &str) -> Result<()> {
 }
 
 /// X-Forwarded-For gets the client address appended; X-Forwarded-Proto names the scheme the
-/// client used (cleartext listeners only, for now).
+/// client used (https when the listener terminated TLS).
 fn set_forwarded_headers(session: &Session, upstream: &mut RequestHeader) -> Result<()> {
     if let Some(client) = session
         .as_downstream()
@@ -470,7 +470,12 @@ fn set_forwarded_headers(session: &Session, upstream: &mut RequestHeader) -> Res
         };
         upstream.insert_header("x-forwarded-for", value)?;
     }
-    upstream.insert_header("x-forwarded-proto", "http")?;
+    let over_tls = session
+        .as_downstream()
+        .digest()
+        .is_some_and(|d| d.ssl_digest.is_some());
+    let scheme = if over_tls { "https" } else { "http" };
+    upstream.insert_header("x-forwarded-proto", scheme)?;
     Ok(())
 }
 

@@ -257,7 +257,7 @@ pub(super) fn resolve_service_ref(
         ));
     }
     let namespace = namespace.unwrap_or(&route.namespace);
-    if namespace != &*route.namespace && !grant_allows(cx, route, namespace, name) {
+    if namespace != &*route.namespace && !grant_allows(cx, route, namespace, "Service", name) {
         let message = format!(
             "no ReferenceGrant in {namespace} allows HTTPRoute from {} to Service {name}",
             route.namespace
@@ -275,17 +275,25 @@ pub(super) fn resolve_service_ref(
         .map_err(|e| ("BackendNotFound", e.to_string()))
 }
 
-fn grant_allows(cx: &Context<'_>, route: &Meta, to_namespace: &str, to_name: &str) -> bool {
+/// Whether a ReferenceGrant in `to_namespace` lets `from` (a Gateway API object) refer to the
+/// core object `to_kind`/`to_name` there.
+pub(super) fn grant_allows(
+    cx: &Context<'_>,
+    from: &Meta,
+    to_namespace: &str,
+    to_kind: &str,
+    to_name: &str,
+) -> bool {
     cx.inputs.reference_grants.iter().any(|grant| {
         grant.metadata.namespace.as_deref() == Some(to_namespace)
             && grant.spec.from.iter().any(|f| {
                 f.group == GROUP
-                    && f.kind == route.kind.as_ref()
-                    && f.namespace == route.namespace.as_ref()
+                    && f.kind == from.kind.as_ref()
+                    && f.namespace == from.namespace.as_ref()
             })
             && grant.spec.to.iter().any(|t| {
                 matches!(t.group.as_str(), "" | "core")
-                    && t.kind == "Service"
+                    && t.kind == to_kind
                     && t.name.as_deref().is_none_or(|n| n == to_name)
             })
     })

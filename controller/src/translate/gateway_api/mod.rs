@@ -4,17 +4,20 @@ mod filters;
 pub mod grpc;
 mod rules;
 
-use ferry_model::Meta;
+use ferry_model::{Meta, ServerCertificate, Str};
 use gateway_api::apis::experimental::httproutes::{HttpRoute, HttpRouteParentRefs};
 use gateway_api::apis::standard::gateways::{
     Gateway, GatewayListeners, GatewayListenersAllowedRoutes,
-    GatewayListenersAllowedRoutesNamespacesFrom as From,
+    GatewayListenersAllowedRoutesNamespacesFrom as From, GatewayListenersTlsCertificateRefs,
+    GatewayListenersTlsMode as TlsMode,
 };
 
 use super::hosts::intersect_all;
 use super::report::Condition;
-use super::table::RouteOrder;
+use super::table::{PortProtocol, RouteOrder};
+use super::tls::{secret_certificate, CertificateProblem};
 use super::{meta_of, Context, CONTROLLER_NAME};
+use filters::grant_allows;
 pub(crate) use filters::header_mods;
 pub(crate) use rules::checked_regex;
 use rules::CompiledRule;
@@ -106,44 +109,197 @@ fn gateway_listeners<'a>(cx: &mut Context<'a>, gateway: &'a Gateway) -> Vec<Gate
     let meta = meta_of("Gateway", &gateway.metadata);
     let mut listeners = Vec::new();
     for (index, listener) in gateway.spec.listeners.iter().enumerate() {
+        let earlier = &gateway.spec.listeners[..index];
         let field = format!("spec.listeners[{index}]");
-        let problem = listener_problem(listener);
-        let Some(port) = u16::try_from(listener.port)
-            .ok()
-            .filter(|_| problem.is_none())
-        else {
-            let (reason, message) =
-                problem.unwrap_or(("UnsupportedValue", "port out of range".into()));
-            let condition = Condition::warn("Accepted", reason, message)
-                .parent(format!("listener {}", listener.name))
-                .field(field);
-            cx.reports.push(&meta, condition);
-            continue;
-        };
-        cx.table.listener(port, &meta);
-        listeners.push(GatewayListener {
-            gateway: meta.clone(),
-            listener,
-        });
+        match program_listener(cx, &meta, listener, &field, earlier) {
+            Ok(()) => listeners.push(GatewayListener {
+                gateway: meta.clone(),
+                listener,
+            }),
+            Err(condition) => {
+                let condition = match condition.field {
+                    Some(_) => condition,
+                    None => condition.field(field),
+                };
+                let parent = format!("listener {}", listener.name);
+                // A listener that is not served says so on its own (Programmed False), whatever
+                // condition explains why; a bad certificate among good ones does not do this.
+                let programmed =
+                    Condition::warn("Programmed", "Invalid", condition.message.clone());
+                cx.reports.push(&meta, programmed.parent(parent.clone()));
+                cx.reports.push(&meta, condition.parent(parent));
+            }
+        }
     }
-    let message = format!("{} listener(s) programmed", listeners.len());
-    cx.reports.push(
-        &meta,
-        Condition::ok("Accepted", "Accepted", "served by Ferry"),
-    );
-    cx.reports
-        .push(&meta, Condition::ok("Programmed", "Programmed", message));
+    push_gateway_conditions(cx, &meta, listeners.len(), gateway.spec.listeners.len());
     listeners
 }
 
-fn listener_problem(listener: &GatewayListeners) -> Option<(&'static str, String)> {
-    match listener.protocol.as_str() {
-        "HTTP" => None,
-        other => Some((
-            "UnsupportedProtocol",
-            format!("protocol {other} is not supported yet (HTTP only)"),
-        )),
+/// The Gateway stays Accepted when some listeners are not (reason ListenersNotValid, as the
+/// spec allows); it is Programmed only if at least one listener is.
+fn push_gateway_conditions(cx: &mut Context<'_>, meta: &Meta, programmed: usize, declared: usize) {
+    let accepted = if programmed == declared {
+        Condition::ok("Accepted", "Accepted", "served by Ferry")
+    } else {
+        let message = format!(
+            "{} of {declared} listener(s) not valid; see listener conditions",
+            declared - programmed
+        );
+        Condition::ok("Accepted", "ListenersNotValid", message)
+    };
+    cx.reports.push(meta, accepted);
+    let message = format!("{programmed} listener(s) programmed");
+    let programmed = if programmed > 0 || declared == 0 {
+        Condition::ok("Programmed", "Programmed", message)
+    } else {
+        Condition::warn("Programmed", "Invalid", "no listener can be programmed")
+    };
+    cx.reports.push(meta, programmed);
+}
+
+/// Declares one listener's port (and certificates) in the route table, or says which listener
+/// condition keeps it from being programmed: Accepted (unsupported), Conflicted, ResolvedRefs.
+fn program_listener(
+    cx: &mut Context<'_>,
+    gateway: &Meta,
+    listener: &GatewayListeners,
+    field: &str,
+    earlier: &[GatewayListeners],
+) -> Result<(), Condition> {
+    let protocol = listener_protocol(listener, field)?;
+    let port = u16::try_from(listener.port)
+        .map_err(|_| Condition::warn("Accepted", "UnsupportedValue", "port out of range"))?;
+    conflict_with_earlier(listener, earlier)?;
+    let certificates = match protocol {
+        PortProtocol::Http => Vec::new(),
+        PortProtocol::Https => listener_certificates(cx, gateway, listener, field)?,
+    };
+    cx.table
+        .listener(port, gateway, protocol)
+        .map_err(|message| Condition::warn("Conflicted", "ProtocolConflict", message))?;
+    for certificate in certificates {
+        cx.table.certificate(port, certificate);
     }
+    Ok(())
+}
+
+fn listener_protocol(listener: &GatewayListeners, field: &str) -> Result<PortProtocol, Condition> {
+    match listener.protocol.as_str() {
+        "HTTP" => Ok(PortProtocol::Http),
+        "HTTPS" => Ok(PortProtocol::Https),
+        other => Err(Condition::warn(
+            "Accepted",
+            "UnsupportedProtocol",
+            format!("protocol {other} is not supported yet (HTTP and HTTPS only)"),
+        )
+        .field(format!("{field}.protocol"))),
+    }
+}
+
+/// Listeners of one Gateway conflict when they share a port but not a protocol, or share
+/// port, protocol and hostname. The earlier listener in the list wins, as the spec suggests.
+fn conflict_with_earlier(
+    listener: &GatewayListeners,
+    earlier: &[GatewayListeners],
+) -> Result<(), Condition> {
+    let same_port = earlier.iter().filter(|e| e.port == listener.port);
+    for other in same_port {
+        let (reason, message) = if other.protocol != listener.protocol {
+            let message = format!(
+                "listener {} already serves port {} as {}",
+                other.name, other.port, other.protocol
+            );
+            ("ProtocolConflict", message)
+        } else if other.hostname == listener.hostname {
+            let host = listener.hostname.as_deref().unwrap_or("(any)");
+            let message = format!(
+                "listener {} already serves hostname {host} on port {}",
+                other.name, other.port
+            );
+            ("HostnameConflict", message)
+        } else {
+            continue;
+        };
+        return Err(Condition::warn("Conflicted", reason, message));
+    }
+    Ok(())
+}
+
+/// The certificates of an HTTPS listener (TLS mode Terminate). Any bad reference makes
+/// ResolvedRefs False; the listener is programmed only while at least one certificate is good.
+fn listener_certificates(
+    cx: &mut Context<'_>,
+    gateway: &Meta,
+    listener: &GatewayListeners,
+    field: &str,
+) -> Result<Vec<ServerCertificate>, Condition> {
+    let tls = listener.tls.as_ref();
+    if tls.and_then(|t| t.mode.as_ref()) == Some(&TlsMode::Passthrough) {
+        return Err(Condition::warn(
+            "Accepted",
+            "UnsupportedValue",
+            "TLS mode Passthrough needs TLSRoute, which Ferry does not serve yet; use Terminate",
+        )
+        .field(format!("{field}.tls.mode")));
+    }
+    let refs = tls
+        .and_then(|t| t.certificate_refs.as_deref())
+        .unwrap_or_default();
+    if refs.is_empty() {
+        return Err(Condition::warn(
+            "ResolvedRefs",
+            "InvalidCertificateRef",
+            "an HTTPS listener needs tls.certificateRefs",
+        )
+        .field(format!("{field}.tls.certificateRefs")));
+    }
+    let server_names: Vec<Str> = vec![listener.hostname.as_deref().unwrap_or("*").into()];
+    let mut good = Vec::new();
+    let mut first_problem = None;
+    for (index, reference) in refs.iter().enumerate() {
+        match certificate_ref(cx, gateway, reference, server_names.clone()) {
+            Ok(certificate) => good.push(certificate),
+            Err((reason, message)) => {
+                let field = format!("{field}.tls.certificateRefs[{index}]");
+                first_problem.get_or_insert((reason, message, field));
+            }
+        }
+    }
+    if let Some((reason, message, field)) = first_problem {
+        let condition = Condition::warn("ResolvedRefs", reason, message).field(field);
+        if good.is_empty() {
+            return Err(condition);
+        }
+        let condition = condition.parent(format!("listener {}", listener.name));
+        cx.reports.push(gateway, condition);
+    }
+    Ok(good)
+}
+
+fn certificate_ref(
+    cx: &Context<'_>,
+    gateway: &Meta,
+    reference: &GatewayListenersTlsCertificateRefs,
+    server_names: Vec<Str>,
+) -> Result<ServerCertificate, CertificateProblem> {
+    let group = reference.group.as_deref().unwrap_or("");
+    let kind = reference.kind.as_deref().unwrap_or("Secret");
+    if !matches!(group, "" | "core") || kind != "Secret" {
+        let message =
+            format!("certificate reference kind {group}/{kind} is not supported (Secret only)");
+        return Err(("InvalidCertificateRef", message));
+    }
+    let namespace = reference.namespace.as_deref().unwrap_or(&gateway.namespace);
+    if namespace != &*gateway.namespace
+        && !grant_allows(cx, gateway, namespace, "Secret", &reference.name)
+    {
+        let message = format!(
+            "no ReferenceGrant in {namespace} allows Gateway from {} to Secret {}",
+            gateway.namespace, reference.name
+        );
+        return Err(("RefNotPermitted", message));
+    }
+    secret_certificate(cx, namespace, &reference.name, server_names)
 }
 
 /// Attaches an HTTPRoute (or a GRPCRoute in its HTTPRoute form; `kind` says which).

@@ -4,15 +4,16 @@ pub(crate) mod destination;
 mod http;
 mod policy;
 
-use ferry_model::Route;
+use ferry_model::{Action, Meta, Redirect, RedirectPort, Route, ServerCertificate, Str};
 use std::collections::BTreeSet;
 
 use super::hosts::intersect;
 use super::labels::pairs_cover;
 use super::report::Condition;
-use super::table::RouteOrder;
+use super::table::{PortProtocol, RouteOrder};
+use super::tls::secret_certificate;
 use super::{meta_of, Context};
-use crate::inputs::istio::{Gateway, VirtualService};
+use crate::inputs::istio::{Gateway, Server, VirtualService};
 
 /// An Istio Gateway this proxy serves, reduced to its HTTP servers.
 struct ServedGateway {
@@ -25,6 +26,8 @@ struct ServedServer {
     port: u16,
     /// (namespace restriction, host): `None` = any namespace.
     hosts: Vec<(Option<String>, String)>,
+    /// `tls.httpsRedirect` on a plain server: every route there answers 301 to https.
+    https_redirect: bool,
 }
 
 /// One http[] entry expanded per match, with the gateways the match is limited to.
@@ -78,31 +81,9 @@ fn served_gateway(cx: &mut Context<'_>, gateway: &Gateway) -> ServedGateway {
     let mut servers = Vec::new();
     for (index, server) in gateway.spec.servers.iter().enumerate() {
         let field = format!("spec.servers[{index}]");
-        let protocol = server.port.protocol.to_ascii_uppercase();
-        let port = u16::try_from(server.port.number).ok();
-        match (protocol.as_str(), port) {
-            ("HTTP" | "HTTP2" | "GRPC" | "", Some(port)) => {
-                cx.table.listener(port, &meta);
-                servers.push(ServedServer {
-                    port,
-                    hosts: server_hosts(&server.hosts, &meta.namespace),
-                });
-            }
-            (_, None) => cx.reports.push(
-                &meta,
-                Condition::error("Valid", "UnsupportedValue", "port number out of range")
-                    .field(format!("{field}.port.number")),
-            ),
-            (other, _) => {
-                let message = format!(
-                    "server protocol {other} is not supported yet (HTTP only); server ignored"
-                );
-                cx.reports.push(
-                    &meta,
-                    Condition::warn("Valid", "UnsupportedProtocol", message)
-                        .field(format!("{field}.port.protocol")),
-                );
-            }
+        match serve_server(cx, &meta, server, &field) {
+            Ok(served) => servers.push(served),
+            Err(condition) => cx.reports.push(&meta, condition),
         }
     }
     cx.reports.push(
@@ -110,13 +91,135 @@ fn served_gateway(cx: &mut Context<'_>, gateway: &Gateway) -> ServedGateway {
         Condition::ok(
             "Valid",
             "Accepted",
-            format!("{} HTTP server(s) served", servers.len()),
+            format!("{} HTTP/HTTPS server(s) served", servers.len()),
         ),
     );
     ServedGateway {
         key: format!("{}/{}", meta.namespace, meta.name),
         servers,
     }
+}
+
+/// Declares one server's port (and certificate) in the route table, or says why it is not
+/// served. HTTPS needs `tls.mode: SIMPLE` with a `credentialName` Secret in the Gateway's
+/// namespace.
+fn serve_server(
+    cx: &mut Context<'_>,
+    meta: &Meta,
+    server: &Server,
+    field: &str,
+) -> Result<ServedServer, Condition> {
+    let Ok(port) = u16::try_from(server.port.number) else {
+        return Err(
+            Condition::error("Valid", "UnsupportedValue", "port number out of range")
+                .field(format!("{field}.port.number")),
+        );
+    };
+    let hosts = server_hosts(&server.hosts, &meta.namespace);
+    let protocol = server.port.protocol.to_ascii_uppercase();
+    let (port_protocol, certificates) = match protocol.as_str() {
+        "HTTP" | "HTTP2" | "GRPC" | "" => (PortProtocol::Http, Vec::new()),
+        "HTTPS" => {
+            let names = hosts.iter().map(|(_, h)| Str::from(h.as_str())).collect();
+            (
+                PortProtocol::Https,
+                server_certificates(cx, meta, server, field, names)?,
+            )
+        }
+        other => {
+            let message =
+                format!("server protocol {other} is not supported yet (HTTP and HTTPS only); server ignored");
+            return Err(Condition::warn("Valid", "UnsupportedProtocol", message)
+                .field(format!("{field}.port.protocol")));
+        }
+    };
+    cx.table
+        .listener(port, meta, port_protocol)
+        .map_err(|message| {
+            Condition::warn(
+                "Valid",
+                "PortConflict",
+                format!("{message}; server ignored"),
+            )
+            .field(format!("{field}.port"))
+        })?;
+    for certificate in certificates {
+        cx.table.certificate(port, certificate);
+    }
+    let https_redirect = port_protocol == PortProtocol::Http
+        && server.tls.as_ref().is_some_and(|t| t.https_redirect);
+    Ok(ServedServer {
+        port,
+        hosts,
+        https_redirect,
+    })
+}
+
+fn server_certificates(
+    cx: &Context<'_>,
+    meta: &Meta,
+    server: &Server,
+    field: &str,
+    server_names: Vec<Str>,
+) -> Result<Vec<ServerCertificate>, Condition> {
+    let tls_field = format!("{field}.tls");
+    let unsupported = |message: &str, at: &str| {
+        Condition::warn(
+            "Valid",
+            "UnsupportedValue",
+            format!("{message}; server ignored"),
+        )
+        .field(format!("{tls_field}{at}"))
+    };
+    let Some(tls) = &server.tls else {
+        return Err(unsupported(
+            "an HTTPS server needs tls.mode SIMPLE and tls.credentialName",
+            "",
+        ));
+    };
+    match tls.mode.as_deref().unwrap_or("PASSTHROUGH") {
+        "SIMPLE" => {}
+        "MUTUAL" | "OPTIONAL_MUTUAL" | "ISTIO_MUTUAL" => {
+            return Err(unsupported(
+                "client certificate verification (MUTUAL) is not supported yet",
+                ".mode",
+            ))
+        }
+        other => {
+            return Err(unsupported(
+                &format!("TLS mode {other} is not supported (SIMPLE only)"),
+                ".mode",
+            ))
+        }
+    }
+    let names: Vec<&String> = tls
+        .credential_name
+        .iter()
+        .chain(&tls.credential_names)
+        .collect();
+    if names.is_empty() {
+        let message = if tls.server_certificate.is_some() {
+            "certificate files (serverCertificate/privateKey) are not supported; use credentialName"
+        } else {
+            "mode SIMPLE needs credentialName"
+        };
+        return Err(unsupported(message, ".credentialName"));
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            secret_certificate(cx, &meta.namespace, name, server_names.clone()).map_err(
+                |(_, message)| {
+                    Condition::warn(
+                        "Valid",
+                        "ReferencedResourceNotFound",
+                        format!("{message}; server ignored"),
+                    )
+                    .field(format!("{tls_field}.credentialName"))
+                },
+            )
+        })
+        .collect()
 }
 
 /// Server hosts in `namespace/host` form; `*/` and no prefix mean any namespace, `./` the
@@ -155,7 +258,7 @@ fn translate_virtual_service(
     let age = RouteOrder::age_of(&vs.metadata);
     let mut placed = false;
     for gateway in bound {
-        for (port, host) in vhosts(gateway, &vs.spec.hosts, &meta.namespace) {
+        for (port, host, https_redirect) in vhosts(gateway, &vs.spec.hosts, &meta.namespace) {
             placed = true;
             for c in compiled
                 .iter()
@@ -169,7 +272,11 @@ fn translate_virtual_service(
                     matched: c.matched,
                     ..RouteOrder::default()
                 };
-                cx.table.add(port, &host, order, c.route.clone());
+                let route = match https_redirect {
+                    true => redirect_to_https(&c.route),
+                    false => c.route.clone(),
+                };
+                cx.table.add(port, &host, order, route);
             }
         }
     }
@@ -193,8 +300,31 @@ pub(super) fn gateway_key(reference: &str, namespace: &str) -> String {
     }
 }
 
-/// (port, hostname) pairs where a VirtualService's hosts meet a gateway's server hosts.
-fn vhosts(gateway: &ServedGateway, vs_hosts: &[String], vs_ns: &str) -> BTreeSet<(u16, String)> {
+/// The route as a plain server with `httpsRedirect` serves it: same match, 301 to https on
+/// the default port, as Istio does.
+fn redirect_to_https(route: &Route) -> Route {
+    let redirect = Redirect {
+        scheme: Some("https".into()),
+        host: None,
+        port: RedirectPort::SchemeDefault,
+        path: None,
+        status: 301,
+    };
+    Route {
+        filters: Default::default(),
+        action: Action::Redirect(redirect),
+        policy: Default::default(),
+        ..route.clone()
+    }
+}
+
+/// (port, hostname, https redirect) where a VirtualService's hosts meet a gateway's server
+/// hosts.
+fn vhosts(
+    gateway: &ServedGateway,
+    vs_hosts: &[String],
+    vs_ns: &str,
+) -> BTreeSet<(u16, String, bool)> {
     let mut out = BTreeSet::new();
     for server in &gateway.servers {
         for (ns, server_host) in &server.hosts {
@@ -203,7 +333,7 @@ fn vhosts(gateway: &ServedGateway, vs_hosts: &[String], vs_ns: &str) -> BTreeSet
             }
             for host in vs_hosts {
                 if let Some(h) = intersect(server_host, host) {
-                    out.insert((server.port, h));
+                    out.insert((server.port, h, server.https_redirect));
                 }
             }
         }

@@ -1,0 +1,54 @@
+//! Listener certificates from Kubernetes Secrets (type kubernetes.io/tls: `tls.crt`, `tls.key`).
+
+use ferry_model::{Meta, PrivateKeyPem, ServerCertificate, Str};
+use k8s_openapi::api::core::v1::Secret;
+
+use super::Context;
+
+/// Why a certificate reference cannot be served: a Gateway API listener reason and a message.
+pub(crate) type CertificateProblem = (&'static str, String);
+
+/// Loads and validates the certificate in Secret `namespace/name` for `server_names`.
+/// Reference permission (ReferenceGrant) is the caller's business; this checks the Secret.
+pub(crate) fn secret_certificate(
+    cx: &Context<'_>,
+    namespace: &str,
+    name: &str,
+    server_names: Vec<Str>,
+) -> Result<ServerCertificate, CertificateProblem> {
+    let invalid = |message: String| ("InvalidCertificateRef", message);
+    let secret = cx
+        .inputs
+        .secrets
+        .iter()
+        .find(|s| {
+            s.metadata.namespace.as_deref() == Some(namespace)
+                && s.metadata.name.as_deref() == Some(name)
+        })
+        .ok_or_else(|| invalid(format!("Secret {namespace}/{name} not found")))?;
+    let field = |key: &str| {
+        secret_text(secret, key)
+            .ok_or_else(|| invalid(format!("Secret {namespace}/{name} has no `{key}`")))
+    };
+    let chain = field("tls.crt")?;
+    let key = field("tls.key")?;
+    ferry_model::certified_key(&chain, &key)
+        .map_err(|e| invalid(format!("Secret {namespace}/{name}: {e}")))?;
+    Ok(ServerCertificate {
+        server_names: server_names.into(),
+        secret: Meta::new("Secret", namespace, name),
+        cert_chain_pem: chain.into(),
+        private_key_pem: PrivateKeyPem(key.into()),
+    })
+}
+
+/// A key of `data` (base64 in the API, decoded by k8s-openapi) or of `stringData` (what a
+/// hand-written manifest for standalone mode usually has).
+fn secret_text(secret: &Secret, key: &str) -> Option<String> {
+    let from_data = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok());
+    from_data.or_else(|| secret.string_data.as_ref()?.get(key).cloned())
+}

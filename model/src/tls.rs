@@ -1,0 +1,134 @@
+//! TLS termination settings of a listener: which certificate answers which SNI name.
+
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+use crate::{Meta, Str};
+
+/// A listener that terminates TLS. Requests inside are routed like on a plain listener.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerTls {
+    /// In the order they were declared; the first whose names match the SNI wins, and a
+    /// client without SNI (or with an unknown name) gets the first `*` certificate, if any.
+    pub certificates: Arc<[ServerCertificate]>,
+}
+
+/// One certificate chain and its key, taken from a Kubernetes Secret of type kubernetes.io/tls.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerCertificate {
+    /// SNI names served: exact (`shop.example.com`), suffix wildcard (`*.example.com`) or `*`.
+    pub server_names: Arc<[Str]>,
+    /// The Secret the chain and key came from (for logs and NACK reasons).
+    pub secret: Meta,
+    /// PEM: the leaf certificate first, then intermediates.
+    pub cert_chain_pem: Str,
+    pub private_key_pem: PrivateKeyPem,
+}
+
+/// A PEM private key. Pushed to the proxy in full, but never printed by `Debug` (logs) and
+/// replaced by [`PrivateKeyPem::REDACTED`] in configuration dumps.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PrivateKeyPem(pub Str);
+
+impl PrivateKeyPem {
+    pub const REDACTED: &'static str = "[redacted]";
+}
+
+impl std::fmt::Debug for PrivateKeyPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(Self::REDACTED)
+    }
+}
+
+impl ServerCertificate {
+    /// How specifically this certificate names `sni` (already lower-case), if at all: an exact
+    /// name beats any wildcard, a longer wildcard suffix beats a shorter one, `*` comes last.
+    pub fn specificity(&self, sni: &str) -> Option<usize> {
+        self.server_names
+            .iter()
+            .filter_map(|name| name_specificity(name, sni))
+            .max()
+    }
+
+    pub fn is_default(&self) -> bool {
+        self.server_names.iter().any(|name| &**name == "*")
+    }
+}
+
+/// Parses the PEM chain and key into what rustls serves, checking that the key belongs to the
+/// leaf certificate. The controller calls this to validate a Secret before pushing it, the
+/// proxy to load it, so both reject exactly the same inputs.
+#[cfg(feature = "rustls")]
+pub fn certified_key(
+    cert_chain_pem: &str,
+    private_key_pem: &str,
+) -> Result<rustls::sign::CertifiedKey, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let chain = CertificateDer::pem_slice_iter(cert_chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("tls.crt is not a PEM certificate chain: {e}"))?;
+    if chain.is_empty() {
+        return Err("tls.crt holds no PEM certificate".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(private_key_pem.as_bytes())
+        .map_err(|e| format!("tls.key is not a PEM private key: {e}"))?;
+    let provider = rustls::crypto::ring::default_provider();
+    rustls::sign::CertifiedKey::from_der(chain, key, &provider).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => {
+            "tls.key does not belong to the certificate in tls.crt".into()
+        }
+        other => format!("tls.key cannot be used: {other}"),
+    })
+}
+
+/// `*.example.com` matches any name ending in `.example.com` (one label or more, as Gateway API
+/// listener hostnames do), never `example.com` itself.
+fn name_specificity(pattern: &str, sni: &str) -> Option<usize> {
+    match pattern.strip_prefix('*') {
+        Some("") => Some(0),
+        Some(suffix) => (sni.len() > suffix.len() && sni.ends_with(suffix)).then_some(suffix.len()),
+        None => pattern.eq_ignore_ascii_case(sni).then_some(usize::MAX),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(names: &[&str]) -> ServerCertificate {
+        ServerCertificate {
+            server_names: names.iter().map(|n| Str::from(*n)).collect(),
+            secret: Meta::new("Secret", "ns", "s"),
+            cert_chain_pem: "".into(),
+            private_key_pem: PrivateKeyPem("secret material".into()),
+        }
+    }
+
+    #[test]
+    fn names_match_exactly_by_suffix_wildcard_or_catch_all() {
+        let c = cert(&["shop.example.com", "*.api.example.com"]);
+        assert_eq!(c.specificity("shop.example.com"), Some(usize::MAX));
+        assert_eq!(
+            c.specificity("v1.api.example.com"),
+            Some(".api.example.com".len())
+        );
+        assert!(c.specificity("a.b.api.example.com").is_some());
+        assert_eq!(c.specificity("api.example.com"), None);
+        assert_eq!(c.specificity("other.example.com"), None);
+        assert!(!c.is_default());
+        let wider = cert(&["*.example.com"]);
+        assert!(wider.specificity("v1.api.example.com") < c.specificity("v1.api.example.com"));
+        assert_eq!(cert(&["*"]).specificity("anything.test"), Some(0));
+        assert!(cert(&["*"]).is_default());
+    }
+
+    #[test]
+    fn the_private_key_never_appears_in_debug_output() {
+        let printed = format!("{:?}", cert(&["*"]));
+        assert!(!printed.contains("secret material"), "{printed}");
+        assert!(printed.contains(PrivateKeyPem::REDACTED));
+    }
+}

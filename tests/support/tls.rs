@@ -1,0 +1,141 @@
+//! Test certificates (a throwaway CA per test) and a real HTTPS client: rustls with SNI, ALPN
+//! and certificate verification against that CA, hyper on top.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use std::sync::Arc;
+
+use super::Reply;
+
+pub struct TestCa {
+    pub cert_pem: String,
+    params: rcgen::CertificateParams,
+    key: rcgen::KeyPair,
+}
+
+/// A leaf certificate and its key, PEM.
+pub struct Leaf {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert_pem = params.self_signed(&key).unwrap().pem();
+        TestCa {
+            cert_pem,
+            params,
+            key,
+        }
+    }
+
+    pub fn issue(&self, names: &[&str]) -> Leaf {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let params = rcgen::CertificateParams::new(names).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
+        Leaf {
+            cert_pem: params.signed_by(&key, &issuer).unwrap().pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+}
+
+/// A kubernetes.io/tls Secret manifest, with `data` base64-encoded as the API returns it.
+pub fn tls_secret(namespace: &str, name: &str, leaf: &Leaf) -> String {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {namespace}}}\n\
+         type: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n",
+        b64(&leaf.cert_pem),
+        b64(&leaf.key_pem)
+    )
+}
+
+/// What an HTTPS exchange produced: the reply and the protocol ALPN picked.
+pub struct HttpsReply {
+    pub reply: Reply,
+    pub alpn: Option<String>,
+}
+
+/// GET `https://{sni}{path}` from 127.0.0.1:`port`, trusting only `ca_pem`, offering `alpn`
+/// (`h2` and/or `http/1.1`). Errors carry the handshake or request failure.
+pub async fn https_get(
+    port: u16,
+    sni: &str,
+    ca_pem: &str,
+    alpn: &[&str],
+    path: &str,
+) -> Result<HttpsReply, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| e.to_string())?;
+    roots.add(ca).map_err(|e| e.to_string())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let name = ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let negotiated = tls
+        .get_ref()
+        .1
+        .alpn_protocol()
+        .map(|p| String::from_utf8_lossy(p).into_owned());
+    let request = http::Request::get(format!("https://{sni}{path}"))
+        .header("host", sni)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let io = TokioIo::new(tls);
+    let response = if negotiated.as_deref() == Some("h2") {
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(|e| format!("h2 handshake: {e}"))?;
+        tokio::spawn(conn);
+        let mut request = request;
+        request.headers_mut().remove("host");
+        sender.send_request(request).await
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| format!("http/1.1 handshake: {e}"))?;
+        tokio::spawn(conn);
+        let mut request = request;
+        *request.uri_mut() = path.parse().unwrap();
+        sender.send_request(request).await
+    }
+    .map_err(|e| format!("request: {e}"))?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    Ok(HttpsReply {
+        reply: Reply {
+            status,
+            headers,
+            text: String::from_utf8_lossy(&body).into_owned(),
+        },
+        alpn: negotiated,
+    })
+}
