@@ -32,7 +32,14 @@ pub enum Command {
     ProxyStatus(ProxyStatusArgs),
     /// Print the CustomResourceDefinitions Ferry reads (Gateway API, Istio networking), for
     /// `ferry crds | kubectl apply --server-side -f -`.
-    Crds,
+    Crds(CrdsArgs),
+}
+
+#[derive(Args)]
+pub struct CrdsArgs {
+    /// Only one set: `gateway-api` or `istio` (for clusters that already have the other).
+    #[arg(long, value_parser = ["gateway-api", "istio"])]
+    pub only: Option<String>,
 }
 
 #[derive(Args)]

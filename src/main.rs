@@ -57,8 +57,14 @@ fn main() -> anyhow::Result<()> {
             cli::Command::Echo(args) => run_echo(args).await,
             cli::Command::ProxyConfig(args) => proxy_config::run(args).await,
             cli::Command::ProxyStatus(args) => proxy_status::run(args).await,
-            cli::Command::Crds => {
-                print!("{}", ferry_controller::crds::yaml());
+            cli::Command::Crds(args) => {
+                use ferry_controller::crds::{yaml, CrdSet};
+                let only = match args.only.as_deref() {
+                    Some("gateway-api") => Some(CrdSet::GatewayApi),
+                    Some(_) => Some(CrdSet::Istio),
+                    None => None,
+                };
+                print!("{}", yaml(only));
                 Ok(())
             }
             cli::Command::Controller(args) => {

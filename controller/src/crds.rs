@@ -27,7 +27,17 @@ pub fn all() -> Vec<CustomResourceDefinition> {
     .map(with_printer_columns)
     .collect();
     crds.extend(ISTIO_KINDS.iter().map(istio_crd));
-    crds
+    crds.into_iter().map(kept_by_helm).collect()
+}
+
+/// Deleting a CRD deletes every object of its kind: `helm uninstall` must leave them (the
+/// annotation means nothing to kubectl).
+fn kept_by_helm(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    crd.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert("helm.sh/resource-policy".into(), "keep".into());
+    crd
 }
 
 /// `*.k8s.io` groups are protected: the API server only accepts their CRDs with the
@@ -143,10 +153,26 @@ fn istio_crd(kind: &IstioKind) -> CustomResourceDefinition {
     serde_json::from_value(crd).expect("valid CRD")
 }
 
-/// All CRDs as one multi-document YAML stream.
-pub fn yaml() -> String {
+/// The CRD sets a cluster may already have (installed by Istio, or by Gateway API's own
+/// release); the Helm chart switches each off on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrdSet {
+    GatewayApi,
+    Istio,
+}
+
+impl CrdSet {
+    fn contains(self, crd: &CustomResourceDefinition) -> bool {
+        let istio = crd.spec.group.ends_with("istio.io");
+        istio == (self == CrdSet::Istio)
+    }
+}
+
+/// The CRDs of `only` (all when None) as one multi-document YAML stream.
+pub fn yaml(only: Option<CrdSet>) -> String {
     all()
         .iter()
+        .filter(|crd| only.is_none_or(|set| set.contains(crd)))
         .map(|crd| serde_yaml::to_string(crd).expect("CRDs serialize"))
         .collect::<Vec<_>>()
         .join("---\n")

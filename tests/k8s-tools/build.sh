@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Builds the real Kubernetes binaries the controller tests run against (kube-apiserver, etcd,
-# kubectl) from the pinned go.mod beside this script, once per machine, and prints the
-# directory that holds them.
+# Builds the real Kubernetes binaries the controller and chart tests run against
+# (kube-apiserver, etcd, kubectl from the pinned go.mod beside this script; helm from
+# helm/go.mod), once per machine, and prints the directory that holds them all.
 #
 #   tests/k8s-tools/build.sh            # -> /root/.cache/ferry/k8s-tools/<versions>
 #
-# The cache key is the versions plus a hash of go.mod/go.sum, so bumping a pin rebuilds.
-# FERRY_K8S_TOOLS_CACHE overrides the cache root. Needs Go (>= the go.mod's go line).
+# Each cache key is the versions plus a hash of the go.mod/go.sum, so bumping a pin rebuilds
+# only what it pins. FERRY_K8S_TOOLS_CACHE overrides the cache root. Needs Go (>= the
+# go.mod's go line; an older go fetches that toolchain itself).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 k8s_version="$(awk '$1 == "k8s.io/kubernetes" {print $2}' "$here/go.mod")"
@@ -15,7 +16,31 @@ pins="$(cat "$here/go.mod" "$here/go.sum" | sha256sum | cut -c1-12)"
 cache_root="${FERRY_K8S_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ferry/k8s-tools}"
 dir="$cache_root/kubernetes-$k8s_version-etcd-$etcd_version-$pins"
 
+helm_version="$(awk '$1 == "helm.sh/helm/v4" {print $2}' "$here/helm/go.mod")"
+helm_pins="$(cat "$here/helm/go.mod" "$here/helm/go.sum" | sha256sum | cut -c1-12)"
+helm_dir="$cache_root/helm-$helm_version-$helm_pins"
+
+build_helm() {
+  [ -x "$helm_dir/helm" ] && return
+  command -v go >/dev/null || { echo "go is needed to build helm (https://go.dev/dl)" >&2; exit 1; }
+  mkdir -p "$cache_root"
+  local staging started=$SECONDS
+  staging="$(mktemp -d "$cache_root/.build-helm.XXXXXX")"
+  echo "building helm $helm_version (first run only)" >&2
+  (
+    cd "$here/helm"
+    CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath \
+      -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$helm_version" \
+      -o "$staging/helm" helm.sh/helm/v4/cmd/helm
+  ) || { rm -rf "$staging"; exit 1; }
+  echo "helm built in $((SECONDS - started)) s" >&2
+  rm -rf "$helm_dir"
+  mv "$staging" "$helm_dir"
+}
+
 if [ -x "$dir/kube-apiserver" ] && [ -x "$dir/etcd" ] && [ -x "$dir/kubectl" ]; then
+  build_helm
+  ln -sfn "$helm_dir/helm" "$dir/helm"
   echo "$dir"
   exit 0
 fi
@@ -44,4 +69,6 @@ echo "built in $((SECONDS - started)) s" >&2
 rm -rf "$dir"
 mv "$staging" "$dir"
 trap - EXIT
+build_helm
+ln -sfn "$helm_dir/helm" "$dir/helm"
 echo "$dir"

@@ -124,6 +124,30 @@ impl ApiServer {
         std::fs::read_to_string(self.dir.path().join("apiserver.log")).unwrap_or_default()
     }
 
+    /// A kubeconfig for the same server that authenticates with `token` (a ServiceAccount's,
+    /// from `kubectl create token`), to run a component with only its RBAC.
+    pub fn kubeconfig_with_token(&self, token: &str) -> PathBuf {
+        let admin = std::fs::read_to_string(&self.kubeconfig).unwrap();
+        let path = self.dir.path().join(format!("kubeconfig-{}", free_port()));
+        std::fs::write(&path, admin.replace(TOKEN, token.trim())).unwrap();
+        path
+    }
+
+    /// Runs helm against this server; Err carries stderr.
+    pub fn helm_output(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(tools_dir().join("helm"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
     /// Runs kubectl against this server; Err carries stderr.
     pub fn kubectl_output(&self, args: &[&str]) -> Result<String, String> {
         let out = Command::new(tools_dir().join("kubectl"))

@@ -255,13 +255,19 @@ impl Controller {
 
     /// Like [`Controller::start`] with a replica identity for leader election.
     pub async fn start_named(kubeconfig: &Path, addr: SocketAddr, identity: &str) -> Controller {
+        Controller::start_with(kubeconfig, addr, &["--identity", identity]).await
+    }
+
+    /// `ferry controller --kubeconfig K --listen ADDR EXTRA...`, waiting until it is ready.
+    pub async fn start_with(kubeconfig: &Path, addr: SocketAddr, extra: &[&str]) -> Controller {
         let logs = tempfile::tempdir().unwrap();
         let log_path = logs.path().join("controller.log");
         let child = ferry()
             .arg("controller")
             .arg("--kubeconfig")
             .arg(kubeconfig)
-            .args(["--listen", &addr.to_string(), "--identity", identity])
+            .args(["--listen", &addr.to_string()])
+            .args(extra)
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log_path).unwrap())

@@ -1,0 +1,292 @@
+//! The Helm charts (charts/ferry-crds, charts/ferry) with a real helm: lint, rendered
+//! profiles against golden files, and `helm install` into the real API server, where
+//! `ferry controller` runs with the chart's ServiceAccount token, so the chart's RBAC is what
+//! it gets.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+use support::apiserver::{tools_dir, ApiServer};
+use support::{free_port, Controller};
+
+const PROFILES: [&str; 3] = ["default", "demo", "minimal"];
+const NS: &str = "ferry-system";
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn chart(name: &str) -> String {
+    root().join("charts").join(name).display().to_string()
+}
+
+fn profile(name: &str) -> String {
+    root()
+        .join("charts/ferry/profiles")
+        .join(format!("{name}.yaml"))
+        .display()
+        .to_string()
+}
+
+/// helm without a cluster (lint, template).
+fn helm(args: &[&str]) -> String {
+    let out = Command::new(tools_dir().join("helm"))
+        .args(args)
+        .output()
+        .expect("run helm");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "helm {}: {errors}{text}",
+        args.join(" ")
+    );
+    text
+}
+
+#[test]
+fn charts_lint_clean_with_every_profile() {
+    for name in PROFILES {
+        let out = helm(&["lint", "--strict", &chart("ferry"), "-f", &profile(name)]);
+        assert!(out.contains("0 chart(s) failed"), "{name}: {out}");
+        assert!(
+            !out.contains("[WARNING]") && !out.contains("[ERROR]"),
+            "{name}: {out}"
+        );
+    }
+    let out = helm(&["lint", "--strict", &chart("ferry-crds")]);
+    assert!(out.contains("0 chart(s) failed"), "{out}");
+}
+
+#[test]
+fn rendered_profiles_match_their_golden_files() {
+    let dir = root().join("tests/golden/helm");
+    let update = std::env::var_os("FERRY_UPDATE_GOLDEN").is_some();
+    let mut mismatches = Vec::new();
+    for name in PROFILES {
+        let rendered = helm(&[
+            "template",
+            "ferry",
+            &chart("ferry"),
+            "--namespace",
+            NS,
+            "-f",
+            &profile(name),
+        ]);
+        let path = dir.join(format!("{name}.yaml"));
+        if update {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, &rendered).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&path).unwrap_or_default();
+        if expected != rendered {
+            mismatches.push(path.display().to_string());
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "rendered chart differs from {mismatches:?} (FERRY_UPDATE_GOLDEN=1 to regenerate, then review the diff)"
+    );
+}
+
+#[test]
+fn the_crds_chart_holds_what_ferry_crds_prints_and_each_set_switches_off() {
+    for (set, file) in [("gateway-api", "gateway-api.yaml"), ("istio", "istio.yaml")] {
+        let out = support::ferry()
+            .args(["crds", "--only", set])
+            .output()
+            .unwrap();
+        let printed = String::from_utf8(out.stdout).unwrap();
+        let path = root().join("charts/ferry-crds/files").join(file);
+        let shipped = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            printed == shipped,
+            "{} is stale: regenerate with `ferry crds --only {set} > {}`",
+            path.display(),
+            path.display()
+        );
+    }
+    let crds_chart = chart("ferry-crds");
+    let kinds = |args: &[&str]| {
+        let mut all = vec!["template", "crds", &crds_chart];
+        all.extend_from_slice(args);
+        let out = helm(&all);
+        out.lines()
+            .filter_map(|l| l.strip_prefix("    kind: "))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(kinds(&[]).len(), 8);
+    let no_istio = kinds(&["--set", "istio.enabled=false"]);
+    assert!(no_istio.contains(&"HTTPRoute".to_string()));
+    assert!(!no_istio.contains(&"VirtualService".to_string()));
+    let no_gateway_api = kinds(&["--set", "gatewayAPI.enabled=false"]);
+    assert_eq!(
+        no_gateway_api,
+        ["Gateway", "VirtualService", "DestinationRule"]
+    );
+}
+
+fn install(api: &ApiServer, release: &str, chart_name: &str, extra: &[&str]) -> String {
+    let path = chart(chart_name);
+    let mut args = vec!["install", release, &path];
+    args.extend_from_slice(&["--namespace", NS, "--create-namespace"]);
+    args.extend_from_slice(extra);
+    api.helm_output(&args)
+        .unwrap_or_else(|e| panic!("helm install {chart_name}: {e}"))
+}
+
+async fn eventually_equals(
+    api: &ApiServer,
+    resource: &str,
+    ns: &str,
+    name: &str,
+    path: &str,
+    want: &str,
+) {
+    support::eventually_within(
+        &format!("{resource}/{name} {path} == {want}"),
+        Duration::from_secs(20),
+        || async { api.get(resource, ns, name, path) == want },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn helm_install_then_the_controller_with_the_charts_rbac_accepts_the_class_and_addresses_the_gateway(
+) {
+    let api = ApiServer::start();
+    let crds_out = install(&api, "ferry-crds", "ferry-crds", &[]);
+    api.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd",
+        "--all",
+        "--timeout=60s",
+    ]);
+    let out = install(&api, "ferry", "ferry", &[]);
+    println!("{crds_out}\n{out}");
+    assert!(out.contains("STATUS: deployed"), "{out}");
+
+    // Least privilege, as the API server sees it.
+    let sa = format!("--as=system:serviceaccount:{NS}:ferry-controller");
+    let can = |verb: &str, resource: &str, ns: &str| {
+        let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
+        let mut args = vec!["auth", "can-i", verb, resource, "-n", ns, &sa];
+        let flag = format!("--subresource={subresource}");
+        if !subresource.is_empty() {
+            args.push(&flag);
+        }
+        api.kubectl_output(&args)
+            .is_ok_and(|out| out.trim() == "yes")
+    };
+    assert!(can(
+        "patch",
+        "gateways.gateway.networking.k8s.io/status",
+        "default"
+    ));
+    assert!(can("watch", "secrets", "default"));
+    assert!(can("update", "leases.coordination.k8s.io", NS));
+    assert!(!can("update", "leases.coordination.k8s.io", "default"));
+    assert!(
+        !can("update", "gateways.gateway.networking.k8s.io", "default"),
+        "spec is the user's"
+    );
+    assert!(!can("create", "deployments", NS));
+    assert!(!can("delete", "secrets", "default"));
+
+    // The controller as the chart runs it: the chart's ServiceAccount, Lease in the release
+    // namespace.
+    let token = api.kubectl(&["create", "token", "ferry-controller", "-n", NS]);
+    let kubeconfig = api.kubeconfig_with_token(&token);
+    let addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let controller = Controller::start_with(
+        &kubeconfig,
+        addr,
+        &["--namespace", NS, "--identity", "ferry-controller-0"],
+    )
+    .await;
+    let condition = |kind: &str| format!(r#".status.conditions[?(@.type=="{kind}")].status"#);
+    eventually_equals(
+        &api,
+        "gatewayclass",
+        "",
+        "ferry",
+        &condition("Accepted"),
+        "True",
+    )
+    .await;
+    eventually_equals(
+        &api,
+        "gateway",
+        NS,
+        "ferry-gateway",
+        &condition("Programmed"),
+        "True",
+    )
+    .await;
+    // A LoadBalancer without a load-balancer controller has no ingress yet: the cluster IP.
+    let cluster_ip = api.get("service", NS, "ferry-gateway", ".spec.clusterIP");
+    eventually_equals(
+        &api,
+        "gateway",
+        NS,
+        "ferry-gateway",
+        ".status.addresses[0].value",
+        &cluster_ip,
+    )
+    .await;
+
+    // The demo profile: a NodePort gateway; its address is a node's.
+    api.apply(
+        "apiVersion: v1\nkind: Node\nmetadata: {name: node-1}\n\
+         status: {addresses: [{type: InternalIP, address: 10.20.0.7}]}\n",
+    );
+    api.kubectl(&[
+        "patch",
+        "node",
+        "node-1",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"addresses":[{"type":"InternalIP","address":"10.20.0.7"}]}}"#,
+    ]);
+    let upgraded = api
+        .helm_output(&[
+            "upgrade",
+            "ferry",
+            &chart("ferry"),
+            "--namespace",
+            NS,
+            "-f",
+            &profile("demo"),
+        ])
+        .expect("helm upgrade to the demo profile");
+    assert!(upgraded.contains("STATUS: deployed"), "{upgraded}");
+    assert_eq!(
+        api.get("service", NS, "ferry-gateway", ".spec.type"),
+        "NodePort"
+    );
+    assert_eq!(
+        api.get("service", NS, "ferry-gateway", ".spec.ports[0].nodePort"),
+        "30080"
+    );
+    eventually_equals(
+        &api,
+        "gateway",
+        NS,
+        "ferry-gateway",
+        ".status.addresses[0].value",
+        "10.20.0.7",
+    )
+    .await;
+
+    let logs = controller.logs();
+    assert!(
+        !logs.to_lowercase().contains("forbidden"),
+        "the chart's RBAC is missing something:\n{logs}"
+    );
+}
