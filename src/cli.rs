@@ -33,6 +33,51 @@ pub enum Command {
     /// Print the CustomResourceDefinitions Ferry reads (Gateway API, Istio networking), for
     /// `ferry crds | kubectl apply --server-side -f -`.
     Crds(CrdsArgs),
+    /// Check manifests (or a live cluster) for every problem Ferry would report, each with a
+    /// stable code, the object and the field, like `istioctl analyze`. Exits 1 when a problem
+    /// at or above --failure-threshold is found.
+    Analyze(AnalyzeArgs),
+    /// Check that a cluster is ready for `helm install`: API reachable, Kubernetes version,
+    /// CRDs already installed by others, and your permissions.
+    Precheck(PrecheckArgs),
+    /// Print Ferry's version.
+    Version(VersionArgs),
+}
+
+#[derive(Args)]
+pub struct AnalyzeArgs {
+    /// Manifest files or directories (read recursively). Repeatable.
+    #[arg(short = 'f', long = "filename", required_unless_present = "cluster")]
+    pub files: Vec<PathBuf>,
+    /// Analyze the objects in the cluster (with any -f files added on top).
+    #[arg(long)]
+    pub cluster: bool,
+    /// Kubeconfig for --cluster; default: in-cluster config, then $KUBECONFIG / ~/.kube/config.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Output: table (one line per problem) or json.
+    #[arg(short = 'o', long = "output", default_value = "table", value_parser = ["table", "json"])]
+    pub output: String,
+    /// Lowest severity that makes the exit status 1: Error or Warning.
+    #[arg(long, default_value = "Error", value_parser = ["Error", "Warning"])]
+    pub failure_threshold: String,
+}
+
+#[derive(Args)]
+pub struct PrecheckArgs {
+    /// Kubeconfig; default: in-cluster config, then $KUBECONFIG / ~/.kube/config.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The namespace Ferry will be installed in.
+    #[arg(short = 'n', long, default_value = "ferry-system")]
+    pub namespace: String,
+}
+
+#[derive(Args)]
+pub struct VersionArgs {
+    /// Only the version number.
+    #[arg(long)]
+    pub short: bool,
 }
 
 #[derive(Args)]

@@ -1,7 +1,9 @@
 //! The `ferry` binary: CLI dispatch only. Each subcommand lives in its own module.
 
+mod analyze_cmd;
 mod cli;
 mod gateway_cmd;
+mod precheck;
 mod proxy_config;
 mod proxy_status;
 
@@ -67,6 +69,12 @@ fn main() -> anyhow::Result<()> {
                 print!("{}", yaml(only));
                 Ok(())
             }
+            cli::Command::Analyze(args) => analyze_cmd::run(args).await,
+            cli::Command::Precheck(args) => precheck::run(args).await,
+            cli::Command::Version(args) => {
+                print_version(args.short);
+                Ok(())
+            }
             cli::Command::Controller(args) => {
                 let config = ferry_controller::cluster::ControllerConfig {
                     kubeconfig: args.kubeconfig,
@@ -78,6 +86,15 @@ fn main() -> anyhow::Result<()> {
             }
         }
     })
+}
+
+fn print_version(short: bool) {
+    let version = env!("CARGO_PKG_VERSION");
+    if short {
+        println!("{version}");
+    } else {
+        println!("ferry version {version} (Pingora 0.9, rustls 0.23, Gateway API v1, Istio networking v1)");
+    }
 }
 
 /// Logs go to stderr (stdout is the access log). The filter can be replaced at run time

@@ -23,34 +23,11 @@ fn crds() -> String {
 fn cluster() -> ApiServer {
     let api = ApiServer::start();
     api.apply(&crds());
-    wait_established(&api);
+    api.wait_crds_established();
     api.apply(&format!(
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n"
     ));
     api
-}
-
-/// `kubectl wait` fails outright ("conditions accessor error") on a CRD the API server has
-/// not yet given any condition, so it is retried until every CRD is Established.
-fn wait_established(api: &ApiServer) {
-    let started = std::time::Instant::now();
-    let args = [
-        "wait",
-        "--for=condition=Established",
-        "crd",
-        "--all",
-        "--timeout=30s",
-    ];
-    loop {
-        match api.kubectl_output(&args) {
-            Ok(_) => return,
-            Err(e) if started.elapsed() < Duration::from_secs(60) => {
-                eprintln!("CRDs not established yet ({}); retrying", e.trim());
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => panic!("CRDs not established within 60 s: {e}"),
-        }
-    }
 }
 
 /// The Gateway `public` on `port`, Service `shop-v1` on `v1` and HTTPRoute `shop` to it,

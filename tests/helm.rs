@@ -160,13 +160,7 @@ async fn helm_install_then_the_controller_with_the_charts_rbac_accepts_the_class
 ) {
     let api = ApiServer::start();
     let crds_out = install(&api, "ferry-crds", "ferry-crds", &[]);
-    api.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "crd",
-        "--all",
-        "--timeout=60s",
-    ]);
+    api.wait_crds_established();
     let out = install(&api, "ferry", "ferry", &[]);
     println!("{crds_out}\n{out}");
     assert!(out.contains("STATUS: deployed"), "{out}");

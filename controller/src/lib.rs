@@ -4,6 +4,7 @@
 //! `translate` is the pure function from those objects to a [`ferry_model::Snapshot`] plus the
 //! status conditions the objects should carry.
 
+pub mod analyze;
 pub mod cluster;
 pub mod crds;
 pub mod inputs;

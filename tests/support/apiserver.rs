@@ -133,6 +133,29 @@ impl ApiServer {
         path
     }
 
+    /// `kubectl wait` fails outright ("conditions accessor error") on a CRD the API server
+    /// has not yet given any condition, so it is retried until every CRD is Established.
+    pub fn wait_crds_established(&self) {
+        let started = Instant::now();
+        let args = [
+            "wait",
+            "--for=condition=Established",
+            "crd",
+            "--all",
+            "--timeout=30s",
+        ];
+        loop {
+            match self.kubectl_output(&args) {
+                Ok(_) => return,
+                Err(e) if started.elapsed() < Duration::from_secs(60) => {
+                    eprintln!("CRDs not established yet ({}); retrying", e.trim());
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!("CRDs not established within 60 s: {e}"),
+            }
+        }
+    }
+
     /// Runs helm against this server; Err carries stderr.
     pub fn helm_output(&self, args: &[&str]) -> Result<String, String> {
         let out = Command::new(tools_dir().join("helm"))

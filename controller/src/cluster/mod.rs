@@ -57,6 +57,8 @@ pub enum ControllerError {
     Config(String),
     #[error("API discovery: {0}")]
     Discovery(kube::Error),
+    #[error("cannot list {0}")]
+    List(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -125,7 +127,39 @@ async fn write_statuses(writer: &mut StatusWriter, inputs: &Inputs) {
     }
 }
 
-async fn client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, ControllerError> {
+/// Every object of the kinds Ferry reads, listed once (for `ferry analyze --cluster`). Objects
+/// that do not decode come back as errors naming the object and field; kinds whose API is not
+/// installed are skipped.
+pub async fn list_once(
+    kubeconfig: Option<&std::path::Path>,
+) -> Result<(Inputs, Vec<crate::LoadError>), ControllerError> {
+    use kube::api::{Api, DynamicObject, ListParams};
+    let client = client(kubeconfig).await?;
+    let mut inputs = Inputs::default();
+    let mut errors = Vec::new();
+    for resource in installed_kinds(client.clone()).await? {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| ControllerError::List(format!("{}: {e}", resource.plural)))?;
+        for object in list.items {
+            let mut value = serde_json::to_value(&object).unwrap_or_default();
+            value["apiVersion"] = resource.api_version.clone().into();
+            value["kind"] = resource.kind.clone().into();
+            match crate::inputs::decode_api_object(value, "cluster") {
+                Ok(Some(decoded)) => inputs.add(decoded),
+                Ok(None) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+    Ok((inputs, errors))
+}
+
+/// A client from `kubeconfig`, else the in-cluster configuration, else $KUBECONFIG /
+/// ~/.kube/config.
+pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, ControllerError> {
     let config = match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)

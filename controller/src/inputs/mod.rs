@@ -13,7 +13,9 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 
-pub use load::{decode_api_object, load_path, parse_manifests, LoadError};
+pub use load::{
+    decode_api_object, load_path, manifest_files, parse_manifests, FieldError, LoadError,
+};
 
 /// Every object the translator looks at, in the order they were read.
 ///
