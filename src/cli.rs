@@ -42,6 +42,43 @@ pub enum Command {
     Precheck(PrecheckArgs),
     /// Print Ferry's version.
     Version(VersionArgs),
+    /// The pod's init step: iptables rules sending the pod's TCP traffic through its sidecar
+    /// (as istio-init). Needs NET_ADMIN in the pod's network namespace.
+    SidecarInit(SidecarInitArgs),
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct SidecarInitArgs {
+    /// Port the sidecar takes captured outbound connections on.
+    #[arg(long, default_value_t = 15001)]
+    pub outbound_port: u16,
+    /// Port the sidecar takes captured inbound connections on.
+    #[arg(long, default_value_t = 15006)]
+    pub inbound_port: u16,
+    /// The sidecar's uid: its own connections are never captured (no loops).
+    #[arg(long, default_value_t = 1337)]
+    pub proxy_uid: u32,
+    /// The sidecar's gid, likewise.
+    #[arg(long, default_value_t = 1337)]
+    pub proxy_gid: u32,
+    /// Outbound ports that bypass the sidecar, comma-separated
+    /// (traffic.sidecar.istio.io/excludeOutboundPorts).
+    #[arg(long, default_value = "")]
+    pub exclude_outbound_ports: String,
+    /// Inbound ports that bypass the sidecar (traffic.sidecar.istio.io/excludeInboundPorts).
+    #[arg(long, default_value = "")]
+    pub exclude_inbound_ports: String,
+    /// Destination ranges that bypass the sidecar, comma-separated CIDRs
+    /// (traffic.sidecar.istio.io/excludeOutboundIPRanges).
+    #[arg(long, default_value = "")]
+    pub exclude_outbound_ip_ranges: String,
+    /// Destination ranges that go through the sidecar; `*` for all
+    /// (traffic.sidecar.istio.io/includeOutboundIPRanges).
+    #[arg(long, default_value = "*")]
+    pub include_outbound_ip_ranges: String,
+    /// Print the rules (iptables-restore format) instead of applying them.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args)]
