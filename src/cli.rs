@@ -42,9 +42,50 @@ pub enum Command {
     Precheck(PrecheckArgs),
     /// Print Ferry's version.
     Version(VersionArgs),
+    /// The per-pod proxy: serves the traffic `sidecar-init` captures (outbound by mesh
+    /// routes, inbound to the app), from manifests (--config) or a controller.
+    Sidecar(SidecarArgs),
     /// The pod's init step: iptables rules sending the pod's TCP traffic through its sidecar
     /// (as istio-init). Needs NET_ADMIN in the pod's network namespace.
     SidecarInit(SidecarInitArgs),
+}
+
+#[derive(Args)]
+pub struct SidecarArgs {
+    /// Manifests (file or directory, re-read on change), as `ferry gateway --config`.
+    #[arg(
+        long,
+        required_unless_present = "controller",
+        conflicts_with = "controller"
+    )]
+    pub config: Option<PathBuf>,
+    /// Controller push address (`host:port`).
+    #[arg(long, env = "FERRY_CONTROLLER")]
+    pub controller: Option<String>,
+    /// With --controller: this proxy's unique name (default POD_NAME.POD_NAMESPACE).
+    #[arg(long, env = "FERRY_PROXY_NAME")]
+    pub proxy_name: Option<String>,
+    /// The pod's namespace: short Service names resolve in it.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Port captured outbound connections arrive on (sidecar-init --outbound-port).
+    #[arg(long, default_value_t = 15001)]
+    pub outbound_port: u16,
+    /// Port captured inbound connections arrive on (sidecar-init --inbound-port).
+    #[arg(long, default_value_t = 15006)]
+    pub inbound_port: u16,
+    /// Admin server address (/ready, /config_dump, /metrics).
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    pub admin: SocketAddr,
+    /// ALLOW_ANY passes connections to unknown destinations through; REGISTRY_ONLY refuses
+    /// them (Istio's outboundTrafficPolicy).
+    #[arg(long, default_value = "ALLOW_ANY", value_parser = ["ALLOW_ANY", "REGISTRY_ONLY"])]
+    pub outbound_traffic_policy: String,
+    /// This pod's labels, `key=value` (metrics `source_app`, `source_version`). Repeatable.
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
 }
 
 #[derive(Args, Clone, Debug)]

@@ -50,12 +50,13 @@ fn sync_options(args: &GatewayArgs, controller: String, options: &Options) -> Sy
             labels: options.gateway_labels.clone(),
             ingress_port: options.ingress_port,
             ingress_class: options.ingress_class.clone(),
+            mesh_namespace: None,
         },
     }
 }
 
 /// `POD_NAME.POD_NAMESPACE` in a cluster (downward API), else the host name and process id.
-fn default_proxy_name() -> String {
+pub fn default_proxy_name() -> String {
     match (std::env::var("POD_NAME"), std::env::var("POD_NAMESPACE")) {
         (Ok(pod), Ok(namespace)) => format!("{pod}.{namespace}"),
         _ => host_identity(),
@@ -72,7 +73,7 @@ pub fn host_identity() -> String {
 
 /// Reads the manifests and translates them. Invalid objects reject the whole change
 /// (the engine keeps its last good snapshot); degraded ones are logged and applied.
-fn file_loader(path: PathBuf, options: Options) -> Loader {
+pub fn file_loader(path: PathBuf, options: Options) -> Loader {
     Arc::new(move || {
         let inputs = ferry_controller::inputs::load_path(&path).map_err(|e| vec![e.to_string()])?;
         let output = translate(&inputs, &options);
@@ -97,7 +98,7 @@ fn file_loader(path: PathBuf, options: Options) -> Loader {
 
 /// The proxy's identity comes from flags and its own labels (`app`, `version`), the way
 /// Istio derives a gateway's `source_*` labels from its Pod.
-fn telemetry_options(args: &TelemetryArgs, labels: &[(String, String)]) -> TelemetryOptions {
+pub fn telemetry_options(args: &TelemetryArgs, labels: &[(String, String)]) -> TelemetryOptions {
     let label = |key: &str| {
         labels
             .iter()

@@ -6,6 +6,7 @@ mod gateway_cmd;
 mod precheck;
 mod proxy_config;
 mod proxy_status;
+mod sidecar_cmd;
 mod sidecar_init;
 
 use clap::Parser;
@@ -72,6 +73,7 @@ fn main() -> anyhow::Result<()> {
             }
             cli::Command::Analyze(args) => analyze_cmd::run(args).await,
             cli::Command::SidecarInit(args) => sidecar_init::run(args),
+            cli::Command::Sidecar(args) => sidecar_cmd::run(args, log_control).await,
             cli::Command::Precheck(args) => precheck::run(args).await,
             cli::Command::Version(args) => {
                 print_version(args.short);

@@ -122,8 +122,7 @@ async fn proxy(addr: SocketAddr, id: usize) {
         scope: Scope {
             gateway: format!("bench/gw-{}", id % SCOPES).into(),
             labels: vec![],
-            ingress_port: 0,
-            ingress_class: String::new(),
+            ..Scope::default()
         },
     };
     tx.send(Bytes::from(encode_line(&hello))).unwrap();

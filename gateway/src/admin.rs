@@ -52,7 +52,7 @@ fn handle(
     match req.uri().path() {
         "/logging" => logging(log_control, &req),
         "/endpoints" => json(&endpoints(engine)),
-        "/ready" if engine.store.is_ready() => text(StatusCode::OK, "ready\n"),
+        "/ready" if engine.is_ready() => text(StatusCode::OK, "ready\n"),
         "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "no snapshot applied yet\n"),
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/config_dump" => json(&config_dump(engine)),

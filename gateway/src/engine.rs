@@ -46,12 +46,30 @@ pub struct Engine {
     last_version: AtomicU64,
     /// Serializes apply() calls so listener reconciliation follows swap order.
     applying: tokio::sync::Mutex<()>,
+    /// A sidecar: snapshot ports are routing keys, not ports to bind.
+    captured: bool,
+    /// Set once the first snapshot is swapped in and its listeners are bound.
+    ready: std::sync::atomic::AtomicBool,
     _shutdown: watch::Sender<bool>,
 }
 
 impl Engine {
     /// Must run inside the Tokio runtime (listeners and the trace exporter are its tasks).
     pub fn new(bind_ip: IpAddr, telemetry: &TelemetryOptions) -> Result<Arc<Self>, String> {
+        Self::build(bind_ip, telemetry, false)
+    }
+
+    /// A sidecar's engine: binds no snapshot ports (its capture listeners are
+    /// [`crate::sidecar`]'s) and routes each connection by the port the app dialled.
+    pub fn new_sidecar(telemetry: &TelemetryOptions) -> Result<Arc<Self>, String> {
+        Self::build(IpAddr::from([127, 0, 0, 1]), telemetry, true)
+    }
+
+    fn build(
+        bind_ip: IpAddr,
+        telemetry: &TelemetryOptions,
+        captured: bool,
+    ) -> Result<Arc<Self>, String> {
         let store = Arc::new(SnapshotStore::default());
         let metrics = Arc::new(Metrics::new(telemetry.identity.clone()));
         let telemetry = Arc::new(Telemetry::start(
@@ -59,7 +77,7 @@ impl Engine {
             metrics.access_log_dropped.clone(),
         )?);
         let conf = Arc::new(ServerConf::default());
-        let ferry = FerryProxy::new(store.clone(), metrics.clone(), telemetry.clone());
+        let ferry = FerryProxy::new(store.clone(), metrics.clone(), telemetry.clone(), captured);
         let mut proxy = http_proxy(&conf, ferry);
         let mut options = HttpServerOptions::default();
         options.h2c = true; // serve HTTP/2 prior-knowledge clients on cleartext listeners
@@ -73,6 +91,8 @@ impl Engine {
             status: Mutex::new(EngineStatus::default()),
             last_version: AtomicU64::new(0),
             applying: tokio::sync::Mutex::new(()),
+            captured,
+            ready: Default::default(),
             _shutdown: shutdown_tx,
         }))
     }
@@ -101,7 +121,10 @@ impl Engine {
         let ports = compiled.ports();
         self.store.swap(compiled);
         self.last_version.store(version, Ordering::SeqCst);
-        let listener_errors = self.listeners.reconcile(&ports).await;
+        let listener_errors = match self.captured {
+            true => Vec::new(),
+            false => self.listeners.reconcile(&ports).await,
+        };
         self.record_applied(version, reports, listener_errors).await;
         Ok(version)
     }
@@ -125,6 +148,7 @@ impl Engine {
             .ok()
             .map(Arc::from);
         status.listener_errors = listener_errors;
+        self.ready.store(true, Ordering::SeqCst);
         tracing::info!(version, "snapshot applied");
     }
 
@@ -141,6 +165,22 @@ impl Engine {
             at_unix_ms,
             reasons,
         });
+    }
+
+    /// Ready (for `/ready` and readiness probes) once a snapshot serves and its listeners are
+    /// bound, so a probe never passes before the ports it checks exist.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Tells in-flight HTTP sessions when the process is shutting down.
+    pub fn shutdown_watch(&self) -> watch::Receiver<bool> {
+        self._shutdown.subscribe()
+    }
+
+    /// The HTTP proxy application, for accept loops other than the snapshot's listeners.
+    pub fn http_app(&self) -> Arc<HttpProxy<FerryProxy>> {
+        self.listeners.app()
     }
 
     pub fn status(&self) -> EngineStatus {

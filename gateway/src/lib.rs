@@ -13,6 +13,7 @@ pub mod listeners;
 pub mod metrics;
 pub mod proxy;
 pub mod rewrite;
+pub mod sidecar;
 pub mod source;
 pub mod store;
 pub mod sync;

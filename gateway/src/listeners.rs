@@ -99,6 +99,10 @@ impl<A: ServerApp + Send + Sync + 'static> Listeners<A> {
         errors
     }
 
+    pub fn app(&self) -> Arc<A> {
+        self.app.clone()
+    }
+
     pub async fn count(&self) -> usize {
         self.active.lock().await.len()
     }
@@ -141,7 +145,7 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
     }
 }
 
-async fn serve_connection<A: ServerApp + Send + Sync + 'static>(
+pub(crate) async fn serve_connection<A: ServerApp + Send + Sync + 'static>(
     stream: L4Stream,
     tls: Option<Arc<ServerConfig>>,
     app: &Arc<A>,

@@ -21,9 +21,4 @@ impl SnapshotStore {
     pub fn swap(&self, snapshot: Arc<CompiledSnapshot>) {
         self.current.store(Some(snapshot));
     }
-
-    /// Ready once the first snapshot has been applied.
-    pub fn is_ready(&self) -> bool {
-        self.current.load().is_some()
-    }
 }

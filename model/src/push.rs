@@ -15,7 +15,7 @@ use crate::{Snapshot, Str};
 pub const SUBSCRIBE_PATH: &str = "/ferry.v1/subscribe";
 
 /// What a proxy asks for: which configuration it serves.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Scope {
     /// `namespace/name` of the Gateway API Gateway this proxy implements; empty for none.
@@ -29,6 +29,10 @@ pub struct Scope {
     pub ingress_port: u16,
     #[serde(default)]
     pub ingress_class: String,
+    /// Set by sidecars: the pod's namespace. The proxy then gets the mesh scope (Service
+    /// ports, mesh VirtualServices) instead of gateways.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh_namespace: Option<Str>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,8 +111,7 @@ mod tests {
             scope: Scope {
                 gateway: "infra/public".into(),
                 labels: vec![("istio".into(), "ingressgateway".into())],
-                ingress_port: 0,
-                ingress_class: String::new(),
+                ..Scope::default()
             },
         };
         let line = serde_json::to_string(&hello).unwrap();

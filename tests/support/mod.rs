@@ -4,6 +4,7 @@
 
 pub mod apiserver;
 pub mod manifests;
+pub mod netns;
 pub mod tls;
 
 use bytes::Bytes;
@@ -53,7 +54,7 @@ pub fn ferry() -> Command {
 }
 
 /// A child process killed when dropped.
-pub struct Proc(Child);
+pub struct Proc(pub Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {

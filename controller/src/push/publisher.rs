@@ -179,6 +179,7 @@ pub fn options_for(scope: &Scope) -> Options {
         ingress_port: scope.ingress_port,
         ingress_class: scope.ingress_class.clone(),
         only_gateway: (!scope.gateway.is_empty()).then(|| scope.gateway.to_string()),
+        mesh_namespace: scope.mesh_namespace.as_deref().map(str::to_string),
     }
 }
 
@@ -204,8 +205,7 @@ spec:
         Scope {
             gateway: "infra/public".into(),
             labels: vec![],
-            ingress_port: 0,
-            ingress_class: String::new(),
+            ..Scope::default()
         }
     }
 

@@ -44,6 +44,9 @@ pub struct Options {
     /// `namespace/name`: serve only this Gateway API Gateway (a proxy deployment implements
     /// one Gateway). None serves every Gateway of a Ferry class, as standalone mode does.
     pub only_gateway: Option<String>,
+    /// Set for a sidecar: the namespace of its pod. The snapshot is then the mesh scope
+    /// (Service ports, mesh VirtualServices) instead of gateways.
+    pub mesh_namespace: Option<String>,
 }
 
 impl Default for Options {
@@ -56,6 +59,7 @@ impl Default for Options {
             ingress_port: 8080,
             ingress_class: "ferry".into(),
             only_gateway: None,
+            mesh_namespace: None,
         }
     }
 }
@@ -94,9 +98,14 @@ pub fn translate(inputs: &Inputs, options: &Options) -> Output {
         reports: Reports::default(),
         namespace_labels: namespace_labels(inputs),
     };
-    gateway_api::translate(&mut cx);
-    istio::translate(&mut cx);
-    ingress::translate(&mut cx);
+    match &options.mesh_namespace {
+        Some(namespace) => istio::mesh::translate(&mut cx, namespace),
+        None => {
+            gateway_api::translate(&mut cx);
+            istio::translate(&mut cx);
+            ingress::translate(&mut cx);
+        }
+    }
     for problem in std::mem::take(&mut cx.catalog.problems) {
         let condition =
             report::Condition::error("Valid", "Invalid", problem.message).field(problem.field);

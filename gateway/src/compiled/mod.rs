@@ -104,6 +104,13 @@ impl CompiledSnapshot {
             .collect()
     }
 
+    /// Whether the listener on `port` has a virtual host for `host`.
+    pub fn serves_host(&self, port: u16, host: &str) -> bool {
+        self.listeners
+            .get(&port)
+            .is_some_and(|l| l.vhost_for(host).is_some())
+    }
+
     /// The first route of the most specific virtual host that matches the request.
     pub fn route(&self, request: &RequestView<'_>) -> Option<&Arc<CompiledRoute>> {
         let listener = self.listeners.get(&request.port)?;

@@ -65,8 +65,18 @@ impl Reply {
     }
 }
 
-pub fn decide(snapshot: &CompiledSnapshot, req: &RequestHeader, port: u16) -> Decision {
-    let (host, host_port) = host_of(req);
+/// `fallback_host`: matched instead of the Host header when the listener has no virtual host
+/// for it (a sidecar passes the IP the app dialled, so `Host: anything` to a ClusterIP works).
+pub fn decide(
+    snapshot: &CompiledSnapshot,
+    req: &RequestHeader,
+    port: u16,
+    fallback_host: Option<&str>,
+) -> Decision {
+    let (mut host, host_port) = host_of(req);
+    if let Some(fallback) = fallback_host.filter(|_| !snapshot.serves_host(port, &host)) {
+        host = fallback.to_string();
+    }
     let view = RequestView {
         port,
         host: &host,

@@ -39,6 +39,9 @@ pub struct FerryProxy {
     metrics: Arc<Metrics>,
     telemetry: Arc<Telemetry>,
     mirrors: MirrorClient,
+    /// Sidecar: connections arrive redirected by iptables, so the listener that applies is
+    /// the one for the port the app dialled (the original destination), not the local one.
+    captured: bool,
 }
 
 impl FerryProxy {
@@ -46,13 +49,37 @@ impl FerryProxy {
         store: Arc<SnapshotStore>,
         metrics: Arc<Metrics>,
         telemetry: Arc<Telemetry>,
+        captured: bool,
     ) -> Self {
         FerryProxy {
             store,
             metrics,
             telemetry,
             mirrors: MirrorClient::default(),
+            captured,
         }
+    }
+
+    /// The listener port and, for captured connections, the dialled IP (matched as a host
+    /// when the Host header names none of the listener's virtual hosts).
+    fn listener_of(&self, session: &Session) -> (u16, Option<String>) {
+        let downstream = session.as_downstream();
+        if self.captured {
+            let original = downstream
+                .digest()
+                .and_then(|d| d.socket_digest.as_ref())
+                .and_then(|s| s.original_dst())
+                .and_then(|a| a.as_inet())
+                .copied();
+            if let Some(original) = original {
+                return (original.port(), Some(original.ip().to_string()));
+            }
+        }
+        let port = downstream
+            .server_addr()
+            .and_then(|a| a.as_inet())
+            .map_or(0, |a| a.port());
+        (port, None)
     }
 }
 
@@ -68,17 +95,15 @@ impl ProxyHttp for FerryProxy {
         self.metrics.active_requests.inc();
         ctx.counted_active = true;
         observe::begin(session, ctx, &self.telemetry);
-        ctx.listener_port = session
-            .as_downstream()
-            .server_addr()
-            .and_then(|a| a.as_inet())
-            .map_or(0, |a| a.port());
+        let (port, dialled_ip) = self.listener_of(session);
+        ctx.listener_port = port;
         let Some(snapshot) = self.store.load() else {
             let reply = Decision::reply(503, "NR no configuration applied yet");
             return reply.send(session).await.map(|_| true);
         };
         ctx.snapshot = Some(snapshot.clone());
-        match decide::decide(&snapshot, session.req_header(), ctx.listener_port) {
+        let decision = decide::decide(&snapshot, session.req_header(), port, dialled_ip.as_deref());
+        match decision {
             Decision::Reply(reply) => {
                 ctx.route = reply.route.clone();
                 reply.send(session).await.map(|_| true)

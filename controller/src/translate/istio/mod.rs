@@ -2,6 +2,7 @@
 
 pub(crate) mod destination;
 mod http;
+pub(crate) mod mesh;
 mod policy;
 
 use ferry_model::{Action, Meta, Redirect, RedirectPort, Route, ServerCertificate, Str};

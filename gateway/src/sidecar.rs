@@ -1,0 +1,210 @@
+//! The sidecar's capture listeners. `ferry sidecar-init` redirects the pod's outbound TCP to
+//! the outbound port and its inbound TCP to the inbound port; here each connection is sent on:
+//!
+//! - outbound to a mesh Service (a ClusterIP the snapshot knows on that port) speaking HTTP:
+//!   through the same HTTP engine as the gateway, routed by the dialled port and Host header
+//!   (VirtualService routes, DestinationRule policies), to an endpoint;
+//! - outbound anywhere else, or not HTTP: copied as opaque TCP to the original destination
+//!   (Istio's ALLOW_ANY), or refused with REGISTRY_ONLY;
+//! - inbound: to the app on 127.0.0.1 at the original port (opaque TCP; HTTP-aware inbound
+//!   with reporter=destination metrics comes next).
+//!
+//! The sidecar runs as the uid `sidecar-init` exempts, so its own connections are not
+//! captured again.
+
+use pingora_core::protocols::l4::ext::get_original_dest;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
+use pingora_core::protocols::{GetSocketDigest, SocketDigest};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+
+use pingora_core::apps::ServerApp;
+
+use crate::downstream_io::DownstreamIo;
+use crate::engine::Engine;
+
+/// Where captured traffic arrives and what happens to destinations outside the mesh.
+#[derive(Clone, Debug)]
+pub struct CaptureOptions {
+    pub outbound: SocketAddr,
+    pub inbound: SocketAddr,
+    /// REGISTRY_ONLY: connections to destinations the mesh does not know are closed.
+    pub registry_only: bool,
+}
+
+/// How long a client may take to send its first bytes before its connection is treated as
+/// opaque TCP (a server-first protocol such as MySQL never sends first).
+const SNIFF_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Binds both capture ports and serves them until the process ends.
+pub async fn serve(engine: Arc<Engine>, options: CaptureOptions) -> std::io::Result<()> {
+    let outbound = TcpListener::bind(options.outbound).await?;
+    let inbound = TcpListener::bind(options.inbound).await?;
+    tracing::info!(outbound = %options.outbound, inbound = %options.inbound, "capture listeners bound");
+    let registry_only = options.registry_only;
+    tokio::spawn(accept(inbound, engine.clone(), inbound_connection));
+    accept(outbound, engine, move |engine, tcp, original| {
+        outbound_connection(engine, tcp, original, registry_only)
+    })
+    .await;
+    Ok(())
+}
+
+async fn accept<F, Fut>(listener: TcpListener, engine: Arc<Engine>, handle: F)
+where
+    F: Fn(Arc<Engine>, TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let port = listener.local_addr().map_or(0, |a| a.port()).to_string();
+    let accepted = engine.metrics.connections.with_label_values(&[&port]);
+    let open = engine
+        .metrics
+        .active_connections
+        .with_label_values(&[&port]);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let Some(original) = get_original_dest(tcp.as_raw_fd()).ok().flatten() else {
+            tracing::debug!(%peer, "connection without an original destination (not redirected): closed");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        accepted.inc();
+        open.inc();
+        let open = open.clone();
+        let work = handle(engine.clone(), tcp, original);
+        tokio::spawn(async move {
+            work.await;
+            open.dec();
+        });
+    }
+}
+
+async fn outbound_connection(
+    engine: Arc<Engine>,
+    tcp: TcpStream,
+    original: SocketAddr,
+    registry_only: bool,
+) {
+    let known = engine
+        .store
+        .load()
+        .is_some_and(|s| s.serves_host(original.port(), &original.ip().to_string()));
+    if !known {
+        if registry_only {
+            tracing::debug!(%original, "REGISTRY_ONLY: destination outside the mesh refused");
+            return;
+        }
+        return passthrough(tcp, original).await;
+    }
+    if !speaks_http(&tcp).await {
+        return passthrough(tcp, original).await;
+    }
+    serve_http(&engine, tcp, original).await;
+}
+
+/// Inbound traffic goes to the app at the port the client dialled, over loopback.
+async fn inbound_connection(_engine: Arc<Engine>, tcp: TcpStream, original: SocketAddr) {
+    passthrough(tcp, SocketAddr::from(([127, 0, 0, 1], original.port()))).await;
+}
+
+async fn serve_http(engine: &Engine, tcp: TcpStream, original: SocketAddr) {
+    let digest = SocketDigest::from_raw_fd(tcp.as_raw_fd());
+    // Known already; the proxy reads it to pick the listener.
+    let _ = digest.original_dst.set(Some(original.into()));
+    let mut stream = L4Stream::from(tcp);
+    stream.set_socket_digest(digest);
+    let shutdown = engine.shutdown_watch();
+    engine
+        .http_app()
+        .process_new(Box::new(DownstreamIo::new(stream)), &shutdown)
+        .await;
+}
+
+/// Copies bytes both ways until either side closes.
+async fn passthrough(mut client: TcpStream, destination: SocketAddr) {
+    match TcpStream::connect(destination).await {
+        Ok(mut upstream) => {
+            let _ = upstream.set_nodelay(true);
+            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                tracing::debug!(%destination, "passthrough ended: {e}");
+            }
+        }
+        Err(e) => tracing::debug!(%destination, "passthrough connect failed: {e}"),
+    }
+}
+
+/// Whether the client's first bytes are an HTTP/1 request line or the HTTP/2 preface.
+async fn speaks_http(tcp: &TcpStream) -> bool {
+    let mut buf = [0u8; 16];
+    let deadline = tokio::time::Instant::now() + SNIFF_TIMEOUT;
+    loop {
+        let peeked = match tokio::time::timeout_at(deadline, tcp.peek(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            _ => return false,
+        };
+        match classify(&buf[..peeked]) {
+            Some(http) => return http,
+            // A prefix of a method: wait for more bytes (peek returns at once when data is
+            // there, so give the client a moment).
+            None if peeked > 0 => tokio::time::sleep(Duration::from_millis(1)).await,
+            None => return false, // closed
+        }
+    }
+}
+
+const METHODS: [&[u8]; 10] = [
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"HEAD ",
+    b"DELETE ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"CONNECT ",
+    b"TRACE ",
+    b"PRI * HTTP/2.0",
+];
+
+/// Some(true): HTTP; Some(false): not HTTP; None: too few bytes to tell.
+fn classify(head: &[u8]) -> Option<bool> {
+    let mut undecided = false;
+    for method in METHODS {
+        let n = head.len().min(method.len());
+        if head[..n] == method[..n] {
+            if n == method.len() {
+                return Some(true);
+            }
+            undecided = true;
+        }
+    }
+    (!undecided).then_some(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::classify;
+
+    #[test]
+    fn http_is_told_from_other_protocols_as_soon_as_possible() {
+        assert_eq!(classify(b"GET / HTTP/1.1\r\n"), Some(true));
+        assert_eq!(classify(b"PRI * HTTP/2.0\r\n"), Some(true));
+        assert_eq!(classify(b"PO"), None, "a prefix of POST and PUT");
+        assert_eq!(
+            classify(b"\x16\x03\x01\x02"),
+            Some(false),
+            "a TLS ClientHello"
+        );
+        assert_eq!(classify(b"GETX"), Some(false));
+        assert_eq!(classify(b""), None);
+    }
+}

@@ -1,0 +1,58 @@
+//! `ferry sidecar`: the gateway's engine as a per-pod proxy. Same snapshot, same HTTP engine;
+//! the scope is the mesh (Service ports and mesh VirtualServices) and the listeners are the
+//! two capture ports `ferry sidecar-init` redirects to.
+
+use ferry_controller::Options;
+use ferry_gateway::sidecar::{self, CaptureOptions};
+use ferry_gateway::sync::{self, SyncOptions};
+use ferry_gateway::{admin, source, Engine};
+use ferry_model::push::Scope;
+use std::net::SocketAddr;
+
+use crate::cli::SidecarArgs;
+use crate::gateway_cmd::{default_proxy_name, file_loader, telemetry_options};
+
+pub async fn run(args: SidecarArgs, log_control: admin::LogControl) -> anyhow::Result<()> {
+    let options = Options {
+        mesh_namespace: Some(args.namespace.clone()),
+        ..Options::default()
+    };
+    let telemetry = telemetry_options(&args.telemetry, &args.labels);
+    let engine = Engine::new_sidecar(&telemetry).map_err(anyhow::Error::msg)?;
+    let admin_addr = admin::serve(args.admin, engine.clone(), log_control).await?;
+    let capture = CaptureOptions {
+        outbound: SocketAddr::from(([127, 0, 0, 1], args.outbound_port)),
+        // Redirected inbound connections keep their pod-IP destination: listen on all.
+        inbound: SocketAddr::from(([0, 0, 0, 0], args.inbound_port)),
+        registry_only: args.outbound_traffic_policy == "REGISTRY_ONLY",
+    };
+    let capture_task = tokio::spawn(sidecar::serve(engine.clone(), capture));
+    tracing::info!(%admin_addr, namespace = %args.namespace, "ferry sidecar starting");
+    let config = async {
+        match (&args.controller, &args.config) {
+            (Some(controller), _) => {
+                let sync = SyncOptions {
+                    controller: controller.clone(),
+                    proxy: args.proxy_name.clone().unwrap_or_else(default_proxy_name),
+                    scope: Scope {
+                        mesh_namespace: Some(args.namespace.as_str().into()),
+                        ..Scope::default()
+                    },
+                };
+                sync::follow(sync, engine.clone()).await;
+                Ok(())
+            }
+            (None, Some(path)) => {
+                let loader = file_loader(path.clone(), options);
+                source::watch(path.clone(), loader, engine.clone())
+                    .await
+                    .map_err(anyhow::Error::from)
+            }
+            (None, None) => unreachable!("clap requires --config or --controller"),
+        }
+    };
+    tokio::select! {
+        result = config => result,
+        bound = capture_task => Ok(bound??),
+    }
+}

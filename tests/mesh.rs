@@ -1,0 +1,274 @@
+//! The sidecar in real network namespaces: each "pod" is a netns on a bridge, with the rules
+//! `ferry sidecar-init` writes and `ferry sidecar` running as uid 1337 beside a `ferry echo`
+//! app. A client pod calls the weather Service's ClusterIP; its sidecar routes by a
+//! VirtualService (90/10 by subset, a header pins v2) to a pod whose sidecar hands the
+//! connection to the app. Needs root, iproute2, iptables and setpriv (util-linux).
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+use std::time::Duration;
+use support::netns::{Network, Pod};
+use support::{eventually_within, ConfigDir, Proc};
+
+const CLUSTER_IP: &str = "10.96.0.20";
+const SIDECAR_UID: u32 = 1337;
+
+fn ferry_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ferry")
+}
+
+/// The app: an echo answering with its name, on `port` in the pod.
+fn app(pod: &Pod, name: &str, port: u16) -> Proc {
+    let child = pod
+        .command(ferry_bin())
+        .args([
+            "echo",
+            "--listen",
+            &format!("0.0.0.0:{port}"),
+            "--name",
+            name,
+            "--namespace",
+            "weather",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start echo in pod");
+    Proc(child)
+}
+
+fn init(pod: &Pod, extra: &[&str]) {
+    let mut args = vec!["sidecar-init"];
+    args.extend_from_slice(extra);
+    pod.run(ferry_bin(), &args).expect("sidecar-init");
+}
+
+/// `ferry sidecar` as uid 1337, its admin port on the pod address (excluded from capture).
+fn sidecar(pod: &Pod, config: &std::path::Path) -> Proc {
+    let log = std::fs::File::create(format!("/tmp/ferry-sidecar-{}.log", pod.name)).unwrap();
+    let child = pod
+        .command_as(SIDECAR_UID, ferry_bin())
+        .args([
+            "sidecar",
+            "--config",
+            &config.display().to_string(),
+            "--namespace",
+            "weather",
+        ])
+        .args([
+            "--admin",
+            &format!("{}:15000", pod.address),
+            "--access-log",
+            "off",
+        ])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start sidecar");
+    Proc(child)
+}
+
+fn manifests(v1: &Pod, v2: &Pod) -> String {
+    let pod = |name: &str, version: &str, ip: &std::net::Ipv4Addr| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: weather, labels: {{app: weather, version: {version}}}}}\n\
+             spec: {{containers: [{{name: app, image: ferry}}]}}\nstatus: {{podIP: {ip}}}\n---\n"
+        )
+    };
+    let endpoint = |name: &str, ip: &std::net::Ipv4Addr| {
+        format!(
+            "  - {{addresses: [\"{ip}\"], conditions: {{ready: true}}, targetRef: {{kind: Pod, name: {name}, namespace: weather}}}}\n"
+        )
+    };
+    format!(
+        "{}{}apiVersion: v1\nkind: Service\nmetadata: {{name: weather, namespace: weather}}\n\
+         spec: {{clusterIP: {CLUSTER_IP}, selector: {{app: weather}}, ports: [{{name: http, port: 80, targetPort: 8080}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: weather-1, namespace: weather, labels: {{kubernetes.io/service-name: weather}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints:\n{}{}---\n{ROUTING}",
+        pod("weather-v1", "v1", &v1.address),
+        pod("weather-v2", "v2", &v2.address),
+        endpoint("weather-v1", &v1.address),
+        endpoint("weather-v2", &v2.address),
+    )
+}
+
+const ROUTING: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: weather, namespace: weather}
+spec:
+  hosts: [weather]
+  http:
+    - match: [{headers: {x-canary: {exact: always}}}]
+      route: [{destination: {host: weather, subset: v2}}]
+    - route:
+        - {destination: {host: weather, subset: v1}, weight: 90}
+        - {destination: {host: weather, subset: v2}, weight: 10}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: weather, namespace: weather}
+spec:
+  host: weather
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+";
+
+/// `count` requests on one connection (curl reuses it), one JSON answer per line.
+fn curl(pod: &Pod, url: &str, headers: &[&str], count: usize) -> Vec<serde_json::Value> {
+    let mut args = vec!["-s", "--max-time", "10", "-w", "\\n"];
+    for header in headers {
+        args.extend_from_slice(&["-H", header]);
+    }
+    let urls = vec![url; count];
+    args.extend(urls.iter().copied());
+    let out = pod
+        .run("curl", &args)
+        .unwrap_or_else(|e| panic!("curl {url}: {e}"));
+    out.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not an echo answer: {l}")))
+        .collect()
+}
+
+async fn metric(pod: &Pod, name: &str, listener: &str) -> f64 {
+    let url = format!("http://{}:15000/metrics", pod.address);
+    let text = reqwest_text(&url).await.unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with(name) && l.contains(&format!("listener=\"{listener}\"")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn reqwest_text(url: &str) -> Option<String> {
+    let reply = support::Http::new(support::Proto::H1)
+        .get(url, None, &[])
+        .await?;
+    Some(reply.text)
+}
+
+async fn ready(pod: &Pod) {
+    let url = format!("http://{}:15000/ready", pod.address);
+    eventually_within(
+        &format!("sidecar in {} ready", pod.name),
+        Duration::from_secs(20),
+        || async {
+            support::Http::new(support::Proto::H1)
+                .get(&url, None, &[])
+                .await
+                .is_some_and(|r| r.status == 200)
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn captured_traffic_is_routed_by_virtual_service_and_delivered_through_both_sidecars() {
+    let mut net = Network::new();
+    let (client, v1, v2) = (net.pod(2), net.pod(3), net.pod(4));
+    let dir = ConfigDir::new();
+    dir.write("weather.yaml", &manifests(&v1, &v2));
+    // The sidecar runs as uid 1337: let it read the manifests.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        dir.path().join("weather.yaml"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+
+    let _apps = [
+        app(&v1, "weather-v1", 8080),
+        app(&v2, "weather-v2", 8080),
+        app(&v1, "direct", 9090),
+        app(&v1, "bypass", 9091),
+    ];
+    init(&client, &["--exclude-outbound-ports", "9091", "--exclude-inbound-ports", "15000"]);
+    for pod in [&v1, &v2] {
+        init(pod, &["--exclude-inbound-ports", "15000,9090"]);
+    }
+    init(&client, &["--exclude-outbound-ports", "9091", "--exclude-inbound-ports", "15000"]); // idempotent: same rules once
+    let rules = client.run("iptables-save", &["-t", "nat"]).unwrap();
+    assert_eq!(
+        rules.matches("-A OUTPUT -p tcp -j FERRY_OUTPUT").count(),
+        1,
+        "{rules}"
+    );
+    let _sidecars = [
+        sidecar(&client, dir.path()),
+        sidecar(&v1, dir.path()),
+        sidecar(&v2, dir.path()),
+    ];
+    for pod in [&client, &v1, &v2] {
+        ready(pod).await;
+    }
+    let outbound_before = metric(&client, "ferry_downstream_connections_total", "15001").await;
+
+    // 90/10 by subset, over the ClusterIP no kernel route knows: only the sidecar can serve it.
+    let answers = curl(
+        &client,
+        &format!("http://{CLUSTER_IP}/forecast"),
+        &["Host: weather"],
+        200,
+    );
+    assert_eq!(answers.len(), 200);
+    let v2_count = answers.iter().filter(|a| a["name"] == "weather-v2").count();
+    assert!(
+        (5..=40).contains(&v2_count),
+        "{v2_count} of 200 went to v2 (want about 20)"
+    );
+    // Inbound capture: the app sees its own sidecar (loopback) as the peer.
+    assert!(
+        answers.iter().all(|a| a["peer"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("127.0.0.1:")),
+        "{}",
+        answers[0]
+    );
+
+    // A header pins the canary; the Host can be any Service name, or the IP itself.
+    let pinned = curl(
+        &client,
+        &format!("http://{CLUSTER_IP}/"),
+        &[
+            "Host: weather.weather.svc.cluster.local",
+            "x-canary: always",
+        ],
+        20,
+    );
+    assert!(pinned.iter().all(|a| a["name"] == "weather-v2"));
+    let by_ip = curl(&client, &format!("http://{CLUSTER_IP}/"), &[], 5);
+    assert!(by_ip
+        .iter()
+        .all(|a| a["name"].as_str().unwrap().starts_with("weather-v")));
+
+    // Outside the mesh: passed through as TCP to the original destination (ALLOW_ANY), and an
+    // inbound port excluded in the server pod reaches the app directly.
+    let direct = curl(&client, &format!("http://{}:9090/", v1.address), &[], 1);
+    assert_eq!(direct[0]["name"], "direct");
+    assert!(
+        direct[0]["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}:", client.address)),
+        "{}",
+        direct[0]
+    );
+    let outbound_after = metric(&client, "ferry_downstream_connections_total", "15001").await;
+    // curl opened one connection per invocation: 4 so far, all through the client's sidecar,
+    // and its own upstream connections were not captured again (no loop).
+    assert_eq!(outbound_after - outbound_before, 4.0);
+
+    // An excluded outbound port bypasses the client's sidecar (the count does not move).
+    let bypass = curl(&client, &format!("http://{}:9091/", v1.address), &[], 1);
+    assert_eq!(bypass[0]["name"], "bypass");
+    let outbound_end = metric(&client, "ferry_downstream_connections_total", "15001").await;
+    assert_eq!(
+        outbound_end, outbound_after,
+        "excluded port went through the sidecar"
+    );
+    // Inbound through v1's sidecar: its inbound listener counted the connections.
+    assert!(metric(&v1, "ferry_downstream_connections_total", "15006").await >= 2.0);
+}
