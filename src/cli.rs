@@ -42,6 +42,9 @@ pub enum Command {
     Precheck(PrecheckArgs),
     /// Print Ferry's version.
     Version(VersionArgs),
+    /// Print a manifest with the sidecar added to its pods, as the injection webhook would
+    /// (like `istioctl kube-inject`): `ferry inject -f deploy.yaml | kubectl apply -f -`.
+    Inject(InjectCmdArgs),
     /// The per-pod proxy: serves the traffic `sidecar-init` captures (outbound by mesh
     /// routes, inbound to the app), from manifests (--config) or a controller.
     Sidecar(SidecarArgs),
@@ -179,6 +182,53 @@ pub struct ControllerArgs {
     /// This replica's identity in the Lease (default: POD_NAME, else host name + pid).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Serve the sidecar-injection webhook (HTTPS, POST /inject) on this address; needs
+    /// --webhook-cert and --webhook-key.
+    #[arg(long, requires_all = ["webhook_cert", "webhook_key"])]
+    pub webhook_listen: Option<SocketAddr>,
+    /// PEM certificate chain of the webhook (its Service's DNS name).
+    #[arg(long)]
+    pub webhook_cert: Option<PathBuf>,
+    /// PEM private key of the webhook.
+    #[arg(long)]
+    pub webhook_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub inject: InjectArgs,
+}
+
+/// What injected sidecars run.
+#[derive(Args, Clone)]
+pub struct InjectArgs {
+    /// Image of the injected containers.
+    #[arg(long = "proxy-image", env = "FERRY_PROXY_IMAGE", default_value = concat!("ghcr.io/ferry-dev/ferry:", env!("CARGO_PKG_VERSION")))]
+    pub image: String,
+    /// Controller address the injected sidecars dial.
+    #[arg(
+        long = "proxy-controller",
+        env = "FERRY_PROXY_CONTROLLER",
+        default_value = "ferry-controller.ferry-system.svc:15010"
+    )]
+    pub controller: String,
+}
+
+impl InjectArgs {
+    pub fn config(&self) -> ferry_controller::inject::InjectConfig {
+        ferry_controller::inject::InjectConfig {
+            image: self.image.clone(),
+            controller: self.controller.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct InjectCmdArgs {
+    /// The manifest to inject (Pods, Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs,
+    /// CronJobs; other documents are printed unchanged); `-` for stdin.
+    #[arg(short = 'f', long = "filename")]
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub inject: InjectArgs,
 }
 
 #[derive(Args)]

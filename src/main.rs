@@ -3,6 +3,7 @@
 mod analyze_cmd;
 mod cli;
 mod gateway_cmd;
+mod inject_cmd;
 mod precheck;
 mod proxy_config;
 mod proxy_status;
@@ -73,6 +74,7 @@ fn main() -> anyhow::Result<()> {
             }
             cli::Command::Analyze(args) => analyze_cmd::run(args).await,
             cli::Command::SidecarInit(args) => sidecar_init::run(args),
+            cli::Command::Inject(args) => inject_cmd::run(args),
             cli::Command::Sidecar(args) => sidecar_cmd::run(args, log_control).await,
             cli::Command::Precheck(args) => precheck::run(args).await,
             cli::Command::Version(args) => {
@@ -80,16 +82,37 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             cli::Command::Controller(args) => {
+                let webhook = webhook_config(&args)?;
                 let config = ferry_controller::cluster::ControllerConfig {
                     kubeconfig: args.kubeconfig,
                     listen: args.listen,
                     namespace: args.namespace,
                     identity: args.identity.unwrap_or_else(gateway_cmd::host_identity),
+                    webhook,
                 };
                 Ok(ferry_controller::cluster::run(config).await?)
             }
         }
     })
+}
+
+fn webhook_config(
+    args: &cli::ControllerArgs,
+) -> anyhow::Result<Option<ferry_controller::cluster::WebhookConfig>> {
+    let (Some(listen), Some(cert), Some(key)) =
+        (args.webhook_listen, &args.webhook_cert, &args.webhook_key)
+    else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    };
+    Ok(Some(ferry_controller::cluster::WebhookConfig {
+        listen,
+        cert_pem: read(cert)?,
+        key_pem: read(key)?,
+        inject: args.inject.config(),
+    }))
 }
 
 fn print_version(short: bool) {

@@ -184,11 +184,27 @@ async fn captured_traffic_is_routed_by_virtual_service_and_delivered_through_bot
         app(&v1, "direct", 9090),
         app(&v1, "bypass", 9091),
     ];
-    init(&client, &["--exclude-outbound-ports", "9091", "--exclude-inbound-ports", "15000"]);
+    init(
+        &client,
+        &[
+            "--exclude-outbound-ports",
+            "9091",
+            "--exclude-inbound-ports",
+            "15000",
+        ],
+    );
     for pod in [&v1, &v2] {
         init(pod, &["--exclude-inbound-ports", "15000,9090"]);
     }
-    init(&client, &["--exclude-outbound-ports", "9091", "--exclude-inbound-ports", "15000"]); // idempotent: same rules once
+    init(
+        &client,
+        &[
+            "--exclude-outbound-ports",
+            "9091",
+            "--exclude-inbound-ports",
+            "15000",
+        ],
+    ); // idempotent: same rules once
     let rules = client.run("iptables-save", &["-t", "nat"]).unwrap();
     assert_eq!(
         rules.matches("-A OUTPUT -p tcp -j FERRY_OUTPUT").count(),

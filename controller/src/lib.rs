@@ -7,10 +7,12 @@
 pub mod analyze;
 pub mod cluster;
 pub mod crds;
+pub mod inject;
 pub mod inputs;
 pub mod push;
 pub mod status;
 pub mod translate;
+pub mod webhook;
 
 pub use inputs::{Inputs, LoadError};
 pub use translate::{translate, Options, Output, Report, Severity};

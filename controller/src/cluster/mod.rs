@@ -49,6 +49,15 @@ pub struct ControllerConfig {
     pub namespace: String,
     /// This replica's name in the Lease.
     pub identity: String,
+    /// The sidecar-injection webhook, when the controller serves it.
+    pub webhook: Option<WebhookConfig>,
+}
+
+pub struct WebhookConfig {
+    pub listen: SocketAddr,
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub inject: crate::inject::InjectConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +97,20 @@ pub async fn run(config: ControllerConfig) -> Result<(), ControllerError> {
             })?;
     tracing::info!(addr = %listener.local_addr().unwrap_or(config.listen), "push server listening");
     tokio::spawn(server::serve(listener, state));
+    if let Some(webhook) = config.webhook {
+        // Its own task: a bad certificate stops injection (logged), not routing.
+        tokio::spawn(async move {
+            let served = crate::webhook::serve(
+                webhook.listen,
+                &webhook.cert_pem,
+                &webhook.key_pem,
+                webhook.inject,
+            );
+            if let Err(e) = served.await {
+                tracing::error!("injection webhook not served: {e}");
+            }
+        });
+    }
 
     let cache = Arc::new(Cache::default());
     for kind in &kinds {
