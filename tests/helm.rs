@@ -75,6 +75,7 @@ fn rendered_profiles_match_their_golden_files() {
             "-f",
             &profile(name),
         ]);
+        let rendered = mask_generated(&rendered);
         let path = dir.join(format!("{name}.yaml"));
         if update {
             std::fs::create_dir_all(&dir).unwrap();
@@ -90,6 +91,25 @@ fn rendered_profiles_match_their_golden_files() {
         mismatches.is_empty(),
         "rendered chart differs from {mismatches:?} (FERRY_UPDATE_GOLDEN=1 to regenerate, then review the diff)"
     );
+}
+
+/// The webhook certificate is generated at each render: golden files hold a placeholder.
+fn mask_generated(rendered: &str) -> String {
+    rendered
+        .lines()
+        .map(|line| {
+            let key = line.trim_start();
+            let generated = ["ca.crt: ", "tls.crt: ", "tls.key: ", "caBundle: "]
+                .iter()
+                .any(|k| key.starts_with(k));
+            match (generated, line.split_once(": ")) {
+                (true, Some((field, _))) => format!("{field}: <generated>"),
+                _ => line.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
 }
 
 #[test]
@@ -197,12 +217,33 @@ async fn helm_install_then_the_controller_with_the_charts_rbac_accepts_the_class
     let token = api.kubectl(&["create", "token", "ferry-controller", "-n", NS]);
     let kubeconfig = api.kubeconfig_with_token(&token);
     let addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // The injection webhook with the chart's generated certificate, where the API server
+    // calls it: the ferry-controller Service's ClusterIP, port 443 (added to lo, as no
+    // kube-proxy runs here).
+    let webhook = ChartWebhook::from_release(&api);
     let controller = Controller::start_with(
         &kubeconfig,
         addr,
-        &["--namespace", NS, "--identity", "ferry-controller-0"],
+        &[
+            "--namespace",
+            NS,
+            "--identity",
+            "ferry-controller-0",
+            "--webhook-listen",
+            &webhook.listen,
+            "--webhook-cert",
+            &webhook.cert,
+            "--webhook-key",
+            &webhook.key,
+        ],
     )
     .await;
+    api.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {istio-injection: enabled}}\n---\n\
+               apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: shop}\nspec: {containers: [{name: web, image: web:1}]}\n");
+    assert_eq!(
+        api.get("pod", "shop", "web", ".spec.initContainers[*].name"),
+        "ferry-init ferry-proxy"
+    );
     let condition = |kind: &str| format!(r#".status.conditions[?(@.type=="{kind}")].status"#);
     eventually_equals(
         &api,
@@ -283,4 +324,53 @@ async fn helm_install_then_the_controller_with_the_charts_rbac_accepts_the_class
         !logs.to_lowercase().contains("forbidden"),
         "the chart's RBAC is missing something:\n{logs}"
     );
+}
+
+/// The webhook certificate the chart generated, written to files, and the Service ClusterIP
+/// the API server will dial, added to `lo` for the test's lifetime.
+struct ChartWebhook {
+    listen: String,
+    cert: String,
+    key: String,
+    ip: String,
+    _files: tempfile::TempDir,
+}
+
+impl ChartWebhook {
+    fn from_release(api: &ApiServer) -> ChartWebhook {
+        use base64::Engine;
+        let files = tempfile::tempdir().unwrap();
+        let write = |key: &str, file: &str| {
+            let jsonpath = format!(".data.{}", key.replace('.', "\\."));
+            let encoded = api.get("secret", NS, "ferry-webhook-tls", &jsonpath);
+            let pem = base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .unwrap();
+            let path = files.path().join(file);
+            std::fs::write(&path, pem).unwrap();
+            path.display().to_string()
+        };
+        let (cert, key) = (write("tls.crt", "tls.crt"), write("tls.key", "tls.key"));
+        let ip = api.get("service", NS, "ferry-controller", ".spec.clusterIP");
+        let added = Command::new("ip")
+            .args(["addr", "replace", &format!("{ip}/32"), "dev", "lo"])
+            .status()
+            .unwrap();
+        assert!(added.success(), "ip addr replace {ip}/32 dev lo");
+        ChartWebhook {
+            listen: format!("{ip}:443"),
+            cert,
+            key,
+            ip,
+            _files: files,
+        }
+    }
+}
+
+impl Drop for ChartWebhook {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["addr", "del", &format!("{}/32", self.ip), "dev", "lo"])
+            .status();
+    }
 }
