@@ -87,6 +87,9 @@ pub struct SidecarArgs {
     /// This pod's labels, `key=value` (metrics `source_app`, `source_version`). Repeatable.
     #[arg(long = "label", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
+    /// On SIGTERM, how long open connections may take to finish before the sidecar exits.
+    #[arg(long, default_value_t = 5)]
+    pub drain_seconds: u64,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }

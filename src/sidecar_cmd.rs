@@ -54,5 +54,38 @@ pub async fn run(args: SidecarArgs, log_control: admin::LogControl) -> anyhow::R
     tokio::select! {
         result = config => result,
         bound = capture_task => Ok(bound??),
+        _ = terminated() => {
+            drain(&engine, std::time::Duration::from_secs(args.drain_seconds)).await;
+            Ok(())
+        }
     }
+}
+
+async fn terminated() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            term.recv().await;
+        }
+        Err(e) => {
+            tracing::warn!("cannot watch SIGTERM: {e}");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// SIGTERM: stop accepting, let open connections finish their requests (keep-alive ones
+/// close after the current one), exit when none is left or the drain period ends.
+async fn drain(engine: &Engine, period: std::time::Duration) {
+    tracing::info!(
+        open = engine.open_connections(),
+        ?period,
+        "SIGTERM: draining"
+    );
+    engine.begin_drain();
+    let deadline = tokio::time::Instant::now() + period;
+    while engine.open_connections() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tracing::info!(left = engine.open_connections(), "drained; exiting");
 }

@@ -211,7 +211,7 @@ async fn captured_traffic_is_routed_by_virtual_service_and_delivered_through_bot
         1,
         "{rules}"
     );
-    let _sidecars = [
+    let mut sidecars = [
         sidecar(&client, dir.path()),
         sidecar(&v1, dir.path()),
         sidecar(&v2, dir.path()),
@@ -287,4 +287,41 @@ async fn captured_traffic_is_routed_by_virtual_service_and_delivered_through_bot
     );
     // Inbound through v1's sidecar: its inbound listener counted the connections.
     assert!(metric(&v1, "ferry_downstream_connections_total", "15006").await >= 2.0);
+
+    // SIGTERM drains: a request in flight through the client's sidecar still completes,
+    // then the sidecar exits.
+    let slow = std::thread::spawn({
+        let (name, url) = (client.name.clone(), format!("http://{CLUSTER_IP}/slow"));
+        move || {
+            let out = std::process::Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &name,
+                    "curl",
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                ])
+                .args(["-H", "Host: weather", "-H", "x-echo-delay-ms: 1000", &url])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = sidecars[0].0.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(slow.join().unwrap(), "200", "the request in flight was cut");
+    let exited = (0..60).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        sidecars[0].0.try_wait().unwrap().is_some()
+    });
+    assert!(exited, "the sidecar did not exit after draining");
 }

@@ -173,6 +173,24 @@ impl Engine {
         self.ready.load(Ordering::SeqCst)
     }
 
+    /// Starts draining: accept loops stop taking connections and keep-alive connections
+    /// close after their current request.
+    pub fn begin_drain(&self) {
+        let _ = self._shutdown.send(true);
+    }
+
+    /// Downstream connections still open, on every listener.
+    pub fn open_connections(&self) -> i64 {
+        use prometheus::core::Collector;
+        self.metrics
+            .active_connections
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .map(|m| m.get_gauge().get_value() as i64)
+            .sum()
+    }
+
     /// Tells in-flight HTTP sessions when the process is shutting down.
     pub fn shutdown_watch(&self) -> watch::Receiver<bool> {
         self._shutdown.subscribe()

@@ -58,23 +58,35 @@ where
     F: Fn(Arc<Engine>, TcpStream, SocketAddr) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let port = listener.local_addr().map_or(0, |a| a.port()).to_string();
+    let local = listener.local_addr().ok();
+    let port = local.map_or(0, |a| a.port()).to_string();
     let accepted = engine.metrics.connections.with_label_values(&[&port]);
     let open = engine
         .metrics
         .active_connections
         .with_label_values(&[&port]);
+    let mut draining = engine.shutdown_watch();
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
+        let (tcp, peer) = tokio::select! {
+            result = listener.accept() => match result {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = until_draining(&mut draining) => {
+                tracing::info!(%port, "draining: no new connections");
+                return;
             }
         };
-        let Some(original) = get_original_dest(tcp.as_raw_fd()).ok().flatten() else {
-            tracing::debug!(%peer, "connection without an original destination (not redirected): closed");
+        // A connection made straight to the capture port (not redirected) reports that port
+        // as its original destination: forwarding it there would loop.
+        let original = get_original_dest(tcp.as_raw_fd()).ok().flatten();
+        let local_port = local.map(|l| l.port());
+        let Some(original) = original.filter(|o| Some(o.port()) != local_port) else {
+            tracing::debug!(%peer, "connection not redirected by sidecar-init: closed");
             continue;
         };
         let _ = tcp.set_nodelay(true);
@@ -110,6 +122,17 @@ async fn outbound_connection(
         return passthrough(tcp, original).await;
     }
     serve_http(&engine, tcp, original).await;
+}
+
+async fn until_draining(draining: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *draining.borrow_and_update() {
+            return;
+        }
+        if draining.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// Inbound traffic goes to the app at the port the client dialled, over loopback.
