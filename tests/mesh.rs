@@ -325,3 +325,35 @@ async fn captured_traffic_is_routed_by_virtual_service_and_delivered_through_bot
     });
     assert!(exited, "the sidecar did not exit after draining");
 }
+
+#[test]
+fn the_local_demo_script_shows_the_canary() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/mesh-sidecar/demo.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .env("FERRY", ferry_bin())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let count = |name: &str| -> usize {
+        text.lines()
+            .find(|l| {
+                l.ends_with(&format!("\"name\":\"{name}\""))
+                    && l.trim_start().starts_with(char::is_numeric)
+            })
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(count("weather-v1") + count("weather-v2"), 100, "{text}");
+    assert!(
+        count("weather-v2") >= 2 && count("weather-v2") <= 25,
+        "{text}"
+    );
+    assert!(text.contains("\"peer\":\"127.0.0.1:"), "{text}");
+}

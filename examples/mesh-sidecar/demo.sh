@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The mesh on one machine, no cluster: three network namespaces stand for three pods on a
+# bridge (a client, weather v1, weather v2), each with the iptables rules of
+# `ferry sidecar-init` and a `ferry sidecar` running as uid 1337 beside a `ferry echo` app.
+# The client calls the weather Service's ClusterIP (10.96.0.20, routed by nothing but the
+# sidecars) 100 times and prints which version answered. Needs root, iproute2, iptables,
+# setpriv and curl. Everything is removed on exit.
+#
+#   sudo examples/mesh-sidecar/demo.sh
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+ferry="${FERRY:-$root/target/debug/ferry}"
+[ -x "$ferry" ] || (cd "$root" && cargo build --quiet)
+tag="fd$$"
+subnet=10.199.0
+config="$(mktemp -d)"
+chmod 755 "$config"
+pids=()
+
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pod in client v1 v2; do ip netns del "$tag-$pod" 2>/dev/null || true; done
+  ip link del "${tag}br" 2>/dev/null || true
+  rm -rf "$config"
+}
+trap cleanup EXIT
+
+ip link add "${tag}br" type bridge
+ip addr add "$subnet.1/24" dev "${tag}br"
+ip link set "${tag}br" up
+pod() { # name host-number
+  local ns="$tag-$1" addr="$subnet.$2"
+  ip netns add "$ns"
+  ip link add "$tag$1o" type veth peer name "$tag$1i"
+  ip link set "$tag$1o" master "${tag}br" up
+  ip link set "$tag$1i" netns "$ns"
+  ip -n "$ns" addr add "$addr/24" dev "$tag$1i"
+  ip -n "$ns" link set "$tag$1i" up
+  ip -n "$ns" link set lo up
+  ip -n "$ns" route add default via "$subnet.1"
+}
+pod client 2; pod v1 3; pod v2 4
+
+# What the cluster would hold: the Service with its ClusterIP, the Pods and their endpoints,
+# plus the routing in mesh.yaml.
+cat > "$config/weather.yaml" <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: weather, namespace: weather}
+spec: {clusterIP: 10.96.0.20, selector: {app: weather}, ports: [{name: http, port: 80, targetPort: 8080}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: weather-v1, namespace: weather, labels: {app: weather, version: v1}}
+spec: {containers: [{name: app, image: ferry}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: weather-v2, namespace: weather, labels: {app: weather, version: v2}}
+spec: {containers: [{name: app, image: ferry}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: weather-1, namespace: weather, labels: {kubernetes.io/service-name: weather}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints:
+  - {addresses: ["$subnet.3"], conditions: {ready: true}, targetRef: {kind: Pod, name: weather-v1, namespace: weather}}
+  - {addresses: ["$subnet.4"], conditions: {ready: true}, targetRef: {kind: Pod, name: weather-v2, namespace: weather}}
+YAML
+cp "$here/mesh.yaml" "$config/"
+chmod 644 "$config"/*.yaml
+
+for v in v1 v2; do
+  ip netns exec "$tag-$v" "$ferry" echo --listen 0.0.0.0:8080 --name "weather-$v" --namespace weather >/dev/null 2>&1 &
+  pids+=($!)
+done
+for p in client v1 v2; do
+  ip netns exec "$tag-$p" "$ferry" sidecar-init >/dev/null
+  ip netns exec "$tag-$p" setpriv --reuid 1337 --regid 1337 --clear-groups -- \
+    "$ferry" sidecar --config "$config" --namespace weather --access-log off >"$config/sidecar-$p.log" 2>&1 &
+  pids+=($!)
+done
+for p in client v1 v2; do
+  for _ in $(seq 100); do
+    ip netns exec "$tag-$p" curl -sf -o /dev/null http://127.0.0.1:15000/ready && break
+    sleep 0.1
+  done
+done
+
+echo "100 requests from the client pod to http://weather (ClusterIP 10.96.0.20):"
+urls=$(printf 'http://10.96.0.20/forecast %.0s' $(seq 100))
+# shellcheck disable=SC2086 # one URL per word on purpose
+ip netns exec "$tag-client" curl -s -w '\n' -H 'Host: weather' $urls | grep -o '"name":"[^"]*"' | sort | uniq -c
+echo "with x-canary: always:"
+ip netns exec "$tag-client" curl -s -H 'Host: weather' -H 'x-canary: always' http://10.96.0.20/ | grep -o '"name":"[^"]*"'
+echo "the app saw its own sidecar as the peer:"
+ip netns exec "$tag-client" curl -s -H 'Host: weather' http://10.96.0.20/ | grep -o '"peer":"127.0.0.1:[0-9]*"'
