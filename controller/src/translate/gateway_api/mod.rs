@@ -2,6 +2,7 @@
 
 mod filters;
 pub mod grpc;
+pub(crate) mod mesh;
 mod rules;
 
 use ferry_model::{Meta, ServerCertificate, Str};

@@ -1,8 +1,8 @@
 //! The mesh scope, what a sidecar serves outbound: one listener per Service port (the port the
 //! app dialled), a virtual host per name of each Service (`name` in the sidecar's own
 //! namespace, `name.ns`, `name.ns.svc`, the cluster-local FQDN, the ClusterIP), and either the
-//! routes of the VirtualServices bound to `mesh` for that host or a default route to the
-//! Service. The sidecar matches an outbound connection to a listener by its original
+//! routes of the HTTPRoutes parented by the Service and the VirtualServices bound to `mesh`
+//! for that host, or a default route to the Service. The sidecar matches an outbound connection to a listener by its original
 //! destination port and to a virtual host by Host header (or by the ClusterIP it dialled).
 
 use ferry_model::{Action, BackendTarget, Meta, Route, RouteMatch, WeightedBackend};
@@ -17,7 +17,8 @@ use crate::translate::table::{PortProtocol, RouteOrder};
 use crate::translate::{meta_of, Context};
 
 pub(crate) fn translate(cx: &mut Context<'_>, client_namespace: &str) {
-    let routed = mesh_virtual_services(cx, client_namespace);
+    let mut routed = crate::translate::gateway_api::mesh::translate(cx, client_namespace);
+    routed.extend(mesh_virtual_services(cx, client_namespace));
     for service in &cx.inputs.services {
         let Some(cluster_ip) = cluster_ip(service) else {
             continue;
@@ -141,7 +142,11 @@ fn default_route(cx: &mut Context<'_>, service: &Meta, port: u16) -> Route {
 }
 
 /// The names a client in `client_namespace` may use for the Service.
-fn service_names(service: &Meta, cluster_ip: &str, client_namespace: &str) -> Vec<String> {
+pub(crate) fn service_names(
+    service: &Meta,
+    cluster_ip: &str,
+    client_namespace: &str,
+) -> Vec<String> {
     let (ns, name) = (&service.namespace, &service.name);
     let mut names = vec![
         format!("{name}.{ns}"),
@@ -156,12 +161,12 @@ fn service_names(service: &Meta, cluster_ip: &str, client_namespace: &str) -> Ve
 }
 
 /// A Service's virtual IP; None for headless Services (clients dial Pod IPs directly).
-fn cluster_ip(service: &Service) -> Option<String> {
+pub(crate) fn cluster_ip(service: &Service) -> Option<String> {
     let ip = service.spec.as_ref()?.cluster_ip.as_ref()?;
     (!ip.is_empty() && ip != "None").then(|| ip.clone())
 }
 
-fn service_ports(service: &Service) -> Vec<u16> {
+pub(crate) fn service_ports(service: &Service) -> Vec<u16> {
     let ports = service.spec.as_ref().and_then(|s| s.ports.as_ref());
     ports
         .into_iter()
@@ -169,4 +174,155 @@ fn service_ports(service: &Service) -> Vec<u16> {
         .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
         .filter_map(|p| u16::try_from(p.port).ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::inputs::{parse_manifests, Inputs};
+    use crate::translate::{translate, Options};
+    use ferry_model::{Action, BackendTarget, Snapshot};
+
+    const SERVICES: &str = "
+apiVersion: v1
+kind: Service
+metadata: {name: weather, namespace: weather}
+spec: {clusterIP: 10.96.0.20, ports: [{name: http, port: 80, targetPort: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ratings, namespace: other}
+spec: {clusterIP: 10.96.0.21, ports: [{name: http, port: 80}, {name: admin, port: 9000}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: weather}
+spec: {clusterIP: None, ports: [{port: 5432}]}
+";
+
+    fn mesh(extra: &str) -> Snapshot {
+        let yaml = format!("{SERVICES}---\n{extra}");
+        let inputs = Inputs::from_objects(parse_manifests(&yaml, "test").unwrap());
+        let options = Options {
+            mesh_namespace: Some("weather".into()),
+            ..Options::default()
+        };
+        translate(&inputs, &options).snapshot
+    }
+
+    fn hosts(snapshot: &Snapshot, port: u16) -> Vec<String> {
+        let listener = snapshot.listeners.iter().find(|l| l.port == port).unwrap();
+        listener
+            .virtual_hosts
+            .iter()
+            .map(|v| v.hostname.to_string())
+            .collect()
+    }
+
+    fn first_cluster(snapshot: &Snapshot, port: u16, host: &str) -> String {
+        let listener = snapshot.listeners.iter().find(|l| l.port == port).unwrap();
+        let vhost = listener
+            .virtual_hosts
+            .iter()
+            .find(|v| &*v.hostname == host)
+            .unwrap();
+        match &vhost.routes[0].action {
+            Action::Forward(backends) => match &backends[0].target {
+                BackendTarget::Cluster(name) => name.to_string(),
+                other => format!("{other:?}"),
+            },
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_service_port_is_a_listener_with_the_names_a_client_may_use() {
+        let snapshot = mesh("");
+        let on_80 = hosts(&snapshot, 80);
+        for name in [
+            "weather",
+            "weather.weather",
+            "weather.weather.svc.cluster.local",
+            "10.96.0.20",
+        ] {
+            assert!(
+                on_80.contains(&name.to_string()),
+                "{name} missing: {on_80:?}"
+            );
+        }
+        assert!(
+            !on_80.contains(&"ratings".to_string()),
+            "short names only in the sidecar's namespace"
+        );
+        assert!(on_80.contains(&"ratings.other".to_string()));
+        assert!(hosts(&snapshot, 9000).contains(&"10.96.0.21".to_string()));
+        assert!(
+            snapshot.listeners.iter().all(|l| l.port != 5432),
+            "headless Services are dialled by Pod IP"
+        );
+        assert_eq!(
+            first_cluster(&snapshot, 80, "weather"),
+            "weather/weather:80"
+        );
+    }
+
+    #[test]
+    fn a_service_parented_httproute_replaces_the_default_route() {
+        let snapshot = mesh(
+            "
+apiVersion: v1
+kind: Service
+metadata: {name: weather-v2, namespace: weather}
+spec: {clusterIP: 10.96.0.22, ports: [{name: http, port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: canary, namespace: weather}
+spec:
+  parentRefs: [{group: \"\", kind: Service, name: weather, port: 80}]
+  rules: [{backendRefs: [{name: weather-v2, port: 80}]}]
+",
+        );
+        assert_eq!(
+            first_cluster(&snapshot, 80, "weather"),
+            "weather/weather-v2:80"
+        );
+        assert_eq!(
+            first_cluster(&snapshot, 80, "10.96.0.20"),
+            "weather/weather-v2:80"
+        );
+        let vhost = snapshot.listeners[0]
+            .virtual_hosts
+            .iter()
+            .find(|v| &*v.hostname == "weather")
+            .unwrap();
+        assert_eq!(vhost.routes.len(), 1, "the default route is gone");
+    }
+
+    #[test]
+    fn a_mesh_virtual_service_applies_and_a_gateway_one_does_not() {
+        let snapshot = mesh(
+            "
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: to-ratings, namespace: weather}
+spec:
+  hosts: [weather]
+  http: [{route: [{destination: {host: ratings.other.svc.cluster.local, port: {number: 80}}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: edge-only, namespace: other}
+spec:
+  hosts: [ratings.other.svc.cluster.local]
+  gateways: [some-gateway]
+  http: [{route: [{destination: {host: weather.weather.svc.cluster.local}}]}]
+",
+        );
+        assert_eq!(first_cluster(&snapshot, 80, "weather"), "other/ratings:80");
+        assert_eq!(
+            first_cluster(&snapshot, 80, "ratings.other"),
+            "other/ratings:80",
+            "gateway-bound VS ignored"
+        );
+    }
 }
