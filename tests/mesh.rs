@@ -142,6 +142,20 @@ async fn metric(pod: &Pod, name: &str, listener: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// `istio_requests_total` with this reporter, 200s, summed over label sets.
+async fn istio_requests(pod: &Pod, reporter: &str) -> f64 {
+    let url = format!("http://{}:15000/metrics", pod.address);
+    let text = reqwest_text(&url).await.unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("istio_requests_total{"))
+        .filter(|l| {
+            l.contains(&format!("reporter=\"{reporter}\"")) && l.contains("response_code=\"200\"")
+        })
+        .filter(|l| reporter == "source" || l.contains("connection_security_policy=\"none\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 async fn reqwest_text(url: &str) -> Option<String> {
     let reply = support::Http::new(support::Proto::H1)
         .get(url, None, &[])
@@ -285,8 +299,12 @@ async fn captured_traffic_is_routed_by_virtual_service_and_delivered_through_bot
         outbound_end, outbound_after,
         "excluded port went through the sidecar"
     );
-    // Inbound through v1's sidecar: its inbound listener counted the connections.
+    // Inbound through v1's sidecar: its inbound listener counted the connections, and the
+    // HTTP requests are reported as Istio's sidecars do (reporter=destination, plaintext).
     assert!(metric(&v1, "ferry_downstream_connections_total", "15006").await >= 2.0);
+    let inbound = istio_requests(&v1, "destination").await;
+    assert!(inbound >= 100.0, "v1 reported {inbound} inbound requests");
+    assert!(istio_requests(&client, "source").await >= 200.0);
 
     // SIGTERM drains: a request in flight through the client's sidecar still completes,
     // then the sidecar exits.

@@ -56,20 +56,26 @@ pub struct Engine {
 impl Engine {
     /// Must run inside the Tokio runtime (listeners and the trace exporter are its tasks).
     pub fn new(bind_ip: IpAddr, telemetry: &TelemetryOptions) -> Result<Arc<Self>, String> {
-        Self::build(bind_ip, telemetry, false)
+        Self::build(bind_ip, telemetry, None)
     }
 
     /// A sidecar's engine: binds no snapshot ports (its capture listeners are
     /// [`crate::sidecar`]'s) and routes each connection by the port the app dialled.
-    pub fn new_sidecar(telemetry: &TelemetryOptions) -> Result<Arc<Self>, String> {
-        Self::build(IpAddr::from([127, 0, 0, 1]), telemetry, true)
+    /// `inbound_port`: where inbound connections are redirected; requests arriving there go
+    /// to the app and are reported with `reporter="destination"`.
+    pub fn new_sidecar(
+        telemetry: &TelemetryOptions,
+        inbound_port: u16,
+    ) -> Result<Arc<Self>, String> {
+        Self::build(IpAddr::from([127, 0, 0, 1]), telemetry, Some(inbound_port))
     }
 
     fn build(
         bind_ip: IpAddr,
         telemetry: &TelemetryOptions,
-        captured: bool,
+        inbound_port: Option<u16>,
     ) -> Result<Arc<Self>, String> {
+        let captured = inbound_port.is_some();
         let store = Arc::new(SnapshotStore::default());
         let metrics = Arc::new(Metrics::new(telemetry.identity.clone()));
         let telemetry = Arc::new(Telemetry::start(
@@ -77,7 +83,13 @@ impl Engine {
             metrics.access_log_dropped.clone(),
         )?);
         let conf = Arc::new(ServerConf::default());
-        let ferry = FerryProxy::new(store.clone(), metrics.clone(), telemetry.clone(), captured);
+        let ferry = FerryProxy::new(
+            store.clone(),
+            metrics.clone(),
+            telemetry.clone(),
+            captured,
+            inbound_port,
+        );
         let mut proxy = http_proxy(&conf, ferry);
         let mut options = HttpServerOptions::default();
         options.h2c = true; // serve HTTP/2 prior-knowledge clients on cleartext listeners

@@ -6,8 +6,8 @@
 //!   (VirtualService routes, DestinationRule policies), to an endpoint;
 //! - outbound anywhere else, or not HTTP: copied as opaque TCP to the original destination
 //!   (Istio's ALLOW_ANY), or refused with REGISTRY_ONLY;
-//! - inbound: to the app on 127.0.0.1 at the original port (opaque TCP; HTTP-aware inbound
-//!   with reporter=destination metrics comes next).
+//! - inbound: to the app on 127.0.0.1 at the original port, HTTP through the engine (Istio's
+//!   request metrics with reporter=destination), anything else as opaque TCP.
 //!
 //! The sidecar runs as the uid `sidecar-init` exempts, so its own connections are not
 //! captured again.
@@ -135,8 +135,12 @@ async fn until_draining(draining: &mut tokio::sync::watch::Receiver<bool>) {
     }
 }
 
-/// Inbound traffic goes to the app at the port the client dialled, over loopback.
-async fn inbound_connection(_engine: Arc<Engine>, tcp: TcpStream, original: SocketAddr) {
+/// Inbound traffic goes to the app at the port the client dialled, over loopback: HTTP
+/// through the engine (metrics with reporter=destination), anything else as TCP.
+async fn inbound_connection(engine: Arc<Engine>, tcp: TcpStream, original: SocketAddr) {
+    if speaks_http(&tcp).await {
+        return serve_http(&engine, tcp, original).await;
+    }
     passthrough(tcp, SocketAddr::from(([127, 0, 0, 1], original.port()))).await;
 }
 

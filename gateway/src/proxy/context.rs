@@ -27,6 +27,9 @@ pub struct RequestCtx {
     /// The snapshot version pinned for this request's whole life.
     pub snapshot: Option<Arc<CompiledSnapshot>>,
     pub listener_port: u16,
+    /// Sidecar inbound: the app's address (127.0.0.1 and the port the client dialled). No
+    /// routing: the request goes to the app, and metrics report as its destination.
+    pub inbound: Option<std::net::SocketAddr>,
     pub route: Option<Arc<CompiledRoute>>,
     /// Index of the chosen backend in the route's Forward list.
     pub backend: Option<usize>,
@@ -57,6 +60,7 @@ impl Default for RequestCtx {
             delay_injected: false,
             snapshot: None,
             listener_port: 0,
+            inbound: None,
             route: None,
             backend: None,
             cluster: None,

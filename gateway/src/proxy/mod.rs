@@ -42,6 +42,18 @@ pub struct FerryProxy {
     /// Sidecar: connections arrive redirected by iptables, so the listener that applies is
     /// the one for the port the app dialled (the original destination), not the local one.
     captured: bool,
+    /// Sidecar: the local port inbound connections are redirected to.
+    inbound_port: Option<u16>,
+}
+
+/// Where a request entered the proxy.
+struct Entry {
+    /// The listener (route table) that applies.
+    port: u16,
+    /// Captured outbound: the IP the app dialled.
+    dialled_ip: Option<String>,
+    /// Captured inbound: the app's address.
+    inbound: Option<std::net::SocketAddr>,
 }
 
 impl FerryProxy {
@@ -50,6 +62,7 @@ impl FerryProxy {
         metrics: Arc<Metrics>,
         telemetry: Arc<Telemetry>,
         captured: bool,
+        inbound_port: Option<u16>,
     ) -> Self {
         FerryProxy {
             store,
@@ -57,29 +70,45 @@ impl FerryProxy {
             telemetry,
             mirrors: MirrorClient::default(),
             captured,
+            inbound_port,
         }
     }
 
     /// The listener port and, for captured connections, the dialled IP (matched as a host
-    /// when the Host header names none of the listener's virtual hosts).
-    fn listener_of(&self, session: &Session) -> (u16, Option<String>) {
+    /// when the Host header names none of the listener's virtual hosts) or, inbound, the app.
+    fn entry_of(&self, session: &Session) -> Entry {
         let downstream = session.as_downstream();
-        if self.captured {
-            let original = downstream
-                .digest()
-                .and_then(|d| d.socket_digest.as_ref())
-                .and_then(|s| s.original_dst())
-                .and_then(|a| a.as_inet())
-                .copied();
-            if let Some(original) = original {
-                return (original.port(), Some(original.ip().to_string()));
-            }
-        }
-        let port = downstream
+        let local_port = downstream
             .server_addr()
             .and_then(|a| a.as_inet())
             .map_or(0, |a| a.port());
-        (port, None)
+        let original = self
+            .captured
+            .then(|| {
+                let digest = downstream.digest()?.socket_digest.as_ref()?;
+                digest.original_dst()?.as_inet().copied()
+            })
+            .flatten();
+        match original {
+            Some(original) if Some(local_port) == self.inbound_port => Entry {
+                port: original.port(),
+                dialled_ip: None,
+                inbound: Some(std::net::SocketAddr::from((
+                    [127, 0, 0, 1],
+                    original.port(),
+                ))),
+            },
+            Some(original) => Entry {
+                port: original.port(),
+                dialled_ip: Some(original.ip().to_string()),
+                inbound: None,
+            },
+            None => Entry {
+                port: local_port,
+                dialled_ip: None,
+                inbound: None,
+            },
+        }
     }
 }
 
@@ -95,8 +124,16 @@ impl ProxyHttp for FerryProxy {
         self.metrics.active_requests.inc();
         ctx.counted_active = true;
         observe::begin(session, ctx, &self.telemetry);
-        let (port, dialled_ip) = self.listener_of(session);
+        let Entry {
+            port,
+            dialled_ip,
+            inbound,
+        } = self.entry_of(session);
         ctx.listener_port = port;
+        if inbound.is_some() {
+            ctx.inbound = inbound;
+            return Ok(false); // to the app, whatever the request
+        }
         let Some(snapshot) = self.store.load() else {
             let reply = Decision::reply(503, "NR no configuration applied yet");
             return reply.send(session).await.map(|_| true);
@@ -148,6 +185,11 @@ impl ProxyHttp for FerryProxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
+        if let Some(app) = ctx.inbound {
+            let mut peer = HttpPeer::new(app, false, String::new());
+            peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+            return Ok(Box::new(peer));
+        }
         let (Some(route), Some(cluster)) = (ctx.route.clone(), ctx.cluster.clone()) else {
             return Error::e_explain(ErrorType::InternalError, "no upstream chosen for request");
         };

@@ -170,6 +170,7 @@ fn record_istio(metrics: &Metrics, ctx: &RequestCtx, session: &Session, outcome:
     });
     metrics.istio.record(
         RequestLabels {
+            inbound: ctx.inbound.is_some(),
             service: ctx.cluster.as_ref().map(|c| c.cluster.service.clone()),
             workload: endpoint.and_then(|e| e.workload.clone()),
             grpc,

@@ -81,6 +81,8 @@ impl Default for ProxyIdentity {
 /// The per-request facts that vary between series.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RequestLabels {
+    /// A sidecar's inbound request: this proxy reports as the destination.
+    pub inbound: bool,
     pub service: Option<ServiceId>,
     pub workload: Option<Arc<Workload>>,
     pub grpc: bool,
@@ -179,6 +181,9 @@ impl IstioMetrics {
     }
 
     fn label_values(&self, labels: &RequestLabels) -> [String; 25] {
+        if labels.inbound {
+            return self.destination_label_values(labels);
+        }
         let me = &self.identity;
         let workload = labels.workload.as_deref();
         let of_workload = |get: fn(&Workload) -> Option<&str>| {
@@ -216,6 +221,40 @@ impl IstioMetrics {
             labels.grpc_status.map_or(String::new(), |s| s.to_string()),
             labels.response_flags.clone(),
             UNKNOWN.to_string(), // connection_security_policy: "unknown" at a source reporter
+        ]
+    }
+
+    /// Inbound, as Istio's sidecars report it: the destination is this workload; the
+    /// source is unknown until peers identify themselves (mTLS); plaintext is policy "none".
+    fn destination_label_values(&self, labels: &RequestLabels) -> [String; 25] {
+        let me = &self.identity;
+        let unknown = || UNKNOWN.to_string();
+        [
+            "destination".to_string(),
+            unknown(),
+            unknown(),
+            unknown(),
+            unknown(),
+            unknown(),
+            unknown(),
+            unknown(),
+            unknown(),
+            me.workload.clone(),
+            me.namespace.clone(),
+            me.principal.clone(),
+            me.app.clone(),
+            me.version.clone(),
+            unknown(),
+            me.canonical_service.clone(),
+            me.canonical_revision.clone(),
+            unknown(),
+            me.namespace.clone(),
+            me.cluster.clone(),
+            if labels.grpc { "grpc" } else { "http" }.to_string(),
+            labels.response_code.to_string(),
+            labels.grpc_status.map_or(String::new(), |s| s.to_string()),
+            labels.response_flags.clone(),
+            "none".to_string(),
         ]
     }
 }
