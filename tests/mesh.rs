@@ -47,6 +47,10 @@ fn init(pod: &Pod, extra: &[&str]) {
 
 /// `ferry sidecar` as uid 1337, its admin port on the pod address (excluded from capture).
 fn sidecar(pod: &Pod, config: &std::path::Path) -> Proc {
+    sidecar_with(pod, config, &[])
+}
+
+fn sidecar_with(pod: &Pod, config: &std::path::Path, extra: &[&str]) -> Proc {
     let log = std::fs::File::create(format!("/tmp/ferry-sidecar-{}.log", pod.name)).unwrap();
     let child = pod
         .command_as(SIDECAR_UID, ferry_bin())
@@ -63,6 +67,7 @@ fn sidecar(pod: &Pod, config: &std::path::Path) -> Proc {
             "--access-log",
             "off",
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -181,7 +186,7 @@ async fn ready(pod: &Pod) {
 #[tokio::test(flavor = "multi_thread")]
 async fn captured_traffic_is_routed_by_virtual_service_and_delivered_through_both_sidecars() {
     let mut net = Network::new();
-    let (client, v1, v2) = (net.pod(2), net.pod(3), net.pod(4));
+    let (client, v1, v2, strict) = (net.pod(2), net.pod(3), net.pod(4), net.pod(5));
     let dir = ConfigDir::new();
     dir.write("weather.yaml", &manifests(&v1, &v2));
     // The sidecar runs as uid 1337: let it read the manifests.
@@ -225,12 +230,18 @@ async fn captured_traffic_is_routed_by_virtual_service_and_delivered_through_bot
         1,
         "{rules}"
     );
+    init(&strict, &["--exclude-inbound-ports", "15000"]);
+    let _strict_sidecar = sidecar_with(
+        &strict,
+        dir.path(),
+        &["--outbound-traffic-policy", "REGISTRY_ONLY"],
+    );
     let mut sidecars = [
         sidecar(&client, dir.path()),
         sidecar(&v1, dir.path()),
         sidecar(&v2, dir.path()),
     ];
-    for pod in [&client, &v1, &v2] {
+    for pod in [&client, &v1, &v2, &strict] {
         ready(pod).await;
     }
     let outbound_before = metric(&client, "ferry_downstream_connections_total", "15001").await;
@@ -274,6 +285,48 @@ async fn captured_traffic_is_routed_by_virtual_service_and_delivered_through_bot
         .iter()
         .all(|a| a["name"].as_str().unwrap().starts_with("weather-v")));
 
+    // HTTP/2 (prior knowledge) is detected and routed like HTTP/1.1.
+    let h2 = client
+        .run(
+            "curl",
+            &[
+                "-s",
+                "--http2-prior-knowledge",
+                "-w",
+                "\n%{http_version}",
+                "-H",
+                "Host: weather",
+                &format!("http://{CLUSTER_IP}/"),
+            ],
+        )
+        .unwrap();
+    assert!(
+        h2.contains("weather-v") && h2.trim_end().ends_with('2'),
+        "{h2}"
+    );
+
+    // REGISTRY_ONLY: the mesh Service is served, a destination outside it is refused.
+    assert_eq!(
+        curl(
+            &strict,
+            &format!("http://{CLUSTER_IP}/"),
+            &["Host: weather"],
+            1
+        )
+        .len(),
+        1
+    );
+    let outside = strict.run(
+        "curl",
+        &[
+            "-s",
+            "--max-time",
+            "5",
+            &format!("http://{}:9090/", v1.address),
+        ],
+    );
+    assert!(outside.is_err(), "REGISTRY_ONLY let {outside:?} through");
+
     // Outside the mesh: passed through as TCP to the original destination (ALLOW_ANY), and an
     // inbound port excluded in the server pod reaches the app directly.
     let direct = curl(&client, &format!("http://{}:9090/", v1.address), &[], 1);
@@ -287,9 +340,9 @@ async fn captured_traffic_is_routed_by_virtual_service_and_delivered_through_bot
         direct[0]
     );
     let outbound_after = metric(&client, "ferry_downstream_connections_total", "15001").await;
-    // curl opened one connection per invocation: 4 so far, all through the client's sidecar,
+    // curl opened one connection per invocation: 5 so far, all through the client's sidecar,
     // and its own upstream connections were not captured again (no loop).
-    assert_eq!(outbound_after - outbound_before, 4.0);
+    assert_eq!(outbound_after - outbound_before, 5.0);
 
     // An excluded outbound port bypasses the client's sidecar (the count does not move).
     let bypass = curl(&client, &format!("http://{}:9091/", v1.address), &[], 1);
