@@ -319,6 +319,17 @@ async fn helm_install_then_the_controller_with_the_charts_rbac_accepts_the_class
     )
     .await;
 
+    // For the record (`cargo test --test helm -- --nocapture`): what `kubectl get` shows.
+    println!("{}", api.kubectl(&["get", "gatewayclass,gateway", "-A"]));
+    println!(
+        "{}",
+        api.kubectl(&[
+            "get",
+            "deploy,svc,hpa,pdb,mutatingwebhookconfiguration",
+            "-n",
+            NS
+        ])
+    );
     let logs = controller.logs();
     assert!(
         !logs.to_lowercase().contains("forbidden"),
