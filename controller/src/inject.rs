@@ -92,7 +92,7 @@ pub fn inject(pod: &mut Value, config: &InjectConfig) -> Result<(), Skipped> {
         .unwrap_or_else(|| json!({}));
     let mut init_containers = vec![
         init_container(&annotations, config),
-        proxy_container(config),
+        proxy_container(config, &identity_args(&metadata)),
     ];
     init_containers.extend(existing);
     pod["spec"]["initContainers"] = Value::Array(init_containers);
@@ -141,7 +141,37 @@ fn init_container(annotations: &Value, config: &InjectConfig) -> Value {
     })
 }
 
-fn proxy_container(config: &InjectConfig) -> Value {
+/// The workload identity for metrics (`source_*` outbound, `destination_*` inbound), from the
+/// pod's labels as Istio derives it: `app` (else the Kubernetes recommended name label) is
+/// the workload and canonical service, `version` the version.
+fn identity_args(metadata: &Value) -> Vec<String> {
+    let label = |key: &str| {
+        metadata
+            .get("labels")
+            .and_then(|l| l.get(key))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let app = label("app").or_else(|| label("app.kubernetes.io/name"));
+    let version = label("version").or_else(|| label("app.kubernetes.io/version"));
+    let mut args = Vec::new();
+    if let Some(app) = app {
+        args.push(format!("--workload-name={app}"));
+        args.push(format!("--label=app={app}"));
+    }
+    if let Some(version) = version {
+        args.push(format!("--label=version={version}"));
+    }
+    args
+}
+
+fn proxy_container(config: &InjectConfig, identity: &[String]) -> Value {
+    let mut args = vec![
+        "sidecar".to_string(),
+        format!("--controller={}", config.controller),
+        "--admin=0.0.0.0:15000".to_string(),
+    ];
+    args.extend_from_slice(identity);
     let field = |path: &str| json!({"valueFrom": {"fieldRef": {"fieldPath": path}}});
     let mut pod_name = field("metadata.name");
     pod_name["name"] = json!("POD_NAME");
@@ -152,7 +182,7 @@ fn proxy_container(config: &InjectConfig) -> Value {
         "image": config.image,
         // Native sidecar: started before the app, kept running, stopped after it.
         "restartPolicy": "Always",
-        "args": ["sidecar", format!("--controller={}", config.controller), "--admin=0.0.0.0:15000"],
+        "args": args,
         "env": [pod_name, pod_namespace],
         "ports": [{"name": "ferry-admin", "containerPort": 15000}],
         "startupProbe": {"httpGet": {"path": "/ready", "port": 15000}, "periodSeconds": 1, "failureThreshold": 600},
@@ -199,8 +229,10 @@ mod tests {
 
     #[test]
     fn the_proxy_is_a_native_sidecar_started_after_the_capture_rules_and_before_other_inits() {
-        let mut p =
-            pod(json!({"annotations": {"traffic.sidecar.istio.io/excludeOutboundPorts": "5432"}}));
+        let mut p = pod(json!({
+            "annotations": {"traffic.sidecar.istio.io/excludeOutboundPorts": "5432"},
+            "labels": {"app": "web", "version": "v2"},
+        }));
         inject(&mut p, &InjectConfig::default()).unwrap();
         let names: Vec<&str> = p["spec"]["initContainers"]
             .as_array()
@@ -213,6 +245,9 @@ mod tests {
         assert_eq!(proxy["restartPolicy"], "Always");
         assert_eq!(proxy["securityContext"]["runAsUser"], 1337);
         assert_eq!(proxy["resources"]["requests"]["memory"], "16Mi");
+        let proxy_args = proxy["args"].to_string();
+        assert!(proxy_args.contains("--workload-name=web"), "{proxy_args}");
+        assert!(proxy_args.contains("--label=version=v2"), "{proxy_args}");
         let init_args = p["spec"]["initContainers"][0]["args"].to_string();
         assert!(
             init_args.contains("--exclude-outbound-ports=5432"),
