@@ -90,6 +90,9 @@ pub struct SidecarArgs {
     /// On SIGTERM, how long open connections may take to finish before the sidecar exits.
     #[arg(long, default_value_t = 5)]
     pub drain_seconds: u64,
+    /// Worker threads (Istio's proxy `concurrency`).
+    #[arg(long, env = "FERRY_CONCURRENCY", default_value_t = 2)]
+    pub concurrency: usize,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }

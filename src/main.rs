@@ -53,9 +53,13 @@ fn main() -> anyhow::Result<()> {
     apply_allocator_defaults();
     let cli = cli::Cli::parse();
     let log_control = init_tracing(&cli.log);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let cli::Command::Sidecar(args) = &cli.command {
+        // One sidecar per pod: its threads are bounded (as Istio's proxy concurrency 2), not
+        // one per core of a 64-core node.
+        builder.worker_threads(args.concurrency.max(1));
+    }
+    let runtime = builder.enable_all().build()?;
     runtime.block_on(async move {
         match cli.command {
             cli::Command::Gateway(args) => gateway_cmd::run(args, log_control).await,
