@@ -156,12 +156,7 @@ async fn routes_from_the_api_server_are_served_and_edits_apply_without_failures(
 
 /// Polls a field of an object through the API until it has the wanted value.
 async fn eventually_equals(api: &ApiServer, resource: &str, name: &str, path: &str, want: &str) {
-    support::eventually_within(
-        &format!("{resource}/{name} {path} == {want}"),
-        Duration::from_secs(10),
-        || async { api.get(resource, NS, name, path) == want },
-    )
-    .await;
+    api.eventually_get(resource, NS, name, path, want).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,7 +7,6 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 use support::apiserver::{tools_dir, ApiServer};
 use support::{free_port, Controller};
 
@@ -159,22 +158,6 @@ fn install(api: &ApiServer, release: &str, chart_name: &str, extra: &[&str]) -> 
         .unwrap_or_else(|e| panic!("helm install {chart_name}: {e}"))
 }
 
-async fn eventually_equals(
-    api: &ApiServer,
-    resource: &str,
-    ns: &str,
-    name: &str,
-    path: &str,
-    want: &str,
-) {
-    support::eventually_within(
-        &format!("{resource}/{name} {path} == {want}"),
-        Duration::from_secs(20),
-        || async { api.get(resource, ns, name, path) == want },
-    )
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn helm_install_then_the_controller_with_the_charts_rbac_accepts_the_class_and_addresses_the_gateway(
 ) {
@@ -245,17 +228,9 @@ async fn helm_install_then_the_controller_with_the_charts_rbac_accepts_the_class
         "ferry-init ferry-proxy"
     );
     let condition = |kind: &str| format!(r#".status.conditions[?(@.type=="{kind}")].status"#);
-    eventually_equals(
-        &api,
-        "gatewayclass",
-        "",
-        "ferry",
-        &condition("Accepted"),
-        "True",
-    )
-    .await;
-    eventually_equals(
-        &api,
+    api.eventually_get("gatewayclass", "", "ferry", &condition("Accepted"), "True")
+        .await;
+    api.eventually_get(
         "gateway",
         NS,
         "ferry-gateway",
@@ -265,8 +240,7 @@ async fn helm_install_then_the_controller_with_the_charts_rbac_accepts_the_class
     .await;
     // A LoadBalancer without a load-balancer controller has no ingress yet: the cluster IP.
     let cluster_ip = api.get("service", NS, "ferry-gateway", ".spec.clusterIP");
-    eventually_equals(
-        &api,
+    api.eventually_get(
         "gateway",
         NS,
         "ferry-gateway",
@@ -309,8 +283,7 @@ async fn helm_install_then_the_controller_with_the_charts_rbac_accepts_the_class
         api.get("service", NS, "ferry-gateway", ".spec.ports[0].nodePort"),
         "30080"
     );
-    eventually_equals(
-        &api,
+    api.eventually_get(
         "gateway",
         NS,
         "ferry-gateway",

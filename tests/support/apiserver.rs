@@ -156,24 +156,35 @@ impl ApiServer {
         }
     }
 
+    /// Waits (up to 20 s) until `kubectl get` shows `want` at `jsonpath` of the object.
+    pub async fn eventually_get(
+        &self,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+        jsonpath: &str,
+        want: &str,
+    ) {
+        super::eventually_within(
+            &format!("{resource} {namespace}/{name} {jsonpath} == {want}"),
+            Duration::from_secs(20),
+            || async { self.get(resource, namespace, name, jsonpath) == want },
+        )
+        .await;
+    }
+
     /// Runs helm against this server; Err carries stderr.
     pub fn helm_output(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new(tools_dir().join("helm"))
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .output()
-            .unwrap();
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
+        self.tool_output("helm", args)
     }
 
     /// Runs kubectl against this server; Err carries stderr.
     pub fn kubectl_output(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new(tools_dir().join("kubectl"))
+        self.tool_output("kubectl", args)
+    }
+
+    fn tool_output(&self, tool: &str, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(tools_dir().join(tool))
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(args)

@@ -88,14 +88,7 @@ fn mesh_virtual_services(
                     .iter()
                     .filter(|c| c.gateways.is_empty() || c.gateways.iter().any(|g| g == "mesh"));
                 for c in applying {
-                    let order = RouteOrder {
-                        family: 1,
-                        age: age.clone(),
-                        load,
-                        rule: c.rule,
-                        matched: c.matched,
-                        ..RouteOrder::default()
-                    };
+                    let order = c.order(&age, load);
                     for name in &names {
                         cx.table.add(port, name, order.clone(), c.route.clone());
                     }

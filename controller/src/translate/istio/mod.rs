@@ -39,6 +39,21 @@ pub(super) struct CompiledHttp {
     pub gateways: Vec<String>,
 }
 
+impl CompiledHttp {
+    /// Istio is first-match: VirtualServices by creation time (then input order), entries
+    /// and matches in document order.
+    pub(super) fn order(&self, age: &(bool, String), load: usize) -> RouteOrder {
+        RouteOrder {
+            family: 1,
+            age: age.clone(),
+            load,
+            rule: self.rule,
+            matched: self.matched,
+            ..RouteOrder::default()
+        }
+    }
+}
+
 pub(crate) fn translate(cx: &mut Context<'_>) {
     validate_destination_rules(cx);
     let gateways: Vec<ServedGateway> = cx
@@ -265,14 +280,7 @@ fn translate_virtual_service(
                 .iter()
                 .filter(|c| c.gateways.is_empty() || c.gateways.contains(&gateway.key))
             {
-                let order = RouteOrder {
-                    family: 1,
-                    age: age.clone(),
-                    load,
-                    rule: c.rule,
-                    matched: c.matched,
-                    ..RouteOrder::default()
-                };
+                let order = c.order(&age, load);
                 let route = match https_redirect {
                     true => redirect_to_https(&c.route),
                     false => c.route.clone(),
