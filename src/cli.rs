@@ -307,6 +307,9 @@ pub struct GatewayArgs {
     /// Port that serves Kubernetes Ingress objects.
     #[arg(long, default_value_t = 8080)]
     pub ingress_port: u16,
+    /// Port that serves the hosts Ingress objects list under `spec.tls`, over TLS (0: off).
+    #[arg(long, default_value_t = 8443)]
+    pub ingress_tls_port: u16,
     /// IngressClass served (Ingresses without a class are served too).
     #[arg(long, default_value = "ferry")]
     pub ingress_class: String,

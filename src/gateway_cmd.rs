@@ -14,6 +14,7 @@ use crate::cli::{GatewayArgs, TelemetryArgs};
 pub async fn run(args: GatewayArgs, log_control: admin::LogControl) -> anyhow::Result<()> {
     let mut options = Options {
         ingress_port: args.ingress_port,
+        ingress_tls_port: args.ingress_tls_port,
         ingress_class: args.ingress_class.clone(),
         ..Options::default()
     };
@@ -50,6 +51,7 @@ fn sync_options(args: &GatewayArgs, controller: String, options: &Options) -> Sy
             labels: options.gateway_labels.clone(),
             ingress_port: options.ingress_port,
             ingress_class: options.ingress_class.clone(),
+            ingress_tls_port: options.ingress_tls_port,
             mesh_namespace: None,
         },
     }

@@ -200,3 +200,44 @@ async fn istio_simple_tls_server_and_https_redirect_on_the_plain_server() {
         Some("https://shop.example.com/cart")
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ingress_tls_hosts_are_served_over_https_on_the_ingress_tls_port() {
+    let shop = Echo::start("shop");
+    let ca = TestCa::new("ingress CA");
+    let (http_port, https_port) = (free_port(), free_port());
+    let dir = ConfigDir::new();
+    let ingress = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: shop, namespace: default}\n\
+         spec:\n  tls: [{hosts: [shop.example.com], secretName: shop-tls}]\n  rules:\n\
+         \x20   - host: shop.example.com\n      http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: shop, port: {number: 80}}}}]}\n";
+    dir.write(
+        "all.yaml",
+        &join(&[
+            ingress,
+            &tls_secret("default", "shop-tls", &ca.issue(&["shop.example.com"])),
+            &service("default", "shop", 80, &[ep(&shop, &[])]),
+        ]),
+    );
+    let ports = [
+        "--ingress-port".to_string(),
+        http_port.to_string(),
+        "--ingress-tls-port".to_string(),
+        https_port.to_string(),
+    ];
+    let ports: Vec<&str> = ports.iter().map(String::as_str).collect();
+    let gateway = Gateway::spawn(dir.path(), &ports);
+    gateway.wait_ready().await;
+    let got = https_get(https_port, "shop.example.com", &ca.cert_pem, &["h2"], "/")
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", gateway.logs()));
+    assert_eq!(got.reply.backend(), "shop");
+    let plain = Http::new(Proto::H1)
+        .get(
+            &format!("http://127.0.0.1:{http_port}/"),
+            Some("shop.example.com"),
+            &[],
+        )
+        .await
+        .expect("cleartext port still serves");
+    assert_eq!(plain.backend(), "shop");
+}

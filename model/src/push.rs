@@ -29,6 +29,9 @@ pub struct Scope {
     pub ingress_port: u16,
     #[serde(default)]
     pub ingress_class: String,
+    /// Port for the TLS hosts of Ingress objects (0: not served).
+    #[serde(default)]
+    pub ingress_tls_port: u16,
     /// Set by sidecars: the pod's namespace. The proxy then gets the mesh scope (Service
     /// ports, mesh VirtualServices) instead of gateways.
     #[serde(default, skip_serializing_if = "Option::is_none")]

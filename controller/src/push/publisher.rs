@@ -178,6 +178,7 @@ pub fn options_for(scope: &Scope) -> Options {
         gateway_labels: scope.labels.clone(),
         ingress_port: scope.ingress_port,
         ingress_class: scope.ingress_class.clone(),
+        ingress_tls_port: scope.ingress_tls_port,
         only_gateway: (!scope.gateway.is_empty()).then(|| scope.gateway.to_string()),
         mesh_namespace: scope.mesh_namespace.as_deref().map(str::to_string),
     }

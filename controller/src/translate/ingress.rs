@@ -5,6 +5,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use super::report::Condition;
 use super::table::{PortProtocol, RouteOrder};
+use super::tls::secret_certificate;
 use super::{meta_of, Context};
 
 pub(crate) fn translate(cx: &mut Context<'_>) {
@@ -24,7 +25,8 @@ pub(crate) fn translate(cx: &mut Context<'_>) {
             cx.reports.push(&meta, condition.field("spec"));
             continue;
         }
-        add_rules(cx, ingress, &meta, *load);
+        let tls_hosts = serve_tls(cx, ingress, &meta);
+        add_rules(cx, ingress, &meta, *load, &tls_hosts);
         if let Some(backend) = ingress
             .spec
             .as_ref()
@@ -40,6 +42,15 @@ pub(crate) fn translate(cx: &mut Context<'_>) {
     }
     // A default backend answers whatever no rule matched, on every host: it sorts last.
     defaults.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    let tls_port = cx.options.ingress_tls_port;
+    let tls_served = tls_port != 0 && cx.table.is_https(tls_port);
+    let ports = std::iter::once(port).chain(tls_served.then_some(tls_port));
+    for port in ports.collect::<Vec<_>>() {
+        add_defaults(cx, port, &defaults);
+    }
+}
+
+fn add_defaults(cx: &mut Context<'_>, port: u16, defaults: &[((bool, String), usize, Route)]) {
     let mut hosts = cx.table.hosts_on(port);
     if !hosts.iter().any(|h| h == "*") {
         hosts.push("*".into());
@@ -50,7 +61,7 @@ pub(crate) fn translate(cx: &mut Context<'_>) {
                 family: 2,
                 rank: [i64::MAX; 5],
                 age: age.clone(),
-                load,
+                load: *load,
                 ..RouteOrder::default()
             };
             cx.table.add(port, host, order, route.clone());
@@ -75,7 +86,63 @@ fn class_served(ingress: &Ingress, class: &str) -> bool {
     }
 }
 
-fn add_rules(cx: &mut Context<'_>, ingress: &Ingress, meta: &Meta, load: usize) {
+/// Declares the TLS port with the certificates of `spec.tls` and returns the hosts served
+/// there (`*` when an entry lists none). A bad Secret is reported; its hosts stay cleartext.
+fn serve_tls(cx: &mut Context<'_>, ingress: &Ingress, meta: &Meta) -> Vec<String> {
+    let port = cx.options.ingress_tls_port;
+    let entries = ingress
+        .spec
+        .as_ref()
+        .and_then(|s| s.tls.as_deref())
+        .unwrap_or(&[]);
+    let mut hosts = Vec::new();
+    if port == 0 {
+        return hosts;
+    }
+    for (index, entry) in entries.iter().enumerate() {
+        let field = format!("spec.tls[{index}].secretName");
+        let names: Vec<String> = match entry.hosts.as_deref() {
+            Some(listed) if !listed.is_empty() => listed.to_vec(),
+            _ => vec!["*".into()],
+        };
+        let Some(secret) = entry.secret_name.as_deref() else {
+            let condition = Condition::warn(
+                "Valid",
+                "InvalidCertificateRef",
+                "a TLS entry needs secretName",
+            );
+            cx.reports.push(meta, condition.field(field));
+            continue;
+        };
+        let server_names = names.iter().map(|n| n.as_str().into()).collect();
+        let certificate = match secret_certificate(cx, &meta.namespace, secret, server_names) {
+            Ok(certificate) => certificate,
+            Err((reason, message)) => {
+                cx.reports
+                    .push(meta, Condition::warn("Valid", reason, message).field(field));
+                continue;
+            }
+        };
+        if let Err(message) = cx.table.listener(port, meta, PortProtocol::Https) {
+            cx.reports.push(
+                meta,
+                Condition::warn("Accepted", "PortConflict", message).field(field),
+            );
+            continue;
+        }
+        cx.table.certificate(port, certificate);
+        hosts.extend(names);
+    }
+    hosts
+}
+
+fn add_rules(
+    cx: &mut Context<'_>,
+    ingress: &Ingress,
+    meta: &Meta,
+    load: usize,
+    tls_hosts: &[String],
+) {
     let rules = ingress
         .spec
         .as_ref()
@@ -125,6 +192,14 @@ fn add_rules(cx: &mut Context<'_>, ingress: &Ingress, meta: &Meta, load: usize) 
                 rule: r_index,
                 matched: p_index,
             };
+            if tls_hosts.iter().any(|h| h == "*" || *h == host) {
+                cx.table.add(
+                    cx.options.ingress_tls_port,
+                    &host,
+                    order.clone(),
+                    route.clone(),
+                );
+            }
             cx.table.add(cx.options.ingress_port, &host, order, route);
         }
     }

@@ -39,6 +39,8 @@ pub struct Options {
     pub gateway_labels: Vec<(String, String)>,
     /// Port serving Kubernetes Ingress objects.
     pub ingress_port: u16,
+    /// Port serving the hosts an Ingress lists under `spec.tls`, over TLS (0: none).
+    pub ingress_tls_port: u16,
     /// IngressClass name served (objects with no class are served too).
     pub ingress_class: String,
     /// `namespace/name`: serve only this Gateway API Gateway (a proxy deployment implements
@@ -57,6 +59,7 @@ impl Default for Options {
                 ("istio".into(), "ingress".into()),
             ],
             ingress_port: 8080,
+            ingress_tls_port: 8443,
             ingress_class: "ferry".into(),
             only_gateway: None,
             mesh_namespace: None,

@@ -101,6 +101,13 @@ impl RouteTable {
         routes.push((order, route));
     }
 
+    /// Whether `port` is declared as an HTTPS listener.
+    pub fn is_https(&self, port: u16) -> bool {
+        self.ports
+            .get(&port)
+            .is_some_and(|p| p.protocol == Some(PortProtocol::Https))
+    }
+
     /// Ports that have a host `host` already (used to append Ingress default backends).
     pub fn hosts_on(&self, port: u16) -> Vec<String> {
         self.ports
