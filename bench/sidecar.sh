@@ -25,29 +25,11 @@ tag="fb$$"
 subnet=10.198.0
 config="$(mktemp -d)"
 chmod 755 "$config"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for p in cp sp cm sm; do ip netns del "$tag-$p" 2>/dev/null || true; done
-  ip link del "${tag}br" 2>/dev/null || true
-  rm -rf "$config"
-}
-trap cleanup EXIT
+# shellcheck source=examples/mesh-sidecar/pods.sh
+source "$root/examples/mesh-sidecar/pods.sh"
+trap 'pods_cleanup; rm -rf "$config"' EXIT
 
-ip link add "${tag}br" type bridge
-ip addr add "$subnet.1/24" dev "${tag}br"
-ip link set "${tag}br" up
-pod() { # name host-number
-  local ns="$tag-$1"
-  ip netns add "$ns"
-  ip link add "$tag$1o" type veth peer name "$tag$1i"
-  ip link set "$tag$1o" master "${tag}br" up
-  ip link set "$tag$1i" netns "$ns"
-  ip -n "$ns" addr add "$subnet.$2/24" dev "$tag$1i"
-  ip -n "$ns" link set "$tag$1i" up
-  ip -n "$ns" link set lo up
-  ip -n "$ns" route add default via "$subnet.1"
-}
+bridge_up
 pod cp 2; pod sp 3; pod cm 4; pod sm 5
 
 cat > "$config/bench.yaml" <<YAML
@@ -65,24 +47,11 @@ endpoints: [{addresses: ["$subnet.5"], conditions: {ready: true}}]
 YAML
 chmod 644 "$config/bench.yaml"
 
-for p in sp sm; do
-  ip netns exec "$tag-$p" "$ferry" echo --listen 0.0.0.0:8080 --fixed-body 64 >/dev/null 2>&1 &
-  pids+=($!)
-done
-declare -A sidecar_pid
-for p in cm sm; do
-  ip netns exec "$tag-$p" "$ferry" sidecar-init >/dev/null
-  ip netns exec "$tag-$p" setpriv --reuid 1337 --regid 1337 --clear-groups -- \
-    "$ferry" sidecar --config "$config" --namespace bench --access-log off >"$config/$p.log" 2>&1 &
-  pids+=($!)
-  sidecar_pid[$p]=$!
-done
-for p in cm sm; do
-  for _ in $(seq 100); do
-    ip netns exec "$tag-$p" curl -sf -o /dev/null http://127.0.0.1:15000/ready && break
-    sleep 0.1
-  done
-done
+app sp --fixed-body 64
+app sm --fixed-body 64
+sidecar cm bench
+sidecar sm bench
+wait_ready cm sm
 sleep 1
 rss() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
 idle_client="$(rss "${sidecar_pid[cm]}" VmRSS)"

@@ -55,19 +55,8 @@ pub enum Command {
 
 #[derive(Args)]
 pub struct SidecarArgs {
-    /// Manifests (file or directory, re-read on change), as `ferry gateway --config`.
-    #[arg(
-        long,
-        required_unless_present = "controller",
-        conflicts_with = "controller"
-    )]
-    pub config: Option<PathBuf>,
-    /// Controller push address (`host:port`).
-    #[arg(long, env = "FERRY_CONTROLLER")]
-    pub controller: Option<String>,
-    /// With --controller: this proxy's unique name (default POD_NAME.POD_NAMESPACE).
-    #[arg(long, env = "FERRY_PROXY_NAME")]
-    pub proxy_name: Option<String>,
+    #[command(flatten)]
+    pub source: SourceArgs,
     /// The pod's namespace: short Service names resolve in it.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub namespace: String,
@@ -273,8 +262,9 @@ pub enum ProxyConfigKind {
     Endpoints,
 }
 
+/// Where a proxy (gateway or sidecar) takes its configuration from.
 #[derive(Args)]
-pub struct GatewayArgs {
+pub struct SourceArgs {
     /// A YAML/JSON manifest file, or a directory of them (read recursively, re-read on change).
     #[arg(
         long,
@@ -286,14 +276,20 @@ pub struct GatewayArgs {
     /// instead of files.
     #[arg(long, env = "FERRY_CONTROLLER")]
     pub controller: Option<String>,
-    /// With --controller: the Gateway API Gateway (`namespace/name`) this gateway implements.
-    /// Istio Gateways are chosen by --label as in standalone mode.
-    #[arg(long, env = "FERRY_SCOPE", default_value = "")]
-    pub scope: String,
     /// With --controller: this proxy's unique name, shown by `ferry proxy-status`
     /// (default: POD_NAME.POD_NAMESPACE, else the host name).
     #[arg(long, env = "FERRY_PROXY_NAME")]
     pub proxy_name: Option<String>,
+}
+
+#[derive(Args)]
+pub struct GatewayArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// With --controller: the Gateway API Gateway (`namespace/name`) this gateway implements.
+    /// Istio Gateways are chosen by --label as in standalone mode.
+    #[arg(long, env = "FERRY_SCOPE", default_value = "")]
+    pub scope: String,
     /// Admin server address (/ready, /config_dump, /metrics).
     #[arg(long, default_value = "127.0.0.1:15000")]
     pub admin: SocketAddr,

@@ -24,13 +24,14 @@ pub async fn run(args: GatewayArgs, log_control: admin::LogControl) -> anyhow::R
     let telemetry = telemetry_options(&args.telemetry, &args.labels);
     let engine = Engine::new(args.bind_address, &telemetry).map_err(anyhow::Error::msg)?;
     let admin_addr = admin::serve(args.admin, engine.clone(), log_control).await?;
-    if let Some(controller) = args.controller.clone() {
+    if let Some(controller) = args.source.controller.clone() {
         let sync = sync_options(&args, controller, &options);
         tracing::info!(%admin_addr, controller = %sync.controller, proxy = %sync.proxy, "ferry gateway starting (controller mode)");
         sync::follow(sync, engine).await;
         return Ok(());
     }
     let config = args
+        .source
         .config
         .clone()
         .expect("clap requires --config without --controller");
@@ -42,7 +43,11 @@ pub async fn run(args: GatewayArgs, log_control: admin::LogControl) -> anyhow::R
 
 /// The scope sent to the controller: the same selection standalone mode applies locally.
 fn sync_options(args: &GatewayArgs, controller: String, options: &Options) -> SyncOptions {
-    let proxy = args.proxy_name.clone().unwrap_or_else(default_proxy_name);
+    let proxy = args
+        .source
+        .proxy_name
+        .clone()
+        .unwrap_or_else(default_proxy_name);
     SyncOptions {
         controller,
         proxy,

@@ -29,11 +29,15 @@ pub async fn run(args: SidecarArgs, log_control: admin::LogControl) -> anyhow::R
     let capture_task = tokio::spawn(sidecar::serve(engine.clone(), capture));
     tracing::info!(%admin_addr, namespace = %args.namespace, "ferry sidecar starting");
     let config = async {
-        match (&args.controller, &args.config) {
+        match (&args.source.controller, &args.source.config) {
             (Some(controller), _) => {
                 let sync = SyncOptions {
                     controller: controller.clone(),
-                    proxy: args.proxy_name.clone().unwrap_or_else(default_proxy_name),
+                    proxy: args
+                        .source
+                        .proxy_name
+                        .clone()
+                        .unwrap_or_else(default_proxy_name),
                     scope: Scope {
                         mesh_namespace: Some(args.namespace.as_str().into()),
                         ..Scope::default()

@@ -16,30 +16,11 @@ tag="fd$$"
 subnet=10.199.0
 config="$(mktemp -d)"
 chmod 755 "$config"
-pids=()
+# shellcheck source=examples/mesh-sidecar/pods.sh
+source "$here/pods.sh"
+trap 'pods_cleanup; rm -rf "$config"' EXIT
 
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pod in client v1 v2; do ip netns del "$tag-$pod" 2>/dev/null || true; done
-  ip link del "${tag}br" 2>/dev/null || true
-  rm -rf "$config"
-}
-trap cleanup EXIT
-
-ip link add "${tag}br" type bridge
-ip addr add "$subnet.1/24" dev "${tag}br"
-ip link set "${tag}br" up
-pod() { # name host-number
-  local ns="$tag-$1" addr="$subnet.$2"
-  ip netns add "$ns"
-  ip link add "$tag$1o" type veth peer name "$tag$1i"
-  ip link set "$tag$1o" master "${tag}br" up
-  ip link set "$tag$1i" netns "$ns"
-  ip -n "$ns" addr add "$addr/24" dev "$tag$1i"
-  ip -n "$ns" link set "$tag$1i" up
-  ip -n "$ns" link set lo up
-  ip -n "$ns" route add default via "$subnet.1"
-}
+bridge_up
 pod client 2; pod v1 3; pod v2 4
 
 # What the cluster would hold: the Service with its ClusterIP, the Pods and their endpoints,
@@ -72,22 +53,10 @@ YAML
 cp "$here/mesh.yaml" "$config/"
 chmod 644 "$config"/*.yaml
 
-for v in v1 v2; do
-  ip netns exec "$tag-$v" "$ferry" echo --listen 0.0.0.0:8080 --name "weather-$v" --namespace weather >/dev/null 2>&1 &
-  pids+=($!)
-done
-for p in client v1 v2; do
-  ip netns exec "$tag-$p" "$ferry" sidecar-init >/dev/null
-  ip netns exec "$tag-$p" setpriv --reuid 1337 --regid 1337 --clear-groups -- \
-    "$ferry" sidecar --config "$config" --namespace weather --access-log off >"$config/sidecar-$p.log" 2>&1 &
-  pids+=($!)
-done
-for p in client v1 v2; do
-  for _ in $(seq 100); do
-    ip netns exec "$tag-$p" curl -sf -o /dev/null http://127.0.0.1:15000/ready && break
-    sleep 0.1
-  done
-done
+app v1 --name weather-v1 --namespace weather
+app v2 --name weather-v2 --namespace weather
+for p in client v1 v2; do sidecar "$p" weather; done
+wait_ready client v1 v2
 
 echo "100 requests from the client pod to http://weather (ClusterIP 10.96.0.20):"
 urls=$(printf 'http://10.96.0.20/forecast %.0s' $(seq 100))

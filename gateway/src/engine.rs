@@ -87,7 +87,6 @@ impl Engine {
             store.clone(),
             metrics.clone(),
             telemetry.clone(),
-            captured,
             inbound_port,
         );
         let mut proxy = http_proxy(&conf, ferry);

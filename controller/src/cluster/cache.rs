@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
-use crate::inputs::{decode_api_object, Inputs, Object};
+use crate::inputs::{decode_api_object, Inputs, LoadError, Object};
 
 /// `kind/namespace/name`.
 type Key = String;
@@ -110,10 +110,7 @@ impl Cache {
             .as_ref()
             .map(|t| t.0.to_string())
             .unwrap_or_default();
-        let mut value = serde_json::to_value(&object).ok()?;
-        value["apiVersion"] = resource.api_version.clone().into();
-        value["kind"] = resource.kind.clone().into();
-        match decode_api_object(value, "api-server") {
+        match decode_dynamic(resource, &object, "api-server") {
             Ok(Some(decoded)) => {
                 self.lock().invalid.remove(&key);
                 Some((key, (created, decoded)))
@@ -175,6 +172,19 @@ fn watcher(
         config
     };
     watcher::watcher(api, config)
+}
+
+/// A listed or watched object decoded like a manifest. The API server leaves `apiVersion`
+/// and `kind` out of list items, so they come from the resource.
+pub(super) fn decode_dynamic(
+    resource: &ApiResource,
+    object: &DynamicObject,
+    origin: &str,
+) -> Result<Option<Object>, LoadError> {
+    let mut value = serde_json::to_value(object).unwrap_or_default();
+    value["apiVersion"] = resource.api_version.clone().into();
+    value["kind"] = resource.kind.clone().into();
+    decode_api_object(value, origin)
 }
 
 /// `group/Kind`: Gateway API and Istio both have a `Gateway`.

@@ -166,11 +166,8 @@ pub async fn list_once(
             .list(&ListParams::default())
             .await
             .map_err(|e| ControllerError::List(format!("{}: {e}", resource.plural)))?;
-        for object in list.items {
-            let mut value = serde_json::to_value(&object).unwrap_or_default();
-            value["apiVersion"] = resource.api_version.clone().into();
-            value["kind"] = resource.kind.clone().into();
-            match crate::inputs::decode_api_object(value, "cluster") {
+        for object in &list.items {
+            match cache::decode_dynamic(&resource, object, "cluster") {
                 Ok(Some(decoded)) => inputs.add(decoded),
                 Ok(None) => {}
                 Err(e) => errors.push(e),

@@ -65,17 +65,17 @@ impl Reply {
     }
 }
 
-/// `fallback_host`: matched instead of the Host header when the listener has no virtual host
-/// for it (a sidecar passes the IP the app dialled, so `Host: anything` to a ClusterIP works).
+/// `dialled_ip`: matched as the host when the listener has no virtual host for the Host
+/// header (a sidecar passes the IP the app dialled, so `Host: anything` to a ClusterIP works).
 pub fn decide(
     snapshot: &CompiledSnapshot,
     req: &RequestHeader,
     port: u16,
-    fallback_host: Option<&str>,
+    dialled_ip: Option<std::net::IpAddr>,
 ) -> Decision {
     let (mut host, host_port) = host_of(req);
-    if let Some(fallback) = fallback_host.filter(|_| !snapshot.serves_host(port, &host)) {
-        host = fallback.to_string();
+    if let Some(ip) = dialled_ip.filter(|_| !snapshot.serves_host(port, &host)) {
+        host = ip.to_string();
     }
     let view = RequestView {
         port,

@@ -39,10 +39,9 @@ pub struct FerryProxy {
     metrics: Arc<Metrics>,
     telemetry: Arc<Telemetry>,
     mirrors: MirrorClient,
-    /// Sidecar: connections arrive redirected by iptables, so the listener that applies is
-    /// the one for the port the app dialled (the original destination), not the local one.
-    captured: bool,
-    /// Sidecar: the local port inbound connections are redirected to.
+    /// Set for a sidecar: the local port inbound connections are redirected to. Its
+    /// connections arrive redirected by iptables, so the listener that applies is the one
+    /// for the port the app dialled (the original destination), not the local one.
     inbound_port: Option<u16>,
 }
 
@@ -51,7 +50,7 @@ struct Entry {
     /// The listener (route table) that applies.
     port: u16,
     /// Captured outbound: the IP the app dialled.
-    dialled_ip: Option<String>,
+    dialled_ip: Option<std::net::IpAddr>,
     /// Captured inbound: the app's address.
     inbound: Option<std::net::SocketAddr>,
 }
@@ -61,7 +60,6 @@ impl FerryProxy {
         store: Arc<SnapshotStore>,
         metrics: Arc<Metrics>,
         telemetry: Arc<Telemetry>,
-        captured: bool,
         inbound_port: Option<u16>,
     ) -> Self {
         FerryProxy {
@@ -69,7 +67,6 @@ impl FerryProxy {
             metrics,
             telemetry,
             mirrors: MirrorClient::default(),
-            captured,
             inbound_port,
         }
     }
@@ -83,7 +80,8 @@ impl FerryProxy {
             .and_then(|a| a.as_inet())
             .map_or(0, |a| a.port());
         let original = self
-            .captured
+            .inbound_port
+            .is_some()
             .then(|| {
                 let digest = downstream.digest()?.socket_digest.as_ref()?;
                 digest.original_dst()?.as_inet().copied()
@@ -100,7 +98,7 @@ impl FerryProxy {
             },
             Some(original) => Entry {
                 port: original.port(),
-                dialled_ip: Some(original.ip().to_string()),
+                dialled_ip: Some(original.ip()),
                 inbound: None,
             },
             None => Entry {
@@ -139,7 +137,7 @@ impl ProxyHttp for FerryProxy {
             return reply.send(session).await.map(|_| true);
         };
         ctx.snapshot = Some(snapshot.clone());
-        let decision = decide::decide(&snapshot, session.req_header(), port, dialled_ip.as_deref());
+        let decision = decide::decide(&snapshot, session.req_header(), port, dialled_ip);
         match decision {
             Decision::Reply(reply) => {
                 ctx.route = reply.route.clone();
