@@ -32,20 +32,7 @@ trap 'pods_cleanup; rm -rf "$config"' EXIT
 bridge_up
 pod cp 2; pod sp 3; pod cm 4; pod sm 5
 
-cat > "$config/bench.yaml" <<YAML
-apiVersion: v1
-kind: Service
-metadata: {name: echo, namespace: bench}
-spec: {clusterIP: 10.96.0.30, ports: [{name: http, port: 80, targetPort: 8080}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: echo-1, namespace: bench, labels: {kubernetes.io/service-name: echo}}
-addressType: IPv4
-ports: [{name: http, port: 8080}]
-endpoints: [{addresses: ["$subnet.5"], conditions: {ready: true}}]
-YAML
-chmod 644 "$config/bench.yaml"
+install -m 644 "$root/bench/mesh/echo.yaml" "$config/bench.yaml"
 
 app sp --fixed-body 64
 app sm --fixed-body 64
