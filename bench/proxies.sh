@@ -144,7 +144,7 @@ start() { # target -> prints pid of the proxy process
   case "$1" in
     direct) echo 0 ;;
     ferry|ferry-1k)
-      TOKIO_WORKER_THREADS=1 taskset -c 0 "$ferry" gateway --config "$work/$1" --admin 127.0.0.1:19001 \
+      taskset -c 0 "$ferry" gateway --concurrency 1 --config "$work/$1" --admin 127.0.0.1:19001 \
         --bind-address 127.0.0.1 --access-log off --log warn >/dev/null 2>"$work/$1.err" &
       local pid=$!
       until curl -fs http://127.0.0.1:19001/ready >/dev/null; do sleep 0.1; done

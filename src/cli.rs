@@ -309,6 +309,9 @@ pub struct GatewayArgs {
     /// IngressClass served (Ingresses without a class are served too).
     #[arg(long, default_value = "ferry")]
     pub ingress_class: String,
+    /// Threads serving connections (Istio's proxy `concurrency`); 0: one per core.
+    #[arg(long, env = "FERRY_CONCURRENCY", default_value_t = 0)]
+    pub concurrency: usize,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }

@@ -54,10 +54,13 @@ fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
     let log_control = init_tracing(&cli.log);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let cli::Command::Sidecar(args) = &cli.command {
-        // One sidecar per pod: its threads are bounded (as Istio's proxy concurrency 2), not
-        // one per core of a 64-core node.
-        builder.worker_threads(args.concurrency.max(1));
+    if matches!(
+        cli.command,
+        cli::Command::Gateway(_) | cli::Command::Sidecar(_)
+    ) {
+        // Proxies serve connections on their own worker threads (--concurrency); this
+        // runtime only accepts and runs the control path, which one thread keeps up with.
+        builder.worker_threads(1);
     }
     let runtime = builder.enable_all().build()?;
     runtime.block_on(async move {

@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::proxy::FerryProxy;
 use crate::store::SnapshotStore;
 use crate::telemetry::{Telemetry, TelemetryOptions};
+use crate::workers::Workers;
 
 /// A change that was not applied, and why.
 #[derive(Clone, Debug, Serialize)]
@@ -42,6 +43,7 @@ pub struct Engine {
     pub metrics: Arc<Metrics>,
     pub telemetry: Arc<Telemetry>,
     listeners: Listeners<HttpProxy<FerryProxy>>,
+    workers: Arc<Workers>,
     status: Mutex<EngineStatus>,
     last_version: AtomicU64,
     /// Serializes apply() calls so listener reconciliation follows swap order.
@@ -55,8 +57,13 @@ pub struct Engine {
 
 impl Engine {
     /// Must run inside the Tokio runtime (listeners and the trace exporter are its tasks).
-    pub fn new(bind_ip: IpAddr, telemetry: &TelemetryOptions) -> Result<Arc<Self>, String> {
-        Self::build(bind_ip, telemetry, None)
+    /// `workers`: threads serving connections (0: one per core).
+    pub fn new(
+        bind_ip: IpAddr,
+        telemetry: &TelemetryOptions,
+        workers: usize,
+    ) -> Result<Arc<Self>, String> {
+        Self::build(bind_ip, telemetry, None, workers)
     }
 
     /// A sidecar's engine: binds no snapshot ports (its capture listeners are
@@ -66,15 +73,25 @@ impl Engine {
     pub fn new_sidecar(
         telemetry: &TelemetryOptions,
         inbound_port: u16,
+        workers: usize,
     ) -> Result<Arc<Self>, String> {
-        Self::build(IpAddr::from([127, 0, 0, 1]), telemetry, Some(inbound_port))
+        Self::build(
+            IpAddr::from([127, 0, 0, 1]),
+            telemetry,
+            Some(inbound_port),
+            workers,
+        )
     }
 
     fn build(
         bind_ip: IpAddr,
         telemetry: &TelemetryOptions,
         inbound_port: Option<u16>,
+        workers: usize,
     ) -> Result<Arc<Self>, String> {
+        let workers = Arc::new(
+            Workers::start(workers).map_err(|e| format!("cannot start worker threads: {e}"))?,
+        );
         let captured = inbound_port.is_some();
         let store = Arc::new(SnapshotStore::default());
         let metrics = Arc::new(Metrics::new(telemetry.identity.clone()));
@@ -97,7 +114,14 @@ impl Engine {
         Ok(Arc::new(Engine {
             store,
             telemetry,
-            listeners: Listeners::new(bind_ip, Arc::new(proxy), shutdown_rx, metrics.clone()),
+            listeners: Listeners::new(
+                bind_ip,
+                Arc::new(proxy),
+                shutdown_rx,
+                metrics.clone(),
+                workers.clone(),
+            ),
+            workers,
             metrics,
             status: Mutex::new(EngineStatus::default()),
             last_version: AtomicU64::new(0),
@@ -205,6 +229,12 @@ impl Engine {
     /// Tells in-flight HTTP sessions when the process is shutting down.
     pub fn shutdown_watch(&self) -> watch::Receiver<bool> {
         self._shutdown.subscribe()
+    }
+
+    /// The threads that serve connections, for accept loops other than the snapshot's
+    /// listeners.
+    pub fn workers(&self) -> &Workers {
+        &self.workers
     }
 
     /// The HTTP proxy application, for accept loops other than the snapshot's listeners.

@@ -9,6 +9,7 @@ pub mod compiled;
 mod downstream_io;
 pub mod echo;
 pub mod engine;
+mod header_names;
 pub mod listeners;
 pub mod metrics;
 pub mod proxy;
@@ -20,5 +21,6 @@ pub mod sync;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;
+mod workers;
 
 pub use engine::Engine;

@@ -1,6 +1,6 @@
 //! Listener ports that follow the snapshot: accept loops are added and removed at run time
-//! and hand each accepted connection to Pingora's HTTP proxy app, after a TLS handshake on
-//! HTTPS ports. A port's TLS settings (certificates) change in place for new connections.
+//! and hand each accepted connection to a worker thread (crate::workers) that serves it with
+//! Pingora's HTTP proxy app, after a TLS handshake on HTTPS ports. A port's TLS settings (certificates) change in place for new connections.
 
 use arc_swap::ArcSwapOption;
 use pingora_core::apps::ServerApp;
@@ -12,18 +12,20 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::downstream_io::{DownstreamIo, TlsTransport};
 use crate::metrics::Metrics;
+use crate::workers::Workers;
 
 pub struct Listeners<A> {
     bind_ip: IpAddr,
     app: Arc<A>,
     shutdown: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
+    workers: Arc<Workers>,
     active: Mutex<BTreeMap<u16, ActiveListener>>,
 }
 
@@ -44,12 +46,14 @@ impl<A: ServerApp + Send + Sync + 'static> Listeners<A> {
         app: Arc<A>,
         shutdown: watch::Receiver<bool>,
         metrics: Arc<Metrics>,
+        workers: Arc<Workers>,
     ) -> Self {
         Listeners {
             bind_ip,
             app,
             shutdown,
             metrics,
+            workers,
             active: Mutex::new(BTreeMap::new()),
         }
     }
@@ -87,6 +91,7 @@ impl<A: ServerApp + Send + Sync + 'static> Listeners<A> {
                         self.app.clone(),
                         self.shutdown.clone(),
                         self.metrics.clone(),
+                        self.workers.clone(),
                     ));
                     active.insert(port, ActiveListener { task, tls });
                 }
@@ -114,6 +119,7 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
     app: Arc<A>,
     shutdown: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
+    workers: Arc<Workers>,
 ) {
     let port = listener.local_addr().map_or(0, |a| a.port()).to_string();
     let accepted = metrics.connections.with_label_values(&[&port]);
@@ -122,18 +128,14 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
         match listener.accept().await {
             Ok((tcp, _)) => {
                 let _ = tcp.set_nodelay(true);
-                let digest = SocketDigest::from_raw_fd(tcp.as_raw_fd());
-                let mut stream = L4Stream::from(tcp);
-                stream.set_socket_digest(digest);
                 let app = app.clone();
                 let shutdown = shutdown.clone();
                 accepted.inc();
-                let open = open.clone();
-                open.inc();
+                let open = OpenConnection::count(&open);
                 let tls = tls.load_full();
-                tokio::spawn(async move {
-                    serve_connection(stream, tls, &app, &shutdown).await;
-                    open.dec();
+                workers.serve(tcp, move |tcp| async move {
+                    serve_connection(l4_stream(tcp), tls, &app, &shutdown).await;
+                    drop(open);
                 });
             }
             Err(e) => {
@@ -143,6 +145,31 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
             }
         }
     }
+}
+
+/// Counts a connection in `ferry_active_connections` until dropped, also when its worker
+/// never got to serve it.
+pub(crate) struct OpenConnection(prometheus::IntGauge);
+
+impl OpenConnection {
+    pub(crate) fn count(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        OpenConnection(gauge.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Pingora's stream over an accepted socket, with the socket details its digest reports.
+pub(crate) fn l4_stream(tcp: TcpStream) -> L4Stream {
+    let digest = SocketDigest::from_raw_fd(tcp.as_raw_fd());
+    let mut stream = L4Stream::from(tcp);
+    stream.set_socket_digest(digest);
+    stream
 }
 
 pub(crate) async fn serve_connection<A: ServerApp + Send + Sync + 'static>(

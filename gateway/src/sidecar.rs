@@ -13,8 +13,7 @@
 //! captured again.
 
 use pingora_core::protocols::l4::ext::get_original_dest;
-use pingora_core::protocols::l4::stream::Stream as L4Stream;
-use pingora_core::protocols::{GetSocketDigest, SocketDigest};
+use pingora_core::protocols::GetSocketDigest;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -25,6 +24,7 @@ use pingora_core::apps::ServerApp;
 
 use crate::downstream_io::DownstreamIo;
 use crate::engine::Engine;
+use crate::listeners::{l4_stream, OpenConnection};
 
 /// Where captured traffic arrives and what happens to destinations outside the mesh.
 #[derive(Clone, Debug)]
@@ -55,7 +55,7 @@ pub async fn serve(engine: Arc<Engine>, options: CaptureOptions) -> std::io::Res
 
 async fn accept<F, Fut>(listener: TcpListener, engine: Arc<Engine>, handle: F)
 where
-    F: Fn(Arc<Engine>, TcpStream, SocketAddr) -> Fut,
+    F: Fn(Arc<Engine>, TcpStream, SocketAddr) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let local = listener.local_addr().ok();
@@ -91,12 +91,11 @@ where
         };
         let _ = tcp.set_nodelay(true);
         accepted.inc();
-        open.inc();
-        let open = open.clone();
-        let work = handle(engine.clone(), tcp, original);
-        tokio::spawn(async move {
-            work.await;
-            open.dec();
+        let open = OpenConnection::count(&open);
+        let (handle, connection_engine) = (handle.clone(), engine.clone());
+        engine.workers().serve(tcp, move |tcp| async move {
+            handle(connection_engine, tcp, original).await;
+            drop(open);
         });
     }
 }
@@ -145,11 +144,11 @@ async fn inbound_connection(engine: Arc<Engine>, tcp: TcpStream, original: Socke
 }
 
 async fn serve_http(engine: &Engine, tcp: TcpStream, original: SocketAddr) {
-    let digest = SocketDigest::from_raw_fd(tcp.as_raw_fd());
-    // Known already; the proxy reads it to pick the listener.
-    let _ = digest.original_dst.set(Some(original.into()));
-    let mut stream = L4Stream::from(tcp);
-    stream.set_socket_digest(digest);
+    let stream = l4_stream(tcp);
+    if let Some(digest) = stream.get_socket_digest() {
+        // Known already; the proxy reads it to pick the listener.
+        let _ = digest.original_dst.set(Some(original.into()));
+    }
     let shutdown = engine.shutdown_watch();
     engine
         .http_app()

@@ -168,7 +168,7 @@ pub fn host_of(req: &RequestHeader) -> (String, Option<u16>) {
         Some(authority) => authority.as_str(),
         None => req
             .headers
-            .get("host")
+            .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
             .unwrap_or_default(),
     };

@@ -1,6 +1,8 @@
 //! The telemetry of one request: request id and trace context on the way in; metrics,
 //! access log line and span on the way out.
 
+use http::header::{CONTENT_TYPE, HOST, USER_AGENT};
+use http::HeaderName;
 use opentelemetry::KeyValue;
 use pingora_core::{Error, ErrorSource, ErrorType};
 use pingora_http::RequestHeader;
@@ -8,23 +10,25 @@ use pingora_proxy::Session;
 use std::time::{Duration, SystemTime};
 
 use super::context::RequestCtx;
-use super::respond::CAUSE_HEADER;
+use crate::header_names::{GRPC_STATUS, X_FERRY_CAUSE, X_FORWARDED_FOR, X_REQUEST_ID};
 use crate::metrics::Metrics;
 use crate::telemetry::access_log::{AccessLog, Entry};
 use crate::telemetry::context;
 use crate::telemetry::{response_flags, RequestLabels, RequestSpan, Telemetry};
 
-const REQUEST_ID: &str = "x-request-id";
-
 /// Gives the request an id (kept when the client sent one) and a span, before routing, so
 /// local replies, upstream requests and mirrors all carry them.
 pub fn begin(session: &mut Session, ctx: &mut RequestCtx, telemetry: &Telemetry) {
     let header = session.req_header_mut();
-    let request_id = match header.headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
+    let request_id = match header
+        .headers
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+    {
         Some(id) if !id.is_empty() => id.to_string(),
         _ => {
             let id = uuid::Uuid::new_v4().to_string();
-            let _ = header.insert_header(REQUEST_ID, &id);
+            let _ = header.insert_header(X_REQUEST_ID.as_str(), &id);
             id
         }
     };
@@ -75,7 +79,7 @@ pub fn finish(
 ) {
     let response = session.as_downstream().response_written();
     let cause = response
-        .and_then(|r| r.headers.get(CAUSE_HEADER))
+        .and_then(|r| r.headers.get(&X_FERRY_CAUSE))
         .and_then(|v| v.to_str().ok());
     let outcome = Outcome {
         code: response.map_or(0, |r| r.status.as_u16()),
@@ -96,7 +100,7 @@ pub fn finish(
 
 fn log_access(log: &AccessLog, ctx: &RequestCtx, session: &Session, outcome: &Outcome<'_>) {
     let request = session.req_header();
-    let header = |name: &str| request.headers.get(name).and_then(|v| v.to_str().ok());
+    let header = |name: &HeaderName| request.headers.get(name).and_then(|v| v.to_str().ok());
     let downstream = session.as_downstream();
     log.log(&Entry {
         start_time: rfc3339(ctx.started_at),
@@ -115,8 +119,8 @@ fn log_access(log: &AccessLog, ctx: &RequestCtx, session: &Session, outcome: &Ou
         route_name: ctx.route.as_ref().map(|r| &*r.route.name),
         request_id: ctx.request_id.as_deref(),
         trace_id: ctx.span.as_ref().map(|s| s.context.trace_id_hex()),
-        user_agent: header("user-agent"),
-        x_forwarded_for: header("x-forwarded-for"),
+        user_agent: header(&USER_AGENT),
+        x_forwarded_for: header(&X_FORWARDED_FOR),
         downstream_remote_address: downstream.client_addr().map(|a| a.to_string()),
         downstream_local_address: downstream.server_addr().map(|a| a.to_string()),
     });
@@ -161,7 +165,7 @@ fn record_istio(metrics: &Metrics, ctx: &RequestCtx, session: &Session, outcome:
     let grpc = session
         .req_header()
         .headers
-        .get("content-type")
+        .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.starts_with("application/grpc"));
     let endpoint = ctx.cluster.as_ref().and_then(|cluster| {
@@ -176,7 +180,7 @@ fn record_istio(metrics: &Metrics, ctx: &RequestCtx, session: &Session, outcome:
             grpc,
             response_code: outcome.code,
             grpc_status: response
-                .and_then(|r| r.headers.get("grpc-status"))
+                .and_then(|r| r.headers.get(&GRPC_STATUS))
                 .and_then(|v| v.to_str().ok()?.parse().ok()),
             response_flags: outcome.flags.clone(),
         },
@@ -202,7 +206,7 @@ fn authority(request: &RequestHeader) -> &str {
         .uri
         .authority()
         .map(|a| a.as_str())
-        .or_else(|| request.headers.get("host").and_then(|v| v.to_str().ok()))
+        .or_else(|| request.headers.get(HOST).and_then(|v| v.to_str().ok()))
         .unwrap_or("-")
 }
 

@@ -28,7 +28,7 @@ pub fn fault_for(fault: &Fault) -> (Option<Duration>, Option<u16>) {
 
 /// The request's Origin if the policy allows it.
 pub fn allowed_origin(cors: &Cors, req: &RequestHeader) -> Option<String> {
-    let origin = req.headers.get("origin")?.to_str().ok()?;
+    let origin = req.headers.get(http::header::ORIGIN)?.to_str().ok()?;
     let allowed = cors.allow_origins.iter().any(|m| match m {
         StringMatch::Exact(v) => &**v == "*" || v.as_ref() == origin,
         StringMatch::Prefix(v) => origin.starts_with(&**v),
@@ -41,7 +41,10 @@ pub fn allowed_origin(cors: &Cors, req: &RequestHeader) -> Option<String> {
 }
 
 pub fn is_preflight(req: &RequestHeader) -> bool {
-    req.method == http::Method::OPTIONS && req.headers.contains_key("access-control-request-method")
+    req.method == http::Method::OPTIONS
+        && req
+            .headers
+            .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
 /// Headers answering a preflight from an allowed origin.
@@ -144,7 +147,7 @@ fn query_value(req: &RequestHeader, name: &str) -> Option<String> {
 
 fn cookie_value(req: &RequestHeader, name: &str) -> Option<String> {
     req.headers
-        .get_all("cookie")
+        .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))

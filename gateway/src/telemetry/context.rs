@@ -1,7 +1,11 @@
 //! Trace context carried in request headers: W3C `traceparent`/`tracestate` and B3, both
 //! the multi-header (`x-b3-*`) and single-header (`b3`) forms.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
+
+use crate::header_names::{
+    B3, TRACEPARENT, TRACESTATE, X_B3_FLAGS, X_B3_SAMPLED, X_B3_SPANID, X_B3_TRACEID,
+};
 
 /// Which header formats the client used, so the upstream request speaks the same ones.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -46,20 +50,23 @@ impl TraceContext {
 /// B3 multi. Malformed headers are ignored, as the specs ask.
 pub fn extract(headers: &HeaderMap) -> (Option<TraceContext>, Formats) {
     let formats = Formats {
-        w3c: headers.contains_key("traceparent"),
-        b3_multi: headers.contains_key("x-b3-traceid"),
-        b3_single: headers.contains_key("b3"),
+        w3c: headers.contains_key(&TRACEPARENT),
+        b3_multi: headers.contains_key(&X_B3_TRACEID),
+        b3_single: headers.contains_key(&B3),
     };
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let context = text("traceparent")
-        .and_then(|tp| parse_traceparent(tp, text("tracestate")))
-        .or_else(|| text("b3").and_then(parse_b3_single))
+    if formats == Formats::default() {
+        return (None, formats); // most requests: no context to read
+    }
+    let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let context = text(&TRACEPARENT)
+        .and_then(|tp| parse_traceparent(tp, text(&TRACESTATE)))
+        .or_else(|| text(&B3).and_then(parse_b3_single))
         .or_else(|| {
             parse_b3_multi(
-                text("x-b3-traceid")?,
-                text("x-b3-spanid")?,
-                text("x-b3-sampled"),
-                text("x-b3-flags"),
+                text(&X_B3_TRACEID)?,
+                text(&X_B3_SPANID)?,
+                text(&X_B3_SAMPLED),
+                text(&X_B3_FLAGS),
             )
         });
     (context, formats)
