@@ -100,27 +100,22 @@ impl Engine {
             metrics.access_log_dropped.clone(),
         )?);
         let conf = Arc::new(ServerConf::default());
-        let ferry = FerryProxy::new(
-            store.clone(),
-            metrics.clone(),
-            telemetry.clone(),
-            inbound_port,
-        );
-        let mut proxy = http_proxy(&conf, ferry);
-        let mut options = HttpServerOptions::default();
-        options.h2c = true; // serve HTTP/2 prior-knowledge clients on cleartext listeners
-        proxy.server_options = Some(options);
+        let apps: Arc<[_]> = (0..workers.count())
+            .map(|_| {
+                let ferry = FerryProxy::new(
+                    store.clone(),
+                    metrics.clone(),
+                    telemetry.clone(),
+                    inbound_port,
+                );
+                Arc::new(proxy_app(&conf, ferry))
+            })
+            .collect();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         Ok(Arc::new(Engine {
             store,
             telemetry,
-            listeners: Listeners::new(
-                bind_ip,
-                Arc::new(proxy),
-                shutdown_rx,
-                metrics.clone(),
-                workers.clone(),
-            ),
+            listeners: Listeners::new(bind_ip, apps, shutdown_rx, metrics.clone(), workers.clone()),
             workers,
             metrics,
             status: Mutex::new(EngineStatus::default()),
@@ -237,9 +232,10 @@ impl Engine {
         &self.workers
     }
 
-    /// The HTTP proxy application, for accept loops other than the snapshot's listeners.
-    pub fn http_app(&self) -> Arc<HttpProxy<FerryProxy>> {
-        self.listeners.app()
+    /// Worker `worker`'s HTTP proxy application, for accept loops other than the snapshot's
+    /// listeners.
+    pub fn http_app(&self, worker: usize) -> Arc<HttpProxy<FerryProxy>> {
+        self.listeners.app(worker)
     }
 
     pub fn status(&self) -> EngineStatus {
@@ -250,4 +246,14 @@ impl Engine {
     pub fn active(&self) -> Option<Arc<Snapshot>> {
         self.store.load().map(|c| c.source.clone())
     }
+}
+
+/// Pingora's HTTP proxy around `ferry`: HTTP/1.1 and, on cleartext listeners, HTTP/2 with
+/// prior knowledge (h2c).
+fn proxy_app(conf: &Arc<ServerConf>, ferry: FerryProxy) -> HttpProxy<FerryProxy> {
+    let mut proxy = http_proxy(conf, ferry);
+    let mut options = HttpServerOptions::default();
+    options.h2c = true;
+    proxy.server_options = Some(options);
+    proxy
 }

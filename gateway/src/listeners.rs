@@ -1,6 +1,7 @@
 //! Listener ports that follow the snapshot: accept loops are added and removed at run time
 //! and hand each accepted connection to a worker thread (crate::workers) that serves it with
-//! Pingora's HTTP proxy app, after a TLS handshake on HTTPS ports. A port's TLS settings (certificates) change in place for new connections.
+//! Pingora's HTTP proxy app, after a TLS handshake on HTTPS ports. A port's TLS settings
+//! (certificates) change in place for new connections.
 
 use arc_swap::ArcSwapOption;
 use pingora_core::apps::ServerApp;
@@ -22,7 +23,8 @@ use crate::workers::Workers;
 
 pub struct Listeners<A> {
     bind_ip: IpAddr,
-    app: Arc<A>,
+    /// One app per worker (see crate::workers).
+    apps: Arc<[Arc<A>]>,
     shutdown: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
     workers: Arc<Workers>,
@@ -43,14 +45,15 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 impl<A: ServerApp + Send + Sync + 'static> Listeners<A> {
     pub fn new(
         bind_ip: IpAddr,
-        app: Arc<A>,
+        apps: Arc<[Arc<A>]>,
         shutdown: watch::Receiver<bool>,
         metrics: Arc<Metrics>,
         workers: Arc<Workers>,
     ) -> Self {
+        assert_eq!(apps.len(), workers.count(), "one app per worker");
         Listeners {
             bind_ip,
-            app,
+            apps,
             shutdown,
             metrics,
             workers,
@@ -88,7 +91,7 @@ impl<A: ServerApp + Send + Sync + 'static> Listeners<A> {
                     let task = tokio::spawn(accept_loop(
                         listener,
                         tls.clone(),
-                        self.app.clone(),
+                        self.apps.clone(),
                         self.shutdown.clone(),
                         self.metrics.clone(),
                         self.workers.clone(),
@@ -104,8 +107,9 @@ impl<A: ServerApp + Send + Sync + 'static> Listeners<A> {
         errors
     }
 
-    pub fn app(&self) -> Arc<A> {
-        self.app.clone()
+    /// The app of worker `worker`.
+    pub fn app(&self, worker: usize) -> Arc<A> {
+        self.apps[worker].clone()
     }
 
     pub async fn count(&self) -> usize {
@@ -116,7 +120,7 @@ impl<A: ServerApp + Send + Sync + 'static> Listeners<A> {
 async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
     listener: TcpListener,
     tls: Arc<ArcSwapOption<ServerConfig>>,
-    app: Arc<A>,
+    apps: Arc<[Arc<A>]>,
     shutdown: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
     workers: Arc<Workers>,
@@ -128,13 +132,13 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
         match listener.accept().await {
             Ok((tcp, _)) => {
                 let _ = tcp.set_nodelay(true);
-                let app = app.clone();
+                let apps = apps.clone();
                 let shutdown = shutdown.clone();
                 accepted.inc();
                 let open = OpenConnection::count(&open);
                 let tls = tls.load_full();
-                workers.serve(tcp, move |tcp| async move {
-                    serve_connection(l4_stream(tcp), tls, &app, &shutdown).await;
+                workers.serve(tcp, move |worker, tcp| async move {
+                    serve_connection(l4_stream(tcp), tls, &apps[worker], &shutdown).await;
                     drop(open);
                 });
             }

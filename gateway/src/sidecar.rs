@@ -46,16 +46,24 @@ pub async fn serve(engine: Arc<Engine>, options: CaptureOptions) -> std::io::Res
     tracing::info!(outbound = %options.outbound, inbound = %options.inbound, "capture listeners bound");
     let registry_only = options.registry_only;
     tokio::spawn(accept(inbound, engine.clone(), inbound_connection));
-    accept(outbound, engine, move |engine, tcp, original| {
-        outbound_connection(engine, tcp, original, registry_only)
+    accept(outbound, engine, move |engine, connection| {
+        outbound_connection(engine, connection, registry_only)
     })
     .await;
     Ok(())
 }
 
+/// A captured connection, on the worker that serves it.
+struct Connection {
+    tcp: TcpStream,
+    /// Where the client was going (SO_ORIGINAL_DST).
+    original: SocketAddr,
+    worker: usize,
+}
+
 async fn accept<F, Fut>(listener: TcpListener, engine: Arc<Engine>, handle: F)
 where
-    F: Fn(Arc<Engine>, TcpStream, SocketAddr) -> Fut + Clone + Send + 'static,
+    F: Fn(Arc<Engine>, Connection) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let local = listener.local_addr().ok();
@@ -93,19 +101,20 @@ where
         accepted.inc();
         let open = OpenConnection::count(&open);
         let (handle, connection_engine) = (handle.clone(), engine.clone());
-        engine.workers().serve(tcp, move |tcp| async move {
-            handle(connection_engine, tcp, original).await;
+        engine.workers().serve(tcp, move |worker, tcp| async move {
+            let connection = Connection {
+                tcp,
+                original,
+                worker,
+            };
+            handle(connection_engine, connection).await;
             drop(open);
         });
     }
 }
 
-async fn outbound_connection(
-    engine: Arc<Engine>,
-    tcp: TcpStream,
-    original: SocketAddr,
-    registry_only: bool,
-) {
+async fn outbound_connection(engine: Arc<Engine>, connection: Connection, registry_only: bool) {
+    let original = connection.original;
     let known = engine
         .store
         .load()
@@ -115,12 +124,12 @@ async fn outbound_connection(
             tracing::debug!(%original, "REGISTRY_ONLY: destination outside the mesh refused");
             return;
         }
-        return passthrough(tcp, original).await;
+        return passthrough(connection.tcp, original).await;
     }
-    if !speaks_http(&tcp).await {
-        return passthrough(tcp, original).await;
+    if !speaks_http(&connection.tcp).await {
+        return passthrough(connection.tcp, original).await;
     }
-    serve_http(&engine, tcp, original).await;
+    serve_http(&engine, connection).await;
 }
 
 async fn until_draining(draining: &mut tokio::sync::watch::Receiver<bool>) {
@@ -136,22 +145,23 @@ async fn until_draining(draining: &mut tokio::sync::watch::Receiver<bool>) {
 
 /// Inbound traffic goes to the app at the port the client dialled, over loopback: HTTP
 /// through the engine (metrics with reporter=destination), anything else as TCP.
-async fn inbound_connection(engine: Arc<Engine>, tcp: TcpStream, original: SocketAddr) {
-    if speaks_http(&tcp).await {
-        return serve_http(&engine, tcp, original).await;
+async fn inbound_connection(engine: Arc<Engine>, connection: Connection) {
+    if speaks_http(&connection.tcp).await {
+        return serve_http(&engine, connection).await;
     }
-    passthrough(tcp, SocketAddr::from(([127, 0, 0, 1], original.port()))).await;
+    let app = SocketAddr::from(([127, 0, 0, 1], connection.original.port()));
+    passthrough(connection.tcp, app).await;
 }
 
-async fn serve_http(engine: &Engine, tcp: TcpStream, original: SocketAddr) {
-    let stream = l4_stream(tcp);
+async fn serve_http(engine: &Engine, connection: Connection) {
+    let stream = l4_stream(connection.tcp);
     if let Some(digest) = stream.get_socket_digest() {
         // Known already; the proxy reads it to pick the listener.
-        let _ = digest.original_dst.set(Some(original.into()));
+        let _ = digest.original_dst.set(Some(connection.original.into()));
     }
     let shutdown = engine.shutdown_watch();
     engine
-        .http_app()
+        .http_app(connection.worker)
         .process_new(Box::new(DownstreamIo::new(stream)), &shutdown)
         .await;
 }

@@ -2,7 +2,10 @@
 //! Pingora runs its services without work stealing. A connection lives on the worker it is
 //! handed to, so a request's tasks wake each other without cross-thread queues or atomics;
 //! on one core that served about 10% more requests/s than one worker of a multi-thread
-//! runtime (bench/proxies.sh's keepalive test, alternated in one run). Accept loops and the
+//! runtime (bench/proxies.sh's keepalive test, alternated in one run). Each worker has its
+//! own proxy app, hence its own upstream connection pool, as Envoy's workers do: a pooled
+//! connection reused by another worker would have its readiness events arrive on the thread
+//! that opened it, two thread hops per read. Accept loops and the
 //! control path (snapshot compile, admin, config sync) stay on the main runtime, so a large
 //! compile never stalls a worker.
 
@@ -50,12 +53,13 @@ impl Workers {
         self.handles.len()
     }
 
-    /// Serves `tcp` with `serve` on the next worker, round robin. The socket leaves the
-    /// accepting runtime's reactor and joins the worker's, so its readiness events arrive on
-    /// the thread that serves it.
+    /// Serves `tcp` with `serve` on the next worker, round robin; `serve` gets the worker's
+    /// index to use that worker's own state (its proxy app and upstream connection pool). The
+    /// socket leaves the accepting runtime's reactor and joins the worker's, so its readiness
+    /// events arrive on the thread that serves it.
     pub fn serve<F, Fut>(&self, tcp: TcpStream, serve: F)
     where
-        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        F: FnOnce(usize, TcpStream) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let socket = match tcp.into_std() {
@@ -65,7 +69,7 @@ impl Workers {
         let worker = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
         self.handles[worker].spawn(async move {
             match TcpStream::from_std(socket) {
-                Ok(tcp) => serve(tcp).await,
+                Ok(tcp) => serve(worker, tcp).await,
                 Err(e) => tracing::warn!("cannot register a connection with a worker: {e}"),
             }
         });
@@ -89,7 +93,7 @@ mod tests {
         for _ in 0..2 {
             let mut client = TcpStream::connect(address).await.unwrap();
             let (accepted, _) = listener.accept().await.unwrap();
-            workers.serve(accepted, |mut tcp| async move {
+            workers.serve(accepted, |_, mut tcp| async move {
                 let name = std::thread::current().name().unwrap_or("").to_string();
                 tcp.write_all(name.as_bytes()).await.unwrap();
             });
