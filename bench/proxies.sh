@@ -147,7 +147,10 @@ start() { # target -> prints pid of the proxy process
       taskset -c 0 "$ferry" gateway --concurrency 1 --config "$work/$1" --admin 127.0.0.1:19001 \
         --bind-address 127.0.0.1 --access-log off --log warn >/dev/null 2>"$work/$1.err" &
       local pid=$!
-      until curl -fs http://127.0.0.1:19001/ready >/dev/null; do sleep 0.1; done
+      until curl -fs http://127.0.0.1:19001/ready >/dev/null; do
+        kill -0 "$pid" 2>/dev/null || { cat "$work/$1.err" >&2; return 1; }
+        sleep 0.1
+      done
       echo "$pid" ;;
     nginx)
       taskset -c 0 nginx -c "$work/nginx.conf" -g 'daemon off;' >/dev/null 2>&1 & local pid=$!
@@ -162,7 +165,9 @@ start() { # target -> prints pid of the proxy process
 stop() { # target
   case "$1" in
     direct) ;;
-    ferry|ferry-1k) pkill -f "gateway --config $work/$1" || true ;;
+    ferry|ferry-1k) # the trailing space keeps "ferry" from matching "ferry-1k"
+      pkill -f "gateway .*--config $work/$1 " || true
+      while pgrep -f "gateway .*--config $work/$1 " >/dev/null; do sleep 0.1; done ;;
     nginx) kill "$(cat "$work/nginx.pid")" 2>/dev/null || true ;;
     haproxy) pkill -f "haproxy -f $work/haproxy.cfg" || true ;;
   esac
