@@ -119,6 +119,10 @@ impl ProxyHttp for FerryProxy {
         RequestCtx::default()
     }
 
+    /// No downstream modules. Pingora's default registers a disabled response-compression
+    /// module that is still built and called for every request; Ferry offers no compression.
+    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         self.metrics.active_requests.inc();
         ctx.counted_active = true;
@@ -392,13 +396,13 @@ impl ProxyHttp for FerryProxy {
         let code = session
             .as_downstream()
             .response_written()
-            .map_or(0, |r| r.status.as_u16());
+            .map_or("0", |r| r.status.as_str());
         let listener = ctx.listener_port.to_string();
         let route = ctx.route.as_ref().map_or("none", |r| &r.route.name);
         let backend = ctx.cluster.as_ref().map_or("none", |c| &c.cluster.name);
         self.metrics
             .requests
-            .with_label_values(&[listener.as_str(), route, backend, itoa(code).as_str()])
+            .with_label_values(&[listener.as_str(), route, backend, code])
             .inc();
         self.metrics
             .request_duration
@@ -476,10 +480,6 @@ fn failure_cause(error: &Error, ctx: &RequestCtx) -> String {
         "{flag} {cluster} endpoint {endpoint}: {}",
         error.etype().as_str()
     )
-}
-
-fn itoa(code: u16) -> String {
-    code.to_string()
 }
 
 /// Upstream requests carry an origin-form URI and a Host header; Pingora derives HTTP/2's
