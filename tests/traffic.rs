@@ -3,6 +3,9 @@
 
 mod support;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
 use std::time::{Duration, Instant};
 use support::manifests::{ep, gateway, istio_gateway, join, service};
 use support::{free_port, ConfigDir, Echo, Gateway, Http, Reply, BOTH};
@@ -133,7 +136,10 @@ async fn retries_move_to_another_endpoint() {
             );
         }
     }
-    assert!(bad.request_count() > 0, "the failing endpoint was tried");
+    assert!(
+        bad.settled_request_count() > 0,
+        "the failing endpoint was tried"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -336,12 +342,16 @@ async fn outlier_detection_ejects_a_failing_endpoint() {
     for _ in 0..10 {
         get(&http, port, "/", &[]).await;
     }
-    let before = bad.request_count();
+    let before = bad.settled_request_count();
     assert_eq!(before, 2, "ejected after 2 consecutive 5xx");
     for _ in 0..20 {
         assert_eq!(get(&http, port, "/", &[]).await.backend(), "good");
     }
-    assert_eq!(bad.request_count(), before, "no traffic while ejected");
+    assert_eq!(
+        bad.settled_request_count(),
+        before,
+        "no traffic while ejected"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -503,7 +513,7 @@ async fn cors_preflight_and_actual_requests() {
     .await;
     for proto in BOTH {
         let http = Http::new(proto);
-        let before = app.request_count();
+        let before = app.settled_request_count();
         let pre = http
             .send(
                 "OPTIONS",
@@ -527,7 +537,7 @@ async fn cors_preflight_and_actual_requests() {
         assert_eq!(pre.header("access-control-max-age"), Some("600"));
         assert_eq!(pre.header("access-control-allow-credentials"), Some("true"));
         assert_eq!(
-            app.request_count(),
+            app.settled_request_count(),
             before,
             "the proxy answered the preflight itself"
         );
@@ -561,22 +571,56 @@ async fn max_requests_per_connection_rotates_upstream_connections() {
         port,
     )
     .await;
-    let http = Http::new(support::Proto::H1);
-    let mut peers = Vec::new();
-    for _ in 0..9 {
-        peers.push(
-            get(&http, port, "/", &[]).await.echo()["peer"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
-    }
+    let peers = upstream_peers_over_one_connection(port, 9).await;
     // Sequential requests: each upstream connection carries exactly three.
     for chunk in peers.chunks(3) {
         assert!(chunk.iter().all(|p| *p == chunk[0]), "{peers:?}");
     }
     assert_ne!(peers[0], peers[3], "{peers:?}");
     assert_ne!(peers[3], peers[6], "{peers:?}");
+}
+
+/// The upstream peer the echo backend saw for each of `count` sequential requests sent on one
+/// HTTP/1.1 connection. One downstream connection keeps every request on one proxy worker:
+/// upstream pools are per worker (as Envoy's are), and a pooling client may move to a second
+/// connection that another worker serves from its own pool.
+async fn upstream_peers_over_one_connection(port: u16, count: usize) -> Vec<String> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("gateway accepts");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("http/1.1 handshake");
+    tokio::spawn(connection);
+    let mut peers = Vec::new();
+    for _ in 0..count {
+        sender
+            .ready()
+            .await
+            .expect("gateway kept the connection open");
+        let request = http::Request::get("/")
+            .header("host", "t.example.com")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = sender
+            .send_request(request)
+            .await
+            .expect("gateway answered");
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let echo: serde_json::Value = serde_json::from_slice(&body).expect("echo's JSON");
+        peers.push(
+            echo["peer"]
+                .as_str()
+                .expect("echo names its peer")
+                .to_string(),
+        );
+    }
+    peers
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -609,7 +653,7 @@ async fn mirror_share_and_a_slow_mirror_never_slows_the_primary() {
     }
     support::eventually(|| async { shadow.request_count() >= 5 + 60 }).await;
     tokio::time::sleep(Duration::from_millis(1700)).await;
-    let mirrored = shadow.request_count() - 5;
+    let mirrored = shadow.settled_request_count() - 5;
     assert!(
         (60..=140).contains(&mirrored),
         "{mirrored} of 200 mirrored at 50%"

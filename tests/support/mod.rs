@@ -11,10 +11,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -63,11 +64,17 @@ impl Drop for Proc {
     }
 }
 
+/// The path of the marker requests `Echo::settled_request_count` sends; never recorded.
+const SYNC_PATH: &str = "/__test-sync";
+
 /// A `ferry echo` backend; `requests` collects the JSON lines it logs (one per request).
 pub struct Echo {
     pub addr: SocketAddr,
     pub name: String,
     pub requests: Arc<Mutex<Vec<serde_json::Value>>>,
+    /// The highest sync marker read back from the echo's log.
+    synced: Arc<AtomicU64>,
+    markers_sent: AtomicU64,
     _proc: Proc,
 }
 
@@ -98,11 +105,18 @@ impl Echo {
             .spawn()
             .expect("spawn ferry echo");
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let sink = requests.clone();
+        let synced = Arc::new(AtomicU64::new(0));
+        let (sink, synced_sink) = (requests.clone(), synced.clone());
         let stdout = child.stdout.take().unwrap();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str(&line) {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                if v["path"] == SYNC_PATH {
+                    let marker = v["query"].as_str().and_then(|q| q.parse().ok());
+                    synced_sink.fetch_max(marker.unwrap_or(0), Ordering::SeqCst);
+                } else {
                     sink.lock().unwrap().push(v);
                 }
             }
@@ -112,12 +126,40 @@ impl Echo {
             addr,
             name: name.to_string(),
             requests,
+            synced,
+            markers_sent: AtomicU64::new(0),
             _proc: Proc(child),
         }
     }
 
+    /// Requests read from the echo's log so far; may trail the answers a client has seen by
+    /// a request or two (a reader thread collects the log). See `settled_request_count`.
     pub fn request_count(&self) -> usize {
         self.requests.lock().unwrap().len()
+    }
+
+    /// Every request the echo answered before this call: the echo logs a request before it
+    /// answers, so once a marker request sent now has been read back from the log, so has
+    /// every request answered earlier. For exact before/after comparisons.
+    pub fn settled_request_count(&self) -> usize {
+        let marker = self.markers_sent.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut tcp = std::net::TcpStream::connect(self.addr).expect("echo accepts");
+        write!(
+            tcp,
+            "GET {SYNC_PATH}?{marker} HTTP/1.1\r\nhost: sync\r\nx-echo-delay-ms: 0\r\nconnection: close\r\n\r\n"
+        )
+        .expect("marker sent");
+        tcp.read_to_end(&mut Vec::new()).expect("echo answers");
+        let start = Instant::now();
+        while self.synced.load(Ordering::SeqCst) < marker {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "echo {} never logged marker {marker}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.request_count()
     }
 }
 
