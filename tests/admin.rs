@@ -22,12 +22,11 @@ async fn ready_only_after_first_valid_snapshot() {
     let gw = Gateway::spawn(dir.path(), &[]);
     let ready = format!("http://{}/ready", gw.admin);
     let http = Http::new(Proto::H1);
-    eventually(|| async {
-        http.get(&ready, None, &[])
-            .await
-            .is_some_and(|r| r.status == 503)
-    })
-    .await;
+    eventually(|| async { http.get(&ready, None, &[]).await.is_some() }).await;
+    // The admin endpoint answers before the first load has run: wait for the rejection.
+    eventually(|| async { !gw.config_dump().await["last_rejected"].is_null() }).await;
+    let status = http.get(&ready, None, &[]).await.map(|r| r.status);
+    assert_eq!(status, Some(503), "not ready on a rejected first config");
     let dump = gw.config_dump().await;
     assert!(dump["version"].is_null());
     assert!(
