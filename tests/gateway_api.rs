@@ -104,6 +104,77 @@ async fn hostnames_paths_and_precedence() {
     }
 }
 
+/// Enough routes on one host that the gateway finds them through its path index: precedence
+/// and path-element boundaries must hold exactly as with a few routes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_with_many_routes_keeps_precedence() {
+    let (prefix, exact, regex, canary, root) = (
+        Echo::start("prefix"),
+        Echo::start("exact"),
+        Echo::start("regex"),
+        Echo::start("canary"),
+        Echo::start("root"),
+    );
+    let port = free_port();
+    let dir = ConfigDir::new();
+    let svc = |name: &str, e: &Echo| service("default", name, 80, &[ep(e, &[])]);
+    let mut rules: String = (0..40)
+        .map(|i| {
+            format!(
+                "    - {{matches: [{{path: {{type: PathPrefix, value: /svc-{i}}}}}], \
+                 filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: x-rule, value: svc-{i}}}]}}}}], \
+                 backendRefs: [{{name: prefix, port: 80}}]}}\n"
+            )
+        })
+        .collect();
+    rules.push_str(concat!(
+        "    - {matches: [{path: {type: Exact, value: /svc-7/health}}], backendRefs: [{name: exact, port: 80}]}\n",
+        "    - {matches: [{path: {type: RegularExpression, value: \"/reports/[0-9]+\"}}], backendRefs: [{name: regex, port: 80}]}\n",
+        "    - {matches: [{path: {type: PathPrefix, value: /svc-5}, headers: [{name: x-canary, value: \"yes\"}]}], backendRefs: [{name: canary, port: 80}]}\n",
+        "    - {matches: [{path: {type: PathPrefix, value: /}}], backendRefs: [{name: root, port: 80}]}\n",
+    ));
+    dir.write(
+        "all.yaml",
+        &join(&[
+            &gateway("default", "gw", &[("http", port, None)]),
+            &svc("prefix", &prefix),
+            &svc("exact", &exact),
+            &svc("regex", &regex),
+            &svc("canary", &canary),
+            &svc("root", &root),
+            &route("many", "{name: gw}", &["big.example.com"], &rules),
+        ]),
+    );
+    let _gw = Gateway::start(dir.path()).await;
+    let http = Http::new(support::Proto::H1);
+    // (path, with the canary header, expected backend and rule)
+    let cases = [
+        ("/svc-1", false, "prefix svc-1"),
+        ("/svc-1/", false, "prefix svc-1"),
+        ("/svc-12/x", false, "prefix svc-12"),
+        ("/svc-39/a/b", false, "prefix svc-39"),
+        ("/svc-7/health", false, "exact"),
+        ("/svc-7/health/x", false, "prefix svc-7"),
+        ("/reports/2026", false, "regex"),
+        ("/svc-5/a", true, "canary"),
+        ("/svc-5/a", false, "prefix svc-5"),
+        ("/svc-400", false, "root"),
+    ];
+    for (path, canary, want) in cases {
+        let headers: &[(&str, &str)] = if canary { &[("x-canary", "yes")] } else { &[] };
+        let reply = http
+            .get(&url(port, path), Some("big.example.com"), headers)
+            .await
+            .expect("gateway answered");
+        let echo = reply.echo();
+        let got = match echo["headers"]["x-rule"].as_str() {
+            Some(rule) => format!("{} {rule}", reply.backend()),
+            None => reply.backend(),
+        };
+        assert_eq!(got, want, "{path} canary: {canary}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn header_query_and_method_matches() {
     let names = ["env", "user", "debug", "post", "root"];

@@ -1,5 +1,6 @@
 //! Route matching against one request. Regexes are compiled once per snapshot.
 
+use super::path_index::{regex_literal_prefix, PathKey};
 use ferry_model::{HeaderMatch, PathMatch, QueryMatch, RouteMatch, Str, StringMatch};
 use http::HeaderMap;
 use regex::Regex;
@@ -31,7 +32,8 @@ enum CompiledPath {
     Exact(String),
     Prefix(String),
     SegmentPrefix(String),
-    Regex(Regex),
+    /// With the literal text every match starts with ("" when unknown), for the path index.
+    Regex(Regex, String),
 }
 
 enum CompiledString {
@@ -64,7 +66,10 @@ impl CompiledMatch {
             PathMatch::SegmentPrefix(p) => {
                 CompiledPath::SegmentPrefix(fold(p.trim_end_matches('/')))
             }
-            PathMatch::Regex(p) => CompiledPath::Regex(full_regex(p, m.ignore_path_case)?),
+            PathMatch::Regex(p) => CompiledPath::Regex(
+                full_regex(p, m.ignore_path_case)?,
+                regex_literal_prefix(p).to_string(),
+            ),
         };
         Ok(CompiledMatch {
             path,
@@ -113,7 +118,7 @@ impl CompiledMatch {
 
     fn path_matches(&self, path: &str) -> bool {
         let folded;
-        let path = if self.ignore_case && !matches!(self.path, CompiledPath::Regex(_)) {
+        let path = if self.ignore_case && !matches!(self.path, CompiledPath::Regex(..)) {
             folded = path.to_ascii_lowercase();
             folded.as_str()
         } else {
@@ -124,7 +129,24 @@ impl CompiledMatch {
             CompiledPath::Exact(p) => path == p,
             CompiledPath::Prefix(p) => path.starts_with(p.as_str()),
             CompiledPath::SegmentPrefix(p) => segment_prefix(path, p),
-            CompiledPath::Regex(re) => re.is_match(path),
+            CompiledPath::Regex(re, _) => re.is_match(path),
+        }
+    }
+
+    /// The path condition as the path index sees it.
+    pub(super) fn path_key(&self) -> PathKey<'_> {
+        if self.ignore_case {
+            // The index holds literal bytes; folding every request path is not worth it for
+            // Istio's rarely used ignoreUriCase.
+            return PathKey::Always;
+        }
+        match &self.path {
+            CompiledPath::Any => PathKey::Always,
+            CompiledPath::Exact(p) => PathKey::Exact(p),
+            CompiledPath::Prefix(p) => PathKey::Prefix(p),
+            CompiledPath::SegmentPrefix(p) => PathKey::Segment(p),
+            CompiledPath::Regex(_, literal) if literal.is_empty() => PathKey::Always,
+            CompiledPath::Regex(_, literal) => PathKey::Prefix(literal),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! load-balancing state allocated. Built off the request path, then swapped in whole.
 
 mod matcher;
+mod path_index;
 
 use ferry_model::{Action, BackendTarget, Cluster, ListenerTls, Route, Snapshot, Str};
 use rustls::ServerConfig;
@@ -9,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use matcher::{CompiledMatch, RequestView};
+use path_index::PathIndex;
 
 use crate::listeners::WantedPorts;
 use crate::upstream::ClusterState;
@@ -41,7 +43,14 @@ struct CompiledListener {
     /// (suffix including the leading dot, vhost index), longest suffix first.
     wildcards: Vec<(Str, usize)>,
     catch_all: Option<usize>,
-    vhosts: Vec<Vec<Arc<CompiledRoute>>>,
+    vhosts: Vec<CompiledVirtualHost>,
+}
+
+/// A virtual host's routes in precedence order (the first full match wins), indexed by path
+/// when there are enough of them for a scan to cost more than the index.
+struct CompiledVirtualHost {
+    routes: Vec<Arc<CompiledRoute>>,
+    path_index: Option<PathIndex>,
 }
 
 pub struct CompiledRoute {
@@ -115,9 +124,7 @@ impl CompiledSnapshot {
     pub fn route(&self, request: &RequestView<'_>) -> Option<&Arc<CompiledRoute>> {
         let listener = self.listeners.get(&request.port)?;
         let vhost = listener.vhost_for(request.host)?;
-        listener.vhosts[vhost]
-            .iter()
-            .find(|r| r.matcher.matches(request))
+        listener.vhosts[vhost].route(request)
     }
 
     pub fn clusters(&self) -> impl Iterator<Item = &Arc<CompiledCluster>> {
@@ -126,6 +133,25 @@ impl CompiledSnapshot {
 
     pub fn cluster(&self, name: &str) -> Option<&Arc<CompiledCluster>> {
         self.clusters.get(name)
+    }
+}
+
+impl CompiledVirtualHost {
+    fn new(routes: Vec<Arc<CompiledRoute>>) -> Self {
+        let path_index = (routes.len() >= path_index::INDEXED_FROM)
+            .then(|| PathIndex::build(routes.iter().map(|r| r.matcher.path_key())));
+        CompiledVirtualHost { routes, path_index }
+    }
+
+    fn route(&self, request: &RequestView<'_>) -> Option<&Arc<CompiledRoute>> {
+        let Some(index) = &self.path_index else {
+            return self.routes.iter().find(|r| r.matcher.matches(request));
+        };
+        index
+            .candidates(request.path)
+            .into_iter()
+            .map(|at| &self.routes[at as usize])
+            .find(|r| r.matcher.matches(request))
     }
 }
 
@@ -190,7 +216,7 @@ fn compile_listener(listener: &ferry_model::Listener) -> Result<CompiledListener
             .iter()
             .map(compile_route)
             .collect::<Result<Vec<_>, _>>()?;
-        compiled.vhosts.push(routes);
+        compiled.vhosts.push(CompiledVirtualHost::new(routes));
     }
     compiled
         .wildcards
@@ -268,5 +294,89 @@ impl CompiledRoute {
             _ => &[],
         };
         self.route.filters.iter().chain(backend_filters.iter())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_model::{PathMatch, RouteMatch, StringMatch};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    const SEGMENTS: [&str; 7] = ["a", "ab", "api", "v1", "users", "x", "Api"];
+
+    fn random_path(rng: &mut StdRng) -> String {
+        let mut path = String::new();
+        for _ in 0..rng.random_range(0..4) {
+            path.push('/');
+            path.push_str(SEGMENTS[rng.random_range(0..SEGMENTS.len())]);
+        }
+        match rng.random_range(0..6) {
+            0 => path.push('/'),
+            1 => path.push_str(&rng.random_range(0..20).to_string()),
+            2 if path.is_empty() => path.push('/'),
+            _ => {}
+        }
+        path
+    }
+
+    fn random_match(rng: &mut StdRng) -> RouteMatch {
+        let literal = random_path(rng);
+        let path = match rng.random_range(0..6) {
+            0 => PathMatch::Any,
+            1 => PathMatch::Exact(literal.into()),
+            2 => {
+                // A string prefix may end inside a path element.
+                let cut = rng.random_range(0..=literal.len());
+                PathMatch::Prefix(literal[..cut].into())
+            }
+            3 => PathMatch::SegmentPrefix(literal.trim_end_matches('/').into()),
+            _ => {
+                let templates = ["{}/[0-9]+", "{}.*", "(/a|/x){}", "{}s?", "{}", "{}/v[0-9]"];
+                let template = templates[rng.random_range(0..templates.len())];
+                PathMatch::Regex(template.replace("{}", &literal).into())
+            }
+        };
+        RouteMatch {
+            path,
+            ignore_path_case: rng.random_range(0..10) == 0,
+            method: (rng.random_range(0..5) == 0).then(|| StringMatch::Exact("POST".into())),
+            ..RouteMatch::default()
+        }
+    }
+
+    /// The index must pick exactly the route a scan in precedence order picks.
+    #[test]
+    fn indexed_lookup_agrees_with_a_scan() {
+        let mut rng = StdRng::seed_from_u64(20261123);
+        let headers = http::HeaderMap::new();
+        for _ in 0..300 {
+            let matchers: Vec<CompiledMatch> = (0..rng.random_range(1..80))
+                .map(|_| CompiledMatch::compile(&random_match(&mut rng)).unwrap())
+                .collect();
+            let index = PathIndex::build(matchers.iter().map(CompiledMatch::path_key));
+            for _ in 0..60 {
+                let mut path = random_path(&mut rng);
+                if rng.random_range(0..8) == 0 {
+                    path = path.to_uppercase();
+                }
+                let request = RequestView {
+                    port: 80,
+                    host: "h",
+                    path: &path,
+                    query: None,
+                    method: ["GET", "POST"][rng.random_range(0..2)],
+                    headers: &headers,
+                };
+                let scanned = matchers.iter().position(|m| m.matches(&request));
+                let indexed = index
+                    .candidates(&path)
+                    .into_iter()
+                    .map(|at| at as usize)
+                    .find(|at| matchers[*at].matches(&request));
+                assert_eq!(indexed, scanned, "path {path:?}");
+            }
+        }
     }
 }
