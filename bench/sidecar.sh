@@ -19,6 +19,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$root/bench/results"
 mkdir -p "$out"
 command -v oha >/dev/null || cargo install --quiet --locked oha
+command -v nm >/dev/null || { apt-get update -qq && apt-get install -y -qq binutils >/dev/null; }
 (cd "$root" && cargo build --release --quiet --bin ferry)
 ferry="$root/target/release/ferry"
 tag="fb$$"
@@ -76,6 +77,9 @@ peak_server="$(rss "${sidecar_pid[sm]}" VmHWM)"
     echo "- added $p: $(awk -v a="$(echo "${results[sidecars|latency_${p}_ms]}" | median)" -v b="$(echo "${results[direct|latency_${p}_ms]}" | median)" 'BEGIN {printf "%.3f", a - b}') ms"
   done
   echo "- sidecar RSS idle: client $idle_client KiB, server $idle_server KiB; peak (VmHWM): client $peak_client KiB, server $peak_server KiB"
+  # Idle RSS depends on the link order; its names carry crate hashes that any dependency
+  # change alters, so say how much of it still applies (rerun bench/symbol-order.sh if low).
+  echo "- link order: $(nm "$ferry" | awk '{print $NF}' | sort -u | comm -12 - <(sort -u "$root/link/symbol-order.txt") | wc -l) of $(sort -u "$root/link/symbol-order.txt" | wc -l) names in link/symbol-order.txt found in the binary"
 } | tee "$out/sidecar.md"
 python3 - "$out/sidecar.json" <<PY
 import json, sys
