@@ -79,7 +79,9 @@ peak_server="$(rss "${sidecar_pid[sm]}" VmHWM)"
   echo "- sidecar RSS idle: client $idle_client KiB, server $idle_server KiB; peak (VmHWM): client $peak_client KiB, server $peak_server KiB"
   # Idle RSS depends on the link order; its names carry crate hashes that any dependency
   # change alters, so say how much of it still applies (rerun bench/symbol-order.sh if low).
-  echo "- link order: $(nm "$ferry" | awk '{print $NF}' | sort -u | comm -12 - <(sort -u "$root/link/symbol-order.txt") | wc -l) of $(sort -u "$root/link/symbol-order.txt" | wc -l) names in link/symbol-order.txt found in the binary"
+  order_names="$(sort -u "$root/link/symbol-order.txt")"
+  found="$(nm "$ferry" | awk '{print $NF}' | sort -u | comm -12 - <(echo "$order_names") | wc -l)"
+  echo "- link order: $found of $(echo "$order_names" | wc -l) names in link/symbol-order.txt found in the binary"
 } | tee "$out/sidecar.md"
 python3 - "$out/sidecar.json" <<PY
 import json, sys

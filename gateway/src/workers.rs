@@ -5,9 +5,9 @@
 //! runtime (bench/proxies.sh's keepalive test, alternated in one run). Each worker has its
 //! own proxy app, hence its own upstream connection pool, as Envoy's workers do: a pooled
 //! connection reused by another worker would have its readiness events arrive on the thread
-//! that opened it, two thread hops per read. Accept loops and the
-//! control path (snapshot compile, admin, config sync) stay on the main runtime, so a large
-//! compile never stalls a worker.
+//! that opened it, two thread hops per read. Accept loops and the control path (snapshot
+//! compile, admin, config sync) stay on the main runtime, so a large compile never stalls a
+//! worker.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -145,7 +145,7 @@ impl CompiledMatch {
             CompiledPath::Exact(p) => PathKey::Exact(p),
             CompiledPath::Prefix(p) => PathKey::Prefix(p),
             CompiledPath::SegmentPrefix(p) => PathKey::Segment(p),
-            CompiledPath::Regex(_, literal) if literal.is_empty() => PathKey::Always,
+            // An empty literal is the root's prefix: a candidate for every path.
             CompiledPath::Regex(_, literal) => PathKey::Prefix(literal),
         }
     }

@@ -4,7 +4,8 @@
 //! A byte trie over the routes' literal paths: walking the request path through it visits
 //! every exact path, string prefix and path-element prefix the request path could match, in
 //! one pass. Conditions the trie cannot narrow (any path, case-insensitive paths, regexes
-//! without a literal prefix) are candidates for every request. Candidates come back in route
+//! without a literal prefix) sit at the root as the empty prefix, which every walk collects.
+//! Candidates come back in route
 //! order, and the caller still checks each one in full, so the first full match is the same
 //! route a plain scan would find.
 
@@ -47,7 +48,6 @@ struct Node {
 pub struct PathIndex {
     /// nodes[0] is the root (the empty string).
     nodes: Vec<Node>,
-    always: Vec<u32>,
 }
 
 impl PathIndex {
@@ -55,15 +55,11 @@ impl PathIndex {
     pub fn build<'a>(keys: impl IntoIterator<Item = PathKey<'a>>) -> PathIndex {
         let mut index = PathIndex {
             nodes: vec![Node::default()],
-            always: Vec::new(),
         };
         for (route, key) in keys.into_iter().enumerate() {
             let route = u32::try_from(route).expect("fewer than 2^32 routes per host");
             let (kind, path) = match key {
-                PathKey::Always => {
-                    index.always.push(route);
-                    continue;
-                }
+                PathKey::Always => (Kind::Prefix, ""),
                 PathKey::Exact(p) => (Kind::Exact, p),
                 PathKey::Prefix(p) => (Kind::Prefix, p),
                 PathKey::Segment(p) => (Kind::Segment, p),
@@ -103,7 +99,7 @@ impl PathIndex {
 
     /// The routes whose path condition may hold for `path`, ascending.
     pub fn candidates(&self, path: &str) -> Candidates {
-        let mut found: Candidates = self.always.iter().copied().collect();
+        let mut found = Candidates::new();
         let bytes = path.as_bytes();
         let mut node = 0;
         for depth in 0..=bytes.len() {
@@ -207,21 +203,23 @@ mod tests {
 
     #[test]
     fn regex_literal_prefixes_are_conservative() {
-        assert_eq!(
-            regex_literal_prefix("/api/v1/items/[0-9]+"),
-            "/api/v1/items/"
-        );
-        assert_eq!(regex_literal_prefix("/users/\\d+"), "/users/");
-        assert_eq!(regex_literal_prefix("/static/.*"), "/static/");
-        assert_eq!(regex_literal_prefix("/colou?r"), "/colo");
-        assert_eq!(regex_literal_prefix("/ab*"), "/a");
-        assert_eq!(regex_literal_prefix("/ab{0,2}"), "/a");
-        assert_eq!(regex_literal_prefix("/ab+"), "/ab");
-        assert_eq!(regex_literal_prefix("/exact"), "/exact");
-        assert_eq!(regex_literal_prefix("/a|/b"), "");
-        assert_eq!(regex_literal_prefix("/(a|b)/c"), "");
-        assert_eq!(regex_literal_prefix("(?i)/admin"), "");
-        assert_eq!(regex_literal_prefix(".*"), "");
-        assert_eq!(regex_literal_prefix("/caf\u{e9}?"), "/caf");
+        let cases = [
+            ("/api/v1/items/[0-9]+", "/api/v1/items/"),
+            ("/users/\\d+", "/users/"),
+            ("/static/.*", "/static/"),
+            ("/colou?r", "/colo"),
+            ("/ab*", "/a"),
+            ("/ab{0,2}", "/a"),
+            ("/ab+", "/ab"),
+            ("/exact", "/exact"),
+            ("/a|/b", ""),
+            ("/(a|b)/c", ""),
+            ("(?i)/admin", ""),
+            (".*", ""),
+            ("/caf\u{e9}?", "/caf"),
+        ];
+        for (pattern, literal) in cases {
+            assert_eq!(regex_literal_prefix(pattern), literal, "{pattern}");
+        }
     }
 }
