@@ -84,6 +84,8 @@ pub struct SidecarArgs {
     pub concurrency: usize,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+    #[command(flatten)]
+    pub http1: Http1Args,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -314,6 +316,39 @@ pub struct GatewayArgs {
     pub concurrency: usize,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+    #[command(flatten)]
+    pub http1: Http1Args,
+}
+
+/// Ferry's HTTP/1 request loop: head limits, and a switch to Pingora's path for everything.
+#[derive(Args, Clone, Debug)]
+pub struct Http1Args {
+    /// Longest request line accepted (414 beyond).
+    #[arg(long, default_value_t = 8 * 1024)]
+    pub max_request_line_bytes: usize,
+    /// Largest request head accepted, request line and headers (431 beyond).
+    #[arg(long, default_value_t = 60 * 1024)]
+    pub max_request_head_bytes: usize,
+    /// Most request headers accepted (431 beyond; at most 128).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=128))]
+    pub max_request_headers: u16,
+    /// Serve every HTTP/1 request with Pingora's generic proxy path instead of Ferry's own
+    /// (for comparisons; slower).
+    #[arg(long, env = "FERRY_HTTP1_FALLBACK")]
+    pub http1_fallback: bool,
+}
+
+impl Http1Args {
+    pub fn options(&self) -> ferry_gateway::proxy::http1::Http1Options {
+        ferry_gateway::proxy::http1::Http1Options {
+            limits: ferry_gateway::proxy::http1::HeadLimits {
+                max_request_line: self.max_request_line_bytes,
+                max_head: self.max_request_head_bytes,
+                max_headers: usize::from(self.max_request_headers),
+            },
+            force_fallback: self.http1_fallback,
+        }
+    }
 }
 
 /// Identity, access log and tracing of a proxy.

@@ -22,8 +22,13 @@ pub async fn run(args: GatewayArgs, log_control: admin::LogControl) -> anyhow::R
         options.gateway_labels = args.labels.clone();
     }
     let telemetry = telemetry_options(&args.telemetry, &args.labels);
-    let engine =
-        Engine::new(args.bind_address, &telemetry, args.concurrency).map_err(anyhow::Error::msg)?;
+    let engine = Engine::new(
+        args.bind_address,
+        &telemetry,
+        args.concurrency,
+        args.http1.options(),
+    )
+    .map_err(anyhow::Error::msg)?;
     let admin_addr = admin::serve(args.admin, engine.clone(), log_control).await?;
     if let Some(controller) = args.source.controller.clone() {
         let sync = sync_options(&args, controller, &options);

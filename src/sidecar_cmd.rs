@@ -18,8 +18,13 @@ pub async fn run(args: SidecarArgs, log_control: admin::LogControl) -> anyhow::R
         ..Options::default()
     };
     let telemetry = telemetry_options(&args.telemetry, &args.labels);
-    let engine = Engine::new_sidecar(&telemetry, args.inbound_port, args.concurrency.max(1))
-        .map_err(anyhow::Error::msg)?;
+    let engine = Engine::new_sidecar(
+        &telemetry,
+        args.inbound_port,
+        args.concurrency.max(1),
+        args.http1.options(),
+    )
+    .map_err(anyhow::Error::msg)?;
     let admin_addr = admin::serve(args.admin, engine.clone(), log_control).await?;
     let capture = CaptureOptions {
         outbound: SocketAddr::from(([127, 0, 0, 1], args.outbound_port)),

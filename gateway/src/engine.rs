@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::compiled::CompiledSnapshot;
 use crate::listeners::Listeners;
 use crate::metrics::Metrics;
+use crate::proxy::http1::{Http1Options, Http1Proxy};
 use crate::proxy::FerryProxy;
 use crate::store::SnapshotStore;
 use crate::telemetry::{Telemetry, TelemetryOptions};
@@ -42,7 +43,7 @@ pub struct Engine {
     pub store: Arc<SnapshotStore>,
     pub metrics: Arc<Metrics>,
     pub telemetry: Arc<Telemetry>,
-    listeners: Listeners<HttpProxy<FerryProxy>>,
+    listeners: Listeners,
     workers: Arc<Workers>,
     status: Mutex<EngineStatus>,
     last_version: AtomicU64,
@@ -62,8 +63,9 @@ impl Engine {
         bind_ip: IpAddr,
         telemetry: &TelemetryOptions,
         workers: usize,
+        http1: Http1Options,
     ) -> Result<Arc<Self>, String> {
-        Self::build(bind_ip, telemetry, None, workers)
+        Self::build(bind_ip, telemetry, None, workers, http1)
     }
 
     /// A sidecar's engine: binds no snapshot ports (its capture listeners are
@@ -74,12 +76,14 @@ impl Engine {
         telemetry: &TelemetryOptions,
         inbound_port: u16,
         workers: usize,
+        http1: Http1Options,
     ) -> Result<Arc<Self>, String> {
         Self::build(
             IpAddr::from([127, 0, 0, 1]),
             telemetry,
             Some(inbound_port),
             workers,
+            http1,
         )
     }
 
@@ -88,6 +92,7 @@ impl Engine {
         telemetry: &TelemetryOptions,
         inbound_port: Option<u16>,
         workers: usize,
+        http1: Http1Options,
     ) -> Result<Arc<Self>, String> {
         let workers = Arc::new(
             Workers::start(workers).map_err(|e| format!("cannot start worker threads: {e}"))?,
@@ -108,7 +113,15 @@ impl Engine {
                     telemetry.clone(),
                     inbound_port,
                 );
-                Arc::new(proxy_app(&conf, ferry))
+                let pingora = Arc::new(proxy_app(&conf, ferry));
+                Arc::new(Http1Proxy::new(
+                    pingora,
+                    store.clone(),
+                    metrics.clone(),
+                    telemetry.clone(),
+                    inbound_port,
+                    http1.clone(),
+                ))
             })
             .collect();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -232,9 +245,9 @@ impl Engine {
         &self.workers
     }
 
-    /// Worker `worker`'s HTTP proxy application, for accept loops other than the snapshot's
-    /// listeners.
-    pub fn http_app(&self, worker: usize) -> Arc<HttpProxy<FerryProxy>> {
+    /// Worker `worker`'s HTTP server (Ferry's HTTP/1 loop over Pingora's proxy), for accept
+    /// loops other than the snapshot's listeners.
+    pub fn http_app(&self, worker: usize) -> Arc<Http1Proxy> {
         self.listeners.app(worker)
     }
 

@@ -9,6 +9,7 @@ pub mod compiled;
 mod downstream_io;
 pub mod echo;
 pub mod engine;
+mod header_lookup;
 mod header_names;
 pub mod listeners;
 pub mod metrics;

@@ -4,7 +4,6 @@
 //! (certificates) change in place for new connections.
 
 use arc_swap::ArcSwapOption;
-use pingora_core::apps::ServerApp;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::{GetSocketDigest, SocketDigest};
 use rustls::ServerConfig;
@@ -19,12 +18,16 @@ use tokio::task::JoinHandle;
 
 use crate::downstream_io::{DownstreamIo, TlsTransport};
 use crate::metrics::Metrics;
+use crate::proxy::http1::Http1Proxy;
 use crate::workers::Workers;
 
-pub struct Listeners<A> {
+/// The HTTP server of each worker thread.
+type Apps = Arc<[Arc<Http1Proxy>]>;
+
+pub struct Listeners {
     bind_ip: IpAddr,
     /// One app per worker (see crate::workers).
-    apps: Arc<[Arc<A>]>,
+    apps: Apps,
     shutdown: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
     workers: Arc<Workers>,
@@ -42,10 +45,10 @@ struct ActiveListener {
 /// A client that connects and never finishes its handshake must not hold a task forever.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-impl<A: ServerApp + Send + Sync + 'static> Listeners<A> {
+impl Listeners {
     pub fn new(
         bind_ip: IpAddr,
-        apps: Arc<[Arc<A>]>,
+        apps: Apps,
         shutdown: watch::Receiver<bool>,
         metrics: Arc<Metrics>,
         workers: Arc<Workers>,
@@ -108,7 +111,7 @@ impl<A: ServerApp + Send + Sync + 'static> Listeners<A> {
     }
 
     /// The app of worker `worker`.
-    pub fn app(&self, worker: usize) -> Arc<A> {
+    pub fn app(&self, worker: usize) -> Arc<Http1Proxy> {
         self.apps[worker].clone()
     }
 
@@ -117,10 +120,10 @@ impl<A: ServerApp + Send + Sync + 'static> Listeners<A> {
     }
 }
 
-async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
+async fn accept_loop(
     listener: TcpListener,
     tls: Arc<ArcSwapOption<ServerConfig>>,
-    apps: Arc<[Arc<A>]>,
+    apps: Apps,
     shutdown: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
     workers: Arc<Workers>,
@@ -176,14 +179,14 @@ pub(crate) fn l4_stream(tcp: TcpStream) -> L4Stream {
     stream
 }
 
-pub(crate) async fn serve_connection<A: ServerApp + Send + Sync + 'static>(
+pub(crate) async fn serve_connection(
     stream: L4Stream,
     tls: Option<Arc<ServerConfig>>,
-    app: &Arc<A>,
+    app: &Http1Proxy,
     shutdown: &watch::Receiver<bool>,
 ) {
     let Some(tls) = tls else {
-        app.process_new(Box::new(DownstreamIo::new(stream)), shutdown)
+        app.serve(Box::new(DownstreamIo::new(stream)), shutdown)
             .await;
         return;
     };
@@ -191,7 +194,7 @@ pub(crate) async fn serve_connection<A: ServerApp + Send + Sync + 'static>(
     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
         Ok(Ok(session)) => {
             let io = DownstreamIo::new(TlsTransport::new(session));
-            app.process_new(Box::new(io), shutdown).await;
+            app.serve(Box::new(io), shutdown).await;
         }
         Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
         Err(_) => tracing::debug!("TLS handshake timed out"),

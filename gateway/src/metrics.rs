@@ -26,6 +26,8 @@ pub struct Metrics {
     /// Failed connection attempts to upstream endpoints, by cluster.
     pub upstream_connect_failures: IntCounterVec,
     pub access_log_dropped: IntCounter,
+    /// Requests the HTTP/1 fast path handed to Pingora's proxy, by reason.
+    pub http1_fallbacks: IntCounterVec,
 }
 
 impl Metrics {
@@ -100,8 +102,20 @@ impl Metrics {
             "Access log lines dropped because stdout could not keep up",
         )
         .expect("valid metric");
+        let http1_fallbacks = IntCounterVec::new(
+            Opts::new(
+                "ferry_http1_fallback_total",
+                "HTTP/1 requests served by Pingora's proxy path instead of Ferry's own, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for reason in crate::proxy::http1::FallbackReason::ALL {
+            http1_fallbacks.with_label_values(&[reason.as_str()]);
+        }
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(http1_fallbacks.clone()),
             Box::new(active_requests.clone()),
             Box::new(active_connections.clone()),
             Box::new(connections.clone()),
@@ -131,6 +145,7 @@ impl Metrics {
             connections,
             upstream_connect_failures,
             access_log_dropped,
+            http1_fallbacks,
         }
     }
 

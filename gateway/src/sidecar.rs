@@ -20,8 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
-use pingora_core::apps::ServerApp;
-
 use crate::downstream_io::DownstreamIo;
 use crate::engine::Engine;
 use crate::listeners::{l4_stream, OpenConnection};
@@ -162,7 +160,7 @@ async fn serve_http(engine: &Engine, connection: Connection) {
     let shutdown = engine.shutdown_watch();
     engine
         .http_app(connection.worker)
-        .process_new(Box::new(DownstreamIo::new(stream)), &shutdown)
+        .serve(Box::new(DownstreamIo::new(stream)), &shutdown)
         .await;
 }
 

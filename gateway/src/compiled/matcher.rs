@@ -1,8 +1,8 @@
 //! Route matching against one request. Regexes are compiled once per snapshot.
 
 use super::path_index::{regex_literal_prefix, PathKey};
+use crate::header_lookup::{self, HeaderLookup};
 use ferry_model::{HeaderMatch, PathMatch, QueryMatch, RouteMatch, Str, StringMatch};
-use http::HeaderMap;
 use regex::Regex;
 
 /// The parts of a request that routing looks at.
@@ -13,7 +13,7 @@ pub struct RequestView<'a> {
     pub path: &'a str,
     pub query: Option<&'a str>,
     pub method: &'a str,
-    pub headers: &'a HeaderMap,
+    pub headers: &'a dyn HeaderLookup,
 }
 
 pub struct CompiledMatch {
@@ -171,21 +171,8 @@ fn compile_query(q: &QueryMatch) -> Result<(Str, CompiledString), String> {
     Ok((q.name.clone(), CompiledString::compile(&q.value)?))
 }
 
-/// A header's value; several occurrences are joined with "," as RFC 9110 allows.
-fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<std::borrow::Cow<'h, str>> {
-    let mut values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
-    let first = values.next()?;
-    match values.next() {
-        None => Some(first.into()),
-        Some(second) => {
-            let mut joined = format!("{first},{second}");
-            values.for_each(|v| {
-                joined.push(',');
-                joined.push_str(v);
-            });
-            Some(joined.into())
-        }
-    }
+fn header<'h>(headers: &'h dyn HeaderLookup, name: &str) -> Option<std::borrow::Cow<'h, str>> {
+    header_lookup::joined(headers, name)
 }
 
 /// The first value of a query parameter (exact, case-sensitive name).

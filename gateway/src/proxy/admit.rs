@@ -3,11 +3,11 @@
 
 use ferry_model::LoadBalancer;
 use pingora_core::{Error, ErrorType, Result};
-use pingora_proxy::Session;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::decide::{no_endpoints, Decision, Forward, Reply};
+use super::facts::RequestFacts;
 use super::policy;
 use super::tries::{backoff, Failure};
 use super::RequestCtx;
@@ -15,16 +15,20 @@ use crate::compiled::{CompiledCluster, CompiledRoute};
 use crate::upstream::outlier::Outcome;
 
 /// Prepares the first try, or returns the reply the proxy gives itself instead.
-pub async fn admit(session: &mut Session, ctx: &mut RequestCtx, forward: Forward) -> Option<Reply> {
+pub async fn admit(
+    req: &RequestFacts<'_>,
+    ctx: &mut RequestCtx,
+    forward: Forward,
+) -> Option<Reply> {
     let Forward { route, cluster, .. } = forward;
     let rule = &route.route.policy;
     let meta = &route.route.meta;
     if let Some(cors) = &rule.cors {
-        ctx.cors_origin = policy::allowed_origin(cors, session.req_header());
+        ctx.cors_origin = policy::allowed_origin(cors, req.headers);
         if let Some(origin) = ctx
             .cors_origin
             .as_deref()
-            .filter(|_| policy::is_preflight(session.req_header()))
+            .filter(|_| policy::is_preflight(req))
         {
             let mut reply =
                 Decision::reply(200, format!("CORS {meta}: preflight answered")).for_route(&route);
@@ -76,12 +80,7 @@ pub async fn admit(session: &mut Session, ctx: &mut RequestCtx, forward: Forward
         }
     }
     if let LoadBalancer::ConsistentHash(on) = &cluster.cluster.policy.load_balancer {
-        let client = session
-            .as_downstream()
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        (ctx.hash_key, ctx.set_cookie) = policy::hash_key(on, session.req_header(), client);
+        (ctx.hash_key, ctx.set_cookie) = policy::hash_key(on, req);
     }
     let Some((index, endpoint)) = cluster.pick(ctx.hash_key, &[]) else {
         return Some(Decision::reply(503, no_endpoints(&cluster)).for_route(&route));
@@ -123,12 +122,12 @@ pub async fn next_try(
 }
 
 /// Books a retry after `failure` if the route's policy and the cluster's budget allow it,
-/// ending the failed try.
-pub fn retry_after(session: &Session, ctx: &mut RequestCtx, failure: Failure) -> bool {
+/// ending the failed try. `truncated`: the request body is no longer held whole, so it cannot
+/// be sent again.
+pub fn retry_after(ctx: &mut RequestCtx, failure: Failure, truncated: bool) -> bool {
     let (Some(route), Some(cluster)) = (ctx.route.clone(), ctx.cluster.clone()) else {
         return false;
     };
-    let truncated = session.as_ref().retry_buffer_truncated();
     let booked = ctx
         .tries
         .book_retry(&route.route.policy, &cluster, failure, truncated);

@@ -6,6 +6,8 @@ use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 use std::sync::Arc;
 
+use super::facts::{authority_of, RequestFacts};
+
 use super::mirror::{MirrorTarget, PendingMirror};
 use super::respond::{self, LocalReply};
 use crate::compiled::{CompiledCluster, CompiledRoute, CompiledSnapshot, RequestView};
@@ -69,21 +71,21 @@ impl Reply {
 /// header (a sidecar passes the IP the app dialled, so `Host: anything` to a ClusterIP works).
 pub fn decide(
     snapshot: &CompiledSnapshot,
-    req: &RequestHeader,
+    req: &RequestFacts<'_>,
     port: u16,
     dialled_ip: Option<std::net::IpAddr>,
 ) -> Decision {
-    let (mut host, host_port) = host_of(req);
+    let (mut host, host_port) = host_of(req.authority);
     if let Some(ip) = dialled_ip.filter(|_| !snapshot.serves_host(port, &host)) {
         host = ip.to_string();
     }
     let view = RequestView {
         port,
         host: &host,
-        path: req.uri.path(),
-        query: req.uri.query(),
-        method: req.method.as_str(),
-        headers: &req.headers,
+        path: req.path,
+        query: req.query,
+        method: req.method,
+        headers: req.headers,
     };
     let Some(route) = snapshot.route(&view) else {
         return Decision::Reply(Decision::reply(
@@ -161,18 +163,9 @@ pub fn no_endpoints(cluster: &CompiledCluster) -> String {
     )
 }
 
-/// Host (lower-case, port removed) and the port written after it, from the URI authority
-/// (HTTP/2, absolute-form) or the Host header.
-pub fn host_of(req: &RequestHeader) -> (String, Option<u16>) {
-    let raw = match req.uri.authority() {
-        Some(authority) => authority.as_str(),
-        None => req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or_default(),
-    };
-    let (host, port) = split_host_port(raw);
+/// Host (lower-case, port removed) and the port written after it, from an authority.
+pub fn host_of(authority: &str) -> (String, Option<u16>) {
+    let (host, port) = split_host_port(authority);
     (host.to_ascii_lowercase(), port)
 }
 
@@ -218,7 +211,7 @@ pub fn mirror_for(
     Some(PendingMirror {
         targets,
         head: req.clone(),
-        host: host_of(req).0,
+        host: host_of(authority_of(req)).0,
     })
 }
 

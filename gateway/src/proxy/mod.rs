@@ -4,6 +4,8 @@
 mod admit;
 mod context;
 mod decide;
+mod facts;
+pub mod http1;
 pub mod mirror;
 mod observe;
 mod policy;
@@ -28,6 +30,7 @@ use crate::telemetry::Telemetry;
 use crate::upstream::outlier::Outcome;
 pub use context::RequestCtx;
 use decide::Decision;
+use facts::RequestFacts;
 use mirror::{MirrorClient, MAX_MIRROR_BODY};
 pub use respond::CAUSE_HEADER;
 use tries::Failure;
@@ -88,8 +91,20 @@ impl FerryProxy {
                 digest.original_dst()?.as_inet().copied()
             })
             .flatten();
+        Entry::of(local_port, original, self.inbound_port)
+    }
+}
+
+impl Entry {
+    /// `original`: the original destination of a captured connection; `inbound_port`: a
+    /// sidecar's inbound capture port.
+    fn of(
+        local_port: u16,
+        original: Option<std::net::SocketAddr>,
+        inbound_port: Option<u16>,
+    ) -> Entry {
         match original {
-            Some(original) if Some(local_port) == self.inbound_port => Entry {
+            Some(original) if Some(local_port) == inbound_port => Entry {
                 port: original.port(),
                 dialled_ip: None,
                 inbound: Some(std::net::SocketAddr::from((
@@ -142,7 +157,9 @@ impl ProxyHttp for FerryProxy {
             return reply.send(session).await.map(|_| true);
         };
         ctx.snapshot = Some(snapshot.clone());
-        let decision = decide::decide(&snapshot, session.req_header(), port, dialled_ip);
+        let client_ip = client_ip(session);
+        let facts = RequestFacts::of(session.req_header(), client_ip);
+        let decision = decide::decide(&snapshot, &facts, port, dialled_ip);
         match decision {
             Decision::Reply(reply) => {
                 ctx.route = reply.route.clone();
@@ -152,7 +169,8 @@ impl ProxyHttp for FerryProxy {
                 ctx.mirror = decide::mirror_for(&snapshot, &forward, session.req_header());
                 ctx.route = Some(forward.route.clone());
                 ctx.backend = Some(forward.backend);
-                match admit::admit(session, ctx, forward).await {
+                let facts = RequestFacts::of(session.req_header(), client_ip);
+                match admit::admit(&facts, ctx, forward).await {
                     Some(reply) => reply.send(session).await.map(|_| true),
                     None => Ok(false),
                 }
@@ -276,7 +294,7 @@ impl ProxyHttp for FerryProxy {
     ) -> Result<()> {
         let status = response.status.as_u16();
         match Failure::Status(status) {
-            failure if admit::retry_after(session, ctx, failure) => {
+            failure if admit::retry_after(ctx, failure, retry_buffer_truncated(session)) => {
                 let mut error =
                     Error::explain(ErrorType::HTTPStatus(status), "retriable upstream status");
                 error.set_retry(true);
@@ -325,7 +343,7 @@ impl ProxyHttp for FerryProxy {
                 .with_label_values(&[&*cluster.cluster.name])
                 .inc();
         }
-        let retry = admit::retry_after(session, ctx, Failure::Connect);
+        let retry = admit::retry_after(ctx, Failure::Connect, retry_buffer_truncated(session));
         if !retry {
             admit::finish_try(ctx, Some(Outcome::ConnectFailure));
         }
@@ -349,7 +367,8 @@ impl ProxyHttp for FerryProxy {
         let stale_reuse = client_reused
             && matches!(e.retry, pingora_core::RetryType::ReusedOnly)
             && !session.as_ref().retry_buffer_truncated();
-        let retry = stale_reuse || admit::retry_after(session, ctx, failure);
+        let retry =
+            stale_reuse || admit::retry_after(ctx, failure, retry_buffer_truncated(session));
         if !retry {
             let outcome = if failure == Failure::Timeout {
                 Outcome::Status(504)
@@ -390,24 +409,6 @@ impl ProxyHttp for FerryProxy {
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
         self.flush_mirror(ctx);
-        if std::mem::take(&mut ctx.counted_active) {
-            self.metrics.active_requests.dec();
-        }
-        let code = session
-            .as_downstream()
-            .response_written()
-            .map_or("0", |r| r.status.as_str());
-        let listener = ctx.listener_port.to_string();
-        let route = ctx.route.as_ref().map_or("none", |r| &r.route.name);
-        let backend = ctx.cluster.as_ref().map_or("none", |c| &c.cluster.name);
-        self.metrics
-            .requests
-            .with_label_values(&[listener.as_str(), route, backend, code])
-            .inc();
-        self.metrics
-            .request_duration
-            .with_label_values(&[listener.as_str()])
-            .observe(ctx.started.elapsed().as_secs_f64());
         observe::finish(session, error, ctx, &self.metrics, &self.telemetry);
     }
 }
@@ -566,6 +567,19 @@ fn ip_text(ip: std::net::IpAddr) -> String {
         text.push(char::from(b'0' + octet % 10));
     }
     text
+}
+
+fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session
+        .as_downstream()
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+/// Pingora keeps the request body for retries up to a limit; past it a retry cannot resend it.
+fn retry_buffer_truncated(session: &Session) -> bool {
+    session.as_ref().retry_buffer_truncated()
 }
 
 /// Classifies an error raised while a request was in flight upstream.

@@ -1,8 +1,7 @@
 //! The telemetry of one request: request id and trace context on the way in; metrics,
 //! access log line and span on the way out.
 
-use http::header::{CONTENT_TYPE, HOST, USER_AGENT};
-use http::HeaderName;
+use http::header::HOST;
 use opentelemetry::KeyValue;
 use pingora_core::{Error, ErrorSource, ErrorType};
 use pingora_http::RequestHeader;
@@ -10,7 +9,8 @@ use pingora_proxy::Session;
 use std::time::{Duration, SystemTime};
 
 use super::context::RequestCtx;
-use crate::header_names::{GRPC_STATUS, X_FERRY_CAUSE, X_FORWARDED_FOR, X_REQUEST_ID};
+use crate::header_lookup::{self, HeaderLookup};
+use crate::header_names::{GRPC_STATUS, X_FERRY_CAUSE, X_REQUEST_ID};
 use crate::metrics::Metrics;
 use crate::telemetry::access_log::{AccessLog, Entry};
 use crate::telemetry::context;
@@ -58,18 +58,65 @@ pub fn propagate(upstream: &mut RequestHeader, ctx: &RequestCtx) {
     }
 }
 
-/// What the finished request amounted to, shared by every report.
-struct Outcome<'a> {
-    code: u16,
+/// A finished request as every report sees it, whichever loop served it.
+pub struct Exchange<'a> {
+    pub method: &'a str,
+    pub authority: &'a str,
+    pub path_and_query: &'a str,
+    pub protocol: &'static str,
+    pub headers: &'a dyn HeaderLookup,
+    /// Status written to the client (0: none).
+    pub code: u16,
     /// The cause header of a reply the proxy wrote itself.
-    cause: Option<&'a str>,
-    flags: String,
-    duration: Duration,
-    bytes_received: u64,
-    bytes_sent: u64,
+    pub cause: Option<&'a str>,
+    pub grpc_status: Option<u16>,
+    pub downstream_gone: bool,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub client: Option<std::net::SocketAddr>,
+    pub local: Option<std::net::SocketAddr>,
 }
 
-/// Records the finished request everywhere it is reported.
+/// Records the finished request everywhere it is reported: Ferry's request metrics, Istio's,
+/// the access log and the span.
+pub fn report(
+    exchange: &Exchange<'_>,
+    ctx: &mut RequestCtx,
+    metrics: &Metrics,
+    telemetry: &Telemetry,
+) {
+    if std::mem::take(&mut ctx.counted_active) {
+        metrics.active_requests.dec();
+    }
+    let duration = ctx.started.elapsed();
+    let listener = listener_label(ctx.listener_port);
+    let route = ctx.route.as_ref().map_or("none", |r| &r.route.name);
+    let backend = ctx.cluster.as_ref().map_or("none", |c| &c.cluster.name);
+    let status = http::StatusCode::from_u16(exchange.code).ok();
+    let code = status.as_ref().map_or("0", |s| s.as_str());
+    metrics
+        .requests
+        .with_label_values(&[listener.as_str(), route, backend, code])
+        .inc();
+    metrics
+        .request_duration
+        .with_label_values(&[listener.as_str()])
+        .observe(duration.as_secs_f64());
+    let flags = response_flags(exchange.cause, ctx.delay_injected, exchange.downstream_gone);
+    if telemetry.istio_metrics {
+        record_istio(metrics, ctx, exchange, &flags, duration);
+    }
+    if let Some(log) = &telemetry.access_log {
+        log_access(log, ctx, exchange, &flags, duration);
+    }
+    end_span(ctx, exchange, &flags);
+}
+
+fn listener_label(port: u16) -> String {
+    port.to_string()
+}
+
+/// Records a request Pingora served.
 pub fn finish(
     session: &Session,
     error: Option<&Error>,
@@ -78,66 +125,74 @@ pub fn finish(
     telemetry: &Telemetry,
 ) {
     let response = session.as_downstream().response_written();
-    let cause = response
-        .and_then(|r| r.headers.get(&X_FERRY_CAUSE))
-        .and_then(|v| v.to_str().ok());
-    let outcome = Outcome {
-        code: response.map_or(0, |r| r.status.as_u16()),
-        cause,
-        flags: response_flags(cause, ctx.delay_injected, downstream_gone(error)),
-        duration: ctx.started.elapsed(),
-        bytes_received: session.as_downstream().body_bytes_read() as u64,
-        bytes_sent: session.as_downstream().body_bytes_sent() as u64,
-    };
-    if telemetry.istio_metrics {
-        record_istio(metrics, ctx, session, &outcome);
-    }
-    if let Some(log) = &telemetry.access_log {
-        log_access(log, ctx, session, &outcome);
-    }
-    end_span(ctx, session, &outcome);
-}
-
-fn log_access(log: &AccessLog, ctx: &RequestCtx, session: &Session, outcome: &Outcome<'_>) {
     let request = session.req_header();
-    let header = |name: &HeaderName| request.headers.get(name).and_then(|v| v.to_str().ok());
     let downstream = session.as_downstream();
-    log.log(&Entry {
-        start_time: rfc3339(ctx.started_at),
+    let exchange = Exchange {
         method: request.method.as_str(),
         authority: authority(request),
-        path: request.uri.path_and_query().map_or("/", |p| p.as_str()),
+        path_and_query: request.uri.path_and_query().map_or("/", |p| p.as_str()),
         protocol: protocol(session),
-        response_code: outcome.code,
-        response_flags: &outcome.flags,
-        response_code_details: outcome.cause.unwrap_or("-"),
-        bytes_received: outcome.bytes_received,
-        bytes_sent: outcome.bytes_sent,
-        duration: outcome.duration.as_millis() as u64,
+        headers: &request.headers,
+        code: response.map_or(0, |r| r.status.as_u16()),
+        cause: response
+            .and_then(|r| r.headers.get(&X_FERRY_CAUSE))
+            .and_then(|v| v.to_str().ok()),
+        grpc_status: response
+            .and_then(|r| r.headers.get(&GRPC_STATUS))
+            .and_then(|v| v.to_str().ok()?.parse().ok()),
+        downstream_gone: downstream_gone(error),
+        bytes_received: downstream.body_bytes_read() as u64,
+        bytes_sent: downstream.body_bytes_sent() as u64,
+        client: downstream.client_addr().and_then(|a| a.as_inet()).copied(),
+        local: downstream.server_addr().and_then(|a| a.as_inet()).copied(),
+    };
+    report(&exchange, ctx, metrics, telemetry);
+}
+
+fn log_access(
+    log: &AccessLog,
+    ctx: &RequestCtx,
+    exchange: &Exchange<'_>,
+    flags: &str,
+    duration: Duration,
+) {
+    let header = |name: &str| header_lookup::first_text(exchange.headers, name);
+    log.log(&Entry {
+        start_time: rfc3339(ctx.started_at),
+        method: exchange.method,
+        authority: exchange.authority,
+        path: exchange.path_and_query,
+        protocol: exchange.protocol,
+        response_code: exchange.code,
+        response_flags: flags,
+        response_code_details: exchange.cause.unwrap_or("-"),
+        bytes_received: exchange.bytes_received,
+        bytes_sent: exchange.bytes_sent,
+        duration: duration.as_millis() as u64,
         upstream_host: ctx.tries.last_address,
         upstream_cluster: ctx.cluster.as_ref().map(|c| &*c.cluster.name),
         route_name: ctx.route.as_ref().map(|r| &*r.route.name),
         request_id: ctx.request_id.as_deref(),
         trace_id: ctx.span.as_ref().map(|s| s.context.trace_id_hex()),
-        user_agent: header(&USER_AGENT),
-        x_forwarded_for: header(&X_FORWARDED_FOR),
-        downstream_remote_address: downstream.client_addr().map(|a| a.to_string()),
-        downstream_local_address: downstream.server_addr().map(|a| a.to_string()),
+        user_agent: header("user-agent"),
+        x_forwarded_for: header("x-forwarded-for"),
+        downstream_remote_address: exchange.client.map(|a| a.to_string()),
+        downstream_local_address: exchange.local.map(|a| a.to_string()),
     });
 }
 
-fn end_span(ctx: &mut RequestCtx, session: &Session, outcome: &Outcome<'_>) {
+fn end_span(ctx: &mut RequestCtx, exchange: &Exchange<'_>, flags: &str) {
     let Some(span) = ctx.span.take() else {
         return;
     };
-    let request = session.req_header();
     let route_name = ctx.route.as_ref().map(|r| &*r.route.name);
+    let path = exchange.path_and_query.split('?').next().unwrap_or("/");
     let mut attributes = vec![
-        KeyValue::new("http.request.method", request.method.to_string()),
-        KeyValue::new("url.path", request.uri.path().to_string()),
-        KeyValue::new("server.address", authority(request).to_string()),
-        KeyValue::new("http.response.status_code", i64::from(outcome.code)),
-        KeyValue::new("response_flags", outcome.flags.clone()),
+        KeyValue::new("http.request.method", exchange.method.to_string()),
+        KeyValue::new("url.path", path.to_string()),
+        KeyValue::new("server.address", exchange.authority.to_string()),
+        KeyValue::new("http.response.status_code", i64::from(exchange.code)),
+        KeyValue::new("response_flags", flags.to_string()),
         KeyValue::new(
             "guid:x-request-id",
             ctx.request_id.clone().unwrap_or_default(),
@@ -155,18 +210,19 @@ fn end_span(ctx: &mut RequestCtx, session: &Session, outcome: &Outcome<'_>) {
             cluster.cluster.name.to_string(),
         ));
     }
-    let name = format!("{} {}", request.method, route_name.unwrap_or("no route"));
-    let failed = outcome.code >= 500 || outcome.code == 0;
+    let name = format!("{} {}", exchange.method, route_name.unwrap_or("no route"));
+    let failed = exchange.code >= 500 || exchange.code == 0;
     span.finish(name, attributes, failed, SystemTime::now());
 }
 
-fn record_istio(metrics: &Metrics, ctx: &RequestCtx, session: &Session, outcome: &Outcome<'_>) {
-    let response = session.as_downstream().response_written();
-    let grpc = session
-        .req_header()
-        .headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
+fn record_istio(
+    metrics: &Metrics,
+    ctx: &RequestCtx,
+    exchange: &Exchange<'_>,
+    flags: &str,
+    duration: Duration,
+) {
+    let grpc = header_lookup::first_text(exchange.headers, "content-type")
         .is_some_and(|t| t.starts_with("application/grpc"));
     let endpoint = ctx.cluster.as_ref().and_then(|cluster| {
         let index = *ctx.tries.tried.last()?;
@@ -178,15 +234,13 @@ fn record_istio(metrics: &Metrics, ctx: &RequestCtx, session: &Session, outcome:
             service: ctx.cluster.as_ref().map(|c| c.cluster.service.clone()),
             workload: endpoint.and_then(|e| e.workload.clone()),
             grpc,
-            response_code: outcome.code,
-            grpc_status: response
-                .and_then(|r| r.headers.get(&GRPC_STATUS))
-                .and_then(|v| v.to_str().ok()?.parse().ok()),
-            response_flags: outcome.flags.clone(),
+            response_code: exchange.code,
+            grpc_status: exchange.grpc_status,
+            response_flags: flags.to_string(),
         },
-        outcome.duration.as_secs_f64() * 1000.0,
-        outcome.bytes_received,
-        outcome.bytes_sent,
+        duration.as_secs_f64() * 1000.0,
+        exchange.bytes_received,
+        exchange.bytes_sent,
     );
 }
 

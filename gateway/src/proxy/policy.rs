@@ -1,10 +1,11 @@
 //! Route policies applied at the edge of a request: fault injection, CORS, hash keys.
 
 use ferry_model::{Cors, Fault, HashOn, StringMatch};
-use pingora_http::{RequestHeader, ResponseHeader};
-use std::net::IpAddr;
 use std::time::Duration;
 
+use super::facts::RequestFacts;
+use crate::header_lookup::{self, HeaderLookup};
+use crate::rewrite::EditHeaders;
 use crate::upstream::balancer::hash_of;
 
 fn roll(per_million: u32) -> bool {
@@ -27,8 +28,8 @@ pub fn fault_for(fault: &Fault) -> (Option<Duration>, Option<u16>) {
 }
 
 /// The request's Origin if the policy allows it.
-pub fn allowed_origin(cors: &Cors, req: &RequestHeader) -> Option<String> {
-    let origin = req.headers.get(http::header::ORIGIN)?.to_str().ok()?;
+pub fn allowed_origin(cors: &Cors, headers: &dyn HeaderLookup) -> Option<String> {
+    let origin = header_lookup::first_text(headers, "origin")?;
     let allowed = cors.allow_origins.iter().any(|m| match m {
         StringMatch::Exact(v) => &**v == "*" || v.as_ref() == origin,
         StringMatch::Prefix(v) => origin.starts_with(&**v),
@@ -40,11 +41,12 @@ pub fn allowed_origin(cors: &Cors, req: &RequestHeader) -> Option<String> {
     allowed.then(|| origin.to_string())
 }
 
-pub fn is_preflight(req: &RequestHeader) -> bool {
-    req.method == http::Method::OPTIONS
+pub fn is_preflight(req: &RequestFacts<'_>) -> bool {
+    req.method == "OPTIONS"
         && req
             .headers
-            .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+            .nth_value("access-control-request-method", 0)
+            .is_some()
 }
 
 /// Headers answering a preflight from an allowed origin.
@@ -72,17 +74,17 @@ pub fn preflight_headers(cors: &Cors, origin: &str) -> Vec<(&'static str, String
 }
 
 /// CORS headers added to the upstream's response for an allowed origin.
-pub fn add_response_headers(cors: &Cors, origin: &str, response: &mut ResponseHeader) {
-    let _ = response.insert_header(
+pub fn add_response_headers(cors: &Cors, origin: &str, response: &mut impl EditHeaders) {
+    response.set(
         "access-control-allow-origin",
-        allow_origin_value(cors, origin),
+        &allow_origin_value(cors, origin),
     );
-    let _ = response.append_header("vary", "Origin");
+    response.add("vary", "Origin");
     if !cors.expose_headers.is_empty() {
-        let _ = response.insert_header("access-control-expose-headers", join(&cors.expose_headers));
+        response.set("access-control-expose-headers", &join(&cors.expose_headers));
     }
     if cors.allow_credentials {
-        let _ = response.insert_header("access-control-allow-credentials", "true");
+        response.set("access-control-allow-credentials", "true");
     }
 }
 
@@ -105,17 +107,15 @@ fn join(items: &[ferry_model::Str]) -> String {
 
 /// The consistent-hash key of a request, and a cookie to issue when the policy names a
 /// cookie with a TTL that the request lacks.
-pub fn hash_key(
-    on: &HashOn,
-    req: &RequestHeader,
-    client: Option<IpAddr>,
-) -> (Option<u64>, Option<String>) {
+pub fn hash_key(on: &HashOn, req: &RequestFacts<'_>) -> (Option<u64>, Option<String>) {
     match on {
         HashOn::Header(name) => (
-            req.headers.get(&**name).map(|v| hash_of(v.as_bytes())),
+            req.headers
+                .nth_value(&name.to_ascii_lowercase(), 0)
+                .map(hash_of),
             None,
         ),
-        HashOn::SourceIp => (client.map(|ip| hash_of(&ip)), None),
+        HashOn::SourceIp => (req.client_ip.map(|ip| hash_of(&ip)), None),
         HashOn::QueryParameter(name) => (query_value(req, name).map(|v| hash_of(v.as_str())), None),
         HashOn::Cookie {
             name,
@@ -136,20 +136,18 @@ pub fn hash_key(
     }
 }
 
-fn query_value(req: &RequestHeader, name: &str) -> Option<String> {
-    req.uri
-        .query()?
+fn query_value(req: &RequestFacts<'_>, name: &str) -> Option<String> {
+    req.query?
         .split('&')
         .filter_map(|p| p.split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())
 }
 
-fn cookie_value(req: &RequestHeader, name: &str) -> Option<String> {
-    req.headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+fn cookie_value(req: &RequestFacts<'_>, name: &str) -> Option<String> {
+    (0..)
+        .map_while(|n| req.headers.nth_value("cookie", n))
+        .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
         .find(|(k, _)| *k == name)

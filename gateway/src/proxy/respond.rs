@@ -36,7 +36,7 @@ pub async fn send(session: &mut Session, reply: LocalReply<'_>) -> Result<()> {
 }
 
 /// Header values must be visible ASCII; causes may quote user input.
-fn sanitize(text: &str) -> String {
+pub(crate) fn sanitize(text: &str) -> String {
     text.chars()
         .map(|c| {
             if c.is_ascii_graphic() || c == ' ' {

@@ -1,7 +1,9 @@
 //! Trace context carried in request headers: W3C `traceparent`/`tracestate` and B3, both
 //! the multi-header (`x-b3-*`) and single-header (`b3`) forms.
 
-use http::{HeaderMap, HeaderName};
+use http::HeaderName;
+
+use crate::header_lookup::{self, HeaderLookup};
 
 use crate::header_names::{
     B3, TRACEPARENT, TRACESTATE, X_B3_FLAGS, X_B3_SAMPLED, X_B3_SPANID, X_B3_TRACEID,
@@ -48,16 +50,17 @@ impl TraceContext {
 
 /// Reads the incoming trace context: W3C first (the newer standard), then B3 single, then
 /// B3 multi. Malformed headers are ignored, as the specs ask.
-pub fn extract(headers: &HeaderMap) -> (Option<TraceContext>, Formats) {
+pub fn extract(headers: &dyn HeaderLookup) -> (Option<TraceContext>, Formats) {
+    let has = |name: &HeaderName| headers.nth_value(name.as_str(), 0).is_some();
     let formats = Formats {
-        w3c: headers.contains_key(&TRACEPARENT),
-        b3_multi: headers.contains_key(&X_B3_TRACEID),
-        b3_single: headers.contains_key(&B3),
+        w3c: has(&TRACEPARENT),
+        b3_multi: has(&X_B3_TRACEID),
+        b3_single: has(&B3),
     };
     if formats == Formats::default() {
         return (None, formats); // most requests: no context to read
     }
-    let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let text = |name: &HeaderName| header_lookup::first_text(headers, name.as_str());
     let context = text(&TRACEPARENT)
         .and_then(|tp| parse_traceparent(tp, text(&TRACESTATE)))
         .or_else(|| text(&B3).and_then(parse_b3_single))
@@ -203,7 +206,7 @@ fn hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    fn headers(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
         pairs
             .iter()
             .map(|(k, v)| (http::HeaderName::from_static(k), v.parse().unwrap()))

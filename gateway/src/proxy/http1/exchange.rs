@@ -1,0 +1,419 @@
+//! One request on the fast path: the same decision code as Pingora's path (`decide`,
+//! `admit`, retries and their booking), then the tries against the chosen endpoints.
+
+use bytes::Buf;
+use ferry_model::{Filter, UpstreamProtocol};
+use pingora_core::{Error, ErrorType};
+use std::time::Duration;
+
+use super::fallback::Reason;
+use super::head::BodyFraming;
+use super::relay::{self, Relayed, TryFailure};
+use super::write::{self, LocalReply};
+use super::{Conn, Http1Proxy, Next};
+use crate::header_lookup;
+use crate::proxy::admit;
+use crate::proxy::decide::{self, Decision, Forward, Reply};
+use crate::proxy::facts::RequestFacts;
+use crate::proxy::observe::{self, Exchange};
+use crate::proxy::tries::Failure;
+use crate::proxy::{failure_cause, failure_status, ip_text, RequestCtx};
+use crate::rewrite::{apply_header_mods, rewrite_path, EditHeaders};
+use crate::telemetry::context as trace_context;
+use crate::telemetry::RequestSpan;
+use crate::upstream::outlier::Outcome;
+
+/// Request bodies up to this size are read whole before the first try, so a retry can send
+/// them again (Pingora's retry buffer holds as much).
+const RETRY_BODY_LIMIT: u64 = 64 * 1024;
+
+/// What the request amounted to, for the reports.
+struct Served {
+    code: u16,
+    cause: Option<String>,
+    grpc_status: Option<u16>,
+    bytes_received: u64,
+    bytes_sent: u64,
+    downstream_gone: bool,
+    next: Next,
+    /// Bytes of the read buffer this request used (head and body); the rest is the next
+    /// pipelined request.
+    consumed: usize,
+}
+
+impl Http1Proxy {
+    pub(super) async fn serve_request(&self, conn: &mut Conn) -> Next {
+        if let Some(reason) = self.head_fallback(conn) {
+            return Next::Fallback(reason);
+        }
+        let Some(snapshot) = self.store.load() else {
+            let reply = Decision::reply(503, "NR no configuration applied yet");
+            return self.answer(conn, RequestCtx::default(), reply).await;
+        };
+        let bytes = &conn.buf[..conn.head.len];
+        let lookup = conn.head.lookup(bytes);
+        let (path, query) = conn.head.path_and_query(bytes);
+        let facts = RequestFacts {
+            authority: conn.head.host(bytes),
+            path,
+            query,
+            method: conn.head.method(bytes),
+            headers: &lookup,
+            client_ip: conn.client.map(|c| c.ip()),
+        };
+        let forward =
+            match decide::decide(&snapshot, &facts, conn.entry.port, conn.entry.dialled_ip) {
+                Decision::Reply(reply) => {
+                    let mut ctx = self.request_ctx(conn, &facts);
+                    ctx.route = reply.route.clone();
+                    return self.answer(conn, ctx, reply).await;
+                }
+                Decision::Forward(forward) => forward,
+            };
+        if let Some(reason) = forward_fallback(&forward) {
+            return Next::Fallback(reason);
+        }
+        let mut ctx = self.request_ctx(conn, &facts);
+        ctx.snapshot = Some(snapshot.clone());
+        ctx.route = Some(forward.route.clone());
+        ctx.backend = Some(forward.backend);
+        if let Some(reply) = admit::admit(&facts, &mut ctx, forward).await {
+            return self.answer(conn, ctx, reply).await;
+        }
+        self.build_upstream_head(conn, &ctx);
+        let served = self.forward(conn, &mut ctx).await;
+        self.finish(conn, &mut ctx, served)
+    }
+
+    /// Reports the request and drops it from the read buffer.
+    fn finish(&self, conn: &mut Conn, ctx: &mut RequestCtx, served: Served) -> Next {
+        report_exchange(self, conn, ctx, &served);
+        conn.buf.advance(served.consumed.min(conn.buf.len()));
+        served.next
+    }
+
+    /// Requests this loop leaves to Pingora, known from the head alone.
+    fn head_fallback(&self, conn: &Conn) -> Option<Reason> {
+        let head = &conn.head;
+        let target = head.target.of(&conn.buf);
+        if self.options.force_fallback {
+            Some(Reason::Forced)
+        } else if head.upgrade {
+            Some(Reason::Upgrade)
+        } else if head.expect_continue {
+            Some(Reason::ExpectContinue)
+        } else if head.minor_version == 0 {
+            Some(Reason::Http10)
+        } else if !target.starts_with(b"/") {
+            Some(Reason::TargetForm)
+        } else if head.body == BodyFraming::Chunked {
+            Some(Reason::ChunkedBody)
+        } else if self.telemetry.tracing.is_some() {
+            Some(Reason::Tracing)
+        } else if conn.entry.inbound.is_some() {
+            Some(Reason::Inbound)
+        } else {
+            None
+        }
+    }
+
+    fn request_ctx(&self, conn: &Conn, facts: &RequestFacts<'_>) -> RequestCtx {
+        let mut ctx = RequestCtx::default();
+        self.metrics.active_requests.inc();
+        ctx.counted_active = true;
+        ctx.listener_port = conn.entry.port;
+        ctx.request_id = Some(
+            match header_lookup::first_text(facts.headers, "x-request-id") {
+                Some(id) if !id.is_empty() => id.to_string(),
+                _ => uuid::Uuid::new_v4().to_string(),
+            },
+        );
+        // Tracing is off here (it falls back): the caller's context only names the trace in
+        // the access log, and its headers pass through untouched.
+        let (parent, formats) = trace_context::extract(facts.headers);
+        ctx.trace_formats = formats;
+        ctx.span = parent.map(RequestSpan::untraced);
+        ctx
+    }
+
+    /// Writes a reply of the proxy's own and reports it.
+    async fn answer(&self, conn: &mut Conn, mut ctx: RequestCtx, reply: Reply) -> Next {
+        let close = !conn.head.keep_alive || conn.head.body != BodyFraming::None;
+        let head_only = conn.head.method.of(&conn.buf) == b"HEAD";
+        conn.out.clear();
+        write::write_local_reply(
+            &mut conn.out,
+            &LocalReply {
+                status: reply.status,
+                cause: &reply.cause,
+                body: &reply.body,
+                headers: &reply.headers,
+                head_only,
+                close,
+            },
+        );
+        let sent = relay::send_all(&mut conn.io, &conn.out).await;
+        let served = Served {
+            code: reply.status,
+            cause: Some(reply.cause),
+            grpc_status: None,
+            bytes_received: 0,
+            bytes_sent: if head_only {
+                0
+            } else {
+                reply.body.len() as u64
+            },
+            downstream_gone: sent.is_err(),
+            next: if close || sent.is_err() {
+                Next::Close
+            } else {
+                Next::KeepAlive
+            },
+            consumed: conn.head.len,
+        };
+        self.finish(conn, &mut ctx, served)
+    }
+
+    /// The upstream request head, less its final line (`Connection: close` may join it per
+    /// try): request line, end-to-end headers, route filters, forwarding headers.
+    fn build_upstream_head(&self, conn: &mut Conn, ctx: &RequestCtx) {
+        conn.edits.clear();
+        self.forwarding_headers(conn, ctx);
+        let bytes = &conn.buf[..conn.head.len];
+        let (path, query) = conn.head.path_and_query(bytes);
+        let mut new_path = None;
+        if let Some(route) = &ctx.route {
+            for filter in route.filters_for(ctx.backend) {
+                match filter {
+                    Filter::RequestHeaders(mods) => apply_header_mods(&mut conn.edits, mods),
+                    Filter::Rewrite(rewrite) => {
+                        if let Some(rewrite) = &rewrite.path {
+                            let current = new_path.as_deref().unwrap_or(path);
+                            new_path =
+                                Some(rewrite_path(rewrite, &route.route.matcher.path, current));
+                        }
+                        if let Some(host) = &rewrite.host {
+                            conn.edits.set("host", host);
+                        }
+                    }
+                    Filter::ResponseHeaders(_) | Filter::Mirror(_) => {}
+                }
+            }
+        }
+        let out = &mut conn.out;
+        out.clear();
+        out.extend_from_slice(conn.head.method.of(bytes));
+        out.push(b' ');
+        match &new_path {
+            Some(path) => {
+                out.extend_from_slice(path.as_bytes());
+                if let Some(query) = query {
+                    out.push(b'?');
+                    out.extend_from_slice(query.as_bytes());
+                }
+            }
+            None => out.extend_from_slice(conn.head.target.of(bytes)),
+        }
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        write::write_headers(out, bytes, &conn.head.headers, &conn.edits);
+    }
+
+    /// X-Forwarded-For gets the client appended, X-Forwarded-Proto the scheme, and a request
+    /// without an id gets the one this proxy gave it (as Pingora's path does).
+    fn forwarding_headers(&self, conn: &mut Conn, ctx: &RequestCtx) {
+        let bytes = &conn.buf[..conn.head.len];
+        let lookup = conn.head.lookup(bytes);
+        if let Some(client) = conn.client {
+            let ip = ip_text(client.ip());
+            let value = match header_lookup::joined(&lookup, "x-forwarded-for") {
+                Some(existing) => format!("{existing}, {ip}"),
+                None => ip,
+            };
+            conn.edits.set("x-forwarded-for", &value);
+        }
+        conn.edits
+            .set("x-forwarded-proto", if conn.tls { "https" } else { "http" });
+        if header_lookup::first_text(&lookup, "x-request-id").is_none_or(str::is_empty) {
+            if let Some(id) = &ctx.request_id {
+                conn.edits.set("x-request-id", id);
+            }
+        }
+    }
+
+    /// Tries endpoints until one answers (or retries are spent), then relays the answer.
+    async fn forward(&self, conn: &mut Conn, ctx: &mut RequestCtx) -> Served {
+        let body = match self.take_body(conn).await {
+            Ok(body) => body,
+            Err(served) => return served,
+        };
+        loop {
+            let Some((_, address)) = ctx.tries.current else {
+                let error = Error::explain(ErrorType::InternalError, "no endpoint");
+                return self.failed(conn, ctx, &error).await;
+            };
+            match relay::try_endpoint(self, conn, ctx, address, &body).await {
+                Ok(Relayed::Done(outcome)) => return served(conn, outcome),
+                Ok(Relayed::Retry) => {} // booked on the status
+                Err(TryFailure { failure, error }) => {
+                    if failure == Failure::Connect {
+                        self.count_connect_failure(ctx);
+                    }
+                    if !admit::retry_after(ctx, failure, body.truncated) {
+                        admit::finish_try(ctx, Some(outcome_of(failure)));
+                        ctx.tries.last_failure = Some(failure);
+                        return self.failed(conn, ctx, &error).await;
+                    }
+                }
+            }
+            let (Some(route), Some(cluster)) = (ctx.route.clone(), ctx.cluster.clone()) else {
+                let error = Error::explain(ErrorType::InternalError, "no route");
+                return self.failed(conn, ctx, &error).await;
+            };
+            if let Err(error) = admit::next_try(ctx, &route, &cluster).await {
+                return self.failed(conn, ctx, &error).await;
+            }
+        }
+    }
+
+    fn count_connect_failure(&self, ctx: &RequestCtx) {
+        if let Some(cluster) = &ctx.cluster {
+            self.metrics
+                .upstream_connect_failures
+                .with_label_values(&[&*cluster.cluster.name])
+                .inc();
+        }
+    }
+
+    /// The request body, read whole when small enough to be sent again on a retry.
+    async fn take_body(&self, conn: &mut Conn) -> Result<relay::Body, Served> {
+        let BodyFraming::Length(length) = conn.head.body else {
+            return Ok(relay::Body::default());
+        };
+        let in_buffer = (conn.buf.len() - conn.head.len) as u64;
+        if length <= RETRY_BODY_LIMIT && in_buffer < length {
+            let want = conn.head.len + length as usize;
+            if relay::read_at_least(&mut conn.io, &mut conn.buf, want)
+                .await
+                .is_err()
+            {
+                return Err(client_gone());
+            }
+        }
+        let in_buffer = ((conn.buf.len() - conn.head.len) as u64).min(length);
+        Ok(relay::Body {
+            in_buffer: in_buffer as usize,
+            rest: length - in_buffer,
+            truncated: length > RETRY_BODY_LIMIT,
+        })
+    }
+
+    async fn failed(&self, conn: &mut Conn, ctx: &mut RequestCtx, error: &Error) -> Served {
+        let code = failure_status(error);
+        let mut reply = Decision::reply(code, failure_cause(error, ctx));
+        reply.route = ctx.route.clone();
+        let head_only = conn.head.method.of(&conn.buf) == b"HEAD";
+        conn.out.clear();
+        write::write_local_reply(
+            &mut conn.out,
+            &LocalReply {
+                status: reply.status,
+                cause: &reply.cause,
+                body: &reply.body,
+                headers: &reply.headers,
+                head_only,
+                close: true,
+            },
+        );
+        let sent = relay::send_all(&mut conn.io, &conn.out).await;
+        Served {
+            code,
+            cause: Some(reply.cause),
+            grpc_status: None,
+            bytes_received: 0,
+            bytes_sent: if head_only {
+                0
+            } else {
+                reply.body.len() as u64
+            },
+            downstream_gone: sent.is_err(),
+            next: Next::Close,
+            consumed: conn.head.len,
+        }
+    }
+}
+
+fn served(conn: &Conn, served: relay::Outcome) -> Served {
+    {
+        Served {
+            code: served.code,
+            cause: None,
+            grpc_status: served.grpc_status,
+            bytes_received: served.bytes_received,
+            bytes_sent: served.bytes_sent,
+            downstream_gone: served.downstream_gone,
+            next: served.next,
+            consumed: conn.head.len + served.body_in_buffer,
+        }
+    }
+}
+
+fn report_exchange(proxy: &Http1Proxy, conn: &Conn, ctx: &mut RequestCtx, served: &Served) {
+    let head_bytes = &conn.buf[..conn.head.len];
+    let lookup = conn.head.lookup(head_bytes);
+    let exchange = Exchange {
+        method: conn.head.method(head_bytes),
+        authority: conn.head.host(head_bytes),
+        path_and_query: conn.head.target(head_bytes),
+        protocol: "HTTP/1.1",
+        headers: &lookup,
+        code: served.code,
+        cause: served.cause.as_deref(),
+        grpc_status: served.grpc_status,
+        downstream_gone: served.downstream_gone,
+        bytes_received: served.bytes_received,
+        bytes_sent: served.bytes_sent,
+        client: conn.client,
+        local: conn.local,
+    };
+    observe::report(&exchange, ctx, &proxy.metrics, &proxy.telemetry);
+}
+
+/// Routes whose features only Pingora's path has.
+fn forward_fallback(forward: &Forward) -> Option<Reason> {
+    if forward.cluster.cluster.protocol == UpstreamProtocol::H2c {
+        return Some(Reason::H2Upstream);
+    }
+    let mirrors = forward
+        .route
+        .filters_for(Some(forward.backend))
+        .any(|f| matches!(f, Filter::Mirror(_)));
+    mirrors.then_some(Reason::Mirror)
+}
+
+fn outcome_of(failure: Failure) -> Outcome {
+    match failure {
+        Failure::Status(code) => Outcome::Status(code),
+        Failure::Timeout => Outcome::Status(504),
+        Failure::Connect | Failure::Reset | Failure::RefusedStream => Outcome::ConnectFailure,
+    }
+}
+
+fn client_gone() -> Served {
+    Served {
+        code: 0,
+        cause: None,
+        grpc_status: None,
+        bytes_received: 0,
+        bytes_sent: 0,
+        downstream_gone: true,
+        next: Next::Close,
+        consumed: 0,
+    }
+}
+
+/// Per-try read limit from the route policy, cut to the request's deadline.
+pub(super) fn try_timeout(ctx: &RequestCtx) -> Option<Duration> {
+    ctx.route
+        .as_ref()
+        .and_then(|route| ctx.tries.try_timeout(&route.route.policy))
+}

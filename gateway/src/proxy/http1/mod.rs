@@ -1,0 +1,265 @@
+//! Ferry's own HTTP/1.x request loop, on pingora-core's public API.
+//!
+//! Pingora's generic proxy path costs about twice nginx's CPU per request (a fresh session, a
+//! task pair joined by channels, header maps cloned and regrown, ~96 allocations: see
+//! bench/RESULTS.md). This loop serves the common request itself: buffers reused per
+//! connection, the head parsed into offsets, the same `decide` / `admit` / telemetry as the
+//! Pingora path, the upstream request written with one write over a per-worker connection
+//! pool. Whatever it does not implement is handed to Pingora's proxy for that request, with
+//! the bytes already read (`fallback::Reason` lists why, counted in
+//! `ferry_http1_fallback_total`); the connection comes back here afterwards.
+
+mod chunked;
+mod exchange;
+mod fallback;
+mod head;
+mod pool;
+mod relay;
+mod response;
+mod span;
+mod write;
+
+use bytes::BytesMut;
+use pingora_core::apps::{HttpServerApp, ServerApp};
+use pingora_core::connectors::TransportConnector;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::Stream;
+use pingora_proxy::HttpProxy;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+pub use fallback::Reason as FallbackReason;
+pub use head::HeadLimits;
+
+use super::{Entry, FerryProxy};
+use crate::metrics::Metrics;
+use crate::store::SnapshotStore;
+use crate::telemetry::Telemetry;
+use head::{Refusal, RequestHead};
+use write::{HeaderEdits, LocalReply};
+
+/// How long a keep-alive connection may sit idle between requests (Pingora's default too).
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// The HTTP/2 cleartext preface's first bytes: such connections go to Pingora's HTTP/2.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+#[derive(Clone, Debug, Default)]
+pub struct Http1Options {
+    pub limits: HeadLimits,
+    /// Every request goes to the Pingora path (the differential tests compare the two).
+    pub force_fallback: bool,
+}
+
+/// One worker's HTTP/1 server: Ferry's loop first, Pingora's proxy for the rest.
+pub struct Http1Proxy {
+    pub(super) store: Arc<SnapshotStore>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) telemetry: Arc<Telemetry>,
+    pub(super) inbound_port: Option<u16>,
+    pub(super) connector: TransportConnector,
+    pub(super) options: Http1Options,
+    pingora: Arc<HttpProxy<FerryProxy>>,
+}
+
+/// A downstream connection and the buffers it reuses from request to request.
+pub(super) struct Conn {
+    pub io: Stream,
+    /// Bytes read from the client: the current head (and body prefix), then anything
+    /// pipelined after it.
+    pub buf: BytesMut,
+    pub head: RequestHead,
+    /// A head being written (upstream request, downstream response).
+    pub out: Vec<u8>,
+    pub edits: HeaderEdits,
+    /// Bytes read from the upstream.
+    pub upstream_buf: BytesMut,
+    pub client: Option<SocketAddr>,
+    pub local: Option<SocketAddr>,
+    pub entry: Entry,
+    pub tls: bool,
+}
+
+/// What became of a request on the connection.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Next {
+    /// Read the next request.
+    KeepAlive,
+    Close,
+    /// Pingora serves this request (the head is still in the buffer).
+    Fallback(fallback::Reason),
+}
+
+impl Http1Proxy {
+    pub fn new(
+        pingora: Arc<HttpProxy<FerryProxy>>,
+        store: Arc<SnapshotStore>,
+        metrics: Arc<Metrics>,
+        telemetry: Arc<Telemetry>,
+        inbound_port: Option<u16>,
+        options: Http1Options,
+    ) -> Self {
+        Http1Proxy {
+            store,
+            metrics,
+            telemetry,
+            inbound_port,
+            connector: TransportConnector::new(None),
+            options,
+            pingora,
+        }
+    }
+
+    /// Pingora's proxy of this worker (HTTP/2, and what this loop hands over).
+    pub fn pingora(&self) -> &Arc<HttpProxy<FerryProxy>> {
+        &self.pingora
+    }
+
+    /// Serves a downstream connection until it closes.
+    pub async fn serve(&self, mut io: Stream, shutdown: &watch::Receiver<bool>) {
+        if self.speaks_http2(&mut io).await {
+            self.pingora.process_new(io, shutdown).await;
+            return;
+        }
+        let mut conn = self.connection(io);
+        loop {
+            let next = match self.read_head(&mut conn, shutdown).await {
+                HeadRead::Ready => self.serve_request(&mut conn).await,
+                HeadRead::Closed => return,
+                HeadRead::Refused(refusal) => return self.refuse(&mut conn, refusal).await,
+            };
+            match next {
+                Next::KeepAlive if !*shutdown.borrow() => continue,
+                Next::KeepAlive | Next::Close => return close(&mut conn.io).await,
+                Next::Fallback(reason) => {
+                    self.metrics
+                        .http1_fallbacks
+                        .with_label_values(&[reason.as_str()])
+                        .inc();
+                    match self.hand_over(conn, shutdown).await {
+                        Some(back) => conn = back,
+                        None => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// HTTP/2 by ALPN, or a cleartext connection opening with the HTTP/2 preface.
+    async fn speaks_http2(&self, io: &mut Stream) -> bool {
+        use pingora_core::protocols::ALPN;
+        match io.selected_alpn_proto() {
+            Some(ALPN::H2) => return true,
+            Some(_) => return false,
+            None if io.get_ssl_digest().is_some() => return false,
+            None => {}
+        }
+        let mut preface = [0u8; H2_PREFACE.len()];
+        matches!(io.try_peek(&mut preface).await, Ok(true)) && preface == H2_PREFACE
+    }
+
+    fn connection(&self, io: Stream) -> Conn {
+        let digest = io.get_socket_digest();
+        let inet = |a: Option<&pingora_core::protocols::l4::socket::SocketAddr>| {
+            a.and_then(|a| a.as_inet()).copied()
+        };
+        let client = digest.as_ref().and_then(|d| inet(d.peer_addr()));
+        let local = digest.as_ref().and_then(|d| inet(d.local_addr()));
+        let original = self
+            .inbound_port
+            .and(digest.as_ref())
+            .and_then(|d| inet(d.original_dst()));
+        let entry = Entry::of(local.map_or(0, |a| a.port()), original, self.inbound_port);
+        Conn {
+            tls: io.get_ssl_digest().is_some(),
+            io,
+            buf: BytesMut::with_capacity(4096),
+            head: RequestHead::default(),
+            out: Vec::with_capacity(1024),
+            edits: HeaderEdits::default(),
+            upstream_buf: BytesMut::new(),
+            client,
+            local,
+            entry,
+        }
+    }
+
+    /// Reads until a whole head is in the buffer.
+    async fn read_head(&self, conn: &mut Conn, shutdown: &watch::Receiver<bool>) -> HeadRead {
+        loop {
+            if !conn.buf.is_empty() {
+                match conn.head.parse(&conn.buf, &self.options.limits) {
+                    Ok(true) => return HeadRead::Ready,
+                    Ok(false) => {}
+                    Err(refusal) => return HeadRead::Refused(refusal),
+                }
+            } else if *shutdown.borrow() {
+                return HeadRead::Closed;
+            }
+            conn.buf.reserve(4096);
+            let read = tokio::time::timeout(KEEPALIVE_IDLE, conn.io.read_buf(&mut conn.buf));
+            match read.await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return HeadRead::Closed,
+            }
+        }
+    }
+
+    /// Answers a head that cannot be served (400, 414, 431, 505) and closes.
+    async fn refuse(&self, conn: &mut Conn, refusal: Refusal) {
+        tracing::debug!(
+            status = refusal.status,
+            "request refused: {}",
+            refusal.reason
+        );
+        let cause = format!("DPE {}", refusal.reason);
+        let reply = LocalReply {
+            status: refusal.status,
+            cause: &cause,
+            body: &cause,
+            headers: &[],
+            head_only: false,
+            close: true,
+        };
+        conn.out.clear();
+        write::write_local_reply(&mut conn.out, &reply);
+        let _ = conn.io.write_all(&conn.out).await;
+        let _ = conn.io.flush().await;
+        self.metrics
+            .requests
+            .with_label_values(&[
+                conn.entry.port.to_string().as_str(),
+                "none",
+                "none",
+                refusal.status.to_string().as_str(),
+            ])
+            .inc();
+        close(&mut conn.io).await;
+    }
+
+    /// Pingora serves the request whose head is in the buffer; the connection comes back when
+    /// Pingora would have kept it alive.
+    async fn hand_over(&self, conn: Conn, shutdown: &watch::Receiver<bool>) -> Option<Conn> {
+        let Conn { io, buf, entry, .. } = conn;
+        let mut session = ServerSession::new_http1(io);
+        session.set_keepalive(Some(KEEPALIVE_IDLE.as_secs()));
+        session.set_pipelined_prefix(buf);
+        let reused = self.pingora.process_new_http(session, shutdown).await?;
+        let (io, _) = reused.consume();
+        let mut back = self.connection(io);
+        back.entry = entry;
+        Some(back)
+    }
+}
+
+enum HeadRead {
+    Ready,
+    Closed,
+    Refused(Refusal),
+}
+
+async fn close(io: &mut Stream) {
+    let _ = io.shutdown().await;
+}

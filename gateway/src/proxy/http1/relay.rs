@@ -1,0 +1,459 @@
+//! One try against one endpoint: send the request head (and body) with one vectored write,
+//! read the response head, then copy the response through by its framing without parsing the
+//! body.
+
+use bytes::{Buf, BytesMut};
+use ferry_model::Filter;
+use pingora_core::protocols::Stream;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::{Error, ErrorType};
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::exchange::try_timeout;
+use super::pool::{self, Upstream};
+use super::response::{parse_response, Framing, ResponseHead};
+use super::{chunked::ChunkedScanner, write, Conn, Http1Proxy, Next};
+use crate::proxy::tries::Failure;
+use crate::proxy::{admit, policy, RequestCtx};
+use crate::rewrite::{apply_header_mods, EditHeaders};
+use crate::upstream::outlier::Outcome as EndpointOutcome;
+
+/// Istio's default connectTimeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read size while copying bodies.
+const COPY_CHUNK: usize = 16 * 1024;
+
+/// The request body: the part already in the read buffer (after the head) and what is still
+/// to come from the client.
+#[derive(Default)]
+pub struct Body {
+    pub in_buffer: usize,
+    pub rest: u64,
+    /// Too large to be held for a retry.
+    pub truncated: bool,
+}
+
+pub enum Relayed {
+    Done(Outcome),
+    /// A retriable status; the retry is booked.
+    Retry,
+}
+
+pub struct TryFailure {
+    pub failure: Failure,
+    pub error: Box<Error>,
+}
+
+/// A response relayed to the client.
+pub struct Outcome {
+    pub code: u16,
+    pub grpc_status: Option<u16>,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub downstream_gone: bool,
+    pub next: Next,
+    pub body_in_buffer: usize,
+}
+
+fn fail(failure: Failure, etype: ErrorType, context: &'static str) -> TryFailure {
+    TryFailure {
+        failure,
+        error: Error::explain(etype, context).into_up(),
+    }
+}
+
+pub async fn try_endpoint(
+    proxy: &Http1Proxy,
+    conn: &mut Conn,
+    ctx: &mut RequestCtx,
+    address: SocketAddr,
+    body: &Body,
+) -> Result<Relayed, TryFailure> {
+    let Some(cluster) = ctx.cluster.clone() else {
+        return Err(fail(
+            Failure::Connect,
+            ErrorType::InternalError,
+            "no cluster",
+        ));
+    };
+    let policy = &cluster.cluster.policy;
+    let idle_timeout = policy.idle_timeout_ms.map(Duration::from_millis);
+    let mut upstream = match pool::take(address, idle_timeout) {
+        Some(upstream) => upstream,
+        None => dial(proxy, address, policy.connect_timeout_ms).await?,
+    };
+    let resendable = body.rest == 0;
+    let response = loop {
+        let limit = policy.limits.max_requests_per_connection;
+        let close_upstream = limit.is_some_and(|limit| upstream.uses >= limit);
+        match exchange_head(conn, ctx, &mut upstream, body, close_upstream).await {
+            Ok(response) => break (response, close_upstream),
+            // A pooled connection the peer closed before answering: nothing was processed,
+            // so the request goes again on a fresh connection (not counted as a retry).
+            Err(Stale) if upstream.reused && resendable => {
+                upstream = dial(proxy, address, policy.connect_timeout_ms).await?;
+            }
+            Err(Stale) => {
+                return Err(fail(
+                    Failure::Reset,
+                    ErrorType::ConnectionClosed,
+                    "upstream closed the connection",
+                ))
+            }
+            Err(Failed(failure)) => return Err(failure),
+        }
+    };
+    let (response, close_upstream) = response;
+    if admit::retry_after(ctx, Failure::Status(response.status), body.truncated) {
+        return Ok(Relayed::Retry);
+    }
+    admit::finish_try(ctx, Some(EndpointOutcome::Status(response.status)));
+    Ok(Relayed::Done(
+        relay_response(conn, ctx, upstream, response, body, close_upstream).await,
+    ))
+}
+
+async fn dial(
+    proxy: &Http1Proxy,
+    address: SocketAddr,
+    connect_timeout_ms: Option<u64>,
+) -> Result<Upstream, TryFailure> {
+    let mut peer = HttpPeer::new(address, false, String::new());
+    peer.options.connection_timeout =
+        Some(connect_timeout_ms.map_or(CONNECT_TIMEOUT, Duration::from_millis));
+    pool::connect(&proxy.connector, &peer)
+        .await
+        .map_err(|error| TryFailure {
+            failure: Failure::Connect,
+            error: error.into_up(),
+        })
+}
+
+enum HeadError {
+    /// The connection was closed or reset before any response byte.
+    Stale,
+    Failed(TryFailure),
+}
+use HeadError::{Failed, Stale};
+
+/// Sends the request and reads the response head (skipping interim 1xx responses).
+async fn exchange_head(
+    conn: &mut Conn,
+    ctx: &RequestCtx,
+    upstream: &mut Upstream,
+    body: &Body,
+    close_upstream: bool,
+) -> Result<ResponseHead, HeadError> {
+    let ending: &[u8] = if close_upstream {
+        b"connection: close\r\n\r\n"
+    } else {
+        b"\r\n"
+    };
+    let body_start = conn.head.len;
+    let prefix = &conn.buf[body_start..body_start + body.in_buffer];
+    if write_all_vectored(&mut upstream.io, &[&conn.out, ending, prefix])
+        .await
+        .is_err()
+    {
+        return Err(Stale);
+    }
+    if body.rest > 0 {
+        copy_exact(&mut conn.io, &mut upstream.io, body.rest)
+            .await
+            .map_err(|_| {
+                Failed(fail(
+                    Failure::Reset,
+                    ErrorType::WriteError,
+                    "request body not delivered",
+                ))
+            })?;
+    }
+    let head_request = conn.head.method.of(&conn.buf) == b"HEAD";
+    let timeout = try_timeout(ctx);
+    conn.upstream_buf.clear();
+    loop {
+        match parse_response(&conn.upstream_buf, head_request) {
+            Ok(Some(head)) if head.status >= 100 && head.status < 200 => {
+                conn.upstream_buf.advance(head.len); // interim response: not relayed
+                continue;
+            }
+            Ok(Some(head)) => return Ok(head),
+            Ok(None) => {}
+            Err(_) => {
+                return Err(Failed(fail(
+                    Failure::Reset,
+                    ErrorType::InvalidHTTPHeader,
+                    "invalid response head",
+                )))
+            }
+        }
+        let nothing_yet = conn.upstream_buf.is_empty();
+        match read_some(&mut upstream.io, &mut conn.upstream_buf, timeout).await {
+            Ok(0) | Err(ReadError::Io) if nothing_yet => return Err(Stale),
+            Ok(0) | Err(ReadError::Io) => {
+                return Err(Failed(fail(
+                    Failure::Reset,
+                    ErrorType::ConnectionClosed,
+                    "upstream closed mid-head",
+                )))
+            }
+            Err(ReadError::Timeout) => {
+                return Err(Failed(fail(
+                    Failure::Timeout,
+                    ErrorType::ReadTimedout,
+                    "upstream response timed out",
+                )))
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Writes the response head and copies the body; keeps the upstream connection when the
+/// exchange ended cleanly.
+async fn relay_response(
+    conn: &mut Conn,
+    ctx: &mut RequestCtx,
+    mut upstream: Upstream,
+    response: ResponseHead,
+    body: &Body,
+    close_upstream: bool,
+) -> Outcome {
+    let close_downstream = !conn.head.keep_alive || response.framing == Framing::UntilClose;
+    response_edits(conn, ctx, &response);
+    conn.out.clear();
+    let upstream_bytes = &conn.upstream_buf[..response.len];
+    write::write_status_line(
+        &mut conn.out,
+        response.status,
+        Some(response.reason.of(upstream_bytes)),
+    );
+    write::write_headers(
+        &mut conn.out,
+        upstream_bytes,
+        &response.headers,
+        &conn.edits,
+    );
+    if close_downstream {
+        write::push_header(&mut conn.out, b"connection", b"close");
+    }
+    conn.out.extend_from_slice(b"\r\n");
+    conn.upstream_buf.advance(response.len);
+    let copied = copy_body(conn, &mut upstream, &response.framing, try_timeout(ctx)).await;
+    let reusable = copied.complete && !copied.extra && !response.close && !close_upstream;
+    if reusable {
+        pool::give_back(upstream);
+    }
+    let downstream_gone = copied.downstream_failed;
+    Outcome {
+        code: response.status,
+        grpc_status: response.grpc_status,
+        bytes_received: body.in_buffer as u64 + body.rest,
+        bytes_sent: copied.bytes,
+        downstream_gone,
+        next: if close_downstream || !copied.complete || downstream_gone {
+            Next::Close
+        } else {
+            Next::KeepAlive
+        },
+        body_in_buffer: body.in_buffer,
+    }
+}
+
+/// Response header filters, CORS and the hash cookie, as Pingora's `response_filter` adds them.
+fn response_edits(conn: &mut Conn, ctx: &mut RequestCtx, response: &ResponseHead) {
+    conn.edits.clear();
+    if response.framing == Framing::Chunked && response.has_length {
+        conn.edits.remove("content-length");
+    }
+    let Some(route) = ctx.route.clone() else {
+        return;
+    };
+    for filter in route.filters_for(ctx.backend) {
+        if let Filter::ResponseHeaders(mods) = filter {
+            apply_header_mods(&mut conn.edits, mods);
+        }
+    }
+    if let (Some(cors), Some(origin)) = (&route.route.policy.cors, &ctx.cors_origin) {
+        policy::add_response_headers(cors, origin, &mut conn.edits);
+    }
+    if let Some(cookie) = ctx.set_cookie.take() {
+        conn.edits.add("set-cookie", &cookie);
+    }
+}
+
+struct Copied {
+    bytes: u64,
+    /// The body ended where its framing says.
+    complete: bool,
+    /// The upstream sent bytes after the body: its connection is not reused.
+    extra: bool,
+    downstream_failed: bool,
+}
+
+/// Copies the body after the response head (already in `conn.out`) to the client.
+async fn copy_body(
+    conn: &mut Conn,
+    upstream: &mut Upstream,
+    framing: &Framing,
+    timeout: Option<Duration>,
+) -> Copied {
+    let mut copied = Copied {
+        bytes: 0,
+        complete: false,
+        extra: false,
+        downstream_failed: false,
+    };
+    let mut body = BodyTracker::new(framing);
+    let mut first = true;
+    // Broken framing ends the loop: both sides are closed.
+    while let Ok((take, done, extra)) = body.follow(&conn.upstream_buf) {
+        let head: &[u8] = if first { &conn.out } else { &[] };
+        first = false;
+        let chunk = &conn.upstream_buf[..take];
+        if write_all_vectored(&mut conn.io, &[head, chunk])
+            .await
+            .is_err()
+        {
+            copied.downstream_failed = true;
+            return copied;
+        }
+        copied.bytes += take as u64;
+        conn.upstream_buf.advance(take);
+        if done {
+            copied.complete = true;
+            copied.extra = extra || !conn.upstream_buf.is_empty();
+            return copied;
+        }
+        conn.upstream_buf.clear();
+        match read_some(&mut upstream.io, &mut conn.upstream_buf, timeout).await {
+            Ok(0) if body.ends_at_close() => {
+                copied.complete = true;
+                return copied;
+            }
+            Ok(n) if n > 0 => {}
+            _ => return copied, // upstream failed mid-body: the client sees the close
+        }
+    }
+    copied
+}
+
+/// Where the body ends, by framing.
+enum BodyTracker {
+    Empty,
+    Length(u64),
+    Chunked(ChunkedScanner),
+    UntilClose,
+}
+
+impl BodyTracker {
+    fn new(framing: &Framing) -> Self {
+        match framing {
+            Framing::None => BodyTracker::Empty,
+            Framing::Length(n) => BodyTracker::Length(*n),
+            Framing::Chunked => BodyTracker::Chunked(ChunkedScanner::default()),
+            Framing::UntilClose => BodyTracker::UntilClose,
+        }
+    }
+
+    /// Of `bytes`: how many belong to the body, whether the body is complete, whether bytes
+    /// follow it.
+    fn follow(&mut self, bytes: &[u8]) -> Result<(usize, bool, bool), ()> {
+        match self {
+            BodyTracker::Empty => Ok((0, true, !bytes.is_empty())),
+            BodyTracker::Length(left) => {
+                let take = (bytes.len() as u64).min(*left) as usize;
+                *left -= take as u64;
+                Ok((take, *left == 0, *left == 0 && take < bytes.len()))
+            }
+            BodyTracker::Chunked(scanner) => {
+                let take = scanner.scan(bytes).map_err(|_| ())?;
+                Ok((take, scanner.is_done(), take < bytes.len()))
+            }
+            BodyTracker::UntilClose => Ok((bytes.len(), false, false)),
+        }
+    }
+
+    fn ends_at_close(&self) -> bool {
+        matches!(self, BodyTracker::UntilClose)
+    }
+}
+
+enum ReadError {
+    Io,
+    Timeout,
+}
+
+async fn read_some(
+    io: &mut Stream,
+    buf: &mut BytesMut,
+    timeout: Option<Duration>,
+) -> Result<usize, ReadError> {
+    buf.reserve(COPY_CHUNK);
+    let read = io.read_buf(buf);
+    let result = match timeout {
+        Some(limit) => tokio::time::timeout(limit, read)
+            .await
+            .map_err(|_| ReadError::Timeout)?,
+        None => read.await,
+    };
+    result.map_err(|_| ReadError::Io)
+}
+
+/// Copies exactly `length` bytes from `from` to `to` (a request body too large to hold).
+async fn copy_exact(from: &mut Stream, to: &mut Stream, mut length: u64) -> io::Result<()> {
+    let mut chunk = vec![0u8; COPY_CHUNK.min(length as usize)];
+    while length > 0 {
+        let want = chunk.len().min(length as usize);
+        let n = from.read(&mut chunk[..want]).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        to.write_all(&chunk[..n]).await?;
+        length -= n as u64;
+    }
+    to.flush().await
+}
+
+/// Reads into `buf` until it holds `want` bytes.
+pub async fn read_at_least(io: &mut Stream, buf: &mut BytesMut, want: usize) -> io::Result<()> {
+    while buf.len() < want {
+        buf.reserve(want - buf.len());
+        if io.read_buf(buf).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(())
+}
+
+pub async fn send_all(io: &mut Stream, bytes: &[u8]) -> io::Result<()> {
+    io.write_all(bytes).await?;
+    io.flush().await
+}
+
+/// Writes every part with as few `writev` calls as the socket allows, then flushes.
+async fn write_all_vectored(io: &mut Stream, parts: &[&[u8]]) -> io::Result<()> {
+    let mut parts: smallvec::SmallVec<[&[u8]; 4]> =
+        parts.iter().copied().filter(|p| !p.is_empty()).collect();
+    while !parts.is_empty() {
+        let slices: smallvec::SmallVec<[IoSlice<'_>; 4]> =
+            parts.iter().map(|p| IoSlice::new(p)).collect();
+        let mut written = io.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            if written >= parts[0].len() {
+                written -= parts[0].len();
+                parts.remove(0);
+            } else {
+                parts[0] = &parts[0][written..];
+                written = 0;
+            }
+        }
+    }
+    io.flush().await
+}

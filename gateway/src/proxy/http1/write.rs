@@ -1,0 +1,129 @@
+//! Writing heads: the upstream request and the downstream response are the parsed head's
+//! bytes minus hop-by-hop and edited headers, plus the edits; local replies are written whole.
+
+use super::head::is_hop_by_hop;
+use super::span::Span;
+use crate::proxy::respond::sanitize;
+use crate::rewrite::EditHeaders;
+
+/// Header changes to a parsed head, applied while it is written out. Names are kept in lower
+/// case.
+#[derive(Default)]
+pub struct HeaderEdits {
+    /// Names whose original headers are dropped.
+    removed: Vec<String>,
+    added: Vec<(String, String)>,
+}
+
+impl HeaderEdits {
+    pub fn clear(&mut self) {
+        self.removed.clear();
+        self.added.clear();
+    }
+
+    fn drops(&self, name: &[u8]) -> bool {
+        self.removed
+            .iter()
+            .any(|r| name.eq_ignore_ascii_case(r.as_bytes()))
+    }
+
+    fn forget_added(&mut self, name: &str) {
+        self.added.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
+}
+
+impl EditHeaders for HeaderEdits {
+    fn set(&mut self, name: &str, value: &str) {
+        self.remove(name);
+        self.added
+            .push((name.to_ascii_lowercase(), value.to_string()));
+    }
+
+    fn add(&mut self, name: &str, value: &str) {
+        self.added
+            .push((name.to_ascii_lowercase(), value.to_string()));
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.forget_added(name);
+        self.removed.push(name.to_ascii_lowercase());
+    }
+}
+
+/// Writes `headers` (spans of `buf`) that are end-to-end and not dropped by `edits`, then the
+/// edits' additions. The head's final empty line is left to the caller.
+pub fn write_headers(out: &mut Vec<u8>, buf: &[u8], headers: &[(Span, Span)], edits: &HeaderEdits) {
+    let connection_lists = || {
+        headers
+            .iter()
+            .filter(|(n, _)| n.of(buf).eq_ignore_ascii_case(b"connection"))
+            .map(|(_, v)| v.of(buf))
+    };
+    for (name, value) in headers {
+        let name = name.of(buf);
+        if is_hop_by_hop(name, &mut connection_lists()) || edits.drops(name) {
+            continue;
+        }
+        push_header(out, name, value.of(buf));
+    }
+    for (name, value) in &edits.added {
+        push_header(out, name.as_bytes(), value.as_bytes());
+    }
+}
+
+pub fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A response the proxy writes itself.
+pub struct LocalReply<'a> {
+    pub status: u16,
+    pub cause: &'a str,
+    pub body: &'a str,
+    pub headers: &'a [(&'static str, String)],
+    /// The request was HEAD: headers only.
+    pub head_only: bool,
+    pub close: bool,
+}
+
+pub fn write_local_reply(out: &mut Vec<u8>, reply: &LocalReply<'_>) {
+    write_status_line(out, reply.status, None);
+    push_header(out, b"x-ferry-cause", sanitize(reply.cause).as_bytes());
+    push_header(out, b"content-type", b"text/plain; charset=utf-8");
+    push_header(
+        out,
+        b"content-length",
+        reply.body.len().to_string().as_bytes(),
+    );
+    for (name, value) in reply.headers {
+        push_header(out, name.as_bytes(), value.as_bytes());
+    }
+    if reply.close {
+        push_header(out, b"connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !reply.head_only {
+        out.extend_from_slice(reply.body.as_bytes());
+    }
+}
+
+/// `HTTP/1.1 <status> <reason>`: the upstream's reason phrase when given, else the standard
+/// one.
+pub fn write_status_line(out: &mut Vec<u8>, status: u16, reason: Option<&[u8]>) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status_digits(status).as_bytes());
+    out.push(b' ');
+    let standard = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Unknown");
+    out.extend_from_slice(reason.unwrap_or(standard.as_bytes()));
+    out.extend_from_slice(b"\r\n");
+}
+
+fn status_digits(status: u16) -> String {
+    status.to_string()
+}
