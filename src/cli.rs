@@ -334,7 +334,7 @@ pub struct Http1Args {
     pub max_request_headers: u16,
     /// Serve every HTTP/1 request with Pingora's generic proxy path instead of Ferry's own
     /// (for comparisons; slower).
-    #[arg(long, env = "FERRY_HTTP1_FALLBACK")]
+    #[arg(long, env = "FERRY_HTTP1_FALLBACK", value_parser = clap::builder::BoolishValueParser::new())]
     pub http1_fallback: bool,
 }
 

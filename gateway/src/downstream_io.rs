@@ -151,6 +151,21 @@ impl<T: Transport> DownstreamIo<T> {
     }
 }
 
+/// Puts `bytes` back in front of what a cleartext downstream connection reads next, so a
+/// reader handed the connection later (Pingora's HTTP/2 server) sees them again. `None` when
+/// the stream is not a cleartext downstream connection.
+pub fn unread(
+    stream: pingora_core::protocols::Stream,
+    bytes: &[u8],
+) -> Option<pingora_core::protocols::Stream> {
+    let mut io = stream
+        .into_any()
+        .downcast::<DownstreamIo<L4Stream>>()
+        .ok()?;
+    io.0.get_mut().tcp_mut().rewind(bytes);
+    Some(io)
+}
+
 impl<T: Transport> AsyncRead for DownstreamIo<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,

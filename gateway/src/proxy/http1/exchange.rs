@@ -104,8 +104,8 @@ impl Http1Proxy {
             Some(Reason::ExpectContinue)
         } else if head.minor_version == 0 {
             Some(Reason::Http10)
-        } else if !target.starts_with(b"/") {
-            Some(Reason::TargetForm)
+        } else if head.authority.is_none() && !target.starts_with(b"/") {
+            Some(Reason::TargetForm) // `*` and CONNECT's authority form
         } else if head.body == BodyFraming::Chunked {
             Some(Reason::ChunkedBody)
         } else if self.telemetry.tracing.is_some() {
@@ -212,7 +212,13 @@ impl Http1Proxy {
                     out.extend_from_slice(query.as_bytes());
                 }
             }
-            None => out.extend_from_slice(conn.head.target.of(bytes)),
+            None => {
+                let target = conn.head.target.of(bytes);
+                if !target.starts_with(b"/") {
+                    out.push(b'/'); // absolute form without a path
+                }
+                out.extend_from_slice(target);
+            }
         }
         out.extend_from_slice(b" HTTP/1.1\r\n");
         write::write_headers(out, bytes, &conn.head.headers, &conn.edits);
@@ -233,6 +239,10 @@ impl Http1Proxy {
         }
         conn.edits
             .set("x-forwarded-proto", if conn.tls { "https" } else { "http" });
+        if let Some(authority) = conn.head.authority {
+            // RFC 9112 3.2.2: an absolute-form target's authority replaces Host.
+            conn.edits.set("host", authority.text(bytes));
+        }
         if header_lookup::first_text(&lookup, "x-request-id").is_none_or(str::is_empty) {
             if let Some(id) = &ctx.request_id {
                 conn.edits.set("x-request-id", id);

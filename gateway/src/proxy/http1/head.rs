@@ -48,7 +48,12 @@ fn refuse(status: u16, reason: &'static str) -> Refusal {
 #[derive(Default, Debug)]
 pub struct RequestHead {
     pub method: Span,
+    /// The request target in origin form (path and query; for an absolute-form target, what
+    /// follows its authority, which may be empty).
     pub target: Span,
+    /// The authority of an absolute-form target: it replaces the Host header (RFC 9112
+    /// section 3.2.2).
+    pub authority: Option<Span>,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
     pub headers: Vec<(Span, Span)>,
@@ -101,7 +106,7 @@ impl RequestHead {
         let method = request.method.unwrap_or_default();
         let target = request.path.unwrap_or_default();
         self.method = Span::within(buf, method.as_bytes());
-        self.target = Span::within(buf, target.as_bytes());
+        (self.authority, self.target) = split_absolute_form(buf, target.as_bytes());
         self.minor_version = request.version.unwrap_or(1);
         self.len = len;
         self.headers.clear();
@@ -176,18 +181,24 @@ impl RequestHead {
         self.target.text(buf)
     }
 
-    /// Path and query of an origin-form target.
+    /// Path and query of the target ("/" for an absolute-form target without a path).
     pub fn path_and_query<'b>(&self, buf: &'b [u8]) -> (&'b str, Option<&'b str>) {
         let target = self.target(buf);
-        match target.split_once('?') {
+        let (path, query) = match target.split_once('?') {
             Some((path, query)) => (path, Some(query)),
             None => (target, None),
-        }
+        };
+        (if path.is_empty() { "/" } else { path }, query)
     }
 
+    /// The target's authority (absolute form) or else the Host header.
     pub fn host<'b>(&self, buf: &'b [u8]) -> &'b str {
-        self.host
-            .map_or("", |index| self.headers[index].1.text(buf))
+        match self.authority {
+            Some(authority) => authority.text(buf),
+            None => self
+                .host
+                .map_or("", |index| self.headers[index].1.text(buf)),
+        }
     }
 
     /// The head's header lookup over `buf`.
@@ -211,6 +222,26 @@ impl HeaderLookup for HeadLookup<'_> {
             .nth(n)
             .map(|(_, value)| value.of(self.buf))
     }
+}
+
+/// `http://authority/path?query` -> (authority, `/path?query`); other targets are kept whole.
+fn split_absolute_form(buf: &[u8], target: &[u8]) -> (Option<Span>, Span) {
+    let scheme_end = ["http://", "https://"]
+        .iter()
+        .find(|s| target.len() >= s.len() && target[..s.len()].eq_ignore_ascii_case(s.as_bytes()))
+        .map(|s| s.len());
+    let Some(start) = scheme_end else {
+        return (None, Span::within(buf, target));
+    };
+    let rest = &target[start..];
+    let end = rest
+        .iter()
+        .position(|&b| b == b'/' || b == b'?')
+        .unwrap_or(rest.len());
+    (
+        Some(Span::within(buf, &rest[..end])),
+        Span::within(buf, &rest[end..]),
+    )
 }
 
 /// An incomplete head may not grow past the limits while we wait for the rest.

@@ -23,7 +23,7 @@ use bytes::BytesMut;
 use pingora_core::apps::{HttpServerApp, ServerApp};
 use pingora_core::connectors::TransportConnector;
 use pingora_core::protocols::http::ServerSession;
-use pingora_core::protocols::Stream;
+use pingora_core::protocols::{Stream, ALPN};
 use pingora_proxy::HttpProxy;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,6 +35,7 @@ pub use fallback::Reason as FallbackReason;
 pub use head::HeadLimits;
 
 use super::{Entry, FerryProxy};
+use crate::downstream_io;
 use crate::metrics::Metrics;
 use crate::store::SnapshotStore;
 use crate::telemetry::Telemetry;
@@ -118,8 +119,8 @@ impl Http1Proxy {
     }
 
     /// Serves a downstream connection until it closes.
-    pub async fn serve(&self, mut io: Stream, shutdown: &watch::Receiver<bool>) {
-        if self.speaks_http2(&mut io).await {
+    pub async fn serve(&self, io: Stream, shutdown: &watch::Receiver<bool>) {
+        if matches!(io.selected_alpn_proto(), Some(ALPN::H2)) {
             self.pingora.process_new(io, shutdown).await;
             return;
         }
@@ -128,6 +129,7 @@ impl Http1Proxy {
             let next = match self.read_head(&mut conn, shutdown).await {
                 HeadRead::Ready => self.serve_request(&mut conn).await,
                 HeadRead::Closed => return,
+                HeadRead::Http2 => return self.serve_http2(conn, shutdown).await,
                 HeadRead::Refused(refusal) => return self.refuse(&mut conn, refusal).await,
             };
             match next {
@@ -147,17 +149,15 @@ impl Http1Proxy {
         }
     }
 
-    /// HTTP/2 by ALPN, or a cleartext connection opening with the HTTP/2 preface.
-    async fn speaks_http2(&self, io: &mut Stream) -> bool {
-        use pingora_core::protocols::ALPN;
-        match io.selected_alpn_proto() {
-            Some(ALPN::H2) => return true,
-            Some(_) => return false,
-            None if io.get_ssl_digest().is_some() => return false,
-            None => {}
+    /// A cleartext connection that opened with the HTTP/2 preface: Pingora's HTTP/2 server
+    /// reads it again from the start.
+    async fn serve_http2(&self, conn: Conn, shutdown: &watch::Receiver<bool>) {
+        match downstream_io::unread(conn.io, &conn.buf) {
+            Some(io) => {
+                self.pingora.process_new(io, shutdown).await;
+            }
+            None => tracing::debug!("HTTP/2 preface on a connection that cannot replay it"),
         }
-        let mut preface = [0u8; H2_PREFACE.len()];
-        matches!(io.try_peek(&mut preface).await, Ok(true)) && preface == H2_PREFACE
     }
 
     fn connection(&self, io: Stream) -> Conn {
@@ -189,6 +189,18 @@ impl Http1Proxy {
     /// Reads until a whole head is in the buffer.
     async fn read_head(&self, conn: &mut Conn, shutdown: &watch::Receiver<bool>) -> HeadRead {
         loop {
+            if conn.buf.starts_with(&H2_PREFACE[..4]) && !conn.tls {
+                match preface_state(&conn.buf) {
+                    Some(true) => return HeadRead::Http2,
+                    Some(false) => {} // a request whose method is PRI: the parser answers it
+                    None => {
+                        if !read_more(conn).await {
+                            return HeadRead::Closed;
+                        }
+                        continue;
+                    }
+                }
+            }
             if !conn.buf.is_empty() {
                 match conn.head.parse(&conn.buf, &self.options.limits) {
                     Ok(true) => return HeadRead::Ready,
@@ -198,11 +210,8 @@ impl Http1Proxy {
             } else if *shutdown.borrow() {
                 return HeadRead::Closed;
             }
-            conn.buf.reserve(4096);
-            let read = tokio::time::timeout(KEEPALIVE_IDLE, conn.io.read_buf(&mut conn.buf));
-            match read.await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return HeadRead::Closed,
+            if !read_more(conn).await {
+                return HeadRead::Closed;
             }
         }
     }
@@ -257,7 +266,25 @@ impl Http1Proxy {
 enum HeadRead {
     Ready,
     Closed,
+    /// The HTTP/2 cleartext preface.
+    Http2,
     Refused(Refusal),
+}
+
+/// Reads what the client sent next; false when it closed or stayed idle too long.
+async fn read_more(conn: &mut Conn) -> bool {
+    conn.buf.reserve(4096);
+    let read = tokio::time::timeout(KEEPALIVE_IDLE, conn.io.read_buf(&mut conn.buf));
+    matches!(read.await, Ok(Ok(n)) if n > 0)
+}
+
+/// Whether the buffer holds the HTTP/2 preface: `None` while too few bytes tell.
+fn preface_state(buf: &[u8]) -> Option<bool> {
+    let n = buf.len().min(H2_PREFACE.len());
+    if buf[..n] != H2_PREFACE[..n] {
+        return Some(false);
+    }
+    (n == H2_PREFACE.len()).then_some(true)
 }
 
 async fn close(io: &mut Stream) {
