@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Ferry against nginx and HAProxy as reverse proxies, and against the backend directly.
+# `ferry` is the gateway as shipped (Ferry's HTTP/1 loop); `ferry-pingora` the same binary
+# and config with --http1-fallback (every request through Pingora's generic proxy path).
 #
 #   bench/proxies.sh [ROUNDS=3] [SECONDS=8]
 #
@@ -27,8 +29,10 @@ cleanup() { kill "${pids[@]}" 2>/dev/null || true; pkill -f "nginx -c $work" || 
 trap cleanup EXIT
 
 small=19100 big=19101
-declare -A port=([direct]=$small [ferry]=19180 [nginx]=19181 [haproxy]=19182 [ferry-1k]=19183)
-declare -A h2port=([direct]=$small [ferry]=19180 [nginx]=19191 [haproxy]=19192 [ferry-1k]=19183)
+declare -A port=([direct]=$small [ferry]=19180 [ferry-pingora]=19180 [nginx]=19181 [haproxy]=19182 [ferry-1k]=19183)
+declare -A h2port=([direct]=$small [ferry]=19180 [ferry-pingora]=19180 [nginx]=19191 [haproxy]=19192 [ferry-1k]=19183)
+idle_clients=5000
+ulimit -n 65536 # the idle-connection test holds 5,000 client connections per proxy
 
 taskset -c 1 "$ferry" echo --listen "127.0.0.1:$small" --fixed-body 64 >/dev/null 2>&1 & pids+=($!)
 taskset -c 1 "$ferry" echo --listen "127.0.0.1:$big" --fixed-body 16384 >/dev/null 2>&1 & pids+=($!)
@@ -92,7 +96,7 @@ cat >"$work/nginx.conf" <<CONF
 worker_processes 1;
 pid $work/nginx.pid;
 error_log $work/nginx.err;
-events { worker_connections 4096; }
+events { worker_connections 16384; }
 http {
   access_log off;
   # nginx closes a client connection after 1,000 requests by default (h2load then stops
@@ -113,7 +117,7 @@ CONF
 cat >"$work/haproxy.cfg" <<CONF
 global
   nbthread 1
-  maxconn 8192
+  maxconn 16384
 defaults
   mode http
   timeout connect 5s
@@ -143,9 +147,11 @@ wait_port() { # port: until something accepts on it (10 s at most)
 start() { # target -> prints pid of the proxy process
   case "$1" in
     direct) echo 0 ;;
-    ferry|ferry-1k)
-      taskset -c 0 "$ferry" gateway --concurrency 1 --config "$work/$1" --admin 127.0.0.1:19001 \
-        --bind-address 127.0.0.1 --access-log off --log warn >/dev/null 2>"$work/$1.err" &
+    ferry|ferry-1k|ferry-pingora)
+      local dir="$work/$1" extra=()
+      [ "$1" = ferry-pingora ] && dir="$work/ferry" extra=(--http1-fallback)
+      taskset -c 0 "$ferry" gateway --concurrency 1 --config "$dir" --admin 127.0.0.1:19001 \
+        --bind-address 127.0.0.1 --access-log off --log warn "${extra[@]}" >/dev/null 2>"$work/$1.err" &
       local pid=$!
       until curl -fs http://127.0.0.1:19001/ready >/dev/null; do
         kill -0 "$pid" 2>/dev/null || { cat "$work/$1.err" >&2; return 1; }
@@ -165,20 +171,40 @@ start() { # target -> prints pid of the proxy process
 stop() { # target
   case "$1" in
     direct) ;;
-    ferry|ferry-1k) # the trailing space keeps "ferry" from matching "ferry-1k"
-      pkill -f "gateway .*--config $work/$1 " || true
-      while pgrep -f "gateway .*--config $work/$1 " >/dev/null; do sleep 0.1; done ;;
+    ferry|ferry-1k|ferry-pingora) # the trailing space keeps "ferry" from matching "ferry-1k"
+      local dir="$work/$1"; [ "$1" = ferry-pingora ] && dir="$work/ferry"
+      pkill -f "gateway .*--config $dir " || true
+      while pgrep -f "gateway .*--config $dir " >/dev/null; do sleep 0.1; done ;;
     nginx) kill "$(cat "$work/nginx.pid")" 2>/dev/null || true ;;
     haproxy) pkill -f "haproxy -f $work/haproxy.cfg" || true ;;
   esac
   sleep 0.3
 }
-cpu_ticks() { [ "$1" = 0 ] && echo 0 || awk '{print $14 + $15}' "/proc/$1/stat"; }
+cpu_ticks() { [ "$1" = 0 ] && echo "0 0" || awk '{print $14, $15}' "/proc/$1/stat"; } # user system
+per_10k() { # ticks requests/s -> CPU seconds per 10k requests
+  awk -v t="$1" -v r="$2" -v s="$seconds" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN {printf "%.3f", (r > 0) ? t / hz / (r * s) * 10000 : 0}'
+}
+idle_conn_kib() { # pid port: RSS growth per idle keep-alive connection after one request each
+  local before after
+  before="$(rss_kib "$1" VmRSS)"
+  coproc IDLE { python3 "$root/bench/idle_clients.py" "$2" "$idle_clients" 120; }
+  read -r _ <&"${IDLE[0]}"
+  after="$(rss_kib "$1" VmRSS)"
+  exec {IDLE[1]}>&-
+  wait "$IDLE_PID" 2>/dev/null || true
+  awk -v a="$after" -v b="$before" -v n="$idle_clients" 'BEGIN {printf "%.2f", (a - b) / n}'
+}
+fallback_share() { # share of ferry's requests served by Pingora's path (admin metrics)
+  curl -s http://127.0.0.1:19001/metrics | awk '
+    /^ferry_http1_fallback_total/ {f += $NF} /^ferry_requests_total/ {r += $NF}
+    END {printf "%.4f", (r > 0) ? f / r : 0}'
+}
 rss_kib() { [ "$1" = 0 ] && echo 0 || awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
 wrk_rps() { taskset -c 1 wrk -t1 -c"$2" -d"${seconds}s" "${@:3}" "$1" | awk '/Requests\/sec/ {print $2}'; }
 
 # --- measurements ---------------------------------------------------------------------
-targets=(direct ferry nginx haproxy ferry-1k)
+targets=(direct ferry ferry-pingora nginx haproxy ferry-1k)
 declare -A results
 record() { results["$1|$2"]+="$3 "; }
 
@@ -190,18 +216,21 @@ for round in $(seq "$rounds"); do
     url="http://127.0.0.1:${port[$t]}/"
     record "$t" idle_rss_kib "$(rss_kib "$pid" VmRSS)"
     taskset -c 1 wrk -t1 -c64 -d2s "$url" >/dev/null # warm-up
-    before="$(cpu_ticks "$pid")"
+    read -r user_before sys_before <<<"$(cpu_ticks "$pid")"
     rps="$(wrk_rps "$url" 64)"
-    after="$(cpu_ticks "$pid")"
+    read -r user_after sys_after <<<"$(cpu_ticks "$pid")"
     record "$t" keepalive_rps "$rps"
-    record "$t" cpu_s_per_10k "$(awk -v t=$((after - before)) -v r="$rps" -v s="$seconds" -v hz="$(getconf CLK_TCK)" \
-      'BEGIN {printf "%.3f", (r > 0) ? t / hz / (r * s) * 10000 : 0}')"
+    record "$t" cpu_user_s_per_10k "$(per_10k $((user_after - user_before)) "$rps")"
+    record "$t" cpu_sys_s_per_10k "$(per_10k $((sys_after - sys_before)) "$rps")"
+    record "$t" cpu_s_per_10k "$(per_10k $((user_after - user_before + sys_after - sys_before)) "$rps")"
+    [ "$t" = ferry ] && record "$t" http1_fallback_share "$(fallback_share)"
     record "$t" new_conn_rps "$(wrk_rps "$url" 16 -H 'Connection: close')"
     big_url="${url}big"; [ "$t" = direct ] && big_url="http://127.0.0.1:$big/big"
     record "$t" big_16k_rps "$(wrk_rps "$big_url" 64)"
     record "$t" h2c_rps "$(taskset -c 1 h2load -c16 -m10 -D "$seconds" "http://127.0.0.1:${h2port[$t]}/" 2>/dev/null |
       awk '/^finished in/ {gsub(/,/, ""); print $4}')"
     record "$t" peak_rss_kib "$(rss_kib "$pid" VmHWM)"
+    [ "$t" != direct ] && record "$t" idle_conn_kib "$(idle_conn_kib "$pid" "${port[$t]}")"
     stop "$t"
     echo "round $round: $t done" >&2
   done
@@ -223,7 +252,7 @@ for round in $(seq "$rounds"); do
 done
 
 # --- report ---------------------------------------------------------------------------
-metrics=(keepalive_rps new_conn_rps big_16k_rps h2c_rps latency_p50_ms latency_p90_ms latency_p99_ms latency_max_ms cpu_s_per_10k idle_rss_kib peak_rss_kib)
+metrics=(keepalive_rps new_conn_rps big_16k_rps h2c_rps latency_p50_ms latency_p90_ms latency_p99_ms latency_max_ms cpu_s_per_10k cpu_user_s_per_10k cpu_sys_s_per_10k idle_rss_kib peak_rss_kib idle_conn_kib http1_fallback_share)
 {
   echo "# Proxy benchmark ($(date -u +%Y-%m-%d), $rounds rounds x ${seconds}s, medians)"
   echo
@@ -231,6 +260,9 @@ metrics=(keepalive_rps new_conn_rps big_16k_rps h2c_rps latency_p50_ms latency_p
   echo "Proxies pinned to CPU 0 with one worker; wrk/oha/h2load and the backend on CPU 1."
   echo "Latency: oha --qps $rate (open loop, half of ferry's keepalive peak), 32 connections."
   echo "ferry-1k: the same gateway with 1,000 routes in its snapshot (others: 10)."
+  echo "ferry-pingora: the ferry gateway with --http1-fallback (Pingora's generic HTTP/1 path)."
+  echo "idle_conn_kib: RSS growth per connection with $idle_clients keep-alive clients idle after one request each."
+  echo "http1_fallback_share: requests ferry handed to Pingora's path / all requests (admin metrics)."
   echo
   printf '| metric |'; printf ' %s |' "${targets[@]}"; echo
   printf '|---|'; printf -- '---|%.0s' "${targets[@]}"; echo
@@ -241,10 +273,10 @@ metrics=(keepalive_rps new_conn_rps big_16k_rps h2c_rps latency_p50_ms latency_p
   done
   echo
   d99="$(echo "${results[direct|latency_p99_ms]}" | median)"
-  for t in ferry nginx haproxy; do
+  for t in ferry ferry-pingora nginx haproxy; do
     echo "- $t added p99 latency vs direct: $(awk -v a="$(echo "${results[$t|latency_p99_ms]}" | median)" -v b="$d99" 'BEGIN {printf "%.3f", a - b}') ms"
   done
-  for t in nginx haproxy; do
+  for t in ferry-pingora nginx haproxy; do
     echo "- ferry / $t keepalive req/s: $(awk -v a="$(echo "${results[ferry|keepalive_rps]}" | median)" -v b="$(echo "${results[$t|keepalive_rps]}" | median)" 'BEGIN {printf "%.2f", a / b}')"
   done
 } | tee "$out/proxies.md"

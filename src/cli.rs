@@ -332,6 +332,10 @@ pub struct Http1Args {
     /// Most request headers accepted (431 beyond; at most 128).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=128))]
     pub max_request_headers: u16,
+    /// Requests served on one client connection before it is closed, as nginx's
+    /// keepalive_requests (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub max_requests_per_connection: u32,
     /// Serve every HTTP/1 request with Pingora's generic proxy path instead of Ferry's own
     /// (for comparisons; slower).
     #[arg(long, env = "FERRY_HTTP1_FALLBACK", value_parser = clap::builder::BoolishValueParser::new())]
@@ -347,6 +351,8 @@ impl Http1Args {
                 max_headers: usize::from(self.max_request_headers),
             },
             force_fallback: self.http1_fallback,
+            max_requests_per_connection: (self.max_requests_per_connection > 0)
+                .then_some(self.max_requests_per_connection),
         }
     }
 }

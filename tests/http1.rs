@@ -292,3 +292,32 @@ async fn limits_answer_414_and_431_and_fallbacks_are_counted() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_closes_after_its_request_limit() {
+    let upstream = RawUpstream::start().await;
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write("all.yaml", &config(port, upstream.address));
+    let gateway = Gateway::spawn(dir.path(), &["--max-requests-per-connection", "2"]);
+    gateway.wait_ready().await;
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut replies = Vec::new();
+    for _ in 0..2 {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let mut reply = vec![0u8; 4096];
+        let n = stream.read(&mut reply).await.unwrap();
+        replies.push(String::from_utf8_lossy(&reply[..n]).to_ascii_lowercase());
+    }
+    assert!(!replies[0].contains("connection: close"), "{}", replies[0]);
+    assert!(replies[1].contains("connection: close"), "{}", replies[1]);
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0))),
+        "the gateway closes after the second answer"
+    );
+}

@@ -113,7 +113,7 @@ impl Engine {
                     telemetry.clone(),
                     inbound_port,
                 );
-                let pingora = Arc::new(proxy_app(&conf, ferry));
+                let pingora = Arc::new(proxy_app(&conf, ferry, &http1));
                 Arc::new(Http1Proxy::new(
                     pingora,
                     store.clone(),
@@ -263,10 +263,15 @@ impl Engine {
 
 /// Pingora's HTTP proxy around `ferry`: HTTP/1.1 and, on cleartext listeners, HTTP/2 with
 /// prior knowledge (h2c).
-fn proxy_app(conf: &Arc<ServerConf>, ferry: FerryProxy) -> HttpProxy<FerryProxy> {
+fn proxy_app(
+    conf: &Arc<ServerConf>,
+    ferry: FerryProxy,
+    http1: &Http1Options,
+) -> HttpProxy<FerryProxy> {
     let mut proxy = http_proxy(conf, ferry);
     let mut options = HttpServerOptions::default();
     options.h2c = true;
+    options.keepalive_request_limit = http1.max_requests_per_connection;
     proxy.server_options = Some(options);
     proxy
 }

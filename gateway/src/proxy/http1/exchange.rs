@@ -138,7 +138,7 @@ impl Http1Proxy {
 
     /// Writes a reply of the proxy's own and reports it.
     async fn answer(&self, conn: &mut Conn, mut ctx: RequestCtx, reply: Reply) -> Next {
-        let close = !conn.head.keep_alive || conn.head.body != BodyFraming::None;
+        let close = !conn.head.keep_alive || conn.head.body != BodyFraming::None || conn.draining();
         let head_only = conn.head.method.of(&conn.buf) == b"HEAD";
         conn.out.clear();
         write::write_local_reply(
@@ -302,10 +302,11 @@ impl Http1Proxy {
         let in_buffer = (conn.buf.len() - conn.head.len) as u64;
         if length <= RETRY_BODY_LIMIT && in_buffer < length {
             let want = conn.head.len + length as usize;
-            if relay::read_at_least(&mut conn.io, &mut conn.buf, want)
-                .await
-                .is_err()
-            {
+            let read = relay::read_at_least(&mut conn.io, &mut conn.buf, want);
+            if !matches!(
+                tokio::time::timeout(super::KEEPALIVE_IDLE, read).await,
+                Ok(Ok(()))
+            ) {
                 return Err(client_gone());
             }
         }

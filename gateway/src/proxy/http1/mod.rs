@@ -52,6 +52,9 @@ pub struct Http1Options {
     pub limits: HeadLimits,
     /// Every request goes to the Pingora path (the differential tests compare the two).
     pub force_fallback: bool,
+    /// Requests served on one downstream connection before it is closed (nginx's
+    /// `keepalive_requests`); None: no limit.
+    pub max_requests_per_connection: Option<u32>,
 }
 
 /// One worker's HTTP/1 server: Ferry's loop first, Pingora's proxy for the rest.
@@ -81,6 +84,19 @@ pub(super) struct Conn {
     pub local: Option<SocketAddr>,
     pub entry: Entry,
     pub tls: bool,
+    /// Turns true when the process drains: the current response says `Connection: close`.
+    pub shutdown: watch::Receiver<bool>,
+    /// Requests served on this connection, the current one included.
+    pub served: u32,
+    pub max_requests: Option<u32>,
+}
+
+impl Conn {
+    /// The current response is the connection's last: the process drains, or the
+    /// connection's request limit is reached.
+    pub fn draining(&self) -> bool {
+        *self.shutdown.borrow() || self.max_requests.is_some_and(|max| self.served >= max)
+    }
 }
 
 /// What became of a request on the connection.
@@ -124,16 +140,19 @@ impl Http1Proxy {
             self.pingora.process_new(io, shutdown).await;
             return;
         }
-        let mut conn = self.connection(io);
+        let mut conn = self.connection(io, shutdown);
         loop {
             let next = match self.read_head(&mut conn, shutdown).await {
-                HeadRead::Ready => self.serve_request(&mut conn).await,
+                HeadRead::Ready => {
+                    conn.served += 1;
+                    self.serve_request(&mut conn).await
+                }
                 HeadRead::Closed => return,
                 HeadRead::Http2 => return self.serve_http2(conn, shutdown).await,
                 HeadRead::Refused(refusal) => return self.refuse(&mut conn, refusal).await,
             };
             match next {
-                Next::KeepAlive if !*shutdown.borrow() => continue,
+                Next::KeepAlive if !conn.draining() => continue,
                 Next::KeepAlive | Next::Close => return close(&mut conn.io).await,
                 Next::Fallback(reason) => {
                     self.metrics
@@ -160,7 +179,7 @@ impl Http1Proxy {
         }
     }
 
-    fn connection(&self, io: Stream) -> Conn {
+    fn connection(&self, io: Stream, shutdown: &watch::Receiver<bool>) -> Conn {
         let digest = io.get_socket_digest();
         let inet = |a: Option<&pingora_core::protocols::l4::socket::SocketAddr>| {
             a.and_then(|a| a.as_inet()).copied()
@@ -183,6 +202,9 @@ impl Http1Proxy {
             client,
             local,
             entry,
+            shutdown: shutdown.clone(),
+            served: 0,
+            max_requests: self.options.max_requests_per_connection,
         }
     }
 
@@ -257,7 +279,7 @@ impl Http1Proxy {
         session.set_pipelined_prefix(buf);
         let reused = self.pingora.process_new_http(session, shutdown).await?;
         let (io, _) = reused.consume();
-        let mut back = self.connection(io);
+        let mut back = self.connection(io, shutdown);
         back.entry = entry;
         Some(back)
     }

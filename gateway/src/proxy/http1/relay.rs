@@ -222,7 +222,8 @@ async fn relay_response(
     body: &Body,
     close_upstream: bool,
 ) -> Outcome {
-    let close_downstream = !conn.head.keep_alive || response.framing == Framing::UntilClose;
+    let close_downstream =
+        !conn.head.keep_alive || response.framing == Framing::UntilClose || conn.draining();
     response_edits(conn, ctx, &response);
     conn.out.clear();
     let upstream_bytes = &conn.upstream_buf[..response.len];
