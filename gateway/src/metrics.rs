@@ -8,6 +8,8 @@ use prometheus::{
 use crate::telemetry::istio::{IstioMetrics, ProxyIdentity};
 
 pub struct Metrics {
+    /// Unique per process: per-thread caches of series key on it.
+    pub id: u64,
     registry: Registry,
     pub istio: IstioMetrics,
     /// Requests by listener port, route, backend cluster and status code.
@@ -130,7 +132,9 @@ impl Metrics {
         ] {
             registry.register(collector).expect("unique metric names");
         }
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Metrics {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             registry,
             istio,
             requests,

@@ -77,7 +77,7 @@ pub fn decide(
 ) -> Decision {
     let (mut host, host_port) = host_of(req.authority);
     if let Some(ip) = dialled_ip.filter(|_| !snapshot.serves_host(port, &host)) {
-        host = ip.to_string();
+        host = ip.to_string().into();
     }
     let view = RequestView {
         port,
@@ -164,9 +164,14 @@ pub fn no_endpoints(cluster: &CompiledCluster) -> String {
 }
 
 /// Host (lower-case, port removed) and the port written after it, from an authority.
-pub fn host_of(authority: &str) -> (String, Option<u16>) {
+pub fn host_of(authority: &str) -> (std::borrow::Cow<'_, str>, Option<u16>) {
     let (host, port) = split_host_port(authority);
-    (host.to_ascii_lowercase(), port)
+    let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        host.to_ascii_lowercase().into()
+    } else {
+        host.into()
+    };
+    (host, port)
 }
 
 fn split_host_port(raw: &str) -> (&str, Option<u16>) {
@@ -211,7 +216,7 @@ pub fn mirror_for(
     Some(PendingMirror {
         targets,
         head: req.clone(),
-        host: host_of(authority_of(req)).0,
+        host: host_of(authority_of(req)).0.into_owned(),
     })
 }
 

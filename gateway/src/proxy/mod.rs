@@ -9,6 +9,7 @@ pub mod http1;
 pub mod mirror;
 mod observe;
 mod policy;
+mod request_series;
 mod respond;
 mod tries;
 

@@ -9,6 +9,7 @@ use pingora_proxy::Session;
 use std::time::{Duration, SystemTime};
 
 use super::context::RequestCtx;
+use super::request_series;
 use crate::header_lookup::{self, HeaderLookup};
 use crate::header_names::{GRPC_STATUS, X_FERRY_CAUSE, X_REQUEST_ID};
 use crate::metrics::Metrics;
@@ -89,19 +90,15 @@ pub fn report(
         metrics.active_requests.dec();
     }
     let duration = ctx.started.elapsed();
-    let listener = listener_label(ctx.listener_port);
-    let route = ctx.route.as_ref().map_or("none", |r| &r.route.name);
-    let backend = ctx.cluster.as_ref().map_or("none", |c| &c.cluster.name);
-    let status = http::StatusCode::from_u16(exchange.code).ok();
-    let code = status.as_ref().map_or("0", |s| s.as_str());
-    metrics
-        .requests
-        .with_label_values(&[listener.as_str(), route, backend, code])
-        .inc();
-    metrics
-        .request_duration
-        .with_label_values(&[listener.as_str()])
-        .observe(duration.as_secs_f64());
+    let series = request_series::series(
+        metrics,
+        ctx.listener_port,
+        ctx.route.as_ref(),
+        ctx.cluster.as_ref(),
+        exchange.code,
+    );
+    series.requests.inc();
+    series.duration.observe(duration.as_secs_f64());
     let flags = response_flags(exchange.cause, ctx.delay_injected, exchange.downstream_gone);
     if telemetry.istio_metrics {
         record_istio(metrics, ctx, exchange, &flags, duration);
@@ -110,10 +107,6 @@ pub fn report(
         log_access(log, ctx, exchange, &flags, duration);
     }
     end_span(ctx, exchange, &flags);
-}
-
-fn listener_label(port: u16) -> String {
-    port.to_string()
 }
 
 /// Records a request Pingora served.

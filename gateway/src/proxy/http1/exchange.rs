@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use super::fallback::Reason;
 use super::head::BodyFraming;
+use super::head::RequestHead;
 use super::relay::{self, Relayed, TryFailure};
-use super::write::{self, LocalReply};
+use super::write::{self, HeaderEdits, LocalReply};
 use super::{Conn, Http1Proxy, Next};
 use crate::header_lookup;
 use crate::proxy::admit;
@@ -125,7 +126,7 @@ impl Http1Proxy {
         ctx.request_id = Some(
             match header_lookup::first_text(facts.headers, "x-request-id") {
                 Some(id) if !id.is_empty() => id.to_string(),
-                _ => uuid::Uuid::new_v4().to_string(),
+                _ => new_request_id(),
             },
         );
         // Tracing is off here (it falls back): the caller's context only names the trace in
@@ -178,7 +179,13 @@ impl Http1Proxy {
     /// try): request line, end-to-end headers, route filters, forwarding headers.
     fn build_upstream_head(&self, conn: &mut Conn, ctx: &RequestCtx) {
         conn.edits.clear();
-        self.forwarding_headers(conn, ctx);
+        request_id_header(conn, ctx);
+        self.route_filters_and_path(conn, ctx);
+    }
+
+    /// Route filters (header modifiers, rewrites), then the forwarding headers over them as
+    /// Pingora's path orders them; writes the head.
+    fn route_filters_and_path(&self, conn: &mut Conn, ctx: &RequestCtx) {
         let bytes = &conn.buf[..conn.head.len];
         let (path, query) = conn.head.path_and_query(bytes);
         let mut new_path = None;
@@ -200,6 +207,7 @@ impl Http1Proxy {
                 }
             }
         }
+        forwarding_headers(&mut conn.edits, &conn.head, bytes, conn.client, conn.tls);
         let out = &mut conn.out;
         out.clear();
         out.extend_from_slice(conn.head.method.of(bytes));
@@ -221,33 +229,13 @@ impl Http1Proxy {
             }
         }
         out.extend_from_slice(b" HTTP/1.1\r\n");
-        write::write_headers(out, bytes, &conn.head.headers, &conn.edits);
-    }
-
-    /// X-Forwarded-For gets the client appended, X-Forwarded-Proto the scheme, and a request
-    /// without an id gets the one this proxy gave it (as Pingora's path does).
-    fn forwarding_headers(&self, conn: &mut Conn, ctx: &RequestCtx) {
-        let bytes = &conn.buf[..conn.head.len];
-        let lookup = conn.head.lookup(bytes);
-        if let Some(client) = conn.client {
-            let ip = ip_text(client.ip());
-            let value = match header_lookup::joined(&lookup, "x-forwarded-for") {
-                Some(existing) => format!("{existing}, {ip}"),
-                None => ip,
-            };
-            conn.edits.set("x-forwarded-for", &value);
-        }
-        conn.edits
-            .set("x-forwarded-proto", if conn.tls { "https" } else { "http" });
-        if let Some(authority) = conn.head.authority {
-            // RFC 9112 3.2.2: an absolute-form target's authority replaces Host.
-            conn.edits.set("host", authority.text(bytes));
-        }
-        if header_lookup::first_text(&lookup, "x-request-id").is_none_or(str::is_empty) {
-            if let Some(id) = &ctx.request_id {
-                conn.edits.set("x-request-id", id);
-            }
-        }
+        write::write_headers(
+            out,
+            bytes,
+            &conn.head.headers,
+            &conn.edits,
+            conn.head.connection_names_others,
+        );
     }
 
     /// Tries endpoints until one answers (or retries are spent), then relays the answer.
@@ -365,6 +353,50 @@ fn served(conn: &Conn, served: relay::Outcome) -> Served {
             next: served.next,
             consumed: conn.head.len + served.body_in_buffer,
         }
+    }
+}
+
+/// A random (v4) UUID as text, written without the `fmt` machinery.
+fn new_request_id() -> String {
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    uuid::Uuid::new_v4()
+        .hyphenated()
+        .encode_lower(&mut text)
+        .to_string()
+}
+
+/// A request without an id gets the one this proxy gave it, as Pingora's path adds it before
+/// the route's filters run.
+fn request_id_header(conn: &mut Conn, ctx: &RequestCtx) {
+    let lookup = conn.head.lookup(&conn.buf[..conn.head.len]);
+    if header_lookup::first_text(&lookup, "x-request-id").is_none_or(str::is_empty) {
+        if let Some(id) = &ctx.request_id {
+            conn.edits.set_own("x-request-id", id.clone());
+        }
+    }
+}
+
+/// X-Forwarded-For gets the client appended and X-Forwarded-Proto the scheme (over whatever a
+/// filter set, as on Pingora's path); an absolute-form target's authority replaces Host (RFC
+/// 9112 3.2.2).
+fn forwarding_headers(
+    edits: &mut HeaderEdits,
+    head: &RequestHead,
+    bytes: &[u8],
+    client: Option<std::net::SocketAddr>,
+    tls: bool,
+) {
+    if let Some(client) = client {
+        let ip = ip_text(client.ip());
+        let value = match header_lookup::joined(&head.lookup(bytes), "x-forwarded-for") {
+            Some(existing) => format!("{existing}, {ip}"),
+            None => ip,
+        };
+        edits.set_own("x-forwarded-for", value);
+    }
+    edits.set_own("x-forwarded-proto", if tls { "https" } else { "http" });
+    if let Some(authority) = head.authority {
+        edits.set_own("host", authority.text(bytes).to_string());
     }
 }
 

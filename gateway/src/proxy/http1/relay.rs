@@ -237,6 +237,7 @@ async fn relay_response(
         upstream_bytes,
         &response.headers,
         &conn.edits,
+        response.connection_lists_names,
     );
     if close_downstream {
         write::push_header(&mut conn.out, b"connection", b"close");

@@ -24,6 +24,8 @@ pub struct ResponseHead {
     pub has_length: bool,
     /// The upstream closes the connection after this response.
     pub close: bool,
+    /// A Connection header names other (hop-by-hop) headers.
+    pub connection_lists_names: bool,
     pub grpc_status: Option<u16>,
 }
 
@@ -33,9 +35,10 @@ pub struct Invalid(pub &'static str);
 
 /// `Ok(None)`: the head is not complete yet.
 pub fn parse_response(buf: &[u8], head_request: bool) -> Result<Option<ResponseHead>, Invalid> {
-    let mut slots = [httparse::EMPTY_HEADER; 128];
-    let mut response = httparse::Response::new(&mut slots);
-    let len = match response.parse(buf) {
+    let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
+    let mut response = httparse::Response::new(&mut []);
+    let config = httparse::ParserConfig::default();
+    let len = match config.parse_response_with_uninit_headers(&mut response, buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > 64 * 1024 => {
             return Err(Invalid("response head too large"))
@@ -52,6 +55,7 @@ pub fn parse_response(buf: &[u8], head_request: bool) -> Result<Option<ResponseH
         framing: Framing::UntilClose,
         has_length: false,
         close: response.version == Some(0),
+        connection_lists_names: false,
         grpc_status: None,
     };
     let mut length = None;
@@ -65,6 +69,16 @@ pub fn parse_response(buf: &[u8], head_request: bool) -> Result<Option<ResponseH
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             chunked = Some(ends_in_chunked(value));
         } else if name.eq_ignore_ascii_case(b"connection") {
+            head.connection_lists_names |=
+                value
+                    .split(|&b| b == b',')
+                    .map(<[u8]>::trim_ascii)
+                    .any(|t| {
+                        !t.is_empty()
+                            && ![&b"close"[..], b"keep-alive", b"upgrade"]
+                                .iter()
+                                .any(|known| t.eq_ignore_ascii_case(known))
+                    });
             if is_token_in_list(value, b"close") {
                 head.close = true;
             } else if is_token_in_list(value, b"keep-alive") && response.version == Some(0) {

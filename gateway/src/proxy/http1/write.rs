@@ -1,24 +1,36 @@
 //! Writing heads: the upstream request and the downstream response are the parsed head's
 //! bytes minus hop-by-hop and edited headers, plus the edits; local replies are written whole.
 
+use std::borrow::Cow;
+
 use super::head::is_hop_by_hop;
 use super::span::Span;
 use crate::proxy::respond::sanitize;
 use crate::rewrite::EditHeaders;
+
+/// A header name or value: the proxy's own are static text, a route's are copied.
+type Text = Cow<'static, str>;
 
 /// Header changes to a parsed head, applied while it is written out. Names are kept in lower
 /// case.
 #[derive(Default)]
 pub struct HeaderEdits {
     /// Names whose original headers are dropped.
-    removed: Vec<String>,
-    added: Vec<(String, String)>,
+    removed: Vec<Text>,
+    added: Vec<(Text, Text)>,
 }
 
 impl HeaderEdits {
     pub fn clear(&mut self) {
         self.removed.clear();
         self.added.clear();
+    }
+
+    /// `set` for the headers the proxy itself writes (no copy of the name).
+    pub fn set_own(&mut self, name: &'static str, value: impl Into<Text>) {
+        self.forget_added(name);
+        self.removed.push(Cow::Borrowed(name));
+        self.added.push((Cow::Borrowed(name), value.into()));
     }
 
     fn drops(&self, name: &[u8]) -> bool {
@@ -32,31 +44,45 @@ impl HeaderEdits {
     }
 }
 
+fn lower(name: &str) -> Text {
+    Cow::Owned(name.to_ascii_lowercase())
+}
+
 impl EditHeaders for HeaderEdits {
     fn set(&mut self, name: &str, value: &str) {
         self.remove(name);
         self.added
-            .push((name.to_ascii_lowercase(), value.to_string()));
+            .push((lower(name), Cow::Owned(value.to_string())));
     }
 
     fn add(&mut self, name: &str, value: &str) {
         self.added
-            .push((name.to_ascii_lowercase(), value.to_string()));
+            .push((lower(name), Cow::Owned(value.to_string())));
     }
 
     fn remove(&mut self, name: &str) {
         self.forget_added(name);
-        self.removed.push(name.to_ascii_lowercase());
+        self.removed.push(lower(name));
     }
 }
 
 /// Writes `headers` (spans of `buf`) that are end-to-end and not dropped by `edits`, then the
-/// edits' additions. The head's final empty line is left to the caller.
-pub fn write_headers(out: &mut Vec<u8>, buf: &[u8], headers: &[(Span, Span)], edits: &HeaderEdits) {
+/// edits' additions. `connection_lists_names`: a Connection header names other headers (they
+/// are hop-by-hop too and are looked for only then). The head's final empty line is left to
+/// the caller.
+pub fn write_headers(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    headers: &[(Span, Span)],
+    edits: &HeaderEdits,
+    connection_lists_names: bool,
+) {
     let connection_lists = || {
         headers
             .iter()
-            .filter(|(n, _)| n.of(buf).eq_ignore_ascii_case(b"connection"))
+            .filter(move |(n, _)| {
+                connection_lists_names && n.of(buf).eq_ignore_ascii_case(b"connection")
+            })
             .map(|(_, v)| v.of(buf))
     };
     for (name, value) in headers {
