@@ -12,6 +12,8 @@
 mod chunked;
 mod exchange;
 mod fallback;
+#[cfg(test)]
+mod fuzz;
 mod head;
 mod pool;
 mod relay;
