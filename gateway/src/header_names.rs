@@ -8,7 +8,9 @@ use http::HeaderName;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub static X_FERRY_CAUSE: HeaderName = HeaderName::from_static(crate::proxy::CAUSE_HEADER);
+/// Header naming why the proxy answered itself: a short cause code and the object at fault.
+pub const CAUSE_HEADER: &str = "x-ferry-cause";
+pub static X_FERRY_CAUSE: HeaderName = HeaderName::from_static(CAUSE_HEADER);
 pub static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");

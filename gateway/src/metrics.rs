@@ -112,9 +112,6 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
-        for reason in crate::proxy::http1::FallbackReason::ALL {
-            http1_fallbacks.with_label_values(&[reason.as_str()]);
-        }
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http1_fallbacks.clone()),

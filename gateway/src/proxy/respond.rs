@@ -5,8 +5,7 @@ use pingora_core::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
-/// Header naming why the proxy answered itself: a short cause code and the object at fault.
-pub const CAUSE_HEADER: &str = "x-ferry-cause";
+pub use crate::header_names::CAUSE_HEADER;
 
 pub struct LocalReply<'a> {
     pub status: u16,

@@ -6,11 +6,12 @@ use ferry_model::{Filter, UpstreamProtocol};
 use pingora_core::{Error, ErrorType};
 use std::time::Duration;
 
+use super::body;
 use super::fallback::Reason;
 use super::head::BodyFraming;
-use super::head::RequestHead;
 use super::relay::{self, Relayed, TryFailure};
-use super::write::{self, HeaderEdits, LocalReply};
+use super::upstream_head::new_request_id;
+use super::write::{self, LocalReply};
 use super::{Conn, Http1Proxy, Next};
 use crate::header_lookup;
 use crate::proxy::admit;
@@ -18,8 +19,7 @@ use crate::proxy::decide::{self, Decision, Forward, Reply};
 use crate::proxy::facts::RequestFacts;
 use crate::proxy::observe::{self, Exchange};
 use crate::proxy::tries::Failure;
-use crate::proxy::{failure_cause, failure_status, ip_text, RequestCtx};
-use crate::rewrite::{apply_header_mods, rewrite_path, EditHeaders};
+use crate::proxy::{failure_cause, failure_status, RequestCtx};
 use crate::telemetry::context as trace_context;
 use crate::telemetry::RequestSpan;
 use crate::upstream::outlier::Outcome;
@@ -153,7 +153,7 @@ impl Http1Proxy {
                 close,
             },
         );
-        let sent = relay::send_all(&mut conn.io, &conn.out).await;
+        let sent = body::send_all(&mut conn.io, &conn.out).await;
         let served = Served {
             code: reply.status,
             cause: Some(reply.cause),
@@ -173,69 +173,6 @@ impl Http1Proxy {
             consumed: conn.head.len,
         };
         self.finish(conn, &mut ctx, served)
-    }
-
-    /// The upstream request head, less its final line (`Connection: close` may join it per
-    /// try): request line, end-to-end headers, route filters, forwarding headers.
-    fn build_upstream_head(&self, conn: &mut Conn, ctx: &RequestCtx) {
-        conn.edits.clear();
-        request_id_header(conn, ctx);
-        self.route_filters_and_path(conn, ctx);
-    }
-
-    /// Route filters (header modifiers, rewrites), then the forwarding headers over them as
-    /// Pingora's path orders them; writes the head.
-    fn route_filters_and_path(&self, conn: &mut Conn, ctx: &RequestCtx) {
-        let bytes = &conn.buf[..conn.head.len];
-        let (path, query) = conn.head.path_and_query(bytes);
-        let mut new_path = None;
-        if let Some(route) = &ctx.route {
-            for filter in route.filters_for(ctx.backend) {
-                match filter {
-                    Filter::RequestHeaders(mods) => apply_header_mods(&mut conn.edits, mods),
-                    Filter::Rewrite(rewrite) => {
-                        if let Some(rewrite) = &rewrite.path {
-                            let current = new_path.as_deref().unwrap_or(path);
-                            new_path =
-                                Some(rewrite_path(rewrite, &route.route.matcher.path, current));
-                        }
-                        if let Some(host) = &rewrite.host {
-                            conn.edits.set("host", host);
-                        }
-                    }
-                    Filter::ResponseHeaders(_) | Filter::Mirror(_) => {}
-                }
-            }
-        }
-        forwarding_headers(&mut conn.edits, &conn.head, bytes, conn.client, conn.tls);
-        let out = &mut conn.out;
-        out.clear();
-        out.extend_from_slice(conn.head.method.of(bytes));
-        out.push(b' ');
-        match &new_path {
-            Some(path) => {
-                out.extend_from_slice(path.as_bytes());
-                if let Some(query) = query {
-                    out.push(b'?');
-                    out.extend_from_slice(query.as_bytes());
-                }
-            }
-            None => {
-                let target = conn.head.target.of(bytes);
-                if !target.starts_with(b"/") {
-                    out.push(b'/'); // absolute form without a path
-                }
-                out.extend_from_slice(target);
-            }
-        }
-        out.extend_from_slice(b" HTTP/1.1\r\n");
-        write::write_headers(
-            out,
-            bytes,
-            &conn.head.headers,
-            &conn.edits,
-            conn.head.connection_names_others,
-        );
     }
 
     /// Tries endpoints until one answers (or retries are spent), then relays the answer.
@@ -290,7 +227,7 @@ impl Http1Proxy {
         let in_buffer = (conn.buf.len() - conn.head.len) as u64;
         if length <= RETRY_BODY_LIMIT && in_buffer < length {
             let want = conn.head.len + length as usize;
-            let read = relay::read_at_least(&mut conn.io, &mut conn.buf, want);
+            let read = body::read_at_least(&mut conn.io, &mut conn.buf, want);
             if !matches!(
                 tokio::time::timeout(super::KEEPALIVE_IDLE, read).await,
                 Ok(Ok(()))
@@ -323,7 +260,7 @@ impl Http1Proxy {
                 close: true,
             },
         );
-        let sent = relay::send_all(&mut conn.io, &conn.out).await;
+        let sent = body::send_all(&mut conn.io, &conn.out).await;
         Served {
             code,
             cause: Some(reply.cause),
@@ -353,50 +290,6 @@ fn served(conn: &Conn, served: relay::Outcome) -> Served {
             next: served.next,
             consumed: conn.head.len + served.body_in_buffer,
         }
-    }
-}
-
-/// A random (v4) UUID as text, written without the `fmt` machinery.
-fn new_request_id() -> String {
-    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    uuid::Uuid::new_v4()
-        .hyphenated()
-        .encode_lower(&mut text)
-        .to_string()
-}
-
-/// A request without an id gets the one this proxy gave it, as Pingora's path adds it before
-/// the route's filters run.
-fn request_id_header(conn: &mut Conn, ctx: &RequestCtx) {
-    let lookup = conn.head.lookup(&conn.buf[..conn.head.len]);
-    if header_lookup::first_text(&lookup, "x-request-id").is_none_or(str::is_empty) {
-        if let Some(id) = &ctx.request_id {
-            conn.edits.set_own("x-request-id", id.clone());
-        }
-    }
-}
-
-/// X-Forwarded-For gets the client appended and X-Forwarded-Proto the scheme (over whatever a
-/// filter set, as on Pingora's path); an absolute-form target's authority replaces Host (RFC
-/// 9112 3.2.2).
-fn forwarding_headers(
-    edits: &mut HeaderEdits,
-    head: &RequestHead,
-    bytes: &[u8],
-    client: Option<std::net::SocketAddr>,
-    tls: bool,
-) {
-    if let Some(client) = client {
-        let ip = ip_text(client.ip());
-        let value = match header_lookup::joined(&head.lookup(bytes), "x-forwarded-for") {
-            Some(existing) => format!("{existing}, {ip}"),
-            None => ip,
-        };
-        edits.set_own("x-forwarded-for", value);
-    }
-    edits.set_own("x-forwarded-proto", if tls { "https" } else { "http" });
-    if let Some(authority) = head.authority {
-        edits.set_own("host", authority.text(bytes).to_string());
     }
 }
 

@@ -9,6 +9,7 @@
 //! the bytes already read (`fallback::Reason` lists why, counted in
 //! `ferry_http1_fallback_total`); the connection comes back here afterwards.
 
+mod body;
 mod chunked;
 mod exchange;
 mod fallback;
@@ -19,6 +20,7 @@ mod pool;
 mod relay;
 mod response;
 mod span;
+mod upstream_head;
 mod write;
 
 use bytes::BytesMut;
@@ -120,6 +122,12 @@ impl Http1Proxy {
         inbound_port: Option<u16>,
         options: Http1Options,
     ) -> Self {
+        // Every reason shows in the metrics from the start, at zero.
+        for reason in FallbackReason::ALL {
+            metrics
+                .http1_fallbacks
+                .with_label_values(&[reason.as_str()]);
+        }
         Http1Proxy {
             store,
             metrics,

@@ -31,8 +31,11 @@ struct Idle {
     connections: Vec<Upstream>,
 }
 
+/// foldhash: the default SipHash cost ~600 instructions a request for this one lookup.
+type Pool = HashMap<SocketAddr, Idle, foldhash::fast::RandomState>;
+
 thread_local! {
-    static POOL: RefCell<HashMap<SocketAddr, Idle>> = RefCell::new(HashMap::new());
+    static POOL: RefCell<Pool> = RefCell::new(Pool::default());
 }
 
 /// An idle connection to `address` that the peer has not closed, if any. Connections idle

@@ -2,20 +2,18 @@
 //! read the response head, then copy the response through by its framing without parsing the
 //! body.
 
-use bytes::{Buf, BytesMut};
+use bytes::Buf;
 use ferry_model::Filter;
-use pingora_core::protocols::Stream;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorType};
-use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::body::{copy_body, copy_exact, read_some, write_all_vectored, ReadError};
 use super::exchange::try_timeout;
 use super::pool::{self, Upstream};
 use super::response::{parse_response, Framing, ResponseHead};
-use super::{chunked::ChunkedScanner, write, Conn, Http1Proxy, Next};
+use super::{write, Conn, Http1Proxy, Next};
 use crate::proxy::tries::Failure;
 use crate::proxy::{admit, policy, RequestCtx};
 use crate::rewrite::{apply_header_mods, EditHeaders};
@@ -23,8 +21,6 @@ use crate::upstream::outlier::Outcome as EndpointOutcome;
 
 /// Istio's default connectTimeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Read size while copying bodies.
-const COPY_CHUNK: usize = 16 * 1024;
 
 /// The request body: the part already in the read buffer (after the head) and what is still
 /// to come from the client.
@@ -285,177 +281,4 @@ fn response_edits(conn: &mut Conn, ctx: &mut RequestCtx, response: &ResponseHead
     if let Some(cookie) = ctx.set_cookie.take() {
         conn.edits.add("set-cookie", &cookie);
     }
-}
-
-struct Copied {
-    bytes: u64,
-    /// The body ended where its framing says.
-    complete: bool,
-    /// The upstream sent bytes after the body: its connection is not reused.
-    extra: bool,
-    downstream_failed: bool,
-}
-
-/// Copies the body after the response head (already in `conn.out`) to the client.
-async fn copy_body(
-    conn: &mut Conn,
-    upstream: &mut Upstream,
-    framing: &Framing,
-    timeout: Option<Duration>,
-) -> Copied {
-    let mut copied = Copied {
-        bytes: 0,
-        complete: false,
-        extra: false,
-        downstream_failed: false,
-    };
-    let mut body = BodyTracker::new(framing);
-    let mut first = true;
-    // Broken framing ends the loop: both sides are closed.
-    while let Ok((take, done, extra)) = body.follow(&conn.upstream_buf) {
-        let head: &[u8] = if first { &conn.out } else { &[] };
-        first = false;
-        let chunk = &conn.upstream_buf[..take];
-        if write_all_vectored(&mut conn.io, &[head, chunk])
-            .await
-            .is_err()
-        {
-            copied.downstream_failed = true;
-            return copied;
-        }
-        copied.bytes += take as u64;
-        conn.upstream_buf.advance(take);
-        if done {
-            copied.complete = true;
-            copied.extra = extra || !conn.upstream_buf.is_empty();
-            return copied;
-        }
-        conn.upstream_buf.clear();
-        match read_some(&mut upstream.io, &mut conn.upstream_buf, timeout).await {
-            Ok(0) if body.ends_at_close() => {
-                copied.complete = true;
-                return copied;
-            }
-            Ok(n) if n > 0 => {}
-            _ => return copied, // upstream failed mid-body: the client sees the close
-        }
-    }
-    copied
-}
-
-/// Where the body ends, by framing.
-enum BodyTracker {
-    Empty,
-    Length(u64),
-    Chunked(ChunkedScanner),
-    UntilClose,
-}
-
-impl BodyTracker {
-    fn new(framing: &Framing) -> Self {
-        match framing {
-            Framing::None => BodyTracker::Empty,
-            Framing::Length(n) => BodyTracker::Length(*n),
-            Framing::Chunked => BodyTracker::Chunked(ChunkedScanner::default()),
-            Framing::UntilClose => BodyTracker::UntilClose,
-        }
-    }
-
-    /// Of `bytes`: how many belong to the body, whether the body is complete, whether bytes
-    /// follow it.
-    fn follow(&mut self, bytes: &[u8]) -> Result<(usize, bool, bool), ()> {
-        match self {
-            BodyTracker::Empty => Ok((0, true, !bytes.is_empty())),
-            BodyTracker::Length(left) => {
-                let take = (bytes.len() as u64).min(*left) as usize;
-                *left -= take as u64;
-                Ok((take, *left == 0, *left == 0 && take < bytes.len()))
-            }
-            BodyTracker::Chunked(scanner) => {
-                let take = scanner.scan(bytes).map_err(|_| ())?;
-                Ok((take, scanner.is_done(), take < bytes.len()))
-            }
-            BodyTracker::UntilClose => Ok((bytes.len(), false, false)),
-        }
-    }
-
-    fn ends_at_close(&self) -> bool {
-        matches!(self, BodyTracker::UntilClose)
-    }
-}
-
-enum ReadError {
-    Io,
-    Timeout,
-}
-
-async fn read_some(
-    io: &mut Stream,
-    buf: &mut BytesMut,
-    timeout: Option<Duration>,
-) -> Result<usize, ReadError> {
-    buf.reserve(COPY_CHUNK);
-    let read = io.read_buf(buf);
-    let result = match timeout {
-        Some(limit) => tokio::time::timeout(limit, read)
-            .await
-            .map_err(|_| ReadError::Timeout)?,
-        None => read.await,
-    };
-    result.map_err(|_| ReadError::Io)
-}
-
-/// Copies exactly `length` bytes from `from` to `to` (a request body too large to hold).
-async fn copy_exact(from: &mut Stream, to: &mut Stream, mut length: u64) -> io::Result<()> {
-    let mut chunk = vec![0u8; COPY_CHUNK.min(length as usize)];
-    while length > 0 {
-        let want = chunk.len().min(length as usize);
-        let n = from.read(&mut chunk[..want]).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        to.write_all(&chunk[..n]).await?;
-        length -= n as u64;
-    }
-    to.flush().await
-}
-
-/// Reads into `buf` until it holds `want` bytes.
-pub async fn read_at_least(io: &mut Stream, buf: &mut BytesMut, want: usize) -> io::Result<()> {
-    while buf.len() < want {
-        buf.reserve(want - buf.len());
-        if io.read_buf(buf).await? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-    }
-    Ok(())
-}
-
-pub async fn send_all(io: &mut Stream, bytes: &[u8]) -> io::Result<()> {
-    io.write_all(bytes).await?;
-    io.flush().await
-}
-
-/// Writes every part with as few `writev` calls as the socket allows, then flushes.
-async fn write_all_vectored(io: &mut Stream, parts: &[&[u8]]) -> io::Result<()> {
-    let mut parts: smallvec::SmallVec<[&[u8]; 4]> =
-        parts.iter().copied().filter(|p| !p.is_empty()).collect();
-    while !parts.is_empty() {
-        let slices: smallvec::SmallVec<[IoSlice<'_>; 4]> =
-            parts.iter().map(|p| IoSlice::new(p)).collect();
-        let mut written = io.write_vectored(&slices).await?;
-        if written == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        while written > 0 {
-            if written >= parts[0].len() {
-                written -= parts[0].len();
-                parts.remove(0);
-            } else {
-                parts[0] = &parts[0][written..];
-                written = 0;
-            }
-        }
-    }
-    io.flush().await
 }
