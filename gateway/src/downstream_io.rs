@@ -3,7 +3,8 @@
 //!
 //! Pingora's HTTP/1 server writes a response header and its body in separate calls and flushes
 //! when the response is complete; its own listeners put a write buffer (one MSS) under that so
-//! a small response leaves in one segment. Ferry binds ports itself (they follow the snapshot)
+//! a small response leaves in one segment. This one is allocated only while a write waits for
+//! its flush, so idle connections hold none. Ferry binds ports itself (they follow the snapshot)
 //! and Pingora keeps its buffer setter crate-private, so without this wrapper every response
 //! costs two `send` syscalls — on loopback each one also runs the receiver's TCP stack. Over
 //! TLS the buffer also keeps header and body in one record. The wrapper adds the buffer and
@@ -21,9 +22,10 @@ use std::fmt::Debug;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::ready;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_rustls::server::TlsStream;
 
 /// One TCP segment's worth, as Pingora's own listeners use: a typical response header plus a
@@ -138,16 +140,50 @@ impl AsyncWrite for TlsTransport {
     }
 }
 
+/// The transport and its write buffer. The buffer is allocated when a small write arrives
+/// and released once flushed, so an idle keep-alive connection holds none (tokio's
+/// `BufWriter` kept 1,460 bytes per connection for its whole life).
 #[derive(Debug)]
-pub struct DownstreamIo<T: Transport = L4Stream>(BufWriter<T>);
+pub struct DownstreamIo<T: Transport = L4Stream> {
+    transport: T,
+    pending: Vec<u8>,
+    /// Bytes of `pending` already written.
+    sent: usize,
+}
 
 impl<T: Transport> DownstreamIo<T> {
     pub fn new(transport: T) -> Self {
-        DownstreamIo(BufWriter::with_capacity(WRITE_BUFFER, transport))
+        DownstreamIo {
+            transport,
+            pending: Vec::new(),
+            sent: 0,
+        }
     }
 
     fn inner(&self) -> &L4Stream {
-        self.0.get_ref().tcp()
+        self.transport.tcp()
+    }
+
+    /// Writes out what is buffered, then lets the buffer go.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.pending.len() {
+            let written =
+                ready!(Pin::new(&mut self.transport).poll_write(cx, &self.pending[self.sent..]))?;
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += written;
+        }
+        self.pending = Vec::new();
+        self.sent = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    fn buffer(&mut self, bytes: &[u8]) {
+        if self.pending.capacity() == 0 {
+            self.pending.reserve_exact(WRITE_BUFFER);
+        }
+        self.pending.extend_from_slice(bytes);
     }
 }
 
@@ -162,7 +198,7 @@ pub fn unread(
         .into_any()
         .downcast::<DownstreamIo<L4Stream>>()
         .ok()?;
-    io.0.get_mut().tcp_mut().rewind(bytes);
+    io.transport.tcp_mut().rewind(bytes);
     Some(io)
 }
 
@@ -172,46 +208,72 @@ impl<T: Transport> AsyncRead for DownstreamIo<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        Pin::new(&mut self.transport).poll_read(cx, buf)
     }
 }
 
 impl<T: Transport> AsyncWrite for DownstreamIo<T> {
+    /// Small writes wait in the buffer for the flush (Pingora writes a response header and
+    /// its body separately); a write of a segment or more goes straight out.
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        let this = self.get_mut();
+        if this.pending.len() + buf.len() > WRITE_BUFFER {
+            ready!(this.poll_drain(cx))?;
+        }
+        if buf.len() >= WRITE_BUFFER {
+            return Pin::new(&mut this.transport).poll_write(cx, buf);
+        }
+        this.buffer(buf);
+        Poll::Ready(Ok(buf.len()))
     }
 
+    /// Ferry's HTTP/1 loop hands a whole response head and body at once: on cleartext they
+    /// go out in one `writev` without a copy. Over TLS they are buffered into one record.
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if T::PEEKABLE || total >= WRITE_BUFFER {
+            ready!(this.poll_drain(cx))?;
+            return Pin::new(&mut this.transport).poll_write_vectored(cx, bufs);
+        }
+        if this.pending.len() + total > WRITE_BUFFER {
+            ready!(this.poll_drain(cx))?;
+        }
+        bufs.iter().for_each(|b| this.buffer(b));
+        Poll::Ready(Ok(total))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        true
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.transport).poll_flush(cx)
     }
 
-    /// Flushes the buffer first (tokio's `BufWriter` does), so a `Connection: close` reply is
-    /// sent whole before the FIN.
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+    /// Sends what is buffered first, so a `Connection: close` reply is sent whole before the
+    /// FIN.
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.transport).poll_shutdown(cx)
     }
 }
 
 #[async_trait]
 impl<T: Transport> Shutdown for DownstreamIo<T> {
     async fn shutdown(&mut self) {
-        if let Err(e) = AsyncWriteExt::shutdown(&mut self.0).await {
+        if let Err(e) = AsyncWriteExt::shutdown(self).await {
             tracing::debug!("downstream shutdown: {e}");
         }
     }
@@ -225,11 +287,11 @@ impl<T: Transport> UniqueID for DownstreamIo<T> {
 
 impl<T: Transport> Ssl for DownstreamIo<T> {
     fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
-        self.0.get_ref().ssl_digest()
+        self.transport.ssl_digest()
     }
 
     fn selected_alpn_proto(&self) -> Option<ALPN> {
-        self.0.get_ref().alpn()
+        self.transport.alpn()
     }
 }
 
@@ -253,7 +315,7 @@ impl<T: Transport> GetProxyDigest for DownstreamIo<T> {
     }
 
     fn set_proxy_digest(&mut self, digest: ProxyDigest) {
-        self.0.get_mut().tcp_mut().set_proxy_digest(digest)
+        self.transport.tcp_mut().set_proxy_digest(digest)
     }
 }
 
@@ -263,7 +325,7 @@ impl<T: Transport> GetSocketDigest for DownstreamIo<T> {
     }
 
     fn set_socket_digest(&mut self, digest: SocketDigest) {
-        self.0.get_mut().tcp_mut().set_socket_digest(digest)
+        self.transport.tcp_mut().set_socket_digest(digest)
     }
 }
 
@@ -273,7 +335,7 @@ impl<T: Transport> Peek for DownstreamIo<T> {
         if !T::PEEKABLE {
             return Ok(false);
         }
-        self.0.get_mut().tcp_mut().try_peek(buf).await
+        self.transport.tcp_mut().try_peek(buf).await
     }
 }
 
@@ -312,6 +374,33 @@ mod tests {
         let mut got = vec![0u8; big.len()];
         client.read_exact(&mut got).await.unwrap();
         assert_eq!(got, big);
+    }
+
+    #[tokio::test]
+    async fn the_buffer_is_released_after_a_flush_and_vectored_writes_go_straight_out() {
+        let (mut io, mut client) = pair().await;
+        io.write_all(b"head").await.unwrap();
+        assert!(io.pending.capacity() > 0);
+        io.flush().await.unwrap();
+        assert_eq!(
+            io.pending.capacity(),
+            0,
+            "an idle connection holds no write buffer"
+        );
+        let parts = [
+            io::IoSlice::new(b"HTTP/1.1 200 OK\r\n\r\n"),
+            io::IoSlice::new(b"ok"),
+        ];
+        let n = io.write_vectored(&parts).await.unwrap();
+        assert_eq!(n, 21);
+        assert_eq!(
+            io.pending.capacity(),
+            0,
+            "cleartext vectored writes are not copied"
+        );
+        let mut got = [0u8; 25];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"headHTTP/1.1 200 OK\r\n\r\nok");
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@
 //! `ferry_http1_fallback_total`); the connection comes back here afterwards.
 
 mod body;
+mod buffers;
 mod chunked;
 mod exchange;
 mod fallback;
@@ -155,7 +156,10 @@ impl Http1Proxy {
             let next = match self.read_head(&mut conn, shutdown).await {
                 HeadRead::Ready => {
                     conn.served += 1;
-                    self.serve_request(&mut conn).await
+                    buffers::lend(&mut conn);
+                    let next = self.serve_request(&mut conn).await;
+                    buffers::give_back(&mut conn);
+                    next
                 }
                 HeadRead::Closed => return,
                 HeadRead::Http2 => return self.serve_http2(conn, shutdown).await,
@@ -204,9 +208,9 @@ impl Http1Proxy {
         Conn {
             tls: io.get_ssl_digest().is_some(),
             io,
-            buf: BytesMut::with_capacity(4096),
+            buf: BytesMut::with_capacity(buffers::READ_BUFFER),
             head: RequestHead::default(),
-            out: Vec::with_capacity(1024),
+            out: Vec::new(),
             edits: HeaderEdits::default(),
             upstream_buf: BytesMut::new(),
             client,
@@ -305,7 +309,7 @@ enum HeadRead {
 
 /// Reads what the client sent next; false when it closed or stayed idle too long.
 async fn read_more(conn: &mut Conn) -> bool {
-    conn.buf.reserve(4096);
+    conn.buf.reserve(buffers::READ_BUFFER);
     let read = tokio::time::timeout(KEEPALIVE_IDLE, conn.io.read_buf(&mut conn.buf));
     matches!(read.await, Ok(Ok(n)) if n > 0)
 }
