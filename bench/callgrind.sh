@@ -166,7 +166,7 @@ for t in ferry ferry-pingora nginx haproxy; do
   load "$requests" "$url"
   kill -INT "$tracer"; wait "$tracer" 2>/dev/null || true
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  syscalls[$t]="$(awk -v n="$requests" '$NF == "total" {printf "%.2f", $(NF-2) / n}' "$work/$t.strace")"
+  syscalls[$t]="$(awk -v n="$requests" '$NF == "total" {printf "%.2f", $4 / n}' "$work/$t.strace")"
   echo "$t: ${instructions[$t]} instructions, ${allocs[$t]} allocator calls, ${syscalls[$t]} syscalls per request" >&2
 done
 
