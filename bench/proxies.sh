@@ -32,7 +32,7 @@ small=19100 big=19101
 declare -A port=([direct]=$small [ferry]=19180 [ferry-pingora]=19180 [nginx]=19181 [haproxy]=19182 [ferry-1k]=19183)
 declare -A h2port=([direct]=$small [ferry]=19180 [ferry-pingora]=19180 [nginx]=19191 [haproxy]=19192 [ferry-1k]=19183)
 idle_clients=5000
-ulimit -n 65536 # the idle-connection test holds 5,000 client connections per proxy
+ulimit -n "$(ulimit -Hn)" # the idle-connection test holds 5,000 client connections per proxy
 
 taskset -c 1 "$ferry" echo --listen "127.0.0.1:$small" --fixed-body 64 >/dev/null 2>&1 & pids+=($!)
 taskset -c 1 "$ferry" echo --listen "127.0.0.1:$big" --fixed-body 16384 >/dev/null 2>&1 & pids+=($!)
@@ -117,7 +117,7 @@ CONF
 cat >"$work/haproxy.cfg" <<CONF
 global
   nbthread 1
-  maxconn 16384
+  maxconn 8192
 defaults
   mode http
   timeout connect 5s
@@ -236,9 +236,9 @@ for round in $(seq "$rounds"); do
   done
 done
 
-# Latency at a fixed rate: half of ferry's median keepalive peak, the same rate for all.
+# Latency at a fixed rate: half of nginx's median keepalive peak, the same rate for all.
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {if (NR == 0) print "n/a"; else print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-rate="$(echo "${results[ferry|keepalive_rps]}" | median | awk '{printf "%d", $1 / 2}')"
+rate="$(echo "${results[nginx|keepalive_rps]}" | median | awk '{printf "%d", $1 / 2}')"
 for round in $(seq "$rounds"); do
   for t in "${targets[@]}"; do
     pid="$(start "$t")"
@@ -258,7 +258,7 @@ metrics=(keepalive_rps new_conn_rps big_16k_rps h2c_rps latency_p50_ms latency_p
   echo
   echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB."
   echo "Proxies pinned to CPU 0 with one worker; wrk/oha/h2load and the backend on CPU 1."
-  echo "Latency: oha --qps $rate (open loop, half of ferry's keepalive peak), 32 connections."
+  echo "Latency: oha --qps $rate (open loop, half of nginx's keepalive peak), 32 connections."
   echo "ferry-1k: the same gateway with 1,000 routes in its snapshot (others: 10)."
   echo "ferry-pingora: the ferry gateway with --http1-fallback (Pingora's generic HTTP/1 path)."
   echo "idle_conn_kib: RSS growth per connection with $idle_clients keep-alive clients idle after one request each."

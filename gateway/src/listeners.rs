@@ -185,11 +185,23 @@ pub(crate) async fn serve_connection(
     app: &Http1Proxy,
     shutdown: &watch::Receiver<bool>,
 ) {
-    let Some(tls) = tls else {
-        app.serve(Box::new(DownstreamIo::new(stream)), shutdown)
-            .await;
-        return;
-    };
+    match tls {
+        None => {
+            app.serve(Box::new(DownstreamIo::new(stream)), shutdown)
+                .await
+        }
+        // Boxed: an async fn keeps room for every branch's locals, and a cleartext
+        // connection's task should not carry a TLS session's.
+        Some(tls) => Box::pin(serve_tls(stream, tls, app, shutdown)).await,
+    }
+}
+
+async fn serve_tls(
+    stream: L4Stream,
+    tls: Arc<ServerConfig>,
+    app: &Http1Proxy,
+    shutdown: &watch::Receiver<bool>,
+) {
     let handshake = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
         Ok(Ok(session)) => {

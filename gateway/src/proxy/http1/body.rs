@@ -59,7 +59,14 @@ pub async fn copy_body(
             return copied;
         }
         conn.upstream_buf.clear();
-        match read_some(&mut upstream.io, &mut conn.upstream_buf, timeout).await {
+        match read_some(
+            &mut upstream.io,
+            &mut conn.upstream_buf,
+            COPY_CHUNK,
+            timeout,
+        )
+        .await
+        {
             Ok(0) if body.ends_at_close() => {
                 copied.complete = true;
                 return copied;
@@ -117,12 +124,14 @@ pub enum ReadError {
     Timeout,
 }
 
+/// Reads what the peer sent into `buf`, with room for at least `room` more bytes.
 pub async fn read_some(
     io: &mut Stream,
     buf: &mut BytesMut,
+    room: usize,
     timeout: Option<Duration>,
 ) -> Result<usize, ReadError> {
-    buf.reserve(COPY_CHUNK);
+    buf.reserve(room);
     let read = io.read_buf(buf);
     let result = match timeout {
         Some(limit) => tokio::time::timeout(limit, read)

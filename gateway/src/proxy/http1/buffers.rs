@@ -13,8 +13,9 @@ use super::Conn;
 pub const READ_BUFFER: usize = 1024;
 /// A grown read buffer larger than this is not kept while the connection idles.
 const MAX_IDLE_READ_BUFFER: usize = 4 * READ_BUFFER;
-/// Spare exchange buffers kept per worker.
-const MAX_SPARE: usize = 256;
+/// Spare exchange buffers kept per worker: enough for the exchanges a worker has in flight
+/// at once in steady load, not a burst's worth kept for ever.
+const MAX_SPARE: usize = 32;
 
 #[derive(Default)]
 struct Spare {

@@ -157,7 +157,10 @@ impl Http1Proxy {
                 HeadRead::Ready => {
                     conn.served += 1;
                     buffers::lend(&mut conn);
-                    let next = self.serve_request(&mut conn).await;
+                    // Boxed: a future is as large as its largest await point, and an idle
+                    // keep-alive connection should hold only the read wait below, not the
+                    // whole exchange's state (16 KiB per connection unboxed).
+                    let next = Box::pin(self.serve_request(&mut conn)).await;
                     buffers::give_back(&mut conn);
                     next
                 }
@@ -173,7 +176,7 @@ impl Http1Proxy {
                         .http1_fallbacks
                         .with_label_values(&[reason.as_str()])
                         .inc();
-                    match self.hand_over(conn, shutdown).await {
+                    match Box::pin(self.hand_over(conn, shutdown)).await {
                         Some(back) => conn = back,
                         None => return,
                     }

@@ -19,6 +19,8 @@ use crate::proxy::{admit, policy, RequestCtx};
 use crate::rewrite::{apply_header_mods, EditHeaders};
 use crate::upstream::outlier::Outcome as EndpointOutcome;
 
+/// Room read into for a response head (a large head grows the buffer; bodies read more).
+const HEAD_READ: usize = 4 * 1024;
 /// Istio's default connectTimeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -187,7 +189,7 @@ async fn exchange_head(
             }
         }
         let nothing_yet = conn.upstream_buf.is_empty();
-        match read_some(&mut upstream.io, &mut conn.upstream_buf, timeout).await {
+        match read_some(&mut upstream.io, &mut conn.upstream_buf, HEAD_READ, timeout).await {
             Ok(0) | Err(ReadError::Io) if nothing_yet => return Err(Stale),
             Ok(0) | Err(ReadError::Io) => {
                 return Err(Failed(fail(
