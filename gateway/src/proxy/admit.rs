@@ -143,7 +143,8 @@ pub fn finish_try(ctx: &mut RequestCtx, outcome: Option<Outcome>) {
     }
 }
 
-fn outcome_of(failure: Failure) -> Outcome {
+/// What a failed try tells outlier detection.
+pub fn outcome_of(failure: Failure) -> Outcome {
     match failure {
         Failure::Status(code) => Outcome::Status(code),
         Failure::Timeout => Outcome::Status(504),

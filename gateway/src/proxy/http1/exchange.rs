@@ -22,7 +22,6 @@ use crate::proxy::tries::Failure;
 use crate::proxy::{failure_cause, failure_status, RequestCtx};
 use crate::telemetry::context as trace_context;
 use crate::telemetry::RequestSpan;
-use crate::upstream::outlier::Outcome;
 
 /// Request bodies up to this size are read whole before the first try, so a retry can send
 /// them again (Pingora's retry buffer holds as much).
@@ -75,7 +74,7 @@ impl Http1Proxy {
             return Next::Fallback(reason);
         }
         let mut ctx = self.request_ctx(conn, &facts);
-        ctx.snapshot = Some(snapshot.clone());
+        ctx.snapshot = Some(snapshot);
         ctx.route = Some(forward.route.clone());
         ctx.backend = Some(forward.backend);
         if let Some(reply) = admit::admit(&facts, &mut ctx, forward).await {
@@ -140,38 +139,7 @@ impl Http1Proxy {
     /// Writes a reply of the proxy's own and reports it.
     async fn answer(&self, conn: &mut Conn, mut ctx: RequestCtx, reply: Reply) -> Next {
         let close = !conn.head.keep_alive || conn.head.body != BodyFraming::None || conn.draining();
-        let head_only = conn.head.method.of(&conn.buf) == b"HEAD";
-        conn.out.clear();
-        write::write_local_reply(
-            &mut conn.out,
-            &LocalReply {
-                status: reply.status,
-                cause: &reply.cause,
-                body: &reply.body,
-                headers: &reply.headers,
-                head_only,
-                close,
-            },
-        );
-        let sent = body::send_all(&mut conn.io, &conn.out).await;
-        let served = Served {
-            code: reply.status,
-            cause: Some(reply.cause),
-            grpc_status: None,
-            bytes_received: 0,
-            bytes_sent: if head_only {
-                0
-            } else {
-                reply.body.len() as u64
-            },
-            downstream_gone: sent.is_err(),
-            next: if close || sent.is_err() {
-                Next::Close
-            } else {
-                Next::KeepAlive
-            },
-            consumed: conn.head.len,
-        };
+        let served = send_reply(conn, reply, close).await;
         self.finish(conn, &mut ctx, served)
     }
 
@@ -194,8 +162,7 @@ impl Http1Proxy {
                         self.count_connect_failure(ctx);
                     }
                     if !admit::retry_after(ctx, failure, body.truncated) {
-                        admit::finish_try(ctx, Some(outcome_of(failure)));
-                        ctx.tries.last_failure = Some(failure);
+                        admit::finish_try(ctx, Some(admit::outcome_of(failure)));
                         return self.failed(conn, ctx, &error).await;
                     }
                 }
@@ -243,53 +210,61 @@ impl Http1Proxy {
         })
     }
 
+    /// The reply for a request whose tries failed; the connection closes after it, as on
+    /// Pingora's path.
     async fn failed(&self, conn: &mut Conn, ctx: &mut RequestCtx, error: &Error) -> Served {
-        let code = failure_status(error);
-        let mut reply = Decision::reply(code, failure_cause(error, ctx));
-        reply.route = ctx.route.clone();
-        let head_only = conn.head.method.of(&conn.buf) == b"HEAD";
-        conn.out.clear();
-        write::write_local_reply(
-            &mut conn.out,
-            &LocalReply {
-                status: reply.status,
-                cause: &reply.cause,
-                body: &reply.body,
-                headers: &reply.headers,
-                head_only,
-                close: true,
-            },
-        );
-        let sent = body::send_all(&mut conn.io, &conn.out).await;
-        Served {
-            code,
-            cause: Some(reply.cause),
-            grpc_status: None,
-            bytes_received: 0,
-            bytes_sent: if head_only {
-                0
-            } else {
-                reply.body.len() as u64
-            },
-            downstream_gone: sent.is_err(),
-            next: Next::Close,
-            consumed: conn.head.len,
-        }
+        let reply = Decision::reply(failure_status(error), failure_cause(error, ctx));
+        send_reply(conn, reply, true).await
+    }
+}
+
+/// Writes a reply of the proxy's own (a HEAD request gets its head only).
+async fn send_reply(conn: &mut Conn, reply: Reply, close: bool) -> Served {
+    let head_only = conn.head.method.of(&conn.buf) == b"HEAD";
+    conn.out.clear();
+    write::write_local_reply(
+        &mut conn.out,
+        &LocalReply {
+            status: reply.status,
+            cause: &reply.cause,
+            body: &reply.body,
+            headers: &reply.headers,
+            head_only,
+            close,
+        },
+    );
+    let sent = body::send_all(&mut conn.io, &conn.out).await;
+    let downstream_gone = sent.is_err();
+    Served {
+        code: reply.status,
+        bytes_sent: if head_only {
+            0
+        } else {
+            reply.body.len() as u64
+        },
+        cause: Some(reply.cause),
+        grpc_status: None,
+        bytes_received: 0,
+        downstream_gone,
+        next: if close || downstream_gone {
+            Next::Close
+        } else {
+            Next::KeepAlive
+        },
+        consumed: conn.head.len,
     }
 }
 
 fn served(conn: &Conn, served: relay::Outcome) -> Served {
-    {
-        Served {
-            code: served.code,
-            cause: None,
-            grpc_status: served.grpc_status,
-            bytes_received: served.bytes_received,
-            bytes_sent: served.bytes_sent,
-            downstream_gone: served.downstream_gone,
-            next: served.next,
-            consumed: conn.head.len + served.body_in_buffer,
-        }
+    Served {
+        code: served.code,
+        cause: None,
+        grpc_status: served.grpc_status,
+        bytes_received: served.bytes_received,
+        bytes_sent: served.bytes_sent,
+        downstream_gone: served.downstream_gone,
+        next: served.next,
+        consumed: conn.head.len + served.body_in_buffer,
     }
 }
 
@@ -324,14 +299,6 @@ fn forward_fallback(forward: &Forward) -> Option<Reason> {
         .filters_for(Some(forward.backend))
         .any(|f| matches!(f, Filter::Mirror(_)));
     mirrors.then_some(Reason::Mirror)
-}
-
-fn outcome_of(failure: Failure) -> Outcome {
-    match failure {
-        Failure::Status(code) => Outcome::Status(code),
-        Failure::Timeout => Outcome::Status(504),
-        Failure::Connect | Failure::Reset | Failure::RefusedStream => Outcome::ConnectFailure,
-    }
 }
 
 fn client_gone() -> Served {

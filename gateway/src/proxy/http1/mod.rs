@@ -39,6 +39,7 @@ use tokio::sync::watch;
 pub use fallback::Reason as FallbackReason;
 pub use head::HeadLimits;
 
+use super::request_series;
 use super::{Entry, FerryProxy};
 use crate::downstream_io;
 use crate::metrics::Metrics;
@@ -273,16 +274,9 @@ impl Http1Proxy {
         };
         conn.out.clear();
         write::write_local_reply(&mut conn.out, &reply);
-        let _ = conn.io.write_all(&conn.out).await;
-        let _ = conn.io.flush().await;
-        self.metrics
+        let _ = body::send_all(&mut conn.io, &conn.out).await;
+        request_series::series(&self.metrics, conn.entry.port, None, None, refusal.status)
             .requests
-            .with_label_values(&[
-                conn.entry.port.to_string().as_str(),
-                "none",
-                "none",
-                refusal.status.to_string().as_str(),
-            ])
             .inc();
         close(&mut conn.io).await;
     }

@@ -71,16 +71,13 @@ pub fn give_back(mut upstream: Upstream) {
     });
 }
 
-/// Dials `peer` (connect timeout from its options).
+/// Dials `peer`, the endpoint at `address` (connect timeout from its options).
 pub async fn connect(
     connector: &TransportConnector,
     peer: &HttpPeer,
+    address: SocketAddr,
 ) -> pingora_core::Result<Upstream> {
     let io = connector.new_stream(peer).await?;
-    let address = match peer._address.as_inet() {
-        Some(inet) => *inet,
-        None => SocketAddr::from(([0, 0, 0, 0], 0)),
-    };
     Ok(Upstream {
         io,
         address,

@@ -122,7 +122,7 @@ async fn dial(
     let mut peer = HttpPeer::new(address, false, String::new());
     peer.options.connection_timeout =
         Some(connect_timeout_ms.map_or(CONNECT_TIMEOUT, Duration::from_millis));
-    pool::connect(&proxy.connector, &peer)
+    pool::connect(&proxy.connector, &peer, address)
         .await
         .map_err(|error| TryFailure {
             failure: Failure::Connect,
@@ -264,12 +264,12 @@ async fn relay_response(
 }
 
 /// Response header filters, CORS and the hash cookie, as Pingora's `response_filter` adds them.
-fn response_edits(conn: &mut Conn, ctx: &mut RequestCtx, response: &ResponseHead) {
+fn response_edits(conn: &mut Conn, ctx: &RequestCtx, response: &ResponseHead) {
     conn.edits.clear();
     if response.framing == Framing::Chunked && response.has_length {
         conn.edits.remove("content-length");
     }
-    let Some(route) = ctx.route.clone() else {
+    let Some(route) = &ctx.route else {
         return;
     };
     for filter in route.filters_for(ctx.backend) {
@@ -280,7 +280,7 @@ fn response_edits(conn: &mut Conn, ctx: &mut RequestCtx, response: &ResponseHead
     if let (Some(cors), Some(origin)) = (&route.route.policy.cors, &ctx.cors_origin) {
         policy::add_response_headers(cors, origin, &mut conn.edits);
     }
-    if let Some(cookie) = ctx.set_cookie.take() {
-        conn.edits.add("set-cookie", &cookie);
+    if let Some(cookie) = &ctx.set_cookie {
+        conn.edits.add("set-cookie", cookie);
     }
 }

@@ -140,7 +140,7 @@ pub fn write_local_reply(out: &mut Vec<u8>, reply: &LocalReply<'_>) {
 /// one.
 pub fn write_status_line(out: &mut Vec<u8>, status: u16, reason: Option<&[u8]>) {
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status_digits(status).as_bytes());
+    push_status_digits(out, status);
     out.push(b' ');
     let standard = http::StatusCode::from_u16(status)
         .ok()
@@ -150,6 +150,31 @@ pub fn write_status_line(out: &mut Vec<u8>, status: u16, reason: Option<&[u8]>) 
     out.extend_from_slice(b"\r\n");
 }
 
-fn status_digits(status: u16) -> String {
-    status.to_string()
+/// A status code's three digits, without a `String` per response.
+fn push_status_digits(out: &mut Vec<u8>, status: u16) {
+    let status = status.clamp(100, 999);
+    out.extend_from_slice(&[
+        b'0' + (status / 100) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+    ]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines_use_the_given_or_the_standard_reason() {
+        for (status, reason, line) in [
+            (200, None, "HTTP/1.1 200 OK\r\n"),
+            (404, Some(&b"Nope"[..]), "HTTP/1.1 404 Nope\r\n"),
+            (503, None, "HTTP/1.1 503 Service Unavailable\r\n"),
+            (599, None, "HTTP/1.1 599 Unknown\r\n"),
+        ] {
+            let mut out = Vec::new();
+            write_status_line(&mut out, status, reason);
+            assert_eq!(String::from_utf8(out).unwrap(), line);
+        }
+    }
 }
