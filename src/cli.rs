@@ -66,9 +66,13 @@ pub struct SidecarArgs {
     /// Port captured inbound connections arrive on (sidecar-init --inbound-port).
     #[arg(long, default_value_t = 15006)]
     pub inbound_port: u16,
-    /// Admin server address (/ready, /config_dump, /metrics).
-    #[arg(long, default_value = "127.0.0.1:15000")]
+    /// Admin server address (/config_dump, /logging, /endpoints, /metrics): loopback only.
+    #[arg(long, default_value = "127.0.0.1:15000", value_parser = parse_admin)]
     pub admin: SocketAddr,
+    /// Status server address: what kubelet probes and Prometheus reach (/ready,
+    /// /healthz/ready, /healthz, /metrics, /stats/prometheus), read-only, as Istio's 15020.
+    #[arg(long, default_value = "0.0.0.0:15020")]
+    pub status: SocketAddr,
     /// ALLOW_ANY passes connections to unknown destinations through; REGISTRY_ONLY refuses
     /// them (Istio's outboundTrafficPolicy).
     #[arg(long, default_value = "ALLOW_ANY", value_parser = ["ALLOW_ANY", "REGISTRY_ONLY"])]
@@ -96,6 +100,10 @@ pub struct SidecarInitArgs {
     /// Port the sidecar takes captured inbound connections on.
     #[arg(long, default_value_t = 15006)]
     pub inbound_port: u16,
+    /// The sidecar's status port (probes, metrics): never captured, so kubelet and
+    /// Prometheus reach it in plaintext under STRICT mTLS (as Istio's 15020/15021/15090).
+    #[arg(long, default_value_t = 15020)]
+    pub status_port: u16,
     /// The sidecar's uid: its own connections are never captured (no loops).
     #[arg(long, default_value_t = 1337)]
     pub proxy_uid: u32,
@@ -292,9 +300,13 @@ pub struct GatewayArgs {
     /// Istio Gateways are chosen by --label as in standalone mode.
     #[arg(long, env = "FERRY_SCOPE", default_value = "")]
     pub scope: String,
-    /// Admin server address (/ready, /config_dump, /metrics).
-    #[arg(long, default_value = "127.0.0.1:15000")]
+    /// Admin server address (/config_dump, /logging, /endpoints, /metrics): loopback only.
+    #[arg(long, default_value = "127.0.0.1:15000", value_parser = parse_admin)]
     pub admin: SocketAddr,
+    /// Status server address (/ready, /healthz/ready, /healthz, /metrics), read-only: what
+    /// kubelet probes and Prometheus reach in a cluster (the chart sets 0.0.0.0:15020).
+    #[arg(long)]
+    pub status: Option<SocketAddr>,
     /// This gateway's labels, `key=value`, matched by Istio Gateway selectors. Replaces the
     /// defaults `istio=ingressgateway` and `istio=ingress`. Repeatable.
     #[arg(long = "label", value_parser = parse_label)]
@@ -411,4 +423,10 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("label {text:?} must be key=value")),
     }
+}
+
+/// `--admin`: a socket address on loopback (see `ferry_gateway::admin::check_loopback`).
+fn parse_admin(text: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = text.parse().map_err(|e| format!("{e}"))?;
+    ferry_gateway::admin::check_loopback(addr)
 }

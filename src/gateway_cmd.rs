@@ -30,6 +30,10 @@ pub async fn run(args: GatewayArgs, log_control: admin::LogControl) -> anyhow::R
     )
     .map_err(anyhow::Error::msg)?;
     let admin_addr = admin::serve(args.admin, engine.clone(), log_control).await?;
+    if let Some(status) = args.status {
+        let status_addr = admin::serve_status(status, engine.clone()).await?;
+        tracing::info!(%status_addr, "status port (probes, metrics) bound");
+    }
     if let Some(controller) = args.source.controller.clone() {
         let sync = sync_options(&args, controller, &options);
         tracing::info!(%admin_addr, controller = %sync.controller, proxy = %sync.proxy, "ferry gateway starting (controller mode)");

@@ -26,6 +26,7 @@ pub async fn run(args: SidecarArgs, log_control: admin::LogControl) -> anyhow::R
     )
     .map_err(anyhow::Error::msg)?;
     let admin_addr = admin::serve(args.admin, engine.clone(), log_control).await?;
+    let status_addr = admin::serve_status(args.status, engine.clone()).await?;
     let capture = CaptureOptions {
         outbound: SocketAddr::from(([127, 0, 0, 1], args.outbound_port)),
         // Redirected inbound connections keep their pod-IP destination: listen on all.
@@ -33,7 +34,7 @@ pub async fn run(args: SidecarArgs, log_control: admin::LogControl) -> anyhow::R
         registry_only: args.outbound_traffic_policy == "REGISTRY_ONLY",
     };
     let capture_task = tokio::spawn(sidecar::serve(engine.clone(), capture));
-    tracing::info!(%admin_addr, namespace = %args.namespace, "ferry sidecar starting");
+    tracing::info!(%admin_addr, %status_addr, namespace = %args.namespace, "ferry sidecar starting");
     let config = async {
         match (&args.source.controller, &args.source.config) {
             (Some(controller), _) => {

@@ -59,9 +59,11 @@ pub fn rules(args: &SidecarInitArgs) -> anyhow::Result<String> {
             args.outbound_port
         ),
     ];
-    // Inbound: every TCP port but the excluded ones (and the sidecar's own) goes to it.
+    // Inbound: every TCP port but the excluded ones (and the sidecar's own capture and status
+    // ports) goes to it. The admin port stays captured: the sidecar forwards to the pod IP,
+    // where admin (loopback only) does not listen, so it is refused.
     let mut inbound_excluded = ports(&args.exclude_inbound_ports)?;
-    inbound_excluded.extend([args.inbound_port, args.outbound_port]);
+    inbound_excluded.extend([args.inbound_port, args.outbound_port, args.status_port]);
     for port in inbound_excluded {
         out.push(format!("-A {INBOUND} -p tcp --dport {port} -j RETURN"));
     }
@@ -189,6 +191,11 @@ mod tests {
         assert!(rules.contains("-A FERRY_OUTPUT -o lo -j RETURN"));
         assert!(rules.contains("-A FERRY_OUTPUT -p tcp -j FERRY_REDIRECT"));
         assert!(rules.contains("-A PREROUTING -p tcp -j FERRY_INBOUND"));
+        assert!(rules.contains("-A FERRY_INBOUND -p tcp --dport 15020 -j RETURN"));
+        assert!(
+            !rules.contains("--dport 15000"),
+            "admin stays captured:\n{rules}"
+        );
         assert!(rules.ends_with("COMMIT\n"));
     }
 

@@ -203,3 +203,52 @@ fn metric_value(text: &str, sample: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_binds_loopback_only_and_the_status_port_is_read_only() {
+    let refused = support::ferry()
+        .args([
+            "gateway",
+            "--config",
+            "/nonexistent",
+            "--admin",
+            "0.0.0.0:15000",
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("loopback only"), "{stderr}");
+
+    let echo = Echo::start("web");
+    let (port, status_port) = (free_port(), free_port());
+    let dir = ConfigDir::new();
+    dir.write(
+        "ok.yaml",
+        &join(&[
+            &gateway("default", "gw", &[("http", port, None)]),
+            &service("default", "web", 80, &[ep(&echo, &[])]),
+            &route("backendRefs: [{name: web, port: 80}]"),
+        ]),
+    );
+    let status = format!("127.0.0.1:{status_port}");
+    let gw = Gateway::spawn(dir.path(), &["--status", &status]);
+    gw.wait_ready().await;
+    let http = Http::new(Proto::H1);
+    let get = |path: &str| {
+        let url = format!("http://{status}{path}");
+        let http = &http;
+        async move { http.get(&url, None, &[]).await.map(|r| (r.status, r.text)) }
+    };
+    assert_eq!(get("/healthz/ready").await.map(|r| r.0), Some(200));
+    assert_eq!(get("/healthz").await.map(|r| r.0), Some(200));
+    let metrics = get("/stats/prometheus").await.unwrap();
+    assert!(metrics.1.contains("ferry_"), "{}", metrics.1);
+    for path in ["/config_dump", "/logging", "/endpoints"] {
+        assert_eq!(
+            get(path).await.map(|r| r.0),
+            Some(404),
+            "{path} on the status port"
+        );
+    }
+}

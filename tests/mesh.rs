@@ -21,12 +21,16 @@ fn ferry_bin() -> &'static str {
 
 /// The app: an echo answering with its name, on `port` in the pod.
 fn app(pod: &Pod, name: &str, port: u16) -> Proc {
+    app_on(pod, name, &format!("0.0.0.0:{port}"))
+}
+
+fn app_on(pod: &Pod, name: &str, listen: &str) -> Proc {
     let child = pod
         .command(ferry_bin())
         .args([
             "echo",
             "--listen",
-            &format!("0.0.0.0:{port}"),
+            listen,
             "--name",
             name,
             "--namespace",
@@ -45,7 +49,8 @@ fn init(pod: &Pod, extra: &[&str]) {
     pod.run(ferry_bin(), &args).expect("sidecar-init");
 }
 
-/// `ferry sidecar` as uid 1337, its admin port on the pod address (excluded from capture).
+/// `ferry sidecar` as uid 1337: admin on the pod's loopback, the status port (probes,
+/// metrics; never captured) on the pod address.
 fn sidecar(pod: &Pod, config: &std::path::Path) -> Proc {
     sidecar_with(pod, config, &[])
 }
@@ -61,12 +66,7 @@ fn sidecar_with(pod: &Pod, config: &std::path::Path, extra: &[&str]) -> Proc {
             "--namespace",
             "weather",
         ])
-        .args([
-            "--admin",
-            &format!("{}:15000", pod.address),
-            "--access-log",
-            "off",
-        ])
+        .args(["--access-log", "off"])
         .args(extra)
         .stdout(Stdio::null())
         .stderr(log)
@@ -137,8 +137,22 @@ fn curl(pod: &Pod, url: &str, headers: &[&str], count: usize) -> Vec<serde_json:
         .collect()
 }
 
+/// `curl` from the pod: the status code, a space, the body (`000` when nothing answered).
+fn fetch_code_and_body(pod: &Pod, url: &str) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &pod.name, "curl", "-s", "--max-time", "5"])
+        .args(["-w", "%{http_code} ", "-o", "/dev/stderr", url])
+        .output()
+        .expect("run curl");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 async fn metric(pod: &Pod, name: &str, listener: &str) -> f64 {
-    let url = format!("http://{}:15000/metrics", pod.address);
+    let url = format!("http://{}:15020/metrics", pod.address);
     let text = reqwest_text(&url).await.unwrap_or_default();
     text.lines()
         .find(|l| l.starts_with(name) && l.contains(&format!("listener=\"{listener}\"")))
@@ -149,7 +163,7 @@ async fn metric(pod: &Pod, name: &str, listener: &str) -> f64 {
 
 /// `istio_requests_total` with this reporter, 200s, summed over label sets.
 async fn istio_requests(pod: &Pod, reporter: &str) -> f64 {
-    let url = format!("http://{}:15000/metrics", pod.address);
+    let url = format!("http://{}:15020/metrics", pod.address);
     let text = reqwest_text(&url).await.unwrap_or_default();
     text.lines()
         .filter(|l| l.starts_with("istio_requests_total{"))
@@ -169,7 +183,7 @@ async fn reqwest_text(url: &str) -> Option<String> {
 }
 
 async fn ready(pod: &Pod) {
-    let url = format!("http://{}:15000/ready", pod.address);
+    let url = format!("http://{}:15020/healthz/ready", pod.address);
     eventually_within(
         &format!("sidecar in {} ready", pod.name),
         Duration::from_secs(20),
@@ -202,35 +216,20 @@ async fn captured_traffic_is_routed_by_virtual_service_and_delivered_through_bot
         app(&v2, "weather-v2", 8080),
         app(&v1, "direct", 9090),
         app(&v1, "bypass", 9091),
+        app_on(&v1, "private", "127.0.0.1:9092"),
     ];
-    init(
-        &client,
-        &[
-            "--exclude-outbound-ports",
-            "9091",
-            "--exclude-inbound-ports",
-            "15000",
-        ],
-    );
+    init(&client, &["--exclude-outbound-ports", "9091"]);
     for pod in [&v1, &v2] {
-        init(pod, &["--exclude-inbound-ports", "15000,9090"]);
+        init(pod, &["--exclude-inbound-ports", "9090"]);
     }
-    init(
-        &client,
-        &[
-            "--exclude-outbound-ports",
-            "9091",
-            "--exclude-inbound-ports",
-            "15000",
-        ],
-    ); // idempotent: same rules once
+    init(&client, &["--exclude-outbound-ports", "9091"]); // idempotent: same rules once
     let rules = client.run("iptables-save", &["-t", "nat"]).unwrap();
     assert_eq!(
         rules.matches("-A OUTPUT -p tcp -j FERRY_OUTPUT").count(),
         1,
         "{rules}"
     );
-    init(&strict, &["--exclude-inbound-ports", "15000"]);
+    init(&strict, &[]);
     let _strict_sidecar = sidecar_with(
         &strict,
         dir.path(),
@@ -259,12 +258,14 @@ async fn captured_traffic_is_routed_by_virtual_service_and_delivered_through_bot
         (5..=40).contains(&v2_count),
         "{v2_count} of 200 went to v2 (want about 20)"
     );
-    // Inbound capture: the app sees its own sidecar (loopback) as the peer.
+    // Inbound capture: the sidecar delivers to the pod address the client dialled (never
+    // loopback), so the app sees its own pod address as the peer.
     assert!(
-        answers.iter().all(|a| a["peer"]
-            .as_str()
-            .unwrap_or_default()
-            .starts_with("127.0.0.1:")),
+        answers.iter().all(|a| {
+            let peer = a["peer"].as_str().unwrap_or_default();
+            peer.starts_with(&format!("{}:", v1.address))
+                || peer.starts_with(&format!("{}:", v2.address))
+        }),
         "{}",
         answers[0]
     );
@@ -352,6 +353,23 @@ async fn captured_traffic_is_routed_by_virtual_service_and_delivered_through_bot
         outbound_end, outbound_after,
         "excluded port went through the sidecar"
     );
+
+    // Capture without exposure: from another pod, neither the sidecar's admin port nor an app
+    // port bound to loopback only is reachable; inside the pod both are.
+    for (port, path, inside) in [(15000, "/config_dump", "snapshot"), (9092, "/", "private")] {
+        let from_outside =
+            fetch_code_and_body(&client, &format!("http://{}:{port}{path}", v1.address));
+        assert!(
+            !from_outside.starts_with("200") && !from_outside.contains(inside),
+            "port {port} of another pod answered: {from_outside}"
+        );
+        let url = format!("http://127.0.0.1:{port}{path}");
+        let from_inside = fetch_code_and_body(&v1, &url);
+        assert!(
+            from_inside.contains(inside),
+            "{url} in the pod: {from_inside}"
+        );
+    }
     // Inbound through v1's sidecar: its inbound listener counted the connections, and the
     // HTTP requests are reported as Istio's sidecars do (reporter=destination, plaintext).
     assert!(metric(&v1, "ferry_downstream_connections_total", "15006").await >= 2.0);
@@ -426,5 +444,5 @@ fn the_local_demo_script_shows_the_canary() {
         count("weather-v2") >= 2 && count("weather-v2") <= 25,
         "{text}"
     );
-    assert!(text.contains("\"peer\":\"127.0.0.1:"), "{text}");
+    assert!(text.contains("\"peer\":\"10.199.0."), "{text}");
 }

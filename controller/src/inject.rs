@@ -34,6 +34,9 @@ impl Default for InjectConfig {
     }
 }
 
+/// The sidecar's status port (probes, metrics; never captured), as Istio's 15020.
+pub const STATUS_PORT: u16 = 15020;
+
 /// Istio's traffic annotations and the `ferry sidecar-init` flag each one becomes.
 const TRAFFIC_ANNOTATIONS: [(&str, &str); 4] = [
     (
@@ -121,6 +124,7 @@ fn init_container(annotations: &Value, config: &InjectConfig) -> Value {
         json!("sidecar-init"),
         json!(format!("--proxy-uid={}", config.proxy_uid)),
         json!(format!("--proxy-gid={}", config.proxy_uid)),
+        json!(format!("--status-port={STATUS_PORT}")),
     ];
     for (annotation, flag) in TRAFFIC_ANNOTATIONS {
         if let Some(value) = annotations.get(annotation).and_then(Value::as_str) {
@@ -169,7 +173,8 @@ fn proxy_container(config: &InjectConfig, identity: &[String]) -> Value {
     let mut args = vec![
         "sidecar".to_string(),
         format!("--controller={}", config.controller),
-        "--admin=0.0.0.0:15000".to_string(),
+        "--admin=127.0.0.1:15000".to_string(),
+        format!("--status=0.0.0.0:{STATUS_PORT}"),
     ];
     args.extend_from_slice(identity);
     let field = |path: &str| json!({"valueFrom": {"fieldRef": {"fieldPath": path}}});
@@ -184,9 +189,9 @@ fn proxy_container(config: &InjectConfig, identity: &[String]) -> Value {
         "restartPolicy": "Always",
         "args": args,
         "env": [pod_name, pod_namespace],
-        "ports": [{"name": "ferry-admin", "containerPort": 15000}],
-        "startupProbe": {"httpGet": {"path": "/ready", "port": 15000}, "periodSeconds": 1, "failureThreshold": 600},
-        "readinessProbe": {"httpGet": {"path": "/ready", "port": 15000}, "periodSeconds": 5},
+        "ports": [{"name": "ferry-status", "containerPort": STATUS_PORT}],
+        "startupProbe": {"httpGet": {"path": "/healthz/ready", "port": STATUS_PORT}, "periodSeconds": 1, "failureThreshold": 600},
+        "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": STATUS_PORT}, "periodSeconds": 5},
         "securityContext": {
             "runAsUser": config.proxy_uid,
             "runAsGroup": config.proxy_uid,

@@ -64,5 +64,5 @@ urls=$(printf 'http://10.96.0.20/forecast %.0s' $(seq 100))
 ip netns exec "$tag-client" curl -s -w '\n' -H 'Host: weather' $urls | grep -o '"name":"[^"]*"' | sort | uniq -c
 echo "with x-canary: always:"
 ip netns exec "$tag-client" curl -s -H 'Host: weather' -H 'x-canary: always' http://10.96.0.20/ | grep -o '"name":"[^"]*"'
-echo "the app saw its own sidecar as the peer:"
-ip netns exec "$tag-client" curl -s -H 'Host: weather' http://10.96.0.20/ | grep -o '"peer":"127.0.0.1:[0-9]*"'
+echo "the app saw its own sidecar, on the pod's address (never loopback), as the peer:"
+ip netns exec "$tag-client" curl -s -H 'Host: weather' http://10.96.0.20/ | grep -o "\"peer\":\"$subnet.[34]:[0-9]*\""

@@ -1,4 +1,10 @@
-//! Admin HTTP server: readiness, configuration dump, Prometheus metrics, run-time log level.
+//! The proxy's two HTTP ports.
+//!
+//! - admin (loopback only): readiness, configuration dump, endpoints, metrics, run-time log
+//!   level. It changes the proxy and shows its configuration, so only the pod itself (or a
+//!   `kubectl port-forward`) may reach it, as Envoy's admin on 127.0.0.1:15000 in Istio.
+//! - status (what the cluster must reach: kubelet probes, Prometheus): readiness, liveness
+//!   and metrics, read-only, as Istio's 15020/15021/15090.
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -14,12 +20,41 @@ use crate::engine::Engine;
 /// Reads (None) or replaces (Some) the log filter; returns the filter in effect.
 pub type LogControl = Arc<dyn Fn(Option<&str>) -> Result<String, String> + Send + Sync>;
 
-/// Binds `addr` and serves the admin endpoints until the process exits.
+/// The admin address must be a loopback one: admin changes the proxy and shows its
+/// configuration. Anything the cluster must reach is on the status port.
+pub fn check_loopback(addr: SocketAddr) -> Result<SocketAddr, String> {
+    if addr.ip().is_loopback() {
+        Ok(addr)
+    } else {
+        Err(format!(
+            "--admin {addr}: the admin port binds loopback only (it serves /config_dump and \
+             POST /logging); use --status for what the cluster reaches (probes, metrics), or \
+             kubectl port-forward to reach admin"
+        ))
+    }
+}
+
+/// Binds `addr` (loopback, see [`check_loopback`]) and serves the admin endpoints until the
+/// process exits.
 pub async fn serve(
     addr: SocketAddr,
     engine: Arc<Engine>,
     log_control: LogControl,
 ) -> std::io::Result<SocketAddr> {
+    let addr = check_loopback(addr).map_err(std::io::Error::other)?;
+    serve_with(addr, move |req| admin(&engine, &log_control, req)).await
+}
+
+/// Binds `addr` and serves the read-only status endpoints (readiness, liveness, metrics)
+/// until the process exits.
+pub async fn serve_status(addr: SocketAddr, engine: Arc<Engine>) -> std::io::Result<SocketAddr> {
+    serve_with(addr, move |req| status(&engine, &req)).await
+}
+
+async fn serve_with<H>(addr: SocketAddr, handle: H) -> std::io::Result<SocketAddr>
+where
+    H: Fn(Request<Incoming>) -> Response<Full<Bytes>> + Clone + Send + Sync + 'static,
+{
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
@@ -27,13 +62,11 @@ pub async fn serve(
             let Ok((tcp, _)) = listener.accept().await else {
                 continue;
             };
-            let engine = engine.clone();
-            let log_control = log_control.clone();
+            let handle = handle.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
-                    let engine = engine.clone();
-                    let log_control = log_control.clone();
-                    async move { Ok::<_, std::convert::Infallible>(handle(&engine, &log_control, req)) }
+                    let response = handle(req);
+                    async move { Ok::<_, std::convert::Infallible>(response) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tcp), service)
@@ -44,7 +77,7 @@ pub async fn serve(
     Ok(bound)
 }
 
-fn handle(
+fn admin(
     engine: &Engine,
     log_control: &LogControl,
     req: Request<Incoming>,
@@ -52,10 +85,24 @@ fn handle(
     match req.uri().path() {
         "/logging" => logging(log_control, &req),
         "/endpoints" => json(&endpoints(engine)),
-        "/ready" if engine.is_ready() => text(StatusCode::OK, "ready\n"),
-        "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "no snapshot applied yet\n"),
-        "/healthz" => text(StatusCode::OK, "ok\n"),
         "/config_dump" => json(&config_dump(engine)),
+        "/ready" | "/healthz" | "/metrics" | "/stats/prometheus" => status(engine, &req),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "endpoints: /ready /healthz /config_dump /endpoints /metrics /stats/prometheus /logging\n",
+        ),
+    }
+}
+
+/// What kubelet and Prometheus read. Istio's names are answered too (`/healthz/ready` on
+/// its 15021, `/stats/prometheus` on 15090), so existing probes and scrape configs work.
+fn status(engine: &Engine, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    match req.uri().path() {
+        "/ready" | "/healthz/ready" if engine.is_ready() => text(StatusCode::OK, "ready\n"),
+        "/ready" | "/healthz/ready" => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "no snapshot applied yet\n")
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n"),
         "/metrics" | "/stats/prometheus" => {
             let mut response = text(StatusCode::OK, &engine.metrics.render());
             response.headers_mut().insert(
@@ -66,7 +113,7 @@ fn handle(
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "endpoints: /ready /healthz /config_dump /endpoints /metrics /stats/prometheus /logging\n",
+            "endpoints: /ready /healthz/ready /healthz /metrics /stats/prometheus\n",
         ),
     }
 }

@@ -6,7 +6,8 @@
 //!   (VirtualService routes, DestinationRule policies), to an endpoint;
 //! - outbound anywhere else, or not HTTP: copied as opaque TCP to the original destination
 //!   (Istio's ALLOW_ANY), or refused with REGISTRY_ONLY;
-//! - inbound: to the app on 127.0.0.1 at the original port, HTTP through the engine (Istio's
+//! - inbound: to the app at the address the client dialled (the pod IP, never loopback, so an
+//!   app port bound to 127.0.0.1 only is not exposed), HTTP through the engine (Istio's
 //!   request metrics with reporter=destination), anything else as opaque TCP.
 //!
 //! The sidecar runs as the uid `sidecar-init` exempts, so its own connections are not
@@ -141,14 +142,14 @@ async fn until_draining(draining: &mut tokio::sync::watch::Receiver<bool>) {
     }
 }
 
-/// Inbound traffic goes to the app at the port the client dialled, over loopback: HTTP
-/// through the engine (metrics with reporter=destination), anything else as TCP.
+/// Inbound traffic goes to the app at the pod address the client dialled: HTTP through the
+/// engine (metrics with reporter=destination), anything else as TCP. The sidecar's own
+/// connection is not captured again (sidecar-init exempts its uid).
 async fn inbound_connection(engine: Arc<Engine>, connection: Connection) {
     if speaks_http(&connection.tcp).await {
         return serve_http(&engine, connection).await;
     }
-    let app = SocketAddr::from(([127, 0, 0, 1], connection.original.port()));
-    passthrough(connection.tcp, app).await;
+    passthrough(connection.tcp, connection.original).await;
 }
 
 async fn serve_http(engine: &Engine, connection: Connection) {

@@ -7,7 +7,8 @@ pub(super) struct Entry {
     pub port: u16,
     /// Captured outbound: the IP the app dialled.
     pub dialled_ip: Option<std::net::IpAddr>,
-    /// Captured inbound: the app's address.
+    /// Captured inbound: the app's address, the pod IP and port the client dialled (not
+    /// loopback: an app port bound to 127.0.0.1 only stays private, as in Istio since 1.10).
     pub inbound: Option<std::net::SocketAddr>,
 }
 
@@ -23,10 +24,7 @@ impl Entry {
             Some(original) if Some(local_port) == inbound_port => Entry {
                 port: original.port(),
                 dialled_ip: None,
-                inbound: Some(std::net::SocketAddr::from((
-                    [127, 0, 0, 1],
-                    original.port(),
-                ))),
+                inbound: Some(original),
             },
             Some(original) => Entry {
                 port: original.port(),
