@@ -181,6 +181,10 @@ pub struct ControllerArgs {
     /// Push port (proxies' streams, /debug/proxies, /metrics, /ready).
     #[arg(long, default_value = "0.0.0.0:15010")]
     pub listen: SocketAddr,
+    /// The mesh's root namespace (Istio's `rootNamespace`): security policies there without
+    /// a selector apply to the whole mesh.
+    #[arg(long, env = "FERRY_ROOT_NAMESPACE", default_value = "istio-system")]
+    pub root_namespace: String,
     /// Namespace holding the leader-election Lease (replicas share it).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub namespace: String,
@@ -286,6 +290,10 @@ pub struct SourceArgs {
     /// instead of files.
     #[arg(long, env = "FERRY_CONTROLLER")]
     pub controller: Option<String>,
+    /// With --config: the mesh's root namespace (Istio's `rootNamespace`); security policies
+    /// there without a selector apply mesh-wide.
+    #[arg(long, default_value = "istio-system")]
+    pub root_namespace: String,
     /// With --controller: this proxy's unique name, shown by `ferry proxy-status`
     /// (default: POD_NAME.POD_NAMESPACE, else the host name).
     #[arg(long, env = "FERRY_PROXY_NAME")]

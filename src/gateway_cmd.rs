@@ -16,6 +16,7 @@ pub async fn run(args: GatewayArgs, log_control: admin::LogControl) -> anyhow::R
         ingress_port: args.ingress_port,
         ingress_tls_port: args.ingress_tls_port,
         ingress_class: args.ingress_class.clone(),
+        root_namespace: args.source.root_namespace.clone(),
         ..Options::default()
     };
     if !args.labels.is_empty() {

@@ -94,6 +94,7 @@ fn main() -> anyhow::Result<()> {
                     kubeconfig: args.kubeconfig,
                     listen: args.listen,
                     namespace: args.namespace,
+                    root_namespace: args.root_namespace,
                     identity: args.identity.unwrap_or_else(gateway_cmd::host_identity),
                     webhook,
                 };

@@ -15,6 +15,7 @@ use crate::gateway_cmd::{default_proxy_name, file_loader, telemetry_options};
 pub async fn run(args: SidecarArgs, log_control: admin::LogControl) -> anyhow::Result<()> {
     let options = Options {
         mesh_namespace: Some(args.namespace.clone()),
+        root_namespace: args.source.root_namespace.clone(),
         ..Options::default()
     };
     let telemetry = telemetry_options(&args.telemetry, &args.labels);

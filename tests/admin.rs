@@ -252,3 +252,37 @@ async fn admin_binds_loopback_only_and_the_status_port_is_read_only() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_security_policy_ferry_does_not_enforce_is_refused_and_the_last_good_keeps_serving() {
+    let echo = Echo::start("web");
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write(
+        "ok.yaml",
+        &join(&[
+            &gateway("default", "gw", &[("http", port, None)]),
+            &service("default", "web", 80, &[ep(&echo, &[])]),
+            &route("backendRefs: [{name: web, port: 80}]"),
+        ]),
+    );
+    let gw = Gateway::start(dir.path()).await;
+    let version = gw.version().await;
+    dir.write(
+        "policy.yaml",
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: jwt, namespace: default}\nspec: {jwtRules: [{issuer: x}]}\n",
+    );
+    eventually(|| async { !gw.config_dump().await["last_rejected"].is_null() }).await;
+    let dump = gw.config_dump().await;
+    let reasons = dump["last_rejected"]["reasons"].to_string();
+    assert!(
+        reasons.contains("RequestAuthentication/default/jwt") && reasons.contains("NotEnforced"),
+        "{reasons}"
+    );
+    assert_eq!(gw.version().await, version);
+    let reply = Http::new(Proto::H1)
+        .get(&format!("http://127.0.0.1:{port}/"), None, &[])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+}

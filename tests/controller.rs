@@ -288,6 +288,24 @@ async fn statuses_are_written_with_the_spec_conditions() {
     )
     .await;
 
+    // security.istio.io kinds are watched; one Ferry does not enforce is reported on the
+    // object, never skipped, and the rest keeps serving.
+    api.apply(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-all, namespace: shop}\nspec: {}\n",
+    );
+    eventually_equals(
+        &api,
+        "authorizationpolicy",
+        "deny-all",
+        ".status.validationMessages[0].type.name",
+        "NotEnforced",
+    )
+    .await;
+    assert_eq!(
+        backend_of(port, "fresh.example.com").await,
+        Some((200, "v1".into()))
+    );
+
     // Written only on change: the resourceVersion stays put while nothing changes.
     let version = api.get("httproute", NS, "shop", ".metadata.resourceVersion");
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -138,14 +138,25 @@ fn the_crds_chart_holds_what_ferry_crds_prints_and_each_set_switches_off() {
             .map(str::to_string)
             .collect::<Vec<_>>()
     };
-    assert_eq!(kinds(&[]).len(), 8);
+    assert_eq!(
+        kinds(&[]).len(),
+        11,
+        "5 Gateway API + 3 Istio networking + 3 Istio security"
+    );
     let no_istio = kinds(&["--set", "istio.enabled=false"]);
     assert!(no_istio.contains(&"HTTPRoute".to_string()));
     assert!(!no_istio.contains(&"VirtualService".to_string()));
     let no_gateway_api = kinds(&["--set", "gatewayAPI.enabled=false"]);
     assert_eq!(
         no_gateway_api,
-        ["Gateway", "VirtualService", "DestinationRule"]
+        [
+            "Gateway",
+            "VirtualService",
+            "DestinationRule",
+            "PeerAuthentication",
+            "AuthorizationPolicy",
+            "RequestAuthentication"
+        ]
     );
 }
 

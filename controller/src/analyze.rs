@@ -80,6 +80,9 @@ const CODES: &[(&str, &str)] = &[
     ("PortConflict", "FRY0401"),
     ("ProtocolConflict", "FRY0402"),
     ("HostnameConflict", "FRY0403"),
+    ("NotEnforced", "FRY0105"),
+    ("InvalidValue", "FRY0106"),
+    ("SelectorInRootNamespace", "FRY0501"),
 ];
 
 /// The code of a reason; `FRY0999` for one not in the table (a test keeps that from happening).

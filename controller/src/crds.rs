@@ -89,6 +89,7 @@ fn with_printer_columns(mut crd: CustomResourceDefinition) -> CustomResourceDefi
 }
 
 struct IstioKind {
+    group: &'static str,
     kind: &'static str,
     plural: &'static str,
     short_names: &'static [&'static str],
@@ -96,28 +97,55 @@ struct IstioKind {
 
 const ISTIO_KINDS: &[IstioKind] = &[
     IstioKind {
+        group: "networking.istio.io",
         kind: "Gateway",
         plural: "gateways",
         short_names: &["gw"],
     },
     IstioKind {
+        group: "networking.istio.io",
         kind: "VirtualService",
         plural: "virtualservices",
         short_names: &["vs"],
     },
     IstioKind {
+        group: "networking.istio.io",
         kind: "DestinationRule",
         plural: "destinationrules",
         short_names: &["dr"],
+    },
+    IstioKind {
+        group: "security.istio.io",
+        kind: "PeerAuthentication",
+        plural: "peerauthentications",
+        short_names: &["pa"],
+    },
+    IstioKind {
+        group: "security.istio.io",
+        kind: "AuthorizationPolicy",
+        plural: "authorizationpolicies",
+        short_names: &["ap"],
+    },
+    IstioKind {
+        group: "security.istio.io",
+        kind: "RequestAuthentication",
+        plural: "requestauthentications",
+        short_names: &["ra"],
     },
 ];
 
 fn istio_crd(kind: &IstioKind) -> CustomResourceDefinition {
     let open = serde_json::json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
-    // v1 is stored; v1beta1 and v1alpha3 are served too because existing manifests use them
-    // (same schema, so the API server converts by relabelling).
-    let versions: Vec<_> = ["v1", "v1beta1", "v1alpha3"]
-        .iter()
+    // v1 is stored; older versions are served too because existing manifests use them
+    // (same schema, so the API server converts by relabelling). security.istio.io never had
+    // v1alpha3.
+    let old_versions: &[&str] = if kind.group == "security.istio.io" {
+        &["v1beta1"]
+    } else {
+        &["v1beta1", "v1alpha3"]
+    };
+    let versions: Vec<_> = std::iter::once(&"v1")
+        .chain(old_versions)
         .map(|version| {
             serde_json::json!({
                 "name": version,
@@ -135,16 +163,16 @@ fn istio_crd(kind: &IstioKind) -> CustomResourceDefinition {
     let crd = serde_json::json!({
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("{}.networking.istio.io", kind.plural)},
+        "metadata": {"name": format!("{}.{}", kind.plural, kind.group)},
         "spec": {
-            "group": "networking.istio.io",
+            "group": kind.group,
             "names": {
                 "kind": kind.kind,
                 "listKind": format!("{}List", kind.kind),
                 "plural": kind.plural,
                 "singular": kind.kind.to_lowercase(),
                 "shortNames": kind.short_names,
-                "categories": ["istio-io", "networking-istio-io"],
+                "categories": ["istio-io", kind.group.replace('.', "-")],
             },
             "scope": "Namespaced",
             "versions": versions,
@@ -196,6 +224,9 @@ mod tests {
             "gateways.networking.istio.io",
             "virtualservices.networking.istio.io",
             "destinationrules.networking.istio.io",
+            "peerauthentications.security.istio.io",
+            "authorizationpolicies.security.istio.io",
+            "requestauthentications.security.istio.io",
         ] {
             assert!(
                 names.iter().any(|n| n == wanted),

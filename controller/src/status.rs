@@ -67,6 +67,17 @@ pub fn desired(inputs: &Inputs, reports: &[Report]) -> Vec<DesiredStatus> {
                 .destination_rules
                 .iter()
                 .map(|d| ("DestinationRule", &d.metadata)),
+        )
+        .chain(
+            inputs
+                .peer_authentications
+                .iter()
+                .map(|p| ("PeerAuthentication", &p.metadata)),
+        )
+        .chain(
+            (inputs.authorization_policies.iter())
+                .chain(&inputs.request_authentications)
+                .map(|p| (p.kind.as_str(), &p.metadata)),
         );
     for (kind, metadata) in istio {
         let meta = meta_of(kind, metadata);

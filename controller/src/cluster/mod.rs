@@ -29,6 +29,9 @@ const KINDS: &[(&str, &str)] = &[
     ("networking.istio.io", "Gateway"),
     ("networking.istio.io", "VirtualService"),
     ("networking.istio.io", "DestinationRule"),
+    ("security.istio.io", "PeerAuthentication"),
+    ("security.istio.io", "AuthorizationPolicy"),
+    ("security.istio.io", "RequestAuthentication"),
     ("networking.k8s.io", "Ingress"),
     ("", "Service"),
     ("discovery.k8s.io", "EndpointSlice"),
@@ -47,6 +50,8 @@ pub struct ControllerConfig {
     pub listen: SocketAddr,
     /// Namespace of the leader-election Lease (the controller's own namespace).
     pub namespace: String,
+    /// The mesh's root namespace (Istio's `rootNamespace`).
+    pub root_namespace: String,
     /// This replica's name in the Lease.
     pub identity: String,
     /// The sidecar-injection webhook, when the controller serves it.
@@ -80,7 +85,7 @@ pub async fn run(config: ControllerConfig) -> Result<(), ControllerError> {
     let client = client(config.kubeconfig.as_deref()).await?;
     let kinds = installed_kinds(client.clone()).await?;
     let registry = prometheus::Registry::new();
-    let publisher = Arc::new(Publisher::default());
+    let publisher = Arc::new(Publisher::new(&config.root_namespace));
     let (synced_tx, synced) = tokio::sync::watch::channel(false);
     let state = Arc::new(PushState {
         publisher: publisher.clone(),

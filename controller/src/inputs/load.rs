@@ -189,6 +189,15 @@ fn typed_object(
         ("networking.istio.io", "DestinationRule") => {
             Object::DestinationRule(decode(value, header, origin)?)
         }
+        ("security.istio.io", "PeerAuthentication") => {
+            Object::PeerAuthentication(decode(value, header, origin)?)
+        }
+        ("security.istio.io", "AuthorizationPolicy") => {
+            Object::AuthorizationPolicy(decode(value, header, origin)?)
+        }
+        ("security.istio.io", "RequestAuthentication") => {
+            Object::RequestAuthentication(decode(value, header, origin)?)
+        }
         ("networking.k8s.io", "Ingress") => Object::Ingress(decode(value, header, origin)?),
         ("", "Service") => Object::Service(decode(value, header, origin)?),
         ("discovery.k8s.io", "EndpointSlice") => {

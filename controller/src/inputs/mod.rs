@@ -2,6 +2,7 @@
 
 pub mod istio;
 mod load;
+pub mod security;
 
 use gateway_api::apis::standard::{
     gatewayclasses::GatewayClass, gateways::Gateway, grpcroutes::GrpcRoute,
@@ -31,6 +32,9 @@ pub struct Inputs {
     pub istio_gateways: Vec<istio::Gateway>,
     pub virtual_services: Vec<istio::VirtualService>,
     pub destination_rules: Vec<istio::DestinationRule>,
+    pub peer_authentications: Vec<security::PeerAuthentication>,
+    pub authorization_policies: Vec<security::OpenPolicy>,
+    pub request_authentications: Vec<security::OpenPolicy>,
     pub ingresses: Vec<Ingress>,
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
@@ -53,6 +57,9 @@ pub enum Object {
     IstioGateway(Box<istio::Gateway>),
     VirtualService(Box<istio::VirtualService>),
     DestinationRule(Box<istio::DestinationRule>),
+    PeerAuthentication(Box<security::PeerAuthentication>),
+    AuthorizationPolicy(Box<security::OpenPolicy>),
+    RequestAuthentication(Box<security::OpenPolicy>),
     Ingress(Box<Ingress>),
     Service(Box<Service>),
     EndpointSlice(Box<EndpointSlice>),
@@ -73,6 +80,9 @@ impl Inputs {
             Object::IstioGateway(o) => self.istio_gateways.push(*o),
             Object::VirtualService(o) => self.virtual_services.push(*o),
             Object::DestinationRule(o) => self.destination_rules.push(*o),
+            Object::PeerAuthentication(o) => self.peer_authentications.push(*o),
+            Object::AuthorizationPolicy(o) => self.authorization_policies.push(*o),
+            Object::RequestAuthentication(o) => self.request_authentications.push(*o),
             Object::Ingress(o) => self.ingresses.push(*o),
             Object::Service(o) => self.services.push(*o),
             Object::EndpointSlice(o) => self.endpoint_slices.push(*o),
@@ -106,6 +116,12 @@ impl Inputs {
             .retain(|o| keep("VirtualService", &o.metadata));
         out.destination_rules
             .retain(|o| keep("DestinationRule", &o.metadata));
+        out.peer_authentications
+            .retain(|o| keep("PeerAuthentication", &o.metadata));
+        out.authorization_policies
+            .retain(|o| keep("AuthorizationPolicy", &o.metadata));
+        out.request_authentications
+            .retain(|o| keep("RequestAuthentication", &o.metadata));
         out.ingresses.retain(|o| keep("Ingress", &o.metadata));
         out.services.retain(|o| keep("Service", &o.metadata));
         out

@@ -32,6 +32,8 @@ pub struct Publisher {
 }
 
 struct PublisherState {
+    /// The mesh's root namespace (translator option).
+    root_namespace: String,
     inputs: Option<Arc<Inputs>>,
     scopes: HashMap<Scope, ScopeState>,
     last_version: u64,
@@ -39,17 +41,23 @@ struct PublisherState {
 
 impl Default for Publisher {
     fn default() -> Self {
+        Publisher::new(crate::translate::DEFAULT_ROOT_NAMESPACE)
+    }
+}
+
+impl Publisher {
+    /// A publisher translating with `root_namespace` as the mesh's root namespace.
+    pub fn new(root_namespace: &str) -> Self {
         Publisher {
             inner: Mutex::new(PublisherState {
+                root_namespace: root_namespace.into(),
                 inputs: None,
                 scopes: HashMap::new(),
                 last_version: 0,
             }),
         }
     }
-}
 
-impl Publisher {
     /// A receiver of `scope`'s snapshots. A scope seen for the first time is translated
     /// now (if inputs are synced), so the subscriber gets its snapshot at once.
     pub fn subscribe(&self, scope: &Scope) -> watch::Receiver<Option<Arc<Published>>> {
@@ -101,7 +109,7 @@ impl Publisher {
 
 impl PublisherState {
     fn refresh(&mut self, scope: &Scope, inputs: &Inputs) {
-        let (output, left_out) = translate_valid(inputs, &options_for(scope));
+        let (output, left_out) = translate_valid(inputs, &options_for(scope, &self.root_namespace));
         let version = next_version(self.last_version);
         let Some(state) = self.scopes.get_mut(scope) else {
             return;
@@ -173,7 +181,7 @@ fn next_version(last: u64) -> u64 {
 }
 
 /// Translator options from what the proxy said about itself.
-pub fn options_for(scope: &Scope) -> Options {
+pub fn options_for(scope: &Scope, root_namespace: &str) -> Options {
     Options {
         gateway_labels: scope.labels.clone(),
         ingress_port: scope.ingress_port,
@@ -181,6 +189,7 @@ pub fn options_for(scope: &Scope) -> Options {
         ingress_tls_port: scope.ingress_tls_port,
         only_gateway: (!scope.gateway.is_empty()).then(|| scope.gateway.to_string()),
         mesh_namespace: scope.mesh_namespace.as_deref().map(str::to_string),
+        root_namespace: root_namespace.into(),
     }
 }
 

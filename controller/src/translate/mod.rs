@@ -7,6 +7,7 @@ mod ingress;
 mod istio;
 mod labels;
 mod report;
+mod security;
 mod services;
 mod table;
 mod tls;
@@ -49,7 +50,13 @@ pub struct Options {
     /// Set for a sidecar: the namespace of its pod. The snapshot is then the mesh scope
     /// (Service ports, mesh VirtualServices) instead of gateways.
     pub mesh_namespace: Option<String>,
+    /// The mesh's root namespace (Istio's `rootNamespace`): policies there without a
+    /// selector apply to the whole mesh.
+    pub root_namespace: String,
 }
+
+/// Istio's default `rootNamespace`.
+pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
 
 impl Default for Options {
     fn default() -> Self {
@@ -63,6 +70,7 @@ impl Default for Options {
             ingress_class: "ferry".into(),
             only_gateway: None,
             mesh_namespace: None,
+            root_namespace: DEFAULT_ROOT_NAMESPACE.into(),
         }
     }
 }
@@ -109,6 +117,7 @@ pub fn translate(inputs: &Inputs, options: &Options) -> Output {
             ingress::translate(&mut cx);
         }
     }
+    security::translate(&mut cx);
     for problem in std::mem::take(&mut cx.catalog.problems) {
         let condition =
             report::Condition::error("Valid", "Invalid", problem.message).field(problem.field);
