@@ -178,9 +178,24 @@ pub struct ControllerArgs {
     /// Kubeconfig file; default: in-cluster config, then $KUBECONFIG / ~/.kube/config.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
-    /// Push port (proxies' streams, /debug/proxies, /metrics, /ready).
-    #[arg(long, default_value = "0.0.0.0:15010")]
+    /// The proxies' port (TLS): push streams and workload certificates, each call
+    /// authenticated by the proxy's ServiceAccount token (as istiod's 15012).
+    #[arg(long, default_value = "0.0.0.0:15012")]
     pub listen: SocketAddr,
+    /// The operators' port: /debug/proxies (ferry proxy-status), /metrics, /ready. Loopback
+    /// by default (kubectl port-forward reaches it), as it lists every proxy.
+    #[arg(long, default_value = "127.0.0.1:15014")]
+    pub monitoring: SocketAddr,
+    /// SPIFFE trust domain of workload identities (Istio's `trustDomain`).
+    #[arg(long, default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// Lifetime of workload certificates, e.g. `24h`, `90m`, `60s`; proxies renew at half.
+    #[arg(long, default_value = "24h", value_parser = parse_lifetime)]
+    pub workload_cert_lifetime: std::time::Duration,
+    /// Another name (DNS or IP) the controller's certificate carries, beyond
+    /// ferry-controller.<namespace>.svc and localhost. Repeatable.
+    #[arg(long = "server-name")]
+    pub server_names: Vec<String>,
     /// The mesh's root namespace (Istio's `rootNamespace`): security policies there without
     /// a selector apply to the whole mesh.
     #[arg(long, env = "FERRY_ROOT_NAMESPACE", default_value = "istio-system")]
@@ -215,7 +230,7 @@ pub struct InjectArgs {
     #[arg(
         long = "proxy-controller",
         env = "FERRY_PROXY_CONTROLLER",
-        default_value = "ferry-controller.ferry-system.svc:15010"
+        default_value = "ferry-controller.ferry-system.svc:15012"
     )]
     pub controller: String,
 }
@@ -242,8 +257,13 @@ pub struct InjectCmdArgs {
 
 #[derive(Args)]
 pub struct ProxyStatusArgs {
-    /// The controller's push address.
-    #[arg(long, env = "FERRY_CONTROLLER", default_value = "127.0.0.1:15010")]
+    /// The controller's monitoring address (`kubectl -n ferry-system port-forward
+    /// deploy/ferry-controller 15014`).
+    #[arg(
+        long,
+        env = "FERRY_CONTROLLER_MONITORING",
+        default_value = "127.0.0.1:15014"
+    )]
     pub controller: String,
     /// Output format: table or json.
     #[arg(short = 'o', long = "output", default_value = "table", value_parser = ["table", "json"])]
@@ -286,10 +306,26 @@ pub struct SourceArgs {
         conflicts_with = "controller"
     )]
     pub config: Option<PathBuf>,
-    /// Controller push address (`host:port`): take snapshots from `ferry controller`
-    /// instead of files.
+    /// Controller address (`host:port` of its TLS proxy port): take snapshots from `ferry
+    /// controller` instead of files.
     #[arg(long, env = "FERRY_CONTROLLER")]
     pub controller: Option<String>,
+    /// With --controller: PEM roots the controller's certificate must chain to (the
+    /// `ferry-ca-root` ConfigMap, mounted by the injector and the chart).
+    #[arg(
+        long,
+        env = "FERRY_CONTROLLER_ROOT",
+        default_value = "/var/run/secrets/ferry/root-cert.pem"
+    )]
+    pub controller_root: PathBuf,
+    /// With --controller: this pod's projected ServiceAccount token (audience `ferry`),
+    /// re-read at each connection.
+    #[arg(
+        long,
+        env = "FERRY_TOKEN_FILE",
+        default_value = "/var/run/secrets/tokens/ferry-token"
+    )]
+    pub token_file: PathBuf,
     /// With --config: the mesh's root namespace (Istio's `rootNamespace`); security policies
     /// there without a selector apply mesh-wide.
     #[arg(long, default_value = "istio-system")]
@@ -437,4 +473,22 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
 fn parse_admin(text: &str) -> Result<SocketAddr, String> {
     let addr: SocketAddr = text.parse().map_err(|e| format!("{e}"))?;
     ferry_gateway::admin::check_loopback(addr)
+}
+
+/// A lifetime such as `24h`, `90m`, `60s` (at least a minute: renewals run at half of it).
+fn parse_lifetime(text: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = text.split_at(text.trim_end_matches(char::is_alphabetic).len());
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: a number and a unit (s, m, h)"))?;
+    let seconds = match unit {
+        "s" => number,
+        "m" => number * 60,
+        "h" => number * 3600,
+        _ => return Err(format!("{text:?}: unit must be s, m or h")),
+    };
+    if seconds < 60 {
+        return Err(format!("{text:?}: at least 60s"));
+    }
+    Ok(std::time::Duration::from_secs(seconds))
 }

@@ -1,6 +1,7 @@
 //! `ferry gateway` in standalone mode: manifests on disk -> translator -> engine.
 
 use ferry_controller::{translate, Options, Severity};
+use ferry_gateway::control_channel::ControlChannel;
 use ferry_gateway::source::{self, Loaded, Loader};
 use ferry_gateway::sync::{self, SyncOptions};
 use ferry_gateway::telemetry::{ProxyIdentity, TelemetryOptions, TracingOptions};
@@ -37,7 +38,7 @@ pub async fn run(args: GatewayArgs, log_control: admin::LogControl) -> anyhow::R
     }
     if let Some(controller) = args.source.controller.clone() {
         let sync = sync_options(&args, controller, &options);
-        tracing::info!(%admin_addr, controller = %sync.controller, proxy = %sync.proxy, "ferry gateway starting (controller mode)");
+        tracing::info!(%admin_addr, controller = %sync.controller.address, proxy = %sync.proxy, "ferry gateway starting (controller mode)");
         sync::follow(sync, engine).await;
         return Ok(());
     }
@@ -60,7 +61,7 @@ fn sync_options(args: &GatewayArgs, controller: String, options: &Options) -> Sy
         .clone()
         .unwrap_or_else(default_proxy_name);
     SyncOptions {
-        controller,
+        controller: control_channel(&args.source, controller),
         proxy,
         scope: Scope {
             gateway: args.scope.as_str().into(),
@@ -69,7 +70,18 @@ fn sync_options(args: &GatewayArgs, controller: String, options: &Options) -> Sy
             ingress_class: options.ingress_class.clone(),
             ingress_tls_port: options.ingress_tls_port,
             mesh_namespace: None,
+            workload_namespace: None,
         },
+    }
+}
+
+/// The controller connection of a proxy (`--controller`, `--controller-root`,
+/// `--token-file`).
+pub fn control_channel(source: &crate::cli::SourceArgs, address: String) -> ControlChannel {
+    ControlChannel {
+        address,
+        root_file: source.controller_root.clone(),
+        token_file: source.token_file.clone(),
     }
 }
 

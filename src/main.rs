@@ -93,6 +93,10 @@ fn main() -> anyhow::Result<()> {
                 let config = ferry_controller::cluster::ControllerConfig {
                     kubeconfig: args.kubeconfig,
                     listen: args.listen,
+                    monitoring: args.monitoring,
+                    trust_domain: args.trust_domain,
+                    workload_cert_lifetime: args.workload_cert_lifetime,
+                    extra_server_names: args.server_names,
                     namespace: args.namespace,
                     root_namespace: args.root_namespace,
                     identity: args.identity.unwrap_or_else(gateway_cmd::host_identity),

@@ -10,7 +10,7 @@ use ferry_model::push::Scope;
 use std::net::SocketAddr;
 
 use crate::cli::SidecarArgs;
-use crate::gateway_cmd::{default_proxy_name, file_loader, telemetry_options};
+use crate::gateway_cmd::{control_channel, default_proxy_name, file_loader, telemetry_options};
 
 pub async fn run(args: SidecarArgs, log_control: admin::LogControl) -> anyhow::Result<()> {
     let options = Options {
@@ -40,7 +40,7 @@ pub async fn run(args: SidecarArgs, log_control: admin::LogControl) -> anyhow::R
         match (&args.source.controller, &args.source.config) {
             (Some(controller), _) => {
                 let sync = SyncOptions {
-                    controller: controller.clone(),
+                    controller: control_channel(&args.source, controller.clone()),
                     proxy: args
                         .source
                         .proxy_name

@@ -67,22 +67,22 @@ async fn backend_of(port: u16, host: &str) -> Option<(u16, String)> {
     Some((reply.status, backend))
 }
 
-fn gateway_in_controller_mode(controller: SocketAddr, name: &str) -> Gateway {
-    Gateway::spawn_with(&[
-        "--controller".into(),
-        controller.to_string(),
-        "--scope".into(),
-        format!("{NS}/public"),
-        "--proxy-name".into(),
-        name.into(),
-    ])
+/// A gateway following `controller` for `shop/public`, running as ServiceAccount
+/// `shop/public` (the Gateway's own, which the controller entitles to that scope).
+fn gateway_in_controller_mode(api: &ApiServer, controller: SocketAddr, name: &str) -> Gateway {
+    let credentials = api.proxy_credentials(NS, "public");
+    Gateway::following(
+        controller,
+        credentials,
+        &["--scope", &format!("{NS}/public"), "--proxy-name", name],
+    )
 }
 
 /// A controller on a free port and a gateway following it for `shop/public`, serving v1.
 async fn controller_and_gateway(api: &ApiServer, port: u16) -> (SocketAddr, Controller, Gateway) {
     let push = free_addr();
     let controller = Controller::start(&api.kubeconfig, push).await;
-    let gw = gateway_in_controller_mode(push, "gw-1.shop");
+    let gw = gateway_in_controller_mode(api, push, "gw-1.shop");
     gw.wait_ready().await;
     support::eventually(|| async {
         backend_of(port, "shop.example.com").await == Some((200, "v1".into()))
@@ -378,7 +378,7 @@ async fn replicas_elect_one_status_writer_and_all_serve_snapshots() {
 
     // A gateway following the replica that does not lead is served all the same.
     let follower = if leader == "replica-a" { b } else { a };
-    let gw = gateway_in_controller_mode(follower, "gw-1.shop");
+    let gw = gateway_in_controller_mode(&api, follower, "gw-1.shop");
     gw.wait_ready().await;
     support::eventually(|| async {
         backend_of(port, "shop.example.com").await == Some((200, "v1".into()))
@@ -480,4 +480,154 @@ async fn https_listeners_take_certificates_from_tls_secrets_and_follow_their_rot
         !served_with(first.cert_pem.clone()).await,
         "old certificate still served"
     );
+}
+
+/// Refused calls on the controller's port: each reason counted.
+async fn refused(controller: &Controller, reason: &str) -> f64 {
+    let reply = Http::new(Proto::H1)
+        .get(
+            &format!("http://{}/metrics", controller.monitoring),
+            None,
+            &[],
+        )
+        .await
+        .expect("monitoring port answered");
+    reply
+        .text
+        .lines()
+        .find(|l| {
+            l.starts_with(&format!(
+                "ferry_controller_refused_total{{reason=\"{reason}\"}}"
+            ))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn channel(
+    controller: &Controller,
+    credentials: &support::apiserver::ProxyCredentials,
+) -> ferry_gateway::control_channel::ControlChannel {
+    ferry_gateway::control_channel::ControlChannel {
+        address: controller.addr.to_string(),
+        root_file: credentials.root_file.clone(),
+        token_file: credentials.token_file.clone(),
+    }
+}
+
+/// A CSR asking for someone else's identity.
+fn csr_for_admin() -> ferry_model::identity::CertificateRequest {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.subject_alt_names = vec![rcgen::SanType::URI(
+        "spiffe://cluster.local/ns/kube-system/sa/admin"
+            .try_into()
+            .unwrap(),
+    )];
+    ferry_model::identity::CertificateRequest {
+        csr_pem: params.serialize_request(&key).unwrap().pem().unwrap(),
+    }
+}
+
+fn uri_sans(chain_pem: &str) -> Vec<String> {
+    use rustls::pki_types::pem::PemObject;
+    let leaf = rustls::pki_types::CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+    let san = cert.subject_alternative_name().unwrap().unwrap();
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::URI(uri) => Some(uri.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_control_channel_refuses_strangers_and_signs_only_for_the_callers_service_account() {
+    use ferry_model::identity::{CertificateResponse, CERTIFICATE_PATH};
+    let api = cluster();
+    let v1 = pod_echo("v1");
+    let port = free_port();
+    api.apply(&shop(port, &v1, &[]));
+    let push = free_addr();
+    let controller = Controller::start(&api.kubeconfig, push).await;
+    let web = api.proxy_credentials(NS, "web");
+
+    // Signed for the token's ServiceAccount (TokenReview), whatever the CSR asked for.
+    let signed: CertificateResponse = channel(&controller, &web)
+        .post_json(CERTIFICATE_PATH, &csr_for_admin())
+        .await
+        .expect("certificate for shop/web");
+    assert_eq!(
+        uri_sans(&signed.cert_chain_pem),
+        ["spiffe://cluster.local/ns/shop/sa/web"]
+    );
+    assert!(signed.trust_bundle_pem.contains("BEGIN CERTIFICATE"));
+
+    // No token: refused.
+    let anonymous = support::apiserver::ProxyCredentials::write(
+        "",
+        &std::fs::read_to_string(&web.root_file).unwrap(),
+    );
+    let error = channel(&controller, &anonymous)
+        .post_json::<CertificateResponse>(CERTIFICATE_PATH, &csr_for_admin())
+        .await
+        .unwrap_err();
+    assert!(error.contains("401"), "{error}");
+    assert!(refused(&controller, "no_token").await >= 1.0);
+
+    // A token for another audience (the API server's own): refused by TokenReview.
+    let api_token = api.kubectl(&["create", "token", "web", "-n", NS]);
+    let wrong_audience = support::apiserver::ProxyCredentials::write(
+        api_token.trim(),
+        &std::fs::read_to_string(&web.root_file).unwrap(),
+    );
+    let error = channel(&controller, &wrong_audience)
+        .post_json::<CertificateResponse>(CERTIFICATE_PATH, &csr_for_admin())
+        .await
+        .unwrap_err();
+    assert!(error.contains("401"), "{error}");
+    assert!(refused(&controller, "bad_token").await >= 1.0);
+
+    // A workload's identity asking for the Gateway's scope: refused, logged, counted; the
+    // gateway never becomes ready.
+    let intruder = Gateway::following(
+        push,
+        web,
+        &[
+            "--scope",
+            &format!("{NS}/public"),
+            "--proxy-name",
+            "intruder",
+        ],
+    );
+    support::eventually(|| async { refused(&controller, "not_entitled").await >= 1.0 }).await;
+    assert!(
+        controller
+            .logs()
+            .contains("only ServiceAccount shop/public may serve it"),
+        "{}",
+        controller.logs()
+    );
+    assert!(
+        intruder.logs().contains("controller refused the stream"),
+        "{}",
+        intruder.logs()
+    );
+    assert_eq!(
+        Http::new(Proto::H1)
+            .get(&format!("http://{}/ready", intruder.admin), None, &[])
+            .await
+            .map(|r| r.status),
+        Some(503)
+    );
+    assert!(controller.proxies().await["proxies"]
+        .as_array()
+        .unwrap()
+        .is_empty());
 }

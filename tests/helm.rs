@@ -204,6 +204,13 @@ async fn helm_install_then_the_controller_with_the_charts_rbac_accepts_the_class
         "spec is the user's"
     );
     assert!(!can("create", "deployments", NS));
+    assert!(can("create", "tokenreviews.authentication.k8s.io", ""));
+    assert!(can("create", "secrets", NS), "the generated root CA");
+    assert!(!can("create", "secrets", "default"));
+    assert!(
+        can("patch", "configmaps", "default"),
+        "ferry-ca-root everywhere"
+    );
     assert!(!can("delete", "secrets", "default"));
 
     // The controller as the chart runs it: the chart's ServiceAccount, Lease in the release
@@ -241,6 +248,28 @@ async fn helm_install_then_the_controller_with_the_charts_rbac_accepts_the_class
     let condition = |kind: &str| format!(r#".status.conditions[?(@.type=="{kind}")].status"#);
     api.eventually_get("gatewayclass", "", "ferry", &condition("Accepted"), "True")
         .await;
+    // With only the chart's RBAC the controller made its CA, published the roots and signs
+    // for the gateway's ServiceAccount.
+    let gateway_credentials = api.proxy_credentials(NS, "ferry-gateway");
+    let channel = ferry_gateway::control_channel::ControlChannel {
+        address: controller.addr.to_string(),
+        root_file: gateway_credentials.root_file.clone(),
+        token_file: gateway_credentials.token_file.clone(),
+    };
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let signed: ferry_model::identity::CertificateResponse = channel
+        .post_json(
+            ferry_model::identity::CERTIFICATE_PATH,
+            &ferry_model::identity::CertificateRequest { csr_pem: csr },
+        )
+        .await
+        .expect("the chart's gateway gets a certificate");
+    assert!(signed.cert_chain_pem.contains("BEGIN CERTIFICATE"));
     api.eventually_get(
         "gateway",
         NS,

@@ -7,11 +7,18 @@
 //!
 //! Prints JSON: per-round time to all-ACKed (p50/p99 over rounds), per-proxy ACK latency
 //! (p50/p99 over all proxies and rounds) and the process RSS (controller + clients).
+//!
+//! The push port is the real one: TLS with a certificate from an in-process mesh CA, and each
+//! proxy's bearer token checked by an authenticator (a table here, where the controller asks
+//! the API server's TokenReview) before its scope is granted.
 
 use bytes::Bytes;
+use ferry_controller::ca::tokens::Caller;
+use ferry_controller::ca::{Authority, CurrentAuthority};
 use ferry_controller::inputs::parse_manifests;
+use ferry_controller::push::access::Authenticate;
 use ferry_controller::push::server::{serve, PushState};
-use ferry_controller::push::{Proxies, Publisher};
+use ferry_controller::push::Publisher;
 use ferry_controller::Inputs;
 use ferry_model::push::{
     encode_line, ControllerFrame, LineDecoder, ProxyFrame, Scope, SUBSCRIBE_PATH,
@@ -35,20 +42,27 @@ async fn main() {
     let registry = prometheus::Registry::new();
     let publisher = Arc::new(Publisher::default());
     publisher.update(Arc::new(inputs(0)));
-    let state = Arc::new(PushState {
-        publisher: publisher.clone(),
-        proxies: Arc::new(Proxies::new(&registry)),
+    let material = Authority::generate_root("cluster.local").unwrap();
+    let root_pem = material.root_cert_pem.clone();
+    let authority = Authority::new(material, "cluster.local", Duration::from_secs(3600)).unwrap();
+    let tls = ferry_controller::ca::serving_tls(&authority, "bench", &[]).unwrap();
+    let state = Arc::new(PushState::new(
+        publisher.clone(),
         registry,
-        synced: tokio::sync::watch::channel(true).1,
-    });
+        tokio::sync::watch::channel(true).1,
+        Arc::new(GatewayTokens),
+        Arc::new(CurrentAuthority::new(authority)),
+        "bench",
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve(listener, state.clone()));
+    tokio::spawn(serve(listener, tls, state.clone()));
     let rss_before = rss_kib();
 
+    let client_tls = client_tls(&root_pem);
     let connect_started = Instant::now();
     for id in 0..proxies {
-        tokio::spawn(proxy(addr, id));
+        tokio::spawn(proxy(addr, client_tls.clone(), id));
     }
     let first = wait_all_acked(&state, proxies, 0).await;
     let connect_time = connect_started.elapsed();
@@ -108,11 +122,47 @@ fn inputs(round: usize) -> Inputs {
     Inputs::from_objects(parse_manifests(&yaml, "push-scale").expect("valid manifests"))
 }
 
-/// One simulated proxy: hello, then ACK every snapshot.
-async fn proxy(addr: SocketAddr, id: usize) {
+/// Tokens `bench/gw-N` stand for the ServiceAccount of Gateway `bench/gw-N`.
+struct GatewayTokens;
+
+impl Authenticate for GatewayTokens {
+    fn authenticate<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Caller, String>> {
+        Box::pin(async move {
+            let (namespace, service_account) = token.split_once('/').ok_or("unknown token")?;
+            Ok(Caller {
+                namespace: namespace.into(),
+                service_account: service_account.into(),
+            })
+        })
+    }
+}
+
+fn client_tls(root_pem: &str) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// One simulated proxy: TLS, hello with its token, then ACK every snapshot.
+async fn proxy(addr: SocketAddr, tls: tokio_rustls::TlsConnector, id: usize) {
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tls.connect(name, tcp).await.expect("TLS handshake");
     let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
             .await
             .expect("h2 handshake");
     tokio::spawn(connection);
@@ -131,7 +181,8 @@ async fn proxy(addr: SocketAddr, id: usize) {
             .await
             .map(|b| (Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))
     })));
-    let request = http::Request::post(format!("http://{addr}{SUBSCRIBE_PATH}"))
+    let request = http::Request::post(format!("https://{addr}{SUBSCRIBE_PATH}"))
+        .header("authorization", format!("Bearer bench/gw-{}", id % SCOPES))
         .body(body)
         .unwrap();
     let mut body = sender

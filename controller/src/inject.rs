@@ -28,7 +28,7 @@ impl Default for InjectConfig {
     fn default() -> Self {
         InjectConfig {
             image: format!("ghcr.io/ferry-dev/ferry:{}", env!("CARGO_PKG_VERSION")),
-            controller: "ferry-controller.ferry-system.svc:15010".into(),
+            controller: "ferry-controller.ferry-system.svc:15012".into(),
             proxy_uid: 1337,
         }
     }
@@ -36,6 +36,19 @@ impl Default for InjectConfig {
 
 /// The sidecar's status port (probes, metrics; never captured), as Istio's 15020.
 pub const STATUS_PORT: u16 = 15020;
+
+/// The mesh's roots (the controller publishes them in every namespace) and the pod's
+/// ServiceAccount token for audience `ferry`: what the sidecar proves itself with.
+const ROOT_VOLUME: &str = "ferry-ca-root";
+const TOKEN_VOLUME: &str = "ferry-token";
+
+fn proxy_volumes() -> [Value; 2] {
+    [
+        json!({"name": ROOT_VOLUME, "configMap": {"name": "ferry-ca-root"}}),
+        json!({"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken":
+            {"path": "ferry-token", "audience": "ferry", "expirationSeconds": 3600}}]}}),
+    ]
+}
 
 /// Istio's traffic annotations and the `ferry sidecar-init` flag each one becomes.
 const TRAFFIC_ANNOTATIONS: [(&str, &str); 4] = [
@@ -99,6 +112,21 @@ pub fn inject(pod: &mut Value, config: &InjectConfig) -> Result<(), Skipped> {
     ];
     init_containers.extend(existing);
     pod["spec"]["initContainers"] = Value::Array(init_containers);
+    let mut volumes = pod["spec"]["volumes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    volumes.retain(|v| v["name"] != ROOT_VOLUME && v["name"] != TOKEN_VOLUME);
+    volumes.extend(proxy_volumes());
+    pod["spec"]["volumes"] = Value::Array(volumes);
+    // The token volume needs a ServiceAccount; the API server's ServiceAccount admission
+    // sets `default` before webhooks run, `ferry inject` on a bare manifest does it here.
+    if pod["spec"]["serviceAccountName"]
+        .as_str()
+        .is_none_or(str::is_empty)
+    {
+        pod["spec"]["serviceAccountName"] = json!("default");
+    }
     let mut annotations = annotations.as_object().cloned().unwrap_or_else(Map::new);
     annotations.insert(
         STATUS_ANNOTATION.into(),
@@ -116,6 +144,8 @@ pub fn patch_for(original: &Value, config: &InjectConfig) -> Result<Value, Skipp
     Ok(json!([
         {"op": "add", "path": "/spec/initContainers", "value": pod["spec"]["initContainers"]},
         {"op": "add", "path": "/metadata/annotations", "value": pod["metadata"]["annotations"]},
+        {"op": "add", "path": "/spec/volumes", "value": pod["spec"]["volumes"]},
+        {"op": "add", "path": "/spec/serviceAccountName", "value": pod["spec"]["serviceAccountName"]},
     ]))
 }
 
@@ -201,6 +231,10 @@ fn proxy_container(config: &InjectConfig, identity: &[String]) -> Value {
             "capabilities": {"drop": ["ALL"]},
         },
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "256Mi"}},
+        "volumeMounts": [
+            {"name": ROOT_VOLUME, "mountPath": "/var/run/secrets/ferry", "readOnly": true},
+            {"name": TOKEN_VOLUME, "mountPath": "/var/run/secrets/tokens", "readOnly": true},
+        ],
     })
 }
 
@@ -288,5 +322,9 @@ mod tests {
         assert_eq!(patch[0]["path"], "/spec/initContainers");
         assert_eq!(patch[0]["value"].as_array().unwrap().len(), 3);
         assert_eq!(patch[1]["path"], "/metadata/annotations");
+        assert_eq!(patch[2]["path"], "/spec/volumes");
+        let volumes = patch[2]["value"].to_string();
+        assert!(volumes.contains(r#""audience":"ferry""#), "{volumes}");
+        assert!(volumes.contains(r#""name":"ferry-ca-root""#), "{volumes}");
     }
 }

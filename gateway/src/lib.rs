@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod compiled;
+pub mod control_channel;
 mod downstream_io;
 pub mod echo;
 pub mod engine;

@@ -1,6 +1,7 @@
 //! Controller mode: follow the controller's push stream for this proxy's scope.
 //!
-//! The gateway dials the controller, says hello (name + scope), applies every snapshot it
+//! The gateway dials the controller over TLS with its ServiceAccount token
+//! ([`crate::control_channel`]), says hello (name + scope), applies every snapshot it
 //! receives and answers ACK or NACK. When the controller is unreachable or the stream
 //! breaks, the engine keeps serving its last snapshot and the gateway reconnects with
 //! exponential backoff (jittered, capped), as Envoy and ztunnel do with xDS.
@@ -12,21 +13,19 @@ use ferry_model::push::{
 use futures::stream;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use rand::Rng;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+use crate::control_channel::ControlChannel;
 use crate::engine::Engine;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct SyncOptions {
-    /// `host:port` of the controller's push port.
-    pub controller: String,
+    pub controller: ControlChannel,
     /// Unique proxy name, e.g. `pod.namespace`.
     pub proxy: String,
     pub scope: Scope,
@@ -39,11 +38,11 @@ pub async fn follow(options: SyncOptions, engine: Arc<Engine>) {
         let outcome = session(&options, &engine).await;
         match &outcome {
             Ok(received) => tracing::warn!(
-                controller = %options.controller,
+                controller = %options.controller.address,
                 "controller stream ended after {received} snapshot(s); reconnecting"
             ),
             Err(e) => tracing::warn!(
-                controller = %options.controller,
+                controller = %options.controller.address,
                 "controller unreachable ({e}); serving the last snapshot, retrying in {backoff:?}"
             ),
         }
@@ -63,20 +62,8 @@ fn jittered(backoff: Duration) -> Duration {
 
 /// One stream; returns how many snapshots it delivered.
 async fn session(options: &SyncOptions, engine: &Engine) -> Result<usize, String> {
-    let tcp = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        tokio::net::TcpStream::connect(&options.controller),
-    )
-    .await
-    .map_err(|_| "connect timed out".to_string())?
-    .map_err(|e| e.to_string())?;
-    let _ = tcp.set_nodelay(true);
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
-
+    let connected = options.controller.connect().await?;
+    let mut sender = connected.sender;
     let (frames_tx, frames_rx) = mpsc::unbounded_channel::<Bytes>();
     let hello = ProxyFrame::Hello {
         proxy: options.proxy.as_str().into(),
@@ -88,10 +75,14 @@ async fn session(options: &SyncOptions, engine: &Engine) -> Result<usize, String
             .await
             .map(|b| (Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))
     })));
-    let request = http::Request::post(format!("http://{}{SUBSCRIBE_PATH}", options.controller))
-        .header("content-type", "application/x-ndjson")
-        .body(body)
-        .map_err(|e| e.to_string())?;
+    let request = http::Request::post(format!(
+        "https://{}{SUBSCRIBE_PATH}",
+        options.controller.address
+    ))
+    .header("content-type", "application/x-ndjson")
+    .header("authorization", format!("Bearer {}", connected.token))
+    .body(body)
+    .map_err(|e| e.to_string())?;
     let response = sender
         .send_request(request)
         .await

@@ -5,6 +5,7 @@
 //! `Arc<str>` so cloning a snapshot (or a piece of it) is cheap.
 
 mod cluster;
+pub mod identity;
 mod matching;
 mod meta;
 mod policy;
@@ -14,6 +15,7 @@ mod tls;
 mod traffic;
 
 pub use cluster::{Cluster, Endpoint, ServiceId, UpstreamProtocol, Workload};
+pub use identity::SpiffeId;
 pub use matching::{HeaderMatch, PathMatch, QueryMatch, RouteMatch, StringMatch};
 pub use meta::Meta;
 pub use policy::{Filter, HeaderMods, Mirror, PathRewrite, Redirect, RedirectPort, Rewrite};

@@ -36,6 +36,11 @@ pub struct Scope {
     /// ports, mesh VirtualServices) instead of gateways.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mesh_namespace: Option<Str>,
+    /// The namespace of the proxy's authenticated ServiceAccount. Set by the controller after
+    /// checking the proxy's token, never taken from the wire: it decides which Secrets (TLS
+    /// private keys) the proxy's snapshot may carry.
+    #[serde(skip)]
+    pub workload_namespace: Option<Str>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,33 +69,57 @@ pub enum ControllerFrame {
 }
 
 /// Splits a byte stream into frames, one JSON document per line. Chunk boundaries of the
-/// transport do not follow lines; partial lines wait for the rest.
-#[derive(Default)]
+/// transport do not follow lines; partial lines wait for the rest. Each byte is scanned for
+/// a newline once (a frame arriving in many chunks costs linear time), and a line longer
+/// than the decoder's limit is an error rather than a buffer that grows without bound.
 pub struct LineDecoder {
     pending: Vec<u8>,
+    max_frame: usize,
 }
 
-/// Longest frame accepted: a snapshot with tens of thousands of routes fits easily; a peer
-/// that never sends a newline cannot make the buffer grow without bound.
+/// Longest frame a proxy accepts: a snapshot with tens of thousands of routes fits easily.
 pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
 
+/// Longest frame the controller accepts from a proxy (a hello, an ACK, a NACK with reasons).
+pub const MAX_PROXY_FRAME_BYTES: usize = 1024 * 1024;
+
+impl Default for LineDecoder {
+    fn default() -> Self {
+        LineDecoder::with_limit(MAX_FRAME_BYTES)
+    }
+}
+
 impl LineDecoder {
+    pub fn with_limit(max_frame: usize) -> Self {
+        LineDecoder {
+            pending: Vec::new(),
+            max_frame,
+        }
+    }
+
     /// Feeds `chunk` and returns the complete frames it finished, decoded.
     pub fn push<T: serde::de::DeserializeOwned>(&mut self, chunk: &[u8]) -> Result<Vec<T>, String> {
+        // Bytes already held were scanned by an earlier call and hold no newline.
+        let mut scan_from = self.pending.len();
         self.pending.extend_from_slice(chunk);
         let mut frames = Vec::new();
         let mut start = 0;
-        while let Some(end) = self.pending[start..].iter().position(|b| *b == b'\n') {
-            let line = &self.pending[start..start + end];
+        while let Some(offset) = self.pending[scan_from..].iter().position(|b| *b == b'\n') {
+            let end = scan_from + offset;
+            let line = &self.pending[start..end];
+            if line.len() > self.max_frame {
+                return Err(format!("frame longer than {} bytes", self.max_frame));
+            }
             if !line.iter().all(u8::is_ascii_whitespace) {
                 let frame = serde_json::from_slice(line).map_err(|e| format!("bad frame: {e}"))?;
                 frames.push(frame);
             }
-            start += end + 1;
+            start = end + 1;
+            scan_from = start;
         }
         self.pending.drain(..start);
-        if self.pending.len() > MAX_FRAME_BYTES {
-            return Err(format!("frame longer than {MAX_FRAME_BYTES} bytes"));
+        if self.pending.len() > self.max_frame {
+            return Err(format!("frame longer than {} bytes", self.max_frame));
         }
         Ok(frames)
     }
@@ -151,5 +180,18 @@ mod tests {
             ]
         );
         assert!(decoder.push::<ProxyFrame>(b"{not json}\n").is_err());
+    }
+
+    #[test]
+    fn a_line_over_the_limit_is_refused_even_in_small_chunks() {
+        let mut decoder = LineDecoder::with_limit(64);
+        for _ in 0..8 {
+            assert!(decoder.push::<ProxyFrame>(b"{{{{{{{{").is_ok());
+        }
+        assert!(decoder.push::<ProxyFrame>(b"{").is_err());
+        let mut decoder = LineDecoder::with_limit(64);
+        let ack = encode_line(&ProxyFrame::Ack { version: 7 });
+        let frames: Vec<ProxyFrame> = decoder.push(&ack).unwrap();
+        assert_eq!(frames.len(), 1);
     }
 }

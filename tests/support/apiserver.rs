@@ -156,6 +156,44 @@ impl ApiServer {
         }
     }
 
+    /// What a proxy running as `namespace/service_account` presents to the controller: a
+    /// projected-style token for audience `ferry` (TokenRequest, as kubelet mints them) and
+    /// the mesh roots the controller publishes in the namespace (`ferry-ca-root`). The
+    /// ServiceAccount is created if missing. Waits (up to 20 s) for the ConfigMap.
+    pub fn proxy_credentials(&self, namespace: &str, service_account: &str) -> ProxyCredentials {
+        let _ =
+            self.kubectl_output(&["create", "serviceaccount", service_account, "-n", namespace]);
+        let token = self.kubectl(&[
+            "create",
+            "token",
+            service_account,
+            "-n",
+            namespace,
+            "--audience",
+            "ferry",
+            "--duration",
+            "1h",
+        ]);
+        let started = Instant::now();
+        let root = loop {
+            let root = self.get(
+                "configmap",
+                namespace,
+                "ferry-ca-root",
+                r".data.root-cert\.pem",
+            );
+            if root.contains("BEGIN CERTIFICATE") {
+                break root;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "no ferry-ca-root ConfigMap in {namespace} (is the controller running?)"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        ProxyCredentials::write(token.trim(), &root)
+    }
+
     /// Waits (up to 20 s) until `kubectl get` shows `want` at `jsonpath` of the object.
     pub async fn eventually_get(
         &self,
@@ -240,6 +278,38 @@ impl ApiServer {
             &format!("jsonpath={{{jsonpath}}}"),
         ])
         .unwrap_or_default()
+    }
+}
+
+/// A proxy's token and root files (what the pod would have mounted).
+pub struct ProxyCredentials {
+    pub token_file: PathBuf,
+    pub root_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ProxyCredentials {
+    pub fn write(token: &str, root_pem: &str) -> ProxyCredentials {
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("ferry-token");
+        let root_file = dir.path().join("root-cert.pem");
+        std::fs::write(&token_file, token).unwrap();
+        std::fs::write(&root_file, root_pem).unwrap();
+        ProxyCredentials {
+            token_file,
+            root_file,
+            _dir: dir,
+        }
+    }
+
+    /// `--controller-root F --token-file F`.
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            "--controller-root".into(),
+            self.root_file.display().to_string(),
+            "--token-file".into(),
+            self.token_file.display().to_string(),
+        ]
     }
 }
 

@@ -206,9 +206,25 @@ pub struct Gateway {
     pub stdout_path: PathBuf,
     _logs: tempfile::TempDir,
     _proc: Proc,
+    /// A gateway in controller mode keeps its token and root files.
+    _credentials: Option<apiserver::ProxyCredentials>,
 }
 
 impl Gateway {
+    /// `ferry gateway --controller ADDR` with `credentials` (token, roots) and `extra` args.
+    pub fn following(
+        controller: SocketAddr,
+        credentials: apiserver::ProxyCredentials,
+        extra: &[&str],
+    ) -> Gateway {
+        let mut args = vec!["--controller".to_string(), controller.to_string()];
+        args.extend(credentials.args());
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let mut gateway = Gateway::spawn_with(&args);
+        gateway._credentials = Some(credentials);
+        gateway
+    }
+
     /// Starts the gateway and waits until it reports ready.
     pub async fn start(config: &Path) -> Gateway {
         let gateway = Gateway::spawn(config, &[]);
@@ -245,6 +261,7 @@ impl Gateway {
             stdout_path,
             _logs: logs,
             _proc: Proc(child),
+            _credentials: None,
         }
     }
 
@@ -284,7 +301,10 @@ impl Gateway {
 
 /// A `ferry controller` process watching a test API server.
 pub struct Controller {
+    /// The proxies' port (TLS, token-authenticated).
     pub addr: SocketAddr,
+    /// The monitoring port (/debug/proxies, /metrics, /ready).
+    pub monitoring: SocketAddr,
     pub log_path: PathBuf,
     _logs: tempfile::TempDir,
     _proc: Proc,
@@ -305,11 +325,13 @@ impl Controller {
     pub async fn start_with(kubeconfig: &Path, addr: SocketAddr, extra: &[&str]) -> Controller {
         let logs = tempfile::tempdir().unwrap();
         let log_path = logs.path().join("controller.log");
+        let monitoring: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let child = ferry()
             .arg("controller")
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .args(["--listen", &addr.to_string()])
+            .args(["--monitoring", &monitoring.to_string()])
             .args(extra)
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -318,11 +340,12 @@ impl Controller {
             .expect("spawn ferry controller");
         let controller = Controller {
             addr,
+            monitoring,
             log_path,
             _logs: logs,
             _proc: Proc(child),
         };
-        let url = format!("http://{addr}/ready");
+        let url = format!("http://{monitoring}/ready");
         eventually_within("controller ready", Duration::from_secs(30), || async {
             get_status(&url).await == Some(200)
         })
@@ -337,7 +360,11 @@ impl Controller {
     /// `/debug/proxies` as JSON.
     pub async fn proxies(&self) -> serde_json::Value {
         let reply = Http::new(Proto::H1)
-            .get(&format!("http://{}/debug/proxies", self.addr), None, &[])
+            .get(
+                &format!("http://{}/debug/proxies", self.monitoring),
+                None,
+                &[],
+            )
             .await
             .expect("controller answered");
         serde_json::from_str(&reply.text).unwrap()

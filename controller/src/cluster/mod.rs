@@ -13,8 +13,9 @@ use tokio::net::TcpListener;
 
 pub use cache::Cache;
 
+use crate::ca;
 use crate::push::server::{self, PushState};
-use crate::push::{Proxies, Publisher};
+use crate::push::Publisher;
 use crate::{status, translate, Inputs, Options};
 use status_writer::StatusWriter;
 
@@ -47,7 +48,16 @@ const DEBOUNCE: Duration = Duration::from_millis(50);
 
 pub struct ControllerConfig {
     pub kubeconfig: Option<PathBuf>,
+    /// The proxies' port: TLS, push streams and certificates, token-authenticated.
     pub listen: SocketAddr,
+    /// The operators' port: /debug/proxies, /metrics, /ready (plain HTTP).
+    pub monitoring: SocketAddr,
+    /// SPIFFE trust domain of workload certificates.
+    pub trust_domain: String,
+    /// Lifetime of workload certificates (renewed by proxies at half of it).
+    pub workload_cert_lifetime: Duration,
+    /// Names (DNS or IP) the controller's serving certificate carries beyond its Service's.
+    pub extra_server_names: Vec<String>,
     /// Namespace of the leader-election Lease (the controller's own namespace).
     pub namespace: String,
     /// The mesh's root namespace (Istio's `rootNamespace`).
@@ -73,6 +83,8 @@ pub enum ControllerError {
     Discovery(kube::Error),
     #[error("cannot list {0}")]
     List(String),
+    #[error("certificate authority: {0}")]
+    Authority(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -87,21 +99,27 @@ pub async fn run(config: ControllerConfig) -> Result<(), ControllerError> {
     let registry = prometheus::Registry::new();
     let publisher = Arc::new(Publisher::new(&config.root_namespace));
     let (synced_tx, synced) = tokio::sync::watch::channel(false);
-    let state = Arc::new(PushState {
-        publisher: publisher.clone(),
-        proxies: Arc::new(Proxies::new(&registry)),
+    let authority = start_authority(&client, &config).await?;
+    let tls = ca::serving_tls(
+        &authority.get(),
+        &config.namespace,
+        &config.extra_server_names,
+    )
+    .map_err(ControllerError::Authority)?;
+    let state = Arc::new(PushState::new(
+        publisher.clone(),
         registry,
         synced,
-    });
-    let listener =
-        TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ControllerError::Listen {
-                addr: config.listen,
-                source,
-            })?;
-    tracing::info!(addr = %listener.local_addr().unwrap_or(config.listen), "push server listening");
-    tokio::spawn(server::serve(listener, state));
+        Arc::new(ca::tokens::TokenReviewer::new(client.clone())),
+        authority.clone(),
+        &config.namespace,
+    ));
+    let listener = bind(config.listen).await?;
+    tracing::info!(addr = %listener.local_addr().unwrap_or(config.listen), "proxy port listening (TLS)");
+    tokio::spawn(server::serve(listener, tls, state.clone()));
+    let monitoring = bind(config.monitoring).await?;
+    tracing::info!(addr = %monitoring.local_addr().unwrap_or(config.monitoring), "monitoring port listening");
+    tokio::spawn(crate::push::monitoring::serve(monitoring, state));
     if let Some(webhook) = config.webhook {
         // Its own task: a bad certificate stops injection (logged), not routing.
         tokio::spawn(async move {
@@ -122,7 +140,8 @@ pub async fn run(config: ControllerConfig) -> Result<(), ControllerError> {
         cache.watch(client.clone(), kind.clone());
     }
     let mut leading = leader::campaign(client.clone(), &config.namespace, config.identity);
-    let mut statuses = StatusWriter::new(client, &kinds);
+    let mut statuses = StatusWriter::new(client.clone(), &kinds);
+    let mut roots = ca::store::RootPublisher::default();
     let mut latest: Option<Arc<Inputs>> = None;
     loop {
         tokio::select! {
@@ -142,8 +161,51 @@ pub async fn run(config: ControllerConfig) -> Result<(), ControllerError> {
         } // else: a partial view would publish routes without their backends
         if let Some(inputs) = latest.as_ref().filter(|_| *leading.borrow()) {
             write_statuses(&mut statuses, inputs).await;
+            let namespaces = namespace_names(inputs);
+            let bundle = authority.get().trust_bundle_pem().to_string();
+            roots.publish(&client, &namespaces, &bundle).await;
         }
     }
+}
+
+fn namespace_names(inputs: &Inputs) -> Vec<String> {
+    inputs
+        .namespaces
+        .iter()
+        .filter_map(|n| n.metadata.name.clone())
+        .collect()
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ControllerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ControllerError::Listen { addr, source })
+}
+
+/// The mesh CA from its Secret (created on first start), followed for rotations.
+async fn start_authority(
+    client: &kube::Client,
+    config: &ControllerConfig,
+) -> Result<Arc<ca::CurrentAuthority>, ControllerError> {
+    let material = ca::store::load_or_create(client, &config.namespace, &config.trust_domain)
+        .await
+        .map_err(ControllerError::Authority)?;
+    let authority = ca::Authority::new(
+        material,
+        &config.trust_domain,
+        config.workload_cert_lifetime,
+    )
+    .map_err(ControllerError::Authority)?;
+    let current = Arc::new(ca::CurrentAuthority::new(authority));
+    tokio::spawn(ca::follow_rotation(
+        client.clone(),
+        config.namespace.clone(),
+        current.clone(),
+        config.trust_domain.clone(),
+        config.workload_cert_lifetime,
+        Duration::from_secs(10),
+    ));
+    Ok(current)
 }
 
 /// Statuses come from one translation of everything (all Gateways, not one proxy's scope).

@@ -190,6 +190,7 @@ pub fn options_for(scope: &Scope, root_namespace: &str) -> Options {
         only_gateway: (!scope.gateway.is_empty()).then(|| scope.gateway.to_string()),
         mesh_namespace: scope.mesh_namespace.as_deref().map(str::to_string),
         root_namespace: root_namespace.into(),
+        workload_namespace: scope.workload_namespace.as_deref().map(str::to_string),
     }
 }
 

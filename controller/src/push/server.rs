@@ -1,28 +1,45 @@
-//! The controller's port: proxies' push streams (HTTP/2, also HTTP/1.1 chunked for curl),
-//! `/debug/proxies`, `/metrics` and `/ready`.
+//! The controller's port for proxies (TLS, HTTP/2 and HTTP/1.1): the push streams
+//! (`POST /ferry.v1/subscribe`), the certificate authority (`POST /ferry.v1/certificate`)
+//! and `/ready`. Every call but `/ready` is authenticated by the proxy's ServiceAccount token
+//! and limited to what that identity may have ([`super::access`]). Operators' endpoints
+//! (`/debug/proxies`, `/metrics`) are on the monitoring port ([`super::monitoring`]).
 
 use bytes::Bytes;
-use ferry_model::push::SUBSCRIBE_PATH;
-use ferry_model::push::{encode_line, ControllerFrame, LineDecoder, ProxyFrame, Scope};
+use ferry_model::identity::{CertificateRequest, CertificateResponse, CERTIFICATE_PATH};
+use ferry_model::push::{
+    encode_line, ControllerFrame, LineDecoder, ProxyFrame, Scope, MAX_PROXY_FRAME_BYTES,
+    SUBSCRIBE_PATH,
+};
 use futures::StreamExt;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, StreamBody};
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use prometheus::{Encoder, Registry, TextEncoder};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use prometheus::{IntCounterVec, Registry};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Semaphore};
 
+use super::access::{bearer_token, entitled_scope, refusal_counter, Authenticate, Refusal};
 use super::{Proxies, Publisher};
+use crate::ca::tokens::Caller;
+use crate::ca::CurrentAuthority;
 
-type Body = UnsyncBoxBody<Bytes, Infallible>;
+pub(super) type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// A proxy must say who it is this soon after opening its stream.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// A TLS handshake (or an HTTP request head) must complete this soon.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Open connections at most; beyond, new ones are closed at once (and counted).
+const MAX_CONNECTIONS: usize = 16_384;
+/// Streams per HTTP/2 connection: a proxy needs one push stream and a certificate call.
+const MAX_STREAMS_PER_CONNECTION: u32 = 8;
+/// Largest certificate request body.
+const MAX_CSR_BYTES: usize = 64 * 1024;
 
 pub struct PushState {
     pub publisher: Arc<Publisher>,
@@ -30,26 +47,95 @@ pub struct PushState {
     pub registry: Registry,
     /// True once every watched kind has been listed.
     pub synced: watch::Receiver<bool>,
+    pub authenticator: Arc<dyn Authenticate>,
+    pub authority: Arc<CurrentAuthority>,
+    /// The controller's namespace: gateways there may serve Ingress TLS hosts.
+    pub ingress_namespace: String,
+    refusals: IntCounterVec,
 }
 
-/// Serves connections until the task is dropped.
-pub async fn serve(listener: TcpListener, state: Arc<PushState>) {
+impl PushState {
+    pub fn new(
+        publisher: Arc<Publisher>,
+        registry: Registry,
+        synced: watch::Receiver<bool>,
+        authenticator: Arc<dyn Authenticate>,
+        authority: Arc<CurrentAuthority>,
+        ingress_namespace: &str,
+    ) -> PushState {
+        PushState {
+            publisher,
+            proxies: Arc::new(Proxies::new(&registry)),
+            refusals: refusal_counter(&registry),
+            registry,
+            synced,
+            authenticator,
+            authority,
+            ingress_namespace: ingress_namespace.into(),
+        }
+    }
+
+    /// Logs and counts a refusal, and builds its answer.
+    fn refuse(&self, refusal: Refusal, message: String) -> Response<Body> {
+        tracing::warn!(
+            reason = refusal.label(),
+            "controller refused a proxy: {message}"
+        );
+        self.refusals.with_label_values(&[refusal.label()]).inc();
+        let status = match refusal {
+            Refusal::NoToken | Refusal::BadToken => StatusCode::UNAUTHORIZED,
+            Refusal::NotEntitled => StatusCode::FORBIDDEN,
+            Refusal::BadRequest => StatusCode::BAD_REQUEST,
+            Refusal::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        let line = encode_line(&ControllerFrame::Error { message });
+        Response::builder()
+            .status(status)
+            .body(Full::new(Bytes::from(line)).boxed_unsync())
+            .expect("valid response")
+    }
+}
+
+/// Serves TLS connections until the task is dropped.
+pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, state: Arc<PushState>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            state
+                .refusals
+                .with_label_values(&[Refusal::Overloaded.label()])
+                .inc();
+            tracing::warn!(%peer, "connection limit ({MAX_CONNECTIONS}) reached: closed");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
+        let (state, acceptor) = (state.clone(), acceptor.clone());
         tokio::spawn(async move {
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            let Ok(Ok(tls)) = handshake.await else {
+                tracing::debug!(%peer, "TLS handshake failed or timed out");
+                return;
+            };
             let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HANDSHAKE_TIMEOUT)
+                .max_buf_size(64 * 1024);
+            builder
+                .http2()
+                .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+                .max_header_list_size(16 * 1024);
+            if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
                 tracing::debug!("push connection ended: {e}");
             }
+            drop(slot);
         });
     }
 }
@@ -59,38 +145,81 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let response = match (req.method(), req.uri().path()) {
-        (&Method::POST, SUBSCRIBE_PATH) => subscribe(state, req.into_body()).await,
-        (&Method::GET, "/debug/proxies") => json(&debug_proxies(&state)),
-        (&Method::GET, "/metrics") => metrics(&state.registry),
-        (&Method::GET, "/ready") if *state.synced.borrow() => text(StatusCode::OK, "ready\n"),
-        (&Method::GET, "/ready") => text(StatusCode::SERVICE_UNAVAILABLE, "syncing\n"),
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        (&Method::GET, "/ready") => super::monitoring::ready(&state),
+        (&Method::POST, SUBSCRIBE_PATH) => match authenticate(&state, &req).await {
+            Ok(caller) => subscribe(state, caller, req.into_body()).await,
+            Err(refused) => refused,
+        },
+        (&Method::POST, CERTIFICATE_PATH) => match authenticate(&state, &req).await {
+            Ok(caller) => certificate(&state, &caller, req.into_body()).await,
+            Err(refused) => refused,
+        },
+        _ => super::monitoring::text(StatusCode::NOT_FOUND, "not found\n"),
     };
     Ok(response)
 }
 
-fn debug_proxies(state: &PushState) -> serde_json::Value {
-    let held_back: Vec<_> = state
-        .publisher
-        .rejected()
-        .into_iter()
-        .map(|(scope, reasons)| serde_json::json!({"scope": scope, "reasons": reasons}))
-        .collect();
-    serde_json::json!({"proxies": state.proxies.list(), "heldBack": held_back})
+/// The ServiceAccount behind the request's token.
+async fn authenticate(
+    state: &PushState,
+    req: &Request<Incoming>,
+) -> Result<Caller, Response<Body>> {
+    let Some(token) = bearer_token(req.headers()) else {
+        return Err(state.refuse(Refusal::NoToken, "no bearer token".into()));
+    };
+    state
+        .authenticator
+        .authenticate(token)
+        .await
+        .map_err(|e| state.refuse(Refusal::BadToken, e))
 }
 
-/// Reads the Hello, then streams the scope's snapshots while recording ACKs and NACKs.
-async fn subscribe(state: Arc<PushState>, mut body: Incoming) -> Response<Body> {
-    let mut decoder = LineDecoder::default();
+/// Signs the proxy's CSR for its own ServiceAccount (whatever the CSR asks for).
+async fn certificate(state: &PushState, caller: &Caller, body: Incoming) -> Response<Body> {
+    let bytes = match Limited::new(body, MAX_CSR_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => return state.refuse(Refusal::BadRequest, format!("{caller}: body: {e}")),
+    };
+    let request: CertificateRequest = match serde_json::from_slice(&bytes) {
+        Ok(request) => request,
+        Err(e) => return state.refuse(Refusal::BadRequest, format!("{caller}: {e}")),
+    };
+    let authority = state.authority.get();
+    let signed =
+        authority.sign_workload(&request.csr_pem, &caller.namespace, &caller.service_account);
+    match signed {
+        Ok(cert_chain_pem) => {
+            tracing::info!(%caller, "signed a workload certificate");
+            let response = CertificateResponse {
+                cert_chain_pem,
+                trust_bundle_pem: authority.trust_bundle_pem().to_string(),
+            };
+            super::monitoring::json(&serde_json::to_value(response).unwrap_or_default())
+        }
+        Err(e) => state.refuse(Refusal::BadRequest, format!("{caller}: {e}")),
+    }
+}
+
+/// Reads the Hello, checks the scope against the caller's identity, then streams the scope's
+/// snapshots while recording ACKs and NACKs.
+async fn subscribe(state: Arc<PushState>, caller: Caller, mut body: Incoming) -> Response<Body> {
+    let mut decoder = LineDecoder::with_limit(MAX_PROXY_FRAME_BYTES);
     let hello = tokio::time::timeout(HELLO_TIMEOUT, first_frame(&mut body, &mut decoder)).await;
     let (proxy, scope) = match hello {
         Ok(Ok(ProxyFrame::Hello { proxy, scope })) => (proxy.to_string(), scope),
-        Ok(Ok(other)) => return refuse(format!("first frame must be hello, got {other:?}")),
-        Ok(Err(e)) => return refuse(e),
-        Err(_) => return refuse("no hello within 10 s".into()),
+        Ok(Ok(other)) => {
+            let message = format!("first frame must be hello, got {other:?}");
+            return state.refuse(Refusal::BadRequest, message);
+        }
+        Ok(Err(e)) => return state.refuse(Refusal::BadRequest, e),
+        Err(_) => return state.refuse(Refusal::BadRequest, "no hello within 10 s".into()),
+    };
+    let scope = match entitled_scope(&caller, &scope, &state.ingress_namespace) {
+        Ok(scope) => scope,
+        Err(e) => return state.refuse(Refusal::NotEntitled, format!("proxy {proxy}: {e}")),
     };
     let (tx, rx) = mpsc::channel::<Bytes>(4);
-    tokio::spawn(session(state, proxy, scope, body, decoder, tx));
+    tokio::spawn(session(state, proxy, caller, scope, body, decoder, tx));
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
@@ -116,27 +245,19 @@ async fn first_frame(body: &mut Incoming, decoder: &mut LineDecoder) -> Result<P
     }
 }
 
-fn refuse(message: String) -> Response<Body> {
-    tracing::warn!("push stream refused: {message}");
-    let line = encode_line(&ControllerFrame::Error { message });
-    Response::builder()
-        .status(StatusCode::BAD_REQUEST)
-        .body(Full::new(Bytes::from(line)).boxed_unsync())
-        .expect("valid response")
-}
-
 /// One proxy's stream: current snapshot at once, every newer one after, until either side
 /// goes away.
 async fn session(
     state: Arc<PushState>,
     proxy: String,
+    caller: Caller,
     scope: Scope,
     mut body: Incoming,
     mut decoder: LineDecoder,
     tx: mpsc::Sender<Bytes>,
 ) {
     let connected_at = state.proxies.connected(&proxy, &scope_label(&scope));
-    tracing::info!(proxy, scope = %scope_label(&scope), "proxy connected");
+    tracing::info!(proxy, identity = %caller, scope = %scope_label(&scope), "proxy connected");
     let mut snapshots = state.publisher.subscribe(&scope);
     snapshots.mark_changed();
     loop {
@@ -175,35 +296,13 @@ pub fn scope_label(scope: &Scope) -> String {
     if !scope.gateway.is_empty() {
         return scope.gateway.to_string();
     }
+    if let Some(namespace) = &scope.mesh_namespace {
+        return format!("mesh:{namespace}");
+    }
     let labels: Vec<String> = scope
         .labels
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     labels.join(",")
-}
-
-fn json(value: &serde_json::Value) -> Response<Body> {
-    let mut bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
-    bytes.push(b'\n');
-    Response::builder()
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(bytes)).boxed_unsync())
-        .expect("valid response")
-}
-
-fn metrics(registry: &Registry) -> Response<Body> {
-    let mut buffer = Vec::new();
-    let _ = TextEncoder::new().encode(&registry.gather(), &mut buffer);
-    Response::builder()
-        .header("content-type", "text/plain; version=0.0.4")
-        .body(Full::new(Bytes::from(buffer)).boxed_unsync())
-        .expect("valid response")
-}
-
-fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .body(Full::new(Bytes::from_static(body.as_bytes())).boxed_unsync())
-        .expect("valid response")
 }

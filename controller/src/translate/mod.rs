@@ -53,6 +53,11 @@ pub struct Options {
     /// The mesh's root namespace (Istio's `rootNamespace`): policies there without a
     /// selector apply to the whole mesh.
     pub root_namespace: String,
+    /// The namespace of the proxy's authenticated identity, when the controller knows it.
+    /// Istio Gateway servers take their TLS key (credentialName) from it only: a proxy never
+    /// receives private keys of another namespace (Istio resolves credentialName in the
+    /// gateway workload's namespace too).
+    pub workload_namespace: Option<String>,
 }
 
 /// Istio's default `rootNamespace`.
@@ -71,6 +76,7 @@ impl Default for Options {
             only_gateway: None,
             mesh_namespace: None,
             root_namespace: DEFAULT_ROOT_NAMESPACE.into(),
+            workload_namespace: None,
         }
     }
 }

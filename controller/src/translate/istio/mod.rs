@@ -117,8 +117,8 @@ fn served_gateway(cx: &mut Context<'_>, gateway: &Gateway) -> ServedGateway {
 }
 
 /// Declares one server's port (and certificate) in the route table, or says why it is not
-/// served. HTTPS needs `tls.mode: SIMPLE` with a `credentialName` Secret in the Gateway's
-/// namespace.
+/// served. HTTPS needs `tls.mode: SIMPLE` with a `credentialName` Secret in the gateway
+/// proxy's namespace (the Gateway's own when that is not known).
 fn serve_server(
     cx: &mut Context<'_>,
     meta: &Meta,
@@ -221,10 +221,18 @@ fn server_certificates(
         };
         return Err(unsupported(message, ".credentialName"));
     }
+    // Istio reads credentialName in the gateway workload's namespace. Standalone, that is not
+    // known and the Gateway's own namespace is used; from the controller it is the proxy's
+    // authenticated namespace, so no proxy receives another namespace's private keys.
+    let secret_namespace = cx
+        .options
+        .workload_namespace
+        .clone()
+        .unwrap_or_else(|| meta.namespace.to_string());
     names
         .into_iter()
         .map(|name| {
-            secret_certificate(cx, &meta.namespace, name, server_names.clone()).map_err(
+            secret_certificate(cx, &secret_namespace, name, server_names.clone()).map_err(
                 |(_, message)| {
                     Condition::warn(
                         "Valid",
