@@ -73,6 +73,10 @@ pub struct SidecarArgs {
     /// /healthz/ready, /healthz, /metrics, /stats/prometheus), read-only, as Istio's 15020.
     #[arg(long, default_value = "0.0.0.0:15020")]
     pub status: SocketAddr,
+    /// The app's kubelet HTTP probes the injector rewrote to the status port, as JSON
+    /// (`/app-health/<container>/<kind>` -> the original `httpGet`).
+    #[arg(long, env = "FERRY_APP_PROBES", default_value = "")]
+    pub app_probes: String,
     /// ALLOW_ANY passes connections to unknown destinations through; REGISTRY_ONLY refuses
     /// them (Istio's outboundTrafficPolicy).
     #[arg(long, default_value = "ALLOW_ANY", value_parser = ["ALLOW_ANY", "REGISTRY_ONLY"])]
@@ -326,6 +330,11 @@ pub struct SourceArgs {
         default_value = "/var/run/secrets/tokens/ferry-token"
     )]
     pub token_file: PathBuf,
+    /// Without --controller: a directory with this proxy's workload identity for mesh mTLS
+    /// (`cert-chain.pem`, `key.pem`, `root-cert.pem`, Istio's names), re-read on change. With
+    /// --controller the identity comes from the controller's CA.
+    #[arg(long, conflicts_with = "controller")]
+    pub identity_dir: Option<PathBuf>,
     /// With --config: the mesh's root namespace (Istio's `rootNamespace`); security policies
     /// there without a selector apply mesh-wide.
     #[arg(long, default_value = "istio-system")]

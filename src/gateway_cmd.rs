@@ -33,9 +33,11 @@ pub async fn run(args: GatewayArgs, log_control: admin::LogControl) -> anyhow::R
     .map_err(anyhow::Error::msg)?;
     let admin_addr = admin::serve(args.admin, engine.clone(), log_control).await?;
     if let Some(status) = args.status {
-        let status_addr = admin::serve_status(status, engine.clone()).await?;
+        let probes = std::sync::Arc::new(ferry_gateway::app_health::AppProbes::default());
+        let status_addr = admin::serve_status(status, engine.clone(), probes).await?;
         tracing::info!(%status_addr, "status port (probes, metrics) bound");
     }
+    start_identity(&args.source, &engine).await?;
     if let Some(controller) = args.source.controller.clone() {
         let sync = sync_options(&args, controller, &options);
         tracing::info!(%admin_addr, controller = %sync.controller.address, proxy = %sync.proxy, "ferry gateway starting (controller mode)");
@@ -73,6 +75,27 @@ fn sync_options(args: &GatewayArgs, controller: String, options: &Options) -> Sy
             workload_namespace: None,
         },
     }
+}
+
+/// The proxy's workload identity for mesh mTLS: from the controller's CA in controller mode,
+/// from `--identity-dir` files otherwise (none without either: mTLS endpoints then fail
+/// closed and STRICT ports refuse every connection).
+pub async fn start_identity(
+    source: &crate::cli::SourceArgs,
+    engine: &Engine,
+) -> anyhow::Result<()> {
+    if let Some(controller) = &source.controller {
+        let channel = control_channel(source, controller.clone());
+        tokio::spawn(ferry_mesh::identity::controller::follow(
+            channel,
+            engine.identity.clone(),
+        ));
+    } else if let Some(dir) = &source.identity_dir {
+        ferry_mesh::identity::files::follow(dir.clone(), engine.identity.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("--identity-dir {}: {e}", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// The controller connection of a proxy (`--controller`, `--controller-root`,

@@ -8,9 +8,12 @@ use ferry_gateway::sync::{self, SyncOptions};
 use ferry_gateway::{admin, source, Engine};
 use ferry_model::push::Scope;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crate::cli::SidecarArgs;
-use crate::gateway_cmd::{control_channel, default_proxy_name, file_loader, telemetry_options};
+use crate::gateway_cmd::{
+    control_channel, default_proxy_name, file_loader, start_identity, telemetry_options,
+};
 
 pub async fn run(args: SidecarArgs, log_control: admin::LogControl) -> anyhow::Result<()> {
     let options = Options {
@@ -27,12 +30,17 @@ pub async fn run(args: SidecarArgs, log_control: admin::LogControl) -> anyhow::R
     )
     .map_err(anyhow::Error::msg)?;
     let admin_addr = admin::serve(args.admin, engine.clone(), log_control).await?;
-    let status_addr = admin::serve_status(args.status, engine.clone()).await?;
+    let probes = ferry_gateway::app_health::AppProbes::parse(&args.app_probes)
+        .map_err(anyhow::Error::msg)?;
+    let status_addr = admin::serve_status(args.status, engine.clone(), Arc::new(probes)).await?;
+    start_identity(&args.source, &engine).await?;
     let capture = CaptureOptions {
         outbound: SocketAddr::from(([127, 0, 0, 1], args.outbound_port)),
         // Redirected inbound connections keep their pod-IP destination: listen on all.
         inbound: SocketAddr::from(([0, 0, 0, 0], args.inbound_port)),
         registry_only: args.outbound_traffic_policy == "REGISTRY_ONLY",
+        namespace: args.namespace.clone(),
+        labels: args.labels.clone(),
     };
     let capture_task = tokio::spawn(sidecar::serve(engine.clone(), capture));
     tracing::info!(%admin_addr, %status_addr, namespace = %args.namespace, "ferry sidecar starting");

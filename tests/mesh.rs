@@ -446,3 +446,251 @@ fn the_local_demo_script_shows_the_canary() {
     );
     assert!(text.contains("\"peer\":\"10.199.0."), "{text}");
 }
+
+/// One pod's identity files (`--identity-dir`), readable by the sidecar's uid.
+struct IdentityDir {
+    dir: tempfile::TempDir,
+    spiffe_id: String,
+}
+
+impl IdentityDir {
+    fn new(spiffe_id: &str) -> IdentityDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        IdentityDir {
+            dir,
+            spiffe_id: spiffe_id.into(),
+        }
+    }
+
+    /// A fresh key and certificate from `ca`, and `roots` as the bundle. Each file is
+    /// replaced by a rename, as kubelet and cert tools do, so no half-written file is read.
+    fn issue(&self, ca: &support::tls::TestCa, roots: &str, lifetime: Duration) {
+        let leaf = ca.issue_svid(&self.spiffe_id, lifetime);
+        self.write("root-cert.pem", roots);
+        self.write("key.pem", &leaf.key_pem);
+        self.write("cert-chain.pem", &leaf.cert_pem);
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        let tmp = self.dir.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::rename(&tmp, self.dir.path().join(name)).unwrap();
+    }
+
+    fn arg(&self) -> [String; 2] {
+        [
+            "--identity-dir".into(),
+            self.dir.path().display().to_string(),
+        ]
+    }
+}
+
+/// The weather Service on one injected pod running as ServiceAccount `weather`, a
+/// PeerAuthentication for the namespace with `mode`, and one request per upstream connection
+/// (each request makes its own mTLS handshake, with the certificates current at that time).
+fn meshed_manifests(server: &Pod, mode: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: weather-v1, namespace: weather, labels: {{app: weather, version: v1}},\n\
+         \x20 annotations: {{sidecar.ferry.dev/status: injected ferry-proxy}}}}\n\
+         spec: {{serviceAccountName: weather, containers: [{{name: app, image: ferry}}]}}\nstatus: {{podIP: {ip}}}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {{name: weather, namespace: weather}}\n\
+         spec: {{clusterIP: {CLUSTER_IP}, selector: {{app: weather}}, ports: [{{name: http, port: 80, targetPort: 8080}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: weather-1, namespace: weather, labels: {{kubernetes.io/service-name: weather}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: 8080}}]\n\
+         endpoints: [{{addresses: [\"{ip}\"], conditions: {{ready: true}}, targetRef: {{kind: Pod, name: weather-v1, namespace: weather}}}}]\n---\n\
+         apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: default, namespace: weather}}\n\
+         spec: {{mtls: {{mode: {mode}}}}}\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: weather, namespace: weather}}\n\
+         spec: {{host: weather, trafficPolicy: {{connectionPool: {{http: {{maxRequestsPerConnection: 1}}}}}}}}\n",
+        ip = server.address
+    )
+}
+
+/// `requests` GETs of the weather Service from `pod`, each on its own connection (so each
+/// makes a new mTLS handshake); returns how many did not answer 200.
+fn failures(pod: &Pod, requests: usize) -> usize {
+    let url = format!("http://{CLUSTER_IP}/");
+    let script = format!(
+        "for i in $(seq {requests}); do curl -s -o /dev/null -w '%{{http_code}}\\n' --max-time 5 -H 'Host: weather' {url}; done"
+    );
+    let out = pod.run("bash", &["-c", &script]).unwrap_or_default();
+    let ok = out.lines().filter(|l| l.trim() == "200").count();
+    requests - ok
+}
+
+/// `istio_requests_total` lines of `pod` with this reporter.
+async fn istio_series(pod: &Pod, reporter: &str) -> Vec<String> {
+    let url = format!("http://{}:15020/metrics", pod.address);
+    let text = reqwest_text(&url).await.unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("istio_requests_total{"))
+        .filter(|l| l.contains(&format!("reporter=\"{reporter}\"")))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sidecars_speak_mutual_tls_as_peer_authentication_says_and_rotate_without_failures() {
+    use support::tls::TestCa;
+    let mut net = Network::new();
+    let (client, server, outsider) = (net.pod(2), net.pod(3), net.pod(4));
+    let dir = ConfigDir::new();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let write_config = |mode: &str| {
+        dir.write("weather.yaml", &meshed_manifests(&server, mode));
+        std::fs::set_permissions(
+            dir.path().join("weather.yaml"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+    };
+    write_config("STRICT");
+    let root = TestCa::new("mesh root 1");
+    let lifetime = Duration::from_secs(60);
+    let client_id = IdentityDir::new("spiffe://cluster.local/ns/weather/sa/client");
+    let server_id = IdentityDir::new("spiffe://cluster.local/ns/weather/sa/weather");
+    client_id.issue(&root, &root.cert_pem, lifetime);
+    server_id.issue(&root, &root.cert_pem, lifetime);
+
+    let _app = app(&server, "weather-v1", 8080);
+    init(&client, &[]);
+    init(&server, &[]);
+    // kubelet's probes, rewritten by the injector to the status port (never captured).
+    let probes = r#"{"/app-health/app/readyz": {"httpGet": {"port": 8080, "path": "/ready"}},
+                     "/app-health/app/livez": {"httpGet": {"port": 9999}}}"#;
+    let mut server_args = server_id.arg().to_vec();
+    server_args.extend(["--app-probes".to_string(), probes.to_string()]);
+    let server_args: Vec<&str> = server_args.iter().map(String::as_str).collect();
+    let _sidecars = [
+        sidecar_with(
+            &client,
+            dir.path(),
+            &client_id.arg().each_ref().map(String::as_str),
+        ),
+        sidecar_with(&server, dir.path(), &server_args),
+    ];
+    ready(&client).await;
+    ready(&server).await;
+
+    // STRICT: the meshed client is served over mTLS; a plaintext client is refused.
+    assert_eq!(failures(&client, 5), 0);
+    let direct = format!("http://{}:8080/", server.address);
+    let plain = fetch_code_and_body(&outsider, &direct);
+    assert!(
+        !plain.starts_with("200"),
+        "STRICT served plaintext: {plain}"
+    );
+    let refused = metric_value(
+        &server,
+        "ferry_mtls_inbound_refused_total{reason=\"plaintext_under_strict\"}",
+    )
+    .await;
+    assert!(refused >= 1.0, "refusal not counted");
+
+    // The app's probes still work under STRICT, through the status port: the app answers
+    // (200), a probe of a port nothing listens on fails (503).
+    let probe = |path: &str| {
+        fetch_code_and_body(&outsider, &format!("http://{}:15020{path}", server.address))
+    };
+    let ready_probe = probe("/app-health/app/readyz");
+    assert!(ready_probe.starts_with("200"), "{ready_probe}");
+    let dead_probe = probe("/app-health/app/livez");
+    assert!(dead_probe.starts_with("503"), "{dead_probe}");
+
+    // Both principals reach Istio's metrics, as Istio's sidecars report them.
+    let inbound = istio_series(&server, "destination").await;
+    assert!(
+        inbound
+            .iter()
+            .any(|l| l.contains("connection_security_policy=\"mutual_tls\"")
+                && l.contains("source_principal=\"spiffe://cluster.local/ns/weather/sa/client\"")
+                && l.contains(
+                    "destination_principal=\"spiffe://cluster.local/ns/weather/sa/weather\""
+                )),
+        "{inbound:#?}"
+    );
+    let outbound = istio_series(&client, "source").await;
+    assert!(
+        outbound.iter().any(|l| l
+            .contains("source_principal=\"spiffe://cluster.local/ns/weather/sa/client\"")
+            && l.contains(
+                "destination_principal=\"spiffe://cluster.local/ns/weather/sa/weather\""
+            )),
+        "{outbound:#?}"
+    );
+
+    // The server presenting another identity than its Pod's ServiceAccount: refused by the
+    // client (503), until the right certificate is back.
+    let impostor = IdentityDir {
+        dir: tempfile::tempdir().unwrap(),
+        spiffe_id: "spiffe://cluster.local/ns/weather/sa/impostor".into(),
+    };
+    let leaf = root.issue_svid(&impostor.spiffe_id, lifetime);
+    server_id.write("key.pem", &leaf.key_pem);
+    server_id.write("cert-chain.pem", &leaf.cert_pem);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        failures(&client, 3),
+        3,
+        "an unexpected identity was trusted"
+    );
+    server_id.issue(&root, &root.cert_pem, lifetime);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(failures(&client, 3), 0);
+
+    // Certificates rotate (1-minute lifetime) and the root rotates with an overlapping
+    // bundle, under steady load, without a failed request.
+    let load = std::thread::spawn({
+        let pod = Pod {
+            name: client.name.clone(),
+            address: client.address,
+        };
+        move || failures(&pod, 150)
+    });
+    let root2 = TestCa::new("mesh root 2");
+    let both = format!("{}{}", root.cert_pem, root2.cert_pem);
+    let pause = || std::thread::sleep(Duration::from_millis(700));
+    for _ in 0..2 {
+        client_id.issue(&root, &root.cert_pem, lifetime);
+        pause();
+        server_id.issue(&root, &root.cert_pem, lifetime);
+        pause();
+    }
+    client_id.issue(&root, &both, lifetime); // trust both roots first
+    server_id.issue(&root, &both, lifetime);
+    pause();
+    server_id.issue(&root2, &both, lifetime); // then sign with the new one
+    pause();
+    client_id.issue(&root2, &both, lifetime);
+    pause();
+    client_id.issue(&root2, &root2.cert_pem, lifetime); // and retire the old root
+    server_id.issue(&root2, &root2.cert_pem, lifetime);
+    pause();
+    assert_eq!(load.join().unwrap(), 0, "requests failed during rotation");
+    assert_eq!(failures(&client, 3), 0);
+
+    // PERMISSIVE: plaintext is served too, and mesh clients still use mTLS.
+    write_config("PERMISSIVE");
+    eventually_within("PERMISSIVE applied", Duration::from_secs(10), || async {
+        fetch_code_and_body(&outsider, &direct).starts_with("200")
+    })
+    .await;
+    assert_eq!(failures(&client, 3), 0);
+    let before = istio_series(&server, "destination").await;
+    let plaintext_served = before
+        .iter()
+        .any(|l| l.contains("connection_security_policy=\"none\""));
+    assert!(plaintext_served, "{before:#?}");
+}
+
+async fn metric_value(pod: &Pod, sample: &str) -> f64 {
+    let url = format!("http://{}:15020/metrics", pod.address);
+    let text = reqwest_text(&url).await.unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with(sample))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}

@@ -106,10 +106,23 @@ pub fn inject(pod: &mut Value, config: &InjectConfig) -> Result<(), Skipped> {
         .get("annotations")
         .cloned()
         .unwrap_or_else(|| json!({}));
-    let mut init_containers = vec![
-        init_container(&annotations, config),
-        proxy_container(config, &identity_args(&metadata)),
-    ];
+    let mut containers = spec
+        .get("containers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let probes = crate::inject_probes::rewrite(&annotations, &mut containers, STATUS_PORT);
+    if !probes.is_empty() {
+        pod["spec"]["containers"] = Value::Array(containers);
+    }
+    let mut proxy = proxy_container(config, &identity_args(&metadata));
+    if !probes.is_empty() {
+        let probes = Value::Object(probes).to_string();
+        if let Some(env) = proxy["env"].as_array_mut() {
+            env.push(json!({"name": "FERRY_APP_PROBES", "value": probes}));
+        }
+    }
+    let mut init_containers = vec![init_container(&annotations, config), proxy];
     init_containers.extend(existing);
     pod["spec"]["initContainers"] = Value::Array(init_containers);
     let mut volumes = pod["spec"]["volumes"]
@@ -146,6 +159,7 @@ pub fn patch_for(original: &Value, config: &InjectConfig) -> Result<Value, Skipp
         {"op": "add", "path": "/metadata/annotations", "value": pod["metadata"]["annotations"]},
         {"op": "add", "path": "/spec/volumes", "value": pod["spec"]["volumes"]},
         {"op": "add", "path": "/spec/serviceAccountName", "value": pod["spec"]["serviceAccountName"]},
+        {"op": "add", "path": "/spec/containers", "value": pod["spec"]["containers"]},
     ]))
 }
 
@@ -195,6 +209,15 @@ fn identity_args(metadata: &Value) -> Vec<String> {
     }
     if let Some(version) = version {
         args.push(format!("--label=version={version}"));
+    }
+    // Every other label too: PeerAuthentication workload selectors match on any of them.
+    let labels = metadata.get("labels").and_then(Value::as_object);
+    for (key, value) in labels.into_iter().flatten() {
+        if key != "app" && key != "version" {
+            if let Some(value) = value.as_str() {
+                args.push(format!("--label={key}={value}"));
+            }
+        }
     }
     args
 }

@@ -9,6 +9,7 @@ pub mod ca;
 pub mod cluster;
 pub mod crds;
 pub mod inject;
+mod inject_probes;
 pub mod inputs;
 pub mod push;
 pub mod status;

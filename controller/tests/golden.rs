@@ -1,6 +1,8 @@
 //! Translator golden tests: every `golden/*.in.yaml` is loaded and translated, and the
 //! result (snapshot + reports, or the load error) must equal `golden/*.out.yaml`.
 //!
+//! Cases named `mesh-*` are translated for a sidecar of namespace `weather` (the mesh scope).
+//!
 //! Regenerate after an intended change with `FERRY_UPDATE_GOLDEN=1 cargo test -p ferry-controller
 //! --test golden`, then review the diff.
 
@@ -17,7 +19,16 @@ fn render(input: &Path) -> String {
     let text = std::fs::read_to_string(input).expect("read input");
     let value = match parse_manifests(&text, &input.file_name().unwrap().to_string_lossy()) {
         Ok(objects) => {
-            let output = translate(&Inputs::from_objects(objects), &Options::default());
+            let mut options = Options::default();
+            if input
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("mesh-")
+            {
+                options.mesh_namespace = Some("weather".into());
+            }
+            let output = translate(&Inputs::from_objects(objects), &options);
             serde_json::to_value(&output).expect("serialize output")
         }
         Err(e) => serde_json::json!({ "load_error": e.to_string() }),

@@ -83,6 +83,7 @@ fn snapshot(routes: usize, per_host: usize, version: u64) -> Snapshot {
                     address: format!("10.0.{c}.{}:8080", e + 1).parse().unwrap(),
                     pod: None,
                     workload: None,
+                    mtls: None,
                 })
                 .collect::<Vec<_>>()
                 .into(),
@@ -91,6 +92,7 @@ fn snapshot(routes: usize, per_host: usize, version: u64) -> Snapshot {
         .collect();
     Snapshot {
         version,
+        peer_authentications: Vec::new().into(),
         listeners: vec![Listener {
             name: "http".into(),
             port: PORT,

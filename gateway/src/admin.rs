@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
+use crate::app_health::AppProbes;
 use crate::engine::Engine;
 
 /// Reads (None) or replaces (Some) the log filter; returns the filter in effect.
@@ -45,10 +46,43 @@ pub async fn serve(
     serve_with(addr, move |req| admin(&engine, &log_control, req)).await
 }
 
-/// Binds `addr` and serves the read-only status endpoints (readiness, liveness, metrics)
-/// until the process exits.
-pub async fn serve_status(addr: SocketAddr, engine: Arc<Engine>) -> std::io::Result<SocketAddr> {
-    serve_with(addr, move |req| status(&engine, &req)).await
+/// Binds `addr` and serves the read-only status endpoints (readiness, liveness, metrics,
+/// and the app's rewritten kubelet probes under `/app-health/`) until the process exits.
+pub async fn serve_status(
+    addr: SocketAddr,
+    engine: Arc<Engine>,
+    probes: Arc<AppProbes>,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            // The address kubelet dialled: the pod's, where the app is probed.
+            let Ok(local) = tcp.local_addr() else {
+                continue;
+            };
+            let (engine, probes) = (engine.clone(), probes.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let (engine, probes) = (engine.clone(), probes.clone());
+                    async move {
+                        let response = match probes.get(req.uri().path()) {
+                            Some(probe) => probe.check(local.ip()).await,
+                            None => status(&engine, &req),
+                        };
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    Ok(bound)
 }
 
 async fn serve_with<H>(addr: SocketAddr, handle: H) -> std::io::Result<SocketAddr>

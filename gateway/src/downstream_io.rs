@@ -78,10 +78,21 @@ impl TlsTransport {
             .protocol_version()
             .and_then(|v| v.as_str())
             .unwrap_or("unknown");
-        let digest = Arc::new(SslDigest::new(cipher, version, None, None, Vec::new()));
+        // A verified client certificate (only mesh mTLS asks for one) names the peer's
+        // SPIFFE ID; it travels in the digest's peer-certificate field, where both request
+        // paths read it for metrics and logs (`peer_identity`).
+        let peer = crate::mesh_identity::peer_id(session.peer_certificates());
+        let organization = peer.map(|id| id.to_string());
+        let digest = Arc::new(SslDigest::new(
+            cipher,
+            version,
+            organization,
+            None,
+            Vec::new(),
+        ));
         let alpn = match session.alpn_protocol() {
-            Some(b"h2") => Some(ALPN::H2),
-            Some(b"http/1.1") => Some(ALPN::H1),
+            Some(b"h2" | crate::mesh_identity::ALPN_MESH_H2) => Some(ALPN::H2),
+            Some(b"http/1.1" | crate::mesh_identity::ALPN_MESH_HTTP1) => Some(ALPN::H1),
             _ => None,
         };
         TlsTransport {
@@ -185,6 +196,14 @@ impl<T: Transport> DownstreamIo<T> {
         }
         self.pending.extend_from_slice(bytes);
     }
+}
+
+/// The SPIFFE ID (URI) of a mesh mTLS peer, from a connection's TLS digest.
+pub fn peer_identity(digest: Option<&SslDigest>) -> Option<Arc<str>> {
+    let organization = digest?.organization.as_deref()?;
+    organization
+        .starts_with("spiffe://")
+        .then(|| organization.into())
 }
 
 /// Puts `bytes` back in front of what a cleartext downstream connection reads next, so a

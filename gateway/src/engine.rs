@@ -14,6 +14,8 @@ use tokio::sync::watch;
 
 use crate::compiled::CompiledSnapshot;
 use crate::listeners::Listeners;
+use crate::mesh_connect::MeshClients;
+use crate::mesh_identity::WorkloadIdentity;
 use crate::metrics::Metrics;
 use crate::proxy::http1::{Http1Options, Http1Proxy};
 use crate::proxy::FerryProxy;
@@ -43,6 +45,9 @@ pub struct Engine {
     pub store: Arc<SnapshotStore>,
     pub metrics: Arc<Metrics>,
     pub telemetry: Arc<Telemetry>,
+    /// This proxy's workload certificate and the mesh roots (empty until installed): what
+    /// it presents and checks in mesh mTLS, inbound and to meshed endpoints.
+    pub identity: Arc<WorkloadIdentity>,
     listeners: Listeners,
     workers: Arc<Workers>,
     status: Mutex<EngineStatus>,
@@ -105,6 +110,8 @@ impl Engine {
             metrics.access_log_dropped.clone(),
         )?);
         let conf = Arc::new(ServerConf::default());
+        let identity = Arc::new(WorkloadIdentity::default());
+        let mesh = Arc::new(MeshClients::new(identity.clone()));
         let apps: Arc<[_]> = (0..workers.count())
             .map(|_| {
                 let ferry = FerryProxy::new(
@@ -112,6 +119,7 @@ impl Engine {
                     metrics.clone(),
                     telemetry.clone(),
                     inbound_port,
+                    mesh.clone(),
                 );
                 let pingora = Arc::new(proxy_app(&conf, ferry, &http1));
                 Arc::new(Http1Proxy::new(
@@ -121,6 +129,7 @@ impl Engine {
                     telemetry.clone(),
                     inbound_port,
                     http1.clone(),
+                    mesh.clone(),
                 ))
             })
             .collect();
@@ -128,6 +137,7 @@ impl Engine {
         Ok(Arc::new(Engine {
             store,
             telemetry,
+            identity,
             listeners: Listeners::new(bind_ip, apps, shutdown_rx, metrics.clone(), workers.clone()),
             workers,
             metrics,

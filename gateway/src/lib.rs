@@ -5,6 +5,7 @@
 //! `source` feeds snapshots from files; `admin` and `metrics` report; `echo` is a test backend.
 
 pub mod admin;
+pub mod app_health;
 pub mod compiled;
 pub mod control_channel;
 mod downstream_io;
@@ -13,6 +14,9 @@ pub mod engine;
 mod header_lookup;
 mod header_names;
 pub mod listeners;
+pub mod mesh_accept;
+pub mod mesh_connect;
+pub mod mesh_identity;
 pub mod metrics;
 pub mod proxy;
 pub mod rewrite;

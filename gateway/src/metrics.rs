@@ -30,6 +30,8 @@ pub struct Metrics {
     pub access_log_dropped: IntCounter,
     /// Requests the HTTP/1 fast path handed to Pingora's proxy, by reason.
     pub http1_fallbacks: IntCounterVec,
+    /// Inbound connections a sidecar refused under its PeerAuthentication, by reason.
+    pub mtls_refused: IntCounterVec,
 }
 
 impl Metrics {
@@ -112,8 +114,17 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let mtls_refused = IntCounterVec::new(
+            Opts::new(
+                "ferry_mtls_inbound_refused_total",
+                "Inbound connections refused by the sidecar's mutual TLS policy, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(mtls_refused.clone()),
             Box::new(http1_fallbacks.clone()),
             Box::new(active_requests.clone()),
             Box::new(active_connections.clone()),
@@ -147,6 +158,7 @@ impl Metrics {
             upstream_connect_failures,
             access_log_dropped,
             http1_fallbacks,
+            mtls_refused,
         }
     }
 

@@ -21,9 +21,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::downstream_io::DownstreamIo;
+use crate::downstream_io::{DownstreamIo, TlsTransport};
 use crate::engine::Engine;
 use crate::listeners::{l4_stream, OpenConnection};
+use crate::mesh_accept::{self, Opening};
+use ferry_model::{effective_mtls_mode, MtlsMode};
 
 /// Where captured traffic arrives and what happens to destinations outside the mesh.
 #[derive(Clone, Debug)]
@@ -32,6 +34,9 @@ pub struct CaptureOptions {
     pub inbound: SocketAddr,
     /// REGISTRY_ONLY: connections to destinations the mesh does not know are closed.
     pub registry_only: bool,
+    /// The pod's namespace and labels: which PeerAuthentications apply to its inbound ports.
+    pub namespace: String,
+    pub labels: Vec<(String, String)>,
 }
 
 /// How long a client may take to send its first bytes before its connection is treated as
@@ -44,7 +49,12 @@ pub async fn serve(engine: Arc<Engine>, options: CaptureOptions) -> std::io::Res
     let inbound = TcpListener::bind(options.inbound).await?;
     tracing::info!(outbound = %options.outbound, inbound = %options.inbound, "capture listeners bound");
     let registry_only = options.registry_only;
-    tokio::spawn(accept(inbound, engine.clone(), inbound_connection));
+    let workload = Arc::new((options.namespace.clone(), options.labels.clone()));
+    tokio::spawn(accept(
+        inbound,
+        engine.clone(),
+        move |engine, connection| inbound_connection(engine, connection, workload.clone()),
+    ));
     accept(outbound, engine, move |engine, connection| {
         outbound_connection(engine, connection, registry_only)
     })
@@ -145,11 +155,67 @@ async fn until_draining(draining: &mut tokio::sync::watch::Receiver<bool>) {
 /// Inbound traffic goes to the app at the pod address the client dialled: HTTP through the
 /// engine (metrics with reporter=destination), anything else as TCP. The sidecar's own
 /// connection is not captured again (sidecar-init exempts its uid).
-async fn inbound_connection(engine: Arc<Engine>, connection: Connection) {
+///
+/// The port's PeerAuthentication mode decides first: mesh mTLS (a ClientHello with Ferry's
+/// mesh ALPN names) is terminated unless DISABLE; anything else is refused under STRICT.
+async fn inbound_connection(
+    engine: Arc<Engine>,
+    connection: Connection,
+    workload: Arc<(String, Vec<(String, String)>)>,
+) {
+    let port = connection.original.port();
+    let mode = engine.store.load().map_or(MtlsMode::Permissive, |s| {
+        let (namespace, labels) = &*workload;
+        effective_mtls_mode(&s.source.peer_authentications, namespace, labels, port)
+    });
+    let opening = mesh_accept::opening(&connection.tcp).await;
+    match (opening, mode) {
+        (Opening::MeshTls, MtlsMode::Strict | MtlsMode::Permissive) => {
+            return serve_mtls(&engine, connection).await;
+        }
+        (_, MtlsMode::Strict) => {
+            tracing::debug!(%port, "STRICT mTLS: a connection without mesh mTLS refused");
+            refused(&engine, "plaintext_under_strict");
+            return;
+        }
+        _ => {}
+    }
     if speaks_http(&connection.tcp).await {
         return serve_http(&engine, connection).await;
     }
     passthrough(connection.tcp, connection.original).await;
+}
+
+fn refused(engine: &Engine, reason: &str) {
+    engine
+        .metrics
+        .mtls_refused
+        .with_label_values(&[reason])
+        .inc();
+}
+
+/// Terminates mesh mTLS and serves the HTTP inside to the app; the peer's SPIFFE ID reaches
+/// the request's metrics and access log.
+async fn serve_mtls(engine: &Engine, connection: Connection) {
+    let stream = l4_stream(connection.tcp);
+    if let Some(digest) = stream.get_socket_digest() {
+        let _ = digest.original_dst.set(Some(connection.original.into()));
+    }
+    match mesh_accept::accept(&engine.identity, stream).await {
+        Ok((session, peer)) => {
+            tracing::debug!(%peer, port = connection.original.port(), "mesh mTLS accepted");
+            let io = DownstreamIo::new(TlsTransport::new(session));
+            let shutdown = engine.shutdown_watch();
+            engine
+                .http_app(connection.worker)
+                .serve(Box::new(io), &shutdown)
+                .await;
+        }
+        Err(e) => {
+            tracing::debug!(port = connection.original.port(), "mesh mTLS refused: {e}");
+            refused(engine, "handshake");
+        }
+    }
 }
 
 async fn serve_http(engine: &Engine, connection: Connection) {

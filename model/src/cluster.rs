@@ -35,6 +35,12 @@ pub struct Endpoint {
     /// The workload the Pod belongs to, when known; shared by all its endpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<Arc<Workload>>,
+    /// Set when the proxy talks to this endpoint over mesh mTLS: the SPIFFE ID the endpoint
+    /// must present (its Pod's ServiceAccount). Auto-mTLS sets it for Pods running a Ferry
+    /// sidecar whose PeerAuthentication does not DISABLE it; DestinationRule `tls.mode`
+    /// ISTIO_MUTUAL forces it, DISABLE clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls: Option<Str>,
 }
 
 /// A Kubernetes Service by namespace and name.

@@ -15,7 +15,7 @@ mod tls;
 mod traffic;
 
 pub use cluster::{Cluster, Endpoint, ServiceId, UpstreamProtocol, Workload};
-pub use identity::SpiffeId;
+pub use identity::{effective_mtls_mode, MtlsMode, PeerAuthenticationPolicy, SpiffeId};
 pub use matching::{HeaderMatch, PathMatch, QueryMatch, RouteMatch, StringMatch};
 pub use meta::Meta;
 pub use policy::{Filter, HeaderMods, Mirror, PathRewrite, Redirect, RedirectPort, Rewrite};

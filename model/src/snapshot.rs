@@ -10,6 +10,9 @@ pub struct Snapshot {
     pub version: u64,
     pub listeners: Arc<[Listener]>,
     pub clusters: Arc<[Cluster]>,
+    /// Mesh scopes: the PeerAuthentications a sidecar resolves its inbound mode from.
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub peer_authentications: Arc<[crate::identity::PeerAuthenticationPolicy]>,
 }
 
 impl Snapshot {

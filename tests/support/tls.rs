@@ -49,6 +49,29 @@ impl TestCa {
     }
 }
 
+impl TestCa {
+    /// A workload certificate (X.509 SVID) naming `spiffe_id`, valid from a minute ago for
+    /// `lifetime`, for client and server use; the chain is the leaf alone.
+    pub fn issue_svid(&self, spiffe_id: &str, lifetime: std::time::Duration) -> Leaf {
+        use rcgen::{ExtendedKeyUsagePurpose, SanType};
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![SanType::URI(spiffe_id.try_into().unwrap())];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let now = std::time::SystemTime::now();
+        params.not_before = (now - std::time::Duration::from_secs(60)).into();
+        params.not_after = (now + lifetime).into();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
+        Leaf {
+            cert_pem: params.signed_by(&key, &issuer).unwrap().pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+}
+
 /// A kubernetes.io/tls Secret manifest, with `data` base64-encoded as the API returns it.
 pub fn tls_secret(namespace: &str, name: &str, leaf: &Leaf) -> String {
     use base64::Engine;

@@ -97,7 +97,7 @@ pub async fn run(config: ControllerConfig) -> Result<(), ControllerError> {
     let client = client(config.kubeconfig.as_deref()).await?;
     let kinds = installed_kinds(client.clone()).await?;
     let registry = prometheus::Registry::new();
-    let publisher = Arc::new(Publisher::new(&config.root_namespace));
+    let publisher = Arc::new(Publisher::new(&config.root_namespace, &config.trust_domain));
     let (synced_tx, synced) = tokio::sync::watch::channel(false);
     let authority = start_authority(&client, &config).await?;
     let tls = ca::serving_tls(

@@ -460,11 +460,22 @@ pub struct TrafficPolicy {
     #[serde(default)]
     pub retry_budget: Option<RetryBudget>,
     #[serde(default)]
-    pub tls: Unsupported,
+    pub tls: Option<ClientTlsSettings>,
     #[serde(default)]
     pub tunnel: Unsupported,
     #[serde(default)]
     pub proxy_protocol: Unsupported,
+}
+
+/// DestinationRule `tls`: `mode` is applied (DISABLE, ISTIO_MUTUAL); every other field
+/// (and SIMPLE / MUTUAL origination) is kept to be reported, never dropped.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientTlsSettings {
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

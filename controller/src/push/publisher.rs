@@ -32,8 +32,9 @@ pub struct Publisher {
 }
 
 struct PublisherState {
-    /// The mesh's root namespace (translator option).
+    /// The mesh's root namespace and trust domain (translator options).
     root_namespace: String,
+    trust_domain: String,
     inputs: Option<Arc<Inputs>>,
     scopes: HashMap<Scope, ScopeState>,
     last_version: u64,
@@ -41,16 +42,18 @@ struct PublisherState {
 
 impl Default for Publisher {
     fn default() -> Self {
-        Publisher::new(crate::translate::DEFAULT_ROOT_NAMESPACE)
+        Publisher::new(crate::translate::DEFAULT_ROOT_NAMESPACE, "cluster.local")
     }
 }
 
 impl Publisher {
-    /// A publisher translating with `root_namespace` as the mesh's root namespace.
-    pub fn new(root_namespace: &str) -> Self {
+    /// A publisher translating with `root_namespace` as the mesh's root namespace and
+    /// `trust_domain` for workload identities.
+    pub fn new(root_namespace: &str, trust_domain: &str) -> Self {
         Publisher {
             inner: Mutex::new(PublisherState {
                 root_namespace: root_namespace.into(),
+                trust_domain: trust_domain.into(),
                 inputs: None,
                 scopes: HashMap::new(),
                 last_version: 0,
@@ -109,7 +112,10 @@ impl Publisher {
 
 impl PublisherState {
     fn refresh(&mut self, scope: &Scope, inputs: &Inputs) {
-        let (output, left_out) = translate_valid(inputs, &options_for(scope, &self.root_namespace));
+        let (output, left_out) = translate_valid(
+            inputs,
+            &options_for(scope, &self.root_namespace, &self.trust_domain),
+        );
         let version = next_version(self.last_version);
         let Some(state) = self.scopes.get_mut(scope) else {
             return;
@@ -181,7 +187,7 @@ fn next_version(last: u64) -> u64 {
 }
 
 /// Translator options from what the proxy said about itself.
-pub fn options_for(scope: &Scope, root_namespace: &str) -> Options {
+pub fn options_for(scope: &Scope, root_namespace: &str, trust_domain: &str) -> Options {
     Options {
         gateway_labels: scope.labels.clone(),
         ingress_port: scope.ingress_port,
@@ -191,6 +197,7 @@ pub fn options_for(scope: &Scope, root_namespace: &str) -> Options {
         mesh_namespace: scope.mesh_namespace.as_deref().map(str::to_string),
         root_namespace: root_namespace.into(),
         workload_namespace: scope.workload_namespace.as_deref().map(str::to_string),
+        trust_domain: trust_domain.into(),
     }
 }
 

@@ -6,6 +6,7 @@ mod hosts;
 mod ingress;
 mod istio;
 mod labels;
+mod mesh_tls;
 mod report;
 mod security;
 mod services;
@@ -58,6 +59,8 @@ pub struct Options {
     /// receives private keys of another namespace (Istio resolves credentialName in the
     /// gateway workload's namespace too).
     pub workload_namespace: Option<String>,
+    /// SPIFFE trust domain of workload identities (the endpoints' expected IDs).
+    pub trust_domain: String,
 }
 
 /// Istio's default `rootNamespace`.
@@ -77,6 +80,7 @@ impl Default for Options {
             mesh_namespace: None,
             root_namespace: DEFAULT_ROOT_NAMESPACE.into(),
             workload_namespace: None,
+            trust_domain: "cluster.local".into(),
         }
     }
 }
@@ -110,7 +114,10 @@ pub fn translate(inputs: &Inputs, options: &Options) -> Output {
     let mut cx = Context {
         inputs,
         options,
-        catalog: ServiceCatalog::new(inputs),
+        catalog: ServiceCatalog::new(
+            inputs,
+            mesh_tls::MeshTls::new(inputs, &options.trust_domain, &options.root_namespace),
+        ),
         table: RouteTable::default(),
         reports: Reports::default(),
         namespace_labels: namespace_labels(inputs),
@@ -129,10 +136,15 @@ pub fn translate(inputs: &Inputs, options: &Options) -> Output {
             report::Condition::error("Valid", "Invalid", problem.message).field(problem.field);
         cx.reports.push(&problem.object, condition);
     }
+    let peer_authentications = match options.mesh_namespace {
+        Some(_) => cx.catalog.mesh_tls_policies().into(),
+        None => Vec::new().into(),
+    };
     let snapshot = Snapshot {
         version: 0,
         listeners: cx.table.into_listeners().into(),
         clusters: cx.catalog.into_clusters().into(),
+        peer_authentications,
     };
     Output {
         snapshot,

@@ -1,5 +1,5 @@
-//! security.istio.io objects: checked field by field, and each kind Ferry does not enforce
-//! yet is an error on the object (status, `ferry analyze`, `/config_dump`), never skipped:
+//! security.istio.io objects: checked field by field (PeerAuthentication is enforced by the
+//! sidecars, see `mesh_tls`), and each kind Ferry does not enforce yet is an error on the object (status, `ferry analyze`, `/config_dump`), never skipped:
 //! a user who applies an AuthorizationPolicy must not believe it protects anything while
 //! traffic flows unchecked.
 
@@ -33,12 +33,6 @@ pub(super) fn translate(cx: &mut Context) {
         for problem in peer_authentication_problems(policy, &cx.options.root_namespace) {
             cx.reports.push(&meta, problem);
         }
-        let message = "Ferry's sidecars do not speak mutual TLS yet: the policy is not applied \
-                       (reported as an error so no one relies on it)";
-        cx.reports.push(
-            &meta,
-            Condition::error("Valid", "NotEnforced", message).field("spec.mtls"),
-        );
     }
 }
 

@@ -61,11 +61,12 @@ pub struct ServiceCatalog<'a> {
     workloads: HashMap<(&'a str, &'a str), Arc<Workload>>,
     destination_rules: &'a [DestinationRule],
     clusters: BTreeMap<String, Cluster>,
+    mesh_tls: super::mesh_tls::MeshTls,
     pub problems: Vec<Problem>,
 }
 
 impl<'a> ServiceCatalog<'a> {
-    pub fn new(inputs: &'a Inputs) -> Self {
+    pub fn new(inputs: &'a Inputs, mesh_tls: super::mesh_tls::MeshTls) -> Self {
         let services = inputs
             .services
             .iter()
@@ -95,6 +96,7 @@ impl<'a> ServiceCatalog<'a> {
             workloads,
             destination_rules: &inputs.destination_rules,
             clusters: BTreeMap::new(),
+            mesh_tls,
             problems: Vec::new(),
         }
     }
@@ -135,21 +137,24 @@ impl<'a> ServiceCatalog<'a> {
         service_port: &ServicePort,
         subset: Option<SubsetRef<'_>>,
     ) -> Cluster {
-        let slices = self
-            .slices
-            .get(&(namespace, name))
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        let mut endpoints: Vec<Endpoint> = slices
-            .iter()
-            .flat_map(|slice| self.slice_endpoints(slice, service_port, subset.as_ref()))
-            .collect();
-        endpoints.sort_by_key(|e| e.address);
-        endpoints.dedup_by_key(|e| e.address);
         let rule = subset
             .as_ref()
             .map(|s| s.rule)
             .or_else(|| self.destination_rule(namespace, name));
+        let tls_mode = rule.and_then(|dr| self.tls_mode_of(dr, subset.as_ref().map(|s| s.name)));
+        let slices: Vec<&EndpointSlice> = self
+            .slices
+            .get(&(namespace, name))
+            .cloned()
+            .unwrap_or_default();
+        let mut endpoints: Vec<Endpoint> = slices
+            .iter()
+            .flat_map(|slice| {
+                self.slice_endpoints(slice, service_port, subset.as_ref(), tls_mode.as_deref())
+            })
+            .collect();
+        endpoints.sort_by_key(|e| e.address);
+        endpoints.dedup_by_key(|e| e.address);
         let policy = rule.map_or_else(ClusterPolicy::default, |dr| {
             self.policy_of(dr, subset.as_ref().map(|s| s.name), service_port)
         });
@@ -206,12 +211,30 @@ impl<'a> ServiceCatalog<'a> {
         }
     }
 
+    /// A DestinationRule's `tls.mode`; a problem with it is reported and mTLS is decided
+    /// automatically meanwhile.
+    fn tls_mode_of(&mut self, dr: &DestinationRule, subset: Option<&str>) -> Option<String> {
+        match crate::translate::istio::destination::tls_mode(dr, subset) {
+            Ok(mode) => mode,
+            Err((field, message)) => {
+                let object = crate::translate::meta_of("DestinationRule", &dr.metadata);
+                self.problems.push(Problem {
+                    object,
+                    field,
+                    message,
+                });
+                None
+            }
+        }
+    }
+
     /// Ready endpoints of one slice for one Service port, filtered by subset labels.
     fn slice_endpoints(
         &self,
         slice: &EndpointSlice,
         service_port: &ServicePort,
         subset: Option<&SubsetRef<'_>>,
+        tls_mode: Option<&str>,
     ) -> Vec<Endpoint> {
         let Some(port) = endpoint_port(slice.ports.as_deref(), service_port) else {
             return Vec::new();
@@ -228,8 +251,8 @@ impl<'a> ServiceCatalog<'a> {
                 .as_ref()
                 .filter(|r| r.kind.as_deref() == Some("Pod"))
                 .and_then(|r| r.name.as_deref());
+            let pod = pod_name.and_then(|n| self.pods.get(&(namespace, n)).copied());
             if let Some(subset) = subset {
-                let pod = pod_name.and_then(|n| self.pods.get(&(namespace, n)));
                 if !pod.is_some_and(|p| labels_match(subset.labels, p.metadata.labels.as_ref())) {
                     continue;
                 }
@@ -245,9 +268,17 @@ impl<'a> ServiceCatalog<'a> {
                 address: SocketAddr::new(ip, port),
                 pod: pod_name.map(Into::into),
                 workload: pod_name.and_then(|n| self.workloads.get(&(namespace, n)).cloned()),
+                mtls: self
+                    .mesh_tls
+                    .endpoint_identity(pod, namespace, port, tls_mode),
             });
         }
         endpoints
+    }
+
+    /// The compiled PeerAuthentications (what a sidecar resolves its inbound mode from).
+    pub fn mesh_tls_policies(&self) -> Vec<ferry_model::PeerAuthenticationPolicy> {
+        self.mesh_tls.policies.clone()
     }
 
     pub fn into_clusters(self) -> Vec<Cluster> {

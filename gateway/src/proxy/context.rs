@@ -30,6 +30,10 @@ pub struct RequestCtx {
     /// Sidecar inbound: the app's address (127.0.0.1 and the port the client dialled). No
     /// routing: the request goes to the app, and metrics report as its destination.
     pub inbound: Option<std::net::SocketAddr>,
+    /// The downstream peer's SPIFFE ID, when it came over mesh mTLS.
+    pub peer_identity: Option<Arc<str>>,
+    /// This proxy's own SPIFFE ID, when it has a workload certificate.
+    pub local_identity: Option<Arc<str>>,
     pub route: Option<Arc<CompiledRoute>>,
     /// Index of the chosen backend in the route's Forward list.
     pub backend: Option<usize>,
@@ -61,6 +65,8 @@ impl Default for RequestCtx {
             snapshot: None,
             listener_port: 0,
             inbound: None,
+            peer_identity: None,
+            local_identity: None,
             route: None,
             backend: None,
             cluster: None,

@@ -12,6 +12,7 @@ mod facts;
 mod failure;
 mod forwarded;
 pub mod http1;
+mod mesh_peer;
 pub mod mirror;
 mod observe;
 mod pingora;

@@ -21,6 +21,7 @@ use super::pingora_request::{
 };
 use super::tries::Failure;
 use super::{admit, observe, policy, Entry, RequestCtx};
+use crate::mesh_connect::MeshClients;
 use crate::metrics::Metrics;
 use crate::rewrite::{apply_header_mods, rewrite_path};
 use crate::store::SnapshotStore;
@@ -39,6 +40,8 @@ pub struct FerryProxy {
     /// connections arrive redirected by iptables, so the listener that applies is the one
     /// for the port the app dialled (the original destination), not the local one.
     inbound_port: Option<u16>,
+    /// Mutual TLS to meshed endpoints.
+    mesh: Arc<MeshClients>,
 }
 
 impl FerryProxy {
@@ -47,6 +50,7 @@ impl FerryProxy {
         metrics: Arc<Metrics>,
         telemetry: Arc<Telemetry>,
         inbound_port: Option<u16>,
+        mesh: Arc<MeshClients>,
     ) -> Self {
         FerryProxy {
             store,
@@ -54,6 +58,7 @@ impl FerryProxy {
             telemetry,
             mirrors: MirrorClient::default(),
             inbound_port,
+            mesh,
         }
     }
 
@@ -99,8 +104,12 @@ impl ProxyHttp for FerryProxy {
             inbound,
         } = self.entry_of(session);
         ctx.listener_port = port;
+        ctx.local_identity = self.mesh.identity().uri();
         if inbound.is_some() {
             ctx.inbound = inbound;
+            let digest = session.as_downstream().digest();
+            let ssl = digest.and_then(|d| d.ssl_digest.as_deref());
+            ctx.peer_identity = crate::downstream_io::peer_identity(ssl);
             return Ok(false); // to the app, whatever the request
         }
         let Some(snapshot) = self.store.load() else {
@@ -169,8 +178,13 @@ impl ProxyHttp for FerryProxy {
             Some((_, address)) => address,
             None => admit::next_try(ctx, &route, &cluster).await?,
         };
-        let mut peer = HttpPeer::new(address, false, String::new());
-        if cluster.cluster.protocol == UpstreamProtocol::H2c {
+        let h2 = cluster.cluster.protocol == UpstreamProtocol::H2c;
+        let mtls = ctx
+            .tries
+            .current_endpoint(&cluster)
+            .and_then(|e| e.mtls.clone());
+        let mut peer = crate::proxy::mesh_peer::peer(&self.mesh, address, mtls.as_deref(), h2)?;
+        if h2 {
             peer.options.set_http_version(2, 2);
         }
         let policy = &cluster.cluster.policy;

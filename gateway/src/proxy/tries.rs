@@ -79,6 +79,15 @@ impl Tries {
         self.tried.push(index);
     }
 
+    /// The endpoint of the try in progress.
+    pub fn current_endpoint<'c>(
+        &self,
+        cluster: &'c CompiledCluster,
+    ) -> Option<&'c ferry_model::Endpoint> {
+        let (index, _) = self.current?;
+        cluster.cluster.endpoints.get(index)
+    }
+
     /// Ends the try in progress, feeding its outcome to outlier detection.
     pub fn finish(&mut self, cluster: &CompiledCluster, outcome: Option<Outcome>) {
         if let Some((index, _)) = self.current.take() {

@@ -85,6 +85,12 @@ pub struct RequestLabels {
     pub inbound: bool,
     pub service: Option<ServiceId>,
     pub workload: Option<Arc<Workload>>,
+    /// Inbound: the client's SPIFFE ID when it came over mesh mTLS.
+    pub peer_identity: Option<Arc<str>>,
+    /// This proxy's SPIFFE ID, once it has a workload certificate.
+    pub local_identity: Option<Arc<str>>,
+    /// Outbound: the endpoint's SPIFFE ID when the request went over mesh mTLS.
+    pub upstream_identity: Option<Arc<str>>,
     pub grpc: bool,
     pub response_code: u16,
     pub grpc_status: Option<u16>,
@@ -197,13 +203,13 @@ impl IstioMetrics {
             me.canonical_service.clone(),
             me.canonical_revision.clone(),
             me.namespace.clone(),
-            me.principal.clone(),
+            principal_or(labels.local_identity.as_deref(), &me.principal),
             me.app.clone(),
             me.version.clone(),
             me.cluster.clone(),
             of_workload(|w| Some(&w.name)),
             of_workload(|w| Some(&w.namespace)),
-            UNKNOWN.to_string(), // destination_principal: known once upstream mTLS lands
+            principal_or(labels.upstream_identity.as_deref(), UNKNOWN),
             of_workload(|w| w.app.as_deref()),
             of_workload(|w| w.version.as_deref()),
             of_service(ServiceId::fqdn),
@@ -225,23 +231,29 @@ impl IstioMetrics {
     }
 
     /// Inbound, as Istio's sidecars report it: the destination is this workload; the
-    /// source is unknown until peers identify themselves (mTLS); plaintext is policy "none".
+    /// source is known by its SPIFFE ID over mTLS ("mutual_tls"), unknown in plaintext
+    /// ("none").
     fn destination_label_values(&self, labels: &RequestLabels) -> [String; 25] {
         let me = &self.identity;
         let unknown = || UNKNOWN.to_string();
+        let policy = if labels.peer_identity.is_some() {
+            "mutual_tls"
+        } else {
+            "none"
+        };
         [
             "destination".to_string(),
             unknown(),
             unknown(),
             unknown(),
             unknown(),
-            unknown(),
+            principal_or(labels.peer_identity.as_deref(), UNKNOWN),
             unknown(),
             unknown(),
             unknown(),
             me.workload.clone(),
             me.namespace.clone(),
-            me.principal.clone(),
+            principal_or(labels.local_identity.as_deref(), &me.principal),
             me.app.clone(),
             me.version.clone(),
             unknown(),
@@ -254,7 +266,11 @@ impl IstioMetrics {
             labels.response_code.to_string(),
             labels.grpc_status.map_or(String::new(), |s| s.to_string()),
             labels.response_flags.clone(),
-            "none".to_string(),
+            policy.to_string(),
         ]
     }
+}
+
+fn principal_or(identity: Option<&str>, otherwise: &str) -> String {
+    identity.unwrap_or(otherwise).to_string()
 }

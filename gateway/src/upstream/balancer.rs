@@ -91,6 +91,7 @@ mod tests {
                 address: SocketAddr::from(([10, 0, 0, i as u8 + 1], 80)),
                 pod: None,
                 workload: None,
+                mtls: None,
             })
             .collect()
     }

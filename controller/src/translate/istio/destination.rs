@@ -101,6 +101,58 @@ pub fn cluster_policy(
     Ok(policy)
 }
 
+/// The DestinationRule's `tls.mode` for `subset` (the subset's own over the top level):
+/// DISABLE and ISTIO_MUTUAL are applied; TLS origination (SIMPLE, MUTUAL), the other `tls`
+/// fields and port-level `tls` are not yet, and are errors rather than plaintext sent where
+/// TLS was asked for.
+pub fn tls_mode(dr: &DestinationRule, subset: Option<&str>) -> Result<Option<String>, Problem> {
+    let mut mode = None;
+    let levels = dr
+        .spec
+        .subsets
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| Some(s.name.as_str()) == subset)
+        .map(|(i, s)| {
+            (
+                s.traffic_policy.as_ref(),
+                format!("spec.subsets[{i}].trafficPolicy"),
+            )
+        });
+    let top = std::iter::once((
+        dr.spec.traffic_policy.as_ref(),
+        "spec.trafficPolicy".to_string(),
+    ));
+    for (policy, field) in top.chain(levels) {
+        let Some(policy) = policy else { continue };
+        for (i, port) in policy.port_level_settings.iter().enumerate() {
+            if port.tls.is_some() {
+                let field = format!("{field}.portLevelSettings[{i}].tls");
+                return Err((field, "port-level tls is not supported yet".into()));
+            }
+        }
+        let Some(tls) = &policy.tls else { continue };
+        if let Some(other) = tls.other.keys().next() {
+            let message = format!("{other} is not supported yet (only mode)");
+            return Err((format!("{field}.tls.{other}"), message));
+        }
+        match tls.mode.as_deref() {
+            None => {}
+            Some(m @ ("DISABLE" | "ISTIO_MUTUAL")) => mode = Some(m.to_string()),
+            Some(m @ ("SIMPLE" | "MUTUAL")) => {
+                let message = format!("mode {m} (TLS origination) is not supported yet");
+                return Err((format!("{field}.tls.mode"), message));
+            }
+            Some(other) => {
+                let message =
+                    format!("mode {other:?} is not one of DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL");
+                return Err((format!("{field}.tls.mode"), message));
+            }
+        }
+    }
+    Ok(mode)
+}
+
 fn duration(value: &Option<String>, field: String) -> Result<Option<u64>, Problem> {
     value
         .as_deref()

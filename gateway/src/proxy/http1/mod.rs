@@ -71,6 +71,8 @@ pub struct Http1Proxy {
     pub(super) inbound_port: Option<u16>,
     pub(super) connector: TransportConnector,
     pub(super) options: Http1Options,
+    /// Mutual TLS to meshed endpoints.
+    pub(super) mesh: Arc<crate::mesh_connect::MeshClients>,
     pingora: Arc<HttpProxy<FerryProxy>>,
 }
 
@@ -123,6 +125,7 @@ impl Http1Proxy {
         telemetry: Arc<Telemetry>,
         inbound_port: Option<u16>,
         options: Http1Options,
+        mesh: Arc<crate::mesh_connect::MeshClients>,
     ) -> Self {
         // Every reason shows in the metrics from the start, at zero.
         for reason in FallbackReason::ALL {
@@ -137,6 +140,7 @@ impl Http1Proxy {
             inbound_port,
             connector: TransportConnector::new(None),
             options,
+            mesh,
             pingora,
         }
     }

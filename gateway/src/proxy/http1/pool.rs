@@ -16,10 +16,18 @@ use tokio::io::{AsyncRead, ReadBuf};
 /// Idle connections kept per endpoint (beyond it the oldest are closed).
 const MAX_IDLE_PER_ENDPOINT: usize = 128;
 
+/// What a pooled connection is for: an endpoint, over mesh mTLS or not (one endpoint can be
+/// reached both ways, e.g. through two DestinationRule subsets).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub address: SocketAddr,
+    pub mtls: bool,
+}
+
 /// An upstream connection and what the proxy knows of its history.
 pub struct Upstream {
     pub io: Stream,
-    pub address: SocketAddr,
+    pub key: Key,
     /// Requests sent on it, the current one included.
     pub uses: u32,
     /// Taken from the pool (so it may have been closed by the peer while idle).
@@ -32,19 +40,19 @@ struct Idle {
 }
 
 /// foldhash: the default SipHash cost ~600 instructions a request for this one lookup.
-type Pool = HashMap<SocketAddr, Idle, foldhash::fast::RandomState>;
+type Pool = HashMap<Key, Idle, foldhash::fast::RandomState>;
 
 thread_local! {
     static POOL: RefCell<Pool> = RefCell::new(Pool::default());
 }
 
-/// An idle connection to `address` that the peer has not closed, if any. Connections idle
+/// An idle connection for `key` that the peer has not closed, if any. Connections idle
 /// longer than `idle_timeout` are closed instead.
-pub fn take(address: SocketAddr, idle_timeout: Option<Duration>) -> Option<Upstream> {
+pub fn take(key: Key, idle_timeout: Option<Duration>) -> Option<Upstream> {
     loop {
         let mut upstream = POOL.with(|pool| {
             pool.borrow_mut()
-                .get_mut(&address)
+                .get_mut(&key)
                 .and_then(|idle| idle.connections.pop())
         })?;
         let expired = idle_timeout.is_some_and(|limit| upstream.idle_since.elapsed() > limit);
@@ -61,7 +69,7 @@ pub fn give_back(mut upstream: Upstream) {
     upstream.idle_since = Instant::now();
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
-        let idle = pool.entry(upstream.address).or_insert_with(|| Idle {
+        let idle = pool.entry(upstream.key).or_insert_with(|| Idle {
             connections: Vec::new(),
         });
         if idle.connections.len() >= MAX_IDLE_PER_ENDPOINT {
@@ -71,16 +79,16 @@ pub fn give_back(mut upstream: Upstream) {
     });
 }
 
-/// Dials `peer`, the endpoint at `address` (connect timeout from its options).
+/// Dials `peer`, the endpoint of `key` (connect timeout from its options).
 pub async fn connect(
     connector: &TransportConnector,
     peer: &HttpPeer,
-    address: SocketAddr,
+    key: Key,
 ) -> pingora_core::Result<Upstream> {
     let io = connector.new_stream(peer).await?;
     Ok(Upstream {
         io,
-        address,
+        key,
         uses: 1,
         reused: false,
         idle_since: Instant::now(),

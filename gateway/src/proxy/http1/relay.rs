@@ -4,7 +4,6 @@
 
 use bytes::Buf;
 use ferry_model::Filter;
-use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorType};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -79,9 +78,17 @@ pub async fn try_endpoint(
     };
     let policy = &cluster.cluster.policy;
     let idle_timeout = policy.idle_timeout_ms.map(Duration::from_millis);
-    let mut upstream = match pool::take(address, idle_timeout) {
+    let mtls = ctx
+        .tries
+        .current_endpoint(&cluster)
+        .and_then(|e| e.mtls.clone());
+    let key = pool::Key {
+        address,
+        mtls: mtls.is_some(),
+    };
+    let mut upstream = match pool::take(key, idle_timeout) {
         Some(upstream) => upstream,
-        None => dial(proxy, address, policy.connect_timeout_ms).await?,
+        None => dial(proxy, key, mtls.as_deref(), policy.connect_timeout_ms).await?,
     };
     let resendable = body.rest == 0;
     let response = loop {
@@ -92,7 +99,7 @@ pub async fn try_endpoint(
             // A pooled connection the peer closed before answering: nothing was processed,
             // so the request goes again on a fresh connection (not counted as a retry).
             Err(Stale) if upstream.reused && resendable => {
-                upstream = dial(proxy, address, policy.connect_timeout_ms).await?;
+                upstream = dial(proxy, key, mtls.as_deref(), policy.connect_timeout_ms).await?;
             }
             Err(Stale) => {
                 return Err(fail(
@@ -116,13 +123,19 @@ pub async fn try_endpoint(
 
 async fn dial(
     proxy: &Http1Proxy,
-    address: SocketAddr,
+    key: pool::Key,
+    mtls: Option<&str>,
     connect_timeout_ms: Option<u64>,
 ) -> Result<Upstream, TryFailure> {
-    let mut peer = HttpPeer::new(address, false, String::new());
+    let connect_failure = |error: Box<Error>| TryFailure {
+        failure: Failure::Connect,
+        error,
+    };
+    let mut peer = crate::proxy::mesh_peer::peer(&proxy.mesh, key.address, mtls, false)
+        .map_err(connect_failure)?;
     peer.options.connection_timeout =
         Some(connect_timeout_ms.map_or(CONNECT_TIMEOUT, Duration::from_millis));
-    pool::connect(&proxy.connector, &peer, address)
+    pool::connect(&proxy.connector, &peer, key)
         .await
         .map_err(|error| TryFailure {
             failure: Failure::Connect,
