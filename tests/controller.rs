@@ -102,6 +102,15 @@ async fn routes_from_the_api_server_are_served_and_edits_apply_without_failures(
         &[&service(NS, "shop-v2", 80, &[ep(&v2, &[("app", "shop")])])],
     ));
     let (_push, controller, gw) = controller_and_gateway(&api, port).await;
+    // The gateway got its workload certificate from the controller's CA (for mTLS to meshed
+    // backends): its ServiceAccount's identity, the key nowhere in the dump.
+    support::eventually(|| async { !gw.config_dump().await["identity"].is_null() }).await;
+    let dump = gw.config_dump().await;
+    assert_eq!(
+        dump["identity"]["spiffe_id"],
+        "spiffe://cluster.local/ns/shop/sa/public"
+    );
+    assert!(!dump.to_string().contains("PRIVATE KEY"));
 
     // Traffic runs all along; the edit must show within 1 s and no request may fail.
     let failures = Arc::new(AtomicUsize::new(0));

@@ -487,7 +487,11 @@ impl IdentityDir {
     }
 }
 
-/// The weather Service on one injected pod running as ServiceAccount `weather`, a
+/// The edge gateway's port in the outsider pod.
+const EDGE_PORT: u16 = 8000;
+
+/// The weather Service on one injected pod running as ServiceAccount `weather`, an edge
+/// Gateway routing to it, a
 /// PeerAuthentication for the namespace with `mode`, and one request per upstream connection
 /// (each request makes its own mTLS handshake, with the certificates current at that time).
 fn meshed_manifests(server: &Pod, mode: &str) -> String {
@@ -504,7 +508,10 @@ fn meshed_manifests(server: &Pod, mode: &str) -> String {
          apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: default, namespace: weather}}\n\
          spec: {{mtls: {{mode: {mode}}}}}\n---\n\
          apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: weather, namespace: weather}}\n\
-         spec: {{host: weather, trafficPolicy: {{connectionPool: {{http: {{maxRequestsPerConnection: 1}}}}}}}}\n",
+         spec: {{host: weather, trafficPolicy: {{connectionPool: {{http: {{maxRequestsPerConnection: 1}}}}}}}}\n---\n{}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: weather, namespace: weather}}\n\
+         spec: {{parentRefs: [{{name: edge}}], rules: [{{backendRefs: [{{name: weather, port: 80}}]}}]}}\n",
+        support::manifests::gateway("weather", "edge", &[("http", EDGE_PORT, None)]),
         ip = server.address
     )
 }
@@ -589,6 +596,35 @@ async fn sidecars_speak_mutual_tls_as_peer_authentication_says_and_rotate_withou
     )
     .await;
     assert!(refused >= 1.0, "refusal not counted");
+
+    // A gateway (no sidecar) with a workload identity originates mTLS to the meshed
+    // backend, so the STRICT namespace stays reachable from the edge; its access log names
+    // the identity the backend presented.
+    let gateway_id = IdentityDir::new("spiffe://cluster.local/ns/ingress/sa/edge");
+    gateway_id.issue(&root, &root.cert_pem, lifetime);
+    let edge_log = dir.path().join("edge-access.log");
+    let _edge = Proc(
+        outsider
+            .command(ferry_bin())
+            .args(["gateway", "--config", &dir.path().display().to_string()])
+            .args(gateway_id.arg())
+            .args(["--access-log", "json", "--admin", "127.0.0.1:15000"])
+            .stdout(std::fs::File::create(&edge_log).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let edge = format!("http://127.0.0.1:{EDGE_PORT}/");
+    eventually_within("edge gateway serves", Duration::from_secs(10), || async {
+        fetch_code_and_body(&outsider, &edge).starts_with("200")
+    })
+    .await;
+    // The access log is written in batches: wait for the line.
+    let wanted = r#""upstream_peer_uri_san":"spiffe://cluster.local/ns/weather/sa/weather""#;
+    eventually_within("edge access log", Duration::from_secs(5), || async {
+        std::fs::read_to_string(&edge_log).is_ok_and(|log| log.contains(wanted))
+    })
+    .await;
 
     // The app's probes still work under STRICT, through the status port: the app answers
     // (200), a probe of a port nothing listens on fails (503).

@@ -178,10 +178,27 @@ fn config_dump(engine: &Engine) -> serde_json::Value {
     redact_private_keys(&mut snapshot);
     serde_json::json!({
         "version": active.as_ref().map(|s| s.version),
+        "identity": identity(engine),
         "snapshot": snapshot,
         "reports": status.reports,
         "last_rejected": status.last_rejected,
         "listener_errors": status.listener_errors,
+    })
+}
+
+/// The workload certificate's identity and validity (never its key).
+fn identity(engine: &Engine) -> serde_json::Value {
+    let Some(svid) = engine.identity.svid() else {
+        return serde_json::Value::Null;
+    };
+    let unix = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
+    serde_json::json!({
+        "spiffe_id": svid.uri,
+        "not_before_unix": unix(svid.not_before),
+        "not_after_unix": unix(svid.not_after),
     })
 }
 

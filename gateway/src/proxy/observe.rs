@@ -171,7 +171,17 @@ fn log_access(
         x_forwarded_for: header("x-forwarded-for"),
         downstream_remote_address: exchange.client.map(|a| a.to_string()),
         downstream_local_address: exchange.local.map(|a| a.to_string()),
+        downstream_peer_uri_san: ctx.peer_identity.as_deref(),
+        upstream_peer_uri_san: upstream_identity(ctx),
     });
+}
+
+/// The SPIFFE ID the last try's endpoint presented (it is checked against this at the
+/// handshake), when it was reached over mesh mTLS.
+fn upstream_identity(ctx: &RequestCtx) -> Option<&str> {
+    let cluster = ctx.cluster.as_ref()?;
+    let index = *ctx.tries.tried.last()?;
+    cluster.cluster.endpoints.get(index)?.mtls.as_deref()
 }
 
 fn end_span(ctx: &mut RequestCtx, exchange: &Exchange<'_>, flags: &str) {

@@ -62,6 +62,10 @@ pub struct Entry<'a> {
     pub x_forwarded_for: Option<&'a str>,
     pub downstream_remote_address: Option<String>,
     pub downstream_local_address: Option<String>,
+    /// The client's SPIFFE ID over mesh mTLS (Envoy's %DOWNSTREAM_PEER_URI_SAN%).
+    pub downstream_peer_uri_san: Option<&'a str>,
+    /// The endpoint's SPIFFE ID over mesh mTLS (Envoy's %UPSTREAM_PEER_URI_SAN%).
+    pub upstream_peer_uri_san: Option<&'a str>,
 }
 
 pub struct AccessLog {
@@ -177,6 +181,8 @@ mod tests {
             x_forwarded_for: None,
             downstream_remote_address: Some("127.0.0.1:5555".into()),
             downstream_local_address: None,
+            downstream_peer_uri_san: None,
+            upstream_peer_uri_san: None,
         }
     }
 
