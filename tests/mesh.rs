@@ -445,6 +445,15 @@ fn the_local_demo_script_shows_the_canary() {
         "{text}"
     );
     assert!(text.contains("\"peer\":\"10.199.0."), "{text}");
+    assert!(text.contains("(STRICT: refused):\nrefused"), "{text}");
+    assert!(
+        text.contains("connection_security_policy=\"mutual_tls\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("source_principal=\"spiffe://cluster.local/ns/weather/sa/client\""),
+        "{text}"
+    );
 }
 
 /// One pod's identity files (`--identity-dir`), readable by the sidecar's uid.

@@ -3,8 +3,11 @@
 # bridge (a client, weather v1, weather v2), each with the iptables rules of
 # `ferry sidecar-init` and a `ferry sidecar` running as uid 1337 beside a `ferry echo` app.
 # The client calls the weather Service's ClusterIP (10.96.0.20, routed by nothing but the
-# sidecars) 100 times and prints which version answered. Needs root, iproute2, iptables,
-# setpriv and curl. Everything is removed on exit.
+# sidecars) 100 times and prints which version answered. The namespace is STRICT
+# (strict-mtls.yaml): the sidecars talk mutual TLS with identities from a throwaway CA
+# (--identity-dir; a cluster's controller issues them), and a pod without a sidecar is
+# refused. Needs root, iproute2, iptables, setpriv, curl and openssl. Everything is removed
+# on exit.
 #
 #   sudo examples/mesh-sidecar/demo.sh
 set -euo pipefail
@@ -21,7 +24,7 @@ source "$here/pods.sh"
 trap 'pods_cleanup; rm -rf "$config"' EXIT
 
 bridge_up
-pod client 2; pod v1 3; pod v2 4
+pod client 2; pod v1 3; pod v2 4; pod plain 5
 
 # What the cluster would hold: the Service with its ClusterIP, the Pods and their endpoints,
 # plus the routing in mesh.yaml.
@@ -33,13 +36,13 @@ spec: {clusterIP: 10.96.0.20, selector: {app: weather}, ports: [{name: http, por
 ---
 apiVersion: v1
 kind: Pod
-metadata: {name: weather-v1, namespace: weather, labels: {app: weather, version: v1}}
-spec: {containers: [{name: app, image: ferry}]}
+metadata: {name: weather-v1, namespace: weather, labels: {app: weather, version: v1}, annotations: {sidecar.ferry.dev/status: injected}}
+spec: {serviceAccountName: weather, containers: [{name: app, image: ferry}]}
 ---
 apiVersion: v1
 kind: Pod
-metadata: {name: weather-v2, namespace: weather, labels: {app: weather, version: v2}}
-spec: {containers: [{name: app, image: ferry}]}
+metadata: {name: weather-v2, namespace: weather, labels: {app: weather, version: v2}, annotations: {sidecar.ferry.dev/status: injected}}
+spec: {serviceAccountName: weather, containers: [{name: app, image: ferry}]}
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -50,12 +53,16 @@ endpoints:
   - {addresses: ["$subnet.3"], conditions: {ready: true}, targetRef: {kind: Pod, name: weather-v1, namespace: weather}}
   - {addresses: ["$subnet.4"], conditions: {ready: true}, targetRef: {kind: Pod, name: weather-v2, namespace: weather}}
 YAML
-cp "$here/mesh.yaml" "$config/"
+cp "$here/mesh.yaml" "$here/strict-mtls.yaml" "$config/"
 chmod 644 "$config"/*.yaml
+# Each pod's workload identity: spiffe://cluster.local/ns/weather/sa/<its ServiceAccount>.
+identity "$config/id-client" spiffe://cluster.local/ns/weather/sa/client "$config/ca"
+identity "$config/id-v1" spiffe://cluster.local/ns/weather/sa/weather "$config/ca"
+identity "$config/id-v2" spiffe://cluster.local/ns/weather/sa/weather "$config/ca"
 
 app v1 --name weather-v1 --namespace weather
 app v2 --name weather-v2 --namespace weather
-for p in client v1 v2; do sidecar "$p" weather; done
+for p in client v1 v2; do sidecar "$p" weather --identity-dir "$config/id-$p"; done
 wait_ready client v1 v2
 
 echo "100 requests from the client pod to http://weather (ClusterIP 10.96.0.20):"
@@ -66,3 +73,12 @@ echo "with x-canary: always:"
 ip netns exec "$tag-client" curl -s -H 'Host: weather' -H 'x-canary: always' http://10.96.0.20/ | grep -o '"name":"[^"]*"'
 echo "the app saw its own sidecar, on the pod's address (never loopback), as the peer:"
 ip netns exec "$tag-client" curl -s -H 'Host: weather' http://10.96.0.20/ | grep -o "\"peer\":\"$subnet.[34]:[0-9]*\""
+echo "a pod without a sidecar calling weather-v1 directly (STRICT: refused):"
+if ip netns exec "$tag-plain" curl -s -m 5 "http://$subnet.3:8080/" >/dev/null; then
+  echo "served (not expected)"
+else
+  echo "refused"
+fi
+echo "v1's sidecar reports the caller by its SPIFFE ID, over mutual TLS:"
+ip netns exec "$tag-v1" curl -s "http://$subnet.3:15020/stats/prometheus" |
+  grep '^istio_requests_total{' | grep 'reporter="destination"' | grep -o 'connection_security_policy="[a-z_]*"\|source_principal="[^"]*"' | sort -u

@@ -39,12 +39,32 @@ app() { # pod ferry-echo-flags...
   pids+=($!)
 }
 
-sidecar() { # pod namespace: capture rules, then the sidecar as uid 1337 (log in $config)
-  ip netns exec "$tag-$1" "$ferry" sidecar-init >/dev/null
-  ip netns exec "$tag-$1" setpriv --reuid 1337 --regid 1337 --clear-groups -- \
-    "$ferry" sidecar --config "$config" --namespace "$2" --access-log off >"$config/sidecar-$1.log" 2>&1 &
+sidecar() { # pod namespace [sidecar flags...]: capture rules, then the sidecar as uid 1337 (log in $config)
+  local pod="$1" namespace="$2"
+  shift 2
+  ip netns exec "$tag-$pod" "$ferry" sidecar-init >/dev/null
+  ip netns exec "$tag-$pod" setpriv --reuid 1337 --regid 1337 --clear-groups -- \
+    "$ferry" sidecar --config "$config" --namespace "$namespace" --access-log off "$@" >"$config/sidecar-$pod.log" 2>&1 &
   pids+=($!)
-  sidecar_pid[$1]=$!
+  sidecar_pid[$pod]=$!
+}
+
+identity() { # dir spiffe-id ca-dir: a key and a 24 h certificate naming spiffe-id, signed by
+  # the CA in ca-dir (made on first use), as --identity-dir reads them (needs openssl)
+  local dir="$1" id="$2" ca="$3"
+  mkdir -p "$dir" "$ca"
+  if [ ! -f "$ca/key.pem" ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+      -subj "/O=cluster.local/CN=bench mesh root" -keyout "$ca/key.pem" -out "$ca/root-cert.pem" 2>/dev/null
+  fi
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/" \
+    -keyout "$dir/key.pem" -out "$dir/csr.pem" 2>/dev/null
+  printf 'subjectAltName=URI:%s\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=digitalSignature\n' "$id" >"$dir/ext.cnf"
+  openssl x509 -req -in "$dir/csr.pem" -CA "$ca/root-cert.pem" -CAkey "$ca/key.pem" -CAcreateserial \
+    -days 1 -extfile "$dir/ext.cnf" -out "$dir/cert-chain.pem" 2>/dev/null
+  cp "$ca/root-cert.pem" "$dir/root-cert.pem"
+  chmod 755 "$dir"
+  chmod 644 "$dir"/*.pem
 }
 
 wait_ready() { # pod...
