@@ -3,9 +3,9 @@
 //! two capture ports `ferry sidecar-init` redirects to.
 
 use ferry_controller::Options;
-use ferry_gateway::sidecar::{self, CaptureOptions};
 use ferry_gateway::sync::{self, SyncOptions};
 use ferry_gateway::{admin, source, Engine};
+use ferry_mesh::capture::{self as sidecar, CaptureOptions};
 use ferry_model::push::Scope;
 use std::net::SocketAddr;
 use std::sync::Arc;

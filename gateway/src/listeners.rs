@@ -156,10 +156,10 @@ async fn accept_loop(
 
 /// Counts a connection in `ferry_active_connections` until dropped, also when its worker
 /// never got to serve it.
-pub(crate) struct OpenConnection(prometheus::IntGauge);
+pub struct OpenConnection(prometheus::IntGauge);
 
 impl OpenConnection {
-    pub(crate) fn count(gauge: &prometheus::IntGauge) -> Self {
+    pub fn count(gauge: &prometheus::IntGauge) -> Self {
         gauge.inc();
         OpenConnection(gauge.clone())
     }
@@ -172,7 +172,7 @@ impl Drop for OpenConnection {
 }
 
 /// Pingora's stream over an accepted socket, with the socket details its digest reports.
-pub(crate) fn l4_stream(tcp: TcpStream) -> L4Stream {
+pub fn l4_stream(tcp: TcpStream) -> L4Stream {
     let digest = SocketDigest::from_raw_fd(tcp.as_raw_fd());
     let mut stream = L4Stream::from(tcp);
     stream.set_socket_digest(digest);

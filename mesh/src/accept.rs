@@ -3,7 +3,7 @@
 //! requires a client certificate from the mesh.
 //!
 //! Mesh traffic is told from an app's own TLS by the ALPN names Ferry's client offers
-//! ([`crate::mesh_identity::ALPN_MESH_H2`] and `..._HTTP1`), read from the ClientHello, as
+//! ([`ferry_gateway::mesh_identity::ALPN_MESH_H2`] and `..._HTTP1`), read from the ClientHello, as
 //! Istio tells its mTLS by `istio-*` ALPN names: in PERMISSIVE mode a client speaking TLS to
 //! the app itself passes through untouched.
 
@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-use crate::mesh_identity::{peer_id, WorkloadIdentity, ALPN_MESH_H2, ALPN_MESH_HTTP1};
+use ferry_gateway::mesh_identity::{peer_id, WorkloadIdentity, ALPN_MESH_H2, ALPN_MESH_HTTP1};
 
 /// How long a client may take to send its ClientHello (or first bytes).
 const FIRST_BYTES_TIMEOUT: Duration = Duration::from_millis(500);

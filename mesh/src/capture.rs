@@ -21,10 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::downstream_io::{DownstreamIo, TlsTransport};
-use crate::engine::Engine;
-use crate::listeners::{l4_stream, OpenConnection};
-use crate::mesh_accept::{self, Opening};
+use crate::accept::{self as mesh_accept, Opening};
+use ferry_gateway::downstream::{l4_stream, serve_http_on, serve_tls_session, OpenConnection};
+use ferry_gateway::Engine;
 use ferry_model::{effective_mtls_mode, MtlsMode};
 
 /// Where captured traffic arrives and what happens to destinations outside the mesh.
@@ -204,12 +203,7 @@ async fn serve_mtls(engine: &Engine, connection: Connection) {
     match mesh_accept::accept(&engine.identity, stream).await {
         Ok((session, peer)) => {
             tracing::debug!(%peer, port = connection.original.port(), "mesh mTLS accepted");
-            let io = DownstreamIo::new(TlsTransport::new(session));
-            let shutdown = engine.shutdown_watch();
-            engine
-                .http_app(connection.worker)
-                .serve(Box::new(io), &shutdown)
-                .await;
+            serve_tls_session(engine, session, connection.worker).await;
         }
         Err(e) => {
             tracing::debug!(port = connection.original.port(), "mesh mTLS refused: {e}");
@@ -224,11 +218,7 @@ async fn serve_http(engine: &Engine, connection: Connection) {
         // Known already; the proxy reads it to pick the listener.
         let _ = digest.original_dst.set(Some(connection.original.into()));
     }
-    let shutdown = engine.shutdown_watch();
-    engine
-        .http_app(connection.worker)
-        .serve(Box::new(DownstreamIo::new(stream)), &shutdown)
-        .await;
+    serve_http_on(engine, stream, connection.worker).await;
 }
 
 /// Copies bytes both ways until either side closes.

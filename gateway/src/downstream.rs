@@ -1,0 +1,27 @@
+//! What the mesh's capture listeners (`ferry-mesh`) need from the engine: Pingora's stream
+//! over an accepted socket, and serving HTTP on a connection through a worker's engine, in
+//! cleartext or inside a terminated (mesh mTLS) session.
+
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
+use tokio_rustls::server::TlsStream;
+
+use crate::downstream_io::{DownstreamIo, TlsTransport};
+use crate::engine::Engine;
+pub use crate::listeners::{l4_stream, OpenConnection};
+
+/// Serves the HTTP requests of a cleartext connection until it closes or the engine drains.
+pub async fn serve_http_on(engine: &Engine, stream: L4Stream, worker: usize) {
+    let shutdown = engine.shutdown_watch();
+    engine
+        .http_app(worker)
+        .serve(Box::new(DownstreamIo::new(stream)), &shutdown)
+        .await;
+}
+
+/// Serves the HTTP requests inside a terminated TLS session; a verified client certificate's
+/// SPIFFE ID reaches each request's metrics and access log.
+pub async fn serve_tls_session(engine: &Engine, session: TlsStream<L4Stream>, worker: usize) {
+    let shutdown = engine.shutdown_watch();
+    let io = DownstreamIo::new(TlsTransport::new(session));
+    engine.http_app(worker).serve(Box::new(io), &shutdown).await;
+}
