@@ -7,7 +7,7 @@
 # Runs a sidecar pair under valgrind's callgrind in network namespaces (the pods of
 # bench/sidecar.sh) twice: once started, left idle and stopped, which lists the functions of
 # startup, idling and draining; then serving traffic (HTTP/1.1 and h2c through both
-# sidecars). The file lists the first set, then the rest. Names are mangled with crate
+# sidecars, over mesh mTLS as between injected pods, identities from a throwaway CA). The file lists the first set, then the rest. Names are mangled with crate
 # hashes, so rerun after a toolchain or dependency bump and after larger code changes (a
 # name that no longer exists only loses its place), then `cargo build --release`.
 # Needs root, iproute2, iptables, setpriv, valgrind.
@@ -38,15 +38,17 @@ source "$root/examples/mesh-sidecar/pods.sh"
 trap 'pods_cleanup; rm -rf "$config" "$profiles"' EXIT
 
 bridge_up
-pod cm 4; pod sm 5
-install -m 644 "$root/bench/mesh/echo.yaml" "$config/bench.yaml"
+pod cm 6; pod sm 7
+install -m 644 "$root/bench/mesh/echo-mtls.yaml" "$config/bench.yaml"
+identity "$config/id-cm" spiffe://cluster.local/ns/bench/sa/client "$config/ca"
+identity "$config/id-sm" spiffe://cluster.local/ns/bench/sa/echo "$config/ca"
 app sm --fixed-body 64
 
 sidecars_up() { # round: both sidecars under callgrind, profiles in $profiles/round
   export ROUND="$1"
   mkdir -m 777 "$profiles/$ROUND"
-  sidecar cm bench
-  sidecar sm bench
+  sidecar cm bench --identity-dir "$config/id-cm"
+  sidecar sm bench --identity-dir "$config/id-sm" --label app=echo-mtls
   for pod in cm sm; do # valgrind starts slowly: wait up to a minute
     for _ in $(seq 600); do
       ip netns exec "$tag-$pod" curl -sf -o /dev/null http://127.0.0.1:15000/ready && break
@@ -64,8 +66,8 @@ sidecars_up idle
 sleep 3
 sidecars_down
 sidecars_up traffic
-ip netns exec "$tag-cm" oha --no-tui -n 2000 -c 8 -H "Host: echo" http://10.96.0.30/ >/dev/null
-ip netns exec "$tag-cm" oha --no-tui -n 2000 -c 8 --http2 http://10.96.0.30/ >/dev/null
+ip netns exec "$tag-cm" oha --no-tui -n 2000 -c 8 -H "Host: echo-mtls" http://10.96.0.31/ >/dev/null
+ip netns exec "$tag-cm" oha --no-tui -n 2000 -c 8 --http2 http://10.96.0.31/ >/dev/null
 sidecars_down
 
 python3 - "$real_ferry" "$root/link/symbol-order.txt" "$profiles" <<'PY'

@@ -509,10 +509,11 @@ fn meshed_manifests(server: &Pod, mode: &str) -> String {
          \x20 annotations: {{sidecar.ferry.dev/status: injected ferry-proxy}}}}\n\
          spec: {{serviceAccountName: weather, containers: [{{name: app, image: ferry}}]}}\nstatus: {{podIP: {ip}}}\n---\n\
          apiVersion: v1\nkind: Service\nmetadata: {{name: weather, namespace: weather}}\n\
-         spec: {{clusterIP: {CLUSTER_IP}, selector: {{app: weather}}, ports: [{{name: http, port: 80, targetPort: 8080}}]}}\n---\n\
+         spec: {{clusterIP: {CLUSTER_IP}, selector: {{app: weather}}, ports: [{{name: http, port: 80, targetPort: 8080}},\n\
+         \x20 {{name: grpc, port: 81, targetPort: 8080, appProtocol: kubernetes.io/h2c}}]}}\n---\n\
          apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
          metadata: {{name: weather-1, namespace: weather, labels: {{kubernetes.io/service-name: weather}}}}\n\
-         addressType: IPv4\nports: [{{name: http, port: 8080}}]\n\
+         addressType: IPv4\nports: [{{name: http, port: 8080}}, {{name: grpc, port: 8080}}]\n\
          endpoints: [{{addresses: [\"{ip}\"], conditions: {{ready: true}}, targetRef: {{kind: Pod, name: weather-v1, namespace: weather}}}}]\n---\n\
          apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: default, namespace: weather}}\n\
          spec: {{mtls: {{mode: {mode}}}}}\n---\n\
@@ -634,6 +635,26 @@ async fn sidecars_speak_mutual_tls_as_peer_authentication_says_and_rotate_withou
         std::fs::read_to_string(&edge_log).is_ok_and(|log| log.contains(wanted))
     })
     .await;
+
+    // HTTP/2 to an h2c Service port: the sidecars speak HTTP/2 inside mTLS (ALPN
+    // ferry-mesh-h2).
+    let h2 = client
+        .run(
+            "curl",
+            &[
+                "-s",
+                "--http2-prior-knowledge",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-H",
+                "Host: weather",
+                &format!("http://{CLUSTER_IP}:81/"),
+            ],
+        )
+        .unwrap_or_default();
+    assert_eq!(h2, "200", "h2 over mesh mTLS");
 
     // The app's probes still work under STRICT, through the status port: the app answers
     // (200), a probe of a port nothing listens on fails (503).

@@ -21,6 +21,7 @@ use super::pingora_request::{
 };
 use super::tries::Failure;
 use super::{admit, observe, policy, Entry, RequestCtx};
+use crate::compiled::CompiledCluster;
 use crate::mesh_connect::MeshClients;
 use crate::metrics::Metrics;
 use crate::rewrite::{apply_header_mods, rewrite_path};
@@ -241,7 +242,10 @@ impl ProxyHttp for FerryProxy {
         _digest: Option<&pingora_core::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(cluster) = &ctx.cluster {
+        // `Connection: close` ends an HTTP/1 connection after this request; HTTP/2 forbids the
+        // header (RFC 9113 8.2.2), so the limit applies to HTTP/1 upstreams only.
+        let http1 = |cluster: &CompiledCluster| cluster.cluster.protocol == UpstreamProtocol::Http1;
+        if let Some(cluster) = ctx.cluster.as_ref().filter(|c| http1(c)) {
             if let Some(limit) = cluster.cluster.policy.limits.max_requests_per_connection {
                 ctx.close_upstream = cluster.state.last_use_of_connection(fd, reused, limit);
             }
