@@ -19,6 +19,7 @@ pub async fn run(args: SidecarArgs, log_control: admin::LogControl) -> anyhow::R
     let options = Options {
         mesh_namespace: Some(args.namespace.clone()),
         root_namespace: args.source.root_namespace.clone(),
+        gateway_labels: args.labels.clone(),
         ..Options::default()
     };
     let telemetry = telemetry_options(&args.telemetry, &args.labels);
@@ -56,6 +57,8 @@ pub async fn run(args: SidecarArgs, log_control: admin::LogControl) -> anyhow::R
                         .unwrap_or_else(default_proxy_name),
                     scope: Scope {
                         mesh_namespace: Some(args.namespace.as_str().into()),
+                        // The workload's labels: which AuthorizationPolicies select it.
+                        labels: args.labels.clone(),
                         ..Scope::default()
                     },
                 };

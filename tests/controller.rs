@@ -297,17 +297,41 @@ async fn statuses_are_written_with_the_spec_conditions() {
     )
     .await;
 
-    // security.istio.io kinds are watched; one Ferry does not enforce is reported on the
-    // object, never skipped, and the rest keeps serving.
+    // security.istio.io kinds are watched; one Ferry does not enforce (RequestAuthentication)
+    // is reported on the object, never skipped, and the rest keeps serving. A Gateway's
+    // AuthorizationPolicy is enforced by its proxy: DELETE is denied, GET still served.
     api.apply(
-        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-all, namespace: shop}\nspec: {}\n",
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: jwt, namespace: shop}\nspec: {jwtRules: [{issuer: x}]}\n---\n\
+         apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: no-delete, namespace: shop}\n\
+         spec: {targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: public}], action: DENY, rules: [{to: [{operation: {methods: [DELETE]}}]}]}\n",
     );
     eventually_equals(
         &api,
-        "authorizationpolicy",
-        "deny-all",
+        "requestauthentication",
+        "jwt",
         ".status.validationMessages[0].type.name",
         "NotEnforced",
+    )
+    .await;
+    let delete = || async {
+        Http::new(Proto::H1)
+            .send(
+                "DELETE",
+                &format!("http://127.0.0.1:{port}/"),
+                Some("fresh.example.com"),
+                &[],
+                bytes::Bytes::new(),
+            )
+            .await
+            .map(|r| r.status)
+    };
+    support::eventually(|| async { delete().await == Some(403) }).await;
+    eventually_equals(
+        &api,
+        "authorizationpolicy",
+        "no-delete",
+        ".status.observedGeneration",
+        "1",
     )
     .await;
     assert_eq!(

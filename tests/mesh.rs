@@ -556,15 +556,18 @@ async fn sidecars_speak_mutual_tls_as_peer_authentication_says_and_rotate_withou
     let (client, server, outsider) = (net.pod(2), net.pod(3), net.pod(4));
     let dir = ConfigDir::new();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let write_config = |mode: &str| {
-        dir.write("weather.yaml", &meshed_manifests(&server, mode));
+    let write_config = |mode: &str, extra: &str| {
+        dir.write(
+            "weather.yaml",
+            &format!("{}---\n{extra}", meshed_manifests(&server, mode)),
+        );
         std::fs::set_permissions(
             dir.path().join("weather.yaml"),
             std::fs::Permissions::from_mode(0o644),
         )
         .unwrap();
     };
-    write_config("STRICT");
+    write_config("STRICT", "");
     let root = TestCa::new("mesh root 1");
     let lifetime = Duration::from_secs(60);
     let client_id = IdentityDir::new("spiffe://cluster.local/ns/weather/sa/client");
@@ -580,6 +583,7 @@ async fn sidecars_speak_mutual_tls_as_peer_authentication_says_and_rotate_withou
                      "/app-health/app/livez": {"httpGet": {"port": 9999}}}"#;
     let mut server_args = server_id.arg().to_vec();
     server_args.extend(["--app-probes".to_string(), probes.to_string()]);
+    server_args.extend(["--label".to_string(), "app=weather".to_string()]);
     let server_args: Vec<&str> = server_args.iter().map(String::as_str).collect();
     let _sidecars = [
         sidecar_with(
@@ -736,10 +740,18 @@ async fn sidecars_speak_mutual_tls_as_peer_authentication_says_and_rotate_withou
     server_id.issue(&root2, &root2.cert_pem, lifetime);
     pause();
     assert_eq!(load.join().unwrap(), 0, "requests failed during rotation");
+    // The edge gateway's certificate came from the retired root: refused now, until it gets
+    // one from the new root.
+    assert_eq!(&fetch_code_and_body(&outsider, &edge)[..3], "503");
+    gateway_id.issue(&root2, &root2.cert_pem, lifetime);
+    eventually_within("edge re-issued", Duration::from_secs(5), || async {
+        fetch_code_and_body(&outsider, &edge).starts_with("200")
+    })
+    .await;
     assert_eq!(failures(&client, 3), 0);
 
     // PERMISSIVE: plaintext is served too, and mesh clients still use mTLS.
-    write_config("PERMISSIVE");
+    write_config("PERMISSIVE", "");
     eventually_within("PERMISSIVE applied", Duration::from_secs(10), || async {
         fetch_code_and_body(&outsider, &direct).starts_with("200")
     })
@@ -750,6 +762,67 @@ async fn sidecars_speak_mutual_tls_as_peer_authentication_says_and_rotate_withou
         .iter()
         .any(|l| l.contains("connection_security_policy=\"none\""));
     assert!(plaintext_served, "{before:#?}");
+
+    // Opaque TCP (not HTTP) from a plaintext pod reaches the app under PERMISSIVE...
+    let raw_tcp = || {
+        let script = format!(
+            "exec 3<>/dev/tcp/{}/8080; printf 'PING\\r\\n\\r\\n' >&3; timeout 2 cat <&3; echo '[end]'",
+            server.address
+        );
+        outsider.run("bash", &["-c", &script]).unwrap_or_default()
+    };
+    let answered = raw_tcp();
+    assert!(
+        answered.len() > "[end]\n".len(),
+        "the app did not answer: {answered:?}"
+    );
+
+    // AuthorizationPolicy at the server's inbound, by the mTLS peer's principal: the client
+    // may read /forecast*, nothing else; plaintext peers and other identities are denied.
+    write_config(
+        "PERMISSIVE",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: weather, namespace: weather}\n\
+         spec:\n  selector: {matchLabels: {app: weather}}\n  rules:\n\
+         \x20   - from: [{source: {principals: [cluster.local/ns/weather/sa/client]}}]\n\
+         \x20     to: [{operation: {paths: [\"/forecast*\"]}}]\n",
+    );
+    let code = |pod: &Pod, url: &str| fetch_code_and_body(pod, url)[..3].to_string();
+    let forecast = format!("http://{CLUSTER_IP}/forecast");
+    eventually_within("policy applied", Duration::from_secs(10), || async {
+        code(&outsider, &direct) == "403"
+    })
+    .await;
+    let via_client = |path: &str| {
+        client
+            .run(
+                "curl",
+                &[
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "-H",
+                    "Host: weather",
+                    &format!("http://{CLUSTER_IP}{path}"),
+                ],
+            )
+            .unwrap_or_default()
+    };
+    assert_eq!(via_client("/forecast"), "200");
+    assert_eq!(via_client("/"), "403", "a path the policy does not allow");
+    assert_eq!(
+        code(&outsider, &edge),
+        "403",
+        "the edge gateway's identity is not allowed"
+    );
+    // ...and the policy closes it: it has no principal.
+    assert_eq!(
+        raw_tcp().trim(),
+        "[end]",
+        "a denied TCP connection must be closed"
+    );
+    let _ = forecast;
 }
 
 async fn metric_value(pod: &Pod, sample: &str) -> f64 {

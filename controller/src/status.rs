@@ -75,8 +75,15 @@ pub fn desired(inputs: &Inputs, reports: &[Report]) -> Vec<DesiredStatus> {
                 .map(|p| ("PeerAuthentication", &p.metadata)),
         )
         .chain(
-            (inputs.authorization_policies.iter())
-                .chain(&inputs.request_authentications)
+            inputs
+                .authorization_policies
+                .iter()
+                .map(|p| ("AuthorizationPolicy", &p.metadata)),
+        )
+        .chain(
+            inputs
+                .request_authentications
+                .iter()
                 .map(|p| (p.kind.as_str(), &p.metadata)),
         );
     for (kind, metadata) in istio {

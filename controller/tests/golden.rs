@@ -1,7 +1,8 @@
 //! Translator golden tests: every `golden/*.in.yaml` is loaded and translated, and the
 //! result (snapshot + reports, or the load error) must equal `golden/*.out.yaml`.
 //!
-//! Cases named `mesh-*` are translated for a sidecar of namespace `weather` (the mesh scope).
+//! Cases named `mesh-*` are translated for a sidecar of namespace `weather` with label
+//! `app=weather` (the mesh scope).
 //!
 //! Regenerate after an intended change with `FERRY_UPDATE_GOLDEN=1 cargo test -p ferry-controller
 //! --test golden`, then review the diff.
@@ -27,6 +28,7 @@ fn render(input: &Path) -> String {
                 .starts_with("mesh-")
             {
                 options.mesh_namespace = Some("weather".into());
+                options.gateway_labels = vec![("app".into(), "weather".into())];
             }
             let output = translate(&Inputs::from_objects(objects), &options);
             serde_json::to_value(&output).expect("serialize output")

@@ -93,6 +93,7 @@ fn snapshot(routes: usize, per_host: usize, version: u64) -> Snapshot {
     Snapshot {
         version,
         peer_authentications: Vec::new().into(),
+        authorization: Vec::new().into(),
         listeners: vec![Listener {
             name: "http".into(),
             port: PORT,

@@ -25,3 +25,21 @@ pub async fn serve_tls_session(engine: &Engine, session: TlsStream<L4Stream>, wo
     let io = DownstreamIo::new(TlsTransport::new(session));
     engine.http_app(worker).serve(Box::new(io), &shutdown).await;
 }
+
+/// Whether the AuthorizationPolicies of a sidecar's snapshot let an inbound TCP connection
+/// (not HTTP, not mTLS) from `source` to the app at `destination` through.
+pub fn authorizes_connection(
+    engine: &Engine,
+    source: Option<std::net::SocketAddr>,
+    destination: std::net::SocketAddr,
+) -> bool {
+    let Some(snapshot) = engine.store.load() else {
+        return true; // nothing applied yet: no policy exists to enforce
+    };
+    let peer = crate::proxy::authz::Peer {
+        identity: None,
+        destination_ip: Some(destination.ip()),
+        port: destination.port(),
+    };
+    crate::proxy::authz::allows_connection(&snapshot, &peer, source.map(|s| s.ip()))
+}

@@ -117,7 +117,7 @@ impl Metrics {
         let mtls_refused = IntCounterVec::new(
             Opts::new(
                 "ferry_mtls_inbound_refused_total",
-                "Inbound connections refused by the sidecar's mutual TLS policy, by reason",
+                "Inbound connections a sidecar refused (PeerAuthentication; AuthorizationPolicy on TCP), by reason",
             ),
             &["reason"],
         )

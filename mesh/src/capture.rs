@@ -22,7 +22,9 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::accept::{self as mesh_accept, Opening};
-use ferry_gateway::downstream::{l4_stream, serve_http_on, serve_tls_session, OpenConnection};
+use ferry_gateway::downstream::{
+    authorizes_connection, l4_stream, serve_http_on, serve_tls_session, OpenConnection,
+};
 use ferry_gateway::Engine;
 use ferry_model::{effective_mtls_mode, MtlsMode};
 
@@ -181,6 +183,13 @@ async fn inbound_connection(
     }
     if speaks_http(&connection.tcp).await {
         return serve_http(&engine, connection).await;
+    }
+    // Opaque TCP: AuthorizationPolicy decides on the connection (a denied one is closed).
+    let source = connection.tcp.peer_addr().ok();
+    if !authorizes_connection(&engine, source, connection.original) {
+        tracing::debug!(port, "AuthorizationPolicy: TCP connection denied");
+        refused(&engine, "rbac_tcp");
+        return;
     }
     passthrough(connection.tcp, connection.original).await;
 }

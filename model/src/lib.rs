@@ -4,6 +4,7 @@
 //! gateway engine and the tests all agree on one shape. Collections are `Arc<[T]>` and strings
 //! `Arc<str>` so cloning a snapshot (or a piece of it) is cheap.
 
+pub mod authz;
 mod cluster;
 pub mod identity;
 mod matching;

@@ -13,6 +13,10 @@ pub struct Snapshot {
     /// Mesh scopes: the PeerAuthentications a sidecar resolves its inbound mode from.
     #[serde(default, skip_serializing_if = "is_empty")]
     pub peer_authentications: Arc<[crate::identity::PeerAuthenticationPolicy]>,
+    /// The AuthorizationPolicies this proxy enforces (gateway: before routing; sidecar: on
+    /// inbound requests), already narrowed to the proxy's workload.
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub authorization: Arc<[crate::authz::AuthzPolicy]>,
 }
 
 impl Snapshot {

@@ -1,5 +1,6 @@
 //! Typed Kubernetes objects the translator reads, and loading them from YAML/JSON manifests.
 
+pub mod authz;
 pub mod istio;
 mod load;
 pub mod security;
@@ -33,7 +34,7 @@ pub struct Inputs {
     pub virtual_services: Vec<istio::VirtualService>,
     pub destination_rules: Vec<istio::DestinationRule>,
     pub peer_authentications: Vec<security::PeerAuthentication>,
-    pub authorization_policies: Vec<security::OpenPolicy>,
+    pub authorization_policies: Vec<authz::AuthorizationPolicy>,
     pub request_authentications: Vec<security::OpenPolicy>,
     pub ingresses: Vec<Ingress>,
     pub services: Vec<Service>,
@@ -58,7 +59,7 @@ pub enum Object {
     VirtualService(Box<istio::VirtualService>),
     DestinationRule(Box<istio::DestinationRule>),
     PeerAuthentication(Box<security::PeerAuthentication>),
-    AuthorizationPolicy(Box<security::OpenPolicy>),
+    AuthorizationPolicy(Box<authz::AuthorizationPolicy>),
     RequestAuthentication(Box<security::OpenPolicy>),
     Ingress(Box<Ingress>),
     Service(Box<Service>),

@@ -1,9 +1,9 @@
 //! Istio's security.istio.io kinds as Ferry reads them.
 //!
-//! PeerAuthentication is typed field by field (unknown fields are errors naming them).
-//! AuthorizationPolicy and RequestAuthentication keep their spec as written: Ferry does not
-//! enforce them yet, and the translator reports each one as an error so that nobody believes
-//! a policy protects them while traffic flows unchecked.
+//! PeerAuthentication is typed field by field (unknown fields are errors naming them;
+//! AuthorizationPolicy too, in `authz`). RequestAuthentication keeps its spec as written:
+//! Ferry does not enforce it yet, and the translator reports each one as an error so that
+//! nobody believes a policy protects them while traffic flows unchecked.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
@@ -51,7 +51,7 @@ pub struct MutualTls {
     pub mode: Option<String>,
 }
 
-/// An AuthorizationPolicy or RequestAuthentication: read, reported, not enforced.
+/// A RequestAuthentication: read, reported, not enforced.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OpenPolicy {

@@ -1,5 +1,6 @@
 //! The pure translator: `Inputs` -> snapshot + reports. No I/O, deterministic.
 
+mod authz;
 mod duration;
 mod gateway_api;
 mod hosts;
@@ -140,11 +141,13 @@ pub fn translate(inputs: &Inputs, options: &Options) -> Output {
         Some(_) => cx.catalog.mesh_tls_policies().into(),
         None => Vec::new().into(),
     };
+    let authorization = authz::compile(&mut cx).into();
     let snapshot = Snapshot {
         version: 0,
         listeners: cx.table.into_listeners().into(),
         clusters: cx.catalog.into_clusters().into(),
         peer_authentications,
+        authorization,
     };
     Output {
         snapshot,

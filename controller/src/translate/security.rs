@@ -1,5 +1,6 @@
 //! security.istio.io objects: checked field by field (PeerAuthentication is enforced by the
-//! sidecars, see `mesh_tls`), and each kind Ferry does not enforce yet is an error on the object (status, `ferry analyze`, `/config_dump`), never skipped:
+//! sidecars, see `mesh_tls`; AuthorizationPolicy by every proxy, see `authz`), and each kind
+//! Ferry does not enforce yet is an error on the object (status, `ferry analyze`, `/config_dump`), never skipped:
 //! a user who applies an AuthorizationPolicy must not believe it protects anything while
 //! traffic flows unchecked.
 
@@ -11,12 +12,7 @@ use crate::inputs::security::{MutualTls, PeerAuthentication};
 const MTLS_MODES: [&str; 4] = ["UNSET", "DISABLE", "PERMISSIVE", "STRICT"];
 
 pub(super) fn translate(cx: &mut Context) {
-    let open = cx
-        .inputs
-        .authorization_policies
-        .iter()
-        .chain(&cx.inputs.request_authentications);
-    for policy in open {
+    for policy in &cx.inputs.request_authentications {
         let meta = meta_of(&policy.kind, &policy.metadata);
         let message = format!(
             "Ferry does not enforce {} yet: the policy is not applied (left out, reported \

@@ -75,6 +75,18 @@ pub fn decide(
     port: u16,
     dialled_ip: Option<std::net::IpAddr>,
 ) -> Decision {
+    // AuthorizationPolicy at a gateway, before routing (a sidecar's captured outbound
+    // requests, which have a dialled IP, are authorized at the destination's inbound).
+    if dialled_ip.is_none() {
+        let peer = super::authz::Peer {
+            identity: None,
+            destination_ip: None,
+            port,
+        };
+        if let Some(denied) = super::authz::check(snapshot, req, &peer) {
+            return Decision::Reply(denied);
+        }
+    }
     let (mut host, host_port) = host_of(req.authority);
     if let Some(ip) = dialled_ip.filter(|_| !snapshot.serves_host(port, &host)) {
         host = ip.to_string().into();

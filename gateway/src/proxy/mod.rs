@@ -5,6 +5,7 @@
 //! through `observe`, so their semantics cannot drift.
 
 mod admit;
+pub(crate) mod authz;
 mod context;
 mod decide;
 mod entry;

@@ -63,6 +63,18 @@ impl FerryProxy {
         }
     }
 
+    /// AuthorizationPolicy on a sidecar's inbound request, with the mTLS peer's identity.
+    fn authorize_inbound(&self, session: &Session, ctx: &RequestCtx) -> Option<decide::Reply> {
+        let snapshot = self.store.load()?;
+        let facts = RequestFacts::of(session.req_header(), client_ip(session));
+        let peer = super::authz::Peer {
+            identity: ctx.peer_identity.as_deref(),
+            destination_ip: ctx.inbound.map(|a| a.ip()),
+            port: ctx.listener_port,
+        };
+        super::authz::check(&snapshot, &facts, &peer)
+    }
+
     /// The listener port and, for captured connections, the dialled IP (matched as a host
     /// when the Host header names none of the listener's virtual hosts) or, inbound, the app.
     fn entry_of(&self, session: &Session) -> Entry {
@@ -111,6 +123,9 @@ impl ProxyHttp for FerryProxy {
             let digest = session.as_downstream().digest();
             let ssl = digest.and_then(|d| d.ssl_digest.as_deref());
             ctx.peer_identity = crate::downstream_io::peer_identity(ssl);
+            if let Some(denied) = self.authorize_inbound(session, ctx) {
+                return denied.send(session).await.map(|_| true);
+            }
             return Ok(false); // to the app, whatever the request
         }
         let Some(snapshot) = self.store.load() else {

@@ -1,0 +1,326 @@
+//! AuthorizationPolicy -> the policies a proxy enforces.
+//!
+//! Which policies a proxy gets: a sidecar, those of the mesh (root namespace, no selector)
+//! and of its namespace whose selector its labels satisfy; a gateway, those whose
+//! `targetRefs` name a Gateway it serves (limited to that Gateway's listener ports), those
+//! whose selector its labels satisfy in its own namespace (or the root namespace when that
+//! is not known), and the mesh-wide ones. What Ferry cannot enforce fails closed: the policy
+//! becomes "deny every request" for the workloads it selects, and the object says why.
+
+use ferry_model::authz::{
+    AuthzAction, AuthzPolicy, AuthzRule, Condition, ConditionKey, IpBlock, Operation, Source,
+    Values,
+};
+use ferry_model::Str;
+
+use super::report::Condition as Report;
+use super::{meta_of, Context};
+use crate::inputs::authz::{self as input, AuthorizationPolicy};
+
+const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+
+pub(super) fn compile(cx: &mut Context) -> Vec<AuthzPolicy> {
+    let mut out = Vec::new();
+    let mut policies: Vec<&AuthorizationPolicy> = cx.inputs.authorization_policies.iter().collect();
+    policies.sort_by_key(|p| (p.metadata.namespace.clone(), p.metadata.name.clone()));
+    for policy in policies {
+        let meta = meta_of("AuthorizationPolicy", &policy.metadata);
+        report_unserved_targets(cx, policy, &meta);
+        let Some(listener_ports) = applies(cx, policy) else {
+            continue;
+        };
+        let (compiled, problems) = compile_one(policy, cx);
+        for problem in problems {
+            cx.reports.push(&meta, problem);
+        }
+        out.push(AuthzPolicy {
+            listener_ports,
+            ..compiled
+        });
+    }
+    out
+}
+
+/// targetRefs other than Gateways (Services: Istio's waypoints) have nothing in Ferry to
+/// attach to: said on the object, not skipped.
+fn report_unserved_targets(
+    cx: &mut Context,
+    policy: &AuthorizationPolicy,
+    meta: &ferry_model::Meta,
+) {
+    let targets = policy
+        .spec
+        .target_ref
+        .iter()
+        .chain(&policy.spec.target_refs);
+    for (i, target) in targets.enumerate() {
+        let gateway =
+            target.kind == "Gateway" && (target.group.is_empty() || target.group == GATEWAY_GROUP);
+        if !gateway {
+            let message = format!(
+                "targetRefs of kind {} are not supported (Gateway only); this reference is not applied",
+                target.kind
+            );
+            let field = format!("spec.targetRefs[{i}]");
+            cx.reports.push(
+                meta,
+                Report::warn("Valid", "NotYetSupported", message).field(field),
+            );
+        }
+    }
+}
+
+/// Whether the policy applies to this proxy: None if not, else the listener ports it is
+/// limited to (empty: all).
+fn applies(cx: &Context, policy: &AuthorizationPolicy) -> Option<Vec<u16>> {
+    let namespace = policy.metadata.namespace.as_deref().unwrap_or("default");
+    let root = cx.options.root_namespace.as_str();
+    let selector = input::selector_labels(&policy.spec.selector);
+    let targets: Vec<&input::PolicyTargetRef> = policy
+        .spec
+        .target_ref
+        .iter()
+        .chain(&policy.spec.target_refs)
+        .collect();
+    let labels = &cx.options.gateway_labels;
+    let selected = |wanted: &Vec<(String, String)>| wanted.iter().all(|pair| labels.contains(pair));
+    if let Some(mesh_namespace) = &cx.options.mesh_namespace {
+        if !targets.is_empty() {
+            return None; // targetRefs name Gateways/Services (waypoints), not sidecars
+        }
+        let here = namespace == mesh_namespace || (namespace == root && selector.is_none());
+        return (here && selector.as_ref().is_none_or(selected)).then(Vec::new);
+    }
+    if !targets.is_empty() {
+        let ports: Vec<u16> = targets
+            .iter()
+            .filter(|t| t.kind == "Gateway" && (t.group.is_empty() || t.group == GATEWAY_GROUP))
+            .filter_map(|t| {
+                served_gateway_ports(cx, t.namespace.as_deref().unwrap_or(namespace), &t.name)
+            })
+            .flatten()
+            .collect();
+        return (!ports.is_empty()).then_some(ports);
+    }
+    let own = cx.options.workload_namespace.as_deref().unwrap_or(root);
+    match selector {
+        None if namespace == root => Some(Vec::new()),
+        Some(wanted) if namespace == own && selected(&wanted) => Some(Vec::new()),
+        _ => None,
+    }
+}
+
+/// The listener ports of Gateway `namespace/name` when this proxy serves it.
+fn served_gateway_ports(cx: &Context, namespace: &str, name: &str) -> Option<Vec<u16>> {
+    let wanted = format!("{namespace}/{name}");
+    if cx
+        .options
+        .only_gateway
+        .as_ref()
+        .is_some_and(|g| *g != wanted)
+    {
+        return None;
+    }
+    let gateway = cx.inputs.gateways.iter().find(|g| {
+        g.metadata.namespace.as_deref() == Some(namespace)
+            && g.metadata.name.as_deref() == Some(name)
+    })?;
+    Some(
+        gateway
+            .spec
+            .listeners
+            .iter()
+            .filter_map(|l| u16::try_from(l.port).ok())
+            .collect(),
+    )
+}
+
+/// The compiled policy and what the object should say. A part Ferry cannot enforce turns the
+/// whole policy into "deny all" (fail closed).
+fn compile_one(policy: &AuthorizationPolicy, cx: &Context) -> (AuthzPolicy, Vec<Report>) {
+    let namespace = policy.metadata.namespace.as_deref().unwrap_or("default");
+    let mut problems = Vec::new();
+    let action = match policy.spec.action.as_deref().unwrap_or("ALLOW") {
+        "ALLOW" => AuthzAction::Allow,
+        "DENY" => AuthzAction::Deny,
+        "AUDIT" => AuthzAction::Audit,
+        "CUSTOM" => {
+            problems.push(fail_closed(
+                "spec.action",
+                "CUSTOM (external authorization) is not supported",
+            ));
+            AuthzAction::Deny
+        }
+        other => {
+            let message = format!("action {other:?} is not one of ALLOW, DENY, AUDIT, CUSTOM");
+            problems.push(fail_closed("spec.action", &message));
+            AuthzAction::Deny
+        }
+    };
+    let mut rules = Vec::new();
+    for (i, rule) in policy.spec.rules.iter().enumerate() {
+        match compile_rule(rule, &format!("spec.rules[{i}]"), &cx.options.trust_domain) {
+            Ok(rule) => rules.push(rule),
+            Err((field, message)) => problems.push(fail_closed(&field, &message)),
+        }
+    }
+    let selector = input::selector_labels(&policy.spec.selector);
+    let compiled = AuthzPolicy {
+        meta: meta_of("AuthorizationPolicy", &policy.metadata),
+        mesh_wide: namespace == cx.options.root_namespace && selector.is_none(),
+        selector,
+        action,
+        rules,
+        listener_ports: Vec::new(),
+    };
+    if problems.is_empty() {
+        return (compiled, problems);
+    }
+    let deny_all = AuthzPolicy {
+        action: AuthzAction::Deny,
+        rules: vec![AuthzRule::default()],
+        ..compiled
+    };
+    (deny_all, problems)
+}
+
+fn fail_closed(field: &str, why: &str) -> Report {
+    let message = format!("{why}; the policy fails closed: every request it selects is denied");
+    Report::warn("Valid", "NotEnforced", message).field(field)
+}
+
+type Problem = (String, String);
+
+fn compile_rule(rule: &input::Rule, field: &str, trust_domain: &str) -> Result<AuthzRule, Problem> {
+    let from = rule
+        .from
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            source(
+                &f.source,
+                &format!("{field}.from[{i}].source"),
+                trust_domain,
+            )
+        })
+        .collect::<Result<_, _>>()?;
+    let to = rule
+        .to
+        .iter()
+        .enumerate()
+        .map(|(i, t)| operation(&t.operation, &format!("{field}.to[{i}].operation")))
+        .collect::<Result<_, _>>()?;
+    let when = rule
+        .when
+        .iter()
+        .enumerate()
+        .map(|(i, w)| condition(w, &format!("{field}.when[{i}]")))
+        .collect::<Result<_, _>>()?;
+    Ok(AuthzRule { from, to, when })
+}
+
+fn strings(any: &[String], none: &[String]) -> Values<Str> {
+    Values {
+        any: any.iter().map(|s| s.as_str().into()).collect(),
+        none: none.iter().map(|s| s.as_str().into()).collect(),
+    }
+}
+
+fn source(s: &input::Source, field: &str, trust_domain: &str) -> Result<Source, Problem> {
+    // `serviceAccounts` (`ns/name`) is shorthand for the principal of that account.
+    let account = |sa: &String| format!("{trust_domain}/ns/{}", sa.replacen('/', "/sa/", 1));
+    let mut principals = strings(&s.principals, &s.not_principals);
+    principals
+        .any
+        .extend(s.service_accounts.iter().map(|a| account(a).into()));
+    principals
+        .none
+        .extend(s.not_service_accounts.iter().map(|a| account(a).into()));
+    Ok(Source {
+        principals,
+        request_principals: strings(&s.request_principals, &s.not_request_principals),
+        namespaces: strings(&s.namespaces, &s.not_namespaces),
+        ip_blocks: blocks(&s.ip_blocks, &s.not_ip_blocks, &format!("{field}.ipBlocks"))?,
+        remote_ip_blocks: blocks(
+            &s.remote_ip_blocks,
+            &s.not_remote_ip_blocks,
+            &format!("{field}.remoteIpBlocks"),
+        )?,
+    })
+}
+
+fn blocks(any: &[String], none: &[String], field: &str) -> Result<Values<IpBlock>, Problem> {
+    let parse = |list: &[String]| {
+        list.iter()
+            .map(|b| {
+                IpBlock::parse(b)
+                    .ok_or_else(|| (field.to_string(), format!("{b:?} is not an IP or CIDR")))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok(Values {
+        any: parse(any)?,
+        none: parse(none)?,
+    })
+}
+
+fn operation(o: &input::Operation, field: &str) -> Result<Operation, Problem> {
+    let ports = |list: &[String]| {
+        list.iter()
+            .map(|p| {
+                p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                    (
+                        format!("{field}.ports"),
+                        format!("{p:?} is not a port from 1 to 65535"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok(Operation {
+        hosts: strings(&o.hosts, &o.not_hosts),
+        ports: Values {
+            any: ports(&o.ports)?,
+            none: ports(&o.not_ports)?,
+        },
+        methods: strings(&o.methods, &o.not_methods),
+        paths: strings(&o.paths, &o.not_paths),
+    })
+}
+
+fn condition(w: &input::When, field: &str) -> Result<Condition, Problem> {
+    let key = match w.key.as_str() {
+        "source.ip" => ConditionKey::SourceIp,
+        "remote.ip" => ConditionKey::RemoteIp,
+        "source.namespace" => ConditionKey::SourceNamespace,
+        "source.principal" => ConditionKey::SourcePrincipal,
+        "destination.ip" => ConditionKey::DestinationIp,
+        "destination.port" => ConditionKey::DestinationPort,
+        "connection.sni" => ConditionKey::ConnectionSni,
+        key => match key
+            .strip_prefix("request.headers[")
+            .and_then(|k| k.strip_suffix(']'))
+        {
+            Some(name) => ConditionKey::RequestHeader(name.to_ascii_lowercase().into()),
+            // No RequestAuthentication is enforced yet: no request has a JWT, so these
+            // attributes are absent (their values never match, notValues always do).
+            None if key.starts_with("request.auth.") => ConditionKey::RequestAuth,
+            None => {
+                return Err((
+                    format!("{field}.key"),
+                    format!("condition key {key:?} is not supported"),
+                ))
+            }
+        },
+    };
+    if w.values.is_empty() && w.not_values.is_empty() {
+        return Err((
+            field.to_string(),
+            "a condition needs values or notValues".into(),
+        ));
+    }
+    Ok(Condition {
+        key,
+        values: strings(&w.values, &w.not_values),
+    })
+}

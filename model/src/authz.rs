@@ -1,0 +1,531 @@
+//! Istio's AuthorizationPolicy, compiled: which requests a proxy lets through.
+//!
+//! Evaluation follows Istio: CUSTOM (not supported: it fails closed, as DENY) and DENY
+//! policies first — any match denies; then ALLOW policies — when at least one applies to the
+//! workload, a request must match one of them; with none, it is allowed. AUDIT policies
+//! decide nothing (their matches are only reported).
+
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+use crate::{Meta, Str};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum AuthzAction {
+    Allow,
+    Deny,
+    Audit,
+}
+
+/// One policy. Empty `rules` with ALLOW match nothing (deny all); a rule with no `from`,
+/// `to` or `when` matches everything (Istio's "allow all" / "deny all" shapes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthzPolicy {
+    pub meta: Meta,
+    pub action: AuthzAction,
+    /// Workload labels it applies to (sidecars); None: every workload in its scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<Vec<(String, String)>>,
+    /// In the mesh's root namespace without a selector: every workload.
+    #[serde(default)]
+    pub mesh_wide: bool,
+    pub rules: Vec<AuthzRule>,
+    /// At a gateway, a policy targeting one Gateway applies to its listener ports only;
+    /// empty: to every request the proxy serves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listener_ports: Vec<u16>,
+}
+
+/// A rule matches when one of its sources, one of its operations and all its conditions do.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthzRule {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<Source>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<Operation>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub when: Vec<Condition>,
+}
+
+/// Values that must match (when not empty) and values that must not.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Values<T> {
+    #[serde(default = "Vec::new", skip_serializing_if = "Vec::is_empty")]
+    pub any: Vec<T>,
+    #[serde(default = "Vec::new", skip_serializing_if = "Vec::is_empty")]
+    pub none: Vec<T>,
+}
+
+impl<T> Default for Values<T> {
+    fn default() -> Self {
+        Values {
+            any: Vec::new(),
+            none: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    /// Peer principals without `spiffe://` (Istio's form), with Istio's `*` prefix/suffix.
+    #[serde(default, skip_serializing_if = "Values::is_empty")]
+    pub principals: Values<Str>,
+    /// JWT principals (`iss/sub`). No RequestAuthentication is enforced yet, so no request
+    /// has one: `requestPrincipals` never matches, `notRequestPrincipals` always does.
+    #[serde(default, skip_serializing_if = "Values::is_empty")]
+    pub request_principals: Values<Str>,
+    #[serde(default, skip_serializing_if = "Values::is_empty")]
+    pub namespaces: Values<Str>,
+    /// The peer address (the connection's source).
+    #[serde(default, skip_serializing_if = "Values::is_empty")]
+    pub ip_blocks: Values<IpBlock>,
+    /// The original client (X-Forwarded-For, else the peer).
+    #[serde(default, skip_serializing_if = "Values::is_empty")]
+    pub remote_ip_blocks: Values<IpBlock>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Operation {
+    #[serde(default, skip_serializing_if = "Values::is_empty")]
+    pub hosts: Values<Str>,
+    #[serde(default, skip_serializing_if = "Values::is_empty")]
+    pub ports: Values<u16>,
+    #[serde(default, skip_serializing_if = "Values::is_empty")]
+    pub methods: Values<Str>,
+    #[serde(default, skip_serializing_if = "Values::is_empty")]
+    pub paths: Values<Str>,
+}
+
+/// A `when` condition on one request attribute.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Condition {
+    pub key: ConditionKey,
+    #[serde(default, skip_serializing_if = "Values::is_empty")]
+    pub values: Values<Str>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConditionKey {
+    /// `request.headers[name]` (lower-case name).
+    RequestHeader(Str),
+    SourceIp,
+    RemoteIp,
+    SourceNamespace,
+    SourcePrincipal,
+    DestinationIp,
+    DestinationPort,
+    /// `connection.sni`: not known to the proxies yet (absent).
+    ConnectionSni,
+    /// `request.auth.*`: absent until RequestAuthentication is enforced.
+    RequestAuth,
+}
+
+/// An address range (`10.0.0.0/8`, or one address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpBlock {
+    pub network: IpAddr,
+    pub prefix: u8,
+}
+
+impl IpBlock {
+    pub fn parse(text: &str) -> Option<IpBlock> {
+        let (ip, bits) = match text.split_once('/') {
+            Some((ip, bits)) => (ip, Some(bits)),
+            None => (text, None),
+        };
+        let network: IpAddr = ip.parse().ok()?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match bits {
+            Some(bits) => bits.parse().ok().filter(|b| *b <= max)?,
+            None => max,
+        };
+        Some(IpBlock { network, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What a policy is checked against.
+pub struct AuthzRequest<'a> {
+    /// The peer's SPIFFE principal without the scheme (`cluster.local/ns/a/sa/b`), over mTLS.
+    pub principal: Option<&'a str>,
+    pub source_ip: Option<IpAddr>,
+    pub remote_ip: Option<IpAddr>,
+    pub destination_ip: Option<IpAddr>,
+    pub destination_port: u16,
+    pub host: &'a str,
+    pub method: &'a str,
+    /// The path without the query.
+    pub path: &'a str,
+    pub header: &'a dyn Fn(&str) -> Option<String>,
+    /// False for a TCP connection: HTTP-only fields (hosts, methods, paths, request headers)
+    /// make an ALLOW rule never match and are left out of a DENY rule, as Istio does, so
+    /// neither becomes more permissive.
+    pub http: bool,
+}
+
+/// The verdict, with the policy that decided it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthzVerdict {
+    Allowed,
+    /// Denied by this policy (a DENY or CUSTOM match), or by the absence of a matching ALLOW
+    /// policy (None).
+    Denied(Option<Meta>),
+}
+
+/// Istio's evaluation over the policies that apply to the workload.
+pub fn authorize<'p>(
+    policies: impl IntoIterator<Item = &'p AuthzPolicy> + Clone,
+    request: &AuthzRequest<'_>,
+) -> AuthzVerdict {
+    let matched = |p: &AuthzPolicy| {
+        let deny = p.action != AuthzAction::Allow;
+        p.rules.iter().any(|r| r.matches(request, deny))
+    };
+    let mut any_allow = false;
+    for policy in policies.clone() {
+        match policy.action {
+            AuthzAction::Deny if matched(policy) => {
+                return AuthzVerdict::Denied(Some(policy.meta.clone()))
+            }
+            AuthzAction::Allow => any_allow = true,
+            _ => {}
+        }
+    }
+    let allowed = !any_allow
+        || policies
+            .into_iter()
+            .any(|p| p.action == AuthzAction::Allow && matched(p));
+    if allowed {
+        AuthzVerdict::Allowed
+    } else {
+        AuthzVerdict::Denied(None)
+    }
+}
+
+impl AuthzRule {
+    /// `deny`: evaluated for a DENY policy (HTTP-only fields of a TCP connection are then
+    /// left out rather than failing the rule).
+    fn matches(&self, request: &AuthzRequest<'_>, deny: bool) -> bool {
+        (self.from.is_empty() || self.from.iter().any(|s| s.matches(request)))
+            && (self.to.is_empty() || self.to.iter().any(|o| o.matches(request, deny)))
+            && self.when.iter().all(|c| c.matches(request, deny))
+    }
+}
+
+impl<T> Values<T> {
+    /// `any` (when set) contains a match and `none` contains none; `test` compares one.
+    fn check(&self, test: impl Fn(&T) -> bool) -> bool {
+        (self.any.is_empty() || self.any.iter().any(&test)) && !self.none.iter().any(test)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.any.is_empty() && self.none.is_empty()
+    }
+}
+
+/// Istio's string forms: exact, `prefix*`, `*suffix`, `*`.
+pub fn istio_match(pattern: &str, value: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    if let Some(prefix) = pattern.strip_suffix('*') {
+        return value.starts_with(prefix);
+    }
+    if let Some(suffix) = pattern.strip_prefix('*') {
+        return value.ends_with(suffix);
+    }
+    pattern == value
+}
+
+fn namespace_of(principal: &str) -> Option<&str> {
+    let rest = principal.split_once("/ns/")?.1;
+    Some(rest.split_once('/').map_or(rest, |(ns, _)| ns))
+}
+
+impl Source {
+    fn matches(&self, r: &AuthzRequest<'_>) -> bool {
+        // A principal (or namespace) condition needs an authenticated peer: without one,
+        // `principals` never matches and `notPrincipals` always does (Istio's behaviour).
+        let principal_ok = self.principals.is_empty()
+            || r.principal
+                .is_some_and(|p| self.principals.check(|v| istio_match(v, p)))
+            || (self.principals.any.is_empty() && r.principal.is_none());
+        let namespace = r.principal.and_then(namespace_of);
+        let namespace_ok = self.namespaces.is_empty()
+            || namespace.is_some_and(|n| self.namespaces.check(|v| istio_match(v, n)))
+            || (self.namespaces.any.is_empty() && namespace.is_none());
+        // No request principal exists yet (see `request_principals`).
+        let request_principal_ok = self.request_principals.any.is_empty();
+        let ip_ok = |blocks: &Values<IpBlock>, ip: Option<IpAddr>| {
+            blocks.is_empty() || ip.is_some_and(|ip| blocks.check(|b| b.contains(ip)))
+        };
+        principal_ok
+            && namespace_ok
+            && request_principal_ok
+            && ip_ok(&self.ip_blocks, r.source_ip)
+            && ip_ok(&self.remote_ip_blocks, r.remote_ip.or(r.source_ip))
+    }
+}
+
+impl Operation {
+    fn http_only(&self) -> bool {
+        !(self.hosts.is_empty() && self.methods.is_empty() && self.paths.is_empty())
+    }
+
+    fn matches(&self, r: &AuthzRequest<'_>, deny: bool) -> bool {
+        if !r.http && self.http_only() {
+            return deny && self.ports.check(|p| *p == r.destination_port);
+        }
+        let host = r.host.split(':').next().unwrap_or(r.host);
+        self.hosts
+            .check(|v| istio_match(&v.to_ascii_lowercase(), &host.to_ascii_lowercase()))
+            && self.ports.check(|p| *p == r.destination_port)
+            && self.methods.check(|m| istio_match(m, r.method))
+            && self.paths.check(|p| istio_match(p, r.path))
+    }
+}
+
+impl Condition {
+    fn matches(&self, r: &AuthzRequest<'_>, deny: bool) -> bool {
+        if !r.http && matches!(self.key, ConditionKey::RequestHeader(_)) {
+            return deny;
+        }
+        let value: Option<String> = match &self.key {
+            ConditionKey::RequestHeader(name) => (r.header)(name),
+            ConditionKey::SourceIp => r.source_ip.map(|ip| ip.to_string()),
+            ConditionKey::RemoteIp => r.remote_ip.or(r.source_ip).map(|ip| ip.to_string()),
+            ConditionKey::SourceNamespace => r.principal.and_then(namespace_of).map(Into::into),
+            ConditionKey::SourcePrincipal => r.principal.map(Into::into),
+            ConditionKey::DestinationIp => r.destination_ip.map(|ip| ip.to_string()),
+            ConditionKey::DestinationPort => Some(r.destination_port.to_string()),
+            ConditionKey::ConnectionSni | ConditionKey::RequestAuth => None,
+        };
+        let ip_key = matches!(
+            self.key,
+            ConditionKey::SourceIp | ConditionKey::RemoteIp | ConditionKey::DestinationIp
+        );
+        let test = |pattern: &Str, value: &str| {
+            if ip_key {
+                let block = IpBlock::parse(pattern);
+                let ip = value.parse().ok();
+                block.zip(ip).is_some_and(|(b, ip)| b.contains(ip))
+            } else {
+                istio_match(pattern, value)
+            }
+        };
+        match value {
+            Some(value) => self.values.check(|p| test(p, &value)),
+            None => self.values.any.is_empty(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request<'a>(principal: Option<&'a str>, method: &'a str, path: &'a str) -> AuthzRequest<'a> {
+        AuthzRequest {
+            principal,
+            source_ip: Some("10.1.2.3".parse().unwrap()),
+            remote_ip: None,
+            destination_ip: None,
+            destination_port: 8080,
+            host: "weather:80",
+            method,
+            path,
+            header: &|name| (name == "x-team").then(|| "ops".to_string()),
+            http: true,
+        }
+    }
+
+    fn policy(action: AuthzAction, rules: Vec<AuthzRule>) -> AuthzPolicy {
+        AuthzPolicy {
+            meta: Meta::new("AuthorizationPolicy", "weather", "p"),
+            action,
+            selector: None,
+            mesh_wide: false,
+            rules,
+            listener_ports: Vec::new(),
+        }
+    }
+
+    fn values<T>(any: Vec<T>) -> Values<T> {
+        Values {
+            any,
+            none: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn deny_wins_no_allow_allows_and_an_unmatched_allow_denies() {
+        let client = Some("cluster.local/ns/weather/sa/client");
+        let get = request(client, "GET", "/forecast");
+        assert_eq!(authorize(&[], &get), AuthzVerdict::Allowed);
+        let only_get = policy(
+            AuthzAction::Allow,
+            vec![AuthzRule {
+                to: vec![Operation {
+                    methods: values(vec!["GET".into()]),
+                    ..Operation::default()
+                }],
+                ..AuthzRule::default()
+            }],
+        );
+        assert_eq!(authorize([&only_get], &get), AuthzVerdict::Allowed);
+        let post = request(client, "POST", "/forecast");
+        assert_eq!(authorize([&only_get], &post), AuthzVerdict::Denied(None));
+        let deny_admin = policy(
+            AuthzAction::Deny,
+            vec![AuthzRule {
+                to: vec![Operation {
+                    paths: values(vec!["/admin*".into()]),
+                    ..Operation::default()
+                }],
+                ..AuthzRule::default()
+            }],
+        );
+        let admin = request(client, "GET", "/admin/users");
+        assert!(matches!(
+            authorize([&only_get, &deny_admin], &admin),
+            AuthzVerdict::Denied(Some(_))
+        ));
+        let allow_nothing = policy(AuthzAction::Allow, vec![]);
+        assert_eq!(
+            authorize([&allow_nothing], &get),
+            AuthzVerdict::Denied(None)
+        );
+        let audit = policy(AuthzAction::Audit, vec![AuthzRule::default()]);
+        assert_eq!(authorize([&audit], &get), AuthzVerdict::Allowed);
+    }
+
+    #[test]
+    fn sources_match_principals_namespaces_and_ip_blocks() {
+        let from = |source: Source| {
+            policy(
+                AuthzAction::Allow,
+                vec![AuthzRule {
+                    from: vec![source],
+                    ..AuthzRule::default()
+                }],
+            )
+        };
+        let by_principal = from(Source {
+            principals: values(vec!["cluster.local/ns/weather/sa/*".into()]),
+            ..Source::default()
+        });
+        let client = request(Some("cluster.local/ns/weather/sa/client"), "GET", "/");
+        let stranger = request(Some("cluster.local/ns/other/sa/client"), "GET", "/");
+        let plaintext = request(None, "GET", "/");
+        assert_eq!(authorize([&by_principal], &client), AuthzVerdict::Allowed);
+        assert_eq!(
+            authorize([&by_principal], &stranger),
+            AuthzVerdict::Denied(None)
+        );
+        assert_eq!(
+            authorize([&by_principal], &plaintext),
+            AuthzVerdict::Denied(None)
+        );
+        let by_namespace = from(Source {
+            namespaces: values(vec!["weather".into()]),
+            ..Source::default()
+        });
+        assert_eq!(authorize([&by_namespace], &client), AuthzVerdict::Allowed);
+        assert_eq!(
+            authorize([&by_namespace], &stranger),
+            AuthzVerdict::Denied(None)
+        );
+        let by_ip = from(Source {
+            ip_blocks: values(vec![IpBlock::parse("10.1.0.0/16").unwrap()]),
+            ..Source::default()
+        });
+        assert_eq!(authorize([&by_ip], &plaintext), AuthzVerdict::Allowed);
+        let not_ip = from(Source {
+            ip_blocks: Values {
+                any: vec![],
+                none: vec![IpBlock::parse("10.1.2.3").unwrap()],
+            },
+            ..Source::default()
+        });
+        assert_eq!(authorize([&not_ip], &plaintext), AuthzVerdict::Denied(None));
+    }
+
+    #[test]
+    fn conditions_read_headers_and_connection_facts() {
+        let when = |key: ConditionKey, value: &str| {
+            policy(
+                AuthzAction::Allow,
+                vec![AuthzRule {
+                    when: vec![Condition {
+                        key,
+                        values: values(vec![value.into()]),
+                    }],
+                    ..AuthzRule::default()
+                }],
+            )
+        };
+        let r = request(Some("cluster.local/ns/weather/sa/client"), "GET", "/");
+        let header = ConditionKey::RequestHeader("x-team".into());
+        assert_eq!(
+            authorize([&when(header.clone(), "ops")], &r),
+            AuthzVerdict::Allowed
+        );
+        assert_eq!(
+            authorize([&when(header, "dev")], &r),
+            AuthzVerdict::Denied(None)
+        );
+        assert_eq!(
+            authorize([&when(ConditionKey::SourceIp, "10.1.0.0/16")], &r),
+            AuthzVerdict::Allowed
+        );
+        assert_eq!(
+            authorize([&when(ConditionKey::SourceNamespace, "weather")], &r),
+            AuthzVerdict::Allowed
+        );
+        assert_eq!(
+            authorize([&when(ConditionKey::DestinationPort, "8080")], &r),
+            AuthzVerdict::Allowed
+        );
+        assert!(IpBlock::parse("10.0.0.0/33").is_none());
+    }
+
+    #[test]
+    fn http_only_fields_on_tcp_never_allow_and_still_deny() {
+        let get_only = Operation {
+            methods: values(vec!["GET".into()]),
+            ..Operation::default()
+        };
+        let rule = AuthzRule {
+            to: vec![get_only],
+            ..AuthzRule::default()
+        };
+        let mut tcp = request(None, "", "");
+        tcp.http = false;
+        let allow = policy(AuthzAction::Allow, vec![rule.clone()]);
+        assert_eq!(authorize([&allow], &tcp), AuthzVerdict::Denied(None));
+        let deny = policy(AuthzAction::Deny, vec![rule]);
+        assert!(matches!(
+            authorize([&deny], &tcp),
+            AuthzVerdict::Denied(Some(_))
+        ));
+    }
+}
