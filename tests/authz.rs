@@ -194,3 +194,50 @@ async fn a_policy_for_another_gateway_does_not_apply_and_bad_fields_are_reported
         "{reports}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rule_with_an_external_auth_filter_answers_500_instead_of_forwarding() {
+    let echo = Echo::start("web");
+    let port = free_port();
+    let dir = ConfigDir::new();
+    let guarded = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /private}}]
+      filters: [{type: ExternalAuth, externalAuth: {protocol: HTTP, backendRef: {name: web, port: 80}}}]
+      backendRefs: [{name: web, port: 80}]
+    - backendRefs: [{name: web, port: 80}]
+"#;
+    dir.write(
+        "all.yaml",
+        &join(&[
+            &gateway("default", "gw", &[("http", port, None)]),
+            &service("default", "web", 80, &[ep(&echo, &[])]),
+            guarded,
+        ]),
+    );
+    let _gw = Gateway::start(dir.path()).await;
+    let http = Http::new(Proto::H1);
+    let get = |path: &'static str| {
+        let http = &http;
+        async move {
+            http.get(&format!("http://127.0.0.1:{port}{path}"), None, &[])
+                .await
+                .map(|r| r.status)
+        }
+    };
+    assert_eq!(
+        get("/private/data").await,
+        Some(500),
+        "must not be forwarded unchecked"
+    );
+    assert_eq!(get("/public").await, Some(200));
+    assert_eq!(
+        echo.request_count(),
+        1,
+        "only the public request reached the backend"
+    );
+}

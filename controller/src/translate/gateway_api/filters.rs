@@ -39,6 +39,9 @@ pub(super) struct RuleFilters {
     pub filters: Vec<Filter>,
     pub redirect: Option<Redirect>,
     pub cors: Option<Cors>,
+    /// A filter Ferry cannot apply (ExtensionRef, ExternalAuth): the spec forbids skipping
+    /// it, so the rule answers 500 instead of forwarding requests it should have checked.
+    pub unsupported: Option<String>,
 }
 
 pub(super) fn convert(
@@ -52,6 +55,7 @@ pub(super) fn convert(
         filters: Vec::new(),
         redirect: None,
         cors: None,
+        unsupported: None,
     };
     for (index, filter) in filters.iter().enumerate() {
         let field = format!("{field}.filters[{index}]");
@@ -65,7 +69,9 @@ pub(super) fn convert(
                 out.filters.push(Filter::ResponseHeaders(mods));
             }
             FilterType::RequestRedirect => {
-                out.redirect = filter.request_redirect.as_ref().map(redirect);
+                if let Some(r) = filter.request_redirect.as_ref() {
+                    out.redirect = Some(redirect(cx, r, meta, &field));
+                }
             }
             FilterType::UrlRewrite => {
                 if let Some(rewrite) = filter.url_rewrite.as_ref() {
@@ -85,9 +91,12 @@ pub(super) fn convert(
             FilterType::Cors => out.cors = filter.cors.as_ref().map(cors),
             FilterType::ExtensionRef | FilterType::ExternalAuth => {
                 let message = format!(
-                    "filter type {:?} is not supported yet; ignored",
+                    "filter type {:?} is not supported yet: requests this rule matches are \
+                     answered 500 (the filter must not be skipped)",
                     filter.r#type
                 );
+                out.unsupported
+                    .get_or_insert(format!("{field}: {:?} filter not supported", filter.r#type));
                 cx.reports.push(
                     meta,
                     Condition::warn("Accepted", "UnsupportedValue", message).field(field),
@@ -137,14 +146,43 @@ fn cors(c: &HttpRouteRulesFiltersCors) -> Cors {
     }
 }
 
-fn redirect(r: &HttpRouteRulesFiltersRequestRedirect) -> Redirect {
+fn redirect(
+    cx: &mut Context<'_>,
+    r: &HttpRouteRulesFiltersRequestRedirect,
+    meta: &Meta,
+    field: &str,
+) -> Redirect {
     let scheme = r.scheme.as_ref().map(|s| match s {
         Scheme::Http => "http",
         Scheme::Https => "https",
     });
     // Spec: explicit port; else the scheme's well-known port; else the listener's port.
-    let port = match (r.port, scheme) {
-        (Some(p), _) => RedirectPort::Explicit(p as u16),
+    // The CRD bounds both (port 1-65535, statusCode 301/302/303/307/308); files skip the
+    // API server's schema, so an out-of-range value is reported and the default used (a
+    // cast would wrap it into another port or status).
+    let mut invalid = |what: &str, value: i64| {
+        let message = format!("{what} {value} is out of range; the default is used");
+        let field = format!("{field}.requestRedirect.{what}");
+        cx.reports.push(
+            meta,
+            Condition::warn("Accepted", "UnsupportedValue", message).field(field),
+        );
+    };
+    let valid_port = r
+        .port
+        .and_then(|p| u16::try_from(p).ok().filter(|p| *p > 0));
+    if let (Some(p), None) = (r.port, valid_port) {
+        invalid("port", i64::from(p));
+    }
+    let valid_status = r
+        .status_code
+        .and_then(|c| u16::try_from(c).ok())
+        .filter(|c| [301, 302, 303, 307, 308].contains(c));
+    if let (Some(c), None) = (r.status_code, valid_status) {
+        invalid("statusCode", c);
+    }
+    let port = match (valid_port, scheme) {
+        (Some(p), _) => RedirectPort::Explicit(p),
         (None, Some(_)) => RedirectPort::SchemeDefault,
         (None, None) => RedirectPort::Listener,
     };
@@ -163,7 +201,7 @@ fn redirect(r: &HttpRouteRulesFiltersRequestRedirect) -> Redirect {
         host: r.hostname.clone().map(Into::into),
         port,
         path,
-        status: r.status_code.unwrap_or(302) as u16,
+        status: valid_status.unwrap_or(302),
     }
 }
 

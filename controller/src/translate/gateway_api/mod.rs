@@ -394,7 +394,8 @@ fn attach_to_parent(
     let targets: Vec<(u16, String)> = allowed
         .iter()
         .flat_map(|l| {
-            let port = l.listener.port as u16;
+            // Listeners with a port out of range were refused before (listener()).
+            let port = u16::try_from(l.listener.port).unwrap_or_default();
             intersect_all(l.listener.hostname.as_deref(), hostnames)
                 .into_iter()
                 .map(move |h| (port, h))

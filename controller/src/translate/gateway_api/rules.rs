@@ -47,6 +47,7 @@ fn compile_rule(
         filters,
         redirect,
         cors,
+        unsupported,
     } = filters::convert(
         cx,
         rule.filters.as_deref().unwrap_or(&[]),
@@ -54,9 +55,13 @@ fn compile_rule(
         &field,
         &mut failure,
     );
-    let action = match redirect {
-        Some(redirect) => Action::Redirect(redirect),
-        None => backends_action(cx, rule, meta, &field, &mut failure),
+    let action = match (unsupported, redirect) {
+        (Some(why), _) => Action::Direct {
+            status: 500,
+            body: why.into(),
+        },
+        (None, Some(redirect)) => Action::Redirect(redirect),
+        (None, None) => backends_action(cx, rule, meta, &field, &mut failure),
     };
     let policy = match rule_policy(rule, cors, &field) {
         Ok(policy) => policy,

@@ -83,7 +83,13 @@ pub(super) fn compile(cx: &mut Context<'_>, vs: &VirtualService, meta: &Meta) ->
 
 fn action(cx: &mut Context<'_>, http: &HttpRoute, meta: &Meta, field: &str) -> Option<Action> {
     if let Some(r) = &http.redirect {
-        return Some(Action::Redirect(redirect(r)));
+        return match redirect(r, &format!("{field}.redirect")) {
+            Ok(redirect) => Some(Action::Redirect(redirect)),
+            Err(condition) => {
+                cx.reports.push(meta, condition);
+                None
+            }
+        };
     }
     if let Some(d) = &http.direct_response {
         let body = d
@@ -91,8 +97,20 @@ fn action(cx: &mut Context<'_>, http: &HttpRoute, meta: &Meta, field: &str) -> O
             .as_ref()
             .and_then(|b| b.string.clone().or(b.bytes.clone()))
             .unwrap_or_default();
+        let Some(status) = u16::try_from(d.status)
+            .ok()
+            .filter(|s| (200..600).contains(s))
+        else {
+            let message = format!("status {} is not an HTTP status from 200 to 599", d.status);
+            let field = format!("{field}.directResponse.status");
+            cx.reports.push(
+                meta,
+                Condition::error("Valid", "InvalidValue", message).field(field),
+            );
+            return None;
+        };
         return Some(Action::Direct {
-            status: d.status as u16,
+            status,
             body: body.into(),
         });
     }
@@ -140,19 +158,32 @@ fn action(cx: &mut Context<'_>, http: &HttpRoute, meta: &Meta, field: &str) -> O
     Some(Action::Forward(backends))
 }
 
-fn redirect(r: &istio::Redirect) -> Redirect {
+fn redirect(r: &istio::Redirect, field: &str) -> Result<Redirect, Condition> {
+    let invalid = |what: &str, message: String| {
+        Condition::error("Valid", "InvalidValue", message).field(format!("{field}.{what}"))
+    };
     let port = match (r.port, r.derive_port.as_deref()) {
-        (Some(p), _) => RedirectPort::Explicit(p as u16),
+        (Some(p), _) => RedirectPort::Explicit(
+            u16::try_from(p)
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| invalid("port", format!("port {p} is not from 1 to 65535")))?,
+        ),
         (None, Some("FROM_PROTOCOL_DEFAULT")) => RedirectPort::SchemeDefault,
         _ => RedirectPort::FromRequest,
     };
-    Redirect {
+    let code = r.redirect_code.unwrap_or(301);
+    let status = u16::try_from(code)
+        .ok()
+        .filter(|s| (300..400).contains(s))
+        .ok_or_else(|| invalid("redirectCode", format!("{code} is not a 3xx status")))?;
+    Ok(Redirect {
         scheme: r.scheme.clone().map(Into::into),
         host: r.authority.clone().map(Into::into),
         port,
         path: r.uri.clone().map(|u| PathRewrite::Full(u.into())),
-        status: r.redirect_code.unwrap_or(301) as u16,
-    }
+        status,
+    })
 }
 
 fn filters(cx: &mut Context<'_>, http: &HttpRoute, meta: &Meta) -> Vec<Filter> {
@@ -306,7 +337,13 @@ fn route_match(m: &MatchRequest, field: &str) -> Result<RouteMatch, Condition> {
             })
             .collect::<Result<Vec<_>, Condition>>()?
             .into(),
-        port: m.port.and_then(|p| u16::try_from(p).ok()),
+        port: match m.port {
+            None => None,
+            Some(p) => Some(u16::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| {
+                let message = format!("port {p} is not from 1 to 65535");
+                Condition::error("Valid", "InvalidValue", message).field(format!("{field}.port"))
+            })?),
+        },
     })
 }
 
