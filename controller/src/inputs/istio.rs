@@ -9,8 +9,67 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Fields Ferry accepts but does not interpret yet.
-pub type Unsupported = Option<serde_json::Value>;
+/// Fields Ferry accepts but does not apply yet.
+pub type Unsupported = NotApplied;
+
+/// A field Ferry accepts but does not apply: kept as written, never dropped. Serialized
+/// under [`NOT_APPLIED`] so [`not_applied_fields`] finds every one set in an object, with its
+/// path, for the object's status and `ferry analyze`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(transparent)]
+pub struct NotApplied(pub Option<serde_json::Value>);
+
+/// The marker key a set [`NotApplied`] field serializes under.
+pub const NOT_APPLIED: &str = "$ferry.notApplied";
+
+impl NotApplied {
+    pub fn is_some(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl Serialize for NotApplied {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match &self.0 {
+            None => serializer.serialize_none(),
+            Some(value) => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry(NOT_APPLIED, value)?;
+                map.end()
+            }
+        }
+    }
+}
+
+/// Paths (`spec.servers[0].tls.minProtocolVersion`) of the set fields of `object` that Ferry
+/// does not apply; the object's `status` (written by controllers) is not one.
+pub fn not_applied_fields(object: &impl Serialize) -> Vec<String> {
+    let mut paths = Vec::new();
+    if let Ok(serde_json::Value::Object(top)) = serde_json::to_value(object) {
+        for (key, value) in top.iter().filter(|(k, _)| *k != "status") {
+            collect(value, key.clone(), &mut paths);
+        }
+    }
+    paths
+}
+
+fn collect(value: &serde_json::Value, path: String, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) if map.contains_key(NOT_APPLIED) => out.push(path),
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                collect(value, format!("{path}.{key}"), out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, value) in items.iter().enumerate() {
+                collect(value, format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -164,20 +223,6 @@ pub struct HttpRoute {
     pub delegate: Unsupported,
     #[serde(default)]
     pub mirror_percent: Unsupported,
-}
-
-impl HttpRoute {
-    /// Names of set fields whose behaviour Ferry does not apply yet.
-    pub fn unapplied_fields(&self) -> Vec<&'static str> {
-        [
-            ("delegate", &self.delegate),
-            ("mirrorPercent", &self.mirror_percent),
-        ]
-        .into_iter()
-        .filter(|(_, v)| v.is_some())
-        .map(|(name, _)| name)
-        .collect()
-    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

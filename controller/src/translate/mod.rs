@@ -8,6 +8,7 @@ mod ingress;
 mod istio;
 mod labels;
 mod mesh_tls;
+mod not_applied;
 mod report;
 mod security;
 mod services;
@@ -132,6 +133,7 @@ pub fn translate(inputs: &Inputs, options: &Options) -> Output {
         }
     }
     security::translate(&mut cx);
+    not_applied::report(&mut cx);
     for problem in std::mem::take(&mut cx.catalog.problems) {
         let condition =
             report::Condition::error("Valid", "Invalid", problem.message).field(problem.field);

@@ -17,14 +17,6 @@ pub(super) fn compile(cx: &mut Context<'_>, vs: &VirtualService, meta: &Meta) ->
     let mut out = Vec::new();
     for (index, http) in vs.spec.http.iter().enumerate() {
         let field = format!("spec.http[{index}]");
-        for name in http.unapplied_fields() {
-            let message = format!("{name} is accepted but not applied yet");
-            cx.reports.push(
-                meta,
-                Condition::warn("Valid", "NotYetSupported", message)
-                    .field(format!("{field}.{name}")),
-            );
-        }
         let Some(action) = action(cx, http, meta, &field) else {
             continue;
         };
@@ -46,6 +38,9 @@ pub(super) fn compile(cx: &mut Context<'_>, vs: &VirtualService, meta: &Meta) ->
         };
         for (m_index, m) in matches.iter().enumerate() {
             let m_field = format!("{field}.match[{m_index}]");
+            if !from_this_source(cx, m) {
+                continue; // sourceLabels / sourceNamespace name other workloads
+            }
             let matcher = match route_match(m, &m_field) {
                 Ok(matcher) => matcher,
                 Err(condition) => {
@@ -301,6 +296,28 @@ fn find_subset<'i>(
         .ok_or_else(|| {
             format!("subset {subset} of {namespace}/{name} is not defined by any DestinationRule")
         })
+}
+
+/// `sourceLabels` and `sourceNamespace` select the client workload. The proxy translated for
+/// is that client (a sidecar's own workload, a gateway's labels and namespace), so a match
+/// naming another workload does not apply here and one naming this workload applies fully.
+/// A gateway whose namespace is not known (standalone) matches `sourceNamespace` never.
+fn from_this_source(cx: &Context<'_>, m: &MatchRequest) -> bool {
+    let labels = &cx.options.gateway_labels;
+    let labels_ok = m
+        .source_labels
+        .iter()
+        .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v));
+    let namespace = cx
+        .options
+        .mesh_namespace
+        .as_deref()
+        .or(cx.options.workload_namespace.as_deref());
+    let namespace_ok = m
+        .source_namespace
+        .as_deref()
+        .is_none_or(|wanted| namespace == Some(wanted));
+    labels_ok && namespace_ok
 }
 
 fn route_match(m: &MatchRequest, field: &str) -> Result<RouteMatch, Condition> {

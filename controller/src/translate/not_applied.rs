@@ -1,0 +1,65 @@
+//! Every Istio field Ferry reads but does not apply, named on its object (status
+//! validationMessages, `ferry analyze`, `/config_dump` reports): one list, built from the
+//! typed inputs (`NotApplied` fields) plus the typed fields whose meaning is not applied.
+
+use super::report::Condition;
+use super::{meta_of, Context};
+use crate::inputs::istio::not_applied_fields;
+
+pub(super) fn report(cx: &mut Context) {
+    let inputs = cx.inputs;
+    let mut found: Vec<(ferry_model::Meta, String)> = Vec::new();
+    for gateway in &inputs.istio_gateways {
+        let meta = meta_of("Gateway.networking.istio.io", &gateway.metadata);
+        found.extend(
+            not_applied_fields(gateway)
+                .into_iter()
+                .map(|p| (meta.clone(), p)),
+        );
+    }
+    for vs in &inputs.virtual_services {
+        let meta = meta_of("VirtualService", &vs.metadata);
+        found.extend(
+            not_applied_fields(vs)
+                .into_iter()
+                .map(|p| (meta.clone(), p)),
+        );
+        if exports_narrowly(&vs.spec.export_to) {
+            found.push((meta.clone(), "spec.exportTo".into()));
+        }
+        for (i, http) in vs.spec.http.iter().enumerate() {
+            for (j, m) in http.matches.iter().enumerate() {
+                if m.scheme.is_some() {
+                    found.push((meta.clone(), format!("spec.http[{i}].match[{j}].scheme")));
+                }
+            }
+        }
+    }
+    for dr in &inputs.destination_rules {
+        let meta = meta_of("DestinationRule", &dr.metadata);
+        found.extend(
+            not_applied_fields(dr)
+                .into_iter()
+                .map(|p| (meta.clone(), p)),
+        );
+        if exports_narrowly(&dr.spec.export_to) {
+            found.push((meta.clone(), "spec.exportTo".into()));
+        }
+    }
+    for (meta, path) in found {
+        let message = format!("{} is accepted but not applied yet", last_segment(&path));
+        cx.reports.push(
+            &meta,
+            Condition::warn("Valid", "NotYetSupported", message).field(path),
+        );
+    }
+}
+
+/// `exportTo` limits visibility; Ferry makes every object visible everywhere (as `*`).
+fn exports_narrowly(export_to: &[String]) -> bool {
+    !export_to.is_empty() && !export_to.iter().any(|e| e == "*")
+}
+
+fn last_segment(path: &str) -> &str {
+    path.rsplit('.').next().unwrap_or(path)
+}
