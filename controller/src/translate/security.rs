@@ -62,6 +62,19 @@ pub(super) fn peer_authentication_problems(
             problems.push(problem);
         }
     }
+    let strict = |m: Option<&MutualTls>| m.and_then(|m| m.mode.as_deref()) == Some("STRICT");
+    if strict(spec.mtls.as_ref()) || spec.port_level_mtls.values().any(|m| strict(Some(m))) {
+        // Said on the object so nobody is surprised: STRICT refuses such connections.
+        problems.push(
+            Condition::warn(
+                "Valid",
+                "NotYetSupported",
+                "opaque TCP (not HTTP) between sidecars is not carried over mutual TLS yet, \
+                 so STRICT refuses it; DISABLE such ports with portLevelMtls",
+            )
+            .field("spec.mtls.mode"),
+        );
+    }
     let namespace = policy.metadata.namespace.as_deref().unwrap_or_default();
     if namespace == root_namespace && spec.selector.is_some() {
         // Istio applies it to the selected workloads of the root namespace only; say so,
