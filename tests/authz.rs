@@ -236,7 +236,7 @@ spec:
     );
     assert_eq!(get("/public").await, Some(200));
     assert_eq!(
-        echo.request_count(),
+        echo.settled_request_count(),
         1,
         "only the public request reached the backend"
     );
