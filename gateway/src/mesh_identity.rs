@@ -245,11 +245,7 @@ impl ClientCertVerifier for CurrentClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let roots = self.0.roots.load();
-        let roots = roots.as_ref().ok_or_else(no_roots)?;
-        roots
-            .client_verifier
-            .verify_tls12_signature(message, cert, dss)
+        signatures::tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -258,17 +254,11 @@ impl ClientCertVerifier for CurrentClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let roots = self.0.roots.load();
-        let roots = roots.as_ref().ok_or_else(no_roots)?;
-        roots
-            .client_verifier
-            .verify_tls13_signature(message, cert, dss)
+        signatures::tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        signatures::schemes()
     }
 }
 
@@ -311,11 +301,7 @@ impl ServerCertVerifier for CurrentServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let roots = self.0.roots.load();
-        let roots = roots.as_ref().ok_or_else(no_roots)?;
-        roots
-            .server_verifier
-            .verify_tls12_signature(message, cert, dss)
+        signatures::tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -324,16 +310,42 @@ impl ServerCertVerifier for CurrentServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let roots = self.0.roots.load();
-        let roots = roots.as_ref().ok_or_else(no_roots)?;
-        roots
-            .server_verifier
-            .verify_tls13_signature(message, cert, dss)
+        signatures::tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        signatures::schemes()
+    }
+}
+
+/// Handshake signatures are checked the same way on both sides, with ring's algorithms (the
+/// chains are checked against the current roots by the verifiers above).
+mod signatures {
+    use rustls::client::danger::HandshakeSignatureValid;
+    use rustls::pki_types::CertificateDer;
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+
+    fn algorithms() -> rustls::crypto::WebPkiSupportedAlgorithms {
+        rustls::crypto::ring::default_provider().signature_verification_algorithms
+    }
+
+    pub fn tls12(
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &algorithms())
+    }
+
+    pub fn tls13(
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms())
+    }
+
+    pub fn schemes() -> Vec<SignatureScheme> {
+        algorithms().supported_schemes()
     }
 }

@@ -199,13 +199,8 @@ impl<'a> ServiceCatalog<'a> {
         let port = u16::try_from(port.port).unwrap_or_default();
         match crate::translate::istio::destination::cluster_policy(dr, subset, port) {
             Ok(policy) => policy,
-            Err((field, message)) => {
-                let object = crate::translate::meta_of("DestinationRule", &dr.metadata);
-                self.problems.push(Problem {
-                    object,
-                    field,
-                    message,
-                });
+            Err(problem) => {
+                self.rule_problem(dr, problem);
                 ClusterPolicy::default()
             }
         }
@@ -216,16 +211,20 @@ impl<'a> ServiceCatalog<'a> {
     fn tls_mode_of(&mut self, dr: &DestinationRule, subset: Option<&str>) -> Option<String> {
         match crate::translate::istio::destination::tls_mode(dr, subset) {
             Ok(mode) => mode,
-            Err((field, message)) => {
-                let object = crate::translate::meta_of("DestinationRule", &dr.metadata);
-                self.problems.push(Problem {
-                    object,
-                    field,
-                    message,
-                });
+            Err(problem) => {
+                self.rule_problem(dr, problem);
                 None
             }
         }
+    }
+
+    fn rule_problem(&mut self, dr: &DestinationRule, (field, message): (String, String)) {
+        let object = crate::translate::meta_of("DestinationRule", &dr.metadata);
+        self.problems.push(Problem {
+            object,
+            field,
+            message,
+        });
     }
 
     /// Ready endpoints of one slice for one Service port, filtered by subset labels.
