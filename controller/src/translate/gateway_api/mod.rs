@@ -3,6 +3,7 @@
 mod filters;
 pub mod grpc;
 pub(crate) mod mesh;
+mod not_applied;
 mod rules;
 
 use ferry_model::{Meta, ServerCertificate, Str};
@@ -33,6 +34,7 @@ struct GatewayListener<'a> {
 
 pub(crate) fn translate(cx: &mut Context<'_>) {
     let classes = served_classes(cx);
+    not_applied::report(cx, &classes);
     let listeners = served_listeners(cx, &classes);
     let served = Served { classes, listeners };
     for route in &cx.inputs.http_routes {
