@@ -233,6 +233,7 @@ impl AuthzRule {
 
 impl<T> Values<T> {
     /// `any` (when set) contains a match and `none` contains none; `test` compares one.
+    #[inline]
     fn check(&self, test: impl Fn(&T) -> bool) -> bool {
         (self.any.is_empty() || self.any.iter().any(&test)) && !self.none.iter().any(test)
     }
@@ -242,7 +243,25 @@ impl<T> Values<T> {
     }
 }
 
+/// [`istio_match`] for host names, which compare without regard to ASCII case (and without
+/// allocating a lower-case copy per comparison).
+fn istio_match_ignoring_case(pattern: &str, value: &str) -> bool {
+    let (pattern, value) = (pattern.as_bytes(), value.as_bytes());
+    if pattern == b"*" {
+        return true;
+    }
+    if let Some(prefix) = pattern.strip_suffix(b"*") {
+        return value.len() >= prefix.len() && value[..prefix.len()].eq_ignore_ascii_case(prefix);
+    }
+    if let Some(suffix) = pattern.strip_prefix(b"*") {
+        let start = value.len().wrapping_sub(suffix.len());
+        return value.len() >= suffix.len() && value[start..].eq_ignore_ascii_case(suffix);
+    }
+    pattern.eq_ignore_ascii_case(value)
+}
+
 /// Istio's string forms: exact, `prefix*`, `*suffix`, `*`.
+#[inline]
 pub fn istio_match(pattern: &str, value: &str) -> bool {
     if pattern == "*" {
         return true;
@@ -295,12 +314,14 @@ impl Operation {
         if !r.http && self.http_only() {
             return deny && self.ports.check(|p| *p == r.destination_port);
         }
-        let host = r.host.split(':').next().unwrap_or(r.host);
-        self.hosts
-            .check(|v| istio_match(&v.to_ascii_lowercase(), &host.to_ascii_lowercase()))
-            && self.ports.check(|p| *p == r.destination_port)
+        // Most selective first; the host is only looked at when the operation names hosts.
+        self.paths.check(|p| istio_match(p, r.path))
             && self.methods.check(|m| istio_match(m, r.method))
-            && self.paths.check(|p| istio_match(p, r.path))
+            && self.ports.check(|p| *p == r.destination_port)
+            && (self.hosts.is_empty() || {
+                let host = r.host.split(':').next().unwrap_or(r.host);
+                self.hosts.check(|v| istio_match_ignoring_case(v, host))
+            })
     }
 }
 
@@ -506,6 +527,39 @@ mod tests {
             AuthzVerdict::Allowed
         );
         assert!(IpBlock::parse("10.0.0.0/33").is_none());
+    }
+
+    #[test]
+    fn hosts_compare_without_case_and_port() {
+        let hosts = |pattern: &str| {
+            policy(
+                AuthzAction::Allow,
+                vec![AuthzRule {
+                    to: vec![Operation {
+                        hosts: values(vec![pattern.into()]),
+                        ..Operation::default()
+                    }],
+                    ..AuthzRule::default()
+                }],
+            )
+        };
+        let mut r = request(None, "GET", "/");
+        r.host = "API.example.COM:8080";
+        for pattern in ["*.example.com", "api.EXAMPLE.com", "API*", "*"] {
+            assert_eq!(
+                authorize([&hosts(pattern)], &r),
+                AuthzVerdict::Allowed,
+                "{pattern}"
+            );
+        }
+        assert_eq!(
+            authorize([&hosts("*.example.org")], &r),
+            AuthzVerdict::Denied(None)
+        );
+        assert_eq!(
+            authorize([&hosts("x.example.com")], &r),
+            AuthzVerdict::Denied(None)
+        );
     }
 
     #[test]
