@@ -168,7 +168,8 @@ pub struct AuthzRequest<'a> {
     /// The peer's SPIFFE principal without the scheme (`cluster.local/ns/a/sa/b`), over mTLS.
     pub principal: Option<&'a str>,
     pub source_ip: Option<IpAddr>,
-    pub remote_ip: Option<IpAddr>,
+    /// The original client (first X-Forwarded-For entry), asked only by rules that use it.
+    pub remote_ip: &'a dyn Fn() -> Option<IpAddr>,
     pub destination_ip: Option<IpAddr>,
     pub destination_port: u16,
     pub host: &'a str,
@@ -301,7 +302,8 @@ impl Source {
             && namespace_ok
             && request_principal_ok
             && ip_ok(&self.ip_blocks, r.source_ip)
-            && ip_ok(&self.remote_ip_blocks, r.remote_ip.or(r.source_ip))
+            && (self.remote_ip_blocks.is_empty()
+                || ip_ok(&self.remote_ip_blocks, (r.remote_ip)().or(r.source_ip)))
     }
 }
 
@@ -333,7 +335,7 @@ impl Condition {
         let value: Option<String> = match &self.key {
             ConditionKey::RequestHeader(name) => (r.header)(name),
             ConditionKey::SourceIp => r.source_ip.map(|ip| ip.to_string()),
-            ConditionKey::RemoteIp => r.remote_ip.or(r.source_ip).map(|ip| ip.to_string()),
+            ConditionKey::RemoteIp => (r.remote_ip)().or(r.source_ip).map(|ip| ip.to_string()),
             ConditionKey::SourceNamespace => r.principal.and_then(namespace_of).map(Into::into),
             ConditionKey::SourcePrincipal => r.principal.map(Into::into),
             ConditionKey::DestinationIp => r.destination_ip.map(|ip| ip.to_string()),
@@ -368,7 +370,7 @@ mod tests {
         AuthzRequest {
             principal,
             source_ip: Some("10.1.2.3".parse().unwrap()),
-            remote_ip: None,
+            remote_ip: &|| None,
             destination_ip: None,
             destination_port: 8080,
             host: "weather:80",

@@ -33,16 +33,18 @@ pub fn check(
     let policies = all
         .iter()
         .filter(|p| p.listener_ports.is_empty() || p.listener_ports.contains(&peer.port));
-    let remote_ip = header_lookup::first_text(facts.headers, "x-forwarded-for")
-        .and_then(|xff| xff.split(',').next())
-        .and_then(|first| first.trim().parse().ok());
+    let remote_ip = || {
+        header_lookup::first_text(facts.headers, "x-forwarded-for")
+            .and_then(|xff| xff.split(',').next())
+            .and_then(|first| first.trim().parse().ok())
+    };
     let header = |name: &str| header_lookup::joined(facts.headers, name).map(|v| v.into_owned());
     let request = AuthzRequest {
         principal: peer
             .identity
             .map(|id| id.strip_prefix("spiffe://").unwrap_or(id)),
         source_ip: facts.client_ip,
-        remote_ip,
+        remote_ip: &remote_ip,
         destination_ip: peer.destination_ip,
         destination_port: peer.port,
         host: facts.authority,
@@ -81,7 +83,7 @@ pub fn allows_connection(
             .identity
             .map(|id| id.strip_prefix("spiffe://").unwrap_or(id)),
         source_ip,
-        remote_ip: None,
+        remote_ip: &|| None,
         destination_ip: peer.destination_ip,
         destination_port: peer.port,
         host: "",
