@@ -55,8 +55,15 @@ fn sidecar(pod: &Pod, config: &std::path::Path) -> Proc {
     sidecar_with(pod, config, &[])
 }
 
+/// Its access log (off unless `extra` sets `--access-log`) goes to [`access_log_path`].
 fn sidecar_with(pod: &Pod, config: &std::path::Path, extra: &[&str]) -> Proc {
     let log = std::fs::File::create(format!("/tmp/ferry-sidecar-{}.log", pod.name)).unwrap();
+    let access_log = std::fs::File::create(access_log_path(pod)).unwrap();
+    let default_log: &[&str] = if extra.contains(&"--access-log") {
+        &[]
+    } else {
+        &["--access-log", "off"]
+    };
     let child = pod
         .command_as(SIDECAR_UID, ferry_bin())
         .args([
@@ -66,13 +73,17 @@ fn sidecar_with(pod: &Pod, config: &std::path::Path, extra: &[&str]) -> Proc {
             "--namespace",
             "weather",
         ])
-        .args(["--access-log", "off"])
+        .args(default_log)
         .args(extra)
-        .stdout(Stdio::null())
+        .stdout(access_log)
         .stderr(log)
         .spawn()
         .expect("start sidecar");
     Proc(child)
+}
+
+fn access_log_path(pod: &Pod) -> String {
+    format!("/tmp/ferry-sidecar-{}.access.log", pod.name)
 }
 
 fn manifests(v1: &Pod, v2: &Pod) -> String {
@@ -584,6 +595,7 @@ async fn sidecars_speak_mutual_tls_as_peer_authentication_says_and_rotate_withou
     let mut server_args = server_id.arg().to_vec();
     server_args.extend(["--app-probes".to_string(), probes.to_string()]);
     server_args.extend(["--label".to_string(), "app=weather".to_string()]);
+    server_args.extend(["--access-log".to_string(), "json".to_string()]);
     let server_args: Vec<&str> = server_args.iter().map(String::as_str).collect();
     let _sidecars = [
         sidecar_with(
@@ -659,6 +671,13 @@ async fn sidecars_speak_mutual_tls_as_peer_authentication_says_and_rotate_withou
         )
         .unwrap_or_default();
     assert_eq!(h2, "200", "h2 over mesh mTLS");
+
+    // The server sidecar's access log names the client's identity.
+    let wanted = r#""downstream_peer_uri_san":"spiffe://cluster.local/ns/weather/sa/client""#;
+    eventually_within("server access log", Duration::from_secs(5), || async {
+        std::fs::read_to_string(access_log_path(&server)).is_ok_and(|log| log.contains(wanted))
+    })
+    .await;
 
     // The app's probes still work under STRICT, through the status port: the app answers
     // (200), a probe of a port nothing listens on fails (503).
