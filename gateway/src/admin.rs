@@ -43,7 +43,11 @@ pub async fn serve(
     log_control: LogControl,
 ) -> std::io::Result<SocketAddr> {
     let addr = check_loopback(addr).map_err(std::io::Error::other)?;
-    serve_with(addr, move |req| admin(&engine, &log_control, req)).await
+    serve_with(addr, move |req, _local| {
+        let response = admin(&engine, &log_control, req);
+        async move { response }
+    })
+    .await
 }
 
 /// Binds `addr` and serves the read-only status endpoints (readiness, liveness, metrics,
@@ -53,41 +57,25 @@ pub async fn serve_status(
     engine: Arc<Engine>,
     probes: Arc<AppProbes>,
 ) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            // The address kubelet dialled: the pod's, where the app is probed.
-            let Ok(local) = tcp.local_addr() else {
-                continue;
-            };
-            let (engine, probes) = (engine.clone(), probes.clone());
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let (engine, probes) = (engine.clone(), probes.clone());
-                    async move {
-                        let response = match probes.get(req.uri().path()) {
-                            Some(probe) => probe.check(local.ip()).await,
-                            None => status(&engine, &req),
-                        };
-                        Ok::<_, std::convert::Infallible>(response)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
-            });
+    serve_with(addr, move |req, local: SocketAddr| {
+        let (engine, probes) = (engine.clone(), probes.clone());
+        async move {
+            match probes.get(req.uri().path()) {
+                // The address kubelet dialled: the pod's, where the app is probed.
+                Some(probe) => probe.check(local.ip()).await,
+                None => status(&engine, &req),
+            }
         }
-    });
-    Ok(bound)
+    })
+    .await
 }
 
-async fn serve_with<H>(addr: SocketAddr, handle: H) -> std::io::Result<SocketAddr>
+/// Serves HTTP/1.1 on `addr`; `handle` gets each request and the local address its
+/// connection reached.
+async fn serve_with<H, F>(addr: SocketAddr, handle: H) -> std::io::Result<SocketAddr>
 where
-    H: Fn(Request<Incoming>) -> Response<Full<Bytes>> + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
@@ -96,11 +84,14 @@ where
             let Ok((tcp, _)) = listener.accept().await else {
                 continue;
             };
+            let Ok(local) = tcp.local_addr() else {
+                continue;
+            };
             let handle = handle.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
-                    let response = handle(req);
-                    async move { Ok::<_, std::convert::Infallible>(response) }
+                    let response = handle(req, local);
+                    async move { Ok::<_, std::convert::Infallible>(response.await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tcp), service)

@@ -104,13 +104,13 @@ impl Engine {
         );
         let captured = inbound_port.is_some();
         let store = Arc::new(SnapshotStore::default());
-        let metrics = Arc::new(Metrics::new(telemetry.identity.clone()));
+        let identity = Arc::new(WorkloadIdentity::default());
+        let metrics = Arc::new(Metrics::new(telemetry.identity.clone(), identity.clone()));
         let telemetry = Arc::new(Telemetry::start(
             telemetry,
             metrics.access_log_dropped.clone(),
         )?);
         let conf = Arc::new(ServerConf::default());
-        let identity = Arc::new(WorkloadIdentity::default());
         let mesh = Arc::new(MeshClients::new(identity.clone()));
         let apps: Arc<[_]> = (0..workers.count())
             .map(|_| {

@@ -16,6 +16,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -49,6 +50,8 @@ pub struct Roots {
 pub struct WorkloadIdentity {
     svid: ArcSwapOption<Svid>,
     roots: ArcSwapOption<Roots>,
+    /// Counts installs, so readers caching what they derived from it know when to refresh.
+    generation: AtomicU64,
 }
 
 impl WorkloadIdentity {
@@ -72,7 +75,13 @@ impl WorkloadIdentity {
             not_after,
             not_before,
         })));
+        self.generation.fetch_add(1, Ordering::Release);
         Ok(id)
+    }
+
+    /// Increases with every install (renewals included).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     pub fn svid(&self) -> Option<Arc<Svid>> {

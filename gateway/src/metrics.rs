@@ -5,6 +5,9 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use std::sync::Arc;
+
+use crate::mesh_identity::WorkloadIdentity;
 use crate::telemetry::istio::{IstioMetrics, ProxyIdentity};
 
 pub struct Metrics {
@@ -35,9 +38,10 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(identity: ProxyIdentity) -> Self {
+    /// `workload`: the proxy's workload certificate, whose SPIFFE ID Istio's metrics report.
+    pub fn new(identity: ProxyIdentity, workload: Arc<WorkloadIdentity>) -> Self {
         let registry = Registry::new();
-        let istio = IstioMetrics::new(identity, &registry);
+        let istio = IstioMetrics::new(identity, workload, &registry);
         let requests = IntCounterVec::new(
             Opts::new(
                 "ferry_requests_total",
@@ -172,6 +176,6 @@ impl Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new(ProxyIdentity::default())
+        Self::new(ProxyIdentity::default(), Arc::default())
     }
 }

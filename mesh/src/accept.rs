@@ -22,12 +22,14 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_RECORD: usize = 16 * 1024 + 5;
 
 /// What a connection's first bytes say.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Opening {
     /// A TLS ClientHello offering Ferry's mesh ALPN names.
     MeshTls,
-    /// Anything else: plaintext, or TLS the app terminates itself (or nothing in time).
+    /// Anything else: plaintext, or TLS the app terminates itself.
     Other,
+    /// Nothing in time (a server-first protocol) or the client closed: not HTTP either.
+    Silent,
 }
 
 /// Peeks at the connection's first bytes (they stay unread).
@@ -37,7 +39,7 @@ pub async fn opening(tcp: &TcpStream) -> Opening {
     loop {
         let peeked = match tokio::time::timeout_at(deadline, tcp.peek(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => n,
-            _ => return Opening::Other,
+            _ => return Opening::Silent,
         };
         match client_hello_alpn(&buf[..peeked]) {
             Hello::Incomplete if peeked < MAX_RECORD => {

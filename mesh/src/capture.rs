@@ -181,7 +181,8 @@ async fn inbound_connection(
         }
         _ => {}
     }
-    if speaks_http(&connection.tcp).await {
+    // A silent client has already had its sniffing time: opaque TCP without waiting again.
+    if opening != Opening::Silent && speaks_http(&connection.tcp).await {
         return serve_http(&engine, connection).await;
     }
     // Opaque TCP: AuthorizationPolicy decides on the connection (a denied one is closed).

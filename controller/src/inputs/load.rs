@@ -207,6 +207,19 @@ fn typed_object(
         ("", "Namespace") => Object::Namespace(decode(value, header, origin)?),
         ("", "Node") => Object::Node(decode(value, header, origin)?),
         ("", "Secret") => Object::Secret(decode(value, header, origin)?),
+        // A kind of an API group Ferry speaks that it does not read (ServiceEntry, Sidecar,
+        // TLSRoute...) is an error naming it, never skipped: it may restrict or secure
+        // traffic that Ferry would otherwise serve without it.
+        (group, kind) if READ_GROUPS.contains(&group) => {
+            return Err(LoadError::Field(Box::new(FieldError {
+                origin: origin.to_string(),
+                kind: kind.to_string(),
+                namespace: namespace_or_default(&header.namespace).to_string(),
+                name: header.name.clone(),
+                field: "kind".into(),
+                message: format!("Ferry does not read {kind} ({group}) yet"),
+            })))
+        }
         _ => {
             tracing::debug!(kind = %header.kind, name = %header.name, "{origin}: skipping kind Ferry does not read");
             return Ok(None);
@@ -214,6 +227,13 @@ fn typed_object(
     };
     Ok(Some(object))
 }
+
+/// The API groups whose kinds Ferry reads: any other kind of them is reported.
+const READ_GROUPS: [&str; 3] = [
+    "gateway.networking.k8s.io",
+    "networking.istio.io",
+    "security.istio.io",
+];
 
 /// Deserializes one object, reporting the exact field path of any schema error.
 fn decode<T: DeserializeOwned>(

@@ -157,6 +157,13 @@ fn compile_one(policy: &AuthorizationPolicy, cx: &Context) -> (AuthzPolicy, Vec<
             AuthzAction::Deny
         }
     };
+    if policy.spec.provider.is_some() && policy.spec.action.as_deref() != Some("CUSTOM") {
+        // Istio refuses a provider without CUSTOM; Ferry does not guess what was meant.
+        problems.push(fail_closed(
+            "spec.provider",
+            "provider is only valid with action CUSTOM",
+        ));
+    }
     let mut rules = Vec::new();
     for (i, rule) in policy.spec.rules.iter().enumerate() {
         match compile_rule(rule, &format!("spec.rules[{i}]"), &cx.options.trust_domain) {

@@ -32,8 +32,6 @@ pub struct RequestCtx {
     pub inbound: Option<std::net::SocketAddr>,
     /// The downstream peer's SPIFFE ID, when it came over mesh mTLS.
     pub peer_identity: Option<Arc<str>>,
-    /// This proxy's own SPIFFE ID, when it has a workload certificate.
-    pub local_identity: Option<Arc<str>>,
     pub route: Option<Arc<CompiledRoute>>,
     /// Index of the chosen backend in the route's Forward list.
     pub backend: Option<usize>,
@@ -66,7 +64,6 @@ impl Default for RequestCtx {
             listener_port: 0,
             inbound: None,
             peer_identity: None,
-            local_identity: None,
             route: None,
             backend: None,
             cluster: None,

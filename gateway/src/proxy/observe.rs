@@ -237,7 +237,6 @@ fn record_istio(
             service: ctx.cluster.as_ref().map(|c| c.cluster.service.clone()),
             workload: endpoint.and_then(|e| e.workload.clone()),
             peer_identity: ctx.peer_identity.clone(),
-            local_identity: ctx.local_identity.clone(),
             upstream_identity: endpoint.and_then(|e| e.mtls.clone()),
             grpc,
             response_code: exchange.code,

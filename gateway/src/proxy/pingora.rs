@@ -117,7 +117,6 @@ impl ProxyHttp for FerryProxy {
             inbound,
         } = self.entry_of(session);
         ctx.listener_port = port;
-        ctx.local_identity = self.mesh.identity().uri();
         if inbound.is_some() {
             ctx.inbound = inbound;
             let digest = session.as_downstream().digest();

@@ -9,7 +9,10 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
 };
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+
+use crate::mesh_identity::WorkloadIdentity;
 
 /// Envoy's default histogram buckets, which Istio uses for durations (ms) and sizes (bytes).
 const BUCKETS: [f64; 19] = [
@@ -87,8 +90,6 @@ pub struct RequestLabels {
     pub workload: Option<Arc<Workload>>,
     /// Inbound: the client's SPIFFE ID when it came over mesh mTLS.
     pub peer_identity: Option<Arc<str>>,
-    /// This proxy's SPIFFE ID, once it has a workload certificate.
-    pub local_identity: Option<Arc<str>>,
     /// Outbound: the endpoint's SPIFFE ID when the request went over mesh mTLS.
     pub upstream_identity: Option<Arc<str>>,
     pub grpc: bool,
@@ -107,6 +108,12 @@ struct Series {
 
 pub struct IstioMetrics {
     identity: ProxyIdentity,
+    /// This proxy's workload certificate: its SPIFFE ID is the local principal of every
+    /// series. Read when a series is made; the series cache is dropped when it is installed
+    /// again, so no request pays for reading it.
+    workload: Arc<WorkloadIdentity>,
+    /// The identity generation the cached series were made with.
+    series_generation: AtomicU64,
     requests: IntCounterVec,
     duration_ms: HistogramVec,
     request_bytes: HistogramVec,
@@ -118,13 +125,19 @@ pub struct IstioMetrics {
 }
 
 impl IstioMetrics {
-    pub fn new(identity: ProxyIdentity, registry: &Registry) -> Self {
+    pub fn new(
+        identity: ProxyIdentity,
+        workload: Arc<WorkloadIdentity>,
+        registry: &Registry,
+    ) -> Self {
         let histogram = |name: &str, help: &str| {
             let opts = HistogramOpts::new(name, help).buckets(BUCKETS.to_vec());
             HistogramVec::new(opts, &LABELS).expect("valid metric")
         };
         let metrics = IstioMetrics {
             identity,
+            series_generation: AtomicU64::new(workload.generation()),
+            workload,
             requests: IntCounterVec::new(
                 Opts::new(
                     "istio_requests_total",
@@ -159,6 +172,10 @@ impl IstioMetrics {
         request_bytes: u64,
         response_bytes: u64,
     ) {
+        let generation = self.workload.generation();
+        if self.series_generation.swap(generation, Ordering::AcqRel) != generation {
+            self.series.write().expect("series lock").clear();
+        }
         let series = self.series_for(labels);
         series.requests.inc();
         series.duration_ms.observe(duration_ms);
@@ -203,7 +220,7 @@ impl IstioMetrics {
             me.canonical_service.clone(),
             me.canonical_revision.clone(),
             me.namespace.clone(),
-            principal_or(labels.local_identity.as_deref(), &me.principal),
+            self.local_principal(),
             me.app.clone(),
             me.version.clone(),
             me.cluster.clone(),
@@ -253,7 +270,7 @@ impl IstioMetrics {
             unknown(),
             me.workload.clone(),
             me.namespace.clone(),
-            principal_or(labels.local_identity.as_deref(), &me.principal),
+            self.local_principal(),
             me.app.clone(),
             me.version.clone(),
             unknown(),
@@ -268,6 +285,15 @@ impl IstioMetrics {
             labels.response_flags.clone(),
             policy.to_string(),
         ]
+    }
+}
+
+impl IstioMetrics {
+    /// This proxy's SPIFFE ID once it has a certificate, else the configured principal.
+    fn local_principal(&self) -> String {
+        self.workload
+            .uri()
+            .map_or_else(|| self.identity.principal.clone(), |uri| uri.to_string())
     }
 }
 

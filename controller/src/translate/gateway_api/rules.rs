@@ -217,7 +217,7 @@ fn backend(
     failure: &mut RefFailure,
 ) -> WeightedBackend {
     let resolved = filters::resolve_service_ref(cx, meta, r.into());
-    let target = match resolved {
+    let mut target = match resolved {
         Ok(cluster) => BackendTarget::Cluster(cluster),
         Err((reason, message)) => {
             failure.get_or_insert((reason, format!("{field}: {message}")));
@@ -228,11 +228,11 @@ fn backend(
         }
     };
     // backendRef filters have the same schema as rule filters; convert once, translate once.
-    let backend_filters: Vec<HttpRouteRulesFilters> = r
+    let backend_filters: Option<Vec<HttpRouteRulesFilters>> = r
         .filters
         .iter()
         .flatten()
-        .filter_map(|f| {
+        .map(|f| {
             serde_json::to_value(f)
                 .ok()
                 .and_then(|v| serde_json::from_value(v).ok())
@@ -240,11 +240,24 @@ fn backend(
         .collect();
     let converted = filters::convert(
         cx,
-        &backend_filters,
+        backend_filters.as_deref().unwrap_or(&[]),
         meta,
-        &format!("{field}.filters"),
+        field,
         failure,
     );
+    // A filter that cannot be applied is never skipped: this backend answers 500 instead.
+    let unusable = match (&backend_filters, converted.unsupported) {
+        (None, _) => Some(format!(
+            "{field}.filters: not readable as HTTPRoute filters"
+        )),
+        (Some(_), why) => why,
+    };
+    if let Some(reason) = unusable {
+        target = BackendTarget::Invalid {
+            status: 500,
+            reason: reason.into(),
+        };
+    }
     WeightedBackend {
         weight: r.weight.unwrap_or(1).max(0) as u32,
         target,

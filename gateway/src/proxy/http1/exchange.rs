@@ -119,7 +119,6 @@ impl Http1Proxy {
 
     fn request_ctx(&self, conn: &Conn, facts: &RequestFacts<'_>) -> RequestCtx {
         let mut ctx = RequestCtx::default();
-        ctx.local_identity = self.mesh.identity().uri();
         self.metrics.active_requests.inc();
         ctx.counted_active = true;
         ctx.listener_port = conn.entry.port;
