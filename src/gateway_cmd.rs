@@ -1,5 +1,6 @@
 //! `ferry gateway` in standalone mode: manifests on disk -> translator -> engine.
 
+use ferry_controller::jwks::JwksCache;
 use ferry_controller::{translate, Options, Severity};
 use ferry_gateway::control_channel::ControlChannel;
 use ferry_gateway::source::{self, Loaded, Loader};
@@ -50,8 +51,9 @@ pub async fn run(args: GatewayArgs, log_control: admin::LogControl) -> anyhow::R
         .clone()
         .expect("clap requires --config without --controller");
     tracing::info!(%admin_addr, config = %config.display(), "ferry gateway starting (standalone)");
-    let loader = file_loader(config.clone(), options);
-    source::watch(config, loader, engine).await?;
+    let jwks = started_jwks_cache();
+    let loader = file_loader(config.clone(), options, jwks.clone());
+    source::watch(config, loader, engine, jwks.changed.clone()).await?;
     Ok(())
 }
 
@@ -124,11 +126,22 @@ pub fn host_identity() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-/// Reads the manifests and translates them. Invalid objects reject the whole change
-/// (the engine keeps its last good snapshot); degraded ones are logged and applied.
-pub fn file_loader(path: PathBuf, options: Options) -> Loader {
+/// Standalone proxies fetch RequestAuthentication `jwksUri` keys themselves.
+pub fn started_jwks_cache() -> Arc<JwksCache> {
+    let jwks = Arc::new(JwksCache::default());
+    tokio::spawn(jwks.clone().run());
+    jwks
+}
+
+/// Reads the manifests and translates them, with the JWT keys fetched so far. Invalid objects
+/// reject the whole change (the engine keeps its last good snapshot); degraded ones are
+/// logged and applied.
+pub fn file_loader(path: PathBuf, options: Options, jwks: Arc<JwksCache>) -> Loader {
     Arc::new(move || {
-        let inputs = ferry_controller::inputs::load_path(&path).map_err(|e| vec![e.to_string()])?;
+        let mut inputs =
+            ferry_controller::inputs::load_path(&path).map_err(|e| vec![e.to_string()])?;
+        jwks.want(&inputs);
+        inputs.jwks = jwks.fetched();
         let output = translate(&inputs, &options);
         let errors: Vec<String> = output.errors().map(ToString::to_string).collect();
         if !errors.is_empty() {

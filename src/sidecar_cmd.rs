@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use crate::cli::SidecarArgs;
 use crate::gateway_cmd::{
-    control_channel, default_proxy_name, file_loader, start_identity, telemetry_options,
+    control_channel, default_proxy_name, file_loader, start_identity, started_jwks_cache,
+    telemetry_options,
 };
 
 pub async fn run(args: SidecarArgs, log_control: admin::LogControl) -> anyhow::Result<()> {
@@ -66,8 +67,9 @@ pub async fn run(args: SidecarArgs, log_control: admin::LogControl) -> anyhow::R
                 Ok(())
             }
             (None, Some(path)) => {
-                let loader = file_loader(path.clone(), options);
-                source::watch(path.clone(), loader, engine.clone())
+                let jwks = started_jwks_cache();
+                let loader = file_loader(path.clone(), options, jwks.clone());
+                source::watch(path.clone(), loader, engine.clone(), jwks.changed.clone())
                     .await
                     .map_err(anyhow::Error::from)
             }

@@ -270,13 +270,14 @@ async fn a_security_policy_ferry_does_not_enforce_is_refused_and_the_last_good_k
     let version = gw.version().await;
     dir.write(
         "policy.yaml",
-        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: jwt, namespace: default}\nspec: {jwtRules: [{issuer: x}]}\n",
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: jwt, namespace: default}\nspec: {jwtRules: [{issuer: x, jwks: \"not json\"}]}\n",
     );
     eventually(|| async { !gw.config_dump().await["last_rejected"].is_null() }).await;
     let dump = gw.config_dump().await;
     let reasons = dump["last_rejected"]["reasons"].to_string();
     assert!(
-        reasons.contains("RequestAuthentication/default/jwt") && reasons.contains("NotEnforced"),
+        reasons.contains("RequestAuthentication/default/jwt")
+            && reasons.contains("spec.jwtRules[0].jwks"),
         "{reasons}"
     );
     assert_eq!(gw.version().await, version);

@@ -91,7 +91,7 @@ fn cases() -> Vec<Case> {
             requests: vec![("GET", "/", vec![], 403)],
         },
         Case {
-            what: "requestPrincipals without RequestAuthentication: no JWT, so ALLOW never matches",
+            what: "requestPrincipals without a verified JWT: ALLOW never matches",
             policies: vec![policy("jwt", "ALLOW", "[{from: [{source: {requestPrincipals: [\"*\"]}}]}]")],
             requests: vec![("GET", "/", vec![], 403)],
         },

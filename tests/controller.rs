@@ -297,22 +297,57 @@ async fn statuses_are_written_with_the_spec_conditions() {
     )
     .await;
 
-    // security.istio.io kinds are watched; one Ferry does not enforce (RequestAuthentication)
-    // is reported on the object, never skipped, and the rest keeps serving. A Gateway's
-    // AuthorizationPolicy is enforced by its proxy: DELETE is denied, GET still served.
-    api.apply(
-        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: jwt, namespace: shop}\nspec: {jwtRules: [{issuer: x}]}\n---\n\
-         apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: no-delete, namespace: shop}\n\
-         spec: {targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: public}], action: DENY, rules: [{to: [{operation: {methods: [DELETE]}}]}]}\n",
+    // security.istio.io kinds are watched and enforced by the Gateway's proxy: the
+    // controller fetches the RequestAuthentication's jwksUri (the proxy never reaches out)
+    // and pushes the keys; the AuthorizationPolicy denies DELETE, GET is still served.
+    let signer = support::jwt::Signer::ec("k1");
+    let jwks_port = free_port();
+    let jwks_server = support::jwt::serve_jwks(jwks_port, support::jwt::jwks(&[&signer]));
+    api.apply(&format!(
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: jwt, namespace: shop}}\n\
+         spec: {{targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: public}}], jwtRules: [{{issuer: https://auth.test, jwksUri: \"http://127.0.0.1:{jwks_port}/jwks\"}}]}}\n---\n\
+         apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: no-delete, namespace: shop}}\n\
+         spec: {{targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: public}}], action: DENY, rules: [{{to: [{{operation: {{methods: [DELETE]}}}}]}}]}}\n",
+    ));
+    let token = format!(
+        "Bearer {}",
+        signer.sign(serde_json::json!({"iss": "https://auth.test", "sub": "alice", "exp": support::jwt::now() + 600}))
     );
-    eventually_equals(
-        &api,
-        "requestauthentication",
-        "jwt",
-        ".status.validationMessages[0].type.name",
-        "NotEnforced",
+    let forged = format!(
+        "Bearer {}",
+        support::jwt::Signer::ec("k1")
+            .sign(serde_json::json!({"iss": "https://auth.test", "sub": "eve"}))
+    );
+    let with_token = |token: String| async move {
+        Http::new(Proto::H1)
+            .get(
+                &format!("http://127.0.0.1:{port}/"),
+                Some("fresh.example.com"),
+                &[("authorization", token.as_str())],
+            )
+            .await
+            .map(|r| r.status)
+    };
+    // Applied once a forged token is refused; the fetched keys then verify the real one.
+    support::eventually_within(
+        "the RequestAuthentication applies",
+        Duration::from_secs(20),
+        || {
+            let forged = forged.clone();
+            async move { with_token(forged).await == Some(401) }
+        },
     )
     .await;
+    support::eventually_within(
+        "the pushed keys verify the token",
+        Duration::from_secs(20),
+        || {
+            let token = token.clone();
+            async move { with_token(token).await == Some(200) }
+        },
+    )
+    .await;
+    jwks_server.abort();
     let delete = || async {
         Http::new(Proto::H1)
             .send(

@@ -83,6 +83,10 @@ const CODES: &[(&str, &str)] = &[
     ("NotEnforced", "FRY0105"),
     ("InvalidValue", "FRY0106"),
     ("SelectorInRootNamespace", "FRY0501"),
+    ("JwksNotFetched", "FRY0601"),
+    ("JwksFetchFailed", "FRY0602"),
+    ("KeyLeftOut", "FRY0603"),
+    ("Ignored", "FRY0604"),
 ];
 
 /// The code of a reason; `FRY0999` for one not in the table (a test keeps that from happening).

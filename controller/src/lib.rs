@@ -11,6 +11,7 @@ pub mod crds;
 pub mod inject;
 mod inject_probes;
 pub mod inputs;
+pub mod jwks;
 pub mod push;
 pub mod status;
 pub mod translate;

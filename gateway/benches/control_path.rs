@@ -94,6 +94,7 @@ fn snapshot(routes: usize, per_host: usize, version: u64) -> Snapshot {
         version,
         peer_authentications: Vec::new().into(),
         authorization: Vec::new().into(),
+        request_authentication: Vec::new().into(),
         listeners: vec![Listener {
             name: "http".into(),
             port: PORT,

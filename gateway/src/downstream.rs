@@ -40,6 +40,7 @@ pub fn authorizes_connection(
         identity: None,
         destination_ip: Some(destination.ip()),
         port: destination.port(),
+        sni: None,
     };
     crate::proxy::authz::allows_connection(&snapshot, &peer, source.map(|s| s.ip()))
 }

@@ -23,8 +23,14 @@ pub type Loader = Arc<dyn Fn() -> Result<Loaded, Vec<String>> + Send + Sync>;
 /// Events closer together than this are handled as one reload (editors write in bursts).
 const DEBOUNCE: Duration = Duration::from_millis(40);
 
-/// Loads once, then reloads on every change under `path`. Runs until the process exits.
-pub async fn watch(path: PathBuf, loader: Loader, engine: Arc<Engine>) -> notify::Result<()> {
+/// Loads once, then reloads on every change under `path`, and whenever `also` is notified
+/// (inputs that are not files, such as fetched JWT keys). Runs until the process exits.
+pub async fn watch(
+    path: PathBuf,
+    loader: Loader,
+    engine: Arc<Engine>,
+    also: Arc<tokio::sync::Notify>,
+) -> notify::Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok_and(|e| !e.kind.is_access()) {
@@ -40,7 +46,11 @@ pub async fn watch(path: PathBuf, loader: Loader, engine: Arc<Engine>) -> notify
         last_errors: Vec::new(),
     };
     reloader.reload().await;
-    while rx.recv().await.is_some() {
+    loop {
+        tokio::select! {
+            event = rx.recv() => if event.is_none() { break },
+            _ = also.notified() => {}
+        }
         tokio::time::sleep(DEBOUNCE).await;
         while rx.try_recv().is_ok() {}
         reloader.reload().await;

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
+use crate::jwt::RequestAuth;
 use crate::{Meta, Str};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,8 +72,8 @@ pub struct Source {
     /// Peer principals without `spiffe://` (Istio's form), with Istio's `*` prefix/suffix.
     #[serde(default, skip_serializing_if = "Values::is_empty")]
     pub principals: Values<Str>,
-    /// JWT principals (`iss/sub`). No RequestAuthentication is enforced yet, so no request
-    /// has one: `requestPrincipals` never matches, `notRequestPrincipals` always does.
+    /// JWT principals (`iss/sub`) from RequestAuthentication. Without a verified token,
+    /// `requestPrincipals` never matches and `notRequestPrincipals` always does.
     #[serde(default, skip_serializing_if = "Values::is_empty")]
     pub request_principals: Values<Str>,
     #[serde(default, skip_serializing_if = "Values::is_empty")]
@@ -116,10 +117,16 @@ pub enum ConditionKey {
     SourcePrincipal,
     DestinationIp,
     DestinationPort,
-    /// `connection.sni`: not known to the proxies yet (absent).
+    /// `connection.sni`: the server name of a TLS connection (absent over cleartext).
     ConnectionSni,
-    /// `request.auth.*`: absent until RequestAuthentication is enforced.
-    RequestAuth,
+    /// `request.auth.principal` (`iss/sub` of the verified JWT).
+    RequestAuthPrincipal,
+    /// `request.auth.audiences`.
+    RequestAuthAudiences,
+    /// `request.auth.presenter` (`azp`).
+    RequestAuthPresenter,
+    /// `request.auth.claims[a][b]`: the claim at that path.
+    RequestAuthClaim(Vec<Str>),
 }
 
 /// An address range (`10.0.0.0/8`, or one address).
@@ -177,6 +184,10 @@ pub struct AuthzRequest<'a> {
     /// The path without the query.
     pub path: &'a str,
     pub header: &'a dyn Fn(&str) -> Option<String>,
+    /// The verified JWT, if the request carried one.
+    pub auth: Option<&'a RequestAuth>,
+    /// The TLS server name the client asked for.
+    pub sni: Option<&'a str>,
     /// False for a TCP connection: HTTP-only fields (hosts, methods, paths, request headers)
     /// make an ALLOW rule never match and are left out of a DENY rule, as Istio does, so
     /// neither becomes more permissive.
@@ -226,7 +237,7 @@ impl AuthzRule {
     /// `deny`: evaluated for a DENY policy (HTTP-only fields of a TCP connection are then
     /// left out rather than failing the rule).
     fn matches(&self, request: &AuthzRequest<'_>, deny: bool) -> bool {
-        (self.from.is_empty() || self.from.iter().any(|s| s.matches(request)))
+        (self.from.is_empty() || self.from.iter().any(|s| s.matches(request, deny)))
             && (self.to.is_empty() || self.to.iter().any(|o| o.matches(request, deny)))
             && self.when.iter().all(|c| c.matches(request, deny))
     }
@@ -282,7 +293,10 @@ fn namespace_of(principal: &str) -> Option<&str> {
 }
 
 impl Source {
-    fn matches(&self, r: &AuthzRequest<'_>) -> bool {
+    fn matches(&self, r: &AuthzRequest<'_>, deny: bool) -> bool {
+        if !r.http && !self.request_principals.is_empty() && !deny {
+            return false; // an HTTP-only field: an ALLOW rule never matches a TCP connection
+        }
         // A principal (or namespace) condition needs an authenticated peer: without one,
         // `principals` never matches and `notPrincipals` always does (Istio's behaviour).
         let principal_ok = self.principals.is_empty()
@@ -293,8 +307,12 @@ impl Source {
         let namespace_ok = self.namespaces.is_empty()
             || namespace.is_some_and(|n| self.namespaces.check(|v| istio_match(v, n)))
             || (self.namespaces.any.is_empty() && namespace.is_none());
-        // No request principal exists yet (see `request_principals`).
-        let request_principal_ok = self.request_principals.any.is_empty();
+        let request_principal = r.auth.map(|a| a.principal.as_str());
+        let request_principal_ok = !r.http
+            || self.request_principals.is_empty()
+            || request_principal
+                .is_some_and(|p| self.request_principals.check(|v| istio_match(v, p)))
+            || (self.request_principals.any.is_empty() && request_principal.is_none());
         let ip_ok = |blocks: &Values<IpBlock>, ip: Option<IpAddr>| {
             blocks.is_empty() || ip.is_some_and(|ip| blocks.check(|b| b.contains(ip)))
         };
@@ -329,7 +347,15 @@ impl Operation {
 
 impl Condition {
     fn matches(&self, r: &AuthzRequest<'_>, deny: bool) -> bool {
-        if !r.http && matches!(self.key, ConditionKey::RequestHeader(_)) {
+        let http_only = matches!(
+            self.key,
+            ConditionKey::RequestHeader(_)
+                | ConditionKey::RequestAuthPrincipal
+                | ConditionKey::RequestAuthAudiences
+                | ConditionKey::RequestAuthPresenter
+                | ConditionKey::RequestAuthClaim(_)
+        );
+        if !r.http && http_only {
             return deny;
         }
         let value: Option<String> = match &self.key {
@@ -340,7 +366,15 @@ impl Condition {
             ConditionKey::SourcePrincipal => r.principal.map(Into::into),
             ConditionKey::DestinationIp => r.destination_ip.map(|ip| ip.to_string()),
             ConditionKey::DestinationPort => Some(r.destination_port.to_string()),
-            ConditionKey::ConnectionSni | ConditionKey::RequestAuth => None,
+            ConditionKey::ConnectionSni => r.sni.map(Into::into),
+            ConditionKey::RequestAuthPrincipal => r.auth.map(|a| a.principal.clone()),
+            ConditionKey::RequestAuthPresenter => r.auth.and_then(|a| a.presenter.clone()),
+            ConditionKey::RequestAuthAudiences => {
+                return self.matches_any(r.auth.map(|a| a.audiences.clone()))
+            }
+            ConditionKey::RequestAuthClaim(path) => {
+                return self.matches_any(r.auth.map(|a| a.claim(path)))
+            }
         };
         let ip_key = matches!(
             self.key,
@@ -360,6 +394,15 @@ impl Condition {
             None => self.values.any.is_empty(),
         }
     }
+
+    /// A list-valued attribute (audiences, a list claim): `values` match when one item
+    /// does, `notValues` when none does. Absent (no token, no such claim): only `notValues`.
+    fn matches_any(&self, items: Option<Vec<String>>) -> bool {
+        let items = items.unwrap_or_default();
+        let hit = |p: &Str| items.iter().any(|i| istio_match(p, i));
+        (self.values.any.is_empty() || self.values.any.iter().any(hit))
+            && !self.values.none.iter().any(hit)
+    }
 }
 
 #[cfg(test)]
@@ -377,6 +420,8 @@ mod tests {
             method,
             path,
             header: &|name| (name == "x-team").then(|| "ops".to_string()),
+            auth: None,
+            sni: None,
             http: true,
         }
     }

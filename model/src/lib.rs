@@ -7,6 +7,7 @@
 pub mod authz;
 mod cluster;
 pub mod identity;
+pub mod jwt;
 mod matching;
 mod meta;
 mod policy;

@@ -17,6 +17,9 @@ pub struct Snapshot {
     /// inbound requests), already narrowed to the proxy's workload.
     #[serde(default, skip_serializing_if = "is_empty")]
     pub authorization: Arc<[crate::authz::AuthzPolicy]>,
+    /// The RequestAuthentications this proxy enforces (where AuthorizationPolicy is).
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub request_authentication: Arc<[crate::jwt::JwtPolicy]>,
 }
 
 impl Snapshot {

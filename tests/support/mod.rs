@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod jwt;
 pub mod manifests;
 pub mod netns;
 pub mod tls;

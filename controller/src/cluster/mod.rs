@@ -143,15 +143,22 @@ pub async fn run(config: ControllerConfig) -> Result<(), ControllerError> {
     let mut statuses = StatusWriter::new(client.clone(), &kinds);
     let mut roots = ca::store::RootPublisher::default();
     let mut latest: Option<Arc<Inputs>> = None;
+    // RequestAuthentication keys named by jwksUri: fetched here, pushed in snapshots.
+    let jwks = Arc::new(crate::jwks::JwksCache::default());
+    tokio::spawn(jwks.clone().run());
     loop {
         tokio::select! {
             _ = cache.changed.notified() => {}
+            _ = jwks.changed.notified() => {}
             // A new leader writes what the old one may not have.
             _ = leading.changed() => {}
         }
         tokio::time::sleep(DEBOUNCE).await;
         if cache.synced(&kinds) {
-            let inputs = Arc::new(cache.inputs());
+            let mut inputs = cache.inputs();
+            jwks.want(&inputs);
+            inputs.jwks = jwks.fetched();
+            let inputs = Arc::new(inputs);
             publisher.update(inputs.clone());
             latest = Some(inputs);
             if !*synced_tx.borrow() {

@@ -35,7 +35,7 @@ pub struct Inputs {
     pub destination_rules: Vec<istio::DestinationRule>,
     pub peer_authentications: Vec<security::PeerAuthentication>,
     pub authorization_policies: Vec<authz::AuthorizationPolicy>,
-    pub request_authentications: Vec<security::OpenPolicy>,
+    pub request_authentications: Vec<security::RequestAuthentication>,
     pub ingresses: Vec<Ingress>,
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
@@ -45,6 +45,9 @@ pub struct Inputs {
     pub nodes: Vec<Node>,
     /// TLS certificates for HTTPS listeners (kubernetes.io/tls Secrets).
     pub secrets: Vec<Secret>,
+    /// Key sets fetched for RequestAuthentication `jwksUri`s (and OpenID discovery), by
+    /// [`crate::jwks::KeySource::key`]: filled by whoever fetched them, never read from files.
+    pub jwks: std::collections::BTreeMap<String, crate::jwks::FetchedJwks>,
 }
 
 /// One parsed manifest document.
@@ -60,7 +63,7 @@ pub enum Object {
     DestinationRule(Box<istio::DestinationRule>),
     PeerAuthentication(Box<security::PeerAuthentication>),
     AuthorizationPolicy(Box<authz::AuthorizationPolicy>),
-    RequestAuthentication(Box<security::OpenPolicy>),
+    RequestAuthentication(Box<security::RequestAuthentication>),
     Ingress(Box<Ingress>),
     Service(Box<Service>),
     EndpointSlice(Box<EndpointSlice>),

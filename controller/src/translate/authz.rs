@@ -25,8 +25,14 @@ pub(super) fn compile(cx: &mut Context) -> Vec<AuthzPolicy> {
     policies.sort_by_key(|p| (p.metadata.namespace.clone(), p.metadata.name.clone()));
     for policy in policies {
         let meta = meta_of("AuthorizationPolicy", &policy.metadata);
-        report_unserved_targets(cx, policy, &meta);
-        let Some(listener_ports) = applies(cx, policy) else {
+        let scope = PolicyScope::of(
+            &policy.metadata,
+            &policy.spec.selector,
+            &policy.spec.target_ref,
+            &policy.spec.target_refs,
+        );
+        report_unserved_targets(cx, &scope, &meta);
+        let Some(listener_ports) = applies(cx, &scope) else {
             continue;
         };
         let (compiled, problems) = compile_one(policy, cx);
@@ -41,22 +47,37 @@ pub(super) fn compile(cx: &mut Context) -> Vec<AuthzPolicy> {
     out
 }
 
+/// What says where a policy applies: its namespace, selector and targetRefs.
+pub(super) struct PolicyScope<'a> {
+    namespace: &'a str,
+    selector: Option<Vec<(String, String)>>,
+    targets: Vec<&'a input::PolicyTargetRef>,
+}
+
+impl<'a> PolicyScope<'a> {
+    pub(super) fn of(
+        metadata: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+        selector: &Option<crate::inputs::security::WorkloadSelector>,
+        target_ref: &'a Option<input::PolicyTargetRef>,
+        target_refs: &'a [input::PolicyTargetRef],
+    ) -> Self {
+        PolicyScope {
+            namespace: metadata.namespace.as_deref().unwrap_or("default"),
+            selector: input::selector_labels(selector),
+            targets: target_ref.iter().chain(target_refs).collect(),
+        }
+    }
+}
+
 /// targetRefs other than Gateways (Services: Istio's waypoints) have nothing in Ferry to
 /// attach to: said on the object, not skipped.
-fn report_unserved_targets(
+pub(super) fn report_unserved_targets(
     cx: &mut Context,
-    policy: &AuthorizationPolicy,
+    scope: &PolicyScope<'_>,
     meta: &ferry_model::Meta,
 ) {
-    let targets = policy
-        .spec
-        .target_ref
-        .iter()
-        .chain(&policy.spec.target_refs);
-    for (i, target) in targets.enumerate() {
-        let gateway =
-            target.kind == "Gateway" && (target.group.is_empty() || target.group == GATEWAY_GROUP);
-        if !gateway {
+    for (i, target) in scope.targets.iter().enumerate() {
+        if !is_gateway(target) {
             let message = format!(
                 "targetRefs of kind {} are not supported (Gateway only); this reference is not applied",
                 target.kind
@@ -70,18 +91,17 @@ fn report_unserved_targets(
     }
 }
 
+fn is_gateway(target: &input::PolicyTargetRef) -> bool {
+    target.kind == "Gateway" && (target.group.is_empty() || target.group == GATEWAY_GROUP)
+}
+
 /// Whether the policy applies to this proxy: None if not, else the listener ports it is
 /// limited to (empty: all).
-fn applies(cx: &Context, policy: &AuthorizationPolicy) -> Option<Vec<u16>> {
-    let namespace = policy.metadata.namespace.as_deref().unwrap_or("default");
+pub(super) fn applies(cx: &Context, scope: &PolicyScope<'_>) -> Option<Vec<u16>> {
+    let namespace = scope.namespace;
     let root = cx.options.root_namespace.as_str();
-    let selector = input::selector_labels(&policy.spec.selector);
-    let targets: Vec<&input::PolicyTargetRef> = policy
-        .spec
-        .target_ref
-        .iter()
-        .chain(&policy.spec.target_refs)
-        .collect();
+    let selector = scope.selector.clone();
+    let targets = &scope.targets;
     let labels = &cx.options.gateway_labels;
     let selected = |wanted: &Vec<(String, String)>| wanted.iter().all(|pair| labels.contains(pair));
     if let Some(mesh_namespace) = &cx.options.mesh_namespace {
@@ -94,7 +114,7 @@ fn applies(cx: &Context, policy: &AuthorizationPolicy) -> Option<Vec<u16>> {
     if !targets.is_empty() {
         let ports: Vec<u16> = targets
             .iter()
-            .filter(|t| t.kind == "Gateway" && (t.group.is_empty() || t.group == GATEWAY_GROUP))
+            .filter(|t| is_gateway(t))
             .filter_map(|t| {
                 served_gateway_ports(cx, t.namespace.as_deref().unwrap_or(namespace), &t.name)
             })
@@ -309,15 +329,15 @@ fn condition(w: &input::When, field: &str) -> Result<Condition, Problem> {
             .and_then(|k| k.strip_suffix(']'))
         {
             Some(name) => ConditionKey::RequestHeader(name.to_ascii_lowercase().into()),
-            // No RequestAuthentication is enforced yet: no request has a JWT, so these
-            // attributes are absent (their values never match, notValues always do).
-            None if key.starts_with("request.auth.") => ConditionKey::RequestAuth,
-            None => {
-                return Err((
-                    format!("{field}.key"),
-                    format!("condition key {key:?} is not supported"),
-                ))
-            }
+            None => match request_auth_key(key) {
+                Some(key) => key,
+                None => {
+                    return Err((
+                        format!("{field}.key"),
+                        format!("condition key {key:?} is not supported"),
+                    ))
+                }
+            },
         },
     };
     if w.values.is_empty() && w.not_values.is_empty() {
@@ -330,4 +350,26 @@ fn condition(w: &input::When, field: &str) -> Result<Condition, Problem> {
         key,
         values: strings(&w.values, &w.not_values),
     })
+}
+
+/// `request.auth.principal | audiences | presenter | claims[a][b]...`.
+fn request_auth_key(key: &str) -> Option<ConditionKey> {
+    match key.strip_prefix("request.auth.")? {
+        "principal" => Some(ConditionKey::RequestAuthPrincipal),
+        "audiences" => Some(ConditionKey::RequestAuthAudiences),
+        "presenter" => Some(ConditionKey::RequestAuthPresenter),
+        rest => {
+            let mut path = rest.strip_prefix("claims")?;
+            let mut names: Vec<Str> = Vec::new();
+            while let Some(inner) = path.strip_prefix('[') {
+                let (name, after) = inner.split_once(']')?;
+                if name.is_empty() {
+                    return None;
+                }
+                names.push(name.into());
+                path = after;
+            }
+            (path.is_empty() && !names.is_empty()).then_some(ConditionKey::RequestAuthClaim(names))
+        }
+    }
 }

@@ -1,11 +1,12 @@
 //! The pure translator: `Inputs` -> snapshot + reports. No I/O, deterministic.
 
 mod authz;
-mod duration;
+pub(crate) mod duration;
 mod gateway_api;
 mod hosts;
 mod ingress;
 mod istio;
+mod jwt;
 mod labels;
 mod mesh_tls;
 mod not_applied;
@@ -144,12 +145,14 @@ pub fn translate(inputs: &Inputs, options: &Options) -> Output {
         None => Vec::new().into(),
     };
     let authorization = authz::compile(&mut cx).into();
+    let request_authentication = jwt::compile(&mut cx).into();
     let snapshot = Snapshot {
         version: 0,
         listeners: cx.table.into_listeners().into(),
         clusters: cx.catalog.into_clusters().into(),
         peer_authentications,
         authorization,
+        request_authentication,
     };
     Output {
         snapshot,

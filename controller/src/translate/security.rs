@@ -1,8 +1,6 @@
-//! security.istio.io objects: checked field by field (PeerAuthentication is enforced by the
-//! sidecars, see `mesh_tls`; AuthorizationPolicy by every proxy, see `authz`), and each kind
-//! Ferry does not enforce yet is an error on the object (status, `ferry analyze`, `/config_dump`), never skipped:
-//! a user who applies an AuthorizationPolicy must not believe it protects anything while
-//! traffic flows unchecked.
+//! PeerAuthentication, checked field by field (it is enforced by the sidecars, see
+//! `mesh_tls`; AuthorizationPolicy by every proxy, see `authz`; RequestAuthentication too,
+//! see `jwt`).
 
 use super::report::Condition;
 use super::{meta_of, Context};
@@ -12,18 +10,6 @@ use crate::inputs::security::{MutualTls, PeerAuthentication};
 const MTLS_MODES: [&str; 4] = ["UNSET", "DISABLE", "PERMISSIVE", "STRICT"];
 
 pub(super) fn translate(cx: &mut Context) {
-    for policy in &cx.inputs.request_authentications {
-        let meta = meta_of(&policy.kind, &policy.metadata);
-        let message = format!(
-            "Ferry does not enforce {} yet: the policy is not applied (left out, reported \
-             as an error so no one relies on it)",
-            policy.kind
-        );
-        cx.reports.push(
-            &meta,
-            Condition::error("Valid", "NotEnforced", message).field("spec"),
-        );
-    }
     for policy in &cx.inputs.peer_authentications {
         let meta = meta_of("PeerAuthentication", &policy.metadata);
         for problem in peer_authentication_problems(policy, &cx.options.root_namespace) {

@@ -29,6 +29,8 @@ pub struct CompiledSnapshot {
     pub source: Arc<Snapshot>,
     listeners: HashMap<u16, CompiledListener>,
     clusters: HashMap<Str, Arc<CompiledCluster>>,
+    /// RequestAuthentication rules with their keys parsed.
+    pub jwt: Vec<crate::proxy::jwt::CompiledJwtPolicy>,
 }
 
 /// A listener's TLS settings as the snapshot stated them and as rustls serves them.
@@ -99,6 +101,7 @@ impl CompiledSnapshot {
             .collect();
         Ok(CompiledSnapshot {
             version: snapshot.version,
+            jwt: crate::proxy::jwt::compile(&snapshot.request_authentication),
             source: snapshot,
             listeners,
             clusters,

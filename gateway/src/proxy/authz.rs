@@ -1,13 +1,16 @@
-//! AuthorizationPolicy enforcement, shared by both request paths: at a gateway before
+//! RequestAuthentication (see `jwt`) and AuthorizationPolicy enforcement, shared by both
+//! request paths: at a gateway before
 //! routing, at a sidecar's inbound before the app. A denied request is answered 403
 //! `RBAC: access denied` with the response flag RBAC and the deciding policy in the cause
 //! header (`x-ferry-cause`), as Envoy's RBAC filter answers for Istio.
 
 use ferry_model::authz::{authorize, AuthzRequest, AuthzVerdict};
+use ferry_model::jwt::RequestAuth;
 use std::net::IpAddr;
 
 use super::decide::{Decision, Reply};
 use super::facts::RequestFacts;
+use super::jwt::{self, HeaderEdit};
 use crate::compiled::CompiledSnapshot;
 use crate::header_lookup;
 
@@ -18,17 +21,55 @@ pub struct Peer<'a> {
     pub destination_ip: Option<IpAddr>,
     /// The port the request arrived on (a sidecar: the app port the client dialled).
     pub port: u16,
+    /// The TLS server name the client asked for, when the connection is TLS.
+    pub sni: Option<&'a str>,
 }
 
-/// None when the request may go on; else the 403 to send.
+/// RequestAuthentication then AuthorizationPolicy: the header edits to make upstream when the
+/// request may go on, else the 401 or 403 to send.
 pub fn check(
     snapshot: &CompiledSnapshot,
     facts: &RequestFacts<'_>,
     peer: &Peer<'_>,
+) -> Result<Vec<HeaderEdit>, Reply> {
+    let mut edits = Vec::new();
+    if snapshot.jwt.is_empty() && snapshot.source.authorization.is_empty() {
+        return Ok(edits); // the common case costs two length checks
+    }
+    let auth = match jwt::authenticate(&snapshot.jwt, facts, peer.port, &mut edits) {
+        jwt::Outcome::Anonymous => None,
+        jwt::Outcome::Verified(auth) => Some(auth),
+        jwt::Outcome::Refused(reason) => return Err(unauthenticated(facts, reason)),
+    };
+    match authorize_request(snapshot, facts, peer, auth.as_ref()) {
+        Some(denied) => Err(denied),
+        None => Ok(edits),
+    }
+}
+
+/// Envoy's answer to a bad token: 401, the reason as body, a Bearer challenge.
+fn unauthenticated(facts: &RequestFacts<'_>, reason: &str) -> Reply {
+    let mut reply = Decision::reply(401, format!("JWT {reason}"));
+    reply.body = reason.to_string();
+    reply.headers.push((
+        "www-authenticate",
+        format!(
+            "Bearer realm=\"http://{}{}\", error=\"invalid_token\"",
+            facts.authority, facts.path
+        ),
+    ));
+    reply
+}
+
+fn authorize_request(
+    snapshot: &CompiledSnapshot,
+    facts: &RequestFacts<'_>,
+    peer: &Peer<'_>,
+    auth: Option<&RequestAuth>,
 ) -> Option<Reply> {
     let all = &snapshot.source.authorization;
     if all.is_empty() {
-        return None; // the common case costs one length check
+        return None;
     }
     let policies = all
         .iter()
@@ -51,6 +92,8 @@ pub fn check(
         method: facts.method,
         path: facts.path,
         header: &header,
+        auth,
+        sni: peer.sni,
         http: true,
     };
     match authorize(policies, &request) {
@@ -90,6 +133,8 @@ pub fn allows_connection(
         method: "",
         path: "",
         header: &|_| None,
+        auth: None,
+        sni: peer.sni,
         http: false,
     };
     authorize(all.iter(), &request) == AuthzVerdict::Allowed

@@ -47,6 +47,8 @@ pub struct RequestCtx {
     pub cors_origin: Option<String>,
     pub mirror: Option<PendingMirror>,
     pub mirror_body: BytesMut,
+    /// Header changes RequestAuthentication asks for, made on the upstream request.
+    pub auth_edits: Vec<super::jwt::HeaderEdit>,
 }
 
 impl Default for RequestCtx {
@@ -74,6 +76,7 @@ impl Default for RequestCtx {
             cors_origin: None,
             mirror: None,
             mirror_body: BytesMut::new(),
+            auth_edits: Vec::new(),
         }
     }
 }

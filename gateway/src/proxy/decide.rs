@@ -35,6 +35,8 @@ pub struct Forward {
     pub route: Arc<CompiledRoute>,
     pub backend: usize,
     pub cluster: Arc<CompiledCluster>,
+    /// Header changes RequestAuthentication asks for (token removed, claims copied out).
+    pub auth_edits: Vec<super::jwt::HeaderEdit>,
 }
 
 impl Decision {
@@ -77,14 +79,17 @@ pub fn decide(
 ) -> Decision {
     // AuthorizationPolicy at a gateway, before routing (a sidecar's captured outbound
     // requests, which have a dialled IP, are authorized at the destination's inbound).
+    let mut auth_edits = Vec::new();
     if dialled_ip.is_none() {
         let peer = super::authz::Peer {
             identity: None,
             destination_ip: None,
             port,
+            sni: None,
         };
-        if let Some(denied) = super::authz::check(snapshot, req, &peer) {
-            return Decision::Reply(denied);
+        match super::authz::check(snapshot, req, &peer) {
+            Ok(edits) => auth_edits = edits,
+            Err(refused) => return Decision::Reply(refused),
         }
     }
     let (mut host, host_port) = host_of(req.authority);
@@ -128,7 +133,13 @@ pub fn decide(
             reply.body = body.to_string();
             Decision::Reply(reply)
         }
-        Action::Forward(_) => forward(snapshot, route),
+        Action::Forward(_) => match forward(snapshot, route) {
+            Decision::Forward(forward) => Decision::Forward(Forward {
+                auth_edits,
+                ..forward
+            }),
+            reply => reply,
+        },
     }
 }
 
@@ -165,6 +176,7 @@ fn forward(snapshot: &CompiledSnapshot, route: &Arc<CompiledRoute>) -> Decision 
         route: route.clone(),
         backend,
         cluster: cluster.clone(),
+        auth_edits: Vec::new(),
     })
 }
 

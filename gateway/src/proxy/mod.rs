@@ -13,6 +13,7 @@ mod facts;
 mod failure;
 mod forwarded;
 pub mod http1;
+pub(crate) mod jwt;
 mod mesh_peer;
 pub mod mirror;
 mod observe;

@@ -64,13 +64,21 @@ impl FerryProxy {
     }
 
     /// AuthorizationPolicy on a sidecar's inbound request, with the mTLS peer's identity.
-    fn authorize_inbound(&self, session: &Session, ctx: &RequestCtx) -> Option<decide::Reply> {
-        let snapshot = self.store.load()?;
+    /// Returns the header changes RequestAuthentication asks for, or the refusal.
+    fn authorize_inbound(
+        &self,
+        session: &Session,
+        ctx: &RequestCtx,
+    ) -> std::result::Result<Vec<super::jwt::HeaderEdit>, decide::Reply> {
+        let Some(snapshot) = self.store.load() else {
+            return Ok(Vec::new());
+        };
         let facts = RequestFacts::of(session.req_header(), client_ip(session));
         let peer = super::authz::Peer {
             identity: ctx.peer_identity.as_deref(),
             destination_ip: ctx.inbound.map(|a| a.ip()),
             port: ctx.listener_port,
+            sni: None,
         };
         super::authz::check(&snapshot, &facts, &peer)
     }
@@ -122,8 +130,9 @@ impl ProxyHttp for FerryProxy {
             let digest = session.as_downstream().digest();
             let ssl = digest.and_then(|d| d.ssl_digest.as_deref());
             ctx.peer_identity = crate::downstream_io::peer_identity(ssl);
-            if let Some(denied) = self.authorize_inbound(session, ctx) {
-                return denied.send(session).await.map(|_| true);
+            match self.authorize_inbound(session, ctx) {
+                Ok(edits) => super::jwt::apply(&edits, session.req_header_mut()),
+                Err(refused) => return refused.send(session).await.map(|_| true),
             }
             return Ok(false); // to the app, whatever the request
         }
@@ -140,7 +149,9 @@ impl ProxyHttp for FerryProxy {
                 ctx.route = reply.route.clone();
                 reply.send(session).await.map(|_| true)
             }
-            Decision::Forward(forward) => {
+            Decision::Forward(mut forward) => {
+                let edits = std::mem::take(&mut forward.auth_edits);
+                super::jwt::apply(&edits, session.req_header_mut());
                 ctx.mirror = decide::mirror_for(&snapshot, &forward, session.req_header());
                 ctx.route = Some(forward.route.clone());
                 ctx.backend = Some(forward.backend);

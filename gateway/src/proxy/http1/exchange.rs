@@ -70,11 +70,13 @@ impl Http1Proxy {
                 }
                 Decision::Forward(forward) => forward,
             };
+        let mut forward = forward;
         if let Some(reason) = forward_fallback(&forward) {
             return Next::Fallback(reason);
         }
         let mut ctx = self.request_ctx(conn, &facts);
         ctx.snapshot = Some(snapshot);
+        ctx.auth_edits = std::mem::take(&mut forward.auth_edits);
         ctx.route = Some(forward.route.clone());
         ctx.backend = Some(forward.backend);
         if let Some(reply) = admit::admit(&facts, &mut ctx, forward).await {

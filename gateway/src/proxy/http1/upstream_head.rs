@@ -16,6 +16,7 @@ impl Http1Proxy {
     /// try): request line, end-to-end headers, route filters, forwarding headers.
     pub(super) fn build_upstream_head(&self, conn: &mut Conn, ctx: &RequestCtx) {
         conn.edits.clear();
+        crate::proxy::jwt::apply(&ctx.auth_edits, &mut conn.edits);
         request_id_header(conn, ctx);
         self.route_filters_and_path(conn, ctx);
     }
