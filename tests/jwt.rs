@@ -68,7 +68,13 @@ async fn status_of(http: &Http, port: u16, path: &str, headers: &[(&str, &str)])
 }
 
 /// (what, path, headers, expected status, expected 401 body)
-type TokenCase = (&'static str, String, Vec<(&'static str, String)>, u16, &'static str);
+type TokenCase = (
+    &'static str,
+    String,
+    Vec<(&'static str, String)>,
+    u16,
+    &'static str,
+);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tokens_are_verified_with_istios_semantics_on_both_protocols() {

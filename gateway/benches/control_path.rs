@@ -88,6 +88,7 @@ fn snapshot(routes: usize, per_host: usize, version: u64) -> Snapshot {
                 .collect::<Vec<_>>()
                 .into(),
             policy: Default::default(),
+            tls: None,
         })
         .collect();
     Snapshot {

@@ -195,19 +195,19 @@ fn identity(engine: &Engine) -> serde_json::Value {
 
 /// The admin port is for operators and debugging tools: certificates are shown, their keys
 /// are not.
-fn redact_private_keys(snapshot: &mut serde_json::Value) {
-    let Some(listeners) = snapshot.get_mut("listeners").and_then(|l| l.as_array_mut()) else {
-        return;
-    };
-    let certificates = listeners
-        .iter_mut()
-        .filter_map(|l| l.pointer_mut("/tls/certificates"))
-        .filter_map(|c| c.as_array_mut())
-        .flatten();
-    for certificate in certificates {
-        if let Some(key) = certificate.get_mut("private_key_pem") {
-            *key = ferry_model::PrivateKeyPem::REDACTED.into();
+fn redact_private_keys(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(members) => {
+            for (name, member) in members.iter_mut() {
+                if name == "private_key_pem" {
+                    *member = ferry_model::PrivateKeyPem::REDACTED.into();
+                } else {
+                    redact_private_keys(member);
+                }
+            }
         }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_private_keys),
+        _ => {}
     }
 }
 

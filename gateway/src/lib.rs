@@ -26,6 +26,7 @@ pub mod sync;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;
+pub mod upstream_tls;
 mod workers;
 
 pub use engine::Engine;

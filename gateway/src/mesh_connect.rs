@@ -96,17 +96,17 @@ impl L4Connect for MeshConnect {
                 format!("mesh mTLS: {addr} is {found}, expected {}", self.expected),
             );
         }
-        Ok(Stream::from(VirtualSocketStream::new(Box::new(
-            MeshStream(tls),
-        ))))
+        Ok(Stream::from(VirtualSocketStream::new(Box::new(TlsSocket(
+            tls,
+        )))))
     }
 }
 
-/// The TLS session as the socket Pingora reads and writes.
+/// The TLS session as the socket Pingora reads and writes (mesh mTLS and origination).
 #[derive(Debug)]
-struct MeshStream(TlsStream<TcpStream>);
+pub(crate) struct TlsSocket(pub(crate) TlsStream<TcpStream>);
 
-impl VirtualSocket for MeshStream {
+impl VirtualSocket for TlsSocket {
     fn set_socket_option(&self, opt: VirtualSockOpt) -> io::Result<()> {
         match opt {
             VirtualSockOpt::NoDelay => self.0.get_ref().0.set_nodelay(true),
@@ -115,7 +115,7 @@ impl VirtualSocket for MeshStream {
     }
 }
 
-impl AsyncRead for MeshStream {
+impl AsyncRead for TlsSocket {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -125,7 +125,7 @@ impl AsyncRead for MeshStream {
     }
 }
 
-impl AsyncWrite for MeshStream {
+impl AsyncWrite for TlsSocket {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -20,6 +20,9 @@ pub struct Cluster {
     pub endpoints: Arc<[Endpoint]>,
     #[serde(default, skip_serializing_if = "is_default_policy")]
     pub policy: ClusterPolicy,
+    /// TLS originated to the endpoints (not the mesh's mTLS, which endpoints carry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::UpstreamTls>,
 }
 
 fn is_default_policy(policy: &ClusterPolicy) -> bool {

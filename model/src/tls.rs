@@ -1,4 +1,5 @@
-//! TLS termination settings of a listener: which certificate answers which SNI name.
+//! TLS settings: termination at a listener (which certificate answers which SNI name) and
+//! origination to a cluster's endpoints.
 
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -82,6 +83,42 @@ pub fn certified_key(
         }
         other => format!("tls.key cannot be used: {other}"),
     })
+}
+
+/// TLS the proxy originates to a cluster's endpoints (DestinationRule `tls.mode` SIMPLE or
+/// MUTUAL, Gateway API BackendTLSPolicy).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamTls {
+    /// The object that asked for it.
+    pub source: Meta,
+    /// The server name sent (SNI) and, when `subject_alt_names` is empty, the name the
+    /// certificate must be valid for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<Str>,
+    /// Names the certificate must carry one of (DNS names, or URIs such as SPIFFE IDs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<Str>,
+    /// PEM trust anchors; None: the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<Str>,
+    /// MUTUAL: the certificate the proxy presents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<ClientCertificate>,
+    /// DestinationRule `insecureSkipVerify`: the server's certificate is not checked.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// Set when the settings cannot be honoured (a missing Secret, a bad CA): connections
+    /// fail with this reason instead of going out unprotected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unusable: Option<Str>,
+}
+
+/// A client certificate chain and key from a Secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientCertificate {
+    pub secret: Meta,
+    pub cert_chain_pem: Str,
+    pub private_key_pem: PrivateKeyPem,
 }
 
 /// `*.example.com` matches any name ending in `.example.com` (one label or more, as Gateway API

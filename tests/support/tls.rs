@@ -162,3 +162,98 @@ pub async fn https_get(
         alpn: negotiated,
     })
 }
+
+/// A Secret with these keys (base64 `data`, as the API returns it).
+pub fn secret_with(namespace: &str, name: &str, entries: &[(&str, &str)]) -> String {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let data: Vec<String> = entries
+        .iter()
+        .map(|(key, value)| format!("  {key}: {}\n", b64(value)))
+        .collect();
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {namespace}}}\ndata:\n{}",
+        data.concat()
+    )
+}
+
+/// An HTTPS backend on loopback (HTTP/1.1 inside), answering every request with JSON naming
+/// the SNI it was asked for, whether the client presented a certificate, and the path.
+pub struct TlsBackend {
+    pub port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TlsBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TlsBackend {
+    /// Serves `leaf`; with `client_ca`, a client certificate from that CA is required.
+    pub async fn start(leaf: &Leaf, client_ca: Option<&str>) -> TlsBackend {
+        use rustls::pki_types::PrivateKeyDer;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = match client_ca {
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots
+                    .add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+                    .unwrap();
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    roots.into(),
+                    provider,
+                )
+                .build()
+                .unwrap();
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let chain = CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+        let mut config = builder.with_single_cert(chain, key).unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let (_, session) = tls.get_ref();
+                    let sni = session.server_name().map(String::from);
+                    let client_cert = session.peer_certificates().is_some_and(|c| !c.is_empty());
+                    let service = hyper::service::service_fn(
+                        move |request: http::Request<hyper::body::Incoming>| {
+                            let body = serde_json::json!({
+                                "sni": sni, "client_cert": client_cert, "path": request.uri().path(),
+                            });
+                            async move {
+                                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                                    Bytes::from(body.to_string()),
+                                )))
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        TlsBackend { port, task }
+    }
+}

@@ -512,15 +512,32 @@ pub struct TrafficPolicy {
     pub proxy_protocol: Unsupported,
 }
 
-/// DestinationRule `tls`: `mode` is applied (DISABLE, ISTIO_MUTUAL); every other field
-/// (and SIMPLE / MUTUAL origination) is kept to be reported, never dropped.
+/// DestinationRule `tls` (ClientTLSSettings), every field typed.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClientTlsSettings {
+    /// DISABLE, SIMPLE, MUTUAL or ISTIO_MUTUAL.
     #[serde(default)]
     pub mode: Option<String>,
-    #[serde(flatten)]
-    pub other: BTreeMap<String, serde_json::Value>,
+    /// A Secret (in the proxy's namespace) with `tls.crt` / `tls.key` (MUTUAL) and `ca.crt`
+    /// (or a `<name>-cacert` Secret's `cacert`).
+    #[serde(default)]
+    pub credential_name: Option<String>,
+    #[serde(default)]
+    pub subject_alt_names: Vec<String>,
+    #[serde(default)]
+    pub sni: Option<String>,
+    #[serde(default)]
+    pub insecure_skip_verify: Option<bool>,
+    /// File paths on the proxy (Istio's sidecar mounts): not supported, credentialName is.
+    #[serde(default)]
+    pub client_certificate: Option<String>,
+    #[serde(default)]
+    pub private_key: Option<String>,
+    #[serde(default)]
+    pub ca_certificates: Option<String>,
+    #[serde(default)]
+    pub ca_crl: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -35,7 +35,8 @@ impl MeshTls {
         rule_mode: Option<&str>,
     ) -> Option<Str> {
         match rule_mode {
-            Some("DISABLE") => None,
+            // No mesh mTLS: plaintext, or the rule's own TLS (SIMPLE / MUTUAL origination).
+            Some("DISABLE" | "SIMPLE" | "MUTUAL") => None,
             Some("ISTIO_MUTUAL") => Some(self.identity_of(pod, service_namespace)),
             _ => {
                 let pod = pod.filter(|p| injected(p))?;

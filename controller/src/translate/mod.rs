@@ -15,6 +15,7 @@ mod security;
 mod services;
 mod table;
 mod tls;
+mod upstream_tls;
 mod workloads;
 
 use ferry_model::Snapshot;
@@ -120,6 +121,7 @@ pub fn translate(inputs: &Inputs, options: &Options) -> Output {
         catalog: ServiceCatalog::new(
             inputs,
             mesh_tls::MeshTls::new(inputs, &options.trust_domain, &options.root_namespace),
+            options.workload_namespace.clone(),
         ),
         table: RouteTable::default(),
         reports: Reports::default(),

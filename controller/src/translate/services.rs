@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use crate::inputs::istio::DestinationRule;
+use crate::inputs::istio::{ClientTlsSettings, DestinationRule};
 use crate::inputs::Inputs;
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -62,11 +62,18 @@ pub struct ServiceCatalog<'a> {
     destination_rules: &'a [DestinationRule],
     clusters: BTreeMap<String, Cluster>,
     mesh_tls: super::mesh_tls::MeshTls,
+    secrets: &'a [k8s_openapi::api::core::v1::Secret],
+    /// The proxy's namespace, where DestinationRule credentialName Secrets are read.
+    workload_namespace: Option<String>,
     pub problems: Vec<Problem>,
 }
 
 impl<'a> ServiceCatalog<'a> {
-    pub fn new(inputs: &'a Inputs, mesh_tls: super::mesh_tls::MeshTls) -> Self {
+    pub fn new(
+        inputs: &'a Inputs,
+        mesh_tls: super::mesh_tls::MeshTls,
+        workload_namespace: Option<String>,
+    ) -> Self {
         let services = inputs
             .services
             .iter()
@@ -97,6 +104,8 @@ impl<'a> ServiceCatalog<'a> {
             destination_rules: &inputs.destination_rules,
             clusters: BTreeMap::new(),
             mesh_tls,
+            secrets: &inputs.secrets,
+            workload_namespace,
             problems: Vec::new(),
         }
     }
@@ -141,7 +150,12 @@ impl<'a> ServiceCatalog<'a> {
             .as_ref()
             .map(|s| s.rule)
             .or_else(|| self.destination_rule(namespace, name));
-        let tls_mode = rule.and_then(|dr| self.tls_mode_of(dr, subset.as_ref().map(|s| s.name)));
+        let tls = rule.and_then(|dr| self.client_tls_of(dr, subset.as_ref().map(|s| s.name)));
+        let tls_mode = tls.as_ref().and_then(|(settings, _)| settings.mode.clone());
+        let upstream_tls = match (rule, tls) {
+            (Some(dr), Some((settings, field))) => self.upstream_tls(dr, &settings, &field),
+            _ => None,
+        };
         let slices: Vec<&EndpointSlice> = self
             .slices
             .get(&(namespace, name))
@@ -172,6 +186,7 @@ impl<'a> ServiceCatalog<'a> {
             protocol: upstream_protocol(service_port),
             endpoints: endpoints.into(),
             policy,
+            tls: upstream_tls,
         }
     }
 
@@ -208,14 +223,51 @@ impl<'a> ServiceCatalog<'a> {
 
     /// A DestinationRule's `tls.mode`; a problem with it is reported and mTLS is decided
     /// automatically meanwhile.
-    fn tls_mode_of(&mut self, dr: &DestinationRule, subset: Option<&str>) -> Option<String> {
-        match crate::translate::istio::destination::tls_mode(dr, subset) {
-            Ok(mode) => mode,
+    /// The rule's `tls` block in force for `subset`, if any (an invalid one is reported and
+    /// left out).
+    fn client_tls_of(
+        &mut self,
+        dr: &DestinationRule,
+        subset: Option<&str>,
+    ) -> Option<(ClientTlsSettings, String)> {
+        match crate::translate::istio::destination::client_tls(dr, subset) {
+            Ok(found) => found.map(|(settings, field)| (settings.clone(), field)),
             Err(problem) => {
                 self.rule_problem(dr, problem);
                 None
             }
         }
+    }
+
+    /// SIMPLE / MUTUAL: the TLS to originate.
+    fn upstream_tls(
+        &mut self,
+        dr: &DestinationRule,
+        settings: &ClientTlsSettings,
+        field: &str,
+    ) -> Option<ferry_model::UpstreamTls> {
+        if !matches!(settings.mode.as_deref(), Some("SIMPLE" | "MUTUAL")) {
+            return None;
+        }
+        let rule_namespace = dr.metadata.namespace.as_deref().unwrap_or("default");
+        let scope = super::upstream_tls::SecretScope {
+            secrets: self.secrets,
+            namespace: self.workload_namespace.as_deref().unwrap_or(rule_namespace),
+        };
+        let mut problems = Vec::new();
+        let source = crate::translate::meta_of("DestinationRule", &dr.metadata);
+        let tls = super::upstream_tls::from_destination_rule(
+            source,
+            &dr.spec.host,
+            settings,
+            field,
+            &scope,
+            &mut problems,
+        );
+        for problem in problems {
+            self.rule_problem(dr, problem);
+        }
+        Some(tls)
     }
 
     fn rule_problem(&mut self, dr: &DestinationRule, (field, message): (String, String)) {

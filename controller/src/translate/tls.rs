@@ -17,14 +17,7 @@ pub(crate) fn secret_certificate(
     server_names: Vec<Str>,
 ) -> Result<ServerCertificate, CertificateProblem> {
     let invalid = |message: String| ("InvalidCertificateRef", message);
-    let secret = cx
-        .inputs
-        .secrets
-        .iter()
-        .find(|s| {
-            s.metadata.namespace.as_deref() == Some(namespace)
-                && s.metadata.name.as_deref() == Some(name)
-        })
+    let secret = find_secret(&cx.inputs.secrets, namespace, name)
         .ok_or_else(|| invalid(format!("Secret {namespace}/{name} not found")))?;
     let field = |key: &str| {
         secret_text(secret, key)
@@ -42,9 +35,21 @@ pub(crate) fn secret_certificate(
     })
 }
 
+/// Secret `namespace/name`, if read.
+pub(crate) fn find_secret<'s>(
+    secrets: &'s [Secret],
+    namespace: &str,
+    name: &str,
+) -> Option<&'s Secret> {
+    secrets.iter().find(|s| {
+        s.metadata.namespace.as_deref() == Some(namespace)
+            && s.metadata.name.as_deref() == Some(name)
+    })
+}
+
 /// A key of `data` (base64 in the API, decoded by k8s-openapi) or of `stringData` (what a
 /// hand-written manifest for standalone mode usually has).
-fn secret_text(secret: &Secret, key: &str) -> Option<String> {
+pub(crate) fn secret_text(secret: &Secret, key: &str) -> Option<String> {
     let from_data = secret
         .data
         .as_ref()

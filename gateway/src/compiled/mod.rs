@@ -65,6 +65,8 @@ pub struct CompiledRoute {
 pub struct CompiledCluster {
     pub cluster: Cluster,
     pub state: ClusterState,
+    /// TLS originated to the endpoints, ready to dial.
+    pub tls: Option<Arc<crate::upstream_tls::CompiledUpstreamTls>>,
 }
 
 impl CompiledSnapshot {
@@ -94,6 +96,9 @@ impl CompiledSnapshot {
                     Arc::new(CompiledCluster {
                         cluster: c.clone(),
                         state: ClusterState::new(c),
+                        tls: c.tls.as_ref().map(|tls| {
+                            Arc::new(crate::upstream_tls::CompiledUpstreamTls::compile(tls))
+                        }),
                     })
                 });
                 (c.name.clone(), compiled)

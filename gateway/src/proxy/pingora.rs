@@ -209,7 +209,8 @@ impl ProxyHttp for FerryProxy {
             .tries
             .current_endpoint(&cluster)
             .and_then(|e| e.mtls.clone());
-        let mut peer = crate::proxy::mesh_peer::peer(&self.mesh, address, mtls.as_deref(), h2)?;
+        let security = crate::proxy::mesh_peer::Security::of(cluster.tls.as_ref(), mtls.as_deref());
+        let mut peer = crate::proxy::mesh_peer::peer(&self.mesh, address, security, h2)?;
         if h2 {
             peer.options.set_http_version(2, 2);
         }

@@ -169,6 +169,7 @@ mod tests {
             protocol: UpstreamProtocol::Http1,
             endpoints: Vec::new().into(),
             policy,
+            tls: None,
         };
         ClusterState::new(&cluster)
     }

@@ -4,7 +4,7 @@
 use ferry_model::{ClusterPolicy, HashOn, Limits, LoadBalancer, OutlierDetection, RetryBudget};
 
 use crate::inputs::istio::{
-    self, ConnectionPool, DestinationRule, LoadBalancerSettings, TrafficPolicy,
+    self, ClientTlsSettings, ConnectionPool, DestinationRule, LoadBalancerSettings, TrafficPolicy,
 };
 use crate::translate::duration::parse_ms;
 
@@ -101,12 +101,15 @@ pub fn cluster_policy(
     Ok(policy)
 }
 
-/// The DestinationRule's `tls.mode` for `subset` (the subset's own over the top level):
-/// DISABLE and ISTIO_MUTUAL are applied; TLS origination (SIMPLE, MUTUAL), the other `tls`
-/// fields and port-level `tls` are not yet, and are errors rather than plaintext sent where
-/// TLS was asked for.
-pub fn tls_mode(dr: &DestinationRule, subset: Option<&str>) -> Result<Option<String>, Problem> {
-    let mut mode = None;
+/// The DestinationRule `tls` block in force for `subset` (the subset's own over the top
+/// level), with its field path. Modes: DISABLE and ISTIO_MUTUAL steer the mesh's mTLS; SIMPLE
+/// and MUTUAL originate TLS (see `upstream_tls`). Port-level `tls` is not supported yet and
+/// is an error rather than plaintext sent where TLS was asked for.
+pub fn client_tls<'a>(
+    dr: &'a DestinationRule,
+    subset: Option<&str>,
+) -> Result<Option<(&'a ClientTlsSettings, String)>, Problem> {
+    let mut found = None;
     let levels = dr
         .spec
         .subsets
@@ -132,25 +135,17 @@ pub fn tls_mode(dr: &DestinationRule, subset: Option<&str>) -> Result<Option<Str
             }
         }
         let Some(tls) = &policy.tls else { continue };
-        if let Some(other) = tls.other.keys().next() {
-            let message = format!("{other} is not supported yet (only mode)");
-            return Err((format!("{field}.tls.{other}"), message));
-        }
         match tls.mode.as_deref() {
-            None => {}
-            Some(m @ ("DISABLE" | "ISTIO_MUTUAL")) => mode = Some(m.to_string()),
-            Some(m @ ("SIMPLE" | "MUTUAL")) => {
-                let message = format!("mode {m} (TLS origination) is not supported yet");
-                return Err((format!("{field}.tls.mode"), message));
-            }
+            None | Some("DISABLE" | "ISTIO_MUTUAL" | "SIMPLE" | "MUTUAL") => {}
             Some(other) => {
                 let message =
                     format!("mode {other:?} is not one of DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL");
                 return Err((format!("{field}.tls.mode"), message));
             }
         }
+        found = Some((tls, format!("{field}.tls")));
     }
-    Ok(mode)
+    Ok(found)
 }
 
 fn duration(value: &Option<String>, field: String) -> Result<Option<u64>, Problem> {

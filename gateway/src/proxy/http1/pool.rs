@@ -16,12 +16,13 @@ use tokio::io::{AsyncRead, ReadBuf};
 /// Idle connections kept per endpoint (beyond it the oldest are closed).
 const MAX_IDLE_PER_ENDPOINT: usize = 128;
 
-/// What a pooled connection is for: an endpoint, over mesh mTLS or not (one endpoint can be
-/// reached both ways, e.g. through two DestinationRule subsets).
+/// What a pooled connection is for: an endpoint, and how the connection is protected (one
+/// endpoint can be reached several ways, e.g. through two DestinationRule subsets):
+/// `Security::pool_class`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Key {
     pub address: SocketAddr,
-    pub mtls: bool,
+    pub security: u64,
 }
 
 /// An upstream connection and what the proxy knows of its history.

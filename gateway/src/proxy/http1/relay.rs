@@ -13,6 +13,7 @@ use super::exchange::try_timeout;
 use super::pool::{self, Upstream};
 use super::response::{parse_response, Framing, ResponseHead};
 use super::{write, Conn, Http1Proxy, Next};
+use crate::proxy::mesh_peer::Security;
 use crate::proxy::tries::Failure;
 use crate::proxy::{admit, policy, RequestCtx};
 use crate::rewrite::{apply_header_mods, EditHeaders};
@@ -82,13 +83,14 @@ pub async fn try_endpoint(
         .tries
         .current_endpoint(&cluster)
         .and_then(|e| e.mtls.clone());
+    let security = Security::of(cluster.tls.as_ref(), mtls.as_deref());
     let key = pool::Key {
         address,
-        mtls: mtls.is_some(),
+        security: security.pool_class(),
     };
     let mut upstream = match pool::take(key, idle_timeout) {
         Some(upstream) => upstream,
-        None => dial(proxy, key, mtls.as_deref(), policy.connect_timeout_ms).await?,
+        None => dial(proxy, key, security, policy.connect_timeout_ms).await?,
     };
     let resendable = body.rest == 0;
     let response = loop {
@@ -99,7 +101,7 @@ pub async fn try_endpoint(
             // A pooled connection the peer closed before answering: nothing was processed,
             // so the request goes again on a fresh connection (not counted as a retry).
             Err(Stale) if upstream.reused && resendable => {
-                upstream = dial(proxy, key, mtls.as_deref(), policy.connect_timeout_ms).await?;
+                upstream = dial(proxy, key, security, policy.connect_timeout_ms).await?;
             }
             Err(Stale) => {
                 return Err(fail(
@@ -124,14 +126,14 @@ pub async fn try_endpoint(
 async fn dial(
     proxy: &Http1Proxy,
     key: pool::Key,
-    mtls: Option<&str>,
+    security: Security<'_>,
     connect_timeout_ms: Option<u64>,
 ) -> Result<Upstream, TryFailure> {
     let connect_failure = |error: Box<Error>| TryFailure {
         failure: Failure::Connect,
         error,
     };
-    let mut peer = crate::proxy::mesh_peer::peer(&proxy.mesh, key.address, mtls, false)
+    let mut peer = crate::proxy::mesh_peer::peer(&proxy.mesh, key.address, security, false)
         .map_err(connect_failure)?;
     peer.options.connection_timeout =
         Some(connect_timeout_ms.map_or(CONNECT_TIMEOUT, Duration::from_millis));

@@ -1,0 +1,131 @@
+//! DestinationRule `tls.mode` SIMPLE / MUTUAL -> the TLS a proxy originates to a cluster.
+//!
+//! Keys and CAs come from the `credentialName` Secret, looked up in the proxy's own namespace
+//! (Istio's rule; standalone: the DestinationRule's namespace), so no proxy receives another
+//! namespace's keys. Whatever cannot be honoured makes the cluster's connections fail
+//! (`unusable`) instead of going out in cleartext or unverified.
+
+use ferry_model::{ClientCertificate, Meta, PrivateKeyPem, Str, UpstreamTls};
+use k8s_openapi::api::core::v1::Secret;
+
+use super::tls::{find_secret, secret_text};
+use crate::inputs::istio::ClientTlsSettings;
+
+/// A field and what is wrong with it.
+pub type Problem = (String, String);
+
+/// Where to read Secrets from, and which.
+pub struct SecretScope<'a> {
+    pub secrets: &'a [Secret],
+    pub namespace: &'a str,
+}
+
+/// The origination settings for a SIMPLE or MUTUAL `tls` block at `field` of a rule for
+/// `host`; problems are errors to report on the rule.
+pub fn from_destination_rule(
+    source: Meta,
+    host: &str,
+    tls: &ClientTlsSettings,
+    field: &str,
+    scope: &SecretScope<'_>,
+    problems: &mut Vec<Problem>,
+) -> UpstreamTls {
+    let mutual = tls.mode.as_deref() == Some("MUTUAL");
+    let mut unusable: Option<String> = None;
+    let mut refuse = |at: &str, message: String, problems: &mut Vec<Problem>| {
+        problems.push((format!("{field}.{at}"), message.clone()));
+        unusable.get_or_insert(message);
+    };
+    let files = [
+        ("clientCertificate", &tls.client_certificate),
+        ("privateKey", &tls.private_key),
+        ("caCertificates", &tls.ca_certificates),
+        ("caCrl", &tls.ca_crl),
+    ];
+    for (name, value) in files {
+        if value.is_some() {
+            let message =
+                format!("{name} (a file on the proxy) is not supported; use credentialName");
+            refuse(name, message, problems);
+        }
+    }
+    let mut ca_pem = None;
+    let mut client_certificate = None;
+    match tls.credential_name.as_deref() {
+        Some(name) => {
+            let found = credential(scope, name, mutual);
+            match found {
+                Ok((ca, client)) => (ca_pem, client_certificate) = (ca, client),
+                Err(message) => refuse("credentialName", message, problems),
+            }
+        }
+        None if mutual => refuse(
+            "credentialName",
+            "mode MUTUAL needs credentialName (a Secret with tls.crt and tls.key)".into(),
+            problems,
+        ),
+        None => {}
+    }
+    let insecure = tls.insecure_skip_verify.unwrap_or(false);
+    let default_sni = (!host.contains('*')).then(|| Str::from(host));
+    UpstreamTls {
+        source,
+        sni: tls.sni.as_deref().map(Str::from).or(default_sni),
+        subject_alt_names: tls
+            .subject_alt_names
+            .iter()
+            .map(|s| Str::from(s.as_str()))
+            .collect(),
+        ca_pem: ca_pem.map(Str::from),
+        client_certificate,
+        insecure_skip_verify: insecure,
+        unusable: unusable.map(Str::from),
+    }
+}
+
+/// The CA (`ca.crt` or `cacert`, in the Secret or in `<name>-cacert`) and, for MUTUAL, the
+/// client certificate (`tls.crt`, `tls.key`) of Secret `name`.
+fn credential(
+    scope: &SecretScope<'_>,
+    name: &str,
+    mutual: bool,
+) -> Result<(Option<String>, Option<ClientCertificate>), String> {
+    let namespace = scope.namespace;
+    let secret = find_secret(scope.secrets, namespace, name)
+        .ok_or_else(|| format!("Secret {namespace}/{name} not found"))?;
+    let ca_of = |s: &Secret| secret_text(s, "ca.crt").or_else(|| secret_text(s, "cacert"));
+    let ca = ca_of(secret).or_else(|| {
+        find_secret(scope.secrets, namespace, &format!("{name}-cacert")).and_then(ca_of)
+    });
+    if let Some(ca) = &ca {
+        check_ca(ca).map_err(|e| format!("Secret {namespace}/{name}: {e}"))?;
+    }
+    if !mutual {
+        return Ok((ca, None));
+    }
+    let field = |key: &str| {
+        secret_text(secret, key).ok_or_else(|| format!("Secret {namespace}/{name} has no `{key}`"))
+    };
+    let (chain, key) = (field("tls.crt")?, field("tls.key")?);
+    ferry_model::certified_key(&chain, &key)
+        .map_err(|e| format!("Secret {namespace}/{name}: {e}"))?;
+    let client = ClientCertificate {
+        secret: Meta::new("Secret", namespace, name),
+        cert_chain_pem: chain.into(),
+        private_key_pem: PrivateKeyPem(key.into()),
+    };
+    Ok((ca, Some(client)))
+}
+
+/// The CA bundle holds at least one PEM certificate.
+fn check_ca(pem: &str) -> Result<(), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let certificates = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("ca.crt is not PEM: {e}"))?;
+    if certificates.is_empty() {
+        return Err("ca.crt holds no certificate".into());
+    }
+    Ok(())
+}
