@@ -78,17 +78,28 @@ impl TlsTransport {
             .protocol_version()
             .and_then(|v| v.as_str())
             .unwrap_or("unknown");
-        // A verified client certificate (only mesh mTLS asks for one) names the peer's
-        // SPIFFE ID; it travels in the digest's peer-certificate field, where both request
-        // paths read it for metrics and logs (`peer_identity`).
+        // A verified client certificate (mesh mTLS, or a listener validating client
+        // certificates) may name the peer's SPIFFE ID; it travels in the digest's
+        // peer-certificate field, where both request paths read it for metrics, logs and
+        // authorization (`peer_identity`); the certificate's SHA-256 goes in its digest field
+        // (x-forwarded-client-cert's Hash).
         let peer = crate::mesh_identity::peer_id(session.peer_certificates());
         let organization = peer.map(|id| id.to_string());
+        let cert_digest = session
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|leaf| {
+                ring::digest::digest(&ring::digest::SHA256, leaf.as_ref())
+                    .as_ref()
+                    .to_vec()
+            })
+            .unwrap_or_default();
         let digest = Arc::new(SslDigest::new(
             cipher,
             version,
             organization,
             None,
-            Vec::new(),
+            cert_digest,
         ));
         let alpn = match session.alpn_protocol() {
             Some(b"h2" | crate::mesh_identity::ALPN_MESH_H2) => Some(ALPN::H2),
@@ -200,10 +211,32 @@ impl<T: Transport> DownstreamIo<T> {
 
 /// The SPIFFE ID (URI) of a mesh mTLS peer, from a connection's TLS digest.
 pub fn peer_identity(digest: Option<&SslDigest>) -> Option<Arc<str>> {
+    peer_identity_str(digest).map(Into::into)
+}
+
+/// [`peer_identity`] without a copy.
+pub fn peer_identity_str(digest: Option<&SslDigest>) -> Option<&str> {
     let organization = digest?.organization.as_deref()?;
     organization
         .starts_with("spiffe://")
-        .then(|| organization.into())
+        .then_some(organization)
+}
+
+/// The `x-forwarded-client-cert` element for a verified client certificate (Envoy's
+/// format): its SHA-256 and, when it names one, its SPIFFE ID.
+pub fn client_cert_details(digest: &SslDigest) -> Option<String> {
+    if digest.cert_digest.is_empty() {
+        return None;
+    }
+    let hash: String = digest
+        .cert_digest
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Some(match peer_identity_str(Some(digest)) {
+        Some(uri) => format!("Hash={hash};URI={uri}"),
+        None => format!("Hash={hash}"),
+    })
 }
 
 /// Puts `bytes` back in front of what a cleartext downstream connection reads next, so a

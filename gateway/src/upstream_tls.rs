@@ -222,7 +222,7 @@ impl ServerCertVerifier for NamesVerifier {
 }
 
 /// Whether the certificate's SAN extension lists one of `names` exactly.
-fn carries_one_of(cert: &CertificateDer<'_>, names: &[String]) -> bool {
+pub(crate) fn carries_one_of(cert: &CertificateDer<'_>, names: &[String]) -> bool {
     use x509_parser::extensions::GeneralName;
     let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
         return false;

@@ -26,7 +26,9 @@ pub use snapshot::{
 };
 #[cfg(feature = "rustls")]
 pub use tls::certified_key;
-pub use tls::{ClientCertificate, ListenerTls, PrivateKeyPem, ServerCertificate, UpstreamTls};
+pub use tls::{
+    ClientCertificate, ClientValidation, ListenerTls, PrivateKeyPem, ServerCertificate, UpstreamTls,
+};
 pub use traffic::{
     ClusterPolicy, Cors, Fault, FaultAbort, FaultDelay, HashOn, Limits, LoadBalancer,
     OutlierDetection, RetryBudget, RetryOn, RetryPolicy, RoutePolicy,

@@ -12,6 +12,26 @@ pub struct ListenerTls {
     /// In the order they were declared; the first whose names match the SNI wins, and a
     /// client without SNI (or with an unknown name) gets the first `*` certificate, if any.
     pub certificates: Arc<[ServerCertificate]>,
+    /// Client certificates asked for and verified (Istio MUTUAL / OPTIONAL_MUTUAL, Gateway
+    /// API frontend validation); None: none asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_validation: Option<ClientValidation>,
+}
+
+/// How a listener verifies client certificates.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientValidation {
+    /// Who asked for it.
+    pub source: Meta,
+    /// PEM trust anchors the client's chain must lead to.
+    pub ca_pem: Str,
+    /// OPTIONAL_MUTUAL / AllowInsecureFallback: a client without a certificate is served
+    /// (one with a certificate that does not verify is still refused).
+    #[serde(default)]
+    pub optional: bool,
+    /// Names the client certificate must carry one of (URI or DNS); empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<Str>,
 }
 
 /// One certificate chain and its key, taken from a Kubernetes Secret of type kubernetes.io/tls.

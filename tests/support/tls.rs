@@ -257,3 +257,72 @@ impl TlsBackend {
         TlsBackend { port, task }
     }
 }
+
+/// GET `https://{sni}{path}` over HTTP/1.1 from 127.0.0.1:`port`, trusting `ca_pem`,
+/// presenting `client` when given, with extra `headers`. Errors carry the failure.
+pub async fn https_get_as(
+    port: u16,
+    sni: &str,
+    ca_pem: &str,
+    client: Option<&Leaf>,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Reply, String> {
+    use rustls::pki_types::PrivateKeyDer;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let mut config = match client {
+        Some(leaf) => {
+            let chain = CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes())
+                .map_err(|e| e.to_string())?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| e.to_string())?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let name = ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| format!("http/1.1 handshake: {e}"))?;
+    tokio::spawn(conn);
+    let mut request = http::Request::get(path).header("host", sni);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = sender
+        .send_request(request.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .map_err(|e| format!("request (the server may have refused the certificate): {e}"))?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    Ok(Reply {
+        status,
+        headers,
+        text: String::from_utf8_lossy(&body).into_owned(),
+    })
+}

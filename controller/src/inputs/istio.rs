@@ -109,7 +109,9 @@ pub struct Server {
 }
 
 /// A Gateway server's `tls` block (ServerTLSSettings). Ferry terminates TLS with a
-/// `credentialName` Secret (mode SIMPLE) and honours `httpsRedirect`; the rest is reported.
+/// `credentialName` Secret (modes SIMPLE, MUTUAL, OPTIONAL_MUTUAL: the client CA is the
+/// Secret's `ca.crt` or a `<name>-cacert` Secret's) and honours `httpsRedirect` and
+/// `subjectAltNames`; the rest is reported.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServerTls {
@@ -133,8 +135,9 @@ pub struct ServerTls {
     pub ca_crl: Unsupported,
     #[serde(default)]
     pub tls_certificates: Unsupported,
+    /// MUTUAL / OPTIONAL_MUTUAL: names a client certificate must carry one of.
     #[serde(default)]
-    pub subject_alt_names: Unsupported,
+    pub subject_alt_names: Vec<String>,
     #[serde(default)]
     pub verify_certificate_spki: Unsupported,
     #[serde(default)]

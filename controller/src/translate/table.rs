@@ -54,6 +54,7 @@ struct PortEntry {
     sources: BTreeSet<Meta>,
     protocol: Option<PortProtocol>,
     certificates: Vec<ServerCertificate>,
+    client_validation: Option<ferry_model::ClientValidation>,
     hosts: BTreeMap<String, Vec<(RouteOrder, Route)>>,
 }
 
@@ -95,6 +96,45 @@ impl RouteTable {
         }
     }
 
+    /// Asks for client certificates on an HTTPS port. Servers sharing the port share one TLS
+    /// configuration, so the strictest validation wins (required beats optional); a second,
+    /// different one is refused with the message naming the first (its clients are then
+    /// checked against the first's CA: stricter, never looser).
+    pub fn client_validation(
+        &mut self,
+        port: u16,
+        validation: ferry_model::ClientValidation,
+    ) -> Result<(), String> {
+        let entry = self.ports.entry(port).or_default();
+        match &entry.client_validation {
+            None => entry.client_validation = Some(validation),
+            Some(held)
+                if held.ca_pem == validation.ca_pem
+                    && held.subject_alt_names == validation.subject_alt_names =>
+            {
+                if !validation.optional {
+                    entry.client_validation = Some(validation);
+                }
+            }
+            Some(held) if held.optional && !validation.optional => {
+                entry.client_validation = Some(validation)
+            }
+            Some(held) => {
+                return Err(format!(
+                    "port {port} already verifies client certificates as {} asks; one TLS \
+                     configuration serves the port, so this server's validation is not used",
+                    held.source
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the port verifies client certificates.
+    pub fn validates_clients(&self, port: u16) -> Option<&ferry_model::ClientValidation> {
+        self.ports.get(&port)?.client_validation.as_ref()
+    }
+
     pub fn add(&mut self, port: u16, host: &str, order: RouteOrder, route: Route) {
         let entry = self.ports.entry(port).or_default();
         let routes = entry.hosts.entry(host.to_ascii_lowercase()).or_default();
@@ -126,6 +166,7 @@ impl RouteTable {
                 virtual_hosts: entry.hosts.into_iter().map(virtual_host).collect(),
                 tls: (entry.protocol == Some(PortProtocol::Https)).then(|| ListenerTls {
                     certificates: entry.certificates.into(),
+                    client_validation: entry.client_validation,
                 }),
             })
             .collect()

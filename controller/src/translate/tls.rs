@@ -57,3 +57,33 @@ pub(crate) fn secret_text(secret: &Secret, key: &str) -> Option<String> {
         .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok());
     from_data.or_else(|| secret.string_data.as_ref()?.get(key).cloned())
 }
+
+/// A client CA bundle for credential `name` in `namespace`: the Secret's `ca.crt`, or the
+/// `<name>-cacert` Secret's `cacert` / `ca.crt` (Istio's two layouts). Checked to hold PEM
+/// certificates.
+pub(crate) fn client_ca(cx: &Context<'_>, namespace: &str, name: &str) -> Result<String, String> {
+    let secrets = &cx.inputs.secrets;
+    let in_secret = find_secret(secrets, namespace, name).and_then(|s| secret_text(s, "ca.crt"));
+    let separate = || {
+        let secret = find_secret(secrets, namespace, &format!("{name}-cacert"))?;
+        secret_text(secret, "cacert").or_else(|| secret_text(secret, "ca.crt"))
+    };
+    let ca = in_secret.or_else(separate).ok_or_else(|| {
+        format!("no client CA: Secret {namespace}/{name} has no `ca.crt` and there is no Secret {namespace}/{name}-cacert")
+    })?;
+    check_ca_bundle(&ca).map_err(|e| format!("client CA of {namespace}/{name}: {e}"))?;
+    Ok(ca)
+}
+
+/// At least one PEM certificate, all parseable.
+pub(crate) fn check_ca_bundle(pem: &str) -> Result<(), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let certificates = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not PEM: {e}"))?;
+    if certificates.is_empty() {
+        return Err("no certificate in it".into());
+    }
+    Ok(())
+}

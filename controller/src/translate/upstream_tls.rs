@@ -8,7 +8,7 @@
 use ferry_model::{ClientCertificate, Meta, PrivateKeyPem, Str, UpstreamTls};
 use k8s_openapi::api::core::v1::Secret;
 
-use super::tls::{find_secret, secret_text};
+use super::tls::{check_ca_bundle, find_secret, secret_text};
 use crate::inputs::istio::ClientTlsSettings;
 
 /// A field and what is wrong with it.
@@ -98,7 +98,7 @@ fn credential(
         find_secret(scope.secrets, namespace, &format!("{name}-cacert")).and_then(ca_of)
     });
     if let Some(ca) = &ca {
-        check_ca(ca).map_err(|e| format!("Secret {namespace}/{name}: {e}"))?;
+        check_ca_bundle(ca).map_err(|e| format!("Secret {namespace}/{name}: CA {e}"))?;
     }
     if !mutual {
         return Ok((ca, None));
@@ -115,17 +115,4 @@ fn credential(
         private_key_pem: PrivateKeyPem(key.into()),
     };
     Ok((ca, Some(client)))
-}
-
-/// The CA bundle holds at least one PEM certificate.
-fn check_ca(pem: &str) -> Result<(), String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let certificates = CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("ca.crt is not PEM: {e}"))?;
-    if certificates.is_empty() {
-        return Err("ca.crt holds no certificate".into());
-    }
-    Ok(())
 }

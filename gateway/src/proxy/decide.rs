@@ -81,8 +81,9 @@ pub fn decide(
     // requests, which have a dialled IP, are authorized at the destination's inbound).
     let mut auth_edits = Vec::new();
     if dialled_ip.is_none() {
+        // A verified client certificate naming a SPIFFE ID is the peer's principal.
         let peer = super::authz::Peer {
-            identity: None,
+            identity: crate::downstream_io::peer_identity_str(req.tls),
             destination_ip: None,
             port,
             sni: None,
@@ -91,6 +92,7 @@ pub fn decide(
             Ok(edits) => auth_edits = edits,
             Err(refused) => return Decision::Reply(refused),
         }
+        client_cert_header(req, &mut auth_edits);
     }
     let (mut host, host_port) = host_of(req.authority);
     if let Some(ip) = dialled_ip.filter(|_| !snapshot.serves_host(port, &host)) {
@@ -140,6 +142,22 @@ pub fn decide(
             }),
             reply => reply,
         },
+    }
+}
+
+const XFCC: &str = "x-forwarded-client-cert";
+
+/// At the edge, `x-forwarded-client-cert` describes the verified client certificate, and
+/// nothing a client wrote itself (Istio's SANITIZE_SET at gateways).
+fn client_cert_header(req: &RequestFacts<'_>, edits: &mut Vec<super::jwt::HeaderEdit>) {
+    use super::jwt::HeaderEdit;
+    let details = req.tls.and_then(crate::downstream_io::client_cert_details);
+    if details.is_none() && crate::header_lookup::first_text(req.headers, XFCC).is_none() {
+        return; // the common case: nothing to remove or add
+    }
+    edits.push(HeaderEdit::Remove(XFCC.into()));
+    if let Some(details) = details {
+        edits.push(HeaderEdit::Set(XFCC.into(), details));
     }
 }
 

@@ -1,5 +1,6 @@
 //! What the shared decision code reads of a request, whichever loop parsed it.
 
+use pingora_core::protocols::tls::SslDigest;
 use pingora_http::RequestHeader;
 use std::net::IpAddr;
 
@@ -15,11 +16,18 @@ pub struct RequestFacts<'a> {
     pub method: &'a str,
     pub headers: &'a dyn HeaderLookup,
     pub client_ip: Option<IpAddr>,
+    /// The downstream TLS session, when the listener terminated TLS (client certificate).
+    pub tls: Option<&'a SslDigest>,
 }
 
 impl<'a> RequestFacts<'a> {
-    pub fn of(req: &'a RequestHeader, client_ip: Option<IpAddr>) -> Self {
+    pub fn of(
+        req: &'a RequestHeader,
+        client_ip: Option<IpAddr>,
+        tls: Option<&'a SslDigest>,
+    ) -> Self {
         RequestFacts {
+            tls,
             authority: authority_of(req),
             path: req.uri.path(),
             query: req.uri.query(),

@@ -73,7 +73,7 @@ impl FerryProxy {
         let Some(snapshot) = self.store.load() else {
             return Ok(Vec::new());
         };
-        let facts = RequestFacts::of(session.req_header(), client_ip(session));
+        let facts = RequestFacts::of(session.req_header(), client_ip(session), ssl_of(session));
         let peer = super::authz::Peer {
             identity: ctx.peer_identity.as_deref(),
             destination_ip: ctx.inbound.map(|a| a.ip()),
@@ -127,9 +127,13 @@ impl ProxyHttp for FerryProxy {
         ctx.listener_port = port;
         if inbound.is_some() {
             ctx.inbound = inbound;
-            let digest = session.as_downstream().digest();
-            let ssl = digest.and_then(|d| d.ssl_digest.as_deref());
-            ctx.peer_identity = crate::downstream_io::peer_identity(ssl);
+            ctx.peer_identity = crate::downstream_io::peer_identity(ssl_of(session));
+            if ctx.peer_identity.is_none() {
+                // Only a mesh peer's x-forwarded-client-cert is passed on to the app.
+                session
+                    .req_header_mut()
+                    .remove_header("x-forwarded-client-cert");
+            }
             match self.authorize_inbound(session, ctx) {
                 Ok(edits) => super::jwt::apply(&edits, session.req_header_mut()),
                 Err(refused) => return refused.send(session).await.map(|_| true),
@@ -142,7 +146,7 @@ impl ProxyHttp for FerryProxy {
         };
         ctx.snapshot = Some(snapshot.clone());
         let client_ip = client_ip(session);
-        let facts = RequestFacts::of(session.req_header(), client_ip);
+        let facts = RequestFacts::of(session.req_header(), client_ip, ssl_of(session));
         let decision = decide::decide(&snapshot, &facts, port, dialled_ip);
         match decision {
             Decision::Reply(reply) => {
@@ -155,7 +159,7 @@ impl ProxyHttp for FerryProxy {
                 ctx.mirror = decide::mirror_for(&snapshot, &forward, session.req_header());
                 ctx.route = Some(forward.route.clone());
                 ctx.backend = Some(forward.backend);
-                let facts = RequestFacts::of(session.req_header(), client_ip);
+                let facts = RequestFacts::of(session.req_header(), client_ip, ssl_of(session));
                 match admit::admit(&facts, ctx, forward).await {
                     Some(reply) => reply.send(session).await.map(|_| true),
                     None => Ok(false),
@@ -415,4 +419,10 @@ impl FerryProxy {
             self.mirrors.send(pending, body);
         }
     }
+}
+
+/// The downstream TLS session, when the listener terminated TLS.
+fn ssl_of(session: &Session) -> Option<&pingora_core::protocols::tls::SslDigest> {
+    let digest = session.as_downstream().digest()?;
+    digest.ssl_digest.as_deref()
 }

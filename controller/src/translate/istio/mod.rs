@@ -133,14 +133,14 @@ fn serve_server(
     };
     let hosts = server_hosts(&server.hosts, &meta.namespace);
     let protocol = server.port.protocol.to_ascii_uppercase();
+    let mut validation = None;
     let (port_protocol, certificates) = match protocol.as_str() {
         "HTTP" | "HTTP2" | "GRPC" | "" => (PortProtocol::Http, Vec::new()),
         "HTTPS" => {
             let names = hosts.iter().map(|(_, h)| Str::from(h.as_str())).collect();
-            (
-                PortProtocol::Https,
-                server_certificates(cx, meta, server, field, names)?,
-            )
+            let certificates = server_certificates(cx, meta, server, field, names)?;
+            validation = client_validation(cx, meta, server, field)?;
+            (PortProtocol::Https, certificates)
         }
         other => {
             let message =
@@ -161,6 +161,26 @@ fn serve_server(
         })?;
     for certificate in certificates {
         cx.table.certificate(port, certificate);
+    }
+    if let Some(validation) = validation {
+        cx.table
+            .client_validation(port, validation)
+            .map_err(|message| {
+                Condition::warn("Valid", "PortConflict", message).field(format!("{field}.tls.mode"))
+            })?;
+    } else if port_protocol == PortProtocol::Https {
+        if let Some(held) = cx.table.validates_clients(port) {
+            let message = format!(
+                "port {port} verifies client certificates ({} asks for it): clients of this \
+                 server must present one too",
+                held.source
+            );
+            cx.reports.push(
+                meta,
+                Condition::warn("Valid", "PortConflict", message)
+                    .field(format!("{field}.tls.mode")),
+            );
+        }
     }
     let https_redirect = port_protocol == PortProtocol::Http
         && server.tls.as_ref().is_some_and(|t| t.https_redirect);
@@ -194,13 +214,11 @@ fn server_certificates(
         ));
     };
     match tls.mode.as_deref().unwrap_or("PASSTHROUGH") {
-        "SIMPLE" => {}
-        "MUTUAL" | "OPTIONAL_MUTUAL" | "ISTIO_MUTUAL" => {
-            return Err(unsupported(
-                "client certificate verification (MUTUAL) is not supported yet",
-                ".mode",
-            ))
-        }
+        "SIMPLE" | "MUTUAL" | "OPTIONAL_MUTUAL" => {}
+        "ISTIO_MUTUAL" => return Err(unsupported(
+            "ISTIO_MUTUAL at a gateway server is not supported yet (use MUTUAL with a client CA)",
+            ".mode",
+        )),
         other => {
             return Err(unsupported(
                 &format!("TLS mode {other} is not supported (SIMPLE only)"),
@@ -217,7 +235,7 @@ fn server_certificates(
         let message = if tls.server_certificate.is_some() {
             "certificate files (serverCertificate/privateKey) are not supported; use credentialName"
         } else {
-            "mode SIMPLE needs credentialName"
+            "modes SIMPLE, MUTUAL and OPTIONAL_MUTUAL need credentialName"
         };
         return Err(unsupported(message, ".credentialName"));
     }
@@ -244,6 +262,62 @@ fn server_certificates(
             )
         })
         .collect()
+}
+
+/// MUTUAL / OPTIONAL_MUTUAL: the client CA from the credentialName Secret (`ca.crt`), or from
+/// a `<name>-cacert` Secret (`cacert` or `ca.crt`), read where the certificate is. Without a
+/// CA the server is not served (never served without the check).
+fn client_validation(
+    cx: &mut Context<'_>,
+    meta: &Meta,
+    server: &Server,
+    field: &str,
+) -> Result<Option<ferry_model::ClientValidation>, Condition> {
+    let Some(tls) = &server.tls else {
+        return Ok(None);
+    };
+    let optional = match tls.mode.as_deref() {
+        Some("MUTUAL") => false,
+        Some("OPTIONAL_MUTUAL") => true,
+        _ => {
+            if !tls.subject_alt_names.is_empty() {
+                let message = "subjectAltNames apply to client certificates (MUTUAL, \
+                               OPTIONAL_MUTUAL) only; not used in this mode";
+                let condition = Condition::warn("Valid", "UnsupportedValue", message)
+                    .field(format!("{field}.tls.subjectAltNames"));
+                cx.reports.push(meta, condition);
+            }
+            return Ok(None);
+        }
+    };
+    let namespace = cx
+        .options
+        .workload_namespace
+        .clone()
+        .unwrap_or_else(|| meta.namespace.to_string());
+    let name = tls
+        .credential_name
+        .as_deref()
+        .or(tls.credential_names.first().map(String::as_str))
+        .unwrap_or_default();
+    let ca = super::tls::client_ca(cx, &namespace, name).map_err(|message| {
+        Condition::warn(
+            "Valid",
+            "ReferencedResourceNotFound",
+            format!("{message}; server ignored"),
+        )
+        .field(format!("{field}.tls.credentialName"))
+    })?;
+    Ok(Some(ferry_model::ClientValidation {
+        source: meta.clone(),
+        ca_pem: ca.into(),
+        optional,
+        subject_alt_names: tls
+            .subject_alt_names
+            .iter()
+            .map(|s| Str::from(s.as_str()))
+            .collect(),
+    }))
 }
 
 /// Server hosts in `namespace/host` form; `*/` and no prefix mean any namespace, `./` the

@@ -60,6 +60,7 @@ impl Http1Proxy {
             method: conn.head.method(bytes),
             headers: &lookup,
             client_ip: conn.client.map(|c| c.ip()),
+            tls: conn.ssl.as_deref(),
         };
         let forward =
             match decide::decide(&snapshot, &facts, conn.entry.port, conn.entry.dialled_ip) {

@@ -92,6 +92,8 @@ pub(super) struct Conn {
     pub local: Option<SocketAddr>,
     pub entry: Entry,
     pub tls: bool,
+    /// The TLS session (client certificate), when the listener terminated TLS.
+    pub ssl: Option<std::sync::Arc<pingora_core::protocols::tls::SslDigest>>,
     /// Turns true when the process drains: the current response says `Connection: close`.
     pub shutdown: watch::Receiver<bool>,
     /// Requests served on this connection, the current one included.
@@ -213,8 +215,10 @@ impl Http1Proxy {
             .and(digest.as_ref())
             .and_then(|d| inet(d.original_dst()));
         let entry = Entry::of(local.map_or(0, |a| a.port()), original, self.inbound_port);
+        let ssl = io.get_ssl_digest();
         Conn {
-            tls: io.get_ssl_digest().is_some(),
+            tls: ssl.is_some(),
+            ssl,
             io,
             buf: BytesMut::with_capacity(buffers::READ_BUFFER),
             head: RequestHead::default(),
