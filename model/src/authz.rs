@@ -117,7 +117,8 @@ pub enum ConditionKey {
     SourcePrincipal,
     DestinationIp,
     DestinationPort,
-    /// `connection.sni`: the server name of a TLS connection (absent over cleartext).
+    /// `connection.sni`: the server name of a TLS connection. The translator does not emit
+    /// it yet (a policy using it fails closed); absent when `sni` is not known.
     ConnectionSni,
     /// `request.auth.principal` (`iss/sub` of the verified JWT).
     RequestAuthPrincipal,

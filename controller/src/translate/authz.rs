@@ -323,7 +323,14 @@ fn condition(w: &input::When, field: &str) -> Result<Condition, Problem> {
         "source.principal" => ConditionKey::SourcePrincipal,
         "destination.ip" => ConditionKey::DestinationIp,
         "destination.port" => ConditionKey::DestinationPort,
-        "connection.sni" => ConditionKey::ConnectionSni,
+        // The proxies do not record the TLS server name per connection yet: a policy that
+        // depends on it fails closed rather than never matching.
+        "connection.sni" => {
+            return Err((
+                format!("{field}.key"),
+                "condition key \"connection.sni\" is not supported yet".into(),
+            ))
+        }
         key => match key
             .strip_prefix("request.headers[")
             .and_then(|k| k.strip_suffix(']'))
