@@ -140,8 +140,8 @@ fn the_crds_chart_holds_what_ferry_crds_prints_and_each_set_switches_off() {
     };
     assert_eq!(
         kinds(&[]).len(),
-        11,
-        "5 Gateway API + 3 Istio networking + 3 Istio security"
+        12,
+        "6 Gateway API + 3 Istio networking + 3 Istio security"
     );
     let no_istio = kinds(&["--set", "istio.enabled=false"]);
     assert!(no_istio.contains(&"HTTPRoute".to_string()));

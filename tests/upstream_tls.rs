@@ -201,3 +201,56 @@ async fn origination_that_cannot_be_honoured_is_reported_and_refused() {
     );
     assert_eq!(get().await, Some(200));
 }
+
+fn backend_tls_policy(validation: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata: {{name: secure, namespace: default}}\n\
+         spec:\n  targetRefs: [{{group: \"\", kind: Service, name: secure}}]\n  validation: {validation}\n"
+    )
+}
+
+fn config_map(name: &str, ca_pem: &str) -> String {
+    let indented: String = ca_pem.lines().map(|l| format!("    {l}\n")).collect();
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: default}}\ndata:\n  ca.crt: |\n{indented}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backend_tls_policy_originates_tls_with_its_ca_and_hostname() {
+    let backend_ca = TestCa::new("backend-ca");
+    let backend = TlsBackend::start(&backend_ca.issue(&["backend.test"]), None).await;
+    let stranger = TestCa::new("stranger");
+    let cases = [
+        ("the ConfigMap's CA and the hostname", "{hostname: backend.test, caCertificateRefs: [{group: \"\", kind: ConfigMap, name: backend-ca}]}", 200),
+        ("another CA", "{hostname: backend.test, caCertificateRefs: [{group: \"\", kind: ConfigMap, name: stranger-ca}]}", 503),
+        ("a hostname the certificate does not name", "{hostname: other.test, caCertificateRefs: [{group: \"\", kind: ConfigMap, name: backend-ca}]}", 503),
+        ("a missing ConfigMap", "{hostname: backend.test, caCertificateRefs: [{group: \"\", kind: ConfigMap, name: missing}]}", 503),
+    ];
+    for (what, validation, want) in cases {
+        let port = free_port();
+        let dir = ConfigDir::new();
+        let docs = [
+            gateway("default", "gw", &[("http", port, None)]),
+            service_at(backend.port),
+            ROUTE.to_string(),
+            backend_tls_policy(validation),
+            config_map("backend-ca", &backend_ca.cert_pem),
+            config_map("stranger-ca", &stranger.cert_pem),
+        ];
+        dir.write("all.yaml", &docs.join("---\n"));
+        let gw = Gateway::start(dir.path()).await;
+        for proto in [Proto::H1, Proto::H2c] {
+            let reply = Http::new(proto)
+                .get(&format!("http://127.0.0.1:{port}/p"), None, &[])
+                .await
+                .unwrap_or_else(|| panic!("{what}: no answer"));
+            assert_eq!(reply.status, want, "{what} ({proto:?}): {}", reply.text);
+            if want == 200 {
+                assert_eq!(reply.echo()["sni"], "backend.test", "{what}");
+            }
+        }
+        if what == "a missing ConfigMap" {
+            let reports = gw.config_dump().await["reports"].to_string();
+            assert!(reports.contains("InvalidCACertificateRef"), "{reports}");
+        }
+    }
+}

@@ -87,6 +87,7 @@ const CODES: &[(&str, &str)] = &[
     ("JwksFetchFailed", "FRY0602"),
     ("KeyLeftOut", "FRY0603"),
     ("Ignored", "FRY0604"),
+    ("InvalidCACertificateRef", "FRY0207"),
 ];
 
 /// The code of a reason; `FRY0999` for one not in the table (a test keeps that from happening).

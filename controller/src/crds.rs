@@ -12,8 +12,8 @@ use kube::CustomResourceExt;
 pub fn all() -> Vec<CustomResourceDefinition> {
     use gateway_api::apis::experimental::httproutes::HttpRoute;
     use gateway_api::apis::standard::{
-        gatewayclasses::GatewayClass, gateways::Gateway, grpcroutes::GrpcRoute,
-        referencegrants::ReferenceGrant,
+        backendtlspolicies::BackendTlsPolicy, gatewayclasses::GatewayClass, gateways::Gateway,
+        grpcroutes::GrpcRoute, referencegrants::ReferenceGrant,
     };
     let mut crds: Vec<_> = [
         GatewayClass::crd(),
@@ -21,6 +21,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         HttpRoute::crd(),
         GrpcRoute::crd(),
         ReferenceGrant::crd(),
+        BackendTlsPolicy::crd(),
     ]
     .into_iter()
     .map(approved)

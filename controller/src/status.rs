@@ -52,6 +52,22 @@ pub fn desired(inputs: &Inputs, reports: &[Report]) -> Vec<DesiredStatus> {
             push(&mut out, meta, json!({ "parents": parents }));
         }
     }
+    for policy in &inputs.backend_tls_policies {
+        let meta = meta_of("BackendTLSPolicy", &policy.metadata);
+        let conditions = object_conditions(reports, &meta, None, policy.metadata.generation);
+        let ancestors: Vec<Value> = policy_ancestors(&routes, reports, policy)
+            .into_iter()
+            .map(|gateway| {
+                json!({
+                    "ancestorRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                                     "namespace": &*gateway.namespace, "name": &*gateway.name},
+                    "controllerName": CONTROLLER_NAME,
+                    "conditions": conditions,
+                })
+            })
+            .collect();
+        push(&mut out, meta, json!({ "ancestors": ancestors }));
+    }
     let istio = inputs
         .istio_gateways
         .iter()
@@ -118,6 +134,52 @@ fn istio_status(reports: &[Report], object: &Meta, generation: Option<i64>) -> V
         })
         .collect();
     json!({"observedGeneration": generation.unwrap_or(0), "validationMessages": messages})
+}
+
+/// A BackendTLSPolicy's ancestors: the Gateways of Ferry's whose routes send traffic to a
+/// Service it targets.
+fn policy_ancestors(
+    routes: &[(&'static str, HttpRoute)],
+    reports: &[Report],
+    policy: &gateway_api::apis::standard::backendtlspolicies::BackendTlsPolicy,
+) -> Vec<Meta> {
+    let namespace = policy.metadata.namespace.as_deref().unwrap_or("default");
+    let targeted = |ns: &str, name: &str| {
+        ns == namespace
+            && policy
+                .spec
+                .target_refs
+                .iter()
+                .any(|t| t.group.is_empty() && t.kind == "Service" && t.name == name)
+    };
+    let mut out: Vec<Meta> = Vec::new();
+    for (_, route) in routes {
+        let route_ns = route.metadata.namespace.as_deref().unwrap_or("default");
+        let sends = route.spec.rules.iter().flatten().any(|rule| {
+            rule.backend_refs.iter().flatten().any(|b| {
+                b.kind.as_deref().unwrap_or("Service") == "Service"
+                    && targeted(b.namespace.as_deref().unwrap_or(route_ns), &b.name)
+            })
+        });
+        if !sends {
+            continue;
+        }
+        for parent in route.spec.parent_refs.iter().flatten() {
+            let gateway = Meta::new(
+                "Gateway",
+                parent.namespace.as_deref().unwrap_or(route_ns),
+                &parent.name,
+            );
+            let ours = reports.iter().any(|r| r.object == gateway);
+            if ours
+                && parent.kind.as_deref().unwrap_or("Gateway") == "Gateway"
+                && !out.contains(&gateway)
+            {
+                out.push(gateway);
+            }
+        }
+    }
+    out
 }
 
 /// HTTPRoutes and GRPCRoutes (in their HTTPRoute form, which keeps parentRefs) with kinds.

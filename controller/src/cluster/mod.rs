@@ -27,6 +27,7 @@ const KINDS: &[(&str, &str)] = &[
     ("gateway.networking.k8s.io", "HTTPRoute"),
     ("gateway.networking.k8s.io", "GRPCRoute"),
     ("gateway.networking.k8s.io", "ReferenceGrant"),
+    ("gateway.networking.k8s.io", "BackendTLSPolicy"),
     ("networking.istio.io", "Gateway"),
     ("networking.istio.io", "VirtualService"),
     ("networking.istio.io", "DestinationRule"),
@@ -40,6 +41,7 @@ const KINDS: &[(&str, &str)] = &[
     ("", "Namespace"),
     ("", "Node"),
     ("", "Secret"),
+    ("", "ConfigMap"),
 ];
 
 /// Changes closer together than this are translated once (a `kubectl apply -f dir/`

@@ -207,6 +207,10 @@ fn typed_object(
         ("", "Namespace") => Object::Namespace(decode(value, header, origin)?),
         ("", "Node") => Object::Node(decode(value, header, origin)?),
         ("", "Secret") => Object::Secret(decode(value, header, origin)?),
+        ("", "ConfigMap") => Object::ConfigMap(decode(value, header, origin)?),
+        ("gateway.networking.k8s.io", "BackendTLSPolicy") => {
+            Object::BackendTlsPolicy(decode(value, header, origin)?)
+        }
         // A kind of an API group Ferry speaks that it does not read (ServiceEntry, Sidecar,
         // TLSRoute...) is an error naming it, never skipped: it may restrict or secure
         // traffic that Ferry would otherwise serve without it.

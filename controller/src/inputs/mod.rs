@@ -11,7 +11,8 @@ use gateway_api::apis::standard::{
 };
 // HTTPRoute is read with the experimental-channel types (a superset) so `retry` is kept.
 use gateway_api::apis::experimental::httproutes::HttpRoute;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
+use gateway_api::apis::standard::backendtlspolicies::BackendTlsPolicy;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 
@@ -45,6 +46,9 @@ pub struct Inputs {
     pub nodes: Vec<Node>,
     /// TLS certificates for HTTPS listeners (kubernetes.io/tls Secrets).
     pub secrets: Vec<Secret>,
+    /// CA bundles (`ca.crt`) for BackendTLSPolicy; other keys are dropped when read.
+    pub config_maps: Vec<ConfigMap>,
+    pub backend_tls_policies: Vec<BackendTlsPolicy>,
     /// Key sets fetched for RequestAuthentication `jwksUri`s (and OpenID discovery), by
     /// [`crate::jwks::KeySource::key`]: filled by whoever fetched them, never read from files.
     pub jwks: std::collections::BTreeMap<String, crate::jwks::FetchedJwks>,
@@ -71,6 +75,8 @@ pub enum Object {
     Namespace(Box<Namespace>),
     Node(Box<Node>),
     Secret(Box<Secret>),
+    ConfigMap(Box<ConfigMap>),
+    BackendTlsPolicy(Box<BackendTlsPolicy>),
 }
 
 impl Inputs {
@@ -94,6 +100,15 @@ impl Inputs {
             Object::Namespace(o) => self.namespaces.push(*o),
             Object::Node(o) => self.nodes.push(*o),
             Object::Secret(o) => self.secrets.push(*o),
+            Object::ConfigMap(mut o) => {
+                // Only CA bundles are read: other configuration is not kept in memory.
+                if let Some(data) = o.data.as_mut() {
+                    data.retain(|key, _| key == "ca.crt");
+                }
+                o.binary_data = None;
+                self.config_maps.push(*o)
+            }
+            Object::BackendTlsPolicy(o) => self.backend_tls_policies.push(*o),
         }
     }
 
@@ -127,6 +142,8 @@ impl Inputs {
         out.request_authentications
             .retain(|o| keep("RequestAuthentication", &o.metadata));
         out.ingresses.retain(|o| keep("Ingress", &o.metadata));
+        out.backend_tls_policies
+            .retain(|o| keep("BackendTLSPolicy", &o.metadata));
         out.services.retain(|o| keep("Service", &o.metadata));
         out
     }

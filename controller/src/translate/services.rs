@@ -63,6 +63,8 @@ pub struct ServiceCatalog<'a> {
     clusters: BTreeMap<String, Cluster>,
     mesh_tls: super::mesh_tls::MeshTls,
     secrets: &'a [k8s_openapi::api::core::v1::Secret],
+    config_maps: &'a [k8s_openapi::api::core::v1::ConfigMap],
+    backend_tls_policies: &'a [gateway_api::apis::standard::backendtlspolicies::BackendTlsPolicy],
     /// The proxy's namespace, where DestinationRule credentialName Secrets are read.
     workload_namespace: Option<String>,
     pub problems: Vec<Problem>,
@@ -105,6 +107,8 @@ impl<'a> ServiceCatalog<'a> {
             clusters: BTreeMap::new(),
             mesh_tls,
             secrets: &inputs.secrets,
+            config_maps: &inputs.config_maps,
+            backend_tls_policies: &inputs.backend_tls_policies,
             workload_namespace,
             problems: Vec::new(),
         }
@@ -155,7 +159,8 @@ impl<'a> ServiceCatalog<'a> {
         let upstream_tls = match (rule, tls) {
             (Some(dr), Some((settings, field))) => self.upstream_tls(dr, &settings, &field),
             _ => None,
-        };
+        }
+        .or_else(|| self.backend_tls(namespace, name, service_port));
         let slices: Vec<&EndpointSlice> = self
             .slices
             .get(&(namespace, name))
@@ -237,6 +242,23 @@ impl<'a> ServiceCatalog<'a> {
                 None
             }
         }
+    }
+
+    /// A BackendTLSPolicy's origination for the Service port (its problems are reported on
+    /// the policy by `gateway_api::backend_tls`).
+    fn backend_tls(
+        &self,
+        namespace: &str,
+        name: &str,
+        port: &ServicePort,
+    ) -> Option<ferry_model::UpstreamTls> {
+        let policy = super::upstream_tls::backend_tls_policy_for(
+            self.backend_tls_policies,
+            namespace,
+            name,
+            port.name.as_deref(),
+        )?;
+        Some(super::upstream_tls::from_backend_tls_policy(policy, self.config_maps).0)
     }
 
     /// SIMPLE / MUTUAL: the TLS to originate.

@@ -6,7 +6,8 @@
 //! (`unusable`) instead of going out in cleartext or unverified.
 
 use ferry_model::{ClientCertificate, Meta, PrivateKeyPem, Str, UpstreamTls};
-use k8s_openapi::api::core::v1::Secret;
+use gateway_api::apis::standard::backendtlspolicies::BackendTlsPolicy;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 
 use super::tls::{check_ca_bundle, find_secret, secret_text};
 use crate::inputs::istio::ClientTlsSettings;
@@ -115,4 +116,128 @@ fn credential(
         private_key_pem: PrivateKeyPem(key.into()),
     };
     Ok((ca, Some(client)))
+}
+
+/// A Gateway API BackendTLSPolicy as origination settings: `hostname` is the SNI and, without
+/// `subjectAltNames`, the name verified; the CA is the `ca.crt` of ConfigMaps in the policy's
+/// namespace, or the system's roots (`wellKnownCACertificates: System`). Problems are
+/// `(field, reason, message)`, with the Gateway API reasons.
+pub fn from_backend_tls_policy(
+    policy: &BackendTlsPolicy,
+    config_maps: &[ConfigMap],
+) -> (UpstreamTls, Vec<(String, &'static str, String)>) {
+    let namespace = policy.metadata.namespace.as_deref().unwrap_or("default");
+    let validation = &policy.spec.validation;
+    let mut problems = Vec::new();
+    let refs = validation
+        .ca_certificate_refs
+        .as_deref()
+        .unwrap_or_default();
+    let mut bundle = String::new();
+    for (i, reference) in refs.iter().enumerate() {
+        let field = format!("spec.validation.caCertificateRefs[{i}]");
+        if !reference.group.is_empty() || reference.kind != "ConfigMap" {
+            let message = format!("{} {} is not a ConfigMap", reference.kind, reference.name);
+            problems.push((field, "InvalidKind", message));
+            continue;
+        }
+        let found = config_maps.iter().find(|c| {
+            c.metadata.namespace.as_deref() == Some(namespace)
+                && c.metadata.name.as_deref() == Some(reference.name.as_str())
+        });
+        let ca = found.and_then(|c| c.data.as_ref()?.get("ca.crt").cloned());
+        match ca.map(|ca| check_ca_bundle(&ca).map(|_| ca)) {
+            Some(Ok(ca)) => bundle.push_str(&ca),
+            Some(Err(e)) => problems.push((
+                field,
+                "InvalidCACertificateRef",
+                format!("ConfigMap {namespace}/{}: ca.crt {e}", reference.name),
+            )),
+            None => problems.push((
+                field,
+                "InvalidCACertificateRef",
+                format!(
+                    "ConfigMap {namespace}/{} with a ca.crt not found",
+                    reference.name
+                ),
+            )),
+        }
+    }
+    let system = validation.well_known_ca_certificates.as_deref();
+    match (system, refs.is_empty()) {
+        (Some("System"), true) | (None, false) => {}
+        (Some("System"), false) => problems.push((
+            "spec.validation".into(),
+            "Invalid",
+            "caCertificateRefs and wellKnownCACertificates are exclusive".into(),
+        )),
+        (Some(other), _) => problems.push((
+            "spec.validation.wellKnownCACertificates".into(),
+            "Invalid",
+            format!("{other:?} is not supported (System only)"),
+        )),
+        (None, true) => problems.push((
+            "spec.validation".into(),
+            "Invalid",
+            "one of caCertificateRefs or wellKnownCACertificates is required".into(),
+        )),
+    }
+    let subject_alt_names = validation
+        .subject_alt_names
+        .iter()
+        .flatten()
+        .filter_map(|san| san.hostname.clone().or_else(|| san.uri.clone()))
+        .map(Str::from)
+        .collect();
+    let unusable = problems
+        .first()
+        .map(|(_, _, message)| Str::from(message.as_str()));
+    let tls = UpstreamTls {
+        source: Meta::new(
+            "BackendTLSPolicy",
+            namespace,
+            policy.metadata.name.as_deref().unwrap_or_default(),
+        ),
+        sni: Some(validation.hostname.as_str().into()),
+        subject_alt_names,
+        ca_pem: (!bundle.is_empty()).then(|| bundle.into()),
+        client_certificate: None,
+        insecure_skip_verify: false,
+        unusable,
+    };
+    (tls, problems)
+}
+
+/// The policy for port `port_name` of Service `namespace/name`: one naming the port
+/// (sectionName) wins over one for the whole Service; among equals the oldest, then by name
+/// (Gateway API's conflict rule).
+pub fn backend_tls_policy_for<'p>(
+    policies: &'p [BackendTlsPolicy],
+    namespace: &str,
+    name: &str,
+    port_name: Option<&str>,
+) -> Option<&'p BackendTlsPolicy> {
+    let targets = |p: &&BackendTlsPolicy, by_section: bool| {
+        p.metadata.namespace.as_deref().unwrap_or("default") == namespace
+            && p.spec.target_refs.iter().any(|t| {
+                t.group.is_empty()
+                    && t.kind == "Service"
+                    && t.name == name
+                    && match (&t.section_name, by_section) {
+                        (Some(section), true) => Some(section.as_str()) == port_name,
+                        (None, false) => true,
+                        _ => false,
+                    }
+            })
+    };
+    let oldest = |candidates: Vec<&'p BackendTlsPolicy>| {
+        candidates.into_iter().min_by_key(|p| {
+            (
+                p.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                p.metadata.name.clone(),
+            )
+        })
+    };
+    oldest(policies.iter().filter(|p| targets(p, true)).collect())
+        .or_else(|| oldest(policies.iter().filter(|p| targets(p, false)).collect()))
 }

@@ -1,5 +1,6 @@
 //! Gateway API: GatewayClass, Gateway listeners and HTTPRoute attachment.
 
+mod backend_tls;
 mod filters;
 pub mod grpc;
 pub(crate) mod mesh;
@@ -35,6 +36,7 @@ struct GatewayListener<'a> {
 pub(crate) fn translate(cx: &mut Context<'_>) {
     let classes = served_classes(cx);
     not_applied::report(cx, &classes);
+    backend_tls::report(cx);
     let listeners = served_listeners(cx, &classes);
     let served = Served { classes, listeners };
     for route in &cx.inputs.http_routes {
