@@ -172,3 +172,46 @@ async fn the_client_certificate_is_the_principal_authorization_policy_sees() {
     assert_eq!(status(&acme).await, Ok(200));
     assert_eq!(status(&other).await, Ok(403));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_api_frontend_validation_requires_a_certificate_from_its_ca_config_map() {
+    let echo = Echo::start("web");
+    let (server_ca, client_ca) = (TestCa::new("server CA"), TestCa::new("client CA"));
+    let port = free_port();
+    let dir = ConfigDir::new();
+    let gateway = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: edge, namespace: default}}\n\
+         spec:\n  gatewayClassName: ferry\n  tls:\n    frontend:\n      default:\n        validation:\n          \
+         caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: client-ca}}]\n  listeners:\n  \
+         - {{name: https, port: {port}, protocol: HTTPS, hostname: {HOST}, tls: {{certificateRefs: [{{name: edge-cert}}]}}}}\n"
+    );
+    let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web, namespace: default}\n\
+         spec: {parentRefs: [{name: edge}], rules: [{backendRefs: [{name: web, port: 80}]}]}\n";
+    let indented: String = client_ca
+        .cert_pem
+        .lines()
+        .map(|l| format!("    {l}\n"))
+        .collect();
+    let config_map = format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: client-ca, namespace: default}}\ndata:\n  ca.crt: |\n{indented}");
+    dir.write(
+        "all.yaml",
+        &join(&[
+            &gateway,
+            route,
+            &config_map,
+            &support::tls::tls_secret("default", "edge-cert", &server_ca.issue(&[HOST])),
+            &service("default", "web", 80, &[ep(&echo, &[])]),
+        ]),
+    );
+    let _gw = Gateway::start(dir.path()).await;
+    let ca = server_ca.cert_pem.clone();
+    let client = client_ca.issue_svid(CLIENT_ID, Duration::from_secs(3600));
+    let served = https_get_as(port, HOST, &ca, Some(&client), "/", &[])
+        .await
+        .map(|r| r.status);
+    assert_eq!(served, Ok(200));
+    assert!(
+        https_get_as(port, HOST, &ca, None, "/", &[]).await.is_err(),
+        "AllowValidOnly requires a certificate"
+    );
+}

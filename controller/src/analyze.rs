@@ -88,6 +88,7 @@ const CODES: &[(&str, &str)] = &[
     ("KeyLeftOut", "FRY0603"),
     ("Ignored", "FRY0604"),
     ("InvalidCACertificateRef", "FRY0207"),
+    ("InvalidCACertificateKind", "FRY0208"),
 ];
 
 /// The code of a reason; `FRY0999` for one not in the table (a test keeps that from happening).

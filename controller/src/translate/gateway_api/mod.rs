@@ -2,6 +2,7 @@
 
 mod backend_tls;
 mod filters;
+mod frontend;
 pub mod grpc;
 pub(crate) mod mesh;
 mod not_applied;
@@ -175,9 +176,12 @@ fn program_listener(
     let port = u16::try_from(listener.port)
         .map_err(|_| Condition::warn("Accepted", "UnsupportedValue", "port out of range"))?;
     conflict_with_earlier(listener, earlier)?;
-    let certificates = match protocol {
-        PortProtocol::Http => Vec::new(),
-        PortProtocol::Https => listener_certificates(cx, gateway, listener, field)?,
+    let (certificates, validation) = match protocol {
+        PortProtocol::Http => (Vec::new(), None),
+        PortProtocol::Https => (
+            listener_certificates(cx, gateway, listener, field)?,
+            frontend_validation(cx, gateway, port)?,
+        ),
     };
     cx.table
         .listener(port, gateway, protocol)
@@ -185,7 +189,29 @@ fn program_listener(
     for certificate in certificates {
         cx.table.certificate(port, certificate);
     }
+    if let Some(validation) = validation {
+        cx.table
+            .client_validation(port, validation)
+            .map_err(|message| Condition::warn("Conflicted", "ProtocolConflict", message))?;
+    }
     Ok(())
+}
+
+/// The Gateway's `spec.tls.frontend` client validation for an HTTPS port.
+fn frontend_validation(
+    cx: &Context<'_>,
+    gateway: &Meta,
+    port: u16,
+) -> Result<Option<ferry_model::ClientValidation>, Condition> {
+    let Some(object) = cx
+        .inputs
+        .gateways
+        .iter()
+        .find(|g| meta_of("Gateway", &g.metadata) == *gateway)
+    else {
+        return Ok(None);
+    };
+    frontend::validation_for(cx, object, gateway, port)
 }
 
 fn listener_protocol(listener: &GatewayListeners, field: &str) -> Result<PortProtocol, Condition> {

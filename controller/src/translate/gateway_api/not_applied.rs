@@ -1,6 +1,5 @@
 //! Gateway API fields Ferry reads but does not apply, named on their objects (status,
-//! `ferry analyze`, `/config_dump`) instead of being dropped without a word; one about
-//! security (client certificate validation) fails closed.
+//! `ferry analyze`, `/config_dump`) instead of being dropped without a word.
 
 use gateway_api::apis::standard::gateways::Gateway;
 
@@ -12,22 +11,6 @@ pub(super) fn report(cx: &mut Context<'_>, classes: &[String]) {
     for gateway in &cx.inputs.gateways {
         if classes.contains(&gateway.spec.gateway_class_name) {
             let meta = meta_of("Gateway", &gateway.metadata);
-            if gateway
-                .spec
-                .tls
-                .as_ref()
-                .is_some_and(|t| t.frontend.is_some())
-            {
-                // Client certificate validation Ferry cannot do fails closed: the Gateway is
-                // not served rather than served without the check.
-                let message = "client certificate validation (spec.tls.frontend) is not \
-                               supported yet; the Gateway is not served";
-                cx.reports.push(
-                    &meta,
-                    Condition::error("Accepted", "UnsupportedValue", message)
-                        .field("spec.tls.frontend"),
-                );
-            }
             for (field, why) in gateway_fields(gateway) {
                 let message = format!("{field} is accepted but not applied yet: {why}");
                 cx.reports.push(
