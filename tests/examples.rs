@@ -265,3 +265,55 @@ async fn https_gateway_example_serves_tls_with_its_ca_and_redirects_plain_http()
         Some("https://shop.demo.example:18443/cart")
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn authorization_verifies_tokens_and_applies_per_service_rules() {
+    let (_backends, _gw) = start_example("authorization").await;
+    let token = |name: &str| {
+        let text = std::fs::read_to_string(example("authorization").join(name)).unwrap();
+        format!("Bearer {}", text.trim())
+    };
+    let (alice, bob, expired) = (token("alice.jwt"), token("bob.jwt"), token("expired.jwt"));
+    for proto in BOTH {
+        let http = Http::new(proto);
+        let get = |path: &'static str, auth: Option<String>| {
+            let http = http.clone();
+            async move {
+                let headers: Vec<(&str, &str)> =
+                    auth.iter().map(|a| ("authorization", a.as_str())).collect();
+                http.get(&format!("http://127.0.0.1:18090{path}"), None, &headers)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(
+            get("/orders", None).await.status,
+            403,
+            "{proto:?}: no token"
+        );
+        let orders = get("/orders", Some(bob.clone())).await;
+        assert_eq!(orders.status, 200, "{proto:?}");
+        assert_eq!(orders.echo()["headers"]["x-user"], "bob", "{proto:?}");
+        assert!(orders.echo()["headers"].get("authorization").is_none());
+        assert_eq!(
+            get("/reports", Some(bob.clone())).await.status,
+            403,
+            "{proto:?}: bob is not in ops"
+        );
+        assert_eq!(
+            get("/reports", Some(alice.clone())).await.backend(),
+            "reports"
+        );
+        let refused = get("/orders", Some(expired.clone())).await;
+        assert_eq!(
+            (refused.status, refused.text.trim()),
+            (401, "Jwt is expired"),
+            "{proto:?}"
+        );
+        assert_eq!(
+            get("/admin", Some(alice.clone())).await.status,
+            403,
+            "{proto:?}: no ALLOW rule"
+        );
+    }
+}
