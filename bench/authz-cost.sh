@@ -8,7 +8,8 @@
 # The policies are one ALLOW AuthorizationPolicy selecting the gateway (root namespace,
 # `istio: ingressgateway`) with N rules, each a path prefix; only the last one matches the
 # requests, so every request evaluates all N (the worst case). Procedure as
-# bench/callgrind.sh: warm-up 2,000 requests, zero the counters, REQUESTS requests, dump.
+# bench/callgrind.sh: warm-up 2,000 requests, zero the counters, REQUESTS requests, dump;
+# then req/s of each configuration outside valgrind (three rotated rounds, median).
 # Writes bench/results/authz-cost.md. Target (issue: mesh security II): <= 5% more
 # instructions at 10 rules than with none.
 set -euo pipefail
@@ -105,12 +106,33 @@ for rules in 0 10 1000; do
   echo "$rules rules: ${instructions[$rules]} instructions per request" >&2
 done
 
+# Requests per second on one worker, the gateway outside valgrind: three rounds rotated
+# over the configurations, median per configuration (h2load, 32 keep-alive clients).
+declare -A rates
+for rules in 0 10 1000; do rates[$rules]=""; done
+for round in 1 2 3; do
+  for rules in 0 10 1000; do
+    dir="$work/rules-$rules"
+    "$ferry" gateway --concurrency 1 --config "$dir" --admin 127.0.0.1:19401 \
+      --bind-address 127.0.0.1 --access-log off --log warn >/dev/null 2>&1 &
+    pid=$!
+    wait_ok "http://127.0.0.1:$port/"
+    load 5000 "http://127.0.0.1:$port/"
+    rate="$(h2load --h1 -n 100000 -c 32 "http://127.0.0.1:$port/" 2>/dev/null | awk '/^finished in/ {print int($4)}')"
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    rates[$rules]="${rates[$rules]} $rate"
+    echo "round $round, $rules rules: $rate req/s" >&2
+  done
+done
+median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -n | sed -n 2p; }
+
 {
   echo "# AuthorizationPolicy cost at a gateway ($(date -u +%Y-%m-%d), $requests keep-alive requests, worst case: every rule evaluated)"
   echo
-  echo "| rules | instructions / request | vs no policy |"
-  echo "|---|---|---|"
+  echo "| rules | instructions / request | vs no policy | req/s, one worker (median of 3) | vs no policy |"
+  echo "|---|---|---|---|---|"
   for rules in 0 10 1000; do
-    echo "| $rules | ${instructions[$rules]} | $(awk -v a="${instructions[$rules]}" -v b="${instructions[0]}" 'BEGIN {printf "%+.1f%%", (a - b) * 100 / b}') |"
+    r="$(median "${rates[$rules]}")"; r0="$(median "${rates[0]}")"
+    echo "| $rules | ${instructions[$rules]} | $(awk -v a="${instructions[$rules]}" -v b="${instructions[0]}" 'BEGIN {printf "%+.1f%%", (a - b) * 100 / b}') | $r | $(awk -v a="$r" -v b="$r0" 'BEGIN {printf "%.2fx", a / b}') |"
   done
 } | tee "$out/authz-cost.md"

@@ -273,19 +273,18 @@ fn istio_match_ignoring_case(pattern: &str, value: &str) -> bool {
     pattern.eq_ignore_ascii_case(value)
 }
 
-/// Istio's string forms: exact, `prefix*`, `*suffix`, `*`.
+/// Istio's string forms: exact, `prefix*`, `*suffix`, `*`. Compared as bytes: a `char`
+/// pattern in `strip_suffix` costs several times as many instructions, on every rule of
+/// every request.
 #[inline]
 pub fn istio_match(pattern: &str, value: &str) -> bool {
-    if pattern == "*" {
-        return true;
+    let value = value.as_bytes();
+    match pattern.as_bytes() {
+        [b'*'] => true,
+        [prefix @ .., b'*'] => value.starts_with(prefix),
+        [b'*', suffix @ ..] => value.ends_with(suffix),
+        exact => exact == value,
     }
-    if let Some(prefix) = pattern.strip_suffix('*') {
-        return value.starts_with(prefix);
-    }
-    if let Some(suffix) = pattern.strip_prefix('*') {
-        return value.ends_with(suffix);
-    }
-    pattern == value
 }
 
 fn namespace_of(principal: &str) -> Option<&str> {
