@@ -842,6 +842,56 @@ async fn sidecars_speak_mutual_tls_as_peer_authentication_says_and_rotate_withou
         "a denied TCP connection must be closed"
     );
     let _ = forecast;
+
+    // RequestAuthentication at the server's sidecar: a bad token is refused with 401, a good
+    // one is the request principal the policy asks for, none is not enough.
+    let signer = support::jwt::Signer::ec("mesh");
+    let jwks = support::jwt::jwks(&[&signer]);
+    write_config(
+        "PERMISSIVE",
+        &format!(
+            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: weather, namespace: weather}}\n\
+             spec:\n  selector: {{matchLabels: {{app: weather}}}}\n  jwtRules: [{{issuer: https://auth.test, jwks: '{jwks}'}}]\n---\n\
+             apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: weather, namespace: weather}}\n\
+             spec:\n  selector: {{matchLabels: {{app: weather}}}}\n  rules: [{{from: [{{source: {{requestPrincipals: [\"https://auth.test/*\"]}}}}]}}]\n"
+        ),
+    );
+    let token = signer.sign(serde_json::json!({"iss": "https://auth.test", "sub": "client", "exp": support::jwt::now() + 600}));
+    let with_token = |token: &str| {
+        client
+            .run(
+                "curl",
+                &[
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "-H",
+                    "Host: weather",
+                    "-H",
+                    &format!("Authorization: Bearer {token}"),
+                    &format!("http://{CLUSTER_IP}/forecast"),
+                ],
+            )
+            .unwrap_or_default()
+    };
+    eventually_within(
+        "RequestAuthentication applied",
+        Duration::from_secs(10),
+        || async { with_token("not.a.token") == "401" },
+    )
+    .await;
+    assert_eq!(
+        with_token(&token),
+        "200",
+        "a verified token is the request principal"
+    );
+    assert_eq!(
+        via_client("/forecast"),
+        "403",
+        "no token: no request principal"
+    );
 }
 
 async fn metric_value(pod: &Pod, sample: &str) -> f64 {

@@ -105,6 +105,9 @@ pub fn authenticate(
     port: u16,
     edits: &mut Vec<HeaderEdit>,
 ) -> Outcome {
+    if policies.is_empty() {
+        return Outcome::Anonymous; // AuthorizationPolicy without RequestAuthentication
+    }
     let rules: Vec<&CompiledRule> = policies
         .iter()
         .filter(|p| p.listener_ports.is_empty() || p.listener_ports.contains(&port))
