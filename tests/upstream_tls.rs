@@ -81,6 +81,27 @@ fn cases() -> Vec<Case> {
             want: (503, false),
         },
         Case {
+            what: "SIMPLE with the CA from a file on the proxy (caCertificates)",
+            backend_requires_client_cert: false,
+            backend_names: vec!["backend.test"],
+            tls: "{mode: SIMPLE, caCertificates: CA_FILE, sni: backend.test}".into(),
+            want: (200, false),
+        },
+        Case {
+            what: "MUTUAL with the client certificate and key from files",
+            backend_requires_client_cert: true,
+            backend_names: vec!["backend.test"],
+            tls: "{mode: MUTUAL, caCertificates: CA_FILE, clientCertificate: CERT_FILE, privateKey: KEY_FILE, sni: backend.test}".into(),
+            want: (200, true),
+        },
+        Case {
+            what: "a CA file the proxy cannot read",
+            backend_requires_client_cert: false,
+            backend_names: vec!["backend.test"],
+            tls: "{mode: SIMPLE, caCertificates: /nonexistent/ca.pem, sni: backend.test}".into(),
+            want: (503, false),
+        },
+        Case {
             what: "MUTUAL: the client certificate from the Secret",
             backend_requires_client_cert: true,
             backend_names: vec!["backend.test"],
@@ -105,7 +126,23 @@ async fn destination_rule_tls_is_originated_verified_and_fails_closed() {
         TestCa::new("stranger"),
     );
     let client = client_ca.issue(&["gateway.test"]);
-    for case in cases() {
+    let files = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = files.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let (ca_file, cert_file, key_file) = (
+        file("ca.pem", &backend_ca.cert_pem),
+        file("cert.pem", &client.cert_pem),
+        file("key.pem", &client.key_pem),
+    );
+    for mut case in cases() {
+        case.tls = case
+            .tls
+            .replace("CA_FILE", &ca_file)
+            .replace("CERT_FILE", &cert_file)
+            .replace("KEY_FILE", &key_file);
         let leaf = if case.backend_names[0].starts_with("spiffe://") {
             backend_ca.issue_svid(case.backend_names[0], std::time::Duration::from_secs(3600))
         } else {
@@ -184,15 +221,15 @@ async fn origination_that_cannot_be_honoured_is_reported_and_refused() {
             .map(|r| r.status)
     };
     assert_eq!(get().await, Some(200));
-    // MUTUAL without a client certificate, and a file path: the change is refused with the
-    // fields named, and the last good configuration keeps serving.
+    // MUTUAL without a client certificate, and a revocation list: the change is refused with
+    // the fields named, and the last good configuration keeps serving.
     let mut bad = good.clone();
-    bad[3] = destination_rule("{mode: MUTUAL, caCertificates: /etc/certs/ca.pem}");
+    bad[3] = destination_rule("{mode: MUTUAL, caCrl: /etc/certs/crl.pem}");
     dir.write("all.yaml", &bad.join("---\n"));
     support::eventually(|| async { !gw.config_dump().await["last_rejected"].is_null() }).await;
     let reasons = gw.config_dump().await["last_rejected"]["reasons"].to_string();
     assert!(
-        reasons.contains("spec.trafficPolicy.tls.caCertificates"),
+        reasons.contains("spec.trafficPolicy.tls.caCrl"),
         "{reasons}"
     );
     assert!(

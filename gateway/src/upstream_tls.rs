@@ -35,6 +35,8 @@ pub struct CompiledUpstreamTls {
 
 impl CompiledUpstreamTls {
     pub fn compile(tls: &UpstreamTls) -> Self {
+        let loaded = with_files(tls);
+        let tls = &loaded;
         let pool_id = {
             let mut hasher = std::hash::DefaultHasher::new();
             format!(
@@ -81,6 +83,39 @@ impl CompiledUpstreamTls {
             h2,
         })
     }
+}
+
+/// The settings with the files they name read in (DestinationRule `caCertificates`,
+/// `clientCertificate`, `privateKey`); a file that cannot be read makes them unusable.
+fn with_files(tls: &UpstreamTls) -> UpstreamTls {
+    let mut loaded = tls.clone();
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read {path}: {e}", tls.source))
+    };
+    let mut failed = None;
+    if let Some(path) = &tls.ca_file {
+        match read(path) {
+            Ok(pem) => loaded.ca_pem = Some(pem.into()),
+            Err(e) => failed = Some(e),
+        }
+    }
+    if let Some((cert, key)) = &tls.client_certificate_files {
+        match (read(cert), read(key)) {
+            (Ok(chain), Ok(key)) => {
+                loaded.client_certificate = Some(ferry_model::ClientCertificate {
+                    secret: tls.source.clone(),
+                    cert_chain_pem: chain.into(),
+                    private_key_pem: ferry_model::PrivateKeyPem(key.into()),
+                })
+            }
+            (Err(e), _) | (_, Err(e)) => failed = Some(e),
+        }
+    }
+    if loaded.unusable.is_none() {
+        loaded.unusable = failed.map(Into::into);
+    }
+    loaded
 }
 
 /// A config that is never used to connect (the cluster is unusable), so one exists.

@@ -124,6 +124,13 @@ pub struct UpstreamTls {
     /// MUTUAL: the certificate the proxy presents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_certificate: Option<ClientCertificate>,
+    /// Files on the proxy (DestinationRule `caCertificates`, `clientCertificate`,
+    /// `privateKey`), read by the proxy when it applies the snapshot; in place of the PEM
+    /// fields above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<Str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate_files: Option<(Str, Str)>,
     /// DestinationRule `insecureSkipVerify`: the server's certificate is not checked.
     #[serde(default)]
     pub insecure_skip_verify: bool,

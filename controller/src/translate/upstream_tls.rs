@@ -37,19 +37,29 @@ pub fn from_destination_rule(
         problems.push((format!("{field}.{at}"), message.clone()));
         unusable.get_or_insert(message);
     };
-    let files = [
-        ("clientCertificate", &tls.client_certificate),
-        ("privateKey", &tls.private_key),
-        ("caCertificates", &tls.ca_certificates),
-        ("caCrl", &tls.ca_crl),
-    ];
-    for (name, value) in files {
-        if value.is_some() {
-            let message =
-                format!("{name} (a file on the proxy) is not supported; use credentialName");
-            refuse(name, message, problems);
-        }
+    if tls.ca_crl.is_some() {
+        let message = "caCrl (certificate revocation lists) is not supported yet".to_string();
+        refuse("caCrl", message, problems);
     }
+    let files = tls.client_certificate.is_some()
+        || tls.private_key.is_some()
+        || tls.ca_certificates.is_some();
+    if files && tls.credential_name.is_some() {
+        let message = "credentialName and certificate files are exclusive".to_string();
+        refuse("credentialName", message, problems);
+    }
+    // Files on the proxy, as Envoy reads them: the proxy loads them when it applies the
+    // snapshot (a file it cannot read fails the cluster's connections).
+    let ca_file = tls.ca_certificates.as_deref().map(Str::from);
+    let client_certificate_files = match (&tls.client_certificate, &tls.private_key) {
+        (Some(cert), Some(key)) => Some((Str::from(cert.as_str()), Str::from(key.as_str()))),
+        (None, None) => None,
+        _ => {
+            let message = "clientCertificate and privateKey go together".to_string();
+            refuse("clientCertificate", message, problems);
+            None
+        }
+    };
     let mut ca_pem = None;
     let mut client_certificate = None;
     match tls.credential_name.as_deref() {
@@ -60,9 +70,9 @@ pub fn from_destination_rule(
                 Err(message) => refuse("credentialName", message, problems),
             }
         }
-        None if mutual => refuse(
+        None if mutual && client_certificate_files.is_none() => refuse(
             "credentialName",
-            "mode MUTUAL needs credentialName (a Secret with tls.crt and tls.key)".into(),
+            "mode MUTUAL needs credentialName (a Secret with tls.crt and tls.key) or clientCertificate and privateKey".into(),
             problems,
         ),
         None => {}
@@ -79,6 +89,8 @@ pub fn from_destination_rule(
             .collect(),
         ca_pem: ca_pem.map(Str::from),
         client_certificate,
+        ca_file,
+        client_certificate_files,
         insecure_skip_verify: insecure,
         unusable: unusable.map(Str::from),
     }
@@ -202,6 +214,8 @@ pub fn from_backend_tls_policy(
         subject_alt_names,
         ca_pem: (!bundle.is_empty()).then(|| bundle.into()),
         client_certificate: None,
+        ca_file: None,
+        client_certificate_files: None,
         insecure_skip_verify: false,
         unusable,
     };
