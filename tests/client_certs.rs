@@ -215,3 +215,44 @@ async fn gateway_api_frontend_validation_requires_a_certificate_from_its_ca_conf
         "AllowValidOnly requires a certificate"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_sni_is_the_server_name_the_client_asked_for() {
+    let echo = Echo::start("web");
+    let ca = TestCa::new("server CA");
+    let leaf = ca.issue(&["shop.example.com", "admin.example.com"]);
+    let port = free_port();
+    let dir = ConfigDir::new();
+    let gateway = format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: shop-gw, namespace: shop}}\n\
+         spec:\n  selector: {{istio: ingressgateway}}\n  servers:\n\
+         \x20   - port: {{number: {port}, name: https, protocol: HTTPS}}\n      hosts: [\"*.example.com\"]\n      \
+         tls: {{mode: SIMPLE, credentialName: shop-cert}}\n"
+    );
+    let virtual_service = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: shop, namespace: shop}\n\
+         spec:\n  hosts: [\"*.example.com\"]\n  gateways: [shop-gw]\n  http: [{route: [{destination: {host: web}}]}]\n";
+    let policy = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: no-admin, namespace: istio-system}\n\
+         spec:\n  selector: {matchLabels: {istio: ingressgateway}}\n  action: DENY\n\
+         \x20 rules: [{when: [{key: connection.sni, values: [admin.example.com]}]}]\n";
+    dir.write(
+        "all.yaml",
+        &join(&[
+            &gateway,
+            virtual_service,
+            policy,
+            &support::tls::tls_secret("shop", "shop-cert", &leaf),
+            &service("shop", "web", 80, &[ep(&echo, &[])]),
+        ]),
+    );
+    let _gw = Gateway::start(dir.path()).await;
+    let status = |sni: &'static str| {
+        let ca = ca.cert_pem.clone();
+        async move {
+            https_get_as(port, sni, &ca, None, "/", &[])
+                .await
+                .map(|r| r.status)
+        }
+    };
+    assert_eq!(status("shop.example.com").await, Ok(200));
+    assert_eq!(status("admin.example.com").await, Ok(403));
+}

@@ -94,11 +94,15 @@ impl TlsTransport {
                     .to_vec()
             })
             .unwrap_or_default();
+        // Pingora's digest has no field for the server name the client asked for, and Ferry
+        // reports no certificate serial numbers: the SNI travels in that slot
+        // (`requested_server_name`), for AuthorizationPolicy's `connection.sni`.
+        let sni = session.server_name().map(str::to_ascii_lowercase);
         let digest = Arc::new(SslDigest::new(
             cipher,
             version,
             organization,
-            None,
+            sni,
             cert_digest,
         ));
         let alpn = match session.alpn_protocol() {
@@ -220,6 +224,11 @@ pub fn peer_identity_str(digest: Option<&SslDigest>) -> Option<&str> {
     organization
         .starts_with("spiffe://")
         .then_some(organization)
+}
+
+/// The TLS server name (SNI) the client asked for, as `TlsTransport` records it.
+pub fn requested_server_name(digest: Option<&SslDigest>) -> Option<&str> {
+    digest?.serial_number.as_deref()
 }
 
 /// The `x-forwarded-client-cert` element for a verified client certificate (Envoy's

@@ -117,8 +117,8 @@ pub enum ConditionKey {
     SourcePrincipal,
     DestinationIp,
     DestinationPort,
-    /// `connection.sni`: the server name of a TLS connection. The translator does not emit
-    /// it yet (a policy using it fails closed); absent when `sni` is not known.
+    /// `connection.sni`: the server name a TLS client asked for at a gateway (absent over
+    /// cleartext, and at a sidecar's inbound, whose mesh connections name no service).
     ConnectionSni,
     /// `request.auth.principal` (`iss/sub` of the verified JWT).
     RequestAuthPrincipal,

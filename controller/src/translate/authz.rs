@@ -323,14 +323,7 @@ fn condition(w: &input::When, field: &str) -> Result<Condition, Problem> {
         "source.principal" => ConditionKey::SourcePrincipal,
         "destination.ip" => ConditionKey::DestinationIp,
         "destination.port" => ConditionKey::DestinationPort,
-        // The proxies do not record the TLS server name per connection yet: a policy that
-        // depends on it fails closed rather than never matching.
-        "connection.sni" => {
-            return Err((
-                format!("{field}.key"),
-                "condition key \"connection.sni\" is not supported yet".into(),
-            ))
-        }
+        "connection.sni" => ConditionKey::ConnectionSni,
         key => match key
             .strip_prefix("request.headers[")
             .and_then(|k| k.strip_suffix(']'))

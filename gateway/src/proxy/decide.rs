@@ -86,7 +86,7 @@ pub fn decide(
             identity: crate::downstream_io::peer_identity_str(req.tls),
             destination_ip: None,
             port,
-            sni: None,
+            sni: crate::downstream_io::requested_server_name(req.tls),
         };
         match super::authz::check(snapshot, req, &peer) {
             Ok(edits) => auth_edits = edits,
