@@ -205,18 +205,34 @@ pub enum AuthzVerdict {
 }
 
 /// Istio's evaluation over the policies that apply to the workload.
-pub fn authorize<'p>(
-    policies: impl IntoIterator<Item = &'p AuthzPolicy> + Clone,
+pub fn authorize<'p, P>(policies: P, request: &AuthzRequest<'_>) -> AuthzVerdict
+where
+    P: IntoIterator<Item = &'p AuthzPolicy>,
+    P::IntoIter: Clone,
+{
+    let numbered = policies.into_iter().enumerate();
+    authorize_with(numbered, request, |_, p| p.rules.iter())
+}
+
+/// [`authorize`] over numbered policies, evaluating only the rules `candidates` yields for
+/// each (given its number): an index may leave out rules that cannot match the request (a
+/// proxy's path index), never one that can.
+pub fn authorize_with<'p, R>(
+    policies: impl IntoIterator<Item = (usize, &'p AuthzPolicy)> + Clone,
     request: &AuthzRequest<'_>,
-) -> AuthzVerdict {
-    let matched = |p: &AuthzPolicy| {
+    candidates: impl Fn(usize, &'p AuthzPolicy) -> R,
+) -> AuthzVerdict
+where
+    R: Iterator<Item = &'p AuthzRule>,
+{
+    let matched = |i: usize, p: &'p AuthzPolicy| {
         let deny = p.action != AuthzAction::Allow;
-        p.rules.iter().any(|r| r.matches(request, deny))
+        candidates(i, p).any(|r| r.matches(request, deny))
     };
     let mut any_allow = false;
-    for policy in policies.clone() {
+    for (i, policy) in policies.clone() {
         match policy.action {
-            AuthzAction::Deny if matched(policy) => {
+            AuthzAction::Deny if matched(i, policy) => {
                 return AuthzVerdict::Denied(Some(policy.meta.clone()))
             }
             AuthzAction::Allow => any_allow = true,
@@ -226,12 +242,52 @@ pub fn authorize<'p>(
     let allowed = !any_allow
         || policies
             .into_iter()
-            .any(|p| p.action == AuthzAction::Allow && matched(p));
+            .any(|(i, p)| p.action == AuthzAction::Allow && matched(i, p));
     if allowed {
         AuthzVerdict::Allowed
     } else {
         AuthzVerdict::Denied(None)
     }
+}
+
+/// The first path segment every path a rule matches must have, when the rule says so:
+/// each of its operations names paths, and each such path is exact or a prefix ending in
+/// `/` (`/api/*`) — so a request for another segment cannot match it. None: the rule may
+/// match any path (no paths, `*`, `*suffix`, `/api*`...). Used to index rules.
+pub fn rule_path_segments(rule: &AuthzRule) -> Option<Vec<Str>> {
+    if rule.to.is_empty() {
+        return None;
+    }
+    let mut segments = Vec::new();
+    for operation in &rule.to {
+        if operation.paths.any.is_empty() {
+            return None;
+        }
+        for pattern in &operation.paths.any {
+            segments.push(first_segment_of_pattern(pattern)?);
+        }
+    }
+    Some(segments)
+}
+
+/// The first segment of every path `pattern` matches, if it is fixed.
+fn first_segment_of_pattern(pattern: &str) -> Option<Str> {
+    let rest = pattern.strip_prefix('/')?;
+    match rest.strip_suffix('*') {
+        // `/api/*`: the segment ends at the slash; `/api*` could continue it.
+        Some(prefix) => {
+            let (segment, _) = prefix.split_once('/')?;
+            (!segment.contains('*')).then(|| segment.into())
+        }
+        None if rest.contains('*') || pattern.starts_with('*') => None,
+        None => Some(rest.split('/').next().unwrap_or_default().into()),
+    }
+}
+
+/// The first segment of a request path (`/api/x` -> `api`, `/` -> ``).
+pub fn first_path_segment(path: &str) -> &str {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    rest.split('/').next().unwrap_or_default()
 }
 
 impl AuthzRule {

@@ -31,6 +31,8 @@ pub struct CompiledSnapshot {
     clusters: HashMap<Str, Arc<CompiledCluster>>,
     /// RequestAuthentication rules with their keys parsed.
     pub jwt: Vec<crate::proxy::jwt::CompiledJwtPolicy>,
+    /// AuthorizationPolicy rules indexed by path, one entry per policy.
+    pub authz_index: Vec<Option<crate::proxy::authz_index::RuleIndex>>,
 }
 
 /// A listener's TLS settings as the snapshot stated them and as rustls serves them.
@@ -107,6 +109,7 @@ impl CompiledSnapshot {
         Ok(CompiledSnapshot {
             version: snapshot.version,
             jwt: crate::proxy::jwt::compile(&snapshot.request_authentication),
+            authz_index: crate::proxy::authz_index::build(&snapshot.authorization),
             source: snapshot,
             listeners,
             clusters,

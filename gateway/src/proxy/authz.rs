@@ -4,10 +4,11 @@
 //! `RBAC: access denied` with the response flag RBAC and the deciding policy in the cause
 //! header (`x-ferry-cause`), as Envoy's RBAC filter answers for Istio.
 
-use ferry_model::authz::{authorize, AuthzRequest, AuthzVerdict};
+use ferry_model::authz::{authorize, authorize_with, AuthzRequest, AuthzVerdict};
 use ferry_model::jwt::RequestAuth;
 use std::net::IpAddr;
 
+use super::authz_index;
 use super::decide::{Decision, Reply};
 use super::facts::RequestFacts;
 use super::jwt::{self, HeaderEdit};
@@ -73,7 +74,8 @@ fn authorize_request(
     }
     let policies = all
         .iter()
-        .filter(|p| p.listener_ports.is_empty() || p.listener_ports.contains(&peer.port));
+        .enumerate()
+        .filter(|(_, p)| p.listener_ports.is_empty() || p.listener_ports.contains(&peer.port));
     let remote_ip = || {
         header_lookup::first_text(facts.headers, "x-forwarded-for")
             .and_then(|xff| xff.split(',').next())
@@ -96,7 +98,10 @@ fn authorize_request(
         sni: peer.sni,
         http: true,
     };
-    match authorize(policies, &request) {
+    let index = &snapshot.authz_index;
+    let rules =
+        |i: usize, p| authz_index::candidates(index.get(i).and_then(Option::as_ref), p, facts.path);
+    match authorize_with(policies, &request, rules) {
         AuthzVerdict::Allowed => None,
         AuthzVerdict::Denied(by) => {
             let cause = match by {

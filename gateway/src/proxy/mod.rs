@@ -6,6 +6,7 @@
 
 mod admit;
 pub(crate) mod authz;
+pub(crate) mod authz_index;
 mod context;
 mod decide;
 mod entry;
