@@ -68,6 +68,11 @@ pub fn desired(inputs: &Inputs, reports: &[Report]) -> Vec<DesiredStatus> {
             .collect();
         push(&mut out, meta, json!({ "ancestors": ancestors }));
     }
+    for rejected in &inputs.rejected {
+        if let Some((meta, status)) = rejected_status(rejected, reports) {
+            push(&mut out, meta, status);
+        }
+    }
     let istio = inputs
         .istio_gateways
         .iter()
@@ -134,6 +139,62 @@ fn istio_status(reports: &[Report], object: &Meta, generation: Option<i64>) -> V
         })
         .collect();
     json!({"observedGeneration": generation.unwrap_or(0), "validationMessages": messages})
+}
+
+/// The status of an object that could not be read: Istio objects get a validation message,
+/// Gateway API routes a parent status (Accepted False) for each of Ferry's Gateways they
+/// name. Other kinds are only logged (they have no status Ferry could own).
+fn rejected_status(
+    rejected: &crate::inputs::Rejected,
+    reports: &[Report],
+) -> Option<(Meta, Value)> {
+    let read = crate::cluster::reads(&rejected.group, &rejected.kind);
+    let generation = rejected.generation.unwrap_or(0);
+    match rejected.group.as_str() {
+        "networking.istio.io" | "security.istio.io" => {
+            let kind = if rejected.kind == "Gateway" {
+                "Gateway.networking.istio.io"
+            } else {
+                rejected.kind.as_str()
+            };
+            let name = if read {
+                "SchemaError"
+            } else {
+                "UnsupportedKind"
+            };
+            let message = json!({"level": "ERROR", "type": {"code": "FERRY", "name": name}, "message": rejected.message});
+            let status = json!({"observedGeneration": generation, "validationMessages": [message]});
+            Some((Meta::new(kind, &rejected.namespace, &rejected.name), status))
+        }
+        "gateway.networking.k8s.io" => {
+            let parents: Vec<Value> = rejected
+                .parent_refs
+                .as_array()?
+                .iter()
+                .filter(|parent| {
+                    let name = parent["name"].as_str().unwrap_or_default();
+                    let namespace = parent["namespace"].as_str().unwrap_or(&rejected.namespace);
+                    let gateway = Meta::new("Gateway", namespace, name);
+                    parent["kind"].as_str().unwrap_or("Gateway") == "Gateway"
+                        && reports.iter().any(|r| r.object == gateway)
+                })
+                .map(|parent| {
+                    let reason = if read { "UnsupportedValue" } else { "UnsupportedKind" };
+                    json!({
+                        "parentRef": parent,
+                        "controllerName": CONTROLLER_NAME,
+                        "conditions": [condition("Accepted", false, reason, &rejected.message, Some(generation))],
+                    })
+                })
+                .collect();
+            if parents.is_empty() {
+                return None;
+            }
+            let meta = Meta::new(&rejected.kind, &rejected.namespace, &rejected.name);
+            Some((meta, json!({"parents": parents})))
+        }
+        _ => None,
+    }
 }
 
 /// A BackendTLSPolicy's ancestors: the Gateways of Ferry's whose routes send traffic to a

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
-use crate::inputs::{decode_api_object, Inputs, LoadError, Object};
+use crate::inputs::{decode_api_object, Inputs, LoadError, Object, Rejected};
 
 /// `kind/namespace/name`.
 type Key = String;
@@ -23,7 +23,7 @@ struct Contents {
     /// Per kind, the decoded objects with the creation timestamp and name they sort by.
     objects: HashMap<String, BTreeMap<Key, (String, Object)>>,
     /// Objects that did not decode, with the reason.
-    invalid: BTreeMap<Key, String>,
+    invalid: BTreeMap<Key, Rejected>,
     synced: Vec<String>,
 }
 
@@ -118,8 +118,9 @@ impl Cache {
             Ok(None) => None,
             Err(e) => {
                 tracing::warn!("{e}");
+                let rejected = rejected_of(resource, &object, e.to_string());
                 let mut contents = self.lock();
-                contents.invalid.insert(key.clone(), e.to_string());
+                contents.invalid.insert(key.clone(), rejected);
                 if let Some(objects) = contents.objects.get_mut(&kind_key(resource)) {
                     objects.remove(&key);
                 }
@@ -135,23 +136,15 @@ impl Cache {
     }
 
     /// The translator's inputs: every object, oldest first (Istio merges VirtualServices in
-    /// creation order), then by namespace/name.
+    /// creation order), then by namespace/name; and the objects left out, with why.
     pub fn inputs(&self) -> Inputs {
         let contents = self.lock();
         let mut all: Vec<&(String, Object)> =
             contents.objects.values().flat_map(|o| o.values()).collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
-        Inputs::from_objects(all.into_iter().map(|(_, object)| object.clone()))
-    }
-
-    /// Objects left out because they could not be read, with the reasons.
-    pub fn invalid(&self) -> Vec<(String, String)> {
-        let contents = self.lock();
-        contents
-            .invalid
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        let mut inputs = Inputs::from_objects(all.into_iter().map(|(_, object)| object.clone()));
+        inputs.rejected = contents.invalid.values().cloned().collect();
+        inputs
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Contents> {
@@ -185,6 +178,18 @@ pub(super) fn decode_dynamic(
     value["apiVersion"] = resource.api_version.clone().into();
     value["kind"] = resource.kind.clone().into();
     decode_api_object(value, origin)
+}
+
+fn rejected_of(resource: &ApiResource, object: &DynamicObject, message: String) -> Rejected {
+    Rejected {
+        group: resource.group.clone(),
+        kind: resource.kind.clone(),
+        namespace: object.metadata.namespace.clone().unwrap_or_default(),
+        name: object.metadata.name.clone().unwrap_or_default(),
+        generation: object.metadata.generation,
+        message,
+        parent_refs: object.data["spec"]["parentRefs"].clone(),
+    }
 }
 
 /// `group/Kind`: Gateway API and Istio both have a `Gateway`.

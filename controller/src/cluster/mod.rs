@@ -44,6 +44,11 @@ const KINDS: &[(&str, &str)] = &[
     ("", "ConfigMap"),
 ];
 
+/// Whether Ferry reads this kind (the others of its groups are watched only to be reported).
+pub(crate) fn reads(group: &str, kind: &str) -> bool {
+    KINDS.iter().any(|(g, k)| *g == group && *k == kind)
+}
+
 /// Changes closer together than this are translated once (a `kubectl apply -f dir/`
 /// produces a burst of events).
 const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -98,6 +103,12 @@ pub enum ControllerError {
 pub async fn run(config: ControllerConfig) -> Result<(), ControllerError> {
     let client = client(config.kubeconfig.as_deref()).await?;
     let kinds = installed_kinds(client.clone()).await?;
+    // Snapshots wait for the kinds Ferry reads; the others are only reported.
+    let read_kinds: Vec<ApiResource> = kinds
+        .iter()
+        .filter(|k| reads(&k.group, &k.kind))
+        .cloned()
+        .collect();
     let registry = prometheus::Registry::new();
     let publisher = Arc::new(Publisher::new(&config.root_namespace, &config.trust_domain));
     let (synced_tx, synced) = tokio::sync::watch::channel(false);
@@ -156,7 +167,7 @@ pub async fn run(config: ControllerConfig) -> Result<(), ControllerError> {
             _ = leading.changed() => {}
         }
         tokio::time::sleep(DEBOUNCE).await;
-        if cache.synced(&kinds) {
+        if cache.synced(&read_kinds) {
             let mut inputs = cache.inputs();
             jwks.want(&inputs);
             inputs.jwks = jwks.fetched();
@@ -282,6 +293,22 @@ async fn installed_kinds(client: kube::Client) -> Result<Vec<ApiResource>, Contr
         match discovery.get(group).and_then(|g| g.recommended_kind(kind)) {
             Some((resource, _)) => kinds.push(resource),
             None => tracing::warn!(group, kind, "API not installed; not watched"),
+        }
+    }
+    // Kinds of these groups that Ferry does not read (ServiceEntry, Sidecar, TLSRoute...) are
+    // watched too, so each such object is reported on its status instead of ignored.
+    for group in crate::inputs::READ_GROUPS {
+        let Some(api_group) = discovery.get(group) else {
+            continue;
+        };
+        for (resource, _) in api_group.recommended_resources() {
+            let read = KINDS
+                .iter()
+                .any(|(g, k)| *g == group && *k == resource.kind);
+            if !read {
+                tracing::info!(group, kind = %resource.kind, "not served by Ferry: watched to be reported");
+                kinds.push(resource);
+            }
         }
     }
     Ok(kinds)

@@ -233,7 +233,7 @@ fn typed_object(
 }
 
 /// The API groups whose kinds Ferry reads: any other kind of them is reported.
-const READ_GROUPS: [&str; 3] = [
+pub const READ_GROUPS: [&str; 3] = [
     "gateway.networking.k8s.io",
     "networking.istio.io",
     "security.istio.io",

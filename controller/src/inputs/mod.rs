@@ -18,6 +18,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 
 pub use load::{
     decode_api_object, load_path, manifest_files, parse_manifests, FieldError, LoadError,
+    READ_GROUPS,
 };
 
 /// Every object the translator looks at, in the order they were read.
@@ -49,9 +50,26 @@ pub struct Inputs {
     /// CA bundles (`ca.crt`) for BackendTLSPolicy; other keys are dropped when read.
     pub config_maps: Vec<ConfigMap>,
     pub backend_tls_policies: Vec<BackendTlsPolicy>,
+    /// Objects of the API groups Ferry reads that could not be read (a kind Ferry does not
+    /// serve, an unknown field...): from the API server only, so their statuses can say why.
+    pub rejected: Vec<Rejected>,
     /// Key sets fetched for RequestAuthentication `jwksUri`s (and OpenID discovery), by
     /// [`crate::jwks::KeySource::key`]: filled by whoever fetched them, never read from files.
     pub jwks: std::collections::BTreeMap<String, crate::jwks::FetchedJwks>,
+}
+
+/// An object left out because it could not be read, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rejected {
+    pub group: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub generation: Option<i64>,
+    pub message: String,
+    /// `spec.parentRefs` as written (routes of a kind Ferry does not serve get a parent
+    /// status saying so).
+    pub parent_refs: serde_json::Value,
 }
 
 /// One parsed manifest document.
