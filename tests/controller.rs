@@ -739,3 +739,56 @@ async fn objects_ferry_cannot_read_are_told_so_on_their_status() {
         Some((200, "v1".into()))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn destination_rule_tls_takes_its_ca_from_a_generic_secret_in_cluster_mode() {
+    let api = cluster();
+    let v1 = pod_echo("v1");
+    let port = free_port();
+    let ca = support::tls::TestCa::new("backend CA");
+    let ip = support::apiserver::pod_ip();
+    let backend = support::tls::TlsBackend::start_on(ip, &ca.issue(&["backend.test"]), None).await;
+    let secure = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: secure, namespace: {NS}}}\n\
+         spec: {{ports: [{{name: http, port: 80, targetPort: {p}}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: secure-1, namespace: {NS}, labels: {{kubernetes.io/service-name: secure}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: {p}}}]\n\
+         endpoints: [{{addresses: [\"{ip}\"], conditions: {{ready: true}}}}]\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: secure, namespace: {NS}}}\n\
+         spec: {{host: secure, trafficPolicy: {{tls: {{mode: SIMPLE, credentialName: backend-ca, sni: backend.test}}}}}}\n",
+        p = backend.port
+    );
+    // `kubectl create secret generic backend-ca --from-file=ca.crt`: type Opaque.
+    let secret = support::tls::secret_with(
+        NS,
+        "backend-ca",
+        &[("ca.crt", &ca.cert_pem), ("unrelated", "not kept")],
+    );
+    api.apply(&shop(
+        port,
+        &v1,
+        &[
+            &secure,
+            &secret,
+            &route("secure", "secure.example.com", "secure"),
+        ],
+    ));
+    let (_push, _controller, _gw) = controller_and_gateway(&api, port).await;
+    let get = || async {
+        Http::new(Proto::H1)
+            .get(
+                &format!("http://127.0.0.1:{port}/"),
+                Some("secure.example.com"),
+                &[],
+            )
+            .await
+    };
+    support::eventually_within(
+        "TLS to the backend with the Secret's CA",
+        Duration::from_secs(20),
+        || async { get().await.is_some_and(|r| r.status == 200) },
+    )
+    .await;
+    assert_eq!(get().await.unwrap().echo()["sni"], "backend.test");
+}

@@ -191,8 +191,18 @@ impl Drop for TlsBackend {
 }
 
 impl TlsBackend {
-    /// Serves `leaf`; with `client_ca`, a client certificate from that CA is required.
+    /// Serves `leaf` on 127.0.0.1; with `client_ca`, a client certificate from that CA is
+    /// required.
     pub async fn start(leaf: &Leaf, client_ca: Option<&str>) -> TlsBackend {
+        Self::start_on("127.0.0.1".parse().unwrap(), leaf, client_ca).await
+    }
+
+    /// [`TlsBackend::start`] on another address (a test pod's).
+    pub async fn start_on(
+        ip: std::net::IpAddr,
+        leaf: &Leaf,
+        client_ca: Option<&str>,
+    ) -> TlsBackend {
         use rustls::pki_types::PrivateKeyDer;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
@@ -221,7 +231,7 @@ impl TlsBackend {
         let mut config = builder.with_single_cert(chain, key).unwrap();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let task = tokio::spawn(async move {
             loop {

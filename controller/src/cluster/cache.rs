@@ -35,29 +35,39 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// Watches `resource` cluster-wide for as long as the process runs.
+    /// Watches `resource` cluster-wide for as long as the process runs (Secrets: one stream
+    /// per type Ferry reads, see [`streams`]).
     pub fn watch(self: &Arc<Self>, client: kube::Client, resource: ApiResource) {
-        let cache = self.clone();
-        tokio::spawn(async move {
-            let api: Api<DynamicObject> = Api::all_with(client, &resource);
-            let mut events = watcher(api, &resource).default_backoff().boxed();
-            let mut buffer = BTreeMap::new();
-            while let Some(event) = events.next().await {
-                match event {
-                    Ok(event) => cache.on_event(&resource, event, &mut buffer),
-                    Err(e) => tracing::warn!(kind = %resource.kind, "watch failed, retrying: {e}"),
+        for (stream, selector) in streams(&resource) {
+            let cache = self.clone();
+            let (client, resource) = (client.clone(), resource.clone());
+            tokio::spawn(async move {
+                let api: Api<DynamicObject> = Api::all_with(client, &resource);
+                let mut config = watcher::Config::default();
+                if let Some(selector) = selector {
+                    config = config.fields(selector);
                 }
-            }
-        });
+                let mut events = watcher::watcher(api, config).default_backoff().boxed();
+                let mut buffer = BTreeMap::new();
+                while let Some(event) = events.next().await {
+                    match event {
+                        Ok(event) => cache.on_event(&resource, &stream, event, &mut buffer),
+                        Err(e) => {
+                            tracing::warn!(kind = %resource.kind, "watch failed, retrying: {e}")
+                        }
+                    }
+                }
+            });
+        }
     }
 
     fn on_event(
         &self,
         resource: &ApiResource,
+        kind: &String,
         event: Event<DynamicObject>,
         buffer: &mut BTreeMap<Key, (String, Object)>,
     ) {
-        let kind = &kind_key(resource);
         match event {
             Event::Init => buffer.clear(),
             Event::InitApply(object) => {
@@ -129,10 +139,13 @@ impl Cache {
         }
     }
 
-    /// True once every kind in `kinds` has been listed.
+    /// True once every kind in `kinds` has been listed (every stream of it).
     pub fn synced(&self, kinds: &[ApiResource]) -> bool {
         let contents = self.lock();
-        kinds.iter().all(|k| contents.synced.contains(&kind_key(k)))
+        kinds
+            .iter()
+            .flat_map(streams)
+            .all(|(stream, _)| contents.synced.contains(&stream))
     }
 
     /// The translator's inputs: every object, oldest first (Istio merges VirtualServices in
@@ -152,19 +165,21 @@ impl Cache {
     }
 }
 
-fn watcher(
-    api: Api<DynamicObject>,
-    resource: &ApiResource,
-) -> impl futures::Stream<Item = Result<Event<DynamicObject>, watcher::Error>> {
-    let config = watcher::Config::default();
-    // Only TLS Secrets matter (listener certificates); the API server filters the rest out,
-    // so tokens and app credentials never reach the controller's memory.
-    let config = if resource.group.is_empty() && resource.kind == "Secret" {
-        config.fields("type=kubernetes.io/tls")
+/// The watch streams of a kind: (key of its objects, field selector). Secrets are watched
+/// by type, only those that can hold certificates: `kubernetes.io/tls`, and `Opaque` (what
+/// `kubectl create secret generic` makes, as Istio's MUTUAL instructions do); Ferry keeps
+/// only their certificate keys (see `Inputs::add`), so tokens and app credentials are never
+/// listed at all, and other keys of Opaque Secrets never kept.
+fn streams(resource: &ApiResource) -> Vec<(String, Option<&'static str>)> {
+    let key = kind_key(resource);
+    if resource.group.is_empty() && resource.kind == "Secret" {
+        vec![
+            (key.clone(), Some("type=kubernetes.io/tls")),
+            (format!("{key}#Opaque"), Some("type=Opaque")),
+        ]
     } else {
-        config
-    };
-    watcher::watcher(api, config)
+        vec![(key, None)]
+    }
 }
 
 /// A listed or watched object decoded like a manifest. The API server leaves `apiVersion`

@@ -117,7 +117,23 @@ impl Inputs {
             Object::Pod(o) => self.pods.push(*o),
             Object::Namespace(o) => self.namespaces.push(*o),
             Object::Node(o) => self.nodes.push(*o),
-            Object::Secret(o) => self.secrets.push(*o),
+            Object::Secret(mut o) => {
+                // Only certificates, keys and CA bundles are read: nothing else is kept.
+                let wanted = |key: &String| {
+                    matches!(key.as_str(), "tls.crt" | "tls.key" | "ca.crt" | "cacert")
+                };
+                if let Some(data) = o.data.as_mut() {
+                    data.retain(|key, _| wanted(key));
+                }
+                if let Some(data) = o.string_data.as_mut() {
+                    data.retain(|key, _| wanted(key));
+                }
+                let empty = o.data.as_ref().is_none_or(|d| d.is_empty())
+                    && o.string_data.as_ref().is_none_or(|d| d.is_empty());
+                if !empty {
+                    self.secrets.push(*o)
+                }
+            }
             Object::ConfigMap(mut o) => {
                 // Only CA bundles are read: other configuration is not kept in memory.
                 if let Some(data) = o.data.as_mut() {
