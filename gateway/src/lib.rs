@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod app_health;
+mod cert_names;
 pub mod compiled;
 pub mod control_channel;
 pub mod downstream;

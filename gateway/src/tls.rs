@@ -98,7 +98,7 @@ impl ClientCertVerifier for NamedClients {
     ) -> Result<ClientCertVerified, rustls::Error> {
         self.webpki
             .verify_client_cert(end_entity, intermediates, now)?;
-        if crate::upstream_tls::carries_one_of(end_entity, &self.names) {
+        if crate::cert_names::carries_one_of(end_entity, &self.names) {
             Ok(ClientCertVerified::assertion())
         } else {
             Err(rustls::Error::InvalidCertificate(

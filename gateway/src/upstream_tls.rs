@@ -224,7 +224,7 @@ impl ServerCertVerifier for NamesVerifier {
             )) => {}
             Err(other) => return Err(other),
         }
-        if carries_one_of(end_entity, &self.subject_alt_names) {
+        if crate::cert_names::carries_one_of(end_entity, &self.subject_alt_names) {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::InvalidCertificate(
@@ -254,34 +254,6 @@ impl ServerCertVerifier for NamesVerifier {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.webpki.supported_verify_schemes()
     }
-}
-
-/// Whether the certificate's SAN extension lists one of `names` exactly.
-pub(crate) fn carries_one_of(cert: &CertificateDer<'_>, names: &[String]) -> bool {
-    use x509_parser::extensions::GeneralName;
-    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
-        return false;
-    };
-    let Ok(Some(san)) = parsed.subject_alternative_name() else {
-        return false;
-    };
-    san.value.general_names.iter().any(|name| {
-        let text = match name {
-            GeneralName::DNSName(dns) => dns.to_string(),
-            GeneralName::URI(uri) => uri.to_string(),
-            GeneralName::IPAddress(bytes) => match bytes.len() {
-                4 => std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*bytes).unwrap_or_default())
-                    .to_string(),
-                16 => std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*bytes).unwrap_or_default())
-                    .to_string(),
-                _ => return false,
-            },
-            _ => return false,
-        };
-        names
-            .iter()
-            .any(|wanted| wanted.eq_ignore_ascii_case(&text))
-    })
 }
 
 /// Dials one endpoint and originates TLS to it.

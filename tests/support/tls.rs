@@ -99,24 +99,7 @@ pub async fn https_get(
     alpn: &[&str],
     path: &str,
 ) -> Result<HttpsReply, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    let ca = CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| e.to_string())?;
-    roots.add(ca).map_err(|e| e.to_string())?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let name = ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
+    let tls = connect(port, sni, client_config(ca_pem, None, alpn)?).await?;
     let negotiated = tls
         .get_ref()
         .1
@@ -145,6 +128,61 @@ pub async fn https_get(
         sender.send_request(request).await
     }
     .map_err(|e| format!("request: {e}"))?;
+    Ok(HttpsReply {
+        reply: reply_of(response).await?,
+        alpn: negotiated,
+    })
+}
+
+/// A client trusting `ca_pem`, presenting `client` when given, offering `alpn`.
+fn client_config(
+    ca_pem: &str,
+    client: Option<&Leaf>,
+    alpn: &[&str],
+) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::PrivateKeyDer;
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| e.to_string())?;
+    roots.add(ca).map_err(|e| e.to_string())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let mut config = match client {
+        Some(leaf) => {
+            let chain = CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes())
+                .map_err(|e| e.to_string())?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| e.to_string())?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    Ok(config)
+}
+
+/// A TLS session with 127.0.0.1:`port`, asking for `sni`.
+async fn connect(
+    port: u16,
+    sni: &str,
+    config: rustls::ClientConfig,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let name = ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))
+}
+
+async fn reply_of(response: http::Response<hyper::body::Incoming>) -> Result<Reply, String> {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = response
@@ -153,13 +191,10 @@ pub async fn https_get(
         .await
         .map_err(|e| format!("body: {e}"))?
         .to_bytes();
-    Ok(HttpsReply {
-        reply: Reply {
-            status,
-            headers,
-            text: String::from_utf8_lossy(&body).into_owned(),
-        },
-        alpn: negotiated,
+    Ok(Reply {
+        status,
+        headers,
+        text: String::from_utf8_lossy(&body).into_owned(),
     })
 }
 
@@ -278,38 +313,7 @@ pub async fn https_get_as(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Result<Reply, String> {
-    use rustls::pki_types::PrivateKeyDer;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots);
-    let mut config = match client {
-        Some(leaf) => {
-            let chain = CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| e.to_string())?;
-            let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes())
-                .map_err(|e| e.to_string())?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| e.to_string())?
-        }
-        None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let name = ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
+    let tls = connect(port, sni, client_config(ca_pem, client, &["http/1.1"])?).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .map_err(|e| format!("http/1.1 handshake: {e}"))?;
@@ -322,17 +326,5 @@ pub async fn https_get_as(
         .send_request(request.body(Full::new(Bytes::new())).unwrap())
         .await
         .map_err(|e| format!("request (the server may have refused the certificate): {e}"))?;
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("body: {e}"))?
-        .to_bytes();
-    Ok(Reply {
-        status,
-        headers,
-        text: String::from_utf8_lossy(&body).into_owned(),
-    })
+    reply_of(response).await
 }
