@@ -194,6 +194,12 @@ pub fn from_backend_tls_policy(
             "one of caCertificateRefs or wellKnownCACertificates is required".into(),
         )),
     }
+    if policy.spec.options.as_ref().is_some_and(|o| !o.is_empty()) {
+        // Implementation-specific TLS options (versions, ciphers...) could only tighten the
+        // connection: not applying them would make it looser than asked.
+        let message = "options are not supported; connections to the target are refused".into();
+        problems.push(("spec.options".into(), "Invalid", message));
+    }
     let subject_alt_names = validation
         .subject_alt_names
         .iter()

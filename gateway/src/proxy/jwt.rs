@@ -108,25 +108,26 @@ pub fn authenticate(
     if policies.is_empty() {
         return Outcome::Anonymous; // AuthorizationPolicy without RequestAuthentication
     }
-    let rules: Vec<&CompiledRule> = policies
-        .iter()
-        .filter(|p| p.listener_ports.is_empty() || p.listener_ports.contains(&port))
-        .flat_map(|p| &p.rules)
-        .collect();
-    if rules.is_empty() {
+    // The rules for this port, walked again where needed rather than collected per request.
+    let rules = || {
+        policies
+            .iter()
+            .filter(|p| p.listener_ports.is_empty() || p.listener_ports.contains(&port))
+            .flat_map(|p| &p.rules)
+    };
+    if rules().next().is_none() {
         return Outcome::Anonymous;
     }
-    for rule in &rules {
+    for rule in rules() {
         strip_output_headers(&rule.rule, edits);
     }
-    let Some((token, location)) = find_token(&rules, facts) else {
+    let Some((token, location)) = find_token(rules(), facts) else {
         return Outcome::Anonymous;
     };
     let Some(issuer) = unverified_issuer(&token) else {
         return Outcome::Refused("Jwt is not in the form of Header.Payload.Signature");
     };
-    let mut candidates = rules
-        .iter()
+    let mut candidates = rules()
         .filter(|r| *r.rule.issuer == *issuer && r.rule.locations.contains(location))
         .peekable();
     if candidates.peek().is_none() {
@@ -159,13 +160,15 @@ fn strip_output_headers(rule: &JwtRule, edits: &mut Vec<HeaderEdit>) {
 
 /// The first token found, in the rules' order of locations.
 fn find_token<'r>(
-    rules: &[&'r CompiledRule],
+    mut rules: impl Iterator<Item = &'r CompiledRule>,
     facts: &RequestFacts<'_>,
 ) -> Option<(String, &'r TokenLocation)> {
-    rules
-        .iter()
-        .flat_map(|r| &r.rule.locations)
-        .find_map(|location| token_at(location, facts).map(|t| (t, location)))
+    rules.find_map(|r| {
+        r.rule
+            .locations
+            .iter()
+            .find_map(|location| token_at(location, facts).map(|t| (t, location)))
+    })
 }
 
 fn token_at(location: &TokenLocation, facts: &RequestFacts<'_>) -> Option<String> {

@@ -290,6 +290,28 @@ fn client_validation(
             return Ok(None);
         }
     };
+    // Checks Ferry does not make would let through certificates the server refuses: the
+    // server is not served rather than served looser than written.
+    let stricter = [
+        ("caCrl", tls.ca_crl.is_some()),
+        (
+            "verifyCertificateSpki",
+            tls.verify_certificate_spki.is_some(),
+        ),
+        (
+            "verifyCertificateHash",
+            tls.verify_certificate_hash.is_some(),
+        ),
+        ("caCertificates", tls.ca_certificates.is_some()),
+    ];
+    if let Some((name, _)) = stricter.iter().find(|(_, set)| *set) {
+        let message = format!(
+            "{name} is not supported for client certificates yet (the CA comes from \
+             credentialName); server ignored"
+        );
+        return Err(Condition::warn("Valid", "UnsupportedValue", message)
+            .field(format!("{field}.tls.{name}")));
+    }
     let namespace = cx
         .options
         .workload_namespace
