@@ -14,6 +14,9 @@ use clap::Parser;
 
 /// The proxy allocates small, short-lived buffers per request; mimalloc serves them with
 /// far less contention and fragmentation than the system allocator.
+/// (`--features system-allocator` leaves it out, so heap profilers that intercept malloc,
+/// such as heaptrack, see every allocation.)
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

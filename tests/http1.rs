@@ -45,9 +45,12 @@ async fn serve_raw(mut stream: TcpStream, sink: Arc<Mutex<Vec<Vec<u8>>>>) {
         while let Some(len) = whole_request(&buf) {
             let request: Vec<u8> = buf.drain(..len).collect();
             let head_request = request.starts_with(b"HEAD ");
+            let chunked = request.starts_with(b"GET /chunked ");
             sink.lock().unwrap().push(request);
             let reply: &[u8] = if head_request {
                 b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
+            } else if chunked {
+                CHUNKED_REPLY
             } else {
                 b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
             };
@@ -62,6 +65,11 @@ async fn serve_raw(mut stream: TcpStream, sink: Arc<Mutex<Vec<Vec<u8>>>>) {
         }
     }
 }
+
+/// What the upstream answers `GET /chunked`: the body `ok!!!` in two chunks (one with an
+/// extension), then a trailer.
+const CHUNKED_REPLY: &[u8] = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+    2;ext=1\r\nok\r\n3\r\n!!!\r\n0\r\ntrailer: x\r\n\r\n";
 
 /// The length of the first complete request in `buf` (Content-Length bodies only).
 fn whole_request(buf: &[u8]) -> Option<usize> {
@@ -319,5 +327,68 @@ async fn a_connection_closes_after_its_request_limit() {
     assert!(
         matches!(closed, Ok(Ok(0))),
         "the gateway closes after the second answer"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_1_0_clients_are_served_by_the_loop() {
+    let pair = gateways().await;
+    let (upstream, fast, port) = (&pair.upstream, &pair.fast, pair.fast_port);
+    // No Host, no keep-alive: answered, then closed; the upstream gets HTTP/1.1 with the
+    // address the client dialled as Host (RFC 9112 3.3).
+    let reply = exchange(port, b"GET / HTTP/1.0\r\n\r\n").await;
+    assert_eq!(statuses(&reply), [200], "{reply}");
+    assert!(reply.ends_with("\r\n\r\nok"), "{reply:?}");
+    let (line, headers, _) = normalized(&upstream.take()[0]);
+    assert_eq!(line, "GET / HTTP/1.1");
+    assert!(
+        headers.contains(&format!("host: 127.0.0.1:{port}")),
+        "{headers:?}"
+    );
+
+    // Connection: keep-alive is honoured and announced; the next request ends it.
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream
+        .write_all(b"GET /a HTTP/1.0\r\nHost: t\r\nConnection: keep-alive\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = vec![0u8; 4096];
+    let n = stream.read(&mut first).await.unwrap();
+    let first = String::from_utf8_lossy(&first[..n]).to_ascii_lowercase();
+    assert!(first.contains("connection: keep-alive"), "{first}");
+    stream
+        .write_all(b"GET /b HTTP/1.0\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut second = String::new();
+    stream.read_to_string(&mut second).await.unwrap();
+    assert_eq!(statuses(&second), [200], "{second}");
+    assert!(
+        !second.to_ascii_lowercase().contains("keep-alive"),
+        "{second}"
+    );
+    assert_eq!(upstream.take().len(), 2);
+
+    // A chunked response reaches an HTTP/1.0 client decoded, ended by the close.
+    let reply = exchange(port, b"GET /chunked HTTP/1.0\r\nHost: t\r\n\r\n").await;
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+    assert_eq!(statuses(head), [200], "{reply}");
+    assert!(
+        !head.to_ascii_lowercase().contains("transfer-encoding"),
+        "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    assert_eq!(body, "ok!!!");
+
+    let metrics = fast.admin_get("/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("ferry_http1_fallback_total{"))
+            .all(|l| l.ends_with(" 0")),
+        "{metrics}"
     );
 }

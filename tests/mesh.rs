@@ -186,6 +186,13 @@ async fn istio_requests(pod: &Pod, reporter: &str) -> f64 {
         .sum()
 }
 
+/// The sidecar's inbound HTTP/1 requests were served by Ferry's own loop.
+async fn assert_served_by_http1_loop(pod: &Pod) {
+    let url = format!("http://{}:15020/metrics", pod.address);
+    let text = reqwest_text(&url).await.unwrap_or_default();
+    support::assert_served_by_http1_loop(&text);
+}
+
 async fn reqwest_text(url: &str) -> Option<String> {
     let reply = support::Http::new(support::Proto::H1)
         .get(url, None, &[])
@@ -386,6 +393,7 @@ async fn captured_traffic_is_routed_by_virtual_service_and_delivered_through_bot
     assert!(metric(&v1, "ferry_downstream_connections_total", "15006").await >= 2.0);
     let inbound = istio_requests(&v1, "destination").await;
     assert!(inbound >= 100.0, "v1 reported {inbound} inbound requests");
+    assert_served_by_http1_loop(&v1).await;
     assert!(istio_requests(&client, "source").await >= 200.0);
 
     // SIGTERM drains: a request in flight through the client's sidecar still completes,
@@ -701,6 +709,7 @@ async fn sidecars_speak_mutual_tls_as_peer_authentication_says_and_rotate_withou
                 )),
         "{inbound:#?}"
     );
+    assert_served_by_http1_loop(&server).await; // mTLS inbound too
     let outbound = istio_series(&client, "source").await;
     assert!(
         outbound.iter().any(|l| l

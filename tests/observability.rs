@@ -327,7 +327,7 @@ async fn trace_context_propagates_and_spans_export_over_otlp() {
     let receiver = OtlpReceiver::start().await;
     let echo = Echo::start("v1");
     let port = free_port();
-    let (_dir, _gateway) = start(
+    let (_dir, gateway) = start(
         &echo,
         port,
         &[
@@ -398,6 +398,7 @@ async fn trace_context_propagates_and_spans_export_over_otlp() {
     );
 
     support::eventually(|| async { receiver.spans.lock().unwrap().len() >= 4 }).await;
+    let metrics = gateway.admin_get("/metrics").await;
     let spans = receiver.spans.lock().unwrap();
     let (span, resource) = spans
         .iter()
@@ -425,6 +426,8 @@ async fn trace_context_propagates_and_spans_export_over_otlp() {
             .any(|(k, v)| k == "service.name" && v.contains("ferry-gateway")),
         "{resource:?}"
     );
+    // Traced requests are served by Ferry's HTTP/1 loop too.
+    support::assert_served_by_http1_loop(&metrics);
 }
 
 #[tokio::test(flavor = "multi_thread")]

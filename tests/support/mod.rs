@@ -379,6 +379,22 @@ async fn get_status(url: &str) -> Option<u16> {
         .map(|r| r.status)
 }
 
+/// The HTTP/1 requests behind these metrics (a proxy's /metrics text) were all served by
+/// Ferry's own loop: none was handed to Pingora's path, unless the suite runs with that path
+/// forced (FERRY_HTTP1_FALLBACK, as CI's second phase does).
+pub fn assert_served_by_http1_loop(metrics: &str) {
+    let handed_over: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("ferry_http1_fallback_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    if std::env::var_os("FERRY_HTTP1_FALLBACK").is_some() {
+        assert!(handed_over > 0.0, "forced fallback not counted:\n{metrics}");
+    } else {
+        assert_eq!(handed_over, 0.0, "requests handed to Pingora:\n{metrics}");
+    }
+}
+
 /// Polls `check` until it holds or the deadline passes.
 pub async fn eventually<F, Fut>(check: F)
 where

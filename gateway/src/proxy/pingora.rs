@@ -70,8 +70,9 @@ impl FerryProxy {
         session: &Session,
         ctx: &RequestCtx,
     ) -> std::result::Result<Vec<super::jwt::HeaderEdit>, decide::Reply> {
+        // Before the first snapshot nothing says which policies apply: refused, not waved on.
         let Some(snapshot) = self.store.load() else {
-            return Ok(Vec::new());
+            return Err(Decision::reply(503, "NR no configuration applied yet"));
         };
         let facts = RequestFacts::of(session.req_header(), client_ip(session), ssl_of(session));
         let peer = super::authz::Peer {

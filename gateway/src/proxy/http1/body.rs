@@ -24,12 +24,15 @@ pub struct Copied {
     pub downstream_failed: bool,
 }
 
-/// Copies the body after the response head (already in `conn.out`) to the client.
+/// Copies the body after the response head (already in `conn.out`) to the client; `dechunk`:
+/// a chunked body goes out decoded (the client speaks HTTP/1.0, and the connection closes
+/// after it).
 pub async fn copy_body(
     conn: &mut Conn,
     upstream: &mut Upstream,
     framing: &Framing,
     timeout: Option<Duration>,
+    dechunk: bool,
 ) -> Copied {
     let mut copied = Copied {
         bytes: 0,
@@ -38,12 +41,16 @@ pub async fn copy_body(
         downstream_failed: false,
     };
     let mut body = BodyTracker::new(framing);
+    let mut decoded = dechunk.then(Vec::new);
     let mut first = true;
     // Broken framing ends the loop: both sides are closed.
-    while let Ok((take, done, extra)) = body.follow(&conn.upstream_buf) {
+    while let Ok((take, done, extra)) = body.follow(&conn.upstream_buf, decoded.as_mut()) {
         let head: &[u8] = if first { &conn.out } else { &[] };
         first = false;
-        let chunk = &conn.upstream_buf[..take];
+        let chunk = match &decoded {
+            Some(data) if matches!(body, BodyTracker::Chunked(_)) => &data[..],
+            _ => &conn.upstream_buf[..take],
+        };
         if write_all_vectored(&mut conn.io, &[head, chunk])
             .await
             .is_err()
@@ -51,8 +58,11 @@ pub async fn copy_body(
             copied.downstream_failed = true;
             return copied;
         }
-        copied.bytes += take as u64;
+        copied.bytes += chunk.len() as u64;
         conn.upstream_buf.advance(take);
+        if let Some(data) = &mut decoded {
+            data.clear();
+        }
         if done {
             copied.complete = true;
             copied.extra = extra || !conn.upstream_buf.is_empty();
@@ -97,8 +107,12 @@ impl BodyTracker {
     }
 
     /// Of `bytes`: how many belong to the body, whether the body is complete, whether bytes
-    /// follow it.
-    fn follow(&mut self, bytes: &[u8]) -> Result<(usize, bool, bool), ()> {
+    /// follow it. A chunked body's data is appended to `decoded` when given.
+    fn follow(
+        &mut self,
+        bytes: &[u8],
+        decoded: Option<&mut Vec<u8>>,
+    ) -> Result<(usize, bool, bool), ()> {
         match self {
             BodyTracker::Empty => Ok((0, true, !bytes.is_empty())),
             BodyTracker::Length(left) => {
@@ -107,7 +121,11 @@ impl BodyTracker {
                 Ok((take, *left == 0, *left == 0 && take < bytes.len()))
             }
             BodyTracker::Chunked(scanner) => {
-                let take = scanner.scan(bytes).map_err(|_| ())?;
+                let take = match decoded {
+                    Some(data) => scanner.decode(bytes, data),
+                    None => scanner.scan(bytes),
+                }
+                .map_err(|_| ())?;
                 Ok((take, scanner.is_done(), take < bytes.len()))
             }
             BodyTracker::UntilClose => Ok((bytes.len(), false, false)),

@@ -1,10 +1,20 @@
 //! The buffers an exchange needs (the head being written, the upstream's bytes) are lent by
-//! the worker for the request and given back when it completes, so an idle keep-alive
-//! connection holds only its small read buffer: nginx keeps about 1 KiB per idle connection,
-//! and a proxy in front of thousands of idle clients should not keep 20 KiB each.
+//! the worker for the request and given back when it completes, and so is the read buffer:
+//! an idle keep-alive connection holds none. nginx keeps about 1 KiB per idle connection, and
+//! a proxy in front of thousands of idle clients should not keep more.
+//!
+//! The read buffer is lent per poll: while a connection waits for its next request, each
+//! readiness check borrows a spare buffer for the read and returns it when nothing came, so
+//! the waiting task owns no buffer between polls (Pingora's stream offers no buffer-less
+//! readiness wait; a read into a borrowed buffer is the same syscall).
 
 use bytes::BytesMut;
+use pingora_core::protocols::Stream;
 use std::cell::RefCell;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::pin;
+use tokio::io::AsyncReadExt;
 
 use super::Conn;
 
@@ -21,6 +31,7 @@ const MAX_SPARE: usize = 32;
 struct Spare {
     heads: Vec<Vec<u8>>,
     upstream: Vec<BytesMut>,
+    reads: Vec<BytesMut>,
 }
 
 thread_local! {
@@ -42,15 +53,13 @@ pub fn lend(conn: &mut Conn) {
     });
 }
 
-/// Takes the exchange buffers back when the connection has nothing more buffered (a pipelined
-/// request keeps them), and shrinks a read buffer a large head grew.
+/// Takes the exchange buffers and the read buffer back when the connection has nothing more
+/// buffered (a pipelined request keeps them).
 pub fn give_back(conn: &mut Conn) {
     if !conn.buf.is_empty() {
         return;
     }
-    if conn.buf.capacity() > MAX_IDLE_READ_BUFFER {
-        conn.buf = BytesMut::with_capacity(READ_BUFFER);
-    }
+    give_back_read_buffer(std::mem::take(&mut conn.buf));
     let mut head = std::mem::take(&mut conn.out);
     let mut upstream = std::mem::take(&mut conn.upstream_buf);
     if head.capacity() == 0 {
@@ -63,6 +72,47 @@ pub fn give_back(conn: &mut Conn) {
         if spare.heads.len() < MAX_SPARE {
             spare.heads.push(head);
             spare.upstream.push(upstream);
+        }
+    });
+}
+
+/// Reads what the client sent next into `buf`. When `buf` owns no memory (an idle
+/// connection), a spare buffer is borrowed for each poll and returned unless bytes came.
+pub async fn read_lent(io: &mut Stream, buf: &mut BytesMut) -> io::Result<usize> {
+    poll_fn(|cx| {
+        let lent = buf.capacity() == 0;
+        if lent {
+            *buf = take_read_buffer();
+        } else {
+            buf.reserve(READ_BUFFER);
+        }
+        let polled = pin!(io.read_buf(buf)).poll(cx);
+        if lent && buf.is_empty() {
+            give_back_read_buffer(std::mem::take(buf));
+        }
+        polled
+    })
+    .await
+}
+
+fn take_read_buffer() -> BytesMut {
+    let spare = SPARE.with(|spare| spare.borrow_mut().reads.pop());
+    let mut buf = spare.unwrap_or_default();
+    buf.reserve(READ_BUFFER);
+    buf
+}
+
+/// Keeps an emptied read buffer for the next connection that has bytes to read; one a large
+/// head grew is let go.
+fn give_back_read_buffer(mut buf: BytesMut) {
+    if buf.capacity() == 0 || buf.capacity() > MAX_IDLE_READ_BUFFER {
+        return;
+    }
+    buf.clear();
+    SPARE.with(|spare| {
+        let mut spare = spare.borrow_mut();
+        if spare.reads.len() < MAX_SPARE {
+            spare.reads.push(buf);
         }
     });
 }

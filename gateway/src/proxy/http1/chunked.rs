@@ -54,11 +54,26 @@ impl ChunkedScanner {
     /// Follows `bytes`; returns how many belong to the body: all of them, or fewer when the
     /// body ended inside them (the rest is whatever the peer sent after it).
     pub fn scan(&mut self, bytes: &[u8]) -> Result<usize, FramingError> {
+        self.scan_with(bytes, |_| {})
+    }
+
+    /// [`scan`](Self::scan), appending the chunks' data to `data` (the body decoded, for an
+    /// HTTP/1.0 client that does not know chunked).
+    pub fn decode(&mut self, bytes: &[u8], data: &mut Vec<u8>) -> Result<usize, FramingError> {
+        self.scan_with(bytes, |run| data.extend_from_slice(run))
+    }
+
+    fn scan_with(
+        &mut self,
+        bytes: &[u8],
+        mut on_data: impl FnMut(&[u8]),
+    ) -> Result<usize, FramingError> {
         let mut at = 0;
         while at < bytes.len() && self.state != State::Done {
             if self.state == State::Data {
                 let take =
                     (bytes.len() - at).min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+                on_data(&bytes[at..at + take]);
                 at += take;
                 self.remaining -= take as u64;
                 if self.remaining == 0 {
@@ -140,6 +155,20 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(input)
             );
+        }
+    }
+
+    #[test]
+    fn decodes_the_data_of_a_body_split_anywhere() {
+        let body = b"5\r\nhello\r\n3;x\r\nabc\r\n0\r\nt: v\r\n\r\nNEXT";
+        for split in 0..body.len() {
+            let mut scanner = ChunkedScanner::default();
+            let mut data = Vec::new();
+            let first = scanner.decode(&body[..split], &mut data).unwrap();
+            let second = scanner.decode(&body[split..], &mut data).unwrap();
+            assert_eq!(first + second, body.len() - 4, "split at {split}");
+            assert!(scanner.is_done());
+            assert_eq!(data, b"helloabc", "split at {split}");
         }
     }
 

@@ -46,6 +46,9 @@ impl Http1Proxy {
         if let Some(reason) = self.head_fallback(conn) {
             return Next::Fallback(reason);
         }
+        if let Some(app) = conn.entry.inbound {
+            return self.serve_inbound(conn, app).await;
+        }
         let Some(snapshot) = self.store.load() else {
             let reply = Decision::reply(503, "NR no configuration applied yet");
             return self.answer(conn, RequestCtx::default(), reply).await;
@@ -83,6 +86,11 @@ impl Http1Proxy {
         if let Some(reply) = admit::admit(&facts, &mut ctx, forward).await {
             return self.answer(conn, ctx, reply).await;
         }
+        self.send_upstream(conn, ctx).await
+    }
+
+    /// Writes the upstream head, tries the endpoints, relays the answer and reports it.
+    pub(super) async fn send_upstream(&self, conn: &mut Conn, mut ctx: RequestCtx) -> Next {
         self.build_upstream_head(conn, &ctx);
         let served = self.forward(conn, &mut ctx).await;
         self.finish(conn, &mut ctx, served)
@@ -105,22 +113,16 @@ impl Http1Proxy {
             Some(Reason::Upgrade)
         } else if head.expect_continue {
             Some(Reason::ExpectContinue)
-        } else if head.minor_version == 0 {
-            Some(Reason::Http10)
         } else if head.authority.is_none() && !target.starts_with(b"/") {
             Some(Reason::TargetForm) // `*` and CONNECT's authority form
         } else if head.body == BodyFraming::Chunked {
             Some(Reason::ChunkedBody)
-        } else if self.telemetry.tracing.is_some() {
-            Some(Reason::Tracing)
-        } else if conn.entry.inbound.is_some() {
-            Some(Reason::Inbound)
         } else {
             None
         }
     }
 
-    fn request_ctx(&self, conn: &Conn, facts: &RequestFacts<'_>) -> RequestCtx {
+    pub(super) fn request_ctx(&self, conn: &Conn, facts: &RequestFacts<'_>) -> RequestCtx {
         let mut ctx = RequestCtx::default();
         self.metrics.active_requests.inc();
         ctx.counted_active = true;
@@ -131,16 +133,23 @@ impl Http1Proxy {
                 _ => new_request_id(),
             },
         );
-        // Tracing is off here (it falls back): the caller's context only names the trace in
-        // the access log, and its headers pass through untouched.
+        // With tracing on, this proxy's span joins the caller's trace and becomes the
+        // upstream's parent; without, the caller's context only names the trace in the access
+        // log and its headers pass through untouched (as `observe::begin` on Pingora's path).
         let (parent, formats) = trace_context::extract(facts.headers);
         ctx.trace_formats = formats;
-        ctx.span = parent.map(RequestSpan::untraced);
+        ctx.tracing = self.telemetry.tracing.is_some();
+        ctx.span = match &self.telemetry.tracing {
+            Some(tracer) => {
+                Some(tracer.start_span(facts.method.to_string(), parent.as_ref(), ctx.started_at))
+            }
+            None => parent.map(RequestSpan::untraced),
+        };
         ctx
     }
 
     /// Writes a reply of the proxy's own and reports it.
-    async fn answer(&self, conn: &mut Conn, mut ctx: RequestCtx, reply: Reply) -> Next {
+    pub(super) async fn answer(&self, conn: &mut Conn, mut ctx: RequestCtx, reply: Reply) -> Next {
         let close = !conn.head.keep_alive || conn.head.body != BodyFraming::None || conn.draining();
         let served = send_reply(conn, reply, close).await;
         self.finish(conn, &mut ctx, served)
@@ -234,6 +243,7 @@ async fn send_reply(conn: &mut Conn, reply: Reply, close: bool) -> Served {
             headers: &reply.headers,
             head_only,
             close,
+            minor_version: conn.head.minor_version,
         },
     );
     let sent = body::send_all(&mut conn.io, &conn.out).await;
@@ -278,7 +288,11 @@ fn report_exchange(proxy: &Http1Proxy, conn: &Conn, ctx: &mut RequestCtx, served
         method: conn.head.method(head_bytes),
         authority: conn.head.host(head_bytes),
         path_and_query: conn.head.target(head_bytes),
-        protocol: "HTTP/1.1",
+        protocol: if conn.head.minor_version == 0 {
+            "HTTP/1.0"
+        } else {
+            "HTTP/1.1"
+        },
         headers: &lookup,
         code: served.code,
         cause: served.cause.as_deref(),

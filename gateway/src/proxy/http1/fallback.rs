@@ -9,16 +9,10 @@ pub enum Reason {
     Upgrade,
     /// `Expect: 100-continue`: Pingora relays the interim response.
     ExpectContinue,
-    /// HTTP/1.0 clients: responses may need de-chunking for them.
-    Http10,
     /// Absolute-form or authority-form (CONNECT) request targets.
     TargetForm,
     /// Chunked request bodies.
     ChunkedBody,
-    /// Tracing is on: Pingora's path starts and exports the span.
-    Tracing,
-    /// Sidecar inbound requests to the local app.
-    Inbound,
     /// The route mirrors traffic.
     Mirror,
     /// The cluster speaks HTTP/2 (h2c) upstream.
@@ -31,25 +25,19 @@ impl Reason {
             Reason::Forced => "forced",
             Reason::Upgrade => "upgrade",
             Reason::ExpectContinue => "expect_continue",
-            Reason::Http10 => "http10",
             Reason::TargetForm => "target_form",
             Reason::ChunkedBody => "chunked_body",
-            Reason::Tracing => "tracing",
-            Reason::Inbound => "inbound",
             Reason::Mirror => "mirror",
             Reason::H2Upstream => "h2_upstream",
         }
     }
 
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 7] = [
         Reason::Forced,
         Reason::Upgrade,
         Reason::ExpectContinue,
-        Reason::Http10,
         Reason::TargetForm,
         Reason::ChunkedBody,
-        Reason::Tracing,
-        Reason::Inbound,
         Reason::Mirror,
         Reason::H2Upstream,
     ];

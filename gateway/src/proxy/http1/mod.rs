@@ -17,6 +17,7 @@ mod fallback;
 #[cfg(test)]
 mod fuzz;
 mod head;
+mod inbound;
 mod pool;
 mod relay;
 mod response;
@@ -33,7 +34,7 @@ use pingora_proxy::HttpProxy;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 pub use fallback::Reason as FallbackReason;
@@ -220,7 +221,7 @@ impl Http1Proxy {
             tls: ssl.is_some(),
             ssl,
             io,
-            buf: BytesMut::with_capacity(buffers::READ_BUFFER),
+            buf: BytesMut::new(), // lent when bytes arrive (buffers::read_lent)
             head: RequestHead::default(),
             out: Vec::new(),
             edits: HeaderEdits::default(),
@@ -279,6 +280,7 @@ impl Http1Proxy {
             headers: &[],
             head_only: false,
             close: true,
+            minor_version: 1,
         };
         conn.out.clear();
         write::write_local_reply(&mut conn.out, &reply);
@@ -314,8 +316,10 @@ enum HeadRead {
 
 /// Reads what the client sent next; false when it closed or stayed idle too long.
 async fn read_more(conn: &mut Conn) -> bool {
-    conn.buf.reserve(buffers::READ_BUFFER);
-    let read = tokio::time::timeout(KEEPALIVE_IDLE, conn.io.read_buf(&mut conn.buf));
+    let read = tokio::time::timeout(
+        KEEPALIVE_IDLE,
+        buffers::read_lent(&mut conn.io, &mut conn.buf),
+    );
     matches!(read.await, Ok(Ok(n)) if n > 0)
 }
 

@@ -70,38 +70,44 @@ pub async fn try_endpoint(
     address: SocketAddr,
     body: &Body,
 ) -> Result<Relayed, TryFailure> {
-    let Some(cluster) = ctx.cluster.clone() else {
+    let cluster = ctx.cluster.clone();
+    if cluster.is_none() && ctx.inbound.is_none() {
         return Err(fail(
             Failure::Connect,
             ErrorType::InternalError,
             "no cluster",
         ));
-    };
-    let policy = &cluster.cluster.policy;
-    let idle_timeout = policy.idle_timeout_ms.map(Duration::from_millis);
-    let mtls = ctx
-        .tries
-        .current_endpoint(&cluster)
+    }
+    // A sidecar's app (no cluster) is reached in plain text with the defaults.
+    let policy = cluster.as_ref().map(|c| &c.cluster.policy);
+    let idle_timeout = policy.and_then(|p| p.idle_timeout_ms.map(Duration::from_millis));
+    let connect_timeout_ms = policy.and_then(|p| p.connect_timeout_ms);
+    let limit = policy.and_then(|p| p.limits.max_requests_per_connection);
+    let mtls = cluster
+        .as_ref()
+        .and_then(|c| ctx.tries.current_endpoint(c))
         .and_then(|e| e.mtls.clone());
-    let security = Security::of(cluster.tls.as_ref(), mtls.as_deref());
+    let security = match &cluster {
+        Some(cluster) => Security::of(cluster.tls.as_ref(), mtls.as_deref()),
+        None => Security::Plain,
+    };
     let key = pool::Key {
         address,
         security: security.pool_class(),
     };
     let mut upstream = match pool::take(key, idle_timeout) {
         Some(upstream) => upstream,
-        None => dial(proxy, key, security, policy.connect_timeout_ms).await?,
+        None => dial(proxy, key, security, connect_timeout_ms).await?,
     };
     let resendable = body.rest == 0;
     let response = loop {
-        let limit = policy.limits.max_requests_per_connection;
         let close_upstream = limit.is_some_and(|limit| upstream.uses >= limit);
         match exchange_head(conn, ctx, &mut upstream, body, close_upstream).await {
             Ok(response) => break (response, close_upstream),
             // A pooled connection the peer closed before answering: nothing was processed,
             // so the request goes again on a fresh connection (not counted as a retry).
             Err(Stale) if upstream.reused && resendable => {
-                upstream = dial(proxy, key, security, policy.connect_timeout_ms).await?;
+                upstream = dial(proxy, key, security, connect_timeout_ms).await?;
             }
             Err(Stale) => {
                 return Err(fail(
@@ -235,9 +241,16 @@ async fn relay_response(
     body: &Body,
     close_upstream: bool,
 ) -> Outcome {
-    let close_downstream =
-        !conn.head.keep_alive || response.framing == Framing::UntilClose || conn.draining();
+    // An HTTP/1.0 client knows no chunked coding: it gets the body decoded, ended by the close.
+    let dechunk = conn.head.minor_version == 0 && response.framing == Framing::Chunked;
+    let close_downstream = !conn.head.keep_alive
+        || response.framing == Framing::UntilClose
+        || dechunk
+        || conn.draining();
     response_edits(conn, ctx, &response);
+    if dechunk {
+        conn.edits.remove("transfer-encoding");
+    }
     conn.out.clear();
     let upstream_bytes = &conn.upstream_buf[..response.len];
     write::write_status_line(
@@ -252,12 +265,11 @@ async fn relay_response(
         &conn.edits,
         response.connection_lists_names,
     );
-    if close_downstream {
-        write::push_header(&mut conn.out, b"connection", b"close");
-    }
+    write::connection_header(&mut conn.out, close_downstream, conn.head.minor_version);
     conn.out.extend_from_slice(b"\r\n");
     conn.upstream_buf.advance(response.len);
-    let copied = copy_body(conn, &mut upstream, &response.framing, try_timeout(ctx)).await;
+    let timeout = try_timeout(ctx);
+    let copied = copy_body(conn, &mut upstream, &response.framing, timeout, dechunk).await;
     let reusable = copied.complete && !copied.extra && !response.close && !close_upstream;
     if reusable {
         pool::give_back(upstream);

@@ -10,12 +10,17 @@ use super::{Conn, Http1Proxy};
 use crate::header_lookup;
 use crate::proxy::{ip_text, RequestCtx};
 use crate::rewrite::{apply_header_mods, rewrite_path, EditHeaders};
+use crate::telemetry::context as trace_context;
 
 impl Http1Proxy {
     /// The upstream request head, less its final line (`Connection: close` may join it per
     /// try): request line, end-to-end headers, route filters, forwarding headers.
     pub(super) fn build_upstream_head(&self, conn: &mut Conn, ctx: &RequestCtx) {
         conn.edits.clear();
+        if ctx.inbound.is_some() && ctx.peer_identity.is_none() {
+            // Only a mesh peer's x-forwarded-client-cert reaches the app.
+            conn.edits.remove("x-forwarded-client-cert");
+        }
         crate::proxy::jwt::apply(&ctx.auth_edits, &mut conn.edits);
         request_id_header(conn, ctx);
         self.route_filters_and_path(conn, ctx);
@@ -27,6 +32,13 @@ impl Http1Proxy {
         let bytes = &conn.buf[..conn.head.len];
         let (path, query) = conn.head.path_and_query(bytes);
         let mut new_path = None;
+        if conn.head.host.is_none() && conn.head.authority.is_none() {
+            // HTTP/1.0 without Host: the upstream request is HTTP/1.1, which needs one; the
+            // target's authority is then the address the client connected to (RFC 9112 3.3).
+            if let Some(local) = conn.local {
+                conn.edits.set_own("host", local.to_string());
+            }
+        }
         if let Some(route) = &ctx.route {
             for filter in route.filters_for(ctx.backend) {
                 match filter {
@@ -45,6 +57,7 @@ impl Http1Proxy {
                 }
             }
         }
+        trace_headers(&mut conn.edits, ctx);
         forwarding_headers(&mut conn.edits, &conn.head, bytes, conn.client, conn.tls);
         let out = &mut conn.out;
         out.clear();
@@ -94,6 +107,16 @@ fn request_id_header(conn: &mut Conn, ctx: &RequestCtx) {
         if let Some(id) = &ctx.request_id {
             conn.edits.set_own("x-request-id", id.clone());
         }
+    }
+}
+
+/// With tracing on, the trace headers upstream name this proxy's span, over what a route
+/// filter set (`observe::propagate` on Pingora's path).
+fn trace_headers(edits: &mut HeaderEdits, ctx: &RequestCtx) {
+    if let (true, Some(span)) = (ctx.tracing, &ctx.span) {
+        trace_context::inject(&span.context, ctx.trace_formats, |name, value| {
+            edits.set_own(name, value)
+        });
     }
 }
 

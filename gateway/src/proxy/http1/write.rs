@@ -113,6 +113,8 @@ pub struct LocalReply<'a> {
     /// The request was HEAD: headers only.
     pub head_only: bool,
     pub close: bool,
+    /// The request's HTTP minor version (1.0 keeps a connection only when told so).
+    pub minor_version: u8,
 }
 
 pub fn write_local_reply(out: &mut Vec<u8>, reply: &LocalReply<'_>) {
@@ -127,12 +129,21 @@ pub fn write_local_reply(out: &mut Vec<u8>, reply: &LocalReply<'_>) {
     for (name, value) in reply.headers {
         push_header(out, name.as_bytes(), value.as_bytes());
     }
-    if reply.close {
-        push_header(out, b"connection", b"close");
-    }
+    connection_header(out, reply.close, reply.minor_version);
     out.extend_from_slice(b"\r\n");
     if !reply.head_only {
         out.extend_from_slice(reply.body.as_bytes());
+    }
+}
+
+/// `Connection: close` when the connection ends after this response; to an HTTP/1.0 client,
+/// whose connections end by default, `Connection: keep-alive` when it stays open (RFC 9112
+/// section 9.3 and appendix C.2.2).
+pub fn connection_header(out: &mut Vec<u8>, close: bool, minor_version: u8) {
+    if close {
+        push_header(out, b"connection", b"close");
+    } else if minor_version == 0 {
+        push_header(out, b"connection", b"keep-alive");
     }
 }
 

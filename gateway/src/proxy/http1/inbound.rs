@@ -1,0 +1,50 @@
+//! A sidecar's inbound request on the fast path: the mTLS peer and any JWT are checked against
+//! the workload's policies, then the request goes to the app as it came, plus the forwarding
+//! headers. No routing, retries or load balancing: the app is one address (the same as on
+//! Pingora's path).
+
+use std::net::SocketAddr;
+
+use super::{Conn, Http1Proxy, Next};
+use crate::downstream_io;
+use crate::proxy::authz;
+use crate::proxy::decide::Decision;
+use crate::proxy::facts::RequestFacts;
+use crate::proxy::RequestCtx;
+
+impl Http1Proxy {
+    pub(super) async fn serve_inbound(&self, conn: &mut Conn, app: SocketAddr) -> Next {
+        // Before the first snapshot nothing says which policies apply: refused, not waved on.
+        let Some(snapshot) = self.store.load() else {
+            let reply = Decision::reply(503, "NR no configuration applied yet");
+            return self.answer(conn, RequestCtx::default(), reply).await;
+        };
+        let bytes = &conn.buf[..conn.head.len];
+        let lookup = conn.head.lookup(bytes);
+        let (path, query) = conn.head.path_and_query(bytes);
+        let facts = RequestFacts {
+            authority: conn.head.host(bytes),
+            path,
+            query,
+            method: conn.head.method(bytes),
+            headers: &lookup,
+            client_ip: conn.client.map(|c| c.ip()),
+            tls: conn.ssl.as_deref(),
+        };
+        let mut ctx = self.request_ctx(conn, &facts);
+        ctx.inbound = Some(app);
+        ctx.peer_identity = downstream_io::peer_identity(conn.ssl.as_deref());
+        let peer = authz::Peer {
+            identity: ctx.peer_identity.as_deref(),
+            destination_ip: Some(app.ip()),
+            port: conn.entry.port,
+            sni: None,
+        };
+        match authz::check(&snapshot, &facts, &peer) {
+            Ok(edits) => ctx.auth_edits = edits,
+            Err(refused) => return self.answer(conn, ctx, refused).await,
+        }
+        ctx.tries.current = Some((0, app));
+        self.send_upstream(conn, ctx).await
+    }
+}
