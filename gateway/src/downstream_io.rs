@@ -383,8 +383,16 @@ impl<T: Transport> GetProxyDigest for DownstreamIo<T> {
 }
 
 impl<T: Transport> GetSocketDigest for DownstreamIo<T> {
+    /// The digest set on the stream, else a fresh one over its socket (its addresses are read
+    /// when first asked for). Gateway listeners set none, so an idle connection does not keep
+    /// one (400 bytes); the loop asks once per connection, Pingora's path per request.
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.inner().get_socket_digest()
+        use std::os::fd::AsRawFd;
+        self.inner().get_socket_digest().or_else(|| {
+            Some(Arc::new(SocketDigest::from_raw_fd(
+                self.inner().as_raw_fd(),
+            )))
+        })
     }
 
     fn set_socket_digest(&mut self, digest: SocketDigest) {

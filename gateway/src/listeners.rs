@@ -141,7 +141,7 @@ async fn accept_loop(
                 let open = OpenConnection::count(&open);
                 let tls = tls.load_full();
                 workers.serve(tcp, move |worker, tcp| async move {
-                    serve_connection(l4_stream(tcp), tls, &apps[worker], &shutdown).await;
+                    serve_connection(tcp, tls, &apps[worker], &shutdown).await;
                     drop(open);
                 });
             }
@@ -179,20 +179,24 @@ pub fn l4_stream(tcp: TcpStream) -> L4Stream {
     stream
 }
 
+/// Takes the socket itself, not Pingora's stream: a future keeps room for its arguments even
+/// after they are moved on, and an idle connection's task should not carry a second copy of
+/// the stream (about 500 bytes). The socket digest is left unset: it is made when asked for
+/// (`DownstreamIo::get_socket_digest`), which the loop does once per connection.
 pub(crate) async fn serve_connection(
-    stream: L4Stream,
+    tcp: TcpStream,
     tls: Option<Arc<ServerConfig>>,
     app: &Http1Proxy,
     shutdown: &watch::Receiver<bool>,
 ) {
     match tls {
         None => {
-            app.serve(Box::new(DownstreamIo::new(stream)), shutdown)
-                .await
+            let io: Box<DownstreamIo> = Box::new(DownstreamIo::new(L4Stream::from(tcp)));
+            app.serve(io, shutdown).await
         }
         // Boxed: an async fn keeps room for every branch's locals, and a cleartext
         // connection's task should not carry a TLS session's.
-        Some(tls) => Box::pin(serve_tls(stream, tls, app, shutdown)).await,
+        Some(tls) => Box::pin(serve_tls(L4Stream::from(tcp), tls, app, shutdown)).await,
     }
 }
 

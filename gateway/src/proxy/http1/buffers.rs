@@ -16,7 +16,12 @@ use std::io;
 use std::pin::pin;
 use tokio::io::AsyncReadExt;
 
+use super::span::Span;
+use super::write::HeaderEdits;
 use super::Conn;
+
+/// A parsed head's header list (name and value spans).
+type HeaderList = Vec<(Span, Span)>;
 
 /// The read buffer a connection starts with and shrinks back to when idle (a typical request
 /// head fits; larger ones grow it).
@@ -31,7 +36,9 @@ const MAX_SPARE: usize = 32;
 struct Spare {
     heads: Vec<Vec<u8>>,
     upstream: Vec<BytesMut>,
+    edits: Vec<HeaderEdits>,
     reads: Vec<BytesMut>,
+    header_lists: Vec<HeaderList>,
 }
 
 thread_local! {
@@ -50,7 +57,20 @@ pub fn lend(conn: &mut Conn) {
             .pop()
             .unwrap_or_else(|| Vec::with_capacity(1024));
         conn.upstream_buf = spare.upstream.pop().unwrap_or_default();
+        if !conn.edits.has_capacity() {
+            conn.edits = spare.edits.pop().unwrap_or_default();
+        }
     });
+}
+
+/// Lends the head parser a header list when the connection has none (it gave it back when it
+/// went idle).
+pub fn lend_header_list(list: &mut HeaderList) {
+    if list.capacity() == 0 {
+        if let Some(spare) = SPARE.with(|spare| spare.borrow_mut().header_lists.pop()) {
+            *list = spare;
+        }
+    }
 }
 
 /// Takes the exchange buffers and the read buffer back when the connection has nothing more
@@ -60,18 +80,23 @@ pub fn give_back(conn: &mut Conn) {
         return;
     }
     give_back_read_buffer(std::mem::take(&mut conn.buf));
+    let mut header_list = std::mem::take(&mut conn.head.headers);
     let mut head = std::mem::take(&mut conn.out);
     let mut upstream = std::mem::take(&mut conn.upstream_buf);
-    if head.capacity() == 0 {
-        return;
-    }
+    let mut edits = std::mem::take(&mut conn.edits);
+    header_list.clear();
     head.clear();
     upstream.clear();
+    edits.clear();
     SPARE.with(|spare| {
         let mut spare = spare.borrow_mut();
-        if spare.heads.len() < MAX_SPARE {
+        if header_list.capacity() > 0 && spare.header_lists.len() < MAX_SPARE {
+            spare.header_lists.push(header_list);
+        }
+        if head.capacity() > 0 && spare.heads.len() < MAX_SPARE {
             spare.heads.push(head);
             spare.upstream.push(upstream);
+            spare.edits.push(edits);
         }
     });
 }

@@ -173,8 +173,11 @@ impl Http1Proxy {
                     next
                 }
                 HeadRead::Closed => return,
-                HeadRead::Http2 => return self.serve_http2(conn, shutdown).await,
-                HeadRead::Refused(refusal) => return self.refuse(&mut conn, refusal).await,
+                // Boxed (rare paths): an idle connection's task should not keep room for them.
+                HeadRead::Http2 => return Box::pin(self.serve_http2(conn, shutdown)).await,
+                HeadRead::Refused(refusal) => {
+                    return Box::pin(self.refuse(&mut conn, refusal)).await
+                }
             };
             match next {
                 Next::KeepAlive if !conn.draining() => continue,
@@ -251,6 +254,7 @@ impl Http1Proxy {
                 }
             }
             if !conn.buf.is_empty() {
+                buffers::lend_header_list(&mut conn.head.headers);
                 match conn.head.parse(&conn.buf, &self.options.limits) {
                     Ok(true) => return HeadRead::Ready,
                     Ok(false) => {}

@@ -26,6 +26,11 @@ impl HeaderEdits {
         self.added.clear();
     }
 
+    /// Whether the lists own memory (an idle connection's should not).
+    pub fn has_capacity(&self) -> bool {
+        self.removed.capacity() > 0 || self.added.capacity() > 0
+    }
+
     /// `set` for the headers the proxy itself writes (no copy of the name).
     pub fn set_own(&mut self, name: &'static str, value: impl Into<Text>) {
         self.forget_added(name);
