@@ -1,16 +1,24 @@
 #!/usr/bin/env python3
 """Opens N keep-alive connections to 127.0.0.1:PORT, sends one GET on each, reads the
-answer, prints "ready" and holds them idle until stdin closes (or SECONDS pass).
+answer, prints "ready" and holds them idle until stdin closes (or SECONDS pass). With `tls`,
+the connections are TLS (certificate not verified: the bench's own).
 
-    bench/idle_clients.py PORT N [SECONDS=60]
+    bench/idle_clients.py PORT N [SECONDS=60] [tls]
 """
 import asyncio
 import resource
+import ssl
 import sys
+
+TLS = None
+if len(sys.argv) > 4 and sys.argv[4] == "tls":
+    TLS = ssl.create_default_context()
+    TLS.check_hostname = False
+    TLS.verify_mode = ssl.CERT_NONE
 
 
 async def one(port: int) -> asyncio.StreamWriter:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=TLS)
     writer.write(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")

@@ -31,6 +31,8 @@ trap cleanup EXIT
 small=19100 big=19101
 declare -A port=([direct]=$small [ferry]=19180 [ferry-pingora]=19180 [nginx]=19181 [haproxy]=19182 [ferry-1k]=19183)
 declare -A h2port=([direct]=$small [ferry]=19180 [ferry-pingora]=19180 [nginx]=19191 [haproxy]=19192 [ferry-1k]=19183)
+# TLS listeners (idle TLS connections are measured apart from cleartext ones).
+declare -A tlsport=([ferry]=19184 [nginx]=19194 [haproxy]=19195)
 idle_clients=5000
 ulimit -n "$(ulimit -Hn)" # the idle-connection test holds 5,000 client connections per proxy
 
@@ -54,14 +56,29 @@ ports: [{name: http, port: $2}]
 endpoints: [{addresses: ["127.0.0.1"]}]
 YAML
 }
-ferry_config() { # listen-port extra-routes
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench \
+  -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+cat "$work/cert.pem" "$work/key.pem" >"$work/haproxy.pem"
+ferry_config() { # listen-port extra-routes [tls-port]
   cat <<YAML
 apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {name: gw, namespace: bench}
 spec:
   selector: {istio: ingressgateway}
-  servers: [{port: {number: $1, name: http, protocol: HTTP}, hosts: ["*"]}]
+  servers:
+  - {port: {number: $1, name: http, protocol: HTTP}, hosts: ["*"]}
+YAML
+  [ -n "${3:-}" ] && cat <<YAML
+  - {port: {number: $3, name: https, protocol: HTTPS}, hosts: ["*"], tls: {mode: SIMPLE, credentialName: bench-cert}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: bench-cert, namespace: bench}
+type: kubernetes.io/tls
+data: {tls.crt: $(base64 -w0 "$work/cert.pem"), tls.key: $(base64 -w0 "$work/key.pem")}
+YAML
+  cat <<YAML
 $(service small $small)
 $(service big $big)
 ---
@@ -89,7 +106,7 @@ YAML
   done
 }
 mkdir -p "$work/ferry" "$work/ferry-1k"
-ferry_config "${port[ferry]}" 8 >"$work/ferry/config.yaml"       # 10 routes in all
+ferry_config "${port[ferry]}" 8 "${tlsport[ferry]}" >"$work/ferry/config.yaml" # 10 routes in all
 ferry_config "${port[ferry-1k]}" 998 >"$work/ferry-1k/config.yaml" # 1,000 routes in all
 
 cat >"$work/nginx.conf" <<CONF
@@ -107,6 +124,9 @@ http {
   server {
     listen 127.0.0.1:${port[nginx]};
     listen 127.0.0.1:${h2port[nginx]} http2;
+    listen 127.0.0.1:${tlsport[nginx]} ssl;
+    ssl_certificate $work/cert.pem;
+    ssl_certificate_key $work/key.pem;
     proxy_http_version 1.1;
     proxy_set_header Connection "";
     location /big { proxy_pass http://big; }
@@ -127,6 +147,7 @@ defaults
 frontend fe
   bind 127.0.0.1:${port[haproxy]}
   bind 127.0.0.1:${h2port[haproxy]} proto h2
+  bind 127.0.0.1:${tlsport[haproxy]} ssl crt $work/haproxy.pem
   acl big path_beg /big
   use_backend big if big
   default_backend small
@@ -185,10 +206,10 @@ per_10k() { # ticks requests/s -> CPU seconds per 10k requests
   awk -v t="$1" -v r="$2" -v s="$seconds" -v hz="$(getconf CLK_TCK)" \
     'BEGIN {printf "%.3f", (r > 0) ? t / hz / (r * s) * 10000 : 0}'
 }
-idle_conn_kib() { # pid port: RSS growth per idle keep-alive connection after one request each
+idle_conn_kib() { # pid port [tls]: RSS growth per idle keep-alive connection after one request each
   local before after
   before="$(rss_kib "$1" VmRSS)"
-  coproc IDLE { python3 "$root/bench/idle_clients.py" "$2" "$idle_clients" 120; }
+  coproc IDLE { python3 "$root/bench/idle_clients.py" "$2" "$idle_clients" 120 "${3:-}"; }
   read -r _ <&"${IDLE[0]}"
   after="$(rss_kib "$1" VmRSS)"
   exec {IDLE[1]}>&-
@@ -231,6 +252,7 @@ for round in $(seq "$rounds"); do
       awk '/^finished in/ {gsub(/,/, ""); print $4}')"
     record "$t" peak_rss_kib "$(rss_kib "$pid" VmHWM)"
     [ "$t" != direct ] && record "$t" idle_conn_kib "$(idle_conn_kib "$pid" "${port[$t]}")"
+    [ -n "${tlsport[$t]:-}" ] && record "$t" idle_tls_conn_kib "$(idle_conn_kib "$pid" "${tlsport[$t]}" tls)"
     stop "$t"
     echo "round $round: $t done" >&2
   done
@@ -252,7 +274,7 @@ for round in $(seq "$rounds"); do
 done
 
 # --- report ---------------------------------------------------------------------------
-metrics=(keepalive_rps new_conn_rps big_16k_rps h2c_rps latency_p50_ms latency_p90_ms latency_p99_ms latency_max_ms cpu_s_per_10k cpu_user_s_per_10k cpu_sys_s_per_10k idle_rss_kib peak_rss_kib idle_conn_kib http1_fallback_share)
+metrics=(keepalive_rps new_conn_rps big_16k_rps h2c_rps latency_p50_ms latency_p90_ms latency_p99_ms latency_max_ms cpu_s_per_10k cpu_user_s_per_10k cpu_sys_s_per_10k idle_rss_kib peak_rss_kib idle_conn_kib idle_tls_conn_kib http1_fallback_share)
 {
   echo "# Proxy benchmark ($(date -u +%Y-%m-%d), $rounds rounds x ${seconds}s, medians)"
   echo
@@ -262,6 +284,7 @@ metrics=(keepalive_rps new_conn_rps big_16k_rps h2c_rps latency_p50_ms latency_p
   echo "ferry-1k: the same gateway with 1,000 routes in its snapshot (others: 10)."
   echo "ferry-pingora: the ferry gateway with --http1-fallback (Pingora's generic HTTP/1 path)."
   echo "idle_conn_kib: RSS growth per connection with $idle_clients keep-alive clients idle after one request each."
+  echo "idle_tls_conn_kib: the same over TLS (ECDSA P-256 certificate; TLS 1.3 with Python's defaults)."
   echo "http1_fallback_share: requests ferry handed to Pingora's path / all requests (admin metrics)."
   echo
   printf '| metric |'; printf ' %s |' "${targets[@]}"; echo

@@ -1,5 +1,6 @@
-//! The downstream connection as Pingora's HTTP code sees it: the accepted TCP stream (or the
-//! TLS session on it) behind a small write buffer.
+//! The downstream connection as both request loops see it: the accepted socket (a gateway's
+//! cleartext connections), Pingora's stream (the mesh's), or the TLS session on one, behind a
+//! small write buffer, implementing the traits Pingora's HTTP code asks of a stream.
 //!
 //! Pingora's HTTP/1 server writes a response header and its body in separate calls and flushes
 //! when the response is complete; its own listeners put a write buffer (one MSS) under that so
@@ -8,7 +9,7 @@
 //! and Pingora keeps its buffer setter crate-private, so without this wrapper every response
 //! costs two `send` syscalls — on loopback each one also runs the receiver's TCP stack. Over
 //! TLS the buffer also keeps header and body in one record. The wrapper adds the buffer and
-//! delegates everything else to the Pingora stream underneath.
+//! delegates everything else to the transport underneath.
 
 use async_trait::async_trait;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
@@ -20,22 +21,27 @@ use pingora_core::protocols::{
 };
 use std::fmt::Debug;
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::ready;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 /// One TCP segment's worth, as Pingora's own listeners use: a typical response header plus a
 /// small body leave together, a large body bypasses the buffer.
 const WRITE_BUFFER: usize = pingora_core::protocols::l4::stream::DEFAULT_L4_WRITE_BUFFER_SIZE;
 
-/// What a downstream connection runs on: plain TCP, or TLS terminated over it.
+/// What a downstream connection runs on: a gateway's plain socket, Pingora's stream (the
+/// mesh's captured connections), or TLS terminated over one.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sync + Debug + 'static {
-    fn tcp(&self) -> &L4Stream;
-    fn tcp_mut(&mut self) -> &mut L4Stream;
+    /// Pingora's stream underneath, when there is one: what it records is reported from it.
+    fn l4(&self) -> Option<&L4Stream>;
+    fn l4_mut(&mut self) -> Option<&mut L4Stream>;
+    fn raw_fd(&self) -> RawFd;
     /// Present on TLS connections; Pingora reads it to skip the cleartext HTTP/2 sniffing.
     fn ssl_digest(&self) -> Option<Arc<SslDigest>> {
         None
@@ -43,20 +49,115 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sync + Debug + 'sta
     fn alpn(&self) -> Option<ALPN> {
         None
     }
+    /// Puts bytes back in front of what is read next (cleartext transports only).
+    fn unread(&mut self, _bytes: &[u8]) {}
     /// Whether bytes can be peeked (the cleartext HTTP/2 preface check).
     const PEEKABLE: bool;
 }
 
 impl Transport for L4Stream {
-    fn tcp(&self) -> &L4Stream {
-        self
+    fn l4(&self) -> Option<&L4Stream> {
+        Some(self)
     }
 
-    fn tcp_mut(&mut self) -> &mut L4Stream {
-        self
+    fn l4_mut(&mut self) -> Option<&mut L4Stream> {
+        Some(self)
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        self.as_raw_fd()
+    }
+
+    fn unread(&mut self, bytes: &[u8]) {
+        self.rewind(bytes);
     }
 
     const PEEKABLE: bool = true;
+}
+
+/// A gateway's cleartext connection: the socket itself, and bytes put back to be read again
+/// (the HTTP/2 preface the loop read before handing the connection to Pingora). Pingora's
+/// stream would add about 450 bytes per connection (buffers, digests, timings) that nothing
+/// on this path reads.
+#[derive(Debug)]
+pub struct PlainTcp {
+    tcp: TcpStream,
+    replay: Vec<u8>,
+}
+
+impl PlainTcp {
+    pub fn new(tcp: TcpStream) -> Self {
+        PlainTcp {
+            tcp,
+            replay: Vec::new(),
+        }
+    }
+}
+
+impl Transport for PlainTcp {
+    fn l4(&self) -> Option<&L4Stream> {
+        None
+    }
+
+    fn l4_mut(&mut self) -> Option<&mut L4Stream> {
+        None
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        self.tcp.as_raw_fd()
+    }
+
+    fn unread(&mut self, bytes: &[u8]) {
+        self.replay.splice(0..0, bytes.iter().copied());
+    }
+
+    const PEEKABLE: bool = true;
+}
+
+impl AsyncRead for PlainTcp {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.replay.is_empty() {
+            let n = self.replay.len().min(buf.remaining());
+            buf.put_slice(&self.replay[..n]);
+            self.replay.drain(..n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for PlainTcp {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
 }
 
 /// A terminated TLS session, with what Pingora asks about it computed once at handshake.
@@ -119,12 +220,16 @@ impl TlsTransport {
 }
 
 impl Transport for TlsTransport {
-    fn tcp(&self) -> &L4Stream {
-        self.stream.get_ref().0
+    fn l4(&self) -> Option<&L4Stream> {
+        Some(self.stream.get_ref().0)
     }
 
-    fn tcp_mut(&mut self) -> &mut L4Stream {
-        self.stream.get_mut().0
+    fn l4_mut(&mut self) -> Option<&mut L4Stream> {
+        Some(self.stream.get_mut().0)
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        self.stream.get_ref().0.as_raw_fd()
     }
 
     fn ssl_digest(&self) -> Option<Arc<SslDigest>> {
@@ -184,10 +289,6 @@ impl<T: Transport> DownstreamIo<T> {
             pending: Vec::new(),
             sent: 0,
         }
-    }
-
-    fn inner(&self) -> &L4Stream {
-        self.transport.tcp()
     }
 
     /// Writes out what is buffered, then lets the buffer go.
@@ -257,11 +358,15 @@ pub fn unread(
     stream: pingora_core::protocols::Stream,
     bytes: &[u8],
 ) -> Option<pingora_core::protocols::Stream> {
-    let mut io = stream
-        .into_any()
-        .downcast::<DownstreamIo<L4Stream>>()
-        .ok()?;
-    io.transport.tcp_mut().rewind(bytes);
+    let stream = match stream.into_any().downcast::<DownstreamIo<PlainTcp>>() {
+        Ok(mut io) => {
+            io.transport.unread(bytes);
+            return Some(io);
+        }
+        Err(other) => other,
+    };
+    let mut io = stream.downcast::<DownstreamIo<L4Stream>>().ok()?;
+    io.transport.unread(bytes);
     Some(io)
 }
 
@@ -344,7 +449,7 @@ impl<T: Transport> Shutdown for DownstreamIo<T> {
 
 impl<T: Transport> UniqueID for DownstreamIo<T> {
     fn id(&self) -> UniqueIDType {
-        self.inner().id()
+        self.transport.raw_fd()
     }
 }
 
@@ -358,55 +463,70 @@ impl<T: Transport> Ssl for DownstreamIo<T> {
     }
 }
 
+/// Timings and the proxy digest are Pingora's stream's records; a plain socket keeps none
+/// (Ferry reports neither, and accepts no PROXY protocol).
 impl<T: Transport> GetTimingDigest for DownstreamIo<T> {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.inner().get_timing_digest()
+        self.transport
+            .l4()
+            .map_or_else(Vec::new, |l4| l4.get_timing_digest())
     }
 
     fn get_read_pending_time(&self) -> Duration {
-        self.inner().get_read_pending_time()
+        self.transport
+            .l4()
+            .map_or(Duration::ZERO, |l4| l4.get_read_pending_time())
     }
 
     fn get_write_pending_time(&self) -> Duration {
-        self.inner().get_write_pending_time()
+        self.transport
+            .l4()
+            .map_or(Duration::ZERO, |l4| l4.get_write_pending_time())
     }
 }
 
 impl<T: Transport> GetProxyDigest for DownstreamIo<T> {
     fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.inner().get_proxy_digest()
+        self.transport.l4()?.get_proxy_digest()
     }
 
     fn set_proxy_digest(&mut self, digest: ProxyDigest) {
-        self.transport.tcp_mut().set_proxy_digest(digest)
+        if let Some(l4) = self.transport.l4_mut() {
+            l4.set_proxy_digest(digest)
+        }
     }
 }
 
 impl<T: Transport> GetSocketDigest for DownstreamIo<T> {
-    /// The digest set on the stream, else a fresh one over its socket (its addresses are read
-    /// when first asked for). Gateway listeners set none, so an idle connection does not keep
-    /// one (400 bytes); the loop asks once per connection, Pingora's path per request.
+    /// The digest set on Pingora's stream, else a fresh one over the socket (its addresses are
+    /// read when first asked for). Gateway connections keep none (400 bytes each): the loop
+    /// asks once per connection, Pingora's path per request it serves.
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        use std::os::fd::AsRawFd;
-        self.inner().get_socket_digest().or_else(|| {
-            Some(Arc::new(SocketDigest::from_raw_fd(
-                self.inner().as_raw_fd(),
-            )))
-        })
+        self.transport
+            .l4()
+            .and_then(|l4| l4.get_socket_digest())
+            .or_else(|| Some(Arc::new(SocketDigest::from_raw_fd(self.transport.raw_fd()))))
     }
 
+    /// Kept where Pingora's stream can hold it (the mesh sets the original destination it
+    /// already knows); a plain socket's digest is made from the socket when asked for.
     fn set_socket_digest(&mut self, digest: SocketDigest) {
-        self.transport.tcp_mut().set_socket_digest(digest)
+        if let Some(l4) = self.transport.l4_mut() {
+            l4.set_socket_digest(digest)
+        }
     }
 }
 
 #[async_trait]
 impl<T: Transport> Peek for DownstreamIo<T> {
+    /// As Pingora's stream does it: read the bytes, then put them back to be read again.
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         if !T::PEEKABLE {
             return Ok(false);
         }
-        self.transport.tcp_mut().try_peek(buf).await
+        self.transport.read_exact(buf).await?;
+        self.transport.unread(buf);
+        Ok(true)
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
-use crate::downstream_io::{DownstreamIo, TlsTransport};
+use crate::downstream_io::{DownstreamIo, PlainTcp, TlsTransport};
 use crate::metrics::Metrics;
 use crate::proxy::http1::Http1Proxy;
 use crate::workers::Workers;
@@ -179,9 +179,9 @@ pub fn l4_stream(tcp: TcpStream) -> L4Stream {
     stream
 }
 
-/// Takes the socket itself, not Pingora's stream: a future keeps room for its arguments even
-/// after they are moved on, and an idle connection's task should not carry a second copy of
-/// the stream (about 500 bytes). The socket digest is left unset: it is made when asked for
+/// Takes the socket itself: a future keeps room for its arguments even after they are moved
+/// on. A cleartext connection is served on the socket (`PlainTcp`), a TLS session over
+/// Pingora's stream; the socket digest is made when asked for
 /// (`DownstreamIo::get_socket_digest`), which the loop does once per connection.
 pub(crate) async fn serve_connection(
     tcp: TcpStream,
@@ -191,7 +191,7 @@ pub(crate) async fn serve_connection(
 ) {
     match tls {
         None => {
-            let io: Box<DownstreamIo> = Box::new(DownstreamIo::new(L4Stream::from(tcp)));
+            let io = Box::new(DownstreamIo::new(PlainTcp::new(tcp)));
             app.serve(io, shutdown).await
         }
         // Boxed: an async fn keeps room for every branch's locals, and a cleartext
