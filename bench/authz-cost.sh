@@ -91,7 +91,7 @@ declare -A instructions
 for rules in 0 10 1000; do
   dir="$(config "$rules")"
   url="http://127.0.0.1:$port/"
-  MIMALLOC_PURGE_DELAY=0 MIMALLOC_ARENA_EAGER_COMMIT=0 valgrind --tool=callgrind \
+  MIMALLOC_ARENA_EAGER_COMMIT=0 valgrind --tool=callgrind \
     --callgrind-out-file="$work/r$rules.%p.out" "$ferry" gateway --concurrency 1 --config "$dir" \
     --admin 127.0.0.1:19401 --bind-address 127.0.0.1 --access-log off --log warn \
     >/dev/null 2>"$work/r$rules.valgrind" &

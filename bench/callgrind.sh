@@ -140,7 +140,7 @@ declare -A instructions allocs syscalls
 for t in ferry ferry-pingora nginx haproxy; do
   url="http://127.0.0.1:${port[$t]}/"
   # shellcheck disable=SC2046 # the command line is words on purpose
-  MIMALLOC_PURGE_DELAY=0 MIMALLOC_ARENA_EAGER_COMMIT=0 valgrind --tool=callgrind \
+  MIMALLOC_ARENA_EAGER_COMMIT=0 valgrind --tool=callgrind \
     --callgrind-out-file="$work/$t.%p.out" $(command_of "$t") >/dev/null 2>"$work/$t.valgrind" &
   pid=$!
   wait_ok "$url"

@@ -29,7 +29,7 @@ ferry="$config/ferry-under-callgrind"
 cat > "$ferry" <<SH
 #!/bin/sh
 [ "\$1" = sidecar ] || exec "$real_ferry" "\$@"
-export MIMALLOC_PURGE_DELAY=0 MIMALLOC_ARENA_EAGER_COMMIT=0
+export MIMALLOC_ARENA_EAGER_COMMIT=0
 exec valgrind --tool=callgrind --demangle=no --callgrind-out-file="$profiles/\$ROUND/%p" "$real_ferry" "\$@"
 SH
 chmod 755 "$ferry"

@@ -59,7 +59,7 @@ pub struct Tries {
     pub retries: u32,
     pub deadline: Option<Instant>,
     /// Endpoint indices already tried.
-    pub tried: Vec<usize>,
+    pub tried: smallvec::SmallVec<[usize; 4]>,
     /// The endpoint of the try in progress.
     pub current: Option<(usize, SocketAddr)>,
     /// The endpoint of the latest try, kept for error messages.

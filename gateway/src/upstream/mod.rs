@@ -54,14 +54,16 @@ impl ClusterState {
         if self.active.is_empty() {
             return None;
         }
+        // Inline lists: this runs for every request (no allocation with up to 16 endpoints).
+        type Candidates = smallvec::SmallVec<[usize; 16]>;
         let eligible = self.outlier.eligible();
-        let fresh: Vec<usize> = (0..self.active.len())
+        let fresh: Candidates = (0..self.active.len())
             .filter(|i| eligible[*i] && !tried.contains(i))
             .collect();
         let candidates = if fresh.is_empty() {
             (0..self.active.len())
                 .filter(|i| eligible[*i])
-                .collect::<Vec<_>>()
+                .collect::<Candidates>()
         } else {
             fresh
         };

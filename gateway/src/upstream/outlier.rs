@@ -25,6 +25,9 @@ struct Health {
     ejected_until_ms: AtomicU64,
 }
 
+/// Which endpoints may be picked (see [`Outlier::eligible`]).
+pub type Eligible = smallvec::SmallVec<[bool; 16]>;
+
 pub struct Outlier {
     config: Option<OutlierDetection>,
     epoch: Instant,
@@ -57,9 +60,11 @@ impl Outlier {
 
     /// Endpoints that may take traffic. When ejections would leave fewer healthy endpoints
     /// than `min_health_percent`, ejection is ignored and all serve.
-    pub fn eligible(&self) -> Vec<bool> {
+    /// Per endpoint, whether it may be picked. Inline for up to 16 endpoints: this runs for
+    /// every request, and a heap list per request costs the allocator a page now and then.
+    pub fn eligible(&self) -> Eligible {
         let now = self.now_ms();
-        let healthy: Vec<bool> = (0..self.endpoints.len())
+        let healthy: Eligible = (0..self.endpoints.len())
             .map(|i| !self.ejected_at(i, now))
             .collect();
         let min_health = self
@@ -68,7 +73,7 @@ impl Outlier {
             .map_or(0, |c| c.min_health_percent as usize);
         let count = healthy.iter().filter(|h| **h).count();
         if count * 100 < min_health * self.endpoints.len() {
-            return vec![true; self.endpoints.len()];
+            return smallvec::smallvec![true; self.endpoints.len()];
         }
         healthy
     }
@@ -166,13 +171,13 @@ mod tests {
         outlier.record(0, Outcome::Status(200));
         outlier.record(0, Outcome::Status(503));
         assert_eq!(
-            outlier.eligible(),
+            outlier.eligible().to_vec(),
             vec![true, true],
             "success reset the count"
         );
         outlier.record(0, Outcome::Status(503));
         outlier.record(0, Outcome::ConnectFailure);
-        assert_eq!(outlier.eligible(), vec![false, true]);
+        assert_eq!(outlier.eligible().to_vec(), vec![false, true]);
     }
 
     #[test]
@@ -189,7 +194,7 @@ mod tests {
         let strict = Outlier::new(config(1, 100, 75), 2);
         strict.record(0, Outcome::Status(500));
         assert_eq!(
-            strict.eligible(),
+            strict.eligible().to_vec(),
             vec![true, true],
             "below min health everything serves"
         );
