@@ -51,6 +51,10 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + Sync + Debug + 'sta
     }
     /// Puts bytes back in front of what is read next (cleartext transports only).
     fn unread(&mut self, _bytes: &[u8]) {}
+    /// Where a transport without Pingora's stream keeps the socket digest once made.
+    fn digest_cell(&self) -> Option<&std::sync::OnceLock<Arc<SocketDigest>>> {
+        None
+    }
     /// Whether bytes can be peeked (the cleartext HTTP/2 preface check).
     const PEEKABLE: bool;
 }
@@ -83,6 +87,9 @@ impl Transport for L4Stream {
 pub struct PlainTcp {
     tcp: TcpStream,
     replay: Vec<u8>,
+    /// Made the first time Pingora's path asks (it asks per request); Ferry's loop reads the
+    /// addresses once without keeping it (`fresh_socket_digest`).
+    digest: std::sync::OnceLock<Arc<SocketDigest>>,
 }
 
 impl PlainTcp {
@@ -90,7 +97,15 @@ impl PlainTcp {
         PlainTcp {
             tcp,
             replay: Vec::new(),
+            digest: std::sync::OnceLock::new(),
         }
+    }
+}
+
+impl DownstreamIo<PlainTcp> {
+    /// The socket's digest, not kept: an idle connection should not hold its 400 bytes.
+    pub fn fresh_socket_digest(&self) -> SocketDigest {
+        SocketDigest::from_raw_fd(self.transport.raw_fd())
     }
 }
 
@@ -109,6 +124,10 @@ impl Transport for PlainTcp {
 
     fn unread(&mut self, bytes: &[u8]) {
         self.replay.splice(0..0, bytes.iter().copied());
+    }
+
+    fn digest_cell(&self) -> Option<&std::sync::OnceLock<Arc<SocketDigest>>> {
+        Some(&self.digest)
     }
 
     const PEEKABLE: bool = true;
@@ -498,14 +517,19 @@ impl<T: Transport> GetProxyDigest for DownstreamIo<T> {
 }
 
 impl<T: Transport> GetSocketDigest for DownstreamIo<T> {
-    /// The digest set on Pingora's stream, else a fresh one over the socket (its addresses are
-    /// read when first asked for). Gateway connections keep none (400 bytes each): the loop
-    /// asks once per connection, Pingora's path per request it serves.
+    /// The digest kept by the transport (a plain socket makes it when first asked; Pingora's
+    /// stream has it set), else a fresh one over the socket. Its addresses are read when first
+    /// asked for. Pingora's path asks per request; Ferry's loop asks once per connection
+    /// through `fresh_socket_digest`, so an idle gateway connection keeps none.
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        let fresh = || Arc::new(SocketDigest::from_raw_fd(self.transport.raw_fd()));
+        if let Some(cell) = self.transport.digest_cell() {
+            return Some(cell.get_or_init(fresh).clone());
+        }
         self.transport
             .l4()
             .and_then(|l4| l4.get_socket_digest())
-            .or_else(|| Some(Arc::new(SocketDigest::from_raw_fd(self.transport.raw_fd()))))
+            .or_else(|| Some(fresh()))
     }
 
     /// Kept where Pingora's stream can hold it (the mesh sets the original destination it

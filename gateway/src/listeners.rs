@@ -196,7 +196,7 @@ pub(crate) async fn serve_connection(
         }
         // Boxed: an async fn keeps room for every branch's locals, and a cleartext
         // connection's task should not carry a TLS session's.
-        Some(tls) => Box::pin(serve_tls(L4Stream::from(tcp), tls, app, shutdown)).await,
+        Some(tls) => Box::pin(serve_tls(l4_stream(tcp), tls, app, shutdown)).await,
     }
 }
 

@@ -42,7 +42,7 @@ pub use head::HeadLimits;
 
 use super::request_series;
 use super::{Entry, FerryProxy};
-use crate::downstream_io;
+use crate::downstream_io::{self, DownstreamIo, PlainTcp};
 use crate::metrics::Metrics;
 use crate::store::SnapshotStore;
 use crate::telemetry::Telemetry;
@@ -208,7 +208,11 @@ impl Http1Proxy {
     }
 
     fn connection(&self, io: Stream, shutdown: &watch::Receiver<bool>) -> Conn {
-        let digest = io.get_socket_digest();
+        // A gateway's plain socket: its addresses read once, the digest not kept.
+        let digest = match io.as_any().downcast_ref::<DownstreamIo<PlainTcp>>() {
+            Some(plain) => Some(Arc::new(plain.fresh_socket_digest())),
+            None => io.get_socket_digest(),
+        };
         let inet = |a: Option<&pingora_core::protocols::l4::socket::SocketAddr>| {
             a.and_then(|a| a.as_inet()).copied()
         };
