@@ -23,10 +23,10 @@ use super::Conn;
 /// A parsed head's header list (name and value spans).
 type HeaderList = Vec<(Span, Span)>;
 
-/// The read buffer a connection starts with and shrinks back to when idle (a typical request
-/// head fits; larger ones grow it).
+/// The read buffer lent to a connection when bytes arrive (a typical request head fits;
+/// larger ones grow it).
 pub const READ_BUFFER: usize = 1024;
-/// A grown read buffer larger than this is not kept while the connection idles.
+/// A read buffer a large head grew past this is let go rather than kept among the spares.
 const MAX_IDLE_READ_BUFFER: usize = 4 * READ_BUFFER;
 /// Spare exchange buffers kept per worker: enough for the exchanges a worker has in flight
 /// at once in steady load, not a burst's worth kept for ever.

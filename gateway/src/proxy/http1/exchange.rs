@@ -53,18 +53,8 @@ impl Http1Proxy {
             let reply = Decision::reply(503, "NR no configuration applied yet");
             return self.answer(conn, RequestCtx::default(), reply).await;
         };
-        let bytes = &conn.buf[..conn.head.len];
-        let lookup = conn.head.lookup(bytes);
-        let (path, query) = conn.head.path_and_query(bytes);
-        let facts = RequestFacts {
-            authority: conn.head.host(bytes),
-            path,
-            query,
-            method: conn.head.method(bytes),
-            headers: &lookup,
-            client_ip: conn.client.map(|c| c.ip()),
-            tls: conn.ssl.as_deref(),
-        };
+        let lookup = conn.lookup();
+        let facts = conn.facts(&lookup);
         let forward =
             match decide::decide(&snapshot, &facts, conn.entry.port, conn.entry.dialled_ip) {
                 Decision::Reply(reply) => {

@@ -9,7 +9,6 @@ use super::{Conn, Http1Proxy, Next};
 use crate::downstream_io;
 use crate::proxy::authz;
 use crate::proxy::decide::Decision;
-use crate::proxy::facts::RequestFacts;
 use crate::proxy::RequestCtx;
 
 impl Http1Proxy {
@@ -19,18 +18,8 @@ impl Http1Proxy {
             let reply = Decision::reply(503, "NR no configuration applied yet");
             return self.answer(conn, RequestCtx::default(), reply).await;
         };
-        let bytes = &conn.buf[..conn.head.len];
-        let lookup = conn.head.lookup(bytes);
-        let (path, query) = conn.head.path_and_query(bytes);
-        let facts = RequestFacts {
-            authority: conn.head.host(bytes),
-            path,
-            query,
-            method: conn.head.method(bytes),
-            headers: &lookup,
-            client_ip: conn.client.map(|c| c.ip()),
-            tls: conn.ssl.as_deref(),
-        };
+        let lookup = conn.lookup();
+        let facts = conn.facts(&lookup);
         let mut ctx = self.request_ctx(conn, &facts);
         ctx.inbound = Some(app);
         ctx.peer_identity = downstream_io::peer_identity(conn.ssl.as_deref());

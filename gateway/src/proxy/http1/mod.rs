@@ -40,6 +40,7 @@ use tokio::sync::watch;
 pub use fallback::Reason as FallbackReason;
 pub use head::HeadLimits;
 
+use super::facts::RequestFacts;
 use super::request_series;
 use super::{Entry, FerryProxy};
 use crate::downstream_io::{self, DownstreamIo, PlainTcp};
@@ -103,6 +104,26 @@ pub(super) struct Conn {
 }
 
 impl Conn {
+    /// The current request's headers, for lookups by name.
+    pub fn lookup(&self) -> head::HeadLookup<'_> {
+        self.head.lookup(&self.buf[..self.head.len])
+    }
+
+    /// What `decide` and the policies read of the current request.
+    pub fn facts<'a>(&'a self, lookup: &'a head::HeadLookup<'a>) -> RequestFacts<'a> {
+        let bytes = &self.buf[..self.head.len];
+        let (path, query) = self.head.path_and_query(bytes);
+        RequestFacts {
+            authority: self.head.host(bytes),
+            path,
+            query,
+            method: self.head.method(bytes),
+            headers: lookup,
+            client_ip: self.client.map(|c| c.ip()),
+            tls: self.ssl.as_deref(),
+        }
+    }
+
     /// The current response is the connection's last: the process drains, or the
     /// connection's request limit is reached.
     pub fn draining(&self) -> bool {
