@@ -229,19 +229,26 @@ impl Http1Proxy {
     }
 
     fn connection(&self, io: Stream, shutdown: &watch::Receiver<bool>) -> Conn {
-        // A gateway's plain socket: its addresses read once, the digest not kept.
+        // A gateway's plain socket: its addresses read once, the digest neither kept nor boxed.
+        let (fresh, kept);
         let digest = match io.as_any().downcast_ref::<DownstreamIo<PlainTcp>>() {
-            Some(plain) => Some(Arc::new(plain.fresh_socket_digest())),
-            None => io.get_socket_digest(),
+            Some(plain) => {
+                fresh = plain.fresh_socket_digest();
+                Some(&fresh)
+            }
+            None => {
+                kept = io.get_socket_digest();
+                kept.as_deref()
+            }
         };
         let inet = |a: Option<&pingora_core::protocols::l4::socket::SocketAddr>| {
             a.and_then(|a| a.as_inet()).copied()
         };
-        let client = digest.as_ref().and_then(|d| inet(d.peer_addr()));
-        let local = digest.as_ref().and_then(|d| inet(d.local_addr()));
+        let client = digest.and_then(|d| inet(d.peer_addr()));
+        let local = digest.and_then(|d| inet(d.local_addr()));
         let original = self
             .inbound_port
-            .and(digest.as_ref())
+            .and(digest)
             .and_then(|d| inet(d.original_dst()));
         let entry = Entry::of(local.map_or(0, |a| a.port()), original, self.inbound_port);
         let ssl = io.get_ssl_digest();
