@@ -171,11 +171,25 @@ pub fn telemetry_options(args: &TelemetryArgs, labels: &[(String, String)]) -> T
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.clone())
     };
+    let first = |keys: &[&str]| keys.iter().find_map(|key| label(key));
     let app = label("app").unwrap_or_else(|| args.workload_name.clone());
+    // The same label precedence as the controller gives the endpoints (translate/workloads.rs),
+    // so a source's destination_* labels and the destination's own agree.
     let identity = ProxyIdentity {
         workload: args.workload_name.clone(),
         namespace: args.workload_namespace.clone(),
-        canonical_service: app.clone(),
+        canonical_service: first(&[
+            "service.istio.io/canonical-name",
+            "app.kubernetes.io/name",
+            "app",
+        ])
+        .unwrap_or_else(|| args.workload_name.clone()),
+        canonical_revision: first(&[
+            "service.istio.io/canonical-revision",
+            "app.kubernetes.io/version",
+            "version",
+        ])
+        .unwrap_or_else(|| "latest".into()),
         app,
         version: label("version").unwrap_or_else(|| "unknown".into()),
         ..ProxyIdentity::default()

@@ -139,7 +139,7 @@ fn print_version(short: bool) {
     }
 }
 
-/// Logs go to stderr (stdout is the access log). The filter can be replaced at run time
+/// Logs go to stderr (stdout is the access log), coloured only on a terminal. The filter can be replaced at run time
 /// through the returned control (admin `/logging`).
 fn init_tracing(filter: &str) -> ferry_gateway::admin::LogControl {
     use tracing_subscriber::prelude::*;
@@ -148,7 +148,12 @@ fn init_tracing(filter: &str) -> ferry_gateway::admin::LogControl {
     let (filter_layer, handle) = reload::Layer::new(initial);
     tracing_subscriber::registry()
         .with(filter_layer)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // Colours only on a terminal: `kubectl logs` and log collectors read a pipe.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .init();
     let current = std::sync::Mutex::new(filter.to_string());
     std::sync::Arc::new(move |wanted: Option<&str>| {

@@ -189,9 +189,11 @@ fn init_container(annotations: &Value, config: &InjectConfig) -> Value {
     })
 }
 
-/// The workload identity for metrics (`source_*` outbound, `destination_*` inbound), from the
-/// pod's labels as Istio derives it: `app` (else the Kubernetes recommended name label) is
-/// the workload and canonical service, `version` the version.
+/// The workload identity for metrics (`source_*` outbound, `destination_*` inbound), as
+/// Istio derives it and as the controller names this pod's endpoints to other proxies
+/// (translate/workloads.rs): the workload is the pod's controller (a ReplicaSet's Deployment),
+/// else its name, else its `app` label; `app` and `version` (or the Kubernetes recommended
+/// labels) as labels.
 fn identity_args(metadata: &Value) -> Vec<String> {
     let label = |key: &str| {
         metadata
@@ -203,8 +205,10 @@ fn identity_args(metadata: &Value) -> Vec<String> {
     let app = label("app").or_else(|| label("app.kubernetes.io/name"));
     let version = label("version").or_else(|| label("app.kubernetes.io/version"));
     let mut args = Vec::new();
+    if let Some(workload) = workload_name(metadata).or_else(|| app.clone()) {
+        args.push(format!("--workload-name={workload}"));
+    }
     if let Some(app) = app {
-        args.push(format!("--workload-name={app}"));
         args.push(format!("--label=app={app}"));
     }
     if let Some(version) = version {
@@ -220,6 +224,19 @@ fn identity_args(metadata: &Value) -> Vec<String> {
         }
     }
     args
+}
+
+/// The workload an admitted pod belongs to, by its owner references (its name is often not
+/// set yet at admission: `generateName`).
+fn workload_name(metadata: &Value) -> Option<String> {
+    let pod: k8s_openapi::api::core::v1::Pod =
+        serde_json::from_value(json!({ "metadata": metadata })).ok()?;
+    Some(
+        crate::translate::workloads::workload_of(&pod)
+            .name
+            .to_string(),
+    )
+    .filter(|name| !name.is_empty())
 }
 
 fn proxy_container(config: &InjectConfig, identity: &[String]) -> Value {
@@ -290,6 +307,23 @@ mod tests {
     }
 
     #[test]
+    fn a_deployments_pod_is_named_by_its_deployment_as_its_endpoints_are() {
+        let mut p = pod(json!({
+            "name": null,
+            "generateName": "reviews-v2-7d9f8c-",
+            "labels": {"app": "reviews", "version": "v2", "pod-template-hash": "7d9f8c"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "reviews-v2-7d9f8c", "uid": "u", "controller": true}],
+        }));
+        inject(&mut p, &InjectConfig::default()).unwrap();
+        let proxy_args = p["spec"]["initContainers"][1]["args"].to_string();
+        assert!(
+            proxy_args.contains("--workload-name=reviews-v2"),
+            "{proxy_args}"
+        );
+        assert!(proxy_args.contains("--label=app=reviews"), "{proxy_args}");
+    }
+
+    #[test]
     fn the_proxy_is_a_native_sidecar_started_after_the_capture_rules_and_before_other_inits() {
         let mut p = pod(json!({
             "annotations": {"traffic.sidecar.istio.io/excludeOutboundPorts": "5432"},
@@ -309,6 +343,7 @@ mod tests {
         assert_eq!(proxy["resources"]["requests"]["memory"], "16Mi");
         let proxy_args = proxy["args"].to_string();
         assert!(proxy_args.contains("--workload-name=web"), "{proxy_args}");
+        assert!(proxy_args.contains("--label=app=web"), "{proxy_args}");
         assert!(proxy_args.contains("--label=version=v2"), "{proxy_args}");
         let init_args = p["spec"]["initContainers"][0]["args"].to_string();
         assert!(

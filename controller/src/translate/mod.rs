@@ -16,7 +16,7 @@ mod services;
 mod table;
 mod tls;
 mod upstream_tls;
-mod workloads;
+pub(crate) mod workloads;
 
 use ferry_model::Snapshot;
 use serde::Serialize;

@@ -21,6 +21,9 @@ pub async fn admit(
     forward: Forward,
 ) -> Option<Reply> {
     let Forward { route, cluster, .. } = forward;
+    // Known from here on, also when the proxy answers itself (overflow, fault, timeout):
+    // metrics, access log and trace name the destination, as Envoy's cluster stats do.
+    let cluster = &*ctx.cluster.insert(cluster);
     let rule = &route.route.policy;
     let meta = &route.route.meta;
     if let Some(cors) = &rule.cors {
@@ -83,10 +86,9 @@ pub async fn admit(
         (ctx.hash_key, ctx.set_cookie) = policy::hash_key(on, req);
     }
     let Some((index, endpoint)) = cluster.pick(ctx.hash_key, &[]) else {
-        return Some(Decision::reply(503, no_endpoints(&cluster)).for_route(&route));
+        return Some(Decision::reply(503, no_endpoints(cluster)).for_route(&route));
     };
-    ctx.tries.start(&cluster, index, endpoint.address);
-    ctx.cluster = Some(cluster);
+    ctx.tries.start(cluster, index, endpoint.address);
     None
 }
 
