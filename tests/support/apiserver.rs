@@ -3,12 +3,12 @@
 //! generated here and a bearer token for an admin user, torn down on drop. `kubectl` from
 //! the same build applies manifests. See tests/README.md.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use super::kube::Kube;
 use super::{free_port, Proc};
 
 const TOKEN: &str = "ferry-test-admin-token";
@@ -63,7 +63,7 @@ pub fn pod_echo(name: &str) -> super::Echo {
 /// A running etcd + kube-apiserver pair and a kubeconfig for its admin.
 pub struct ApiServer {
     pub url: String,
-    pub kubeconfig: PathBuf,
+    kube: Kube,
     dir: tempfile::TempDir,
     // Dropped in field order: the API server goes before its etcd.
     apiserver: Proc,
@@ -83,7 +83,7 @@ impl ApiServer {
         std::fs::write(&kubeconfig, kubeconfig_yaml(&url, &certs.ca_pem)).unwrap();
         let mut server = ApiServer {
             url,
-            kubeconfig,
+            kube: Kube { kubeconfig },
             dir,
             apiserver,
             _etcd: etcd.0,
@@ -133,29 +133,6 @@ impl ApiServer {
         path
     }
 
-    /// `kubectl wait` fails outright ("conditions accessor error") on a CRD the API server
-    /// has not yet given any condition, so it is retried until every CRD is Established.
-    pub fn wait_crds_established(&self) {
-        let started = Instant::now();
-        let args = [
-            "wait",
-            "--for=condition=Established",
-            "crd",
-            "--all",
-            "--timeout=30s",
-        ];
-        loop {
-            match self.kubectl_output(&args) {
-                Ok(_) => return,
-                Err(e) if started.elapsed() < Duration::from_secs(60) => {
-                    eprintln!("CRDs not established yet ({}); retrying", e.trim());
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                Err(e) => panic!("CRDs not established within 60 s: {e}"),
-            }
-        }
-    }
-
     /// What a proxy running as `namespace/service_account` presents to the controller: a
     /// projected-style token for audience `ferry` (TokenRequest, as kubelet mints them) and
     /// the mesh roots the controller publishes in the namespace (`ferry-ca-root`). The
@@ -193,91 +170,13 @@ impl ApiServer {
         };
         ProxyCredentials::write(token.trim(), &root)
     }
+}
 
-    /// Waits (up to 20 s) until `kubectl get` shows `want` at `jsonpath` of the object.
-    pub async fn eventually_get(
-        &self,
-        resource: &str,
-        namespace: &str,
-        name: &str,
-        jsonpath: &str,
-        want: &str,
-    ) {
-        super::eventually_within(
-            &format!("{resource} {namespace}/{name} {jsonpath} == {want}"),
-            Duration::from_secs(20),
-            || async { self.get(resource, namespace, name, jsonpath) == want },
-        )
-        .await;
-    }
+impl std::ops::Deref for ApiServer {
+    type Target = Kube;
 
-    /// Runs helm against this server; Err carries stderr.
-    pub fn helm_output(&self, args: &[&str]) -> Result<String, String> {
-        self.tool_output("helm", args)
-    }
-
-    /// Runs kubectl against this server; Err carries stderr.
-    pub fn kubectl_output(&self, args: &[&str]) -> Result<String, String> {
-        self.tool_output("kubectl", args)
-    }
-
-    fn tool_output(&self, tool: &str, args: &[&str]) -> Result<String, String> {
-        let out = Command::new(tools_dir().join(tool))
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .output()
-            .unwrap();
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    }
-
-    /// Runs kubectl and panics with its error output when it fails.
-    pub fn kubectl(&self, args: &[&str]) -> String {
-        self.kubectl_output(args)
-            .unwrap_or_else(|e| panic!("kubectl {}: {e}", args.join(" ")))
-    }
-
-    /// `kubectl apply -f -` with `yaml` on stdin (server-side apply, as a user would).
-    pub fn apply(&self, yaml: &str) {
-        let mut child = Command::new(tools_dir().join("kubectl"))
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(["apply", "--server-side", "--force-conflicts", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(yaml.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "kubectl apply failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// A field of an object read through the API (`jsonpath` without braces).
-    pub fn get(&self, resource: &str, namespace: &str, name: &str, jsonpath: &str) -> String {
-        self.kubectl_output(&[
-            "get",
-            resource,
-            "-n",
-            namespace,
-            name,
-            "-o",
-            &format!("jsonpath={{{jsonpath}}}"),
-        ])
-        .unwrap_or_default()
+    fn deref(&self) -> &Kube {
+        &self.kube
     }
 }
 

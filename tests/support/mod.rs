@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod cluster;
 pub mod jwt;
+pub mod kube;
 pub mod manifests;
 pub mod netns;
 pub mod tls;
