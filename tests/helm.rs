@@ -270,12 +270,22 @@ async fn helm_install_then_the_controller_with_the_charts_rbac_accepts_the_class
         .await
         .expect("the chart's gateway gets a certificate");
     assert!(signed.cert_chain_pem.contains("BEGIN CERTIFICATE"));
+    // Accepted, and not Programmed until a proxy of it applies its snapshot: no gateway
+    // process runs here (tests/cluster.rs runs the chart's pods; tests/controller.rs proxies).
     api.eventually_get(
         "gateway",
         NS,
         "ferry-gateway",
-        &condition("Programmed"),
+        &condition("Accepted"),
         "True",
+    )
+    .await;
+    api.eventually_get(
+        "gateway",
+        NS,
+        "ferry-gateway",
+        r#".status.conditions[?(@.type=="Programmed")].reason"#,
+        "Pending",
     )
     .await;
     // A LoadBalancer without a load-balancer controller has no ingress yet: the cluster IP.

@@ -5,6 +5,7 @@
 //! status conditions the objects should carry.
 
 pub mod analyze;
+pub mod applied;
 pub mod ca;
 pub mod cluster;
 pub mod crds;

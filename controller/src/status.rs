@@ -11,6 +11,7 @@ use gateway_api::apis::experimental::httproutes::{HttpRoute, HttpRouteParentRefs
 use gateway_api::apis::standard::gateways::{Gateway, GatewayListeners};
 use serde_json::{json, Value};
 
+use crate::applied::{self, Applied};
 use crate::translate::{meta_of, route_parent_label, Report, CONTROLLER_NAME};
 use crate::Inputs;
 
@@ -22,7 +23,8 @@ pub struct DesiredStatus {
     pub status: Value,
 }
 
-pub fn desired(inputs: &Inputs, reports: &[Report]) -> Vec<DesiredStatus> {
+/// `applied`: which Gateways a proxy serves (Programmed waits for that).
+pub fn desired(inputs: &Inputs, reports: &[Report], applied: &Applied) -> Vec<DesiredStatus> {
     let mut out = Vec::new();
     let routes = all_routes(inputs);
     for class in &inputs.gateway_classes {
@@ -42,7 +44,7 @@ pub fn desired(inputs: &Inputs, reports: &[Report]) -> Vec<DesiredStatus> {
         push(
             &mut out,
             meta.clone(),
-            gateway_status(inputs, &routes, reports, gateway, &meta),
+            gateway_status(inputs, &routes, reports, gateway, &meta, applied),
         );
     }
     for (kind, route) in &routes {
@@ -264,8 +266,16 @@ fn gateway_status(
     reports: &[Report],
     gateway: &Gateway,
     meta: &Meta,
+    applied: &Applied,
 ) -> Value {
     let generation = gateway.metadata.generation;
+    let mut conditions = object_conditions(reports, meta, None, generation);
+    let programmed = |c: &Value| c["type"] == "Programmed" && c["status"] == "True";
+    if conditions.iter().any(programmed) && !applied.serves(gateway) {
+        for condition in conditions.iter_mut().filter(|c| programmed(c)) {
+            *condition = applied::pending(generation);
+        }
+    }
     let listeners: Vec<Value> = gateway
         .spec
         .listeners
@@ -274,7 +284,7 @@ fn gateway_status(
         .collect();
     json!({
         "addresses": gateway_addresses(inputs, meta),
-        "conditions": object_conditions(reports, meta, None, generation),
+        "conditions": conditions,
         "listeners": listeners,
     })
 }
@@ -548,7 +558,7 @@ mod tests {
     fn statuses(yaml: &str) -> Vec<DesiredStatus> {
         let inputs = Inputs::from_objects(parse_manifests(yaml, "test").unwrap());
         let output = translate(&inputs, &Options::default());
-        desired(&inputs, &output.reports)
+        desired(&inputs, &output.reports, &Applied::Assumed)
     }
 
     fn of<'a>(all: &'a [DesiredStatus], kind: &str, name: &str) -> &'a Value {
@@ -587,6 +597,20 @@ spec:
   parentRefs: [{name: public, namespace: infra}]
   rules: [{backendRefs: [{name: missing, port: 80}]}]
 ";
+
+    #[test]
+    fn a_gateway_no_proxy_has_applied_is_accepted_but_pending() {
+        let inputs = Inputs::from_objects(parse_manifests(BASE, "test").unwrap());
+        let output = translate(&inputs, &Options::default());
+        let none = crate::applied::AppliedGateways::new();
+        let all = desired(&inputs, &output.reports, &Applied::Known(&none));
+        let conditions = &of(&all, "Gateway", "public")["conditions"];
+        assert_eq!(conditions[0]["type"], "Accepted");
+        assert_eq!(conditions[0]["status"], "True");
+        assert_eq!(conditions[1]["type"], "Programmed");
+        assert_eq!(conditions[1]["status"], "False");
+        assert_eq!(conditions[1]["reason"], "Pending");
+    }
 
     #[test]
     fn gateway_listeners_report_their_own_conditions_and_attached_routes() {

@@ -1,5 +1,6 @@
 //! `ferry controller`: watch the cluster, translate, publish to proxies.
 
+mod applied_sync;
 mod cache;
 mod leader;
 mod status_writer;
@@ -52,6 +53,14 @@ pub(crate) fn reads(group: &str, kind: &str) -> bool {
 /// Changes closer together than this are translated once (a `kubectl apply -f dir/`
 /// produces a burst of events).
 const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// What woke the controller's loop.
+enum Wake {
+    /// Watched objects, fetched keys or leadership changed: translate and publish.
+    Inputs,
+    /// A proxy ACKed: Gateways it serves may now be Programmed.
+    Acks,
+}
 
 pub struct ControllerConfig {
     pub kubeconfig: Option<PathBuf>,
@@ -132,7 +141,7 @@ pub async fn run(config: ControllerConfig) -> Result<(), ControllerError> {
     tokio::spawn(server::serve(listener, tls, state.clone()));
     let monitoring = bind(config.monitoring).await?;
     tracing::info!(addr = %monitoring.local_addr().unwrap_or(config.monitoring), "monitoring port listening");
-    tokio::spawn(crate::push::monitoring::serve(monitoring, state));
+    tokio::spawn(crate::push::monitoring::serve(monitoring, state.clone()));
     if let Some(webhook) = config.webhook {
         // Its own task: a bad certificate stops injection (logged), not routing.
         tokio::spawn(async move {
@@ -152,6 +161,8 @@ pub async fn run(config: ControllerConfig) -> Result<(), ControllerError> {
     for kind in &kinds {
         cache.watch(client.clone(), kind.clone());
     }
+    let mut applied =
+        applied_sync::AppliedSync::new(client.clone(), &config.namespace, &config.identity).await;
     let mut leading = leader::campaign(client.clone(), &config.namespace, config.identity);
     let mut statuses = StatusWriter::new(client.clone(), &kinds);
     let mut roots = ca::store::RootPublisher::default();
@@ -160,14 +171,15 @@ pub async fn run(config: ControllerConfig) -> Result<(), ControllerError> {
     let jwks = Arc::new(crate::jwks::JwksCache::default());
     tokio::spawn(jwks.clone().run());
     loop {
-        tokio::select! {
-            _ = cache.changed.notified() => {}
-            _ = jwks.changed.notified() => {}
+        let wake = tokio::select! {
+            _ = cache.changed.notified() => Wake::Inputs,
+            _ = jwks.changed.notified() => Wake::Inputs,
             // A new leader writes what the old one may not have.
-            _ = leading.changed() => {}
-        }
+            _ = leading.changed() => Wake::Inputs,
+            _ = state.proxies.acks.notified() => Wake::Acks,
+        };
         tokio::time::sleep(DEBOUNCE).await;
-        if cache.synced(&read_kinds) {
+        if matches!(wake, Wake::Inputs) && cache.synced(&read_kinds) {
             let mut inputs = cache.inputs();
             jwks.want(&inputs);
             inputs.jwks = jwks.fetched();
@@ -179,11 +191,19 @@ pub async fn run(config: ControllerConfig) -> Result<(), ControllerError> {
                 synced_tx.send_replace(true);
             }
         } // else: a partial view would publish routes without their backends
+        let mine = publisher.applied(&state.proxies.acked_by_scope());
+        let mine_changed = applied.publish(mine.clone()).await;
+        if matches!(wake, Wake::Acks) && !mine_changed {
+            continue; // most ACKs change nothing a status shows
+        }
         if let Some(inputs) = latest.as_ref().filter(|_| *leading.borrow()) {
-            write_statuses(&mut statuses, inputs).await;
-            let namespaces = namespace_names(inputs);
-            let bundle = authority.get().trust_bundle_pem().to_string();
-            roots.publish(&client, &namespaces, &bundle).await;
+            let all = applied.all(inputs, &mine);
+            write_statuses(&mut statuses, inputs, &all).await;
+            if matches!(wake, Wake::Inputs) {
+                let namespaces = namespace_names(inputs);
+                let bundle = authority.get().trust_bundle_pem().to_string();
+                roots.publish(&client, &namespaces, &bundle).await;
+            }
         }
     }
 }
@@ -229,9 +249,16 @@ async fn start_authority(
 }
 
 /// Statuses come from one translation of everything (all Gateways, not one proxy's scope).
-async fn write_statuses(writer: &mut StatusWriter, inputs: &Inputs) {
+async fn write_statuses(
+    writer: &mut StatusWriter,
+    inputs: &Inputs,
+    applied: &crate::applied::AppliedGateways,
+) {
     let output = translate(inputs, &Options::default());
-    let written = writer.write(status::desired(inputs, &output.reports)).await;
+    let applied = crate::applied::Applied::Known(applied);
+    let written = writer
+        .write(status::desired(inputs, &output.reports, &applied))
+        .await;
     if written > 0 {
         tracing::info!(written, "statuses updated");
     }

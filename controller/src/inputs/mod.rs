@@ -47,7 +47,8 @@ pub struct Inputs {
     pub nodes: Vec<Node>,
     /// TLS certificates for HTTPS listeners (kubernetes.io/tls Secrets).
     pub secrets: Vec<Secret>,
-    /// CA bundles (`ca.crt`) for BackendTLSPolicy; other keys are dropped when read.
+    /// CA bundles (`ca.crt`) for BackendTLSPolicy, other keys dropped when read; and the
+    /// controller replicas' reports (crate::applied), whole.
     pub config_maps: Vec<ConfigMap>,
     pub backend_tls_policies: Vec<BackendTlsPolicy>,
     /// Objects of the API groups Ferry reads that could not be read (a kind Ferry does not
@@ -135,8 +136,14 @@ impl Inputs {
                 }
             }
             Object::ConfigMap(mut o) => {
-                // Only CA bundles are read: other configuration is not kept in memory.
-                if let Some(data) = o.data.as_mut() {
+                // Only CA bundles and the controller replicas' reports of what their
+                // proxies applied are read: other configuration is not kept in memory.
+                let report = o
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .is_some_and(|l| l.contains_key(crate::applied::LABEL));
+                if let Some(data) = o.data.as_mut().filter(|_| !report) {
                     data.retain(|key, _| key == "ca.crt");
                 }
                 o.binary_data = None;

@@ -46,6 +46,8 @@ struct Entry {
 pub struct Proxies {
     entries: Mutex<BTreeMap<String, Entry>>,
     metrics: PushMetrics,
+    /// Woken on every ACK (Gateway statuses wait for them).
+    pub acks: tokio::sync::Notify,
 }
 
 struct PushMetrics {
@@ -96,6 +98,7 @@ impl Proxies {
         Proxies {
             entries: Mutex::new(BTreeMap::new()),
             metrics,
+            acks: tokio::sync::Notify::new(),
         }
     }
 
@@ -143,6 +146,16 @@ impl Proxies {
         }
     }
 
+    /// The highest version any connected proxy of each scope has ACKed.
+    pub fn acked_by_scope(&self) -> BTreeMap<String, u64> {
+        let mut acked = BTreeMap::new();
+        for entry in self.lock().values() {
+            let version = acked.entry(entry.state.scope.clone()).or_insert(0);
+            *version = (*version).max(entry.state.acked_version);
+        }
+        acked
+    }
+
     pub fn acked(&self, proxy: &str, version: u64) {
         self.metrics.acks.inc();
         if let Some(entry) = self.lock().get_mut(proxy) {
@@ -155,6 +168,7 @@ impl Proxies {
                 }
             }
         }
+        self.acks.notify_one();
     }
 
     pub fn nacked(&self, proxy: &str, version: u64, reasons: Vec<String>) {

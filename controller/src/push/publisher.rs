@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
+use crate::applied::{AppliedGateways, AppliedGeneration};
 use crate::{translate, Inputs, Options, Output, Severity};
 
 /// A snapshot as it goes on the wire: the encoded frame line and its version.
@@ -24,6 +25,9 @@ struct ScopeState {
     tx: watch::Sender<Option<Arc<Published>>>,
     /// Errors of the latest translation that were not published (last good kept).
     rejected: Vec<String>,
+    /// The scope's Gateway as the published snapshot has it (also when a new generation
+    /// translated to the same snapshot): a proxy that ACKed that version serves it.
+    gateway: Option<AppliedGeneration>,
 }
 
 /// Scopes proxies asked for, each with its latest snapshot.
@@ -74,6 +78,7 @@ impl Publisher {
             ScopeState {
                 tx,
                 rejected: Vec::new(),
+                gateway: None,
             },
         );
         if let Some(inputs) = state.inputs.clone() {
@@ -105,6 +110,31 @@ impl Publisher {
             .collect()
     }
 
+    /// The Gateways whose latest snapshot a proxy has ACKed (`acked`: the highest version
+    /// per scope, by [`scope_label`](super::server::scope_label)), at the generation that
+    /// snapshot was made from.
+    pub fn applied(&self, acked: &std::collections::BTreeMap<String, u64>) -> AppliedGateways {
+        let state = self.inner.lock().expect("publisher lock");
+        let mut applied = AppliedGateways::new();
+        for (scope, scope_state) in &state.scopes {
+            let (Some(gateway), Some(published)) =
+                (&scope_state.gateway, &*scope_state.tx.borrow())
+            else {
+                continue;
+            };
+            if acked
+                .get(&*scope.gateway)
+                .is_some_and(|v| *v >= published.version)
+            {
+                crate::applied::merge(
+                    &mut applied,
+                    AppliedGateways::from([(scope.gateway.to_string(), gateway.clone())]),
+                );
+            }
+        }
+        applied
+    }
+
     pub fn scope_count(&self) -> usize {
         self.inner.lock().expect("publisher lock").scopes.len()
     }
@@ -127,6 +157,7 @@ impl PublisherState {
         let Some(output) = output else {
             return; // still invalid without the bad objects: the last good snapshot stays
         };
+        state.gateway = gateway_generation(inputs, &scope.gateway);
         let unchanged = state
             .tx
             .borrow()
@@ -156,6 +187,19 @@ impl PublisherState {
         })));
         tracing::info!(gateway = %scope.gateway, version, "snapshot published");
     }
+}
+
+/// The uid and generation of the Gateway `namespace/name` in `inputs`.
+fn gateway_generation(inputs: &Inputs, key: &str) -> Option<AppliedGeneration> {
+    let (namespace, name) = key.split_once('/')?;
+    let gateway = inputs.gateways.iter().find(|g| {
+        g.metadata.namespace.as_deref() == Some(namespace)
+            && g.metadata.name.as_deref() == Some(name)
+    })?;
+    Some(AppliedGeneration {
+        uid: gateway.metadata.uid.clone().unwrap_or_default(),
+        generation: gateway.metadata.generation.unwrap_or(0),
+    })
 }
 
 /// Translates `inputs`; objects with errors are left out (as istiod ignores an invalid
@@ -247,6 +291,45 @@ spec:
         };
         assert_eq!(snapshot.version, second.version);
         assert_eq!(snapshot.listeners[0].port, 9090);
+    }
+
+    #[test]
+    fn a_gateway_counts_as_applied_once_its_proxy_acked_the_snapshot_of_its_generation() {
+        let publisher = Publisher::default();
+        let generation = |g: u32| {
+            GATEWAY.replace(
+                "namespace: infra}",
+                &format!("namespace: infra, uid: u1, generation: {g}}}"),
+            )
+        };
+        publisher.update(inputs(&generation(1)));
+        let rx = publisher.subscribe(&scope());
+        let first = rx.borrow().as_ref().unwrap().version;
+        let acked = |version: u64| {
+            std::collections::BTreeMap::from([("infra/public".to_string(), version)])
+        };
+        assert!(
+            publisher.applied(&acked(first - 1)).is_empty(),
+            "not ACKed yet"
+        );
+        let applied = publisher.applied(&acked(first));
+        assert_eq!(applied["infra/public"].generation, 1);
+
+        // A new generation with a new snapshot waits for its own ACK...
+        publisher.update(inputs(&generation(2).replace("8080", "9090")));
+        let second = rx.borrow().as_ref().unwrap().version;
+        assert!(publisher.applied(&acked(first)).is_empty());
+        assert_eq!(
+            publisher.applied(&acked(second))["infra/public"].generation,
+            2
+        );
+        // ...one that translates to the same snapshot is served by what the proxy has.
+        publisher.update(inputs(&generation(3).replace("8080", "9090")));
+        assert_eq!(rx.borrow().as_ref().unwrap().version, second);
+        assert_eq!(
+            publisher.applied(&acked(second))["infra/public"].generation,
+            3
+        );
     }
 
     #[test]
