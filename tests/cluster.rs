@@ -9,6 +9,8 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use support::cluster::Cluster;
@@ -137,36 +139,11 @@ async fn weather_canary(cluster: &Cluster, http: &Http) {
 /// All traffic moved from v1 to v2 by editing the VirtualService while requests flow: none
 /// fails, and afterwards every request reaches v2.
 async fn blue_green_switch(cluster: &Cluster, http: &Http, url: &str) {
-    let load = {
-        let http = http.clone();
-        let url = url.to_string();
-        tokio::spawn(async move {
-            let mut failures = Vec::new();
-            let mut sent = 0;
-            let until = tokio::time::Instant::now() + Duration::from_secs(8);
-            while tokio::time::Instant::now() < until {
-                sent += 1;
-                match http.get(&url, Some(WEATHER_HOST), &[]).await {
-                    Some(reply) if reply.status == 200 => {}
-                    other => failures.push(other.map(|r| r.status)),
-                }
-            }
-            (sent, failures)
-        })
-    };
+    let load = Load::start(http, url);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    cluster.kubectl(&[
-        "patch",
-        "virtualservice",
-        "weather",
-        "-n",
-        "weather",
-        "--type=json",
-        "-p",
-        r#"[{"op":"replace","path":"/spec/http/1/route/0/weight","value":0},
-            {"op":"replace","path":"/spec/http/1/route/1/weight","value":100}]"#,
-    ]);
-    let (sent, failures) = load.await.unwrap();
+    set_weather_weights(cluster, 0, 100);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (sent, failures) = load.stop().await;
     assert!(
         failures.is_empty(),
         "{} of {sent} requests failed during the switch: {failures:?}",
@@ -177,6 +154,55 @@ async fn blue_green_switch(cluster: &Cluster, http: &Http, url: &str) {
         (split.get("weather-v2") == Some(&20)).then_some(split)
     });
     println!("blue/green: {sent} requests during the switch, none failed; after: {after:?}");
+}
+
+/// The weather VirtualService's 90/10 rule set to `v1`/`v2` percent.
+fn set_weather_weights(cluster: &Cluster, v1: u32, v2: u32) {
+    let patch = format!(
+        r#"[{{"op":"replace","path":"/spec/http/1/route/0/weight","value":{v1}}},
+            {{"op":"replace","path":"/spec/http/1/route/1/weight","value":{v2}}}]"#
+    );
+    cluster.kubectl(&[
+        "patch",
+        "virtualservice",
+        "weather",
+        "-n",
+        "weather",
+        "--type=json",
+        "-p",
+        &patch,
+    ]);
+}
+
+/// Requests to the weather host one after another until stopped; counts what failed.
+struct Load {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(usize, Vec<Option<u16>>)>,
+}
+
+impl Load {
+    fn start(http: &Http, url: &str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (http, url, stopped) = (http.clone(), url.to_string(), stop.clone());
+        let task = tokio::spawn(async move {
+            let (mut sent, mut failures) = (0, Vec::new());
+            while !stopped.load(Ordering::Relaxed) {
+                sent += 1;
+                match http.get(&url, Some(WEATHER_HOST), &[]).await {
+                    Some(reply) if reply.status == 200 => {}
+                    other => failures.push(other.map(|r| r.status)),
+                }
+            }
+            (sent, failures)
+        });
+        Load { stop, task }
+    }
+
+    /// Requests sent, and the status (None: no answer) of each that failed.
+    async fn stop(self) -> (usize, Vec<Option<u16>>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
 }
 
 fn futures_block<F: std::future::Future>(future: F) -> F::Output {
@@ -389,22 +415,7 @@ async fn controller_failover(cluster: &Cluster, http: &Http) {
     let selector = "app.kubernetes.io/component=controller";
     let old = cluster.pod(NS, selector);
     let url = format!("http://{}:{NODE_PORT}/forecast", cluster.node_ip);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = {
-        let (http, url, stop) = (http.clone(), url.clone(), stop.clone());
-        tokio::spawn(async move {
-            let (mut sent, mut failures) = (0, Vec::new());
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                sent += 1;
-                match http.get(&url, Some(WEATHER_HOST), &[]).await {
-                    Some(reply) if reply.status == 200 => {}
-                    other => failures.push(other.map(|r| r.status)),
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            (sent, failures)
-        })
-    };
+    let load = Load::start(http, &url);
     cluster.kubectl(&["delete", "pod", "-n", NS, &old, "--wait=false"]);
     let leader = cluster.eventually(
         "a new controller pod holds the leader Lease",
@@ -415,17 +426,7 @@ async fn controller_failover(cluster: &Cluster, http: &Http) {
         },
     );
     // A change after the failover is pushed by the new leader: all traffic back to v1.
-    cluster.kubectl(&[
-        "patch",
-        "virtualservice",
-        "weather",
-        "-n",
-        "weather",
-        "--type=json",
-        "-p",
-        r#"[{"op":"replace","path":"/spec/http/1/route/0/weight","value":100},
-            {"op":"replace","path":"/spec/http/1/route/1/weight","value":0}]"#,
-    ]);
+    set_weather_weights(cluster, 100, 0);
     let after = cluster.eventually(
         "the new controller's push served",
         Duration::from_secs(60),
@@ -434,8 +435,17 @@ async fn controller_failover(cluster: &Cluster, http: &Http) {
             (split.get("weather-v1") == Some(&20)).then_some(split)
         },
     );
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (sent, failures) = load.await.unwrap();
+    assert_eq!(
+        cluster.get(
+            "gateway",
+            NS,
+            "ferry-gateway",
+            r#".status.conditions[?(@.type=="Programmed")].status"#
+        ),
+        "True",
+        "Programmed stays through the failover"
+    );
+    let (sent, failures) = load.stop().await;
     println!("controller failover: lease now held by {leader}; {sent} requests meanwhile, {} failed; after the next change: {after:?}", failures.len());
     assert!(
         failures.is_empty(),
