@@ -13,9 +13,11 @@ cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config iproute2 iptables util-linux curl ca-certificates openssl
   containerd runc containernetworking-plugins conntrack binutils)
+# dpkg -s succeeds for a removed package whose config files remain: ask for its state.
+installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
 missing=()
 for p in "${packages[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  installed "$p" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"

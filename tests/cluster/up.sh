@@ -31,10 +31,13 @@ node_name=ferry-node
 
 log() { echo "cluster: $*" >&2; }
 
+# dpkg -s succeeds for a removed package whose config files remain: ask for its state.
+installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
+
 install_packages() {
   local missing=() p
   for p in containerd runc containernetworking-plugins iptables conntrack openssl util-linux iproute2; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    installed "$p" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return
   log "installing ${missing[*]}"
