@@ -139,8 +139,8 @@ fn print_version(short: bool) {
     }
 }
 
-/// Logs go to stderr (stdout is the access log), coloured only on a terminal. The filter can be replaced at run time
-/// through the returned control (admin `/logging`).
+/// Logs go to stderr (stdout is the access log), coloured only on a terminal. The filter can
+/// be replaced at run time through the returned control (admin `/logging`).
 fn init_tracing(filter: &str) -> ferry_gateway::admin::LogControl {
     use tracing_subscriber::prelude::*;
     use tracing_subscriber::{reload, EnvFilter};

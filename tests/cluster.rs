@@ -253,30 +253,14 @@ async fn mesh(cluster: &Cluster, http: &Http) {
         "Always",
         "the proxy is a native sidecar"
     );
-    let fortio_ip = cluster.get("pod", MESH, &fortio, ".status.podIP");
+    let fortio_ip = cluster.pod_ip(MESH, "app=fortio");
     let rules = cluster.in_pod_network(&fortio_ip, &["iptables-save", "-t", "nat"]);
     assert!(
         rules.contains("-A FERRY_OUTPUT -p tcp -j FERRY_REDIRECT"),
         "capture rules in the pod's namespace:\n{rules}"
     );
 
-    let load = cluster.exec(
-        MESH,
-        "deploy/fortio",
-        "fortio",
-        &[
-            "fortio",
-            "load",
-            "-quiet",
-            "-c",
-            "2",
-            "-n",
-            "200",
-            "-qps",
-            "0",
-            "http://weather/",
-        ],
-    );
+    let load = fortio_load(cluster, 2, 200, "http://weather/");
     assert!(
         load.contains("Code 200 : 200 "),
         "fortio through the mesh:\n{load}"
@@ -311,8 +295,7 @@ async fn mesh(cluster: &Cluster, http: &Http) {
     // other by default) and name themselves as the client's sidecar named them.
     let mut served = 0.0;
     for version in ["v1", "v2"] {
-        let pod = cluster.pod(MESH, &format!("app=weather,version={version}"));
-        let ip = cluster.get("pod", MESH, &pod, ".status.podIP");
+        let ip = cluster.pod_ip(MESH, &format!("app=weather,version={version}"));
         served += metric_sum(
             &metrics(http, &ip).await,
             "istio_requests_total",
@@ -338,38 +321,19 @@ async fn mesh(cluster: &Cluster, http: &Http) {
 /// one request per connection, three concurrent fortio clients see 503s flagged UO, one does
 /// not.
 async fn circuit_breaker(cluster: &Cluster, http: &Http) {
-    let fortio = |connections: &str| {
-        cluster.exec(
-            MESH,
-            "deploy/fortio",
-            "fortio",
-            &[
-                "fortio",
-                "load",
-                "-quiet",
-                "-c",
-                connections,
-                "-qps",
-                "0",
-                "-n",
-                "20",
-                "http://httpbin:8000/get",
-            ],
-        )
-    };
-    let serial = fortio("1");
+    let fortio = |connections| fortio_load(cluster, connections, 20, "http://httpbin:8000/get");
+    let serial = fortio(1);
     assert!(
         serial.contains("Code 200 : 20 "),
         "one client: no overflow\n{serial}"
     );
-    let concurrent = fortio("3");
+    let concurrent = fortio(3);
     println!("fortio -c 3 -n 20 through the circuit breaker:\n{concurrent}");
     assert!(
         concurrent.contains("Code 503 :"),
         "three clients overflow:\n{concurrent}"
     );
-    let fortio_pod = cluster.pod(MESH, "app=fortio");
-    let fortio_ip = cluster.get("pod", MESH, &fortio_pod, ".status.podIP");
+    let fortio_ip = cluster.pod_ip(MESH, "app=fortio");
     let overflowed = metric_sum(
         &metrics(http, &fortio_ip).await,
         "istio_requests_total",
@@ -384,6 +348,25 @@ async fn circuit_breaker(cluster: &Cluster, http: &Http) {
         overflowed >= 1.0,
         "503s flagged UO in the client sidecar's metrics"
     );
+}
+
+/// `fortio load` as the mesh's client (its pod's sidecar in the path): `connections`
+/// concurrent clients, `requests` in all, as fast as answers come; fortio's report.
+fn fortio_load(cluster: &Cluster, connections: u32, requests: u32, url: &str) -> String {
+    let (connections, requests) = (connections.to_string(), requests.to_string());
+    let command = [
+        "fortio",
+        "load",
+        "-quiet",
+        "-c",
+        &connections,
+        "-qps",
+        "0",
+        "-n",
+        &requests,
+        url,
+    ];
+    cluster.exec(MESH, "deploy/fortio", "fortio", &command)
 }
 
 /// A sidecar's Prometheus metrics from its status port (15020), read from outside the node.

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use gateway_api::apis::standard::gateways::Gateway;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// The label on every replica's ConfigMap.
 pub const LABEL: &str = "ferry.dev/applied-gateways";
@@ -66,28 +66,19 @@ fn already_programmed(gateway: &Gateway, generation: i64) -> bool {
     })
 }
 
-/// The condition that replaces a translated `Programmed=True` until a proxy applies it.
-pub fn pending(generation: Option<i64>) -> Value {
-    json!({
-        "type": "Programmed",
-        "status": "False",
-        "reason": "Pending",
-        "message": format!(
-            "waiting for a proxy of this Gateway to apply generation {}",
-            generation.unwrap_or(0)
-        ),
-        "observedGeneration": generation.unwrap_or(0),
-    })
-}
-
 /// Merges what several replicas report: the highest generation per Gateway object.
 pub fn merge(into: &mut AppliedGateways, from: AppliedGateways) {
     for (key, applied) in from {
-        match into.get(&key) {
-            Some(have) if have.uid == applied.uid && have.generation >= applied.generation => {}
-            _ => {
-                into.insert(key, applied);
-            }
+        record(into, key, applied);
+    }
+}
+
+/// Adds one report unless `into` already has that object at a generation as new.
+pub fn record(into: &mut AppliedGateways, key: String, applied: AppliedGeneration) {
+    match into.get(&key) {
+        Some(have) if have.uid == applied.uid && have.generation >= applied.generation => {}
+        _ => {
+            into.insert(key, applied);
         }
     }
 }

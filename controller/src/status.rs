@@ -11,7 +11,7 @@ use gateway_api::apis::experimental::httproutes::{HttpRoute, HttpRouteParentRefs
 use gateway_api::apis::standard::gateways::{Gateway, GatewayListeners};
 use serde_json::{json, Value};
 
-use crate::applied::{self, Applied};
+use crate::applied::Applied;
 use crate::translate::{meta_of, route_parent_label, Report, CONTROLLER_NAME};
 use crate::Inputs;
 
@@ -270,10 +270,15 @@ fn gateway_status(
 ) -> Value {
     let generation = gateway.metadata.generation;
     let mut conditions = object_conditions(reports, meta, None, generation);
-    let programmed = |c: &Value| c["type"] == "Programmed" && c["status"] == "True";
-    if conditions.iter().any(programmed) && !applied.serves(gateway) {
-        for condition in conditions.iter_mut().filter(|c| programmed(c)) {
-            *condition = applied::pending(generation);
+    if !applied.serves(gateway) {
+        // Translated fine, not yet applied by a proxy.
+        let programmed = |c: &&mut Value| c["type"] == "Programmed" && c["status"] == "True";
+        for pending in conditions.iter_mut().filter(programmed) {
+            let message = format!(
+                "waiting for a proxy of this Gateway to apply generation {}",
+                generation.unwrap_or(0)
+            );
+            *pending = condition("Programmed", false, "Pending", &message, generation);
         }
     }
     let listeners: Vec<Value> = gateway

@@ -67,11 +67,7 @@ pub async fn watch(
 /// woke itself forever (2% of a core per idle sidecar in bench/sidecar.sh).
 fn touches_config(paths: &[PathBuf], config: &Path) -> bool {
     paths.iter().any(|path| {
-        path == config
-            || matches!(
-                path.extension().and_then(|e| e.to_str()),
-                None | Some("yaml" | "yml" | "json")
-            )
+        path == config || path.extension().is_none() || ferry_model::manifests::is_manifest(path)
     })
 }
 

@@ -8,6 +8,7 @@ pub mod authz;
 mod cluster;
 pub mod identity;
 pub mod jwt;
+pub mod manifests;
 mod matching;
 mod meta;
 mod policy;

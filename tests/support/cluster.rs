@@ -117,6 +117,12 @@ impl Cluster {
         name
     }
 
+    /// The IP of the first pod in `namespace` matching `selector`.
+    pub fn pod_ip(&self, namespace: &str, selector: &str) -> String {
+        let pod = self.pod(namespace, selector);
+        self.get("pod", namespace, &pod, ".status.podIP")
+    }
+
     /// `kubectl exec` of a command in a container; its stdout and stderr together (fortio
     /// reports on stderr), panicking if it fails.
     pub fn exec(&self, namespace: &str, target: &str, container: &str, command: &[&str]) -> String {

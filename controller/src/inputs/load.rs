@@ -67,19 +67,12 @@ pub fn manifest_files(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
         let entry_path = entry.map_err(read_error)?.path();
         if entry_path.is_dir() {
             files.extend(manifest_files(&entry_path)?);
-        } else if is_manifest(&entry_path) {
+        } else if ferry_model::manifests::is_manifest(&entry_path) {
             files.push(entry_path);
         }
     }
     files.sort();
     Ok(files)
-}
-
-fn is_manifest(path: &Path) -> bool {
-    matches!(
-        path.extension().and_then(|e| e.to_str()),
-        Some("yaml" | "yml" | "json")
-    )
 }
 
 /// Parses a multi-document stream. Kinds Ferry does not read (Deployments, ConfigMaps...)

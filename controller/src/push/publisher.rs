@@ -126,10 +126,7 @@ impl Publisher {
                 .get(&*scope.gateway)
                 .is_some_and(|v| *v >= published.version)
             {
-                crate::applied::merge(
-                    &mut applied,
-                    AppliedGateways::from([(scope.gateway.to_string(), gateway.clone())]),
-                );
+                crate::applied::record(&mut applied, scope.gateway.to_string(), gateway.clone());
             }
         }
         applied

@@ -58,10 +58,9 @@ impl Outlier {
         self.ejected_at(index, self.now_ms())
     }
 
-    /// Endpoints that may take traffic. When ejections would leave fewer healthy endpoints
-    /// than `min_health_percent`, ejection is ignored and all serve.
-    /// Per endpoint, whether it may be picked. Inline for up to 16 endpoints: this runs for
-    /// every request, and a heap list per request costs the allocator a page now and then.
+    /// Per endpoint, whether it may take traffic. When ejections would leave fewer healthy
+    /// endpoints than `min_health_percent`, ejection is ignored and all serve. Inline for up
+    /// to 16 endpoints: this runs for every request.
     pub fn eligible(&self) -> Eligible {
         let now = self.now_ms();
         let healthy: Eligible = (0..self.endpoints.len())
