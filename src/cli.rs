@@ -30,9 +30,10 @@ pub enum Command {
     Controller(ControllerArgs),
     /// Show every proxy connected to a controller and whether it is in sync.
     ProxyStatus(ProxyStatusArgs),
-    /// Print the CustomResourceDefinitions Ferry reads (Gateway API, Istio networking), for
-    /// `ferry crds | kubectl apply --server-side -f -`.
-    Crds(CrdsArgs),
+    /// Print the CustomResourceDefinitions Ferry ships (Istio networking and security), for
+    /// `ferry crds | kubectl apply --server-side -f -`. The Gateway API CRDs are the upstream
+    /// release's: `ferry precheck` says which to apply.
+    Crds,
     /// Check manifests (or a live cluster) for every problem Ferry would report, each with a
     /// stable code, the object and the field, like `istioctl analyze`. Exits 1 when a problem
     /// at or above --failure-threshold is found.
@@ -171,13 +172,6 @@ pub struct VersionArgs {
 }
 
 #[derive(Args)]
-pub struct CrdsArgs {
-    /// Only one set: `gateway-api` or `istio` (for clusters that already have the other).
-    #[arg(long, value_parser = ["gateway-api", "istio"])]
-    pub only: Option<String>,
-}
-
-#[derive(Args)]
 pub struct ControllerArgs {
     /// Kubeconfig file; default: in-cluster config, then $KUBECONFIG / ~/.kube/config.
     #[arg(long, env = "KUBECONFIG")]
@@ -220,11 +214,16 @@ pub struct ControllerArgs {
     /// PEM private key of the webhook.
     #[arg(long)]
     pub webhook_key: Option<PathBuf>,
+    /// Deploy a gateway (Deployment, Service, ServiceAccount, PodDisruptionBudget) for each
+    /// Gateway of Ferry's classes, as Istio and Envoy Gateway do; `false`: Gateways are served
+    /// by gateways deployed by hand (the chart's).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub deploy_gateways: bool,
     #[command(flatten)]
     pub inject: InjectArgs,
 }
 
-/// What injected sidecars run.
+/// What injected sidecars and deployed gateways run.
 #[derive(Args, Clone)]
 pub struct InjectArgs {
     /// Image of the injected containers.
@@ -237,9 +236,24 @@ pub struct InjectArgs {
         default_value = "ferry-controller.ferry-system.svc:15012"
     )]
     pub controller: String,
+    /// imagePullPolicy of the gateways the controller deploys.
+    #[arg(
+        long = "proxy-pull-policy",
+        env = "FERRY_PROXY_PULL_POLICY",
+        default_value = "IfNotPresent"
+    )]
+    pub pull_policy: String,
 }
 
 impl InjectArgs {
+    pub fn deploy_config(&self) -> ferry_controller::deploy::DeployConfig {
+        ferry_controller::deploy::DeployConfig {
+            image: self.image.clone(),
+            pull_policy: self.pull_policy.clone(),
+            controller: self.controller.clone(),
+        }
+    }
+
     pub fn config(&self) -> ferry_controller::inject::InjectConfig {
         ferry_controller::inject::InjectConfig {
             image: self.image.clone(),

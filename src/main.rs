@@ -72,14 +72,8 @@ fn main() -> anyhow::Result<()> {
             cli::Command::Echo(args) => run_echo(args).await,
             cli::Command::ProxyConfig(args) => proxy_config::run(args).await,
             cli::Command::ProxyStatus(args) => proxy_status::run(args).await,
-            cli::Command::Crds(args) => {
-                use ferry_controller::crds::{yaml, CrdSet};
-                let only = match args.only.as_deref() {
-                    Some("gateway-api") => Some(CrdSet::GatewayApi),
-                    Some(_) => Some(CrdSet::Istio),
-                    None => None,
-                };
-                print!("{}", yaml(only));
+            cli::Command::Crds => {
+                print!("{}", ferry_controller::crds::yaml());
                 Ok(())
             }
             cli::Command::Analyze(args) => analyze_cmd::run(args).await,
@@ -104,6 +98,7 @@ fn main() -> anyhow::Result<()> {
                     root_namespace: args.root_namespace,
                     identity: args.identity.unwrap_or_else(gateway_cmd::host_identity),
                     webhook,
+                    deploy: args.deploy_gateways.then(|| args.inject.deploy_config()),
                 };
                 Ok(ferry_controller::cluster::run(config).await?)
             }

@@ -66,6 +66,7 @@ pub async fn run(args: PrecheckArgs) -> anyhow::Result<()> {
             std::process::exit(1);
         }
     }
+    check_gateway_api_crds(&mut outcome, client.clone()).await;
     check_crds(&mut outcome, client.clone()).await;
     check_permissions(&mut outcome, client, &args.namespace).await;
     if outcome.failed > 0 {
@@ -90,6 +91,65 @@ fn check_version(outcome: &mut Outcome, version: &str, minor: &str) {
             "Kubernetes {version} is too old: Ferry needs 1.{MIN_MINOR} or newer"
         ));
     }
+}
+
+/// The Gateway API CRDs are the upstream release's: each kind Ferry reads must be installed,
+/// with a bundle version Ferry reads. CRDs without the annotation were installed by an older
+/// ferry-crds chart: they work, and the README says how to move to the upstream ones.
+async fn check_gateway_api_crds(outcome: &mut Outcome, client: kube::Client) {
+    use ferry_controller::crds::{
+        gateway_api_install_command, newer_bundle, supported_bundle, BUNDLE_VERSION_ANNOTATION,
+        GATEWAY_API_BUNDLES, GATEWAY_API_CRDS,
+    };
+    let api: Api<CustomResourceDefinition> = Api::all(client);
+    let mut missing = Vec::new();
+    let mut versions = std::collections::BTreeSet::new();
+    for name in GATEWAY_API_CRDS {
+        match api.get_opt(name).await {
+            Ok(Some(crd)) => {
+                let annotations = crd.metadata.annotations.unwrap_or_default();
+                let version = annotations.get(BUNDLE_VERSION_ANNOTATION).cloned();
+                versions.insert(version.unwrap_or_else(|| "unannotated".into()));
+            }
+            Ok(None) => missing.push(*name),
+            Err(e) => return outcome.fail(format!("cannot read CRD {name}: {e}")),
+        }
+    }
+    let install = gateway_api_install_command();
+    if !missing.is_empty() {
+        return outcome.fail(format!(
+            "Gateway API CRDs missing ({}): {install}",
+            missing.join(", ")
+        ));
+    }
+    let unsupported: Vec<&String> = versions
+        .iter()
+        .filter(|v| *v != "unannotated" && !supported_bundle(v))
+        .collect();
+    if !unsupported.is_empty() && unsupported.iter().all(|v| newer_bundle(v)) {
+        return outcome.warn(format!(
+            "Gateway API CRDs of bundle version {unsupported:?}, newer than Ferry reads ({}): \
+             fields Ferry does not know are reported on the objects' status, not applied",
+            GATEWAY_API_BUNDLES.join(", ")
+        ));
+    }
+    if !unsupported.is_empty() {
+        return outcome.fail(format!(
+            "Gateway API CRDs of bundle version {unsupported:?}: Ferry reads {} — {install}",
+            GATEWAY_API_BUNDLES.join(", ")
+        ));
+    }
+    if versions.contains("unannotated") {
+        return outcome.warn(format!(
+            "Gateway API CRDs without a bundle version (installed by an older ferry-crds chart): \
+             move to the upstream ones without deleting them, see the README — {install} \
+             --force-conflicts"
+        ));
+    }
+    outcome.pass(format!(
+        "Gateway API CRDs installed, bundle version {}",
+        versions.into_iter().collect::<Vec<_>>().join(", ")
+    ));
 }
 
 /// A CRD Ferry ships that is already there: fine when it serves the versions Ferry reads
@@ -127,11 +187,7 @@ async fn check_crds(outcome: &mut Outcome, client: kube::Client) {
             .filter(|v| v.storage && !served.contains(&v.name.as_str()))
             .map(|v| v.name.as_str())
             .collect();
-        let set = if wanted.spec.group.ends_with("istio.io") {
-            "istio"
-        } else {
-            "gatewayAPI"
-        };
+        let set = "istio";
         let owner = owner_of(found);
         if missing.is_empty() {
             outcome.warn(format!(
@@ -146,7 +202,7 @@ async fn check_crds(outcome: &mut Outcome, client: kube::Client) {
         }
     }
     if clean {
-        outcome.pass("no conflicting CRDs (Gateway API, Istio networking)");
+        outcome.pass("no conflicting CRDs (Istio networking and security)");
     }
 }
 

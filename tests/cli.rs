@@ -109,23 +109,48 @@ fn analyze_cluster_and_precheck_run_against_the_api_server() {
     let api = ApiServer::start();
     let kubeconfig = api.kubeconfig.display().to_string();
 
-    // A fresh cluster and an admin: every check passes.
+    // A fresh cluster and an admin: every check passes but the Gateway API CRDs, which are
+    // the upstream release's to install, and precheck says how.
     let out = ferry(&["precheck", "--kubeconfig", &kubeconfig]);
     let text = stdout(&out);
-    assert!(out.status.success(), "{text}");
+    assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
         text.contains("✔ Kubernetes API reachable, version v1.34"),
         "{text}"
     );
+    assert!(text.contains("✘ Gateway API CRDs missing (gatewayclasses.gateway.networking.k8s.io, gateways.gateway.networking.k8s.io"), "{text}");
+    assert!(text.contains("kubectl apply --server-side -f https://github.com/kubernetes-sigs/gateway-api/releases/download/v1.5.1/standard-install.yaml"), "{text}");
     assert!(text.contains("✔ no conflicting CRDs"), "{text}");
     assert!(text.contains("✔ you may create everything"), "{text}");
 
-    // Gateway API's own release already installed an old GatewayClass CRD (v1beta1 only).
-    api.apply(OLD_GATEWAYCLASS_CRD);
+    // An old Istio already installed its VirtualService CRD (v1alpha3 only).
+    api.apply(OLD_VIRTUALSERVICE_CRD);
     let out = ferry(&["precheck", "--kubeconfig", &kubeconfig]);
     let text = stdout(&out);
-    assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("✘ CRD gatewayclasses.gateway.networking.k8s.io already installed (Gateway API release v0.8.0) without version v1"), "{text}");
+    assert!(text.contains("✘ CRD virtualservices.networking.istio.io already installed (Istio) without version v1"), "{text}");
+
+    // With the upstream CRDs (and Ferry's Istio ones): all pass.
+    api.install_crds();
+    let out = ferry(&["precheck", "--kubeconfig", &kubeconfig]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("✔ Gateway API CRDs installed, bundle version v1.5.1"),
+        "{text}"
+    );
+
+    // A Gateway API release newer than Ferry reads: a warning. (Older ones the upstream
+    // CRDs' own ValidatingAdmissionPolicy refuses to install over these.)
+    let crd = "gatewayclasses.gateway.networking.k8s.io";
+    let newer = "gateway.networking.k8s.io/bundle-version=v1.6.0";
+    api.kubectl(&["annotate", "crd", crd, newer, "--overwrite"]);
+    let out = ferry(&["precheck", "--kubeconfig", &kubeconfig]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(r#"! Gateway API CRDs of bundle version ["v1.6.0"], newer than"#),
+        "{text}"
+    );
 
     // Someone without rights.
     api.kubectl(&["create", "serviceaccount", "nobody", "-n", "default"]);
@@ -137,11 +162,7 @@ fn analyze_cluster_and_precheck_run_against_the_api_server() {
         "{text}"
     );
 
-    // analyze --cluster reads the live objects (the CRDs Ferry reads must exist for that).
-    api.kubectl(&["delete", "crd", "gatewayclasses.gateway.networking.k8s.io"]);
-    let crds = support::ferry().arg("crds").output().unwrap().stdout;
-    api.apply(&String::from_utf8(crds).unwrap());
-    api.wait_crds_established();
+    // analyze --cluster reads the live objects.
     api.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: infra}\n");
     api.apply(&format!("{GATEWAY}---\n{BROKEN_ROUTE}"));
     let out = ferry(&["analyze", "--cluster", "--kubeconfig", &kubeconfig]);
@@ -153,19 +174,17 @@ fn analyze_cluster_and_precheck_run_against_the_api_server() {
     );
 }
 
-const OLD_GATEWAYCLASS_CRD: &str = "apiVersion: apiextensions.k8s.io/v1
+const OLD_VIRTUALSERVICE_CRD: &str = "apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
 metadata:
-  name: gatewayclasses.gateway.networking.k8s.io
-  annotations:
-    api-approved.kubernetes.io: https://github.com/kubernetes-sigs/gateway-api/pull/1538
-    gateway.networking.k8s.io/bundle-version: v0.8.0
+  name: virtualservices.networking.istio.io
+  labels: {app: istio-pilot}
 spec:
-  group: gateway.networking.k8s.io
-  names: {kind: GatewayClass, plural: gatewayclasses, singular: gatewayclass, listKind: GatewayClassList}
-  scope: Cluster
+  group: networking.istio.io
+  names: {kind: VirtualService, plural: virtualservices, singular: virtualservice, listKind: VirtualServiceList}
+  scope: Namespaced
   versions:
-    - name: v1beta1
+    - name: v1alpha3
       served: true
       storage: true
       schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}

@@ -39,9 +39,11 @@ async fn on_a_real_node_helm_install_serves_the_weather_canary_through_the_node_
     println!("{}", cluster.kubectl(&["get", "pods", "-A", "-o", "wide"]));
 }
 
-/// `helm install` of both charts (demo profile: one replica, NodePort 30080/30443), then
-/// what examples/helm-install tells the user to check.
+/// The upstream Gateway API CRDs, `helm install` of both charts (demo profile: one replica,
+/// NodePort 30080/30443), then what examples/helm-install tells the user to check.
 fn install_ferry(cluster: &Cluster) {
+    // The Gateway API CRDs are the upstream release's, applied first (as Istio documents it).
+    cluster.apply(&support::kube::gateway_api_crds());
     cluster
         .helm_output(&["install", "ferry-crds", &path("charts/ferry-crds")])
         .unwrap_or_else(|e| panic!("helm install ferry-crds: {e}"));

@@ -13,17 +13,10 @@ use support::{free_port, Controller, Echo, Gateway, Http, Proto};
 
 const NS: &str = "shop";
 
-fn crds() -> String {
-    let out = support::ferry().arg("crds").output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// An API server with Ferry's CRDs established and the test namespace.
 fn cluster() -> ApiServer {
     let api = ApiServer::start();
-    api.apply(&crds());
-    api.wait_crds_established();
+    api.install_crds();
     api.apply(&format!(
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n"
     ));

@@ -1,34 +1,65 @@
-//! The CustomResourceDefinitions Ferry reads, for `ferry crds` (and the Helm chart).
+//! The CustomResourceDefinitions Ferry ships, for `ferry crds` (and the ferry-crds chart):
+//! Istio's networking and security kinds, defined with an open schema as early Istio releases
+//! did (the API server stores any spec and Ferry's own decoder validates it, reporting
+//! problems by field).
 //!
-//! Gateway API definitions come from the `gateway-api` crate's types (their OpenAPI schemas
-//! are generated from the upstream CRDs). Istio's networking kinds are defined with an open
-//! schema, as early Istio releases did: the API server stores any spec and Ferry's own
-//! decoder validates it, reporting problems by field.
+//! The Gateway API CRDs are not Ferry's to ship: users apply the upstream release's install
+//! manifest, as Istio and Envoy Gateway document it, and `ferry precheck` checks its
+//! bundle version against [`GATEWAY_API_BUNDLES`].
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::CustomResourceExt;
 
-/// Every CRD, Gateway API first.
-pub fn all() -> Vec<CustomResourceDefinition> {
-    use gateway_api::apis::experimental::httproutes::HttpRoute;
-    use gateway_api::apis::standard::{
-        backendtlspolicies::BackendTlsPolicy, gatewayclasses::GatewayClass, gateways::Gateway,
-        grpcroutes::GrpcRoute, referencegrants::ReferenceGrant,
+/// The Gateway API release Ferry is built and conformance-tested against.
+pub const GATEWAY_API_VERSION: &str = "v1.5.1";
+/// Bundle versions (`gateway.networking.k8s.io/bundle-version`, major.minor) Ferry reads.
+pub const GATEWAY_API_BUNDLES: &[&str] = &["v1.4", "v1.5"];
+/// The annotation the upstream CRDs carry.
+pub const BUNDLE_VERSION_ANNOTATION: &str = "gateway.networking.k8s.io/bundle-version";
+/// The Gateway API kinds Ferry reads (plural.group): the CRDs precheck looks for.
+pub const GATEWAY_API_CRDS: &[&str] = &[
+    "gatewayclasses.gateway.networking.k8s.io",
+    "gateways.gateway.networking.k8s.io",
+    "httproutes.gateway.networking.k8s.io",
+    "grpcroutes.gateway.networking.k8s.io",
+    "referencegrants.gateway.networking.k8s.io",
+    "backendtlspolicies.gateway.networking.k8s.io",
+];
+
+/// The command that installs the upstream Gateway API CRDs Ferry is tested with.
+pub fn gateway_api_install_command() -> String {
+    format!(
+        "kubectl apply --server-side -f https://github.com/kubernetes-sigs/gateway-api/releases/download/{GATEWAY_API_VERSION}/standard-install.yaml"
+    )
+}
+
+/// Whether a bundle version (`v1.5.1`) is one Ferry reads.
+pub fn supported_bundle(version: &str) -> bool {
+    GATEWAY_API_BUNDLES.iter().any(|minor| {
+        version
+            .strip_prefix(minor)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+    })
+}
+
+/// Whether an unsupported bundle version is newer than those Ferry reads (its kinds still
+/// read, fields Ferry does not know are reported), rather than older (fields Ferry relies on
+/// may be missing).
+pub fn newer_bundle(version: &str) -> bool {
+    let minor_of = |v: &str| -> Option<(u32, u32)> {
+        let mut parts = v.trim_start_matches('v').split('.');
+        Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
     };
-    let mut crds: Vec<_> = [
-        GatewayClass::crd(),
-        Gateway::crd(),
-        HttpRoute::crd(),
-        GrpcRoute::crd(),
-        ReferenceGrant::crd(),
-        BackendTlsPolicy::crd(),
-    ]
-    .into_iter()
-    .map(approved)
-    .map(with_printer_columns)
-    .collect();
-    crds.extend(ISTIO_KINDS.iter().map(istio_crd));
-    crds.into_iter().map(kept_by_helm).collect()
+    let newest = GATEWAY_API_BUNDLES.iter().filter_map(|v| minor_of(v)).max();
+    matches!((minor_of(version), newest), (Some(v), Some(n)) if v > n)
+}
+
+/// Every CRD Ferry ships.
+pub fn all() -> Vec<CustomResourceDefinition> {
+    ISTIO_KINDS
+        .iter()
+        .map(istio_crd)
+        .map(kept_by_helm)
+        .collect()
 }
 
 /// Deleting a CRD deletes every object of its kind: `helm uninstall` must leave them (the
@@ -38,54 +69,6 @@ fn kept_by_helm(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
         .annotations
         .get_or_insert_with(Default::default)
         .insert("helm.sh/resource-policy".into(), "keep".into());
-    crd
-}
-
-/// `*.k8s.io` groups are protected: the API server only accepts their CRDs with the
-/// annotation naming the Kubernetes API review that approved them (Gateway API's is #1538).
-fn approved(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
-    crd.metadata
-        .annotations
-        .get_or_insert_with(Default::default)
-        .insert(
-            "api-approved.kubernetes.io".into(),
-            "https://github.com/kubernetes-sigs/gateway-api/pull/1538".into(),
-        );
-    crd
-}
-
-/// `kubectl get gateway` / `gatewayclass` columns as the upstream CRDs define them, so
-/// users see PROGRAMMED / ACCEPTED at a glance.
-fn with_printer_columns(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceColumnDefinition as Column;
-    let column = |name: &str, kind: &str, path: &str| Column {
-        name: name.into(),
-        type_: kind.into(),
-        json_path: path.into(),
-        ..Column::default()
-    };
-    let condition = |name: &str| format!(r#".status.conditions[?(@.type=="{name}")].status"#);
-    let columns = match crd.spec.names.kind.as_str() {
-        "Gateway" => vec![
-            column("Class", "string", ".spec.gatewayClassName"),
-            column("Address", "string", ".status.addresses[*].value"),
-            column("Programmed", "string", &condition("Programmed")),
-            column("Age", "date", ".metadata.creationTimestamp"),
-        ],
-        "GatewayClass" => vec![
-            column("Controller", "string", ".spec.controllerName"),
-            column("Accepted", "string", &condition("Accepted")),
-            column("Age", "date", ".metadata.creationTimestamp"),
-        ],
-        "HTTPRoute" | "GRPCRoute" => vec![
-            column("Hostnames", "string", ".spec.hostnames"),
-            column("Age", "date", ".metadata.creationTimestamp"),
-        ],
-        _ => return crd,
-    };
-    for version in &mut crd.spec.versions {
-        version.additional_printer_columns = Some(columns.clone());
-    }
     crd
 }
 
@@ -182,26 +165,10 @@ fn istio_crd(kind: &IstioKind) -> CustomResourceDefinition {
     serde_json::from_value(crd).expect("valid CRD")
 }
 
-/// The CRD sets a cluster may already have (installed by Istio, or by Gateway API's own
-/// release); the Helm chart switches each off on its own.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CrdSet {
-    GatewayApi,
-    Istio,
-}
-
-impl CrdSet {
-    fn contains(self, crd: &CustomResourceDefinition) -> bool {
-        let istio = crd.spec.group.ends_with("istio.io");
-        istio == (self == CrdSet::Istio)
-    }
-}
-
-/// The CRDs of `only` (all when None) as one multi-document YAML stream.
-pub fn yaml(only: Option<CrdSet>) -> String {
+/// Every CRD as one multi-document YAML stream.
+pub fn yaml() -> String {
     all()
         .iter()
-        .filter(|crd| only.is_none_or(|set| set.contains(crd)))
         .map(|crd| serde_yaml::to_string(crd).expect("CRDs serialize"))
         .collect::<Vec<_>>()
         .join("---\n")
@@ -212,16 +179,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_kind_the_translator_reads_has_a_definition() {
+    fn every_istio_kind_the_translator_reads_has_a_definition_and_no_gateway_api_kind_does() {
         let names: Vec<String> = all()
             .iter()
             .filter_map(|c| c.metadata.name.clone())
             .collect();
         for wanted in [
-            "gatewayclasses.gateway.networking.k8s.io",
-            "gateways.gateway.networking.k8s.io",
-            "httproutes.gateway.networking.k8s.io",
-            "referencegrants.gateway.networking.k8s.io",
             "gateways.networking.istio.io",
             "virtualservices.networking.istio.io",
             "destinationrules.networking.istio.io",
@@ -234,5 +197,20 @@ mod tests {
                 "{wanted} missing from {names:?}"
             );
         }
+        assert!(!names.iter().any(|n| n.ends_with(".k8s.io")), "{names:?}");
+    }
+
+    #[test]
+    fn supported_bundles_are_matched_by_major_and_minor() {
+        assert!(supported_bundle("v1.5.1"));
+        assert!(supported_bundle("v1.4.0"));
+        assert!(supported_bundle("v1.5"));
+        assert!(!supported_bundle("v1.3.0"));
+        assert!(!supported_bundle("v1.50.0"));
+        assert!(supported_bundle(GATEWAY_API_VERSION));
+        assert!(newer_bundle("v1.6.0"));
+        assert!(newer_bundle("v2.0.0"));
+        assert!(!newer_bundle("v1.2.0"));
+        assert!(!newer_bundle("v1.5.1"));
     }
 }

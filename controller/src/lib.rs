@@ -9,6 +9,8 @@ pub mod applied;
 pub mod ca;
 pub mod cluster;
 pub mod crds;
+pub mod deploy;
+pub mod features;
 pub mod inject;
 mod inject_probes;
 pub mod inputs;

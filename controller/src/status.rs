@@ -1,7 +1,8 @@
 //! The `status` each Gateway API object should carry, computed from the translator's reports
 //! (pure: the cluster module writes it, only when it changed).
 //!
-//! Conditions follow the Gateway API spec: GatewayClass `Accepted`; Gateway `Accepted` and
+//! Conditions follow the Gateway API spec: GatewayClass `Accepted` and `supportedFeatures`
+//! (crate::features); Gateway `Accepted` and
 //! `Programmed` plus one entry per listener (`Accepted`, `Programmed`, `ResolvedRefs`,
 //! `Conflicted`, `supportedKinds`, `attachedRoutes`); HTTPRoute one `parents[]` entry per
 //! parentRef this controller handles, with `Accepted` and `ResolvedRefs`.
@@ -34,7 +35,9 @@ pub fn desired(inputs: &Inputs, reports: &[Report], applied: &Applied) -> Vec<De
         let meta = meta_of("GatewayClass", &class.metadata);
         let generation = class.metadata.generation;
         let conditions = object_conditions(reports, &meta, None, generation);
-        push(&mut out, meta, json!({ "conditions": conditions }));
+        let features = crate::features::status_value();
+        let status = json!({ "conditions": conditions, "supportedFeatures": features });
+        push(&mut out, meta, status);
     }
     for gateway in &inputs.gateways {
         let meta = meta_of("Gateway", &gateway.metadata);
@@ -396,18 +399,19 @@ fn listener_status(
             ),
         },
     ];
-    let problem = programmed;
-    let attached = if problem.is_some() {
+    // Routes attached to a listener whose references did not resolve still count (the
+    // spec's attachedRoutes); an invalid or conflicted listener takes none.
+    let attached = if accepted.is_some() || conflicted.is_some() {
         0
     } else {
         attached_routes(routes, reports, gateway, listener)
     };
     json!({
         "name": listener.name,
-        "supportedKinds": [
-            {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"},
-            {"group": "gateway.networking.k8s.io", "kind": "GRPCRoute"},
-        ],
+        "supportedKinds": crate::translate::listener_supported_kinds(listener)
+            .into_iter()
+            .map(|kind| json!({"group": "gateway.networking.k8s.io", "kind": kind}))
+            .collect::<Vec<_>>(),
         "attachedRoutes": attached,
         "conditions": conditions,
     })
@@ -432,9 +436,18 @@ fn attached_routes(
                     && p.section_name.as_ref().is_none_or(|s| *s == listener.name)
                     && p.port.is_none_or(|port| port == listener.port)
                     && accepted_by(reports, &meta, &route_parent_label(namespace, p))
-            })
+            }) && attaches_to(kind, route, listener)
         })
         .count()
+}
+
+/// A route accepted by the Gateway attaches to those of its listeners that take its kind and
+/// share a hostname with it (the spec's attachedRoutes counts only those).
+fn attaches_to(kind: &str, route: &HttpRoute, listener: &GatewayListeners) -> bool {
+    let hostnames = route.spec.hostnames.clone().unwrap_or_default();
+    crate::translate::listener_supported_kinds(listener).contains(&kind)
+        && !crate::translate::intersect_hostnames(listener.hostname.as_deref(), &hostnames)
+            .is_empty()
 }
 
 fn accepted_by(reports: &[Report], route: &Meta, parent: &str) -> bool {

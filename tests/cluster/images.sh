@@ -7,6 +7,9 @@
 #   tests/cluster/images.sh STATE_DIR --ferry [BINARY] # ghcr.io/ferry-dev/ferry:<appVersion>
 #                                                      # from BINARY (default target/debug/
 #                                                      # ferry, the one `cargo test` built)
+#   tests/cluster/images.sh STATE_DIR --conformance    # the Gateway API conformance suite's
+#                                                      # echo-basic and CoreDNS, under the
+#                                                      # names its manifests use
 #
 # Archives are cached in target/images (the ferry image by the digest of its binary), so a
 # rerun with the same binary imports without rebuilding.
@@ -73,8 +76,29 @@ ferry_image() { # binary
   ctr_import "$archive"
 }
 
+# The images the pinned conformance suite's manifests name, built from the same releases
+# (tests/conformance/build.sh) and tagged with exactly those names, so the manifests run
+# unchanged with no registry.
+conformance_images() {
+  local bin suite ref binary archive
+  bin="$(bash "$root/tests/conformance/build.sh")"
+  suite="$(bash "$root/tests/conformance/build.sh" --suite)"
+  grep -rhoE 'image: *[^ ]+' "$suite/base" "$suite/tests" | awk '{print $2}' | sort -u |
+    while read -r ref; do
+      case "$ref" in
+        */echo-basic:*) binary=echo-basic ;;
+        */coredns:*) binary=coredns ;;
+        *) echo "no local build for $ref (a test that needs it cannot run)" >&2; continue ;;
+      esac
+      archive="$cache/conformance-$(echo "$ref" | sha256sum | cut -c1-12)-$(basename "$bin").oci.tar"
+      [ -f "$archive" ] || single_binary_image "$ref" "$archive" "$bin/$binary" 0:0 "/bin/$binary"
+      ctr_import "$archive"
+    done
+}
+
 case "${1:-}" in
+  --conformance) conformance_images ;;
   --base) base_images ;;
   --ferry) ferry_image "${2:-$root/target/debug/ferry}" ;;
-  *) echo "usage: $0 STATE_DIR --base | --ferry [BINARY]" >&2; exit 2 ;;
+  *) echo "usage: $0 STATE_DIR --base | --ferry [BINARY] | --conformance" >&2; exit 2 ;;
 esac

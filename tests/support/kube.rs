@@ -3,8 +3,9 @@
 //! both deref to it.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::apiserver::tools_dir;
@@ -13,7 +14,50 @@ pub struct Kube {
     pub kubeconfig: PathBuf,
 }
 
+/// The upstream Gateway API CRDs (standard channel) of the release tests/conformance/go.mod
+/// pins, read from that Go module's download (tests/conformance/build.sh --crds): users apply
+/// these, and nothing of them is committed here.
+pub fn gateway_api_crds() -> String {
+    static CRDS: OnceLock<String> = OnceLock::new();
+    CRDS.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/build.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .args(["--crds", "standard"])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run tests/conformance/build.sh");
+        assert!(
+            out.status.success(),
+            "downloading the Gateway API module failed"
+        );
+        let dir = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|path| std::fs::read_to_string(path).unwrap())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    })
+    .clone()
+}
+
 impl Kube {
+    /// The CRDs a user installs before Ferry: the upstream Gateway API release's and Ferry's
+    /// Istio kinds (`ferry crds`), established.
+    pub fn install_crds(&self) {
+        self.apply(&gateway_api_crds());
+        let istio = super::ferry().arg("crds").output().unwrap();
+        assert!(istio.status.success(), "ferry crds failed");
+        self.apply(&String::from_utf8(istio.stdout).unwrap());
+        self.wait_crds_established();
+    }
+
     /// `kubectl wait` fails outright ("conditions accessor error") on a CRD the API server
     /// has not yet given any condition, so it is retried until every CRD is Established.
     pub fn wait_crds_established(&self) {

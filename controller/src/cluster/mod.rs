@@ -2,6 +2,7 @@
 
 mod applied_sync;
 mod cache;
+mod deployer;
 mod leader;
 mod status_writer;
 
@@ -82,6 +83,9 @@ pub struct ControllerConfig {
     pub identity: String,
     /// The sidecar-injection webhook, when the controller serves it.
     pub webhook: Option<WebhookConfig>,
+    /// What each Gateway of Ferry's classes gets deployed with (crate::deploy); None: the
+    /// controller deploys nothing and Gateways are served by gateways deployed by hand.
+    pub deploy: Option<crate::deploy::DeployConfig>,
 }
 
 pub struct WebhookConfig {
@@ -164,6 +168,10 @@ pub async fn run(config: ControllerConfig) -> Result<(), ControllerError> {
     let mut applied =
         applied_sync::AppliedSync::new(client.clone(), &config.namespace, &config.identity).await;
     let mut leading = leader::campaign(client.clone(), &config.namespace, config.identity);
+    let mut deployer = config
+        .deploy
+        .map(|deploy| deployer::Deployer::new(client.clone(), deploy));
+    let mut was_leading = false;
     let mut statuses = StatusWriter::new(client.clone(), &kinds);
     let mut roots = ca::store::RootPublisher::default();
     let mut latest: Option<Arc<Inputs>> = None;
@@ -196,10 +204,18 @@ pub async fn run(config: ControllerConfig) -> Result<(), ControllerError> {
         if matches!(wake, Wake::Acks) && !mine_changed {
             continue; // most ACKs change nothing a status shows
         }
-        if let Some(inputs) = latest.as_ref().filter(|_| *leading.borrow()) {
+        let is_leading = *leading.borrow();
+        if is_leading && !was_leading {
+            deployer.iter_mut().for_each(deployer::Deployer::forget);
+        }
+        was_leading = is_leading;
+        if let Some(inputs) = latest.as_ref().filter(|_| is_leading) {
             let all = applied.all(inputs, &mine);
             write_statuses(&mut statuses, inputs, &all).await;
             if matches!(wake, Wake::Inputs) {
+                if let Some(deployer) = deployer.as_mut() {
+                    deployer.sync(inputs).await;
+                }
                 let namespaces = namespace_names(inputs);
                 let bundle = authority.get().trust_bundle_pem().to_string();
                 roots.publish(&client, &namespaces, &bundle).await;

@@ -42,12 +42,13 @@ impl StatusWriter {
 
     /// Writes every status that differs from what was last written; returns how many.
     pub async fn write(&mut self, desired: Vec<DesiredStatus>) -> usize {
+        // An object no longer desired was deleted: forget it, so one created again under the
+        // same name (with an empty status) is written.
+        let keys: std::collections::HashSet<String> = desired.iter().map(key_of).collect();
+        self.written.retain(|key, _| keys.contains(key));
         let mut count = 0;
         for item in desired {
-            let key = format!(
-                "{}/{}/{}",
-                item.object.kind, item.object.namespace, item.object.name
-            );
+            let key = key_of(&item);
             let previous = self.written.get(&key);
             if previous.is_some_and(|p| same_ignoring_times(p, &item.status)) {
                 continue;
@@ -146,6 +147,11 @@ fn visit_conditions_at(value: &mut Value, path: String, f: &mut dyn FnMut(&str, 
 
 fn chrono_now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn key_of(item: &DesiredStatus) -> String {
+    let object = &item.object;
+    format!("{}/{}/{}", object.kind, object.namespace, object.name)
 }
 
 #[cfg(test)]

@@ -136,15 +136,18 @@ impl Inputs {
                 }
             }
             Object::ConfigMap(mut o) => {
-                // Only CA bundles and the controller replicas' reports of what their
-                // proxies applied are read: other configuration is not kept in memory.
+                // Only CA bundles, Gateway parameters (crate::deploy) and the controller
+                // replicas' reports of what their proxies applied are read: other
+                // configuration is not kept in memory.
                 let report = o
                     .metadata
                     .labels
                     .as_ref()
                     .is_some_and(|l| l.contains_key(crate::applied::LABEL));
                 if let Some(data) = o.data.as_mut().filter(|_| !report) {
-                    data.retain(|key, _| key == "ca.crt");
+                    data.retain(|key, _| {
+                        key == "ca.crt" || crate::deploy::PARAMETER_KEYS.contains(&key.as_str())
+                    });
                 }
                 o.binary_data = None;
                 self.config_maps.push(*o)

@@ -3,8 +3,8 @@
 //! Every request on the controller's port carries the proxy's ServiceAccount token
 //! (`Authorization: Bearer`); the authenticator says whose it is. A proxy is then served only
 //! what its identity may have: a sidecar its own namespace's mesh scope, a gateway the
-//! Gateway its ServiceAccount runs (same namespace, ServiceAccount named after the Gateway,
-//! as the chart and Gateway API deployments create it), and TLS private keys only from its
+//! Gateway its ServiceAccount runs (same namespace, ServiceAccount named after the Gateway as
+//! the chart creates it, or `<gateway>-ferry` as the controller deploys it), and TLS private keys only from its
 //! own namespace; the keys of Ingress TLS hosts (cluster-wide, as any ingress controller
 //! reads them) only to gateways in the controller's own namespace, where the chart runs them.
 
@@ -93,7 +93,8 @@ pub fn entitled_scope(
         }
     }
     if let Some((namespace, name)) = scope.gateway.split_once('/') {
-        if namespace != caller.namespace || name != caller.service_account {
+        let accounts = [name.to_string(), crate::deploy::object_name(name)];
+        if namespace != caller.namespace || !accounts.contains(&caller.service_account) {
             return Err(format!(
                 "{caller} asked for Gateway {}: only ServiceAccount {namespace}/{name} may \
                  serve it",
@@ -142,6 +143,8 @@ mod tests {
             ..Scope::default()
         };
         assert!(entitled_scope(&caller("infra", "public"), &gateway, "ferry").is_ok());
+        assert!(entitled_scope(&caller("infra", "public-ferry"), &gateway, "ferry").is_ok());
+        assert!(entitled_scope(&caller("infra", "other-ferry"), &gateway, "ferry").is_err());
         assert!(entitled_scope(&caller("infra", "default"), &gateway, "ferry").is_err());
         assert!(entitled_scope(&caller("weather", "public"), &gateway, "ferry").is_err());
         let sidecar_asking_for_gateway = Scope {

@@ -32,6 +32,9 @@ pub(crate) const GROUP: &str = "gateway.networking.k8s.io";
 struct GatewayListener<'a> {
     gateway: Meta,
     listener: &'a GatewayListeners,
+    /// False for a listener whose references did not resolve (a missing certificate): routes
+    /// still attach to it, as the spec's attachedRoutes counts them, but it serves nothing.
+    programmed: bool,
 }
 
 pub(crate) fn translate(cx: &mut Context<'_>) {
@@ -113,20 +116,39 @@ fn in_scope(cx: &Context<'_>, gateway: &Gateway) -> bool {
 
 fn gateway_listeners<'a>(cx: &mut Context<'a>, gateway: &'a Gateway) -> Vec<GatewayListener<'a>> {
     let meta = meta_of("Gateway", &gateway.metadata);
+    if let Some(problem) = crate::deploy::parameters_error(cx.inputs, gateway) {
+        let field = "spec.infrastructure.parametersRef".to_string();
+        let invalid = Condition::error("Accepted", "InvalidParameters", problem).field(field);
+        cx.reports.push(&meta, invalid);
+        let programmed = Condition::warn("Programmed", "Invalid", "the Gateway is not accepted");
+        cx.reports.push(&meta, programmed);
+        return Vec::new();
+    }
     let mut listeners = Vec::new();
     for (index, listener) in gateway.spec.listeners.iter().enumerate() {
         let earlier = &gateway.spec.listeners[..index];
         let field = format!("spec.listeners[{index}]");
         match program_listener(cx, &meta, listener, &field, earlier) {
-            Ok(()) => listeners.push(GatewayListener {
-                gateway: meta.clone(),
-                listener,
-            }),
+            Ok(()) => {
+                report_invalid_route_kinds(cx, &meta, listener, &field);
+                listeners.push(GatewayListener {
+                    gateway: meta.clone(),
+                    listener,
+                    programmed: true,
+                })
+            }
             Err(condition) => {
                 let condition = match condition.field {
                     Some(_) => condition,
                     None => condition.field(field),
                 };
+                if condition.condition == "ResolvedRefs" {
+                    listeners.push(GatewayListener {
+                        gateway: meta.clone(),
+                        listener,
+                        programmed: false,
+                    });
+                }
                 let parent = format!("listener {}", listener.name);
                 // A listener that is not served says so on its own (Programmed False), whatever
                 // condition explains why; a bad certificate among good ones does not do this.
@@ -137,7 +159,8 @@ fn gateway_listeners<'a>(cx: &mut Context<'a>, gateway: &'a Gateway) -> Vec<Gate
             }
         }
     }
-    push_gateway_conditions(cx, &meta, listeners.len(), gateway.spec.listeners.len());
+    let programmed = listeners.iter().filter(|l| l.programmed).count();
+    push_gateway_conditions(cx, &meta, programmed, gateway.spec.listeners.len());
     listeners
 }
 
@@ -355,8 +378,11 @@ fn attach_route(cx: &mut Context<'_>, served: &Served<'_>, route: &HttpRoute, ki
         let field = format!("spec.parentRefs[{index}]");
         let outcome = attach_to_parent(cx, &ours, parent, &meta, &hostnames);
         let condition = match outcome {
-            Ok(targets) => {
-                add_routes(cx, &targets, &rules, &meta, route);
+            Ok(_) => {
+                let programmed: Vec<_> = ours.iter().copied().filter(|l| l.programmed).collect();
+                if let Ok(targets) = attach_to_parent(cx, &programmed, parent, &meta, &hostnames) {
+                    add_routes(cx, &targets, &rules, &meta, route);
+                }
                 Condition::ok("Accepted", "Accepted", "attached to the Gateway")
             }
             Err((reason, message)) => Condition::warn("Accepted", reason, message).field(field),
@@ -444,6 +470,53 @@ fn route_allowed(cx: &Context<'_>, l: &GatewayListener<'_>, route: &Meta) -> boo
     let allowed = l.listener.allowed_routes.as_ref();
     kind_allowed(allowed, &route.kind)
         && namespace_allowed(cx, allowed, &l.gateway.namespace, &route.namespace)
+}
+
+/// The route kinds an HTTP or HTTPS listener serves.
+const ROUTE_KINDS: &[&str] = &["HTTPRoute", "GRPCRoute"];
+
+/// The kinds of `allowedRoutes.kinds` Ferry serves on this listener (all it serves when the
+/// field is absent): the listener's `supportedKinds`.
+pub(crate) fn supported_kinds(listener: &GatewayListeners) -> Vec<&'static str> {
+    ROUTE_KINDS
+        .iter()
+        .copied()
+        .filter(|kind| kind_allowed(listener.allowed_routes.as_ref(), kind))
+        .collect()
+}
+
+/// A kind in `allowedRoutes.kinds` Ferry does not serve makes the listener's ResolvedRefs
+/// False (InvalidRouteKinds); the kinds it does serve still attach.
+fn report_invalid_route_kinds(
+    cx: &mut Context<'_>,
+    gateway: &Meta,
+    listener: &GatewayListeners,
+    field: &str,
+) {
+    let kinds = listener
+        .allowed_routes
+        .as_ref()
+        .and_then(|a| a.kinds.as_ref());
+    let invalid: Vec<String> = kinds
+        .into_iter()
+        .flatten()
+        .filter(|k| {
+            k.group.as_deref().unwrap_or(GROUP) != GROUP || !ROUTE_KINDS.contains(&k.kind.as_str())
+        })
+        .map(|k| format!("{}/{}", k.group.as_deref().unwrap_or(GROUP), k.kind))
+        .collect();
+    if invalid.is_empty() {
+        return;
+    }
+    let message = format!(
+        "route kinds not served on an HTTP listener: {} (served: {})",
+        invalid.join(", "),
+        ROUTE_KINDS.join(", ")
+    );
+    let condition = Condition::warn("ResolvedRefs", "InvalidRouteKinds", message)
+        .field(format!("{field}.allowedRoutes.kinds"))
+        .parent(format!("listener {}", listener.name));
+    cx.reports.push(gateway, condition);
 }
 
 /// An HTTP listener takes HTTPRoutes and GRPCRoutes unless `allowedRoutes.kinds` narrows it.

@@ -45,12 +45,6 @@ fn gateway_fields(gateway: &Gateway) -> Vec<(String, &'static str)> {
             "the address comes from the gateway's Service",
         ));
     }
-    if spec.infrastructure.is_some() {
-        found.push((
-            "spec.infrastructure".into(),
-            "labels and annotations are not propagated to the gateway's resources",
-        ));
-    }
     if spec.allowed_listeners.is_some() {
         found.push(("spec.allowedListeners".into(), "ListenerSets are not read"));
     }
