@@ -33,6 +33,7 @@ async fn on_a_real_node_helm_install_serves_the_weather_canary_through_the_node_
     install_ferry(&cluster);
     let http = Http::new(Proto::H1);
     weather_canary(&cluster, &http).await;
+    gateway_per_gateway(&cluster, &http).await;
     mesh(&cluster, &http).await;
     circuit_breaker(&cluster, &http).await;
     controller_failover(&cluster, &http).await;
@@ -136,6 +137,105 @@ async fn weather_canary(cluster: &Cluster, http: &Http) {
     );
 
     blue_green_switch(cluster, http, &url).await;
+}
+
+const EDGE_GATEWAY: &str = "apiVersion: v1
+kind: ConfigMap
+metadata: {name: edge-options, namespace: weather}
+data: {service.type: NodePort}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: weather}
+spec:
+  gatewayClassName: ferry
+  infrastructure:
+    labels: {team: weather}
+    annotations: {owner: ops}
+    parametersRef: {group: \"\", kind: ConfigMap, name: edge-options}
+  listeners:
+  - {name: http, port: 8080, protocol: HTTP, hostname: weather.example.com}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: forecast, namespace: weather}
+spec:
+  parentRefs: [{name: edge}]
+  rules: [{backendRefs: [{name: weather, port: 80}]}]
+";
+
+/// A Gateway API Gateway of its own: the controller deploys `edge-ferry` (Deployment,
+/// NodePort Service from the parametersRef ConfigMap, ServiceAccount, PDB) with the
+/// Gateway's infrastructure labels, the Gateway is Programmed at the node's address and
+/// serves its route there, and deleting it deletes them all. The chart's own Gateway, served
+/// by the chart's gateway, gets no second deployment.
+async fn gateway_per_gateway(cluster: &Cluster, http: &Http) {
+    cluster.apply(EDGE_GATEWAY);
+    let objects = [
+        "deployment",
+        "service",
+        "serviceaccount",
+        "poddisruptionbudget",
+    ];
+    for kind in objects {
+        let team = ".metadata.labels.team";
+        cluster
+            .eventually_get(kind, "weather", "edge-ferry", team, "weather")
+            .await;
+        let owner = ".metadata.ownerReferences[0].name";
+        let owner = cluster.get(kind, "weather", "edge-ferry", owner);
+        assert_eq!(owner, "edge", "{kind} edge-ferry is owned by the Gateway");
+    }
+    let service_type = cluster.get("service", "weather", "edge-ferry", ".spec.type");
+    assert_eq!(service_type, "NodePort", "from the parametersRef ConfigMap");
+    cluster.wait_deployments("weather", Duration::from_secs(120));
+    let address = cluster.eventually("Gateway edge Programmed", Duration::from_secs(60), || {
+        let condition = r#".status.conditions[?(@.type=="Programmed")].status"#;
+        let programmed = cluster.get("gateway", "weather", "edge", condition);
+        let address = cluster.get("gateway", "weather", "edge", ".status.addresses[0].value");
+        (programmed == "True" && !address.is_empty()).then_some(address)
+    });
+    assert_eq!(address, cluster.node_ip.to_string());
+    let node_port = cluster.get(
+        "service",
+        "weather",
+        "edge-ferry",
+        ".spec.ports[0].nodePort",
+    );
+    let url = format!("http://{address}:{node_port}/forecast");
+    support::eventually_within(
+        "the edge Gateway serves its route",
+        Duration::from_secs(60),
+        || async {
+            http.get(&url, Some(WEATHER_HOST), &[])
+                .await
+                .is_some_and(|reply| reply.status == 200)
+        },
+    )
+    .await;
+    let chart_gateway =
+        cluster.kubectl_output(&["get", "deployment", "ferry-gateway-ferry", "-n", NS]);
+    assert!(
+        chart_gateway.is_err(),
+        "the chart's Gateway is served by the chart's gateway"
+    );
+
+    cluster.kubectl(&["delete", "gateway", "edge", "-n", "weather"]);
+    cluster.eventually(
+        "edge-ferry deleted with its Gateway",
+        Duration::from_secs(60),
+        || {
+            let left: Vec<&str> = objects
+                .into_iter()
+                .filter(|kind| {
+                    cluster
+                        .kubectl_output(&["get", kind, "edge-ferry", "-n", "weather"])
+                        .is_ok()
+                })
+                .collect();
+            left.is_empty().then_some(())
+        },
+    );
 }
 
 /// All traffic moved from v1 to v2 by editing the VirtualService while requests flow: none

@@ -89,6 +89,10 @@ const CODES: &[(&str, &str)] = &[
     ("Ignored", "FRY0604"),
     ("InvalidCACertificateRef", "FRY0207"),
     ("InvalidCACertificateKind", "FRY0208"),
+    ("NoValidCACertificate", "FRY0209"),
+    ("InvalidParameters", "FRY0210"),
+    ("InvalidRouteKinds", "FRY0305"),
+    ("Conflicted", "FRY0404"),
 ];
 
 /// The code of a reason; `FRY0999` for one not in the table (a test keeps that from happening).

@@ -72,6 +72,9 @@ fn join_segments(prefix: &str, rest: &str) -> String {
 
 /// What a redirect needs to know about the request.
 pub struct RedirectRequest<'a> {
+    /// The scheme the request came with (`https` on a TLS listener): a redirect that names
+    /// none keeps it.
+    pub scheme: &'static str,
     pub host: &'a str,
     /// The port written in the Host header, if any.
     pub host_port: Option<u16>,
@@ -82,7 +85,7 @@ pub struct RedirectRequest<'a> {
 }
 
 pub fn redirect_location(r: &Redirect, req: &RedirectRequest<'_>) -> String {
-    let scheme = r.scheme.as_deref().unwrap_or("http");
+    let scheme = r.scheme.as_deref().unwrap_or(req.scheme);
     let host = r.host.as_deref().unwrap_or(req.host);
     let port = match r.port {
         RedirectPort::FromRequest => req.host_port,
@@ -188,6 +191,7 @@ mod tests {
             status: 301,
         };
         let req = RedirectRequest {
+            scheme: "http",
             host: "a.com",
             host_port: Some(8080),
             listener_port: 8080,
@@ -204,5 +208,13 @@ mod tests {
             status: 302,
         };
         assert_eq!(redirect_location(&r, &req), "http://b.com:8080/x?q=1");
+        // Over TLS a redirect naming no scheme stays on https (and drops its default port).
+        let tls = RedirectRequest {
+            scheme: "https",
+            listener_port: 443,
+            host_port: None,
+            ..req
+        };
+        assert_eq!(redirect_location(&r, &tls), "https://b.com/x?q=1");
     }
 }

@@ -28,14 +28,18 @@ pub async fn admit(
     let meta = &route.route.meta;
     if let Some(cors) = &rule.cors {
         ctx.cors_origin = policy::allowed_origin(cors, req.headers);
-        if let Some(origin) = ctx
-            .cors_origin
-            .as_deref()
-            .filter(|_| policy::is_preflight(req))
-        {
-            let mut reply =
-                Decision::reply(200, format!("CORS {meta}: preflight answered")).for_route(&route);
-            reply.headers = policy::preflight_headers(cors, origin);
+        // A route with a CORS policy answers every preflight itself: with the policy's headers
+        // for an allowed origin, without any for another (the browser then refuses).
+        if policy::is_preflight(req) {
+            let (cause, headers) = match ctx.cors_origin.as_deref() {
+                Some(origin) => (
+                    "preflight answered",
+                    policy::preflight_headers(cors, origin, req.headers),
+                ),
+                None => ("preflight from an origin not allowed", Vec::new()),
+            };
+            let mut reply = Decision::reply(200, format!("CORS {meta}: {cause}")).for_route(&route);
+            reply.headers = headers;
             reply.body.clear();
             return Some(reply);
         }

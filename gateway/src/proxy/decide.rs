@@ -116,6 +116,7 @@ pub fn decide(
     match &route.route.action {
         Action::Redirect(redirect) => {
             let request = RedirectRequest {
+                scheme: if req.tls.is_some() { "https" } else { "http" },
                 host: &host,
                 host_port,
                 listener_port: port,

@@ -49,20 +49,35 @@ pub fn is_preflight(req: &RequestFacts<'_>) -> bool {
             .is_some()
 }
 
-/// Headers answering a preflight from an allowed origin.
-pub fn preflight_headers(cors: &Cors, origin: &str) -> Vec<(&'static str, String)> {
+/// Headers answering a preflight from an allowed origin. A `*` in allowMethods or
+/// allowHeaders answers with what the preflight asks for: browsers ignore a literal `*` on a
+/// request with credentials, and the echo means the same without them.
+pub fn preflight_headers(
+    cors: &Cors,
+    origin: &str,
+    request: &dyn HeaderLookup,
+) -> Vec<(&'static str, String)> {
     let mut headers = vec![
-        (
-            "access-control-allow-origin",
-            allow_origin_value(cors, origin),
-        ),
+        ("access-control-allow-origin", origin.to_string()),
         ("vary", "Origin".into()),
     ];
-    if !cors.allow_methods.is_empty() {
-        headers.push(("access-control-allow-methods", join(&cors.allow_methods)));
+    let asked = |name: &str| header_lookup::first_text(request, name).map(str::to_string);
+    let allowed = |items: &[ferry_model::Str], asked_for: Option<String>| {
+        let any = items.iter().any(|i| &**i == "*");
+        match (any, asked_for) {
+            (true, Some(asked)) => Some(asked),
+            _ if items.is_empty() => None,
+            _ => Some(join(items)),
+        }
+    };
+    if let Some(methods) = allowed(&cors.allow_methods, asked("access-control-request-method")) {
+        headers.push(("access-control-allow-methods", methods));
     }
-    if !cors.allow_headers.is_empty() {
-        headers.push(("access-control-allow-headers", join(&cors.allow_headers)));
+    if let Some(names) = allowed(&cors.allow_headers, asked("access-control-request-headers")) {
+        headers.push(("access-control-allow-headers", names));
+    }
+    if !cors.expose_headers.is_empty() {
+        headers.push(("access-control-expose-headers", join(&cors.expose_headers)));
     }
     if let Some(age) = cors.max_age_seconds {
         headers.push(("access-control-max-age", age.to_string()));
@@ -73,31 +88,17 @@ pub fn preflight_headers(cors: &Cors, origin: &str) -> Vec<(&'static str, String
     headers
 }
 
-/// CORS headers added to the upstream's response for an allowed origin.
+/// CORS headers added to the upstream's response for an allowed origin. The origin is echoed
+/// (with `Vary: Origin`) rather than `*`, even when any origin is allowed: a request carrying
+/// credentials is refused by browsers on `*`, and the echo is valid for every request.
 pub fn add_response_headers(cors: &Cors, origin: &str, response: &mut impl EditHeaders) {
-    response.set(
-        "access-control-allow-origin",
-        &allow_origin_value(cors, origin),
-    );
+    response.set("access-control-allow-origin", origin);
     response.add("vary", "Origin");
     if !cors.expose_headers.is_empty() {
         response.set("access-control-expose-headers", &join(&cors.expose_headers));
     }
     if cors.allow_credentials {
         response.set("access-control-allow-credentials", "true");
-    }
-}
-
-/// `*` only when any origin is allowed and credentials are not (browsers reject `*` with them).
-fn allow_origin_value(cors: &Cors, origin: &str) -> String {
-    let any = cors
-        .allow_origins
-        .iter()
-        .any(|m| matches!(m, StringMatch::Exact(v) if &**v == "*"));
-    if any && !cors.allow_credentials {
-        "*".into()
-    } else {
-        origin.into()
     }
 }
 

@@ -150,6 +150,15 @@ fn gateway_listeners<'a>(cx: &mut Context<'a>, gateway: &'a Gateway) -> Vec<Gate
                     });
                 }
                 let parent = format!("listener {}", listener.name);
+                let frontend = |f: &String| f.starts_with("spec.tls.frontend");
+                if condition.condition == "ResolvedRefs"
+                    && condition.field.as_ref().is_some_and(frontend)
+                {
+                    // The spec's listener condition for a client validation without a usable CA.
+                    let message = format!("no usable client CA: {}", condition.message);
+                    let not_accepted = Condition::warn("Accepted", "NoValidCACertificate", message);
+                    cx.reports.push(&meta, not_accepted.parent(parent.clone()));
+                }
                 // A listener that is not served says so on its own (Programmed False), whatever
                 // condition explains why; a bad certificate among good ones does not do this.
                 let programmed =
@@ -378,11 +387,9 @@ fn attach_route(cx: &mut Context<'_>, served: &Served<'_>, route: &HttpRoute, ki
         let field = format!("spec.parentRefs[{index}]");
         let outcome = attach_to_parent(cx, &ours, parent, &meta, &hostnames);
         let condition = match outcome {
-            Ok(_) => {
-                let programmed: Vec<_> = ours.iter().copied().filter(|l| l.programmed).collect();
-                if let Ok(targets) = attach_to_parent(cx, &programmed, parent, &meta, &hostnames) {
-                    add_routes(cx, &targets, &rules, &meta, route);
-                }
+            Ok(targets) => {
+                let served = isolated(&ours, targets);
+                add_routes(cx, &served, &rules, &meta, route);
                 Condition::ok("Accepted", "Accepted", "attached to the Gateway")
             }
             Err((reason, message)) => Condition::warn("Accepted", reason, message).field(field),
@@ -413,14 +420,53 @@ fn is_gateway_ref(parent: &HttpRouteParentRefs) -> bool {
 
 type Rejection = (&'static str, String);
 
+/// A hostname a route serves through one listener.
+struct Target<'a> {
+    listener: &'a GatewayListeners,
+    programmed: bool,
+    host: String,
+}
+
+/// The (port, hostname) pairs a route is served on: through programmed listeners, and only
+/// where its listener is the most specific of its port for that hostname (listener
+/// isolation: a request goes to the most specific listener that matches it, and only that
+/// listener's routes may serve it).
+fn isolated(listeners: &[&GatewayListener<'_>], targets: Vec<Target<'_>>) -> Vec<(u16, String)> {
+    targets
+        .into_iter()
+        .filter(|t| t.programmed && most_specific_for(listeners, t) == Some(&*t.listener.name))
+        // Listeners with a port out of range were refused before (listener()).
+        .map(|t| (u16::try_from(t.listener.port).unwrap_or_default(), t.host))
+        .collect()
+}
+
+fn most_specific_for<'l>(
+    listeners: &[&'l GatewayListener<'_>],
+    target: &Target<'_>,
+) -> Option<&'l str> {
+    let pattern =
+        |l: &GatewayListener<'_>| l.listener.hostname.clone().unwrap_or_else(|| "*".into());
+    // Exact names before wildcards, longer wildcards before shorter, `*` last.
+    let specificity = |pattern: &str| match pattern.strip_prefix('*') {
+        None => (2, pattern.len()),
+        Some(suffix) => (u8::from(!suffix.is_empty()), suffix.len()),
+    };
+    listeners
+        .iter()
+        .filter(|l| l.listener.port == target.listener.port)
+        .filter(|l| super::hosts::covers(&pattern(l), &target.host))
+        .max_by_key(|l| specificity(&pattern(l)))
+        .map(|l| l.listener.name.as_str())
+}
+
 /// (port, hostname) pairs the route serves through this parent, or why it serves none.
-fn attach_to_parent(
+fn attach_to_parent<'a>(
     cx: &Context<'_>,
-    listeners: &[&GatewayListener<'_>],
+    listeners: &[&'a GatewayListener<'a>],
     parent: &HttpRouteParentRefs,
     route: &Meta,
     hostnames: &[String],
-) -> Result<Vec<(u16, String)>, Rejection> {
+) -> Result<Vec<Target<'a>>, Rejection> {
     let selected: Vec<_> = listeners
         .iter()
         .filter(|l| {
@@ -447,14 +493,16 @@ fn attach_to_parent(
             "no listener allows routes from this namespace/kind".into(),
         ));
     }
-    let targets: Vec<(u16, String)> = allowed
+    let targets: Vec<Target> = allowed
         .iter()
         .flat_map(|l| {
-            // Listeners with a port out of range were refused before (listener()).
-            let port = u16::try_from(l.listener.port).unwrap_or_default();
             intersect_all(l.listener.hostname.as_deref(), hostnames)
                 .into_iter()
-                .map(move |h| (port, h))
+                .map(move |host| Target {
+                    listener: l.listener,
+                    programmed: l.programmed,
+                    host,
+                })
         })
         .collect();
     if targets.is_empty() {
