@@ -135,6 +135,14 @@ impl RouteTable {
         self.ports.get(&port)?.client_validation.as_ref()
     }
 
+    /// Declares a virtual host even without routes: a listener's hostname owns its requests
+    /// (listener isolation), so they find this host, not a wider one, and get 404 when no
+    /// route of that listener matches.
+    pub fn host(&mut self, port: u16, host: &str) {
+        let entry = self.ports.entry(port).or_default();
+        entry.hosts.entry(host.to_ascii_lowercase()).or_default();
+    }
+
     pub fn add(&mut self, port: u16, host: &str, order: RouteOrder, route: Route) {
         let entry = self.ports.entry(port).or_default();
         let routes = entry.hosts.entry(host.to_ascii_lowercase()).or_default();

@@ -218,6 +218,9 @@ fn program_listener(
     cx.table
         .listener(port, gateway, protocol)
         .map_err(|message| Condition::warn("Conflicted", "ProtocolConflict", message))?;
+    if let Some(hostname) = listener.hostname.as_deref().filter(|h| !h.is_empty()) {
+        cx.table.host(port, hostname);
+    }
     for certificate in certificates {
         cx.table.certificate(port, certificate);
     }
