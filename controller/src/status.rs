@@ -21,6 +21,9 @@ use crate::Inputs;
 #[derive(Clone, Debug, PartialEq)]
 pub struct DesiredStatus {
     pub object: Meta,
+    /// The object's uid, when known: an object deleted and created again under the same name
+    /// is another object, whose (empty) status must be written even if it equals the last.
+    pub uid: Option<String>,
     pub status: Value,
 }
 
@@ -119,6 +122,54 @@ pub fn desired(inputs: &Inputs, reports: &[Report], applied: &Applied) -> Vec<De
             meta.clone(),
             istio_status(reports, &meta, metadata.generation),
         );
+    }
+    with_uids(out, inputs)
+}
+
+/// Sets each status's object uid from the inputs.
+fn with_uids(mut out: Vec<DesiredStatus>, inputs: &Inputs) -> Vec<DesiredStatus> {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    let mut uids: std::collections::HashMap<Meta, String> = std::collections::HashMap::new();
+    let mut add = |kind: &str, metadata: &ObjectMeta| {
+        if let Some(uid) = &metadata.uid {
+            uids.insert(meta_of(kind, metadata), uid.clone());
+        }
+    };
+    for o in &inputs.gateway_classes {
+        add("GatewayClass", &o.metadata);
+    }
+    for o in &inputs.gateways {
+        add("Gateway", &o.metadata);
+    }
+    for o in &inputs.http_routes {
+        add("HTTPRoute", &o.metadata);
+    }
+    for o in &inputs.grpc_routes {
+        add("GRPCRoute", &o.metadata);
+    }
+    for o in &inputs.backend_tls_policies {
+        add("BackendTLSPolicy", &o.metadata);
+    }
+    for o in &inputs.istio_gateways {
+        add("Gateway.networking.istio.io", &o.metadata);
+    }
+    for o in &inputs.virtual_services {
+        add("VirtualService", &o.metadata);
+    }
+    for o in &inputs.destination_rules {
+        add("DestinationRule", &o.metadata);
+    }
+    for o in &inputs.peer_authentications {
+        add("PeerAuthentication", &o.metadata);
+    }
+    for o in &inputs.authorization_policies {
+        add("AuthorizationPolicy", &o.metadata);
+    }
+    for o in &inputs.request_authentications {
+        add(o.kind.as_str(), &o.metadata);
+    }
+    for item in &mut out {
+        item.uid = uids.get(&item.object).cloned();
     }
     out
 }
@@ -260,7 +311,11 @@ fn all_routes(inputs: &Inputs) -> Vec<(&'static str, HttpRoute)> {
 }
 
 fn push(out: &mut Vec<DesiredStatus>, object: Meta, status: Value) {
-    out.push(DesiredStatus { object, status });
+    out.push(DesiredStatus {
+        object,
+        uid: None,
+        status,
+    });
 }
 
 fn gateway_status(

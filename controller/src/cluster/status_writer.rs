@@ -15,7 +15,7 @@ pub struct StatusWriter {
     client: kube::Client,
     /// Kind -> resource, for the kinds that get a status.
     resources: HashMap<String, ApiResource>,
-    /// `kind/namespace/name` -> the status last written (with times).
+    /// `kind/namespace/name#uid` -> the status last written (with times).
     written: HashMap<String, Value>,
 }
 
@@ -149,9 +149,11 @@ fn chrono_now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// `kind/namespace/name#uid`: an object created again under the same name has a new key.
 fn key_of(item: &DesiredStatus) -> String {
     let object = &item.object;
-    format!("{}/{}/{}", object.kind, object.namespace, object.name)
+    let uid = item.uid.as_deref().unwrap_or_default();
+    format!("{}/{}/{}#{uid}", object.kind, object.namespace, object.name)
 }
 
 #[cfg(test)]
