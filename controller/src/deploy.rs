@@ -48,11 +48,20 @@ pub struct GatewayObjects {
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Parameters {
     service_type: Option<String>,
+    /// Extra metadata of the Service only (a cloud load balancer's annotations, say).
+    service_annotations: BTreeMap<String, String>,
+    service_labels: BTreeMap<String, String>,
     replicas: Option<i64>,
 }
 
-/// The ConfigMap keys a parametersRef may set.
-pub const PARAMETER_KEYS: &[&str] = &["service.type", "deployment.replicas"];
+/// The ConfigMap keys a parametersRef may set: `service.type` (LoadBalancer, NodePort or
+/// ClusterIP), `service.annotations` and `service.labels` (YAML maps), `deployment.replicas`.
+pub const PARAMETER_KEYS: &[&str] = &[
+    "service.type",
+    "service.annotations",
+    "service.labels",
+    "deployment.replicas",
+];
 const SERVICE_TYPES: &[&str] = &["LoadBalancer", "NodePort", "ClusterIP"];
 
 /// Every deployment the controller should keep, one per Gateway of its classes.
@@ -151,8 +160,23 @@ fn parameters_of(map: &ConfigMap) -> Result<Parameters, String> {
     };
     Ok(Parameters {
         service_type,
+        service_annotations: string_map(name, &data, "service.annotations")?,
+        service_labels: string_map(name, &data, "service.labels")?,
         replicas,
     })
+}
+
+/// A YAML map of strings under `key` (absent: empty).
+fn string_map(
+    config_map: &str,
+    data: &BTreeMap<String, String>,
+    key: &str,
+) -> Result<BTreeMap<String, String>, String> {
+    let Some(text) = data.get(key) else {
+        return Ok(BTreeMap::new());
+    };
+    serde_yaml::from_str(text)
+        .map_err(|e| format!("ConfigMap {config_map} {key}: not a map of strings: {e}"))
 }
 
 /// The deployed objects' name: `<gateway>-ferry`, shortened with a hash when the Service name
@@ -388,10 +412,21 @@ impl Deployed<'_> {
             })
             .collect();
         let kind = parameters.service_type.as_deref().unwrap_or("LoadBalancer");
+        let mut metadata = self.metadata();
+        for (key, value) in &parameters.service_annotations {
+            metadata["annotations"][key] = value.clone().into();
+        }
+        for (key, value) in &parameters.service_labels {
+            metadata["labels"][key] = value.clone().into();
+        }
+        // Ferry's labels win: the status address and the selector rely on them.
+        for (key, value) in self.labels() {
+            metadata["labels"][key] = value.into();
+        }
         json!({
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": self.metadata(),
+            "metadata": metadata,
             "spec": {"type": kind, "selector": self.selector(), "ports": ports},
         })
     }
@@ -513,12 +548,27 @@ metadata:
 apiVersion: v1
 kind: ConfigMap
 metadata: {name: web-options, namespace: infra}
-data: {service.type: NodePort, deployment.replicas: "3", unrelated: secret-ish}
+data:
+  service.type: NodePort
+  deployment.replicas: "3"
+  service.annotations: "{cloud.example/lb: internal}"
+  service.labels: "{exposure: private, app.kubernetes.io/managed-by: someone}"
+  unrelated: secret-ish
 "#;
         let found = inputs(&format!("{with_ref}{map}"));
         let web = &desired(&found, &config())[0];
         assert_eq!(kind(web, "Service")["spec"]["type"], "NodePort");
         assert_eq!(kind(web, "Deployment")["spec"]["replicas"], 3);
+        let service = &kind(web, "Service")["metadata"];
+        assert_eq!(service["annotations"]["cloud.example/lb"], "internal");
+        assert_eq!(service["labels"]["exposure"], "private");
+        assert_eq!(service["labels"][MANAGED_BY_LABEL], MANAGED_BY);
+        assert!(kind(web, "Deployment")["metadata"]["labels"]["exposure"].is_null());
+        assert!(!found.config_maps[0]
+            .data
+            .as_ref()
+            .unwrap()
+            .contains_key("unrelated"));
         let bad = inputs(&format!("{with_ref}{}", map.replace("NodePort", "Magic")));
         assert!(parameters_error(&bad, &bad.gateways[0])
             .unwrap()
