@@ -75,20 +75,7 @@ fn install_ferry(cluster: &Cluster) {
                 .then_some(())
         },
     );
-    let address = cluster.eventually(
-        "Gateway ferry-gateway Programmed with an address",
-        Duration::from_secs(60),
-        || {
-            let programmed = cluster.get(
-                "gateway",
-                NS,
-                "ferry-gateway",
-                r#".status.conditions[?(@.type=="Programmed")].status"#,
-            );
-            let address = cluster.get("gateway", NS, "ferry-gateway", ".status.addresses[0].value");
-            (programmed == "True" && !address.is_empty()).then_some(address)
-        },
-    );
+    let address = programmed_address(cluster, NS, "ferry-gateway");
     assert_eq!(
         address,
         cluster.node_ip.to_string(),
@@ -104,16 +91,7 @@ async fn weather_canary(cluster: &Cluster, http: &Http) {
     cluster.wait_deployments("weather", Duration::from_secs(120));
     let url = format!("http://{}:{NODE_PORT}/forecast", cluster.node_ip);
     // The gateway serves the route once its snapshot has the endpoints.
-    support::eventually_within(
-        "the weather route served",
-        Duration::from_secs(60),
-        || async {
-            http.get(&url, Some(WEATHER_HOST), &[])
-                .await
-                .is_some_and(|reply| reply.status == 200)
-        },
-    )
-    .await;
+    weather_served(http, &url, "the weather route served").await;
 
     let split = count_backends(http, &url, &[], 200).await;
     println!("weather canary split over 200 requests: {split:?}");
@@ -137,6 +115,27 @@ async fn weather_canary(cluster: &Cluster, http: &Http) {
     );
 
     blue_green_switch(cluster, http, &url).await;
+}
+
+/// Waits (60 s) until the Gateway is Programmed with an address, and returns the address.
+fn programmed_address(cluster: &Cluster, namespace: &str, name: &str) -> String {
+    let what = format!("Gateway {namespace}/{name} Programmed with an address");
+    cluster.eventually(&what, Duration::from_secs(60), || {
+        let condition = r#".status.conditions[?(@.type=="Programmed")].status"#;
+        let programmed = cluster.get("gateway", namespace, name, condition);
+        let address = cluster.get("gateway", namespace, name, ".status.addresses[0].value");
+        (programmed == "True" && !address.is_empty()).then_some(address)
+    })
+}
+
+/// Waits (60 s) until `url` answers the weather host with 200.
+async fn weather_served(http: &Http, url: &str, what: &str) {
+    support::eventually_within(what, Duration::from_secs(60), || async {
+        http.get(url, Some(WEATHER_HOST), &[])
+            .await
+            .is_some_and(|reply| reply.status == 200)
+    })
+    .await;
 }
 
 const EDGE_GATEWAY: &str = "apiVersion: v1
@@ -189,12 +188,7 @@ async fn gateway_per_gateway(cluster: &Cluster, http: &Http) {
     let service_type = cluster.get("service", "weather", "edge-ferry", ".spec.type");
     assert_eq!(service_type, "NodePort", "from the parametersRef ConfigMap");
     cluster.wait_deployments("weather", Duration::from_secs(120));
-    let address = cluster.eventually("Gateway edge Programmed", Duration::from_secs(60), || {
-        let condition = r#".status.conditions[?(@.type=="Programmed")].status"#;
-        let programmed = cluster.get("gateway", "weather", "edge", condition);
-        let address = cluster.get("gateway", "weather", "edge", ".status.addresses[0].value");
-        (programmed == "True" && !address.is_empty()).then_some(address)
-    });
+    let address = programmed_address(cluster, "weather", "edge");
     assert_eq!(address, cluster.node_ip.to_string());
     let node_port = cluster.get(
         "service",
@@ -203,16 +197,7 @@ async fn gateway_per_gateway(cluster: &Cluster, http: &Http) {
         ".spec.ports[0].nodePort",
     );
     let url = format!("http://{address}:{node_port}/forecast");
-    support::eventually_within(
-        "the edge Gateway serves its route",
-        Duration::from_secs(60),
-        || async {
-            http.get(&url, Some(WEATHER_HOST), &[])
-                .await
-                .is_some_and(|reply| reply.status == 200)
-        },
-    )
-    .await;
+    weather_served(http, &url, "the edge Gateway serves its route").await;
     let chart_gateway =
         cluster.kubectl_output(&["get", "deployment", "ferry-gateway-ferry", "-n", NS]);
     assert!(

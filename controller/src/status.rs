@@ -10,6 +10,7 @@
 use ferry_model::Meta;
 use gateway_api::apis::experimental::httproutes::{HttpRoute, HttpRouteParentRefs};
 use gateway_api::apis::standard::gateways::{Gateway, GatewayListeners};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{json, Value};
 
 use crate::applied::Applied;
@@ -81,40 +82,7 @@ pub fn desired(inputs: &Inputs, reports: &[Report], applied: &Applied) -> Vec<De
             push(&mut out, meta, status);
         }
     }
-    let istio = inputs
-        .istio_gateways
-        .iter()
-        .map(|g| ("Gateway.networking.istio.io", &g.metadata))
-        .chain(
-            inputs
-                .virtual_services
-                .iter()
-                .map(|v| ("VirtualService", &v.metadata)),
-        )
-        .chain(
-            inputs
-                .destination_rules
-                .iter()
-                .map(|d| ("DestinationRule", &d.metadata)),
-        )
-        .chain(
-            inputs
-                .peer_authentications
-                .iter()
-                .map(|p| ("PeerAuthentication", &p.metadata)),
-        )
-        .chain(
-            inputs
-                .authorization_policies
-                .iter()
-                .map(|p| ("AuthorizationPolicy", &p.metadata)),
-        )
-        .chain(
-            inputs
-                .request_authentications
-                .iter()
-                .map(|p| (p.kind.as_str(), &p.metadata)),
-        );
+    let istio = istio_objects(inputs);
     for (kind, metadata) in istio {
         let meta = meta_of(kind, metadata);
         push(
@@ -126,50 +94,40 @@ pub fn desired(inputs: &Inputs, reports: &[Report], applied: &Applied) -> Vec<De
     with_uids(out, inputs)
 }
 
+/// Istio objects with the kind their statuses and reports name them by.
+fn istio_objects(inputs: &Inputs) -> impl Iterator<Item = (&str, &ObjectMeta)> {
+    let gateways = inputs.istio_gateways.iter();
+    let virtual_services = inputs.virtual_services.iter();
+    let destination_rules = inputs.destination_rules.iter();
+    let peer_authentications = inputs.peer_authentications.iter();
+    let authorization_policies = inputs.authorization_policies.iter();
+    let request_authentications = inputs.request_authentications.iter();
+    (gateways.map(|o| ("Gateway.networking.istio.io", &o.metadata)))
+        .chain(virtual_services.map(|o| ("VirtualService", &o.metadata)))
+        .chain(destination_rules.map(|o| ("DestinationRule", &o.metadata)))
+        .chain(peer_authentications.map(|o| ("PeerAuthentication", &o.metadata)))
+        .chain(authorization_policies.map(|o| ("AuthorizationPolicy", &o.metadata)))
+        .chain(request_authentications.map(|o| (o.kind.as_str(), &o.metadata)))
+}
+
 /// Sets each status's object uid from the inputs.
 fn with_uids(mut out: Vec<DesiredStatus>, inputs: &Inputs) -> Vec<DesiredStatus> {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-    let mut uids: std::collections::HashMap<Meta, String> = std::collections::HashMap::new();
-    let mut add = |kind: &str, metadata: &ObjectMeta| {
-        if let Some(uid) = &metadata.uid {
-            uids.insert(meta_of(kind, metadata), uid.clone());
-        }
-    };
-    for o in &inputs.gateway_classes {
-        add("GatewayClass", &o.metadata);
-    }
-    for o in &inputs.gateways {
-        add("Gateway", &o.metadata);
-    }
-    for o in &inputs.http_routes {
-        add("HTTPRoute", &o.metadata);
-    }
-    for o in &inputs.grpc_routes {
-        add("GRPCRoute", &o.metadata);
-    }
-    for o in &inputs.backend_tls_policies {
-        add("BackendTLSPolicy", &o.metadata);
-    }
-    for o in &inputs.istio_gateways {
-        add("Gateway.networking.istio.io", &o.metadata);
-    }
-    for o in &inputs.virtual_services {
-        add("VirtualService", &o.metadata);
-    }
-    for o in &inputs.destination_rules {
-        add("DestinationRule", &o.metadata);
-    }
-    for o in &inputs.peer_authentications {
-        add("PeerAuthentication", &o.metadata);
-    }
-    for o in &inputs.authorization_policies {
-        add("AuthorizationPolicy", &o.metadata);
-    }
-    for o in &inputs.request_authentications {
-        add(o.kind.as_str(), &o.metadata);
-    }
+    let classes = inputs.gateway_classes.iter();
+    let gateways = inputs.gateways.iter();
+    let http_routes = inputs.http_routes.iter();
+    let grpc_routes = inputs.grpc_routes.iter();
+    let policies = inputs.backend_tls_policies.iter();
+    let objects = (classes.map(|o| ("GatewayClass", &o.metadata)))
+        .chain(gateways.map(|o| ("Gateway", &o.metadata)))
+        .chain(http_routes.map(|o| ("HTTPRoute", &o.metadata)))
+        .chain(grpc_routes.map(|o| ("GRPCRoute", &o.metadata)))
+        .chain(policies.map(|o| ("BackendTLSPolicy", &o.metadata)))
+        .chain(istio_objects(inputs));
+    let uids: std::collections::HashMap<Meta, &String> = objects
+        .filter_map(|(kind, m)| Some((meta_of(kind, m), m.uid.as_ref()?)))
+        .collect();
     for item in &mut out {
-        item.uid = uids.get(&item.object).cloned();
+        item.uid = uids.get(&item.object).map(|uid| uid.to_string());
     }
     out
 }

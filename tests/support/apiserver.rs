@@ -18,20 +18,22 @@ const START_DEADLINE: Duration = Duration::from_secs(90);
 /// Directory with kube-apiserver, etcd and kubectl (built on first use, then cached).
 pub fn tools_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/k8s-tools/build.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run tests/k8s-tools/build.sh");
-        assert!(
-            out.status.success(),
-            "building the Kubernetes test tools failed"
-        );
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-    })
-    .clone()
+    DIR.get_or_init(|| script_output("tests/k8s-tools/build.sh", &[]))
+        .clone()
+}
+
+/// Runs one of the repository's build scripts (its progress on stderr) and returns the
+/// directory it prints.
+pub fn script_output(script: &str, args: &[&str]) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+    let out = Command::new("bash")
+        .arg(&path)
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
+    assert!(out.status.success(), "{script} {} failed", args.join(" "));
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
 /// The address test backends listen on when their EndpointSlices go through a real API

@@ -3,12 +3,12 @@
 //! both deref to it.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::apiserver::tools_dir;
+use super::apiserver::{script_output, tools_dir};
 
 pub struct Kube {
     pub kubeconfig: PathBuf,
@@ -20,18 +20,7 @@ pub struct Kube {
 pub fn gateway_api_crds() -> String {
     static CRDS: OnceLock<String> = OnceLock::new();
     CRDS.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/build.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .args(["--crds", "standard"])
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run tests/conformance/build.sh");
-        assert!(
-            out.status.success(),
-            "downloading the Gateway API module failed"
-        );
-        let dir = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+        let dir = script_output("tests/conformance/build.sh", &["--crds", "standard"]);
         let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
             .map(|entry| entry.unwrap().path())
