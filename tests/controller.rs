@@ -157,6 +157,33 @@ async fn routes_from_the_api_server_are_served_and_edits_apply_without_failures(
 }
 
 /// Polls a field of an object through the API until it has the wanted value.
+/// The controller deployed a gateway for Gateway `public` (owned by it, labelled with its
+/// name; its Service's cluster IP is the Gateway's address) and left the ServiceAccount it
+/// did not make alone.
+async fn gateway_deployed_and_owned(api: &ApiServer) {
+    let owner = ".metadata.ownerReferences[0].name";
+    for kind in ["deployment", "service", "poddisruptionbudget"] {
+        eventually_equals(api, kind, "public-ferry", owner, "public").await;
+    }
+    let scope = ".spec.template.spec.containers[0].args[2]";
+    eventually_equals(
+        api,
+        "deployment",
+        "public-ferry",
+        scope,
+        "--scope=shop/public",
+    )
+    .await;
+    let cluster_ip = api.get("service", NS, "public-ferry", ".spec.clusterIP");
+    let address = ".status.addresses[0].value";
+    eventually_equals(api, "gateway", "public", address, &cluster_ip).await;
+    assert_eq!(
+        api.get("serviceaccount", NS, "public-ferry", owner),
+        "",
+        "a ServiceAccount made by someone else is not taken over"
+    );
+}
+
 async fn eventually_equals(api: &ApiServer, resource: &str, name: &str, path: &str, want: &str) {
     api.eventually_get(resource, NS, name, path, want).await;
 }
@@ -170,8 +197,11 @@ async fn statuses_are_written_with_the_spec_conditions() {
         "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: ferry}\nspec: {controllerName: ferry.dev/gateway-controller}\n",
         &route("lost", "lost.example.com", "missing"),
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews, namespace: shop}\nspec: {hosts: [reviews], http: [{route: [{destination: {host: shop-v1}}]}]}\n",
+        // Someone else's object under the name of the Gateway's deployed ServiceAccount.
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: public-ferry, namespace: shop, labels: {app.kubernetes.io/managed-by: team-a}}\n",
     ]));
     let (_push, _controller, _gw) = controller_and_gateway(&api, port).await;
+    gateway_deployed_and_owned(&api).await;
     let condition =
         |kind: &str, field: &str| format!(r#".status.conditions[?(@.type=="{kind}")].{field}"#);
     eventually_equals(

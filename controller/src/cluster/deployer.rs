@@ -83,6 +83,12 @@ impl Deployer {
             let kind = object["kind"].as_str().unwrap_or_default();
             let api = self.api(kind, Some(&deployment.namespace));
             let name = object["metadata"]["name"].as_str().unwrap_or_default();
+            if let Some(owner) = someone_elses(&api, name).await {
+                // Taking it over would also let the garbage collector delete it with the
+                // Gateway: an object of the same name made by someone else is left alone.
+                tracing::warn!(object = %key, %owner, "not Ferry's: gateway deployment not applied");
+                continue;
+            }
             let params = PatchParams::apply(FIELD_MANAGER).force();
             match api.patch(name, &params, &Patch::Apply(object)).await {
                 Ok(_) => {
@@ -135,6 +141,16 @@ impl Deployer {
             None => Api::all_with(self.client.clone(), &resource),
         }
     }
+}
+
+/// Who made an existing object of this name, when it was not Ferry's controller.
+async fn someone_elses(api: &Api<DynamicObject>, name: &str) -> Option<String> {
+    let existing = api.get_opt(name).await.ok()??;
+    let labels = existing.metadata.labels.unwrap_or_default();
+    let managed_by = labels
+        .get("app.kubernetes.io/managed-by")
+        .map(String::as_str);
+    (managed_by != Some(MANAGED_BY)).then(|| managed_by.unwrap_or("unlabelled").to_string())
 }
 
 fn key_of(object: &Value) -> String {
