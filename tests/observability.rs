@@ -59,6 +59,19 @@ async fn scrape(gateway: &Gateway) -> Scrape {
     Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("valid Prometheus text")
 }
 
+/// A scrape once `counted` holds (within 10 s): Pingora's path counts a request in its
+/// logging phase, after the response is written, so the last one may not be counted yet.
+async fn scrape_when(gateway: &Gateway, counted: impl Fn(&Scrape) -> bool) -> Scrape {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let scraped = scrape(gateway).await;
+        if counted(&scraped) || std::time::Instant::now() > deadline {
+            return scraped;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 fn find<'a>(scrape: &'a Scrape, metric: &str, labels: &[(&str, &str)]) -> Vec<&'a Sample> {
     scrape
         .samples
@@ -94,7 +107,8 @@ async fn istio_metrics_count_requests_with_standard_labels() {
     for _ in 0..3 {
         assert_eq!(get(port, "unknown.example.com", &[]).await.status, 404);
     }
-    let scrape = scrape(&gateway).await;
+    let all_counted = |s: &Scrape| counter(s, "istio_requests_total", &[]) >= 17.0;
+    let scrape = scrape_when(&gateway, all_counted).await;
     let served = [
         ("reporter", "source"),
         ("source_workload", "ferry-gateway"),
