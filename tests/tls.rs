@@ -5,7 +5,7 @@
 mod support;
 
 use support::manifests::{ep, join, service};
-use support::tls::{https_get, tls_secret, TestCa};
+use support::tls::{https_get, https_get_as, tls_secret, TestCa};
 use support::{eventually, free_port, ConfigDir, Echo, Gateway, Http, Proto};
 
 fn https_gateway(port: u16, listeners: &[(&str, &str, &str)]) -> String {
@@ -77,6 +77,22 @@ async fn https_listeners_pick_the_certificate_by_sni_and_serve_h2_and_http1() {
     // The wildcard certificate answers any name under it; rustls checks it names the SNI.
     let got = https_get(port, "v2.api.example.com", &ca.cert_pem, &["h2"], "/").await;
     assert_eq!(got.expect("wildcard name").reply.backend(), "api");
+
+    // A connection set up for one listener's name does not serve another listener's Host
+    // (421 Misdirected Request: the client retries on a connection of its own).
+    let misdirected = [("host", "v2.api.example.com")];
+    let got = https_get_as(
+        port,
+        "shop.example.com",
+        &ca.cert_pem,
+        None,
+        "/",
+        &misdirected,
+    );
+    assert_eq!(
+        got.await.expect("served over shop's connection").status,
+        421
+    );
 
     // No certificate for the name and no catch-all: the handshake fails.
     let unknown = https_get(port, "other.example.org", &ca.cert_pem, &["h2"], "/").await;

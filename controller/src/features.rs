@@ -13,6 +13,7 @@ pub const SUPPORTED: &[&str] = &[
     "Gateway",
     "GatewayFrontendClientCertificateValidation",
     "GatewayHTTPListenerIsolation",
+    "GatewayHTTPSListenerDetectMisdirectedRequests",
     "GatewayInfrastructurePropagation",
     "GatewayPort8080",
     "HTTPRoute",

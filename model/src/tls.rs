@@ -18,6 +18,29 @@ pub struct ListenerTls {
     pub client_validation: Option<ClientValidation>,
 }
 
+impl ListenerTls {
+    /// The server name (an exact name, a wildcard or `*`) that owns `name` on this port: the
+    /// most specific of the certificates' names matching it. Two listeners of one port are
+    /// told apart by it.
+    pub fn owner_of(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.certificates
+            .iter()
+            .flat_map(|c| c.server_names.iter())
+            .filter_map(|pattern| Some((name_specificity(pattern, &name)?, &**pattern)))
+            .max_by_key(|(score, _)| *score)
+            .map(|(_, pattern)| pattern)
+    }
+
+    /// A request whose Host belongs to another server name of this port than the one its
+    /// TLS connection was set up for (SNI): 421 Misdirected Request (RFC 9110, 15.5.20), so a
+    /// client reusing a connection across hostnames never reaches a server whose certificate
+    /// and client validation it did not negotiate.
+    pub fn misdirected(&self, sni: &str, host: &str) -> bool {
+        self.owner_of(sni) != self.owner_of(host)
+    }
+}
+
 /// How a listener verifies client certificates.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientValidation {
@@ -161,6 +184,42 @@ fn name_specificity(pattern: &str, sni: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_host_owned_by_another_server_name_than_the_sni_is_misdirected() {
+        // The Gateway API conformance suite's four HTTPS listeners on one port.
+        let tls = ListenerTls {
+            certificates: vec![
+                cert(&["*"]),
+                cert(&["second-example.org"]),
+                cert(&["*.wildcard.org"]),
+                cert(&["fourth-example.wildcard.org"]),
+            ]
+            .into(),
+            client_validation: None,
+        };
+        let misdirected = [
+            ("example.org", "second-example.org"),
+            ("second-example.org", "example.org"),
+            ("second-example.org", "unknown-example.org"),
+            ("third-example.wildcard.org", "fourth-example.wildcard.org"),
+            ("third-example.wildcard.org", "second-example.org"),
+            ("fourth-example.wildcard.org", "fith-example.wildcard.org"),
+        ];
+        for (sni, host) in misdirected {
+            assert!(tls.misdirected(sni, host), "{sni} -> {host}");
+        }
+        let served = [
+            ("example.org", "example.org"),
+            ("example.org", "unknown-example.org"),
+            ("third-example.wildcard.org", "fith-example.wildcard.org"),
+            ("unknown-example.org", "example.org"),
+            ("Second-Example.org", "second-example.org"),
+        ];
+        for (sni, host) in served {
+            assert!(!tls.misdirected(sni, host), "{sni} -> {host}");
+        }
+    }
 
     fn cert(names: &[&str]) -> ServerCertificate {
         ServerCertificate {

@@ -318,8 +318,14 @@ pub async fn https_get_as(
         .await
         .map_err(|e| format!("http/1.1 handshake: {e}"))?;
     tokio::spawn(conn);
-    let mut request = http::Request::get(path).header("host", sni);
-    for (name, value) in headers {
+    // The Host is the SNI unless `headers` names another (a misdirected request).
+    let is_host = |name: &str| name.eq_ignore_ascii_case("host");
+    let host = headers
+        .iter()
+        .find(|(n, _)| is_host(n))
+        .map_or(sni, |(_, v)| *v);
+    let mut request = http::Request::get(path).header("host", host);
+    for (name, value) in headers.iter().filter(|(n, _)| !is_host(n)) {
         request = request.header(*name, *value);
     }
     let response = sender

@@ -131,6 +131,13 @@ impl CompiledSnapshot {
             .is_some_and(|l| l.vhost_for(host).is_some())
     }
 
+    /// Whether a request over TLS with this SNI names a Host another server of the port owns
+    /// (answered 421: see [`ferry_model::ListenerTls::misdirected`]).
+    pub fn misdirected(&self, port: u16, sni: &str, host: &str) -> bool {
+        let tls = self.listeners.get(&port).and_then(|l| l.tls.as_ref());
+        tls.is_some_and(|tls| tls.source.misdirected(sni, host))
+    }
+
     /// The first route of the most specific virtual host that matches the request.
     pub fn route(&self, request: &RequestView<'_>) -> Option<&Arc<CompiledRoute>> {
         let listener = self.listeners.get(&request.port)?;

@@ -69,6 +69,24 @@ impl Reply {
     }
 }
 
+/// A gateway request whose Host another server of its port owns than the one its TLS
+/// connection was set up for (SNI): 421, so it never reaches routes (and a certificate or
+/// client validation) the connection did not negotiate.
+fn misdirected(
+    snapshot: &CompiledSnapshot,
+    req: &RequestFacts<'_>,
+    port: u16,
+    host: &str,
+    dialled_ip: Option<std::net::IpAddr>,
+) -> Option<Reply> {
+    let sni = crate::downstream_io::requested_server_name(req.tls)?;
+    if dialled_ip.is_some() || !snapshot.misdirected(port, sni, host) {
+        return None;
+    }
+    let cause = format!("NR Host {host:?} is served on another connection than SNI {sni:?}'s");
+    Some(Decision::reply(421, cause))
+}
+
 /// `dialled_ip`: matched as the host when the listener has no virtual host for the Host
 /// header (a sidecar passes the IP the app dialled, so `Host: anything` to a ClusterIP works).
 pub fn decide(
@@ -97,6 +115,9 @@ pub fn decide(
     let (mut host, host_port) = host_of(req.authority);
     if let Some(ip) = dialled_ip.filter(|_| !snapshot.serves_host(port, &host)) {
         host = ip.to_string().into();
+    }
+    if let Some(refused) = misdirected(snapshot, req, port, &host, dialled_ip) {
+        return Decision::Reply(refused);
     }
     let view = RequestView {
         port,
