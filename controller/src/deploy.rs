@@ -62,6 +62,23 @@ pub const PARAMETER_KEYS: &[&str] = &[
     "service.labels",
     "deployment.replicas",
 ];
+
+/// Keys under these prefixes are kept when ConfigMaps are read (`Inputs::add`), so one Ferry
+/// does not read is reported instead of ignored (other keys are not kept at all).
+pub const PARAMETER_PREFIXES: &[&str] = &["service.", "deployment.", "pod."];
+
+/// Keys of the Gateway's parametersRef ConfigMap that Ferry does not read (reported on the
+/// Gateway as not applied).
+pub fn unread_parameters(inputs: &Inputs, gateway: &Gateway) -> Vec<String> {
+    let Ok(Some(map)) = parameters_map(inputs, gateway) else {
+        return Vec::new();
+    };
+    let data = map.data.iter().flatten();
+    data.map(|(key, _)| key)
+        .filter(|key| !PARAMETER_KEYS.contains(&key.as_str()))
+        .cloned()
+        .collect()
+}
 const SERVICE_TYPES: &[&str] = &["LoadBalancer", "NodePort", "ClusterIP"];
 
 /// Every deployment the controller should keep, one per Gateway of its classes.
@@ -105,13 +122,24 @@ pub fn parameters_error(inputs: &Inputs, gateway: &Gateway) -> Option<String> {
 }
 
 fn parameters(inputs: &Inputs, gateway: &Gateway) -> Result<Parameters, String> {
+    match parameters_map(inputs, gateway)? {
+        Some(map) => parameters_of(map),
+        None => Ok(Parameters::default()),
+    }
+}
+
+/// The ConfigMap the Gateway's parametersRef names (None without one), or why it is unusable.
+fn parameters_map<'i>(
+    inputs: &'i Inputs,
+    gateway: &Gateway,
+) -> Result<Option<&'i ConfigMap>, String> {
     let reference = gateway
         .spec
         .infrastructure
         .as_ref()
         .and_then(|i| i.parameters_ref.as_ref());
     let Some(reference) = reference else {
-        return Ok(Parameters::default());
+        return Ok(None);
     };
     if !reference.group.is_empty() || reference.kind != "ConfigMap" {
         return Err(format!(
@@ -132,7 +160,7 @@ fn parameters(inputs: &Inputs, gateway: &Gateway) -> Result<Parameters, String> 
                 reference.name
             )
         })?;
-    parameters_of(map)
+    Ok(Some(map))
 }
 
 fn parameters_of(map: &ConfigMap) -> Result<Parameters, String> {
@@ -564,6 +592,14 @@ data:
         assert_eq!(service["labels"]["exposure"], "private");
         assert_eq!(service["labels"][MANAGED_BY_LABEL], MANAGED_BY);
         assert!(kind(web, "Deployment")["metadata"]["labels"]["exposure"].is_null());
+        let data = "  unrelated: secret-ish\n";
+        let unread = inputs(&format!(
+            "{with_ref}{}",
+            map.replace(data, "  service.ipFamilies: x\n")
+        ));
+        let gateway = &unread.gateways[0];
+        assert_eq!(unread_parameters(&unread, gateway), ["service.ipFamilies"]);
+        assert!(unread_parameters(&found, &found.gateways[0]).is_empty());
         assert!(!found.config_maps[0]
             .data
             .as_ref()

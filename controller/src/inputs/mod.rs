@@ -146,7 +146,8 @@ impl Inputs {
                     .is_some_and(|l| l.contains_key(crate::applied::LABEL));
                 if let Some(data) = o.data.as_mut().filter(|_| !report) {
                     data.retain(|key, _| {
-                        key == "ca.crt" || crate::deploy::PARAMETER_KEYS.contains(&key.as_str())
+                        let parameter = |prefix: &&str| key.starts_with(prefix);
+                        key == "ca.crt" || crate::deploy::PARAMETER_PREFIXES.iter().any(parameter)
                     });
                 }
                 o.binary_data = None;

@@ -124,6 +124,15 @@ fn gateway_listeners<'a>(cx: &mut Context<'a>, gateway: &'a Gateway) -> Vec<Gate
         cx.reports.push(&meta, programmed);
         return Vec::new();
     }
+    for key in crate::deploy::unread_parameters(cx.inputs, gateway) {
+        let message = format!(
+            "parametersRef ConfigMap key {key} is not read (Ferry reads {})",
+            crate::deploy::PARAMETER_KEYS.join(", ")
+        );
+        let field = "spec.infrastructure.parametersRef".to_string();
+        let condition = Condition::warn("Valid", "NotYetSupported", message).field(field);
+        cx.reports.push(&meta, condition);
+    }
     let mut listeners = Vec::new();
     for (index, listener) in gateway.spec.listeners.iter().enumerate() {
         let earlier = &gateway.spec.listeners[..index];
