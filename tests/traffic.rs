@@ -552,7 +552,22 @@ async fn cors_preflight_and_actual_requests() {
             (r.status, r.header("access-control-allow-origin")),
             (200, None)
         );
+        // As Envoy's CORS filter does, a VirtualService passes a preflight from an origin it
+        // does not allow on to the backend, without CORS headers.
+        let before = app.settled_request_count();
+        let refused = preflight(&http, port, "https://evil.example.net").await;
+        assert_eq!(refused.header("access-control-allow-origin"), None);
+        assert_eq!(refused.backend(), "app", "forwarded");
+        assert_eq!(app.settled_request_count(), before + 1);
     }
+}
+
+/// An OPTIONS preflight asking for GET from `origin`.
+async fn preflight(http: &Http, port: u16, origin: &str) -> support::Reply {
+    let headers = [("origin", origin), ("access-control-request-method", "GET")];
+    let (url, empty) = (url(port, "/x"), bytes::Bytes::new());
+    let reply = http.send("OPTIONS", &url, Some("t.example.com"), &headers, empty);
+    reply.await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -709,6 +724,14 @@ async fn gateway_api_retry_and_cors_filter() {
             .await
             .unwrap();
         assert_eq!(r.header("access-control-allow-origin"), None);
+        // Gateway API: the gateway answers a preflight from an origin it does not allow
+        // itself, without CORS headers (the conformance suite's expectation).
+        let refused = preflight(&http, port, "https://shop.example.net").await;
+        assert_eq!(refused.status, 200);
+        assert_eq!(refused.header("access-control-allow-origin"), None);
+        assert!(refused
+            .header("x-ferry-cause")
+            .is_some_and(|c| c.contains("not allowed")));
     }
 }
 

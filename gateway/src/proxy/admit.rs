@@ -28,9 +28,12 @@ pub async fn admit(
     let meta = &route.route.meta;
     if let Some(cors) = &rule.cors {
         ctx.cors_origin = policy::allowed_origin(cors, req.headers);
-        // A route with a CORS policy answers every preflight itself: with the policy's headers
-        // for an allowed origin, without any for another (the browser then refuses).
-        if policy::is_preflight(req) {
+        // A preflight from an allowed origin is answered with the policy's headers. One from
+        // another origin is answered without any (the browser then refuses) on a Gateway API
+        // route, as its conformance suite requires; Istio's (Envoy's) CORS filter passes it on
+        // to the backend instead, so a VirtualService's is forwarded.
+        let refuses_itself = &*meta.kind != "VirtualService";
+        if policy::is_preflight(req) && (ctx.cors_origin.is_some() || refuses_itself) {
             let (cause, headers) = match ctx.cors_origin.as_deref() {
                 Some(origin) => (
                     "preflight answered",
