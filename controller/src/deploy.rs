@@ -14,7 +14,6 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::{json, Value};
 
 use crate::status::GATEWAY_NAME_LABEL;
-use crate::translate::CONTROLLER_NAME;
 use crate::Inputs;
 
 /// `app.kubernetes.io/managed-by` of every object deployed here.
@@ -63,10 +62,6 @@ pub const PARAMETER_KEYS: &[&str] = &[
     "deployment.replicas",
 ];
 
-/// Keys under these prefixes are kept when ConfigMaps are read (`Inputs::add`), so one Ferry
-/// does not read is reported instead of ignored (other keys are not kept at all).
-pub const PARAMETER_PREFIXES: &[&str] = &["service.", "deployment.", "pod."];
-
 /// Keys of the Gateway's parametersRef ConfigMap that Ferry does not read (reported on the
 /// Gateway as not applied).
 pub fn unread_parameters(inputs: &Inputs, gateway: &Gateway) -> Vec<String> {
@@ -83,24 +78,16 @@ const SERVICE_TYPES: &[&str] = &["LoadBalancer", "NodePort", "ClusterIP"];
 
 /// Every deployment the controller should keep, one per Gateway of its classes.
 pub fn desired(inputs: &Inputs, config: &DeployConfig) -> Vec<GatewayObjects> {
+    let classes = crate::translate::served_class_names(inputs);
     inputs
         .gateways
         .iter()
-        .filter(|g| is_ours(inputs, g) && !served_by_others(inputs, g))
+        .filter(|g| classes.contains(&g.spec.gateway_class_name) && !served_by_others(inputs, g))
         .filter_map(|g| {
             let parameters = parameters(inputs, g).ok()?;
             Some(objects_for(g, &parameters, config))
         })
         .collect()
-}
-
-/// Of a class Ferry serves: `ferry`, or a GatewayClass naming Ferry's controller.
-fn is_ours(inputs: &Inputs, gateway: &Gateway) -> bool {
-    let class = &gateway.spec.gateway_class_name;
-    class == "ferry"
-        || inputs.gateway_classes.iter().any(|c| {
-            c.metadata.name.as_deref() == Some(class) && c.spec.controller_name == CONTROLLER_NAME
-        })
 }
 
 fn served_by_others(inputs: &Inputs, gateway: &Gateway) -> bool {
@@ -599,12 +586,9 @@ data:
         ));
         let gateway = &unread.gateways[0];
         assert_eq!(unread_parameters(&unread, gateway), ["service.ipFamilies"]);
-        assert!(unread_parameters(&found, &found.gateways[0]).is_empty());
-        assert!(!found.config_maps[0]
-            .data
-            .as_ref()
-            .unwrap()
-            .contains_key("unrelated"));
+        // A key Ferry does not read is reported by name; its value is not kept.
+        assert_eq!(unread_parameters(&found, &found.gateways[0]), ["unrelated"]);
+        assert_eq!(found.config_maps[0].data.as_ref().unwrap()["unrelated"], "");
         let bad = inputs(&format!("{with_ref}{}", map.replace("NodePort", "Magic")));
         assert!(parameters_error(&bad, &bad.gateways[0])
             .unwrap()

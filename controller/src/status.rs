@@ -41,24 +41,26 @@ pub fn desired(inputs: &Inputs, reports: &[Report], applied: &Applied) -> Vec<De
         let conditions = object_conditions(reports, &meta, None, generation);
         let features = crate::features::status_value();
         let status = json!({ "conditions": conditions, "supportedFeatures": features });
-        push(&mut out, meta, status);
+        push(&mut out, meta, &class.metadata.uid, status);
     }
     for gateway in &inputs.gateways {
         let meta = meta_of("Gateway", &gateway.metadata);
         if !reports.iter().any(|r| r.object == meta) {
             continue; // not a Gateway of ours
         }
-        push(
-            &mut out,
-            meta.clone(),
-            gateway_status(inputs, &routes, reports, gateway, &meta, applied),
-        );
+        let status = gateway_status(inputs, &routes, reports, gateway, &meta, applied);
+        push(&mut out, meta, &gateway.metadata.uid, status);
     }
     for (kind, route) in &routes {
         let meta = meta_of(kind, &route.metadata);
         let parents = route_parents(reports, route, &meta);
         if !parents.is_empty() {
-            push(&mut out, meta, json!({ "parents": parents }));
+            push(
+                &mut out,
+                meta,
+                &route.metadata.uid,
+                json!({ "parents": parents }),
+            );
         }
     }
     for policy in &inputs.backend_tls_policies {
@@ -75,23 +77,20 @@ pub fn desired(inputs: &Inputs, reports: &[Report], applied: &Applied) -> Vec<De
                 })
             })
             .collect();
-        push(&mut out, meta, json!({ "ancestors": ancestors }));
+        let status = json!({ "ancestors": ancestors });
+        push(&mut out, meta, &policy.metadata.uid, status);
     }
     for rejected in &inputs.rejected {
         if let Some((meta, status)) = rejected_status(rejected, reports) {
-            push(&mut out, meta, status);
+            push(&mut out, meta, &None, status);
         }
     }
-    let istio = istio_objects(inputs);
-    for (kind, metadata) in istio {
+    for (kind, metadata) in istio_objects(inputs) {
         let meta = meta_of(kind, metadata);
-        push(
-            &mut out,
-            meta.clone(),
-            istio_status(reports, &meta, metadata.generation),
-        );
+        let status = istio_status(reports, &meta, metadata.generation);
+        push(&mut out, meta, &metadata.uid, status);
     }
-    with_uids(out, inputs)
+    out
 }
 
 /// Istio objects with the kind their statuses and reports name them by.
@@ -108,28 +107,6 @@ fn istio_objects(inputs: &Inputs) -> impl Iterator<Item = (&str, &ObjectMeta)> {
         .chain(peer_authentications.map(|o| ("PeerAuthentication", &o.metadata)))
         .chain(authorization_policies.map(|o| ("AuthorizationPolicy", &o.metadata)))
         .chain(request_authentications.map(|o| (o.kind.as_str(), &o.metadata)))
-}
-
-/// Sets each status's object uid from the inputs.
-fn with_uids(mut out: Vec<DesiredStatus>, inputs: &Inputs) -> Vec<DesiredStatus> {
-    let classes = inputs.gateway_classes.iter();
-    let gateways = inputs.gateways.iter();
-    let http_routes = inputs.http_routes.iter();
-    let grpc_routes = inputs.grpc_routes.iter();
-    let policies = inputs.backend_tls_policies.iter();
-    let objects = (classes.map(|o| ("GatewayClass", &o.metadata)))
-        .chain(gateways.map(|o| ("Gateway", &o.metadata)))
-        .chain(http_routes.map(|o| ("HTTPRoute", &o.metadata)))
-        .chain(grpc_routes.map(|o| ("GRPCRoute", &o.metadata)))
-        .chain(policies.map(|o| ("BackendTLSPolicy", &o.metadata)))
-        .chain(istio_objects(inputs));
-    let uids: std::collections::HashMap<Meta, &String> = objects
-        .filter_map(|(kind, m)| Some((meta_of(kind, m), m.uid.as_ref()?)))
-        .collect();
-    for item in &mut out {
-        item.uid = uids.get(&item.object).map(|uid| uid.to_string());
-    }
-    out
 }
 
 /// Istio objects carry `validationMessages`, as istiod's analyzers write them, with the
@@ -268,10 +245,11 @@ fn all_routes(inputs: &Inputs) -> Vec<(&'static str, HttpRoute)> {
     http.chain(grpc).collect()
 }
 
-fn push(out: &mut Vec<DesiredStatus>, object: Meta, status: Value) {
+fn push(out: &mut Vec<DesiredStatus>, object: Meta, uid: &Option<String>, status: Value) {
+    let uid = uid.clone();
     out.push(DesiredStatus {
         object,
-        uid: None,
+        uid,
         status,
     });
 }

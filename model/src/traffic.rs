@@ -99,6 +99,10 @@ pub struct Cors {
     pub max_age_seconds: Option<u64>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_credentials: bool,
+    /// A preflight from an origin not allowed goes on to the backend (Istio's, that is
+    /// Envoy's, CORS filter); false: the proxy answers it without CORS headers (Gateway API).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forward_refused_preflights: bool,
 }
 
 /// Policies of one cluster (DestinationRule trafficPolicy, with subset and port overrides

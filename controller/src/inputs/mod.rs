@@ -137,18 +137,20 @@ impl Inputs {
             }
             Object::ConfigMap(mut o) => {
                 // Only CA bundles, Gateway parameters (crate::deploy) and the controller
-                // replicas' reports of what their proxies applied are read: other
-                // configuration is not kept in memory.
+                // replicas' reports of what their proxies applied are read: the values of
+                // other keys are not kept in memory, their names are (a parametersRef
+                // ConfigMap's key Ferry does not read is reported by name).
                 let report = o
                     .metadata
                     .labels
                     .as_ref()
                     .is_some_and(|l| l.contains_key(crate::applied::LABEL));
                 if let Some(data) = o.data.as_mut().filter(|_| !report) {
-                    data.retain(|key, _| {
-                        let parameter = |prefix: &&str| key.starts_with(prefix);
-                        key == "ca.crt" || crate::deploy::PARAMETER_PREFIXES.iter().any(parameter)
-                    });
+                    let read =
+                        |key: &str| key == "ca.crt" || crate::deploy::PARAMETER_KEYS.contains(&key);
+                    for (_, value) in data.iter_mut().filter(|(key, _)| !read(key)) {
+                        *value = String::new();
+                    }
                 }
                 o.binary_data = None;
                 self.config_maps.push(*o)

@@ -28,12 +28,10 @@ pub async fn admit(
     let meta = &route.route.meta;
     if let Some(cors) = &rule.cors {
         ctx.cors_origin = policy::allowed_origin(cors, req.headers);
-        // A preflight from an allowed origin is answered with the policy's headers. One from
-        // another origin is answered without any (the browser then refuses) on a Gateway API
-        // route, as its conformance suite requires; Istio's (Envoy's) CORS filter passes it on
-        // to the backend instead, so a VirtualService's is forwarded.
-        let refuses_itself = &*meta.kind != "VirtualService";
-        if policy::is_preflight(req) && (ctx.cors_origin.is_some() || refuses_itself) {
+        // A preflight from an allowed origin is answered with the policy's headers; one from
+        // another origin without any (the browser then refuses), unless the policy forwards it.
+        let answered = ctx.cors_origin.is_some() || !cors.forward_refused_preflights;
+        if answered && policy::is_preflight(req) {
             let (cause, headers) = match ctx.cors_origin.as_deref() {
                 Some(origin) => (
                     "preflight answered",

@@ -80,7 +80,11 @@ fn misdirected(
     dialled_ip: Option<std::net::IpAddr>,
 ) -> Option<Reply> {
     let sni = crate::downstream_io::requested_server_name(req.tls)?;
-    if dialled_ip.is_some() || !snapshot.misdirected(port, sni, host) {
+    // The usual request names its SNI as Host: nothing to look up.
+    if dialled_ip.is_some()
+        || sni.eq_ignore_ascii_case(host)
+        || !snapshot.misdirected(port, sni, host)
+    {
         return None;
     }
     let cause = format!("NR Host {host:?} is served on another connection than SNI {sni:?}'s");

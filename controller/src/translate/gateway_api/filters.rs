@@ -143,6 +143,7 @@ fn cors(c: &HttpRouteRulesFiltersCors) -> Cors {
         expose_headers: list(&c.expose_headers),
         max_age_seconds: c.max_age.map(|m| m.max(0) as u64),
         allow_credentials: c.allow_credentials.unwrap_or(false),
+        forward_refused_preflights: false,
     }
 }
 

@@ -79,19 +79,21 @@ impl Served<'_> {
 
 /// GatewayClass names this controller serves: `ferry`, and any class naming our controller.
 fn served_classes(cx: &mut Context<'_>) -> Vec<String> {
-    let mut names = vec!["ferry".to_string()];
-    for class in &cx.inputs.gateway_classes {
-        if class.spec.controller_name != CONTROLLER_NAME {
-            continue;
-        }
+    let ours = cx.inputs.gateway_classes.iter();
+    for class in ours.filter(|c| c.spec.controller_name == CONTROLLER_NAME) {
         let meta = meta_of("GatewayClass", &class.metadata);
-        cx.reports.push(
-            &meta,
-            Condition::ok("Accepted", "Accepted", "handled by Ferry"),
-        );
-        names.push(meta.name.to_string());
+        let accepted = Condition::ok("Accepted", "Accepted", "handled by Ferry");
+        cx.reports.push(&meta, accepted);
     }
-    names
+    served_class_names(cx.inputs)
+}
+
+/// The names of the GatewayClasses Ferry serves: `ferry`, and any class naming its controller.
+pub(crate) fn served_class_names(inputs: &crate::Inputs) -> Vec<String> {
+    let ours = inputs.gateway_classes.iter();
+    let named = ours.filter(|c| c.spec.controller_name == CONTROLLER_NAME);
+    let names = named.filter_map(|c| c.metadata.name.clone());
+    std::iter::once("ferry".to_string()).chain(names).collect()
 }
 
 fn served_listeners<'a>(cx: &mut Context<'a>, classes: &[String]) -> Vec<GatewayListener<'a>> {

@@ -180,5 +180,6 @@ fn cors(c: &istio::CorsPolicy, field: &str) -> Result<Cors, Problem> {
         expose_headers: c.expose_headers.iter().map(|m| m.as_str().into()).collect(),
         max_age_seconds,
         allow_credentials: c.allow_credentials.unwrap_or(false),
+        forward_refused_preflights: true,
     })
 }
