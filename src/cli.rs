@@ -419,16 +419,19 @@ pub struct Http1Args {
     /// (for comparisons; slower).
     #[arg(long, env = "FERRY_HTTP1_FALLBACK", value_parser = clap::builder::BoolishValueParser::new())]
     pub http1_fallback: bool,
+    #[command(flatten)]
+    pub limits: crate::cli_limits::LimitArgs,
 }
 
 impl Http1Args {
     pub fn options(&self) -> ferry_gateway::proxy::http1::Http1Options {
+        let head = ferry_gateway::proxy::http1::HeadLimits {
+            max_request_line: self.max_request_line_bytes,
+            max_head: self.max_request_head_bytes,
+            max_headers: usize::from(self.max_request_headers),
+        };
         ferry_gateway::proxy::http1::Http1Options {
-            limits: ferry_gateway::proxy::http1::HeadLimits {
-                max_request_line: self.max_request_line_bytes,
-                max_head: self.max_request_head_bytes,
-                max_headers: usize::from(self.max_request_headers),
-            },
+            limits: self.limits.limits(head),
             force_fallback: self.http1_fallback,
             max_requests_per_connection: (self.max_requests_per_connection > 0)
                 .then_some(self.max_requests_per_connection),

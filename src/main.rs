@@ -2,6 +2,7 @@
 
 mod analyze_cmd;
 mod cli;
+mod cli_limits;
 mod gateway_cmd;
 mod inject_cmd;
 mod precheck;

@@ -174,6 +174,7 @@ fn config_dump(engine: &Engine) -> serde_json::Value {
         "reports": status.reports,
         "last_rejected": status.last_rejected,
         "listener_errors": status.listener_errors,
+        "limits": engine.limits(),
     })
 }
 

@@ -5,25 +5,36 @@
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use tokio_rustls::server::TlsStream;
 
+use std::sync::Arc;
+
+pub use crate::admission::Slot;
 use crate::downstream_io::{DownstreamIo, TlsTransport};
 use crate::engine::Engine;
 pub use crate::listeners::{l4_stream, OpenConnection};
 
 /// Serves the HTTP requests of a cleartext connection until it closes or the engine drains.
-pub async fn serve_http_on(engine: &Engine, stream: L4Stream, worker: usize) {
+pub async fn serve_http_on(engine: &Engine, stream: L4Stream, worker: usize, slot: &Arc<Slot>) {
     let shutdown = engine.shutdown_watch();
     engine
         .http_app(worker)
-        .serve(Box::new(DownstreamIo::new(stream)), &shutdown)
+        .serve(Box::new(DownstreamIo::new(stream)), &shutdown, slot)
         .await;
 }
 
 /// Serves the HTTP requests inside a terminated TLS session; a verified client certificate's
 /// SPIFFE ID reaches each request's metrics and access log.
-pub async fn serve_tls_session(engine: &Engine, session: TlsStream<L4Stream>, worker: usize) {
+pub async fn serve_tls_session(
+    engine: &Engine,
+    session: TlsStream<L4Stream>,
+    worker: usize,
+    slot: &Arc<Slot>,
+) {
     let shutdown = engine.shutdown_watch();
     let io = DownstreamIo::new(TlsTransport::new(session));
-    engine.http_app(worker).serve(Box::new(io), &shutdown).await;
+    engine
+        .http_app(worker)
+        .serve(Box::new(io), &shutdown, slot)
+        .await;
 }
 
 /// Whether the AuthorizationPolicies of a sidecar's snapshot let an inbound TCP connection

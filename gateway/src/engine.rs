@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
+use crate::admission::Admission;
 use crate::compiled::CompiledSnapshot;
 use crate::listeners::Listeners;
 use crate::mesh_connect::MeshClients;
@@ -50,6 +51,9 @@ pub struct Engine {
     pub identity: Arc<WorkloadIdentity>,
     listeners: Listeners,
     workers: Arc<Workers>,
+    /// The connection limits every listener's accepted connections go through.
+    admission: Arc<Admission>,
+    limits: crate::limits::Limits,
     status: Mutex<EngineStatus>,
     last_version: AtomicU64,
     /// Serializes apply() calls so listener reconciliation follows swap order.
@@ -120,6 +124,7 @@ impl Engine {
                     telemetry.clone(),
                     inbound_port,
                     mesh.clone(),
+                    http1.limits.body_limit(),
                 );
                 let pingora = Arc::new(proxy_app(&conf, ferry, &http1));
                 Arc::new(Http1Proxy::new(
@@ -134,12 +139,24 @@ impl Engine {
             })
             .collect();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let admission = Admission::new(http1.limits.connections, metrics.admission.clone());
+        tokio::spawn(crate::admission::memory::watch(admission.clone()));
+        let listeners = Listeners::new(
+            bind_ip,
+            apps,
+            shutdown_rx,
+            metrics.clone(),
+            workers.clone(),
+            admission.clone(),
+        );
         Ok(Arc::new(Engine {
             store,
             telemetry,
             identity,
-            listeners: Listeners::new(bind_ip, apps, shutdown_rx, metrics.clone(), workers.clone()),
+            listeners,
             workers,
+            admission,
+            limits: http1.limits.clone(),
             metrics,
             status: Mutex::new(EngineStatus::default()),
             last_version: AtomicU64::new(0),
@@ -249,6 +266,16 @@ impl Engine {
         self._shutdown.subscribe()
     }
 
+    /// The connection limits, for accept loops other than the snapshot's listeners.
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
+    }
+
+    /// The limits this engine applies to its clients (shown in /config_dump).
+    pub fn limits(&self) -> &crate::limits::Limits {
+        &self.limits
+    }
+
     /// The threads that serve connections, for accept loops other than the snapshot's
     /// listeners.
     pub fn workers(&self) -> &Workers {
@@ -282,6 +309,8 @@ fn proxy_app(
     let mut options = HttpServerOptions::default();
     options.h2c = true;
     options.keepalive_request_limit = http1.max_requests_per_connection;
+    options.h2_idle_timeout = Some(http1.limits.timeouts.idle);
     proxy.server_options = Some(options);
+    proxy.h2_options = Some(http1.limits.h2_options());
     proxy
 }

@@ -5,6 +5,7 @@
 //! `source` feeds snapshots from files; `admin` and `metrics` report; `echo` is a test backend.
 
 pub mod admin;
+pub mod admission;
 pub mod app_health;
 mod cert_names;
 pub mod compiled;
@@ -15,6 +16,7 @@ pub mod echo;
 pub mod engine;
 mod header_lookup;
 mod header_names;
+pub mod limits;
 pub mod listeners;
 pub mod mesh_connect;
 pub mod mesh_identity;

@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
+use crate::admission::{Admission, Slot};
 use crate::downstream_io::{DownstreamIo, PlainTcp, TlsTransport};
 use crate::metrics::Metrics;
 use crate::proxy::http1::Http1Proxy;
@@ -26,6 +27,7 @@ type Apps = Arc<[Arc<Http1Proxy>]>;
 
 pub struct Listeners {
     bind_ip: IpAddr,
+    admission: Arc<Admission>,
     /// One app per worker (see crate::workers).
     apps: Apps,
     shutdown: watch::Receiver<bool>,
@@ -42,9 +44,6 @@ struct ActiveListener {
     tls: Arc<ArcSwapOption<ServerConfig>>,
 }
 
-/// A client that connects and never finishes its handshake must not hold a task forever.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 impl Listeners {
     pub fn new(
         bind_ip: IpAddr,
@@ -52,10 +51,12 @@ impl Listeners {
         shutdown: watch::Receiver<bool>,
         metrics: Arc<Metrics>,
         workers: Arc<Workers>,
+        admission: Arc<Admission>,
     ) -> Self {
         assert_eq!(apps.len(), workers.count(), "one app per worker");
         Listeners {
             bind_ip,
+            admission,
             apps,
             shutdown,
             metrics,
@@ -94,10 +95,13 @@ impl Listeners {
                     let task = tokio::spawn(accept_loop(
                         listener,
                         tls.clone(),
-                        self.apps.clone(),
-                        self.shutdown.clone(),
-                        self.metrics.clone(),
-                        self.workers.clone(),
+                        AcceptContext {
+                            apps: self.apps.clone(),
+                            shutdown: self.shutdown.clone(),
+                            metrics: self.metrics.clone(),
+                            workers: self.workers.clone(),
+                            admission: self.admission.clone(),
+                        },
                     ));
                     active.insert(port, ActiveListener { task, tls });
                 }
@@ -120,30 +124,47 @@ impl Listeners {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    tls: Arc<ArcSwapOption<ServerConfig>>,
+/// What an accept loop hands each connection to.
+struct AcceptContext {
     apps: Apps,
     shutdown: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
     workers: Arc<Workers>,
+    admission: Arc<Admission>,
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Arc<ArcSwapOption<ServerConfig>>,
+    context: AcceptContext,
 ) {
     let port = listener.local_addr().map_or(0, |a| a.port()).to_string();
-    let accepted = metrics.connections.with_label_values(&[&port]);
-    let open = metrics.active_connections.with_label_values(&[&port]);
+    let accepted = context.metrics.connections.with_label_values(&[&port]);
+    let open = context
+        .metrics
+        .active_connections
+        .with_label_values(&[&port]);
     loop {
         match listener.accept().await {
-            Ok((tcp, _)) => {
-                let _ = tcp.set_nodelay(true);
-                let apps = apps.clone();
-                let shutdown = shutdown.clone();
+            Ok((tcp, peer)) => {
                 accepted.inc();
+                // Over the limits: closed at once (counted by reason), never queued.
+                let Ok(slot) = context.admission.admit(Some(peer.ip())) else {
+                    continue;
+                };
+                let _ = tcp.set_nodelay(true);
+                let apps = context.apps.clone();
+                let shutdown = context.shutdown.clone();
                 let open = OpenConnection::count(&open);
                 let tls = tls.load_full();
-                workers.serve(tcp, move |worker, tcp| async move {
-                    serve_connection(tcp, tls, &apps[worker], &shutdown).await;
+                let task_slot = slot.clone();
+                let task = context.workers.serve(tcp, move |worker, tcp| async move {
+                    serve_connection(tcp, tls, &apps[worker], &shutdown, &task_slot).await;
                     drop(open);
                 });
+                if let Some(task) = task {
+                    slot.set_abort(task);
+                }
             }
             Err(e) => {
                 // Usually EMFILE: back off instead of spinning.
@@ -188,15 +209,16 @@ pub(crate) async fn serve_connection(
     tls: Option<Arc<ServerConfig>>,
     app: &Http1Proxy,
     shutdown: &watch::Receiver<bool>,
+    slot: &Arc<Slot>,
 ) {
     match tls {
         None => {
             let io = Box::new(DownstreamIo::new(PlainTcp::new(tcp)));
-            app.serve(io, shutdown).await
+            app.serve(io, shutdown, slot).await
         }
         // Boxed: an async fn keeps room for every branch's locals, and a cleartext
         // connection's task should not carry a TLS session's.
-        Some(tls) => Box::pin(serve_tls(l4_stream(tcp), tls, app, shutdown)).await,
+        Some(tls) => Box::pin(serve_tls(l4_stream(tcp), tls, app, shutdown, slot)).await,
     }
 }
 
@@ -205,14 +227,20 @@ async fn serve_tls(
     tls: Arc<ServerConfig>,
     app: &Http1Proxy,
     shutdown: &watch::Receiver<bool>,
+    slot: &Arc<Slot>,
 ) {
+    // A client that connects and never finishes its handshake must not hold a task forever.
+    let timeout = app.limits().timeouts.tls_handshake;
     let handshake = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
-    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+    match tokio::time::timeout(timeout, handshake).await {
         Ok(Ok(session)) => {
             let io = DownstreamIo::new(TlsTransport::new(session));
-            app.serve(Box::new(io), shutdown).await;
+            app.serve(Box::new(io), shutdown, slot).await;
         }
         Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
-        Err(_) => tracing::debug!("TLS handshake timed out"),
+        Err(_) => {
+            app.count_timeout("tls_handshake");
+            tracing::debug!("TLS handshake timed out");
+        }
     }
 }

@@ -7,6 +7,8 @@ use prometheus::{
 
 use std::sync::Arc;
 
+use crate::admission::AdmissionMetrics;
+
 use crate::mesh_identity::WorkloadIdentity;
 use crate::telemetry::istio::{IstioMetrics, ProxyIdentity};
 
@@ -35,6 +37,12 @@ pub struct Metrics {
     pub http1_fallbacks: IntCounterVec,
     /// Inbound connections a sidecar refused under its PeerAuthentication, by reason.
     pub mtls_refused: IntCounterVec,
+    /// Connections refused or reaped by the connection limits (crate::admission).
+    pub admission: AdmissionMetrics,
+    /// Client connections closed because a client took too long, by phase.
+    pub downstream_timeouts: IntCounterVec,
+    /// Requests refused for a body over the limit (413).
+    pub request_body_too_large: IntCounter,
 }
 
 impl Metrics {
@@ -126,8 +134,30 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let admission = admission_metrics();
+        let downstream_timeouts = IntCounterVec::new(
+            Opts::new(
+                "ferry_downstream_timeouts_total",
+                "Client connections closed for taking too long, by phase (tls_handshake, request_header, idle)",
+            ),
+            &["phase"],
+        )
+        .expect("valid metric");
+        for phase in ["tls_handshake", "request_header", "idle"] {
+            downstream_timeouts.with_label_values(&[phase]);
+        }
+        let request_body_too_large = IntCounter::new(
+            "ferry_request_body_too_large_total",
+            "Requests refused with 413 for a body over --max-request-body-bytes",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(admission.refused.clone()),
+            Box::new(admission.reaped.clone()),
+            Box::new(admission.overloaded.clone()),
+            Box::new(downstream_timeouts.clone()),
+            Box::new(request_body_too_large.clone()),
             Box::new(mtls_refused.clone()),
             Box::new(http1_fallbacks.clone()),
             Box::new(active_requests.clone()),
@@ -163,6 +193,9 @@ impl Metrics {
             access_log_dropped,
             http1_fallbacks,
             mtls_refused,
+            admission,
+            downstream_timeouts,
+            request_body_too_large,
         }
     }
 
@@ -171,6 +204,29 @@ impl Metrics {
         let mut buffer = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
         String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+fn admission_metrics() -> AdmissionMetrics {
+    AdmissionMetrics {
+        refused: IntCounterVec::new(
+            Opts::new(
+                "ferry_downstream_connections_refused_total",
+                "Client connections closed at once by the connection limits, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric"),
+        reaped: IntCounter::new(
+            "ferry_downstream_connections_reaped_total",
+            "Idle client connections closed to make room under pressure",
+        )
+        .expect("valid metric"),
+        overloaded: IntGauge::new(
+            "ferry_overload_shedding",
+            "1 while the proxy sheds load (resident memory past --overload-memory-bytes)",
+        )
+        .expect("valid metric"),
     }
 }
 

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::net::TcpStream;
 use tokio::runtime::{Builder, Handle};
 use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
 
 pub struct Workers {
     handles: Vec<Handle>,
@@ -56,23 +57,28 @@ impl Workers {
     /// Serves `tcp` with `serve` on the next worker, round robin; `serve` gets the worker's
     /// index to use that worker's own state (its proxy app and upstream connection pool). The
     /// socket leaves the accepting runtime's reactor and joins the worker's, so its readiness
-    /// events arrive on the thread that serves it.
-    pub fn serve<F, Fut>(&self, tcp: TcpStream, serve: F)
+    /// events arrive on the thread that serves it. Returns what ends the connection's task
+    /// (crate::admission reaps idle connections with it).
+    pub fn serve<F, Fut>(&self, tcp: TcpStream, serve: F) -> Option<AbortHandle>
     where
         F: FnOnce(usize, TcpStream) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let socket = match tcp.into_std() {
             Ok(socket) => socket,
-            Err(e) => return tracing::warn!("cannot hand a connection to a worker: {e}"),
+            Err(e) => {
+                tracing::warn!("cannot hand a connection to a worker: {e}");
+                return None;
+            }
         };
         let worker = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
-        self.handles[worker].spawn(async move {
+        let task = self.handles[worker].spawn(async move {
             match TcpStream::from_std(socket) {
                 Ok(tcp) => serve(worker, tcp).await,
                 Err(e) => tracing::warn!("cannot register a connection with a worker: {e}"),
             }
         });
+        Some(task.abort_handle())
     }
 }
 
@@ -93,7 +99,7 @@ mod tests {
         for _ in 0..2 {
             let mut client = TcpStream::connect(address).await.unwrap();
             let (accepted, _) = listener.accept().await.unwrap();
-            workers.serve(accepted, |_, mut tcp| async move {
+            let _task = workers.serve(accepted, |_, mut tcp| async move {
                 let name = std::thread::current().name().unwrap_or("").to_string();
                 tcp.write_all(name.as_bytes()).await.unwrap();
             });

@@ -23,7 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::accept::{self as mesh_accept, Opening};
 use ferry_gateway::downstream::{
-    authorizes_connection, l4_stream, serve_http_on, serve_tls_session, OpenConnection,
+    authorizes_connection, l4_stream, serve_http_on, serve_tls_session, OpenConnection, Slot,
 };
 use ferry_gateway::Engine;
 use ferry_model::{effective_mtls_mode, MtlsMode};
@@ -69,6 +69,8 @@ struct Connection {
     /// Where the client was going (SO_ORIGINAL_DST).
     original: SocketAddr,
     worker: usize,
+    /// Its place among the connections the proxy holds (idle ones are reaped under pressure).
+    slot: Arc<Slot>,
 }
 
 async fn accept<F, Fut>(listener: TcpListener, engine: Arc<Engine>, handle: F)
@@ -107,19 +109,27 @@ where
             tracing::debug!(%peer, "connection not redirected by sidecar-init: closed");
             continue;
         };
-        let _ = tcp.set_nodelay(true);
         accepted.inc();
+        let Ok(slot) = engine.admission().admit(Some(peer.ip())) else {
+            continue; // over the connection limits: closed, counted by reason
+        };
+        let _ = tcp.set_nodelay(true);
         let open = OpenConnection::count(&open);
         let (handle, connection_engine) = (handle.clone(), engine.clone());
-        engine.workers().serve(tcp, move |worker, tcp| async move {
+        let task_slot = slot.clone();
+        let task = engine.workers().serve(tcp, move |worker, tcp| async move {
             let connection = Connection {
                 tcp,
                 original,
                 worker,
+                slot: task_slot,
             };
             handle(connection_engine, connection).await;
             drop(open);
         });
+        if let Some(task) = task {
+            slot.set_abort(task);
+        }
     }
 }
 
@@ -134,10 +144,10 @@ async fn outbound_connection(engine: Arc<Engine>, connection: Connection, regist
             tracing::debug!(%original, "REGISTRY_ONLY: destination outside the mesh refused");
             return;
         }
-        return passthrough(connection.tcp, original).await;
+        return passthrough(connection, original).await;
     }
     if !speaks_http(&connection.tcp).await {
-        return passthrough(connection.tcp, original).await;
+        return passthrough(connection, original).await;
     }
     serve_http(&engine, connection).await;
 }
@@ -192,7 +202,8 @@ async fn inbound_connection(
         refused(&engine, "rbac_tcp");
         return;
     }
-    passthrough(connection.tcp, connection.original).await;
+    let original = connection.original;
+    passthrough(connection, original).await;
 }
 
 fn refused(engine: &Engine, reason: &str) {
@@ -213,7 +224,7 @@ async fn serve_mtls(engine: &Engine, connection: Connection) {
     match mesh_accept::accept(&engine.identity, stream).await {
         Ok((session, peer)) => {
             tracing::debug!(%peer, port = connection.original.port(), "mesh mTLS accepted");
-            serve_tls_session(engine, session, connection.worker).await;
+            serve_tls_session(engine, session, connection.worker, &connection.slot).await;
         }
         Err(e) => {
             tracing::debug!(port = connection.original.port(), "mesh mTLS refused: {e}");
@@ -228,11 +239,16 @@ async fn serve_http(engine: &Engine, connection: Connection) {
         // Known already; the proxy reads it to pick the listener.
         let _ = digest.original_dst.set(Some(connection.original.into()));
     }
-    serve_http_on(engine, stream, connection.worker).await;
+    serve_http_on(engine, stream, connection.worker, &connection.slot).await;
 }
 
-/// Copies bytes both ways until either side closes.
-async fn passthrough(mut client: TcpStream, destination: SocketAddr) {
+/// Copies bytes both ways until either side closes. Opaque TCP is never reaped as idle: the
+/// proxy cannot tell its silences from a protocol's.
+async fn passthrough(connection: Connection, destination: SocketAddr) {
+    if !connection.slot.begin() {
+        return;
+    }
+    let mut client = connection.tcp;
     match TcpStream::connect(destination).await {
         Ok(mut upstream) => {
             let _ = upstream.set_nodelay(true);

@@ -292,6 +292,33 @@ impl Gateway {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// The process is still running.
+    pub fn alive(&self) -> bool {
+        std::path::Path::new(&format!("/proc/{}", self._proc.0.id())).exists()
+    }
+
+    /// Resident memory of the gateway process, in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self._proc.0.id()))
+            .expect("gateway process status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS");
+        kib * 1024
+    }
+
+    /// The value of one metric series from /metrics (`name{labels}` as rendered), 0 if absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        self.admin_get("/metrics")
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// Access-log lines written so far.
     pub fn access_log(&self) -> Vec<String> {
         std::fs::read_to_string(&self.stdout_path)

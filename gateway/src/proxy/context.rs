@@ -47,6 +47,8 @@ pub struct RequestCtx {
     pub cors_origin: Option<String>,
     pub mirror: Option<PendingMirror>,
     pub mirror_body: BytesMut,
+    /// Request body bytes received so far (for `--max-request-body-bytes`).
+    pub body_bytes: u64,
     /// Header changes RequestAuthentication asks for, made on the upstream request.
     pub auth_edits: Vec<super::jwt::HeaderEdit>,
 }
@@ -76,6 +78,7 @@ impl Default for RequestCtx {
             cors_origin: None,
             mirror: None,
             mirror_body: BytesMut::new(),
+            body_bytes: 0,
             auth_edits: Vec::new(),
         }
     }

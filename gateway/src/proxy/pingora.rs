@@ -11,6 +11,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::body_limit;
 use super::decide::{self, Decision};
 use super::facts::RequestFacts;
 use super::failure::{failure_cause, failure_status};
@@ -43,6 +44,8 @@ pub struct FerryProxy {
     inbound_port: Option<u16>,
     /// Mutual TLS to meshed endpoints.
     mesh: Arc<MeshClients>,
+    /// `--max-request-body-bytes`, if set.
+    body_limit: Option<u64>,
 }
 
 impl FerryProxy {
@@ -52,6 +55,7 @@ impl FerryProxy {
         telemetry: Arc<Telemetry>,
         inbound_port: Option<u16>,
         mesh: Arc<MeshClients>,
+        body_limit: Option<u64>,
     ) -> Self {
         FerryProxy {
             store,
@@ -60,7 +64,25 @@ impl FerryProxy {
             mirrors: MirrorClient::default(),
             inbound_port,
             mesh,
+            body_limit,
         }
+    }
+
+    /// 413 for a declared body over the limit; true when answered.
+    async fn refuse_oversized(&self, session: &mut Session) -> Result<bool> {
+        let Some(limit) = self.body_limit else {
+            return Ok(false);
+        };
+        let declared = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH);
+        if !body_limit::declared_over(declared.map(|v| v.as_bytes()), limit) {
+            return Ok(false);
+        }
+        self.metrics.request_body_too_large.inc();
+        let reply = Decision::reply(413, body_limit::cause(limit));
+        reply.send(session).await.map(|_| true)
     }
 
     /// AuthorizationPolicy on a sidecar's inbound request, with the mTLS peer's identity.
@@ -126,6 +148,9 @@ impl ProxyHttp for FerryProxy {
             inbound,
         } = self.entry_of(session);
         ctx.listener_port = port;
+        if self.refuse_oversized(session).await? {
+            return Ok(true);
+        }
         if inbound.is_some() {
             ctx.inbound = inbound;
             ctx.peer_identity = crate::downstream_io::peer_identity(ssl_of(session));
@@ -176,6 +201,12 @@ impl ProxyHttp for FerryProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let (Some(limit), Some(chunk)) = (self.body_limit, body.as_ref()) {
+            if let Err(e) = body_limit::count(ctx, chunk.len(), limit) {
+                self.metrics.request_body_too_large.inc();
+                return Err(e);
+            }
+        }
         if ctx.mirror.is_none() {
             return Ok(());
         }

@@ -55,6 +55,10 @@ impl Http1Proxy {
         };
         let lookup = conn.lookup();
         let facts = conn.facts(&lookup);
+        if let Some(reply) = self.oversized_body(conn) {
+            let ctx = self.request_ctx(conn, &facts);
+            return self.answer(conn, ctx, reply).await;
+        }
         let forward =
             match decide::decide(&snapshot, &facts, conn.entry.port, conn.entry.dialled_ip) {
                 Decision::Reply(reply) => {
@@ -110,6 +114,19 @@ impl Http1Proxy {
         } else {
             None
         }
+    }
+
+    /// A Content-Length over `--max-request-body-bytes`: 413 before anything is forwarded
+    /// (chunked bodies are Pingora's path, which counts them as they arrive).
+    fn oversized_body(&self, conn: &Conn) -> Option<Reply> {
+        let limit = self.options.limits.body_limit()?;
+        let BodyFraming::Length(length) = conn.head.body else {
+            return None;
+        };
+        (length > limit).then(|| {
+            self.metrics.request_body_too_large.inc();
+            Decision::reply(413, crate::proxy::body_limit::cause(limit))
+        })
     }
 
     pub(super) fn request_ctx(&self, conn: &Conn, facts: &RequestFacts<'_>) -> RequestCtx {
@@ -198,7 +215,7 @@ impl Http1Proxy {
             let want = conn.head.len + length as usize;
             let read = body::read_at_least(&mut conn.io, &mut conn.buf, want);
             if !matches!(
-                tokio::time::timeout(super::KEEPALIVE_IDLE, read).await,
+                tokio::time::timeout(self.options.limits.timeouts.idle, read).await,
                 Ok(Ok(()))
             ) {
                 return Err(client_gone());

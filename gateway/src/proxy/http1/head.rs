@@ -6,10 +6,13 @@ use super::span::{is_token_in_list, Span};
 use crate::header_lookup::HeaderLookup;
 
 /// Size limits of a request head (nginx's and Envoy's defaults are near these).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct HeadLimits {
+    #[serde(rename = "max_request_line_bytes")]
     pub max_request_line: usize,
+    #[serde(rename = "max_request_head_bytes")]
     pub max_head: usize,
+    #[serde(rename = "max_request_headers")]
     pub max_headers: usize,
 }
 

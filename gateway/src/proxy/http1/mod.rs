@@ -33,9 +33,9 @@ use pingora_core::protocols::{Stream, ALPN};
 use pingora_proxy::HttpProxy;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 pub use fallback::Reason as FallbackReason;
 pub use head::HeadLimits;
@@ -43,6 +43,7 @@ pub use head::HeadLimits;
 use super::facts::RequestFacts;
 use super::request_series;
 use super::{Entry, FerryProxy};
+use crate::admission::Slot;
 use crate::downstream_io::{self, DownstreamIo, PlainTcp};
 use crate::metrics::Metrics;
 use crate::store::SnapshotStore;
@@ -50,14 +51,13 @@ use crate::telemetry::Telemetry;
 use head::{Refusal, RequestHead};
 use write::{HeaderEdits, LocalReply};
 
-/// How long a keep-alive connection may sit idle between requests (Pingora's default too).
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 /// The HTTP/2 cleartext preface's first bytes: such connections go to Pingora's HTTP/2.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 #[derive(Clone, Debug, Default)]
 pub struct Http1Options {
-    pub limits: HeadLimits,
+    /// Head sizes, timeouts, connection and HTTP/2 limits (crate::limits).
+    pub limits: crate::limits::Limits,
     /// Every request goes to the Pingora path (the differential tests compare the two).
     pub force_fallback: bool,
     /// Requests served on one downstream connection before it is closed (nginx's
@@ -101,6 +101,8 @@ pub(super) struct Conn {
     /// Requests served on this connection, the current one included.
     pub served: u32,
     pub max_requests: Option<u32>,
+    /// The connection's place among those the proxy holds (crate::admission).
+    pub slot: Arc<Slot>,
 }
 
 impl Conn {
@@ -124,10 +126,12 @@ impl Conn {
         }
     }
 
-    /// The current response is the connection's last: the process drains, or the
-    /// connection's request limit is reached.
+    /// The current response is the connection's last: the process drains or sheds load, or
+    /// the connection's request limit is reached.
     pub fn draining(&self) -> bool {
-        *self.shutdown.borrow() || self.max_requests.is_some_and(|max| self.served >= max)
+        *self.shutdown.borrow()
+            || self.max_requests.is_some_and(|max| self.served >= max)
+            || self.slot.shedding()
     }
 }
 
@@ -174,15 +178,22 @@ impl Http1Proxy {
         &self.pingora
     }
 
-    /// Serves a downstream connection until it closes.
-    pub async fn serve(&self, io: Stream, shutdown: &watch::Receiver<bool>) {
+    /// Serves a downstream connection until it closes. `slot` is its place among the
+    /// connections the proxy holds: idle between requests (reapable under pressure), busy
+    /// while one is served.
+    pub async fn serve(&self, io: Stream, shutdown: &watch::Receiver<bool>, slot: &Arc<Slot>) {
         if matches!(io.selected_alpn_proto(), Some(ALPN::H2)) {
-            self.pingora.process_new(io, shutdown).await;
+            // An HTTP/2 connection's streams are Pingora's: it is never reaped (its idle
+            // timeout and stream limits bound it instead).
+            if slot.begin() {
+                self.pingora.process_new(io, shutdown).await;
+            }
             return;
         }
-        let mut conn = self.connection(io, shutdown);
+        let mut conn = self.connection(io, shutdown, slot);
         loop {
             let next = match self.read_head(&mut conn, shutdown).await {
+                HeadRead::Ready if !slot.begin() => return close(&mut conn.io).await,
                 HeadRead::Ready => {
                     conn.served += 1;
                     buffers::lend(&mut conn);
@@ -194,12 +205,15 @@ impl Http1Proxy {
                     next
                 }
                 HeadRead::Closed => return,
+                HeadRead::TimedOut => return Box::pin(self.request_timeout(&mut conn)).await,
                 // Boxed (rare paths): an idle connection's task should not keep room for them.
+                HeadRead::Http2 if !slot.begin() => return,
                 HeadRead::Http2 => return Box::pin(self.serve_http2(conn, shutdown)).await,
                 HeadRead::Refused(refusal) => {
                     return Box::pin(self.refuse(&mut conn, refusal)).await
                 }
             };
+            slot.end();
             match next {
                 Next::KeepAlive if !conn.draining() => continue,
                 Next::KeepAlive | Next::Close => return close(&mut conn.io).await,
@@ -208,7 +222,12 @@ impl Http1Proxy {
                         .http1_fallbacks
                         .with_label_values(&[reason.as_str()])
                         .inc();
-                    match Box::pin(self.hand_over(conn, shutdown)).await {
+                    if !slot.begin() {
+                        return close(&mut conn.io).await;
+                    }
+                    let back = Box::pin(self.hand_over(conn, shutdown)).await;
+                    slot.end();
+                    match back {
                         Some(back) => conn = back,
                         None => return,
                     }
@@ -228,7 +247,7 @@ impl Http1Proxy {
         }
     }
 
-    fn connection(&self, io: Stream, shutdown: &watch::Receiver<bool>) -> Conn {
+    fn connection(&self, io: Stream, shutdown: &watch::Receiver<bool>, slot: &Arc<Slot>) -> Conn {
         // A gateway's plain socket: its addresses read once, the digest neither kept nor boxed.
         let (fresh, kept);
         let digest = match io.as_any().downcast_ref::<DownstreamIo<PlainTcp>>() {
@@ -267,38 +286,80 @@ impl Http1Proxy {
             shutdown: shutdown.clone(),
             served: 0,
             max_requests: self.options.max_requests_per_connection,
+            slot: slot.clone(),
         }
     }
 
-    /// Reads until a whole head is in the buffer.
+    /// Reads until a whole head is in the buffer. A new connection has the request-header
+    /// timeout for its first head; a keep-alive connection waits up to the idle timeout for
+    /// a next request's first byte, then has the request-header timeout for the rest.
     async fn read_head(&self, conn: &mut Conn, shutdown: &watch::Receiver<bool>) -> HeadRead {
+        let timeouts = &self.options.limits.timeouts;
+        let mut deadline = None;
         loop {
-            if conn.buf.starts_with(&H2_PREFACE[..4]) && !conn.tls {
-                match preface_state(&conn.buf) {
-                    Some(true) => return HeadRead::Http2,
-                    Some(false) => {} // a request whose method is PRI: the parser answers it
-                    None => {
-                        if !read_more(conn).await {
-                            return HeadRead::Closed;
-                        }
-                        continue;
+            let preface = conn.buf.starts_with(&H2_PREFACE[..4]) && !conn.tls;
+            match preface.then(|| preface_state(&conn.buf)) {
+                Some(Some(true)) => return HeadRead::Http2,
+                Some(None) => {} // too few bytes to tell: read more
+                // A request (whose method may be PRI: the parser answers it).
+                _ if !conn.buf.is_empty() => {
+                    buffers::lend_header_list(&mut conn.head.headers);
+                    match conn.head.parse(&conn.buf, &self.options.limits.http1) {
+                        Ok(true) => return HeadRead::Ready,
+                        Ok(false) => {}
+                        Err(refusal) => return HeadRead::Refused(refusal),
                     }
                 }
+                _ if *shutdown.borrow() => return HeadRead::Closed,
+                _ => {}
             }
-            if !conn.buf.is_empty() {
-                buffers::lend_header_list(&mut conn.head.headers);
-                match conn.head.parse(&conn.buf, &self.options.limits) {
-                    Ok(true) => return HeadRead::Ready,
-                    Ok(false) => {}
-                    Err(refusal) => return HeadRead::Refused(refusal),
+            let idle = conn.buf.is_empty() && conn.served > 0;
+            let until = *deadline.get_or_insert_with(|| {
+                Instant::now()
+                    + if idle {
+                        timeouts.idle
+                    } else {
+                        timeouts.request_header
+                    }
+            });
+            match read_more(conn, until).await {
+                Read::More if idle => deadline = None, // the head's own deadline starts now
+                Read::More => {}
+                Read::Closed => return HeadRead::Closed,
+                Read::TimedOut if conn.buf.is_empty() && conn.served > 0 => {
+                    self.count_timeout("idle");
+                    return HeadRead::Closed;
                 }
-            } else if *shutdown.borrow() {
-                return HeadRead::Closed;
-            }
-            if !read_more(conn).await {
-                return HeadRead::Closed;
+                Read::TimedOut => return HeadRead::TimedOut,
             }
         }
+    }
+
+    /// Head sizes, timeouts, connection and HTTP/2 limits this server applies.
+    pub fn limits(&self) -> &crate::limits::Limits {
+        &self.options.limits
+    }
+
+    /// Counts a client connection closed for taking too long in `phase`.
+    pub fn count_timeout(&self, phase: &str) {
+        self.metrics
+            .downstream_timeouts
+            .with_label_values(&[phase])
+            .inc();
+    }
+
+    /// A client that did not send its whole request head in time: 408 when it sent part of
+    /// one (RFC 9110 section 15.5.9), a silent close when it sent nothing.
+    async fn request_timeout(&self, conn: &mut Conn) {
+        self.count_timeout("request_header");
+        if conn.buf.is_empty() {
+            return close(&mut conn.io).await;
+        }
+        let refusal = Refusal {
+            status: 408,
+            reason: "request head not received in time",
+        };
+        self.refuse(conn, refusal).await
     }
 
     /// Answers a head that cannot be served (400, 414, 431, 505) and closes.
@@ -330,13 +391,19 @@ impl Http1Proxy {
     /// Pingora serves the request whose head is in the buffer; the connection comes back when
     /// Pingora would have kept it alive.
     async fn hand_over(&self, conn: Conn, shutdown: &watch::Receiver<bool>) -> Option<Conn> {
-        let Conn { io, buf, entry, .. } = conn;
+        let Conn {
+            io,
+            buf,
+            entry,
+            slot,
+            ..
+        } = conn;
         let mut session = ServerSession::new_http1(io);
-        session.set_keepalive(Some(KEEPALIVE_IDLE.as_secs()));
+        session.set_keepalive(Some(self.options.limits.timeouts.idle.as_secs()));
         session.set_pipelined_prefix(buf);
         let reused = self.pingora.process_new_http(session, shutdown).await?;
         let (io, _) = reused.consume();
-        let mut back = self.connection(io, shutdown);
+        let mut back = self.connection(io, shutdown, &slot);
         back.entry = entry;
         Some(back)
     }
@@ -345,18 +412,27 @@ impl Http1Proxy {
 enum HeadRead {
     Ready,
     Closed,
+    /// The request-header timeout passed.
+    TimedOut,
     /// The HTTP/2 cleartext preface.
     Http2,
     Refused(Refusal),
 }
 
-/// Reads what the client sent next; false when it closed or stayed idle too long.
-async fn read_more(conn: &mut Conn) -> bool {
-    let read = tokio::time::timeout(
-        KEEPALIVE_IDLE,
-        buffers::read_lent(&mut conn.io, &mut conn.buf),
-    );
-    matches!(read.await, Ok(Ok(n)) if n > 0)
+enum Read {
+    More,
+    Closed,
+    TimedOut,
+}
+
+/// Reads what the client sent next, until `deadline`.
+async fn read_more(conn: &mut Conn, deadline: Instant) -> Read {
+    let read = buffers::read_lent(&mut conn.io, &mut conn.buf);
+    match tokio::time::timeout_at(deadline, read).await {
+        Ok(Ok(n)) if n > 0 => Read::More,
+        Ok(_) => Read::Closed,
+        Err(_) => Read::TimedOut,
+    }
 }
 
 /// Whether the buffer holds the HTTP/2 preface: `None` while too few bytes tell.

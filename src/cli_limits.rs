@@ -1,0 +1,139 @@
+//! The flags of `ferry gateway` and `ferry sidecar` that set the limits protecting the proxy
+//! from its clients (ferry_gateway::limits explains each default and where it differs from
+//! Envoy's and nginx's).
+
+use clap::Args;
+use ferry_gateway::limits::{ConnectionLimits, Http2Limits, Limits, Timeouts};
+use ferry_gateway::proxy::http1::HeadLimits;
+use std::time::Duration;
+
+#[derive(Args, Clone, Debug)]
+pub struct LimitArgs {
+    /// Client connections held at once; at the limit a new connection replaces the one idle
+    /// longest, or is closed when none is idle (0: no limit).
+    #[arg(long, env = "FERRY_MAX_CONNECTIONS", default_value_t = 50_000)]
+    pub max_connections: usize,
+    /// Client connections one address may hold (0: no limit; behind a LoadBalancer with
+    /// externalTrafficPolicy Cluster every client shares a node's address).
+    #[arg(long, default_value_t = 0)]
+    pub max_connections_per_client: usize,
+    /// Resident memory past which the proxy sheds load (idle connections closed, new ones
+    /// only in their place), e.g. 900Mi (0: off). The chart sets 90% of the memory limit.
+    #[arg(long, env = "FERRY_OVERLOAD_MEMORY", default_value = "0", value_parser = parse_bytes)]
+    pub overload_memory: u64,
+    /// Time a client has to complete its TLS handshake.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub tls_handshake_timeout: Duration,
+    /// Time from a request's first byte (a new connection: from accept) to its whole head
+    /// (408 when part came).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub request_header_timeout: Duration,
+    /// Time a keep-alive connection may wait for its next request (HTTP/2: with no stream
+    /// open).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Largest request body accepted, e.g. 1Mi (413 beyond; 0: no limit).
+    #[arg(long, default_value = "0", value_parser = parse_bytes)]
+    pub max_request_body: u64,
+    /// HTTP/2 streams open at once on one client connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long, default_value_t = 100)]
+    pub h2_max_concurrent_streams: u32,
+    /// Decoded size of an HTTP/2 request's header list (SETTINGS_MAX_HEADER_LIST_SIZE).
+    #[arg(long, default_value = "60Ki", value_parser = parse_bytes)]
+    pub h2_max_header_list: u64,
+    /// HTTP/2 streams a client may reset before the server accepted them (rapid reset)
+    /// before its connection is closed with GOAWAY.
+    #[arg(long, default_value_t = 20)]
+    pub h2_max_pending_reset_streams: usize,
+}
+
+impl LimitArgs {
+    pub fn limits(&self, http1: HeadLimits) -> Limits {
+        Limits {
+            connections: ConnectionLimits {
+                max_connections: self.max_connections,
+                max_connections_per_client: self.max_connections_per_client,
+                overload_memory_bytes: self.overload_memory,
+            },
+            timeouts: Timeouts {
+                tls_handshake: self.tls_handshake_timeout,
+                request_header: self.request_header_timeout,
+                idle: self.idle_timeout,
+            },
+            http1,
+            http2: Http2Limits {
+                max_concurrent_streams: self.h2_max_concurrent_streams,
+                max_header_list_bytes: u32::try_from(self.h2_max_header_list).unwrap_or(u32::MAX),
+                max_pending_reset_streams: self.h2_max_pending_reset_streams,
+            },
+            max_request_body_bytes: self.max_request_body,
+        }
+    }
+}
+
+/// `1048576`, `512Ki`, `100Mi`, `1Gi` (Kubernetes' binary suffixes), `1M` / `1G` (decimal).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let digits = text.trim_end_matches(char::is_alphabetic);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?}: a number of bytes, optionally with Ki, Mi, Gi, K, M, G"))?;
+    let scale: u64 = match &text[digits.len()..] {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "K" | "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        unit => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (Ki, Mi, Gi, K, M, G)"
+            ))
+        }
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{text:?}: too large"))
+}
+
+/// `500ms`, `10s`, `2m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let digits = text.trim_end_matches(char::is_alphabetic);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?}: a number and a unit (ms, s, m, h)"))?;
+    let duration = match &text[digits.len()..] {
+        "ms" => Duration::from_millis(number),
+        "s" => Duration::from_secs(number),
+        "m" => Duration::from_secs(number * 60),
+        "h" => Duration::from_secs(number * 3600),
+        _ => return Err(format!("{text:?}: unit must be ms, s, m or h")),
+    };
+    if duration.is_zero() {
+        return Err(format!("{text:?}: must be more than zero"));
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_kubernetes_suffixes() {
+        assert_eq!(parse_bytes("60Ki"), Ok(61_440));
+        assert_eq!(parse_bytes("1Mi"), Ok(1 << 20));
+        assert_eq!(parse_bytes("2G"), Ok(2_000_000_000));
+        assert_eq!(parse_bytes("0"), Ok(0));
+        assert!(parse_bytes("1Xi").unwrap_err().contains("unknown unit"));
+        assert!(parse_bytes("lots").is_err());
+    }
+
+    #[test]
+    fn durations_need_a_unit_and_time() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("0s").is_err());
+    }
+}
