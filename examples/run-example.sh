@@ -16,4 +16,6 @@ while read -r address name flags; do
   # shellcheck disable=SC2086 # flags are words on purpose
   "$ferry" echo --listen "$address" --name "$name" $flags &
 done < "$example/backends.txt"
-"$ferry" gateway --config "$example" "$@"
+# On a laptop every client is local: they see the full x-ferry-cause the READMEs show (a
+# gateway tells other clients the cause code alone).
+"$ferry" gateway --config "$example" --full-cause-cidr 127.0.0.0/8 "$@"

@@ -421,10 +421,16 @@ pub struct Http1Args {
     pub http1_fallback: bool,
     #[command(flatten)]
     pub limits: crate::cli_limits::LimitArgs,
+    #[command(flatten)]
+    pub disclosure: crate::cli_limits::DisclosureArgs,
 }
 
 impl Http1Args {
-    pub fn options(&self) -> ferry_gateway::proxy::http1::Http1Options {
+    /// `cause_detail`: what clients not trusted are told by default (a gateway: the code).
+    pub fn options(
+        &self,
+        cause_detail: crate::cli_limits::CauseDetail,
+    ) -> ferry_gateway::proxy::http1::Http1Options {
         let head = ferry_gateway::proxy::http1::HeadLimits {
             max_request_line: self.max_request_line_bytes,
             max_head: self.max_request_head_bytes,
@@ -432,6 +438,7 @@ impl Http1Args {
         };
         ferry_gateway::proxy::http1::Http1Options {
             limits: self.limits.limits(head),
+            disclosure: self.disclosure.disclosure(cause_detail),
             force_fallback: self.http1_fallback,
             max_requests_per_connection: (self.max_requests_per_connection > 0)
                 .then_some(self.max_requests_per_connection),

@@ -1,10 +1,12 @@
-//! The flags of `ferry gateway` and `ferry sidecar` that set the limits protecting the proxy
-//! from its clients (ferry_gateway::limits explains each default and where it differs from
-//! Envoy's and nginx's).
+//! The flags of `ferry gateway` and `ferry sidecar` that set what the proxy allows its
+//! clients (the limits protecting it: ferry_gateway::limits explains each default and where
+//! it differs from Envoy's and nginx's) and what it tells them (ferry_gateway::disclosure).
 
-use clap::Args;
+use clap::{Args, ValueEnum};
+use ferry_gateway::disclosure::Disclosure;
 use ferry_gateway::limits::{ConnectionLimits, Http2Limits, Limits, Timeouts};
 use ferry_gateway::proxy::http1::HeadLimits;
+use ferry_model::authz::IpBlock;
 use std::time::Duration;
 
 #[derive(Args, Clone, Debug)]
@@ -45,6 +47,58 @@ pub struct LimitArgs {
     /// before its connection is closed with GOAWAY.
     #[arg(long, default_value_t = 20)]
     pub h2_max_pending_reset_streams: usize,
+}
+
+/// How much a reply the proxy writes itself tells the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CauseDetail {
+    /// The cause code alone (`UH`) and a generic body: a gateway's default.
+    Code,
+    /// The whole cause, naming the route, Service and endpoint: a sidecar's default.
+    Full,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct DisclosureArgs {
+    /// What `x-ferry-cause` and the body of the proxy's own replies tell clients it does not
+    /// trust (default: `code` for a gateway, `full` for a sidecar). Mesh peers, --full-cause-cidr
+    /// and --full-cause-header are trusted; the access log always has the full cause.
+    #[arg(long, value_enum)]
+    pub cause_detail: Option<CauseDetail>,
+    /// Clients in this range get the full cause (repeatable), e.g. 10.0.0.0/8.
+    #[arg(long = "full-cause-cidr", value_parser = parse_block)]
+    pub full_cause_cidrs: Vec<IpBlock>,
+    /// A request carrying this header with this value gets the full cause: `NAME=SECRET`
+    /// (from a Secret through the environment).
+    #[arg(long, env = "FERRY_FULL_CAUSE_HEADER", value_parser = parse_header, hide_env_values = true)]
+    pub full_cause_header: Option<(String, String)>,
+}
+
+impl DisclosureArgs {
+    pub fn disclosure(&self, default: CauseDetail) -> Disclosure {
+        Disclosure {
+            full_for_all: self.cause_detail.unwrap_or(default) == CauseDetail::Full,
+            trusted_cidrs: self.full_cause_cidrs.clone(),
+            trusted_header: self.full_cause_header.clone(),
+        }
+    }
+}
+
+fn parse_block(text: &str) -> Result<IpBlock, String> {
+    IpBlock::parse(text).ok_or_else(|| format!("{text:?}: an address or range, e.g. 10.0.0.0/8"))
+}
+
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() && !value.is_empty() => {
+            let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+            if !name.chars().all(token) {
+                return Err(format!("{name:?} is not a header name"));
+            }
+            Ok((name.to_ascii_lowercase(), value.to_string()))
+        }
+        _ => Err("NAME=VALUE, both non-empty".to_string()),
+    }
 }
 
 impl LimitArgs {

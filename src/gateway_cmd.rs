@@ -29,7 +29,7 @@ pub async fn run(args: GatewayArgs, log_control: admin::LogControl) -> anyhow::R
         args.bind_address,
         &telemetry,
         args.concurrency,
-        args.http1.options(),
+        args.http1.options(crate::cli_limits::CauseDetail::Code),
     )
     .map_err(anyhow::Error::msg)?;
     let admin_addr = admin::serve(args.admin, engine.clone(), log_control).await?;

@@ -28,7 +28,7 @@ pub async fn run(args: SidecarArgs, log_control: admin::LogControl) -> anyhow::R
         &telemetry,
         args.inbound_port,
         args.concurrency.max(1),
-        args.http1.options(),
+        args.http1.options(crate::cli_limits::CauseDetail::Full),
     )
     .map_err(anyhow::Error::msg)?;
     let admin_addr = admin::serve(args.admin, engine.clone(), log_control).await?;

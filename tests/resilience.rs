@@ -16,7 +16,7 @@ mod http2;
 use clients::{Healthy, Verdict};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
-use support::manifests::{ep, istio_gateway, join, service};
+use support::manifests::{istio_gateway, join};
 use support::{free_port, ConfigDir, Echo, Gateway};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -25,17 +25,27 @@ const MIB: u64 = 1 << 20;
 
 /// A gateway on `port` routing everything to an echo backend, with `extra` flags.
 async fn gateway(port: u16, extra: &[&str], echo: &Echo) -> (ConfigDir, Gateway) {
+    gateway_to(port, extra, echo.addr).await
+}
+
+/// A gateway on `port` routing everything to the Service `shop/web` at `backend`.
+async fn gateway_to(port: u16, extra: &[&str], backend: SocketAddr) -> (ConfigDir, Gateway) {
     let dir = ConfigDir::new();
     let route = "apiVersion: networking.istio.io/v1\nkind: VirtualService\n\
                  metadata: {name: web, namespace: shop}\n\
                  spec: {hosts: ['*'], gateways: [gw], http: [{route: [{destination: {host: web}}]}]}\n";
+    let service = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: shop}}\n\
+         spec: {{ports: [{{name: http, port: 80}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: web, namespace: shop, labels: {{kubernetes.io/service-name: web}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints: [{{addresses: ['{}']}}]\n",
+        backend.port(),
+        backend.ip()
+    );
     dir.write(
         "all.yaml",
-        &join(&[
-            &istio_gateway("shop", "gw", port, &["*"]),
-            &service("shop", "web", 80, &[ep(echo, &[])]),
-            route,
-        ]),
+        &join(&[&istio_gateway("shop", "gw", port, &["*"]), &service, route]),
     );
     let gw = Gateway::spawn(dir.path(), extra);
     gw.wait_ready().await;
@@ -228,4 +238,77 @@ async fn request_bodies_over_the_limit_get_413_on_both_paths() {
     let reply = clients::exchange(target, small, Duration::from_secs(5)).await;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert_eq!(gw.metric("ferry_request_body_too_large_total").await, 2.0);
+}
+
+/// `GET /` from `source` with `headers`: the whole reply as text.
+async fn reply_from(source: IpAddr, target: SocketAddr, headers: &str) -> String {
+    let mut stream = connect_from(source, target).await.unwrap();
+    let request = format!("GET / HTTP/1.1\r\nHost: a\r\n{headers}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    closed_by_proxy(&mut stream, Duration::from_secs(5))
+        .await
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_edge_tells_external_clients_the_cause_code_alone() {
+    let (_dead, dead_port) = support::dead_port();
+    let port = free_port();
+    let args = [
+        "--cause-detail=code",
+        "--full-cause-cidr",
+        "127.0.0.3/32",
+        "--full-cause-header",
+        "x-ferry-debug=open-sesame",
+    ];
+    let dead = SocketAddr::from(([127, 0, 0, 1], dead_port));
+    let (_dir, gw) = gateway_to(port, &args, dead).await;
+    let target = SocketAddr::from(([127, 0, 0, 1], port));
+    let external = reply_from(loopback(2), target, "").await;
+    assert!(external.starts_with("HTTP/1.1 503"), "{external}");
+    // Istio's default retry makes the connect failure URX ("retries exhausted").
+    assert!(external.contains("x-ferry-cause: URX\r\n"), "{external}");
+    assert!(
+        external.ends_with("\r\n\r\nupstream retries exhausted\n"),
+        "{external}"
+    );
+    for secret in ["127.0.0.1", "shop", "web", &dead_port.to_string()] {
+        assert!(
+            !external.contains(secret),
+            "{secret:?} revealed: {external}"
+        );
+    }
+    assert!(
+        !external.to_ascii_lowercase().contains("server:"),
+        "{external}"
+    );
+    // Trusted: a listed range, or the header the gateway was given.
+    let trusted = reply_from(loopback(3), target, "").await;
+    assert!(
+        trusted.contains(&format!("127.0.0.1:{dead_port}")),
+        "{trusted}"
+    );
+    let debug = reply_from(loopback(2), target, "x-ferry-debug: open-sesame\r\n").await;
+    assert!(
+        debug.contains("x-ferry-cause: URX Service/shop/web"),
+        "{debug}"
+    );
+    let guess = reply_from(loopback(2), target, "x-ferry-debug: guess\r\n").await;
+    assert!(guess.contains("x-ferry-cause: URX\r\n"), "{guess}");
+    // The access log keeps the whole cause of the external client's request, the dump
+    // names the trusted header but not its value.
+    let endpoint = format!("127.0.0.1:{dead_port}");
+    support::eventually(|| async { gw.access_log().join("\n").contains(&endpoint) }).await;
+    let dump = gw.admin_get("/config_dump").await;
+    assert!(!dump.contains("open-sesame"));
+    // Pingora's path (what Ferry's HTTP/1 loop hands over, and HTTP/2) tells the same.
+    let port = free_port();
+    let (_dir, pingora) =
+        gateway_to(port, &["--cause-detail=code", "--http1-fallback"], dead).await;
+    let target = SocketAddr::from(([127, 0, 0, 1], port));
+    let external = reply_from(loopback(2), target, "").await;
+    assert!(external.contains("x-ferry-cause: URX\r\n"), "{external}");
+    assert!(!external.contains("127.0.0.1"), "{external}");
+    let endpoint = format!("127.0.0.1:{dead_port}");
+    support::eventually(|| async { pingora.access_log().join("\n").contains(&endpoint) }).await;
 }

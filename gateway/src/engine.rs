@@ -125,6 +125,7 @@ impl Engine {
                     inbound_port,
                     mesh.clone(),
                     http1.limits.body_limit(),
+                    http1.disclosure.clone(),
                 );
                 let pingora = Arc::new(proxy_app(&conf, ferry, &http1));
                 Arc::new(Http1Proxy::new(

@@ -10,6 +10,7 @@ pub mod app_health;
 mod cert_names;
 pub mod compiled;
 pub mod control_channel;
+pub mod disclosure;
 pub mod downstream;
 mod downstream_io;
 pub mod echo;

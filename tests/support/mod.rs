@@ -249,9 +249,14 @@ impl Gateway {
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let stdout_path = logs.path().join("access.log");
         let stdout = std::fs::File::create(&stdout_path).unwrap();
+        // The tests read the full cause of the proxy's replies (a gateway's default tells
+        // clients the code alone) unless a test says otherwise.
+        let detail_given = args.iter().any(|a| a.starts_with("--cause-detail"));
+        let full_cause = (!detail_given).then_some(["--cause-detail", "full"]);
         let child = ferry()
             .arg("gateway")
             .args(["--admin", &admin.to_string(), "--bind-address", "127.0.0.1"])
+            .args(full_cause.iter().flatten())
             .args(args)
             .env("NO_COLOR", "1")
             .stdout(stdout)

@@ -49,6 +49,8 @@ pub struct RequestCtx {
     pub mirror_body: BytesMut,
     /// Request body bytes received so far (for `--max-request-body-bytes`).
     pub body_bytes: u64,
+    /// The full cause of a reply the proxy wrote with the code alone (for the access log).
+    pub local_cause: Option<String>,
     /// Header changes RequestAuthentication asks for, made on the upstream request.
     pub auth_edits: Vec<super::jwt::HeaderEdit>,
 }
@@ -79,6 +81,7 @@ impl Default for RequestCtx {
             mirror: None,
             mirror_body: BytesMut::new(),
             body_bytes: 0,
+            local_cause: None,
             auth_edits: Vec::new(),
         }
     }

@@ -58,11 +58,17 @@ impl Reply {
         self
     }
 
-    pub async fn send(&self, session: &mut Session) -> Result<()> {
+    /// Writes the reply: the full cause, or (`public`) the code alone and a generic body
+    /// (crate::disclosure).
+    pub async fn send(&self, session: &mut Session, public: bool) -> Result<()> {
+        let (cause, body) = match public {
+            false => (self.cause.as_str(), self.body.as_str()),
+            true => crate::disclosure::public_reply(&self.cause, &self.body),
+        };
         let reply = LocalReply {
             status: self.status,
-            cause: &self.cause,
-            body: &self.body,
+            cause,
+            body,
             headers: &self.headers,
         };
         respond::send(session, reply).await

@@ -120,6 +120,7 @@ pub fn finish(
     let response = session.as_downstream().response_written();
     let request = session.req_header();
     let downstream = session.as_downstream();
+    let local_cause = ctx.local_cause.take();
     let exchange = Exchange {
         method: request.method.as_str(),
         authority: authority(request),
@@ -127,9 +128,11 @@ pub fn finish(
         protocol: protocol(session),
         headers: &request.headers,
         code: response.map_or(0, |r| r.status.as_u16()),
-        cause: response
-            .and_then(|r| r.headers.get(&X_FERRY_CAUSE))
-            .and_then(|v| v.to_str().ok()),
+        cause: local_cause.as_deref().or_else(|| {
+            response
+                .and_then(|r| r.headers.get(&X_FERRY_CAUSE))
+                .and_then(|v| v.to_str().ok())
+        }),
         grpc_status: response
             .and_then(|r| r.headers.get(&GRPC_STATUS))
             .and_then(|v| v.to_str().ok()?.parse().ok()),

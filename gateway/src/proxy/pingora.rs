@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::body_limit;
-use super::decide::{self, Decision};
+use super::decide::{self, Decision, Reply};
 use super::facts::RequestFacts;
 use super::failure::{failure_cause, failure_status};
 use super::mirror::{MirrorClient, MAX_MIRROR_BODY};
@@ -23,6 +23,7 @@ use super::pingora_request::{
 use super::tries::Failure;
 use super::{admit, observe, policy, Entry, RequestCtx};
 use crate::compiled::CompiledCluster;
+use crate::disclosure::{self, Disclosure};
 use crate::mesh_connect::MeshClients;
 use crate::metrics::Metrics;
 use crate::rewrite::{apply_header_mods, rewrite_path};
@@ -46,6 +47,8 @@ pub struct FerryProxy {
     mesh: Arc<MeshClients>,
     /// `--max-request-body-bytes`, if set.
     body_limit: Option<u64>,
+    /// Who is told the full cause of a reply the proxy writes itself.
+    disclosure: Disclosure,
 }
 
 impl FerryProxy {
@@ -56,6 +59,7 @@ impl FerryProxy {
         inbound_port: Option<u16>,
         mesh: Arc<MeshClients>,
         body_limit: Option<u64>,
+        disclosure: Disclosure,
     ) -> Self {
         FerryProxy {
             store,
@@ -65,11 +69,32 @@ impl FerryProxy {
             inbound_port,
             mesh,
             body_limit,
+            disclosure,
         }
     }
 
+    /// Writes a reply of the proxy's own, with the cause this client may see; the access log
+    /// keeps the full cause.
+    async fn reply(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        reply: &Reply,
+    ) -> Result<bool> {
+        let full = self.disclosure.tells_full_cause(&disclosure::Client {
+            ip: client_ip(session),
+            mesh_peer: ctx.peer_identity.is_some()
+                || crate::downstream_io::peer_identity_str(ssl_of(session)).is_some(),
+            headers: &session.req_header().headers,
+        });
+        if !full {
+            ctx.local_cause = Some(reply.cause.clone());
+        }
+        reply.send(session, !full).await.map(|_| true)
+    }
+
     /// 413 for a declared body over the limit; true when answered.
-    async fn refuse_oversized(&self, session: &mut Session) -> Result<bool> {
+    async fn refuse_oversized(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let Some(limit) = self.body_limit else {
             return Ok(false);
         };
@@ -82,7 +107,7 @@ impl FerryProxy {
         }
         self.metrics.request_body_too_large.inc();
         let reply = Decision::reply(413, body_limit::cause(limit));
-        reply.send(session).await.map(|_| true)
+        self.reply(session, ctx, &reply).await
     }
 
     /// AuthorizationPolicy on a sidecar's inbound request, with the mTLS peer's identity.
@@ -148,7 +173,7 @@ impl ProxyHttp for FerryProxy {
             inbound,
         } = self.entry_of(session);
         ctx.listener_port = port;
-        if self.refuse_oversized(session).await? {
+        if self.refuse_oversized(session, ctx).await? {
             return Ok(true);
         }
         if inbound.is_some() {
@@ -162,13 +187,13 @@ impl ProxyHttp for FerryProxy {
             }
             match self.authorize_inbound(session, ctx) {
                 Ok(edits) => super::jwt::apply(&edits, session.req_header_mut()),
-                Err(refused) => return refused.send(session).await.map(|_| true),
+                Err(refused) => return self.reply(session, ctx, &refused).await,
             }
             return Ok(false); // to the app, whatever the request
         }
         let Some(snapshot) = self.store.load() else {
             let reply = Decision::reply(503, "NR no configuration applied yet");
-            return reply.send(session).await.map(|_| true);
+            return self.reply(session, ctx, &reply).await;
         };
         ctx.snapshot = Some(snapshot.clone());
         let client_ip = client_ip(session);
@@ -177,7 +202,7 @@ impl ProxyHttp for FerryProxy {
         match decision {
             Decision::Reply(reply) => {
                 ctx.route = reply.route.clone();
-                reply.send(session).await.map(|_| true)
+                self.reply(session, ctx, &reply).await
             }
             Decision::Forward(mut forward) => {
                 let edits = std::mem::take(&mut forward.auth_edits);
@@ -187,7 +212,7 @@ impl ProxyHttp for FerryProxy {
                 ctx.backend = Some(forward.backend);
                 let facts = RequestFacts::of(session.req_header(), client_ip, ssl_of(session));
                 match admit::admit(&facts, ctx, forward).await {
-                    Some(reply) => reply.send(session).await.map(|_| true),
+                    Some(reply) => self.reply(session, ctx, &reply).await,
                     None => Ok(false),
                 }
             }
@@ -428,7 +453,7 @@ impl ProxyHttp for FerryProxy {
         if code > 0 && session.as_downstream().response_written().is_none() {
             session.set_keepalive(None);
             let reply = Decision::reply(code, failure_cause(error, ctx));
-            if let Err(e) = reply.send(session).await {
+            if let Err(e) = self.reply(session, ctx, &reply).await {
                 tracing::debug!("could not send error response: {e}");
             }
         }

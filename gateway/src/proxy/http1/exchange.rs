@@ -13,6 +13,7 @@ use super::relay::{self, Relayed, TryFailure};
 use super::upstream_head::new_request_id;
 use super::write::{self, LocalReply};
 use super::{Conn, Http1Proxy, Next};
+use crate::disclosure::{self, Disclosure};
 use crate::header_lookup;
 use crate::proxy::admit;
 use crate::proxy::decide::{self, Decision, Forward, Reply};
@@ -158,7 +159,7 @@ impl Http1Proxy {
     /// Writes a reply of the proxy's own and reports it.
     pub(super) async fn answer(&self, conn: &mut Conn, mut ctx: RequestCtx, reply: Reply) -> Next {
         let close = !conn.head.keep_alive || conn.head.body != BodyFraming::None || conn.draining();
-        let served = send_reply(conn, reply, close).await;
+        let served = send_reply(conn, reply, close, &self.options.disclosure).await;
         self.finish(conn, &mut ctx, served)
     }
 
@@ -233,20 +234,35 @@ impl Http1Proxy {
     /// Pingora's path.
     async fn failed(&self, conn: &mut Conn, ctx: &mut RequestCtx, error: &Error) -> Served {
         let reply = Decision::reply(failure_status(error), failure_cause(error, ctx));
-        send_reply(conn, reply, true).await
+        send_reply(conn, reply, true, &self.options.disclosure).await
     }
 }
 
-/// Writes a reply of the proxy's own (a HEAD request gets its head only).
-async fn send_reply(conn: &mut Conn, reply: Reply, close: bool) -> Served {
+/// Writes a reply of the proxy's own (a HEAD request gets its head only), with the full
+/// cause for clients `disclosure` trusts and the code alone for others; the access log gets
+/// the full cause either way.
+async fn send_reply(conn: &mut Conn, reply: Reply, close: bool, disclosure: &Disclosure) -> Served {
     let head_only = conn.head.method.of(&conn.buf) == b"HEAD";
+    let full = {
+        let lookup = conn.lookup();
+        disclosure.tells_full_cause(&disclosure::Client {
+            ip: conn.client.map(|c| c.ip()),
+            mesh_peer: crate::downstream_io::peer_identity_str(conn.ssl.as_deref()).is_some(),
+            headers: &lookup,
+        })
+    };
+    let (cause, body) = match full {
+        true => (reply.cause.as_str(), reply.body.as_str()),
+        false => disclosure::public_reply(&reply.cause, &reply.body),
+    };
+    let body_len = body.len() as u64;
     conn.out.clear();
     write::write_local_reply(
         &mut conn.out,
         &LocalReply {
             status: reply.status,
-            cause: &reply.cause,
-            body: &reply.body,
+            cause,
+            body,
             headers: &reply.headers,
             head_only,
             close,
@@ -257,11 +273,7 @@ async fn send_reply(conn: &mut Conn, reply: Reply, close: bool) -> Served {
     let downstream_gone = sent.is_err();
     Served {
         code: reply.status,
-        bytes_sent: if head_only {
-            0
-        } else {
-            reply.body.len() as u64
-        },
+        bytes_sent: if head_only { 0 } else { body_len },
         cause: Some(reply.cause),
         grpc_status: None,
         bytes_received: 0,

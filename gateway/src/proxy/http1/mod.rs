@@ -58,6 +58,8 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub struct Http1Options {
     /// Head sizes, timeouts, connection and HTTP/2 limits (crate::limits).
     pub limits: crate::limits::Limits,
+    /// Who is told the full cause of a reply the proxy writes itself (crate::disclosure).
+    pub disclosure: crate::disclosure::Disclosure,
     /// Every request goes to the Pingora path (the differential tests compare the two).
     pub force_fallback: bool,
     /// Requests served on one downstream connection before it is closed (nginx's
