@@ -12,7 +12,8 @@ use std::time::Duration;
 #[derive(Args, Clone, Debug)]
 pub struct LimitArgs {
     /// Client connections held at once; at the limit a new connection replaces the one idle
-    /// longest, or is closed when none is idle (0: no limit).
+    /// longest, or is closed when none is idle (0, or more than the open-file limit allows:
+    /// as many as it allows).
     #[arg(long, env = "FERRY_MAX_CONNECTIONS", default_value_t = 50_000)]
     pub max_connections: usize,
     /// Client connections one address may hold (0: no limit; behind a LoadBalancer with

@@ -11,6 +11,8 @@ pub mod cluster;
 pub mod crds;
 pub mod deploy;
 pub mod features;
+#[cfg(test)]
+mod fuzz;
 pub mod inject;
 mod inject_probes;
 pub mod inputs;

@@ -101,8 +101,9 @@ impl Engine {
         telemetry: &TelemetryOptions,
         inbound_port: Option<u16>,
         workers: usize,
-        http1: Http1Options,
+        mut http1: Http1Options,
     ) -> Result<Arc<Self>, String> {
+        http1.limits = http1.limits.capped_by_open_files();
         let workers = Arc::new(
             Workers::start(workers).map_err(|e| format!("cannot start worker threads: {e}"))?,
         );

@@ -105,10 +105,38 @@ impl Limits {
         builder
     }
 
+    /// The connection cap lowered to what the open-file limit allows: every proxied
+    /// connection may need an upstream socket too, and some descriptors are the process's
+    /// own. Past it accept() fails (EMFILE) instead of the idle-longest connection making room.
+    pub fn capped_by_open_files(mut self) -> Self {
+        let Some(files) = open_file_limit() else {
+            return self;
+        };
+        let room = (files.saturating_sub(256) / 2) as usize;
+        let max = &mut self.connections.max_connections;
+        if *max == 0 || *max > room {
+            tracing::warn!(
+                configured = *max,
+                open_file_limit = files,
+                using = room,
+                "--max-connections lowered to what the open-file limit allows (raise `ulimit -n` for more)"
+            );
+            *max = room.max(1);
+        }
+        self
+    }
+
     /// The request body limit, if any.
     pub fn body_limit(&self) -> Option<u64> {
         (self.max_request_body_bytes > 0).then_some(self.max_request_body_bytes)
     }
+}
+
+/// The soft limit on open files of this process (`Max open files` in /proc/self/limits).
+fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -118,6 +146,21 @@ fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_connection_cap_fits_the_open_file_limit() {
+        let files = open_file_limit().expect("linux");
+        let mut limits = Limits::default();
+        limits.connections.max_connections = usize::MAX;
+        let capped = limits.capped_by_open_files();
+        assert_eq!(
+            capped.connections.max_connections as u64,
+            files.saturating_sub(256) / 2
+        );
+        let mut small = Limits::default();
+        small.connections.max_connections = 10;
+        assert_eq!(small.capped_by_open_files().connections.max_connections, 10);
+    }
 
     #[test]
     fn defaults_show_in_the_dump_in_seconds_and_bytes() {

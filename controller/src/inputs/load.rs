@@ -208,14 +208,23 @@ fn typed_object(
         // TLSRoute...) is an error naming it, never skipped: it may restrict or secure
         // traffic that Ferry would otherwise serve without it.
         (group, kind) if READ_GROUPS.contains(&group) => {
+            // A missing or non-text kind (found by the control-path fuzz target) is named as
+            // such rather than as an empty kind.
+            let (shown, message) = match kind {
+                "" => (
+                    "(no kind)",
+                    format!("missing, or not text, in a {group} document"),
+                ),
+                kind => (kind, format!("Ferry does not read {kind} ({group}) yet")),
+            };
             return Err(LoadError::Field(Box::new(FieldError {
                 origin: origin.to_string(),
-                kind: kind.to_string(),
+                kind: shown.to_string(),
                 namespace: namespace_or_default(&header.namespace).to_string(),
                 name: header.name.clone(),
                 field: "kind".into(),
-                message: format!("Ferry does not read {kind} ({group}) yet"),
-            })))
+                message,
+            })));
         }
         _ => {
             tracing::debug!(kind = %header.kind, name = %header.name, "{origin}: skipping kind Ferry does not read");
