@@ -8,6 +8,10 @@ mod support;
 
 #[path = "resilience/clients.rs"]
 mod clients;
+#[path = "resilience/control.rs"]
+mod control;
+#[path = "resilience/faults.rs"]
+mod faults;
 #[path = "resilience/h2_frames.rs"]
 mod h2_frames;
 #[path = "resilience/http2.rs"]

@@ -54,7 +54,8 @@ async fn main() {
         Arc::new(CurrentAuthority::new(authority)),
         "bench",
     ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener =
+        ferry_controller::push::server::listener("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve(listener, tls, state.clone()));
     let rss_before = rss_kib();
@@ -81,6 +82,7 @@ async fn main() {
     }
     let report = serde_json::json!({
         "proxies": proxies,
+        "connection_retries": RETRIES.load(std::sync::atomic::Ordering::Relaxed),
         "scopes": SCOPES,
         "rounds": rounds,
         "connect_all_acked_ms": ms(connect_time),
@@ -156,15 +158,49 @@ fn client_tls(root_pem: &str) -> tokio_rustls::TlsConnector {
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
-/// One simulated proxy: TLS, hello with its token, then ACK every snapshot.
+/// Reconnect policy of the real proxies (ferry_gateway::sync): exponential from 100 ms to 5 s,
+/// each wait between half and all of the step, so a herd that was refused spreads out.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Connection attempts that failed (refused, reset, timed out) and were retried.
+static RETRIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One simulated proxy: subscribes, ACKs every snapshot, reconnects with backoff when the
+/// connection fails or ends.
 async fn proxy(addr: SocketAddr, tls: tokio_rustls::TlsConnector, id: usize) {
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut backoff = FIRST_BACKOFF;
+    for attempt in 0u64.. {
+        match subscribe(addr, &tls, id).await {
+            Ok(()) => backoff = FIRST_BACKOFF, // it worked: the next failure starts small
+            Err(_) => drop(RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
+        }
+        // A pseudo-random share of the step (no RNG needed for a spread).
+        let share = ((id as u64).wrapping_mul(2_654_435_761) ^ attempt.wrapping_mul(40_503)) % 1000;
+        let half = backoff / 2;
+        tokio::time::sleep(half + half.mul_f64(share as f64 / 1000.0)).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// TLS, hello with its token, then ACK every snapshot until the stream ends.
+async fn subscribe(
+    addr: SocketAddr,
+    tls: &tokio_rustls::TlsConnector,
+    id: usize,
+) -> Result<(), String> {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = tls.connect(name, tcp).await.expect("TLS handshake");
+    let tls = tls
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake: {e}"))?;
     let (mut sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
             .await
-            .expect("h2 handshake");
+            .map_err(|e| format!("h2 handshake: {e}"))?;
     tokio::spawn(connection);
     let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
     let hello = ProxyFrame::Hello {
@@ -188,14 +224,14 @@ async fn proxy(addr: SocketAddr, tls: tokio_rustls::TlsConnector, id: usize) {
     let mut body = sender
         .send_request(request)
         .await
-        .expect("subscribe")
+        .map_err(|e| format!("subscribe: {e}"))?
         .into_body();
     let mut decoder = LineDecoder::default();
     while let Some(Ok(frame)) = body.frame().await {
         let Some(data) = frame.data_ref() else {
             continue;
         };
-        for message in decoder.push::<ControllerFrame>(data).expect("frames") {
+        for message in decoder.push::<ControllerFrame>(data)? {
             if let ControllerFrame::Snapshot { snapshot, .. } = message {
                 let ack = ProxyFrame::Ack {
                     version: snapshot.version,
@@ -204,6 +240,7 @@ async fn proxy(addr: SocketAddr, tls: tokio_rustls::TlsConnector, id: usize) {
             }
         }
     }
+    Ok(())
 }
 
 /// Waits until `count` proxies have ACKed a version newer than `after`; returns it.

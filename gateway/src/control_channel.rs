@@ -6,13 +6,18 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP/2 PINGs on the control connection: a controller that stops answering (a link down,
+/// a node gone, a restart the proxy never heard of) is noticed within interval + timeout,
+/// and the proxy reconnects instead of waiting on a dead stream while its snapshot ages.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where the controller is and how to prove who this proxy is.
 #[derive(Clone, Debug)]
@@ -54,7 +59,12 @@ impl ControlChannel {
                 .await
                 .map_err(|_| "TLS handshake timed out".to_string())?
                 .map_err(|e| format!("TLS with the controller: {e}"))?;
-        let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
+            .handshake(TokioIo::new(tls))
             .await
             .map_err(|e| e.to_string())?;
         tokio::spawn(connection);

@@ -233,9 +233,7 @@ fn namespace_names(inputs: &Inputs) -> Vec<String> {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ControllerError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ControllerError::Listen { addr, source })
+    crate::push::server::listener(addr).map_err(|source| ControllerError::Listen { addr, source })
 }
 
 /// The mesh CA from its Secret (created on first start), followed for rotations.

@@ -38,6 +38,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CONNECTIONS: usize = 16_384;
 /// Streams per HTTP/2 connection: a proxy needs one push stream and a certificate call.
 const MAX_STREAMS_PER_CONNECTION: u32 = 8;
+/// Interval (and timeout) of the HTTP/2 PINGs to each proxy.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// Largest certificate request body.
 const MAX_CSR_BYTES: usize = 64 * 1024;
 
@@ -96,6 +98,22 @@ impl PushState {
     }
 }
 
+/// Every proxy reconnects at once after a controller restart: the accept queue holds that
+/// herd (4,096, the kernel's somaxconn cap here) while TLS handshakes drain it, instead of
+/// the 1,024 of a plain bind whose overflow the proxies see as resets.
+const ACCEPT_BACKLOG: u32 = 4096;
+
+/// A listening socket for the push port (and the controller's other ports) with that queue.
+pub fn listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
+
 /// Serves TLS connections until the task is dropped.
 pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, state: Arc<PushState>) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -128,8 +146,13 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, state:
                 .timer(TokioTimer::new())
                 .header_read_timeout(HANDSHAKE_TIMEOUT)
                 .max_buf_size(64 * 1024);
+            // PINGs find proxies gone without a word (their node lost, a link down), so
+            // their streams, and their place in proxy-status, do not linger.
             builder
                 .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Some(KEEPALIVE_INTERVAL))
+                .keep_alive_timeout(KEEPALIVE_INTERVAL)
                 .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
                 .max_header_list_size(16 * 1024);
             if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
