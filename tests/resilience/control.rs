@@ -139,11 +139,16 @@ async fn a_silent_controller_is_noticed_and_the_proxy_resyncs_after_the_outage()
     gw.wait_ready().await;
     support::eventually(|| async { served_by(port).await.as_deref() == Some("v1") }).await;
 
-    // 20 s without a word from the controller; a change made meanwhile.
+    // 20 s without a word from the controller (FERRY_OUTAGE_SECONDS: bench/controller-outage.sh
+    // runs 300); a change made meanwhile.
+    let outage: u64 = std::env::var("FERRY_OUTAGE_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
     link.down();
     api.apply(&route("shop.example.com", "shop-v2"));
     let (served, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let outage_end = Instant::now() + Duration::from_secs(20);
+    let outage_end = Instant::now() + Duration::from_secs(outage);
     while Instant::now() < outage_end {
         match served_by(port).await.as_deref() {
             Some("v1") => served.fetch_add(1, Ordering::Relaxed),
@@ -156,7 +161,11 @@ async fn a_silent_controller_is_noticed_and_the_proxy_resyncs_after_the_outage()
         0,
         "the last snapshot kept serving"
     );
-    assert!(served.load(Ordering::Relaxed) > 50);
+    assert!(served.load(Ordering::Relaxed) as u64 > outage * 2);
+    println!(
+        "{outage} s outage: {} requests served from the last snapshot, none failed",
+        served.load(Ordering::Relaxed)
+    );
 
     // Back: the proxy, which noticed the silence and keeps redialling, gets the change.
     link.up();
