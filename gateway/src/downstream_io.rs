@@ -11,6 +11,7 @@
 //! TLS the buffer also keeps header and body in one record. The wrapper adds the buffer and
 //! delegates everything else to the transport underneath.
 
+use crate::h2_guard::{self, H2Guard};
 use async_trait::async_trait;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::raw_connect::ProxyDigest;
@@ -299,6 +300,17 @@ pub struct DownstreamIo<T: Transport = L4Stream> {
     pending: Vec<u8>,
     /// Bytes of `pending` already written.
     sent: usize,
+    /// On a client's HTTP/2 connection: the flood checks (crate::h2_guard).
+    h2: Option<Box<H2Watch>>,
+}
+
+/// An HTTP/2 connection's flood checks and where they are counted.
+#[derive(Debug)]
+struct H2Watch {
+    guard: H2Guard,
+    abuse: prometheus::IntCounterVec,
+    /// Caught: a GOAWAY is on its way and reads end.
+    closing: bool,
 }
 
 impl<T: Transport> DownstreamIo<T> {
@@ -307,7 +319,47 @@ impl<T: Transport> DownstreamIo<T> {
             transport,
             pending: Vec::new(),
             sent: 0,
+            h2: None,
         }
+    }
+
+    /// Records what the server wrote on an HTTP/2 connection (`accepted` bytes of `bufs`).
+    fn watch_written(&mut self, bufs: &[&[u8]], mut accepted: usize) {
+        let Some(watch) = self.h2.as_mut() else {
+            return;
+        };
+        for buf in bufs {
+            let n = accepted.min(buf.len());
+            watch.guard.outbound(&buf[..n]);
+            accepted -= n;
+        }
+        for code in watch.guard.take_goaways() {
+            let kind = match code {
+                h2_guard::ENHANCE_YOUR_CALM => "goaway_enhance_your_calm",
+                0x1 => "goaway_protocol_error",
+                _ => "goaway_other_error",
+            };
+            watch.abuse.with_label_values(&[kind]).inc();
+        }
+    }
+
+    /// Checks what the client sent on an HTTP/2 connection; true when it turned out to be a
+    /// flood: a GOAWAY (when the output is at a frame boundary) goes out and reads end.
+    fn watch_read(&mut self, bytes: &[u8]) -> bool {
+        let Some(watch) = self.h2.as_mut() else {
+            return false;
+        };
+        let Some(abuse) = watch.guard.inbound(bytes) else {
+            return false;
+        };
+        tracing::debug!(abuse = abuse.as_str(), "HTTP/2 client flooding: GOAWAY");
+        watch.abuse.with_label_values(&[abuse.as_str()]).inc();
+        watch.closing = true;
+        if watch.guard.at_frame_boundary() {
+            let goaway = h2_guard::goaway_frame(0x7fff_ffff, h2_guard::ENHANCE_YOUR_CALM);
+            self.buffer(&goaway);
+        }
+        true
     }
 
     /// Writes out what is buffered, then lets the buffer go.
@@ -389,13 +441,65 @@ pub fn unread(
     Some(io)
 }
 
+/// Watches a client's HTTP/2 connection for the floods h2 lets through (crate::h2_guard),
+/// counting them and h2's own GOAWAYs in `abuse`. Streams that are not downstream
+/// connections are returned as they are.
+pub fn watch_http2(
+    stream: pingora_core::protocols::Stream,
+    abuse: &prometheus::IntCounterVec,
+) -> pingora_core::protocols::Stream {
+    fn set<T: Transport>(io: &mut DownstreamIo<T>, abuse: &prometheus::IntCounterVec) {
+        io.h2 = Some(Box::new(H2Watch {
+            guard: H2Guard::default(),
+            abuse: abuse.clone(),
+            closing: false,
+        }));
+    }
+    let stream = match stream.into_any().downcast::<DownstreamIo<PlainTcp>>() {
+        Ok(mut io) => {
+            set(&mut io, abuse);
+            return io;
+        }
+        Err(other) => other,
+    };
+    let stream = match stream.downcast::<DownstreamIo<TlsTransport>>() {
+        Ok(mut io) => {
+            set(&mut io, abuse);
+            return io;
+        }
+        Err(other) => other,
+    };
+    match stream.downcast::<DownstreamIo<L4Stream>>() {
+        Ok(mut io) => {
+            set(&mut io, abuse);
+            io
+        }
+        Err(_) => unreachable!("a downstream connection is a DownstreamIo"),
+    }
+}
+
 impl<T: Transport> AsyncRead for DownstreamIo<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.transport).poll_read(cx, buf)
+        let this = self.as_mut().get_mut();
+        if this.h2.is_none() {
+            return Pin::new(&mut this.transport).poll_read(cx, buf);
+        }
+        if this.h2.as_ref().is_some_and(|w| w.closing) {
+            // The GOAWAY goes out, then the connection reads as closed.
+            ready!(this.poll_drain(cx))?;
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.transport).poll_read(cx, buf))?;
+        if this.watch_read(&buf.filled()[before..]) {
+            buf.set_filled(before);
+            ready!(this.poll_drain(cx))?;
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -412,9 +516,12 @@ impl<T: Transport> AsyncWrite for DownstreamIo<T> {
             ready!(this.poll_drain(cx))?;
         }
         if buf.len() >= WRITE_BUFFER {
-            return Pin::new(&mut this.transport).poll_write(cx, buf);
+            let written = ready!(Pin::new(&mut this.transport).poll_write(cx, buf))?;
+            this.watch_written(&[buf], written);
+            return Poll::Ready(Ok(written));
         }
         this.buffer(buf);
+        this.watch_written(&[buf], buf.len());
         Poll::Ready(Ok(buf.len()))
     }
 
@@ -429,12 +536,21 @@ impl<T: Transport> AsyncWrite for DownstreamIo<T> {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         if T::PEEKABLE || total >= WRITE_BUFFER {
             ready!(this.poll_drain(cx))?;
-            return Pin::new(&mut this.transport).poll_write_vectored(cx, bufs);
+            let written = ready!(Pin::new(&mut this.transport).poll_write_vectored(cx, bufs))?;
+            if this.h2.is_some() {
+                let slices: Vec<&[u8]> = bufs.iter().map(|b| &b[..]).collect();
+                this.watch_written(&slices, written);
+            }
+            return Poll::Ready(Ok(written));
         }
         if this.pending.len() + total > WRITE_BUFFER {
             ready!(this.poll_drain(cx))?;
         }
         bufs.iter().for_each(|b| this.buffer(b));
+        if this.h2.is_some() {
+            let slices: Vec<&[u8]> = bufs.iter().map(|b| &b[..]).collect();
+            this.watch_written(&slices, total);
+        }
         Poll::Ready(Ok(total))
     }
 

@@ -15,6 +15,7 @@ pub mod downstream;
 mod downstream_io;
 pub mod echo;
 pub mod engine;
+mod h2_guard;
 mod header_lookup;
 mod header_names;
 pub mod limits;

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub downstream_timeouts: IntCounterVec,
     /// Requests refused for a body over the limit (413).
     pub request_body_too_large: IntCounter,
+    /// HTTP/2 clients caught flooding, and the GOAWAYs h2 sent for abuse, by kind.
+    pub http2_abuse: IntCounterVec,
 }
 
 impl Metrics {
@@ -151,8 +153,27 @@ impl Metrics {
             "Requests refused with 413 for a body over --max-request-body-bytes",
         )
         .expect("valid metric");
+        let http2_abuse = IntCounterVec::new(
+            Opts::new(
+                "ferry_http2_abuse_total",
+                "HTTP/2 client connections ended for abuse, by kind (floods caught by Ferry, GOAWAYs sent by h2)",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        for kind in [
+            "ping_flood",
+            "settings_flood",
+            "empty_frame_flood",
+            "goaway_enhance_your_calm",
+            "goaway_protocol_error",
+            "goaway_other_error",
+        ] {
+            http2_abuse.with_label_values(&[kind]);
+        }
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(http2_abuse.clone()),
             Box::new(admission.refused.clone()),
             Box::new(admission.reaped.clone()),
             Box::new(admission.overloaded.clone()),
@@ -196,6 +217,7 @@ impl Metrics {
             admission,
             downstream_timeouts,
             request_body_too_large,
+            http2_abuse,
         }
     }
 

@@ -84,6 +84,12 @@ async fn rapid_reset_ends_the_connection_with_goaway() {
     assert!(closed, "the abusive connection is closed");
     assert_eq!(goaway(&frames), Some(ENHANCE_YOUR_CALM), "{frames:?}");
     assert_healthy(&healthy.stop().await, "rapid reset");
+    let series = "ferry_http2_abuse_total{kind=\"goaway_enhance_your_calm\"}";
+    assert_eq!(
+        target.gw.metric(series).await,
+        1.0,
+        "the attack shows in the metrics"
+    );
     // Healthy requests count at the backend too; of 5,000 reset ones few may get through.
     target.survived(64 * MIB, 500);
 }
@@ -149,8 +155,9 @@ async fn an_hpack_bomb_does_not_expand_past_the_header_list_limit() {
     target.survived(32 * MIB, 0);
 }
 
-/// SETTINGS or PING frames as fast as the socket takes them, replies never read.
-async fn control_flood(kind: u8) {
+/// SETTINGS or PING frames as fast as the socket takes them, replies never read: the
+/// connection ends with GOAWAY ENHANCE_YOUR_CALM, counted as `metric_kind`.
+async fn control_flood(kind: u8, metric_kind: &str) {
     let target = Target::start().await;
     let healthy = Healthy::start(SocketAddr::from(([127, 0, 0, 1], target.port)));
     let mut stream = f::open(target.port).await;
@@ -172,19 +179,29 @@ async fn control_flood(kind: u8) {
         }
     }
     println!("control flood {kind}: {sent} frames written");
+    let (frames, closed) = f::read_frames(&mut stream, Duration::from_secs(5)).await;
+    assert!(closed, "the flooding connection is ended");
+    assert_eq!(
+        goaway(&frames),
+        Some(ENHANCE_YOUR_CALM),
+        "{} frames",
+        frames.len()
+    );
+    let series = format!("ferry_http2_abuse_total{{kind=\"{metric_kind}\"}}");
+    assert_eq!(target.gw.metric(&series).await, 1.0);
     let verdict = healthy.stop().await;
     assert_healthy(&verdict, "control frame flood");
     target.survived(32 * MIB, verdict.requests);
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_settings_flood_leaves_memory_bounded() {
-    control_flood(f::SETTINGS).await;
+async fn a_settings_flood_ends_with_goaway_and_bounded_memory() {
+    control_flood(f::SETTINGS, "settings_flood").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_ping_flood_leaves_memory_bounded() {
-    control_flood(f::PING).await;
+async fn a_ping_flood_ends_with_goaway_and_bounded_memory() {
+    control_flood(f::PING, "ping_flood").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

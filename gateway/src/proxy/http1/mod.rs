@@ -188,6 +188,7 @@ impl Http1Proxy {
             // An HTTP/2 connection's streams are Pingora's: it is never reaped (its idle
             // timeout and stream limits bound it instead).
             if slot.begin() {
+                let io = downstream_io::watch_http2(io, &self.metrics.http2_abuse);
                 self.pingora.process_new(io, shutdown).await;
             }
             return;
@@ -243,6 +244,7 @@ impl Http1Proxy {
     async fn serve_http2(&self, conn: Conn, shutdown: &watch::Receiver<bool>) {
         match downstream_io::unread(conn.io, &conn.buf) {
             Some(io) => {
+                let io = downstream_io::watch_http2(io, &self.metrics.http2_abuse);
                 self.pingora.process_new(io, shutdown).await;
             }
             None => tracing::debug!("HTTP/2 preface on a connection that cannot replay it"),
