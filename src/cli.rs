@@ -243,6 +243,14 @@ pub struct InjectArgs {
         default_value = "IfNotPresent"
     )]
     pub pull_policy: String,
+    /// A flag for every injected `ferry sidecar`, e.g. `--sidecar-arg=--max-connections=5000`
+    /// (repeatable; checked at start).
+    #[arg(long = "sidecar-arg", allow_hyphen_values = true)]
+    pub sidecar_args: Vec<String>,
+    /// A flag for every `ferry gateway` the controller deploys per Gateway, e.g.
+    /// `--gateway-arg=--request-header-timeout=5s` (repeatable; checked at start).
+    #[arg(long = "gateway-arg", allow_hyphen_values = true)]
+    pub gateway_args: Vec<String>,
 }
 
 impl InjectArgs {
@@ -251,6 +259,7 @@ impl InjectArgs {
             image: self.image.clone(),
             pull_policy: self.pull_policy.clone(),
             controller: self.controller.clone(),
+            proxy_args: self.gateway_args.clone(),
         }
     }
 
@@ -258,8 +267,26 @@ impl InjectArgs {
         ferry_controller::inject::InjectConfig {
             image: self.image.clone(),
             controller: self.controller.clone(),
+            proxy_args: self.sidecar_args.clone(),
             ..Default::default()
         }
+    }
+
+    /// The extra proxy flags parse as `ferry sidecar` / `ferry gateway` would parse them: a
+    /// typo fails the controller's start, not every pod it injects or deploys.
+    pub fn check_proxy_args(&self) -> Result<(), String> {
+        let check = |command: &str, args: &[String]| {
+            let base = ["ferry", command, "--controller=controller:15012"];
+            let argv = base
+                .iter()
+                .map(|s| s.to_string())
+                .chain(args.iter().cloned());
+            Cli::try_parse_from(argv)
+                .map(|_| ())
+                .map_err(|e| format!("--{command}-arg {args:?}: {e}"))
+        };
+        check("sidecar", &self.sidecar_args)?;
+        check("gateway", &self.gateway_args)
     }
 }
 

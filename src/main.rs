@@ -87,6 +87,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             cli::Command::Controller(args) => {
+                args.inject.check_proxy_args().map_err(anyhow::Error::msg)?;
                 let webhook = webhook_config(&args)?;
                 let config = ferry_controller::cluster::ControllerConfig {
                     kubeconfig: args.kubeconfig,

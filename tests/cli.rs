@@ -189,3 +189,20 @@ spec:
       storage: true
       schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
 ";
+
+#[test]
+fn proxy_flags_for_sidecars_and_deployed_gateways_are_checked_when_the_controller_starts() {
+    let out = ferry(&["controller", "--sidecar-arg=--max-connections=lots"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--sidecar-arg") && err.contains("max-connections"),
+        "{err}"
+    );
+    let out = ferry(&["controller", "--gateway-arg=--no-such-flag"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--gateway-arg"),
+        "{err}"
+    );
+}

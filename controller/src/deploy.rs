@@ -31,6 +31,9 @@ pub struct DeployConfig {
     pub pull_policy: String,
     /// The controller's proxy port, as the proxies dial it (`host:port`).
     pub controller: String,
+    /// Flags added to every deployed `ferry gateway` (limits, cause detail...), checked by
+    /// the controller at start.
+    pub proxy_args: Vec<String>,
 }
 
 /// The objects one Gateway gets.
@@ -345,6 +348,20 @@ impl Deployed<'_> {
     /// As the chart's gateway: unprivileged, read-only root, binding the listeners' low ports
     /// through the pod's `ip_unprivileged_port_start` sysctl; the controller's roots and a
     /// token of audience `ferry` for the control channel.
+    /// `ferry gateway` for this Gateway, then the flags the chart adds.
+    fn gateway_args(&self, config: &DeployConfig) -> Vec<String> {
+        let mut args = vec![
+            "gateway".to_string(),
+            format!("--controller={}", config.controller),
+            format!("--scope={}/{}", self.namespace, self.gateway_name),
+            "--admin=127.0.0.1:15000".to_string(),
+            "--status=0.0.0.0:15020".to_string(),
+            format!("--workload-name={}", self.name),
+        ];
+        args.extend_from_slice(&config.proxy_args);
+        args
+    }
+
     fn pod(&self, config: &DeployConfig) -> Value {
         let ports: Vec<Value> = std::iter::once(json!({"name": "status", "containerPort": 15020}))
             .chain(
@@ -365,14 +382,7 @@ impl Deployed<'_> {
                 "name": "gateway",
                 "image": config.image,
                 "imagePullPolicy": config.pull_policy,
-                "args": [
-                    "gateway",
-                    format!("--controller={}", config.controller),
-                    format!("--scope={}/{}", self.namespace, self.gateway_name),
-                    "--admin=127.0.0.1:15000",
-                    "--status=0.0.0.0:15020",
-                    format!("--workload-name={}", self.name),
-                ],
+                "args": self.gateway_args(config),
                 "env": [
                     {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                     {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
@@ -476,6 +486,7 @@ mod tests {
             image: "ghcr.io/ferry-dev/ferry:0.1.0".into(),
             pull_policy: "IfNotPresent".into(),
             controller: "ferry-controller.ferry.svc:15012".into(),
+            proxy_args: vec!["--max-connections=1000".into()],
         }
     }
 
@@ -515,6 +526,11 @@ spec:
         assert_eq!(pod["serviceAccountName"], "web-ferry");
         let args = pod["containers"][0]["args"].as_array().unwrap();
         assert!(args.contains(&json!("--scope=infra/web")));
+        assert_eq!(
+            args.last(),
+            Some(&json!("--max-connections=1000")),
+            "the chart's extra flags come last"
+        );
         assert!(args.contains(&json!("--controller=ferry-controller.ferry.svc:15012")));
         let service = &kind(web, "Service")["spec"];
         assert_eq!(service["type"], "LoadBalancer");

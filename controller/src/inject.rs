@@ -22,6 +22,9 @@ pub struct InjectConfig {
     /// The controller's push address, as the sidecar dials it.
     pub controller: String,
     pub proxy_uid: u32,
+    /// Flags added to every injected `ferry sidecar` (limits, cause detail...), checked by
+    /// the controller at start.
+    pub proxy_args: Vec<String>,
 }
 
 impl Default for InjectConfig {
@@ -30,6 +33,7 @@ impl Default for InjectConfig {
             image: format!("ghcr.io/ferry-dev/ferry:{}", env!("CARGO_PKG_VERSION")),
             controller: "ferry-controller.ferry-system.svc:15012".into(),
             proxy_uid: 1337,
+            proxy_args: Vec::new(),
         }
     }
 }
@@ -247,6 +251,7 @@ fn proxy_container(config: &InjectConfig, identity: &[String]) -> Value {
         format!("--status=0.0.0.0:{STATUS_PORT}"),
     ];
     args.extend_from_slice(identity);
+    args.extend_from_slice(&config.proxy_args);
     let field = |path: &str| json!({"valueFrom": {"fieldRef": {"fieldPath": path}}});
     let mut pod_name = field("metadata.name");
     pod_name["name"] = json!("POD_NAME");

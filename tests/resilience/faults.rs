@@ -54,7 +54,7 @@ async fn stalled_tls_handshakes_are_cut_and_a_handshake_flood_is_served() {
                     .await;
             }
             let started = Instant::now();
-            closed_by_proxy(&mut stream, Duration::from_secs(5)).await;
+            closed_by_proxy(&mut stream, Duration::from_secs(10)).await;
             started.elapsed()
         }));
     }
@@ -74,8 +74,10 @@ async fn stalled_tls_handshakes_are_cut_and_a_handshake_flood_is_served() {
     }
     for task in stalled {
         let held = task.await.unwrap();
+        // Cut at the 1 s timeout; the margin is for a loaded CI machine running the
+        // other attacks at once (without the timeout it would be held to the 10 s wait).
         assert!(
-            held < Duration::from_secs(3),
+            held < Duration::from_secs(8),
             "a stalled handshake held {held:?}"
         );
     }
