@@ -6,7 +6,8 @@
 //! string, a key removed, a list item repeated) or as text. What must hold, whatever the
 //! input: no panic, no case over a second, and every rejection of an object names it.
 //! `FERRY_FUZZ_SECONDS=60 cargo test -p ferry-controller --lib fuzz` runs each target for that
-//! long instead of the default case count (CI does).
+//! long instead of the default case count (CI does); `FERRY_FUZZ_TRACE=FILE` writes each
+//! manifest case there before it runs, so a hang leaves the input that caused it.
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};

@@ -79,7 +79,7 @@ pub struct Slot {
     /// Ends the connection's task when it is reaped.
     abort: OnceLock<AbortHandle>,
     client: Option<IpAddr>,
-    admission: Option<Arc<Admission>>,
+    admission: Arc<Admission>,
 }
 
 impl Admission {
@@ -142,7 +142,7 @@ impl Admission {
             queued: AtomicBool::new(false),
             abort: OnceLock::new(),
             client: counted_client,
-            admission: Some(self.clone()),
+            admission: self.clone(),
         });
         self.queue_idle(&slot);
         Ok(slot)
@@ -214,17 +214,6 @@ impl Admission {
 }
 
 impl Slot {
-    /// A slot outside any admission (connections a test or a side path serves).
-    pub fn untracked() -> Arc<Slot> {
-        Arc::new(Slot {
-            state: AtomicU8::new(IDLE),
-            queued: AtomicBool::new(true),
-            abort: OnceLock::new(),
-            client: None,
-            admission: None,
-        })
-    }
-
     /// Where the connection's task can be ended when the slot is reaped.
     pub fn set_abort(&self, abort: AbortHandle) {
         if self.state.load(Ordering::Acquire) == REAPED {
@@ -258,17 +247,13 @@ impl Slot {
             .is_ok()
             && !self.queued.load(Ordering::Acquire)
         {
-            if let Some(admission) = &self.admission {
-                admission.queue_idle(self);
-            }
+            self.admission.queue_idle(self);
         }
     }
 
     /// The proxy is shedding load: keep-alive connections close after their response.
     pub fn shedding(&self) -> bool {
-        self.admission
-            .as_ref()
-            .is_some_and(|admission| admission.under_pressure())
+        self.admission.under_pressure()
     }
 
     fn reap(&self) -> bool {
@@ -287,14 +272,11 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let Some(admission) = &self.admission else {
-            return;
-        };
         if *self.state.get_mut() != REAPED {
-            admission.open.fetch_sub(1, Ordering::Relaxed);
+            self.admission.open.fetch_sub(1, Ordering::Relaxed);
         }
         if let Some(ip) = self.client {
-            admission.uncount_client(ip);
+            self.admission.uncount_client(ip);
         }
     }
 }
