@@ -18,7 +18,7 @@ out="$root/bench/results"
 mkdir -p "$out"
 
 need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
-need nginx nginx; need haproxy haproxy; need curl curl; need openssl openssl
+need nginx nginx; need haproxy haproxy; need curl curl; need openssl openssl; need python3 python3
 (cd "$root" && cargo build --release --quiet --bin ferry)
 ferry="$root/target/release/ferry"
 attack="$root/bench/attack.py"
