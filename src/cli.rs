@@ -537,18 +537,9 @@ fn parse_admin(text: &str) -> Result<SocketAddr, String> {
 
 /// A lifetime such as `24h`, `90m`, `60s` (at least a minute: renewals run at half of it).
 fn parse_lifetime(text: &str) -> Result<std::time::Duration, String> {
-    let (number, unit) = text.split_at(text.trim_end_matches(char::is_alphabetic).len());
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: a number and a unit (s, m, h)"))?;
-    let seconds = match unit {
-        "s" => number,
-        "m" => number * 60,
-        "h" => number * 3600,
-        _ => return Err(format!("{text:?}: unit must be s, m or h")),
-    };
-    if seconds < 60 {
+    let lifetime = crate::cli_limits::parse_duration(text)?;
+    if lifetime < std::time::Duration::from_secs(60) {
         return Err(format!("{text:?}: at least 60s"));
     }
-    Ok(std::time::Duration::from_secs(seconds))
+    Ok(lifetime)
 }

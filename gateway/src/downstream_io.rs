@@ -448,33 +448,31 @@ pub fn watch_http2(
     stream: pingora_core::protocols::Stream,
     abuse: &prometheus::IntCounterVec,
 ) -> pingora_core::protocols::Stream {
-    fn set<T: Transport>(io: &mut DownstreamIo<T>, abuse: &prometheus::IntCounterVec) {
-        io.h2 = Some(Box::new(H2Watch {
-            guard: H2Guard::default(),
-            abuse: abuse.clone(),
-            closing: false,
-        }));
+    fn watched<T: Transport>(
+        stream: pingora_core::protocols::Stream,
+        abuse: &prometheus::IntCounterVec,
+    ) -> pingora_core::protocols::Stream {
+        match stream.into_any().downcast::<DownstreamIo<T>>() {
+            Ok(mut io) => {
+                io.h2 = Some(Box::new(H2Watch {
+                    guard: H2Guard::default(),
+                    abuse: abuse.clone(),
+                    closing: false,
+                }));
+                io
+            }
+            Err(_) => unreachable!("checked with `is` first"),
+        }
     }
-    let stream = match stream.into_any().downcast::<DownstreamIo<PlainTcp>>() {
-        Ok(mut io) => {
-            set(&mut io, abuse);
-            return io;
-        }
-        Err(other) => other,
-    };
-    let stream = match stream.downcast::<DownstreamIo<TlsTransport>>() {
-        Ok(mut io) => {
-            set(&mut io, abuse);
-            return io;
-        }
-        Err(other) => other,
-    };
-    match stream.downcast::<DownstreamIo<L4Stream>>() {
-        Ok(mut io) => {
-            set(&mut io, abuse);
-            io
-        }
-        Err(_) => unreachable!("a downstream connection is a DownstreamIo"),
+    let any = stream.as_any();
+    if any.is::<DownstreamIo<PlainTcp>>() {
+        watched::<PlainTcp>(stream, abuse)
+    } else if any.is::<DownstreamIo<TlsTransport>>() {
+        watched::<TlsTransport>(stream, abuse)
+    } else if any.is::<DownstreamIo<L4Stream>>() {
+        watched::<L4Stream>(stream, abuse)
+    } else {
+        stream
     }
 }
 

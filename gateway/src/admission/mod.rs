@@ -216,11 +216,8 @@ impl Admission {
 impl Slot {
     /// Where the connection's task can be ended when the slot is reaped.
     pub fn set_abort(&self, abort: AbortHandle) {
-        if self.state.load(Ordering::Acquire) == REAPED {
-            abort.abort();
-        }
         let _ = self.abort.set(abort);
-        // Reaped between the check and the set: the reaper found no handle to abort.
+        // Reaped before the handle was set: the reaper found none to abort.
         if self.state.load(Ordering::Acquire) == REAPED {
             if let Some(abort) = self.abort.get() {
                 abort.abort();
