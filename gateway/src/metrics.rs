@@ -150,7 +150,7 @@ impl Metrics {
         }
         let request_body_too_large = IntCounter::new(
             "ferry_request_body_too_large_total",
-            "Requests refused with 413 for a body over --max-request-body-bytes",
+            "Requests refused with 413 for a body over --max-request-body",
         )
         .expect("valid metric");
         let http2_abuse = IntCounterVec::new(

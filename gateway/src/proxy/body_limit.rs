@@ -1,4 +1,4 @@
-//! `--max-request-body-bytes`: requests whose body is larger get 413 (RFC 9110 section 15.5.14),
+//! `--max-request-body`: requests whose body is larger get 413 (RFC 9110 section 15.5.14),
 //! before anything is forwarded when Content-Length says so, and as soon as the count passes
 //! the limit for bodies that arrive without one (chunked, HTTP/2 DATA).
 

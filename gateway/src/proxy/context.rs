@@ -47,7 +47,7 @@ pub struct RequestCtx {
     pub cors_origin: Option<String>,
     pub mirror: Option<PendingMirror>,
     pub mirror_body: BytesMut,
-    /// Request body bytes received so far (for `--max-request-body-bytes`).
+    /// Request body bytes received so far (for `--max-request-body`).
     pub body_bytes: u64,
     /// The full cause of a reply the proxy wrote with the code alone (for the access log).
     pub local_cause: Option<String>,

@@ -45,7 +45,7 @@ pub struct FerryProxy {
     inbound_port: Option<u16>,
     /// Mutual TLS to meshed endpoints.
     mesh: Arc<MeshClients>,
-    /// `--max-request-body-bytes`, if set.
+    /// `--max-request-body`, if set.
     body_limit: Option<u64>,
     /// Who is told the full cause of a reply the proxy writes itself.
     disclosure: Disclosure,

@@ -117,7 +117,7 @@ impl Http1Proxy {
         }
     }
 
-    /// A Content-Length over `--max-request-body-bytes`: 413 before anything is forwarded
+    /// A Content-Length over `--max-request-body`: 413 before anything is forwarded
     /// (chunked bodies are Pingora's path, which counts them as they arrive).
     fn oversized_body(&self, conn: &Conn) -> Option<Reply> {
         let limit = self.options.limits.body_limit()?;
