@@ -22,6 +22,24 @@ use crate::metrics::Metrics;
 use crate::proxy::http1::Http1Proxy;
 use crate::workers::Workers;
 
+/// The accept queue asked of the kernel, which caps it at `net.core.somaxconn` (4,096 on
+/// current kernels). A plain bind asks for 128: a burst of a few hundred connects while
+/// the accept loop is busy overflows that, and the kernel then drops the handshake's last
+/// ACK, so a client that waits for the server to speak first (TLS, a silent attacker)
+/// hangs until SYN-ACK retransmissions (1, 3, 7, 15 s) get it queued.
+const ACCEPT_BACKLOG: u32 = 65_535;
+
+/// A listening socket with that accept queue (and SO_REUSEADDR, as a plain bind has).
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
+
 /// The HTTP server of each worker thread.
 type Apps = Arc<[Arc<Http1Proxy>]>;
 
@@ -88,7 +106,7 @@ impl Listeners {
             .collect();
         for (port, tls) in new_ports {
             let port = *port;
-            match TcpListener::bind(SocketAddr::new(self.bind_ip, port)).await {
+            match listen(SocketAddr::new(self.bind_ip, port)) {
                 Ok(listener) => {
                     tracing::info!(port, tls = tls.is_some(), "listener bound");
                     let tls = Arc::new(ArcSwapOption::new(tls.clone()));
@@ -242,5 +260,34 @@ async fn serve_tls(
             app.count_timeout("tls_handshake");
             tracing::debug!("TLS handshake timed out");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listen;
+    use std::time::Duration;
+    use tokio::net::TcpStream;
+
+    /// A burst of connects while nobody accepts is queued whole and accepted at once later,
+    /// where a plain bind's 128 would leave the rest waiting for SYN-ACK retransmissions.
+    #[tokio::test]
+    async fn a_burst_of_connects_waits_in_the_accept_queue() {
+        const BURST: usize = 600;
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut clients = Vec::new();
+        for _ in 0..BURST {
+            // Past a full queue the kernel drops SYNs and connect waits on retransmissions.
+            let connect = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(address));
+            clients.push(connect.await.expect("queued").unwrap());
+        }
+        let mut accepted = 0;
+        while let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_millis(300), listener.accept()).await
+        {
+            accepted += 1;
+        }
+        assert_eq!(accepted, BURST);
     }
 }

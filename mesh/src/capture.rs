@@ -46,8 +46,8 @@ const SNIFF_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Binds both capture ports and serves them until the process ends.
 pub async fn serve(engine: Arc<Engine>, options: CaptureOptions) -> std::io::Result<()> {
-    let outbound = TcpListener::bind(options.outbound).await?;
-    let inbound = TcpListener::bind(options.inbound).await?;
+    let outbound = ferry_gateway::listeners::listen(options.outbound)?;
+    let inbound = ferry_gateway::listeners::listen(options.inbound)?;
     tracing::info!(outbound = %options.outbound, inbound = %options.inbound, "capture listeners bound");
     let registry_only = options.registry_only;
     let workload = Arc::new((options.namespace.clone(), options.labels.clone()));

@@ -100,7 +100,7 @@ impl PushState {
 
 /// Every proxy reconnects at once after a controller restart: the accept queue holds that
 /// herd (4,096, the kernel's somaxconn cap here) while TLS handshakes drain it, instead of
-/// the 1,024 of a plain bind whose overflow the proxies see as resets.
+/// the 128 of a plain bind whose overflow the proxies see as stalls and resets.
 const ACCEPT_BACKLOG: u32 = 4096;
 
 /// A listening socket for the push port (and the controller's other ports) with that queue.
