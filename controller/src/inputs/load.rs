@@ -256,10 +256,19 @@ fn decode<T: DeserializeOwned>(
                 kind: header.kind.clone(),
                 namespace: namespace_or_default(&header.namespace).to_string(),
                 name: header.name.clone(),
-                field: e.path().to_string(),
+                field: field_path(e.path()),
                 message: e.inner().to_string(),
             }))
         })
+}
+
+/// The path of a schema error; an error at the object's top level (a key with no name, as
+/// a YAML `?` without a key writes) has an empty path, which is named as such.
+fn field_path(path: &serde_path_to_error::Path) -> String {
+    match path.to_string().as_str() {
+        "" | "." => "(top level)".to_string(),
+        named => named.to_string(),
+    }
 }
 
 /// Manifests without a namespace land in `default`, as `kubectl apply` would put them.
@@ -280,5 +289,24 @@ fn namespace_or_default(namespace: &str) -> &str {
         "default"
     } else {
         namespace
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_manifests, LoadError};
+
+    /// Found by the manifest fuzz target: a YAML `?` with no key makes a nameless top-level
+    /// field, and the error still names the object and where the problem is.
+    #[test]
+    fn a_nameless_top_level_key_is_reported_at_the_top_level() {
+        let text = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  \
+                    name: web\n  namespace: shop\n?\n>\nspec: {}\n";
+        let Err(LoadError::Field(error)) = parse_manifests(text, "test") else {
+            panic!("the nameless key was not refused");
+        };
+        assert_eq!(error.field, "(top level)");
+        let message = error.to_string();
+        assert!(message.contains("Gateway shop/web"), "{message}");
     }
 }
