@@ -68,6 +68,8 @@ fn object_count(inputs: &Inputs) -> usize {
         + inputs.gateways.len()
         + inputs.http_routes.len()
         + inputs.grpc_routes.len()
+        + inputs.tls_routes.len()
+        + inputs.tcp_routes.len()
         + inputs.reference_grants.len()
         + inputs.istio_gateways.len()
         + inputs.virtual_services.len()

@@ -234,15 +234,21 @@ fn policy_ancestors(
     out
 }
 
-/// HTTPRoutes and GRPCRoutes (in their HTTPRoute form, which keeps parentRefs) with kinds.
+/// Every route kind in its HTTPRoute form (which keeps parentRefs and hostnames), with kinds.
 fn all_routes(inputs: &Inputs) -> Vec<(&'static str, HttpRoute)> {
+    use crate::translate::stream_route_as_http_route as stream;
     let http = inputs.http_routes.iter().map(|r| ("HTTPRoute", r.clone()));
     let grpc = inputs
         .grpc_routes
         .iter()
         .filter_map(|r| crate::translate::grpc_as_http_route(r).ok())
         .map(|r| ("GRPCRoute", r));
-    http.chain(grpc).collect()
+    let tls = inputs.tls_routes.iter().filter_map(|r| stream(r).ok());
+    let tcp = inputs.tcp_routes.iter().filter_map(|r| stream(r).ok());
+    let streams = tls
+        .map(|r| ("TLSRoute", r))
+        .chain(tcp.map(|r| ("TCPRoute", r)));
+    http.chain(grpc).chain(streams).collect()
 }
 
 fn push(out: &mut Vec<DesiredStatus>, object: Meta, uid: &Option<String>, status: Value) {
@@ -585,7 +591,7 @@ spec:
   gatewayClassName: ferry
   listeners:
   - {name: http, port: 8080, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}
-  - {name: tcp, port: 9000, protocol: TCP}
+  - {name: udp, port: 9000, protocol: UDP}
 ---
 apiVersion: v1
 kind: Service
@@ -635,9 +641,55 @@ spec:
         let http = &gateway["listeners"][0];
         assert_eq!(http["attachedRoutes"], 2);
         assert_eq!(http["conditions"][0]["status"], "True");
-        let tcp = &gateway["listeners"][1];
-        assert_eq!(tcp["conditions"][0]["reason"], "UnsupportedProtocol");
-        assert_eq!(tcp["attachedRoutes"], 0);
+        let udp = &gateway["listeners"][1];
+        assert_eq!(udp["conditions"][0]["reason"], "UnsupportedProtocol");
+        assert_eq!(udp["attachedRoutes"], 0);
+    }
+
+    #[test]
+    fn tls_and_tcp_listeners_take_their_own_route_kinds() {
+        let yaml = "
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: infra}
+spec:
+  gatewayClassName: ferry
+  listeners:
+  - {name: tls, port: 9443, protocol: TLS, tls: {mode: Passthrough}, allowedRoutes: {namespaces: {from: All}}}
+  - {name: tcp, port: 5432, protocol: TCP, allowedRoutes: {namespaces: {from: All}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: db, namespace: shop}
+spec:
+  parentRefs: [{name: edge, namespace: infra}]
+  hostnames: [db.example.com]
+  rules: [{backendRefs: [{name: db, port: 5432}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: pg, namespace: shop}
+spec:
+  parentRefs: [{name: edge, namespace: infra, sectionName: tcp}]
+  rules: [{backendRefs: [{name: db, port: 5432}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: shop}
+spec: {ports: [{port: 5432}]}
+";
+        let all = statuses(yaml);
+        let gateway = of(&all, "Gateway", "edge");
+        let kinds = |i: usize| gateway["listeners"][i]["supportedKinds"][0]["kind"].clone();
+        assert_eq!(kinds(0), "TLSRoute");
+        assert_eq!(kinds(1), "TCPRoute");
+        assert_eq!(gateway["listeners"][0]["attachedRoutes"], 1);
+        assert_eq!(gateway["listeners"][1]["attachedRoutes"], 1);
+        for (kind, name) in [("TLSRoute", "db"), ("TCPRoute", "pg")] {
+            let parent = &of(&all, kind, name)["parents"][0];
+            assert_eq!(parent["conditions"][0]["type"], "Accepted", "{kind}");
+            assert_eq!(parent["conditions"][0]["status"], "True", "{kind}: {parent}");
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! Pingora's HTTP proxy app, after a TLS handshake on HTTPS ports. A port's TLS settings
 //! (certificates) change in place for new connections.
 
-use arc_swap::ArcSwapOption;
+use arc_swap::ArcSwap;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::{GetSocketDigest, SocketDigest};
 use rustls::ServerConfig;
@@ -54,12 +54,22 @@ pub struct Listeners {
     active: Mutex<BTreeMap<u16, ActiveListener>>,
 }
 
-/// What each port should serve: `Some` terminates TLS with that configuration.
-pub type WantedPorts = BTreeMap<u16, Option<Arc<ServerConfig>>>;
+/// What each port should serve.
+pub type WantedPorts = BTreeMap<u16, PortService>;
+
+/// How a port serves its connections.
+#[derive(Clone)]
+pub struct PortService {
+    /// Terminate TLS with this configuration first.
+    pub tls: Option<Arc<ServerConfig>>,
+    /// Relay whole connections by the port's stream routes (TCP, TLS passthrough or TLS
+    /// terminated here) instead of serving HTTP.
+    pub stream: bool,
+}
 
 struct ActiveListener {
     task: JoinHandle<()>,
-    tls: Arc<ArcSwapOption<ServerConfig>>,
+    service: Arc<ArcSwap<PortService>>,
 }
 
 impl Listeners {
@@ -89,8 +99,8 @@ impl Listeners {
     pub async fn reconcile(&self, wanted: &WantedPorts) -> Vec<String> {
         let mut active = self.active.lock().await;
         active.retain(|port, listener| match wanted.get(port) {
-            Some(tls) => {
-                listener.tls.store(tls.clone());
+            Some(service) => {
+                listener.service.store(Arc::new(service.clone()));
                 true
             }
             None => {
@@ -104,15 +114,16 @@ impl Listeners {
             .iter()
             .filter(|(p, _)| !active.contains_key(p))
             .collect();
-        for (port, tls) in new_ports {
+        for (port, service) in new_ports {
             let port = *port;
             match listen(SocketAddr::new(self.bind_ip, port)) {
                 Ok(listener) => {
-                    tracing::info!(port, tls = tls.is_some(), "listener bound");
-                    let tls = Arc::new(ArcSwapOption::new(tls.clone()));
+                    let (tls, stream) = (service.tls.is_some(), service.stream);
+                    tracing::info!(port, tls, stream, "listener bound");
+                    let service = Arc::new(ArcSwap::from_pointee(service.clone()));
                     let task = tokio::spawn(accept_loop(
                         listener,
-                        tls.clone(),
+                        service.clone(),
                         AcceptContext {
                             apps: self.apps.clone(),
                             shutdown: self.shutdown.clone(),
@@ -121,7 +132,7 @@ impl Listeners {
                             admission: self.admission.clone(),
                         },
                     ));
-                    active.insert(port, ActiveListener { task, tls });
+                    active.insert(port, ActiveListener { task, service });
                 }
                 Err(e) => {
                     tracing::error!(port, "cannot bind listener: {e}");
@@ -153,15 +164,16 @@ struct AcceptContext {
 
 async fn accept_loop(
     listener: TcpListener,
-    tls: Arc<ArcSwapOption<ServerConfig>>,
+    service: Arc<ArcSwap<PortService>>,
     context: AcceptContext,
 ) {
-    let port = listener.local_addr().map_or(0, |a| a.port()).to_string();
-    let accepted = context.metrics.connections.with_label_values(&[&port]);
+    let port = listener.local_addr().map_or(0, |a| a.port());
+    let label = port.to_string();
+    let accepted = context.metrics.connections.with_label_values(&[&label]);
     let open = context
         .metrics
         .active_connections
-        .with_label_values(&[&port]);
+        .with_label_values(&[&label]);
     loop {
         match listener.accept().await {
             Ok((tcp, peer)) => {
@@ -174,10 +186,20 @@ async fn accept_loop(
                 let apps = context.apps.clone();
                 let shutdown = context.shutdown.clone();
                 let open = OpenConnection::count(&open);
-                let tls = tls.load_full();
+                let service = service.load_full();
                 let task_slot = slot.clone();
                 let task = context.workers.serve(tcp, move |worker, tcp| async move {
-                    serve_connection(tcp, tls, &apps[worker], &shutdown, &task_slot).await;
+                    let app = &apps[worker];
+                    let tls = service.tls.clone();
+                    if service.stream {
+                        // A relayed connection is busy for its whole life, never reaped as
+                        // idle (the handshake timeout bounds a silent one).
+                        if task_slot.begin() {
+                            crate::proxy::stream::serve(tcp, port, tls, app).await;
+                        }
+                    } else {
+                        serve_connection(tcp, tls, app, &shutdown, &task_slot).await;
+                    }
                     drop(open);
                 });
                 if let Some(task) = task {

@@ -140,12 +140,12 @@ impl Metrics {
         let downstream_timeouts = IntCounterVec::new(
             Opts::new(
                 "ferry_downstream_timeouts_total",
-                "Client connections closed for taking too long, by phase (tls_handshake, request_header, idle)",
+                "Client connections closed for taking too long, by phase (tls_handshake, request_header, idle; tcp_idle: a relayed TCP connection silent both ways)",
             ),
             &["phase"],
         )
         .expect("valid metric");
-        for phase in ["tls_handshake", "request_header", "idle"] {
+        for phase in ["tls_handshake", "request_header", "idle", "tcp_idle"] {
             downstream_timeouts.with_label_values(&[phase]);
         }
         let request_body_too_large = IntCounter::new(

@@ -14,6 +14,7 @@ mod meta;
 mod policy;
 pub mod push;
 mod snapshot;
+mod stream;
 mod tls;
 mod traffic;
 
@@ -25,6 +26,7 @@ pub use policy::{Filter, HeaderMods, Mirror, PathRewrite, Redirect, RedirectPort
 pub use snapshot::{
     Action, BackendTarget, Listener, Route, Snapshot, VirtualHost, WeightedBackend,
 };
+pub use stream::{StreamRoute, StreamRoutes};
 #[cfg(feature = "rustls")]
 pub use tls::certified_key;
 pub use tls::{

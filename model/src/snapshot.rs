@@ -36,9 +36,14 @@ pub struct Listener {
     /// Objects that asked for this port (Gateway listeners, Istio Gateway servers, Ingress).
     pub sources: Arc<[Meta]>,
     pub virtual_hosts: Arc<[VirtualHost]>,
-    /// Present when the listener terminates TLS (HTTPS); absent for plain HTTP.
+    /// Present when the listener terminates TLS (HTTPS, or TLS terminated before a stream
+    /// route); absent for plain HTTP, TCP and TLS passthrough.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ListenerTls>,
+    /// Present on a port that relays whole connections (TCP, TLS) instead of serving HTTP
+    /// requests; its `virtual_hosts` are then empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<crate::StreamRoutes>,
 }
 
 /// Routes for one hostname pattern on a listener.

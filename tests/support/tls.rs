@@ -135,7 +135,7 @@ pub async fn https_get(
 }
 
 /// A client trusting `ca_pem`, presenting `client` when given, offering `alpn`.
-fn client_config(
+pub fn client_config(
     ca_pem: &str,
     client: Option<&Leaf>,
     alpn: &[&str],
@@ -167,7 +167,7 @@ fn client_config(
 }
 
 /// A TLS session with 127.0.0.1:`port`, asking for `sni`.
-async fn connect(
+pub async fn connect(
     port: u16,
     sni: &str,
     config: rustls::ClientConfig,
@@ -333,4 +333,20 @@ pub async fn https_get_as(
         .await
         .map_err(|e| format!("request (the server may have refused the certificate): {e}"))?;
     reply_of(response).await
+}
+
+/// A rustls server configuration serving `leaf` (a test's own TLS backend).
+pub fn server_config(leaf: &Leaf) -> rustls::ServerConfig {
+    use rustls::pki_types::PrivateKeyDer;
+    let chain = CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap()
 }

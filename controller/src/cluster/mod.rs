@@ -28,6 +28,8 @@ const KINDS: &[(&str, &str)] = &[
     ("gateway.networking.k8s.io", "Gateway"),
     ("gateway.networking.k8s.io", "HTTPRoute"),
     ("gateway.networking.k8s.io", "GRPCRoute"),
+    ("gateway.networking.k8s.io", "TLSRoute"),
+    ("gateway.networking.k8s.io", "TCPRoute"),
     ("gateway.networking.k8s.io", "ReferenceGrant"),
     ("gateway.networking.k8s.io", "BackendTLSPolicy"),
     ("networking.istio.io", "Gateway"),
@@ -336,7 +338,7 @@ async fn installed_kinds(client: kube::Client) -> Result<Vec<ApiResource>, Contr
             None => tracing::warn!(group, kind, "API not installed; not watched"),
         }
     }
-    // Kinds of these groups that Ferry does not read (ServiceEntry, Sidecar, TLSRoute...) are
+    // Kinds of these groups that Ferry does not read (ServiceEntry, Sidecar, UDPRoute...) are
     // watched too, so each such object is reported on its status instead of ignored.
     for group in crate::inputs::READ_GROUPS {
         let Some(api_group) = discovery.get(group) else {

@@ -172,6 +172,12 @@ fn typed_object(
         ("gateway.networking.k8s.io", "GRPCRoute") => {
             Object::GrpcRoute(decode(value, header, origin)?)
         }
+        ("gateway.networking.k8s.io", "TLSRoute") => {
+            Object::TlsRoute(decode(value, header, origin)?)
+        }
+        ("gateway.networking.k8s.io", "TCPRoute") => {
+            Object::TcpRoute(decode(value, header, origin)?)
+        }
         ("gateway.networking.k8s.io", "ReferenceGrant") => {
             Object::ReferenceGrant(decode(value, header, origin)?)
         }
@@ -205,7 +211,7 @@ fn typed_object(
             Object::BackendTlsPolicy(decode(value, header, origin)?)
         }
         // A kind of an API group Ferry speaks that it does not read (ServiceEntry, Sidecar,
-        // TLSRoute...) is an error naming it, never skipped: it may restrict or secure
+        // UDPRoute...) is an error naming it, never skipped: it may restrict or secure
         // traffic that Ferry would otherwise serve without it.
         (group, kind) if READ_GROUPS.contains(&group) => {
             // A missing or non-text kind (found by the control-path fuzz target) is named as

@@ -11,7 +11,9 @@ use gateway_api::apis::standard::{
 };
 // HTTPRoute is read with the experimental-channel types (a superset) so `retry` is kept.
 use gateway_api::apis::experimental::httproutes::HttpRoute;
+use gateway_api::apis::experimental::tcproutes::TcpRoute;
 use gateway_api::apis::standard::backendtlspolicies::BackendTlsPolicy;
+use gateway_api::apis::standard::tlsroutes::TlsRoute;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
@@ -31,6 +33,8 @@ pub struct Inputs {
     pub gateways: Vec<Gateway>,
     pub http_routes: Vec<HttpRoute>,
     pub grpc_routes: Vec<GrpcRoute>,
+    pub tls_routes: Vec<TlsRoute>,
+    pub tcp_routes: Vec<TcpRoute>,
     pub reference_grants: Vec<ReferenceGrant>,
     pub istio_gateways: Vec<istio::Gateway>,
     pub virtual_services: Vec<istio::VirtualService>,
@@ -80,6 +84,8 @@ pub enum Object {
     Gateway(Box<Gateway>),
     HttpRoute(Box<HttpRoute>),
     GrpcRoute(Box<GrpcRoute>),
+    TlsRoute(Box<TlsRoute>),
+    TcpRoute(Box<TcpRoute>),
     ReferenceGrant(Box<ReferenceGrant>),
     IstioGateway(Box<istio::Gateway>),
     VirtualService(Box<istio::VirtualService>),
@@ -105,6 +111,8 @@ impl Inputs {
             Object::Gateway(o) => self.gateways.push(*o),
             Object::HttpRoute(o) => self.http_routes.push(*o),
             Object::GrpcRoute(o) => self.grpc_routes.push(*o),
+            Object::TlsRoute(o) => self.tls_routes.push(*o),
+            Object::TcpRoute(o) => self.tcp_routes.push(*o),
             Object::ReferenceGrant(o) => self.reference_grants.push(*o),
             Object::IstioGateway(o) => self.istio_gateways.push(*o),
             Object::VirtualService(o) => self.virtual_services.push(*o),
@@ -176,6 +184,8 @@ impl Inputs {
         out.gateways.retain(|o| keep("Gateway", &o.metadata));
         out.http_routes.retain(|o| keep("HTTPRoute", &o.metadata));
         out.grpc_routes.retain(|o| keep("GRPCRoute", &o.metadata));
+        out.tls_routes.retain(|o| keep("TLSRoute", &o.metadata));
+        out.tcp_routes.retain(|o| keep("TCPRoute", &o.metadata));
         out.istio_gateways
             .retain(|o| keep("Gateway.networking.istio.io", &o.metadata));
         out.virtual_services

@@ -32,6 +32,8 @@ pub use gateway_api::parent_label as route_parent_label;
 /// A GRPCRoute in its HTTPRoute form (the translator attaches it that way).
 pub use gateway_api::grpc::as_http_route as grpc_as_http_route;
 pub(crate) use gateway_api::served_class_names;
+/// A TLSRoute or TCPRoute in its HTTPRoute form (the translator attaches it that way).
+pub use gateway_api::stream::as_http_route as stream_route_as_http_route;
 pub(crate) use gateway_api::supported_kinds as listener_supported_kinds;
 pub(crate) use hosts::intersect_all as intersect_hostnames;
 use services::ServiceCatalog;

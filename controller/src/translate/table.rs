@@ -1,6 +1,8 @@
 //! Collecting routes per listener port and hostname, then ordering them by precedence.
 
-use ferry_model::{Listener, ListenerTls, Meta, Route, ServerCertificate, VirtualHost};
+use ferry_model::{
+    Listener, ListenerTls, Meta, Route, ServerCertificate, StreamRoute, StreamRoutes, VirtualHost,
+};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Sort key for routes sharing a virtual host; smaller sorts first and wins.
@@ -38,6 +40,25 @@ impl RouteOrder {
 pub enum PortProtocol {
     Http,
     Https,
+    /// TLS routed by server name and passed through undecrypted.
+    TlsPassthrough,
+    /// TLS terminated here, the connection's bytes then relayed.
+    TlsTerminate,
+    Tcp,
+}
+
+impl PortProtocol {
+    /// Ports that relay whole connections rather than serve HTTP requests.
+    pub fn is_stream(self) -> bool {
+        matches!(
+            self,
+            PortProtocol::TlsPassthrough | PortProtocol::TlsTerminate | PortProtocol::Tcp
+        )
+    }
+
+    fn terminates_tls(self) -> bool {
+        matches!(self, PortProtocol::Https | PortProtocol::TlsTerminate)
+    }
 }
 
 impl std::fmt::Display for PortProtocol {
@@ -45,6 +66,9 @@ impl std::fmt::Display for PortProtocol {
         f.write_str(match self {
             PortProtocol::Http => "HTTP",
             PortProtocol::Https => "HTTPS",
+            PortProtocol::TlsPassthrough => "TLS (passthrough)",
+            PortProtocol::TlsTerminate => "TLS (terminated)",
+            PortProtocol::Tcp => "TCP",
         })
     }
 }
@@ -56,6 +80,7 @@ struct PortEntry {
     certificates: Vec<ServerCertificate>,
     client_validation: Option<ferry_model::ClientValidation>,
     hosts: BTreeMap<String, Vec<(RouteOrder, Route)>>,
+    streams: Vec<(RouteOrder, StreamRoute)>,
 }
 
 #[derive(Default)]
@@ -143,6 +168,30 @@ impl RouteTable {
         entry.hosts.entry(host.to_ascii_lowercase()).or_default();
     }
 
+    /// Adds a connection-level route to a TCP or TLS port.
+    pub fn add_stream(&mut self, port: u16, order: RouteOrder, route: StreamRoute) {
+        let entry = self.ports.entry(port).or_default();
+        entry.streams.push((order, route));
+    }
+
+    /// Routes a TCP port holds beyond the one it forwards to (the oldest): (unused, used, port).
+    pub fn shadowed_tcp_routes(&self) -> Vec<(Meta, Meta, u16)> {
+        let mut out = Vec::new();
+        for (port, entry) in &self.ports {
+            if entry.protocol != Some(PortProtocol::Tcp) {
+                continue;
+            }
+            let mut routes: Vec<_> = entry.streams.iter().collect();
+            routes.sort_by(|a, b| a.0.cmp(&b.0));
+            let Some(((_, used), rest)) = routes.split_first() else {
+                continue;
+            };
+            let others = rest.iter().filter(|(_, r)| r.meta != used.meta);
+            out.extend(others.map(|(_, r)| (r.meta.clone(), used.meta.clone(), *port)));
+        }
+        out
+    }
+
     pub fn add(&mut self, port: u16, host: &str, order: RouteOrder, route: Route) {
         let entry = self.ports.entry(port).or_default();
         let routes = entry.hosts.entry(host.to_ascii_lowercase()).or_default();
@@ -167,17 +216,35 @@ impl RouteTable {
     pub fn into_listeners(self) -> Vec<Listener> {
         self.ports
             .into_iter()
-            .map(|(port, entry)| Listener {
-                name: format!("port-{port}").into(),
-                port,
-                sources: entry.sources.into_iter().collect(),
-                virtual_hosts: entry.hosts.into_iter().map(virtual_host).collect(),
-                tls: (entry.protocol == Some(PortProtocol::Https)).then(|| ListenerTls {
-                    certificates: entry.certificates.into(),
-                    client_validation: entry.client_validation,
-                }),
+            .map(|(port, entry)| {
+                let protocol = entry.protocol.unwrap_or(PortProtocol::Http);
+                Listener {
+                    name: format!("port-{port}").into(),
+                    port,
+                    sources: entry.sources.into_iter().collect(),
+                    virtual_hosts: entry.hosts.into_iter().map(virtual_host).collect(),
+                    tls: protocol.terminates_tls().then(|| ListenerTls {
+                        certificates: entry.certificates.into(),
+                        client_validation: entry.client_validation,
+                    }),
+                    stream: protocol
+                        .is_stream()
+                        .then(|| stream_routes(protocol, entry.streams)),
+                }
             })
             .collect()
+    }
+}
+
+/// A TCP port takes its oldest route; TLS ports choose by server name among all of them.
+fn stream_routes(
+    protocol: PortProtocol,
+    mut routes: Vec<(RouteOrder, StreamRoute)>,
+) -> StreamRoutes {
+    routes.sort_by(|a, b| a.0.cmp(&b.0));
+    StreamRoutes {
+        by_server_name: protocol != PortProtocol::Tcp,
+        routes: routes.into_iter().map(|(_, r)| r).collect(),
     }
 }
 

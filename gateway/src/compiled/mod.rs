@@ -12,7 +12,7 @@ use std::sync::Arc;
 pub use matcher::{CompiledMatch, RequestView};
 use path_index::PathIndex;
 
-use crate::listeners::WantedPorts;
+use crate::listeners::{PortService, WantedPorts};
 use crate::upstream::ClusterState;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,8 @@ struct CompiledTls {
 
 struct CompiledListener {
     tls: Option<CompiledTls>,
+    /// Connection-level routes (TCP and TLS ports); such a port has no virtual hosts.
+    stream: Option<ferry_model::StreamRoutes>,
     exact: HashMap<Str, usize>,
     /// (suffix including the leading dot, vhost index), longest suffix first.
     wildcards: Vec<(Str, usize)>,
@@ -116,12 +118,23 @@ impl CompiledSnapshot {
         })
     }
 
-    /// Every listener port with its TLS configuration (None: plain HTTP).
+    /// Every listener port with its TLS configuration and whether it relays connections.
     pub fn ports(&self) -> WantedPorts {
         self.listeners
             .iter()
-            .map(|(port, l)| (*port, l.tls.as_ref().map(|t| t.config.clone())))
+            .map(|(port, l)| {
+                let service = PortService {
+                    tls: l.tls.as_ref().map(|t| t.config.clone()),
+                    stream: l.stream.is_some(),
+                };
+                (*port, service)
+            })
             .collect()
+    }
+
+    /// The connection-level routes of `port`, when it is a TCP or TLS port.
+    pub fn stream_routes(&self, port: u16) -> Option<&ferry_model::StreamRoutes> {
+        self.listeners.get(&port)?.stream.as_ref()
     }
 
     /// Whether the listener on `port` has a virtual host for `host`.
@@ -215,6 +228,7 @@ fn compile_tls(
 fn compile_listener(listener: &ferry_model::Listener) -> Result<CompiledListener, CompileError> {
     let mut compiled = CompiledListener {
         tls: None,
+        stream: listener.stream.clone(),
         exact: HashMap::new(),
         wildcards: Vec::new(),
         catch_all: None,

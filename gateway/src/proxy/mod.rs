@@ -18,12 +18,13 @@ pub mod http1;
 pub(crate) mod jwt;
 mod mesh_peer;
 pub mod mirror;
-mod observe;
+pub(crate) mod observe;
 mod pingora;
 mod pingora_request;
 mod policy;
 mod request_series;
 mod respond;
+pub(crate) mod stream;
 mod tries;
 
 pub use context::RequestCtx;

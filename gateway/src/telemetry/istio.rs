@@ -48,6 +48,33 @@ const LABELS: [&str; 25] = [
     "connection_security_policy",
 ];
 
+/// Istio's TCP metrics carry the request labels without the response code and gRPC status.
+const TCP_LABELS: [&str; 23] = [
+    "reporter",
+    "source_workload",
+    "source_canonical_service",
+    "source_canonical_revision",
+    "source_workload_namespace",
+    "source_principal",
+    "source_app",
+    "source_version",
+    "source_cluster",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_app",
+    "destination_version",
+    "destination_service",
+    "destination_canonical_service",
+    "destination_canonical_revision",
+    "destination_service_name",
+    "destination_service_namespace",
+    "destination_cluster",
+    "request_protocol",
+    "response_flags",
+    "connection_security_policy",
+];
+
 pub const UNKNOWN: &str = "unknown";
 
 /// Who this proxy is, for the `source_*` labels (a gateway reports as the source of the
@@ -106,6 +133,55 @@ struct Series {
     response_bytes: Histogram,
 }
 
+/// The TCP series of one label set: connections opened and closed, bytes each way.
+pub struct TcpSeries {
+    pub opened: IntCounter,
+    pub closed: IntCounter,
+    /// Backend to client.
+    pub sent: IntCounter,
+    /// Client to backend.
+    pub received: IntCounter,
+}
+
+/// Istio's four TCP counters.
+struct TcpMetrics {
+    opened: IntCounterVec,
+    closed: IntCounterVec,
+    sent: IntCounterVec,
+    received: IntCounterVec,
+}
+
+impl TcpMetrics {
+    fn new(registry: &Registry) -> Self {
+        let counter = |name: &str, help: &str| {
+            let counter =
+                IntCounterVec::new(Opts::new(name, help), &TCP_LABELS).expect("valid metric");
+            registry
+                .register(Box::new(counter.clone()))
+                .expect("unique metric names");
+            counter
+        };
+        TcpMetrics {
+            opened: counter(
+                "istio_tcp_connections_opened_total",
+                "TCP connections opened",
+            ),
+            closed: counter(
+                "istio_tcp_connections_closed_total",
+                "TCP connections closed",
+            ),
+            sent: counter(
+                "istio_tcp_sent_bytes_total",
+                "Bytes sent to the client on TCP connections (the response side)",
+            ),
+            received: counter(
+                "istio_tcp_received_bytes_total",
+                "Bytes received from the client on TCP connections (the request side)",
+            ),
+        }
+    }
+}
+
 pub struct IstioMetrics {
     identity: ProxyIdentity,
     /// This proxy's workload certificate: its SPIFFE ID is the local principal of every
@@ -122,6 +198,8 @@ pub struct IstioMetrics {
     /// requests reuse a label set seen before. Keys are hashed with a fast non-SipHash
     /// hasher: they come from configuration and status codes, not from clients.
     series: RwLock<HashMap<RequestLabels, Arc<Series>, foldhash::fast::RandomState>>,
+    tcp: TcpMetrics,
+    tcp_series: RwLock<HashMap<RequestLabels, Arc<TcpSeries>, foldhash::fast::RandomState>>,
 }
 
 impl IstioMetrics {
@@ -153,6 +231,8 @@ impl IstioMetrics {
             request_bytes: histogram("istio_request_bytes", "HTTP request body sizes in bytes"),
             response_bytes: histogram("istio_response_bytes", "HTTP response body sizes in bytes"),
             series: RwLock::new(HashMap::default()),
+            tcp: TcpMetrics::new(registry),
+            tcp_series: RwLock::new(HashMap::default()),
         };
         for collector in [
             Box::new(metrics.requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -172,10 +252,7 @@ impl IstioMetrics {
         request_bytes: u64,
         response_bytes: u64,
     ) {
-        let generation = self.workload.generation();
-        if self.series_generation.swap(generation, Ordering::AcqRel) != generation {
-            self.series.write().expect("series lock").clear();
-        }
+        self.refresh_generation();
         let series = self.series_for(labels);
         series.requests.inc();
         series.duration_ms.observe(duration_ms);
@@ -196,6 +273,44 @@ impl IstioMetrics {
             response_bytes: self.response_bytes.with_label_values(&values),
         });
         self.series
+            .write()
+            .expect("series lock")
+            .entry(labels)
+            .or_insert(series)
+            .clone()
+    }
+
+    /// A new workload certificate changes the local principal of every series: the cached
+    /// ones are dropped once, by whoever notices first.
+    fn refresh_generation(&self) {
+        let generation = self.workload.generation();
+        if self.series_generation.swap(generation, Ordering::AcqRel) != generation {
+            self.series.write().expect("series lock").clear();
+            self.tcp_series.write().expect("series lock").clear();
+        }
+    }
+
+    /// The TCP series for a connection's labels (response code and gRPC status unused).
+    pub fn tcp_series(&self, labels: RequestLabels) -> Arc<TcpSeries> {
+        self.refresh_generation();
+        if let Some(series) = self.tcp_series.read().expect("series lock").get(&labels) {
+            return series.clone();
+        }
+        let values = self.label_values(&labels);
+        // Drop response_code and grpc_response_status; the protocol is tcp.
+        let values: Vec<&str> = values
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !matches!(i, 21 | 22))
+            .map(|(i, v)| if i == 20 { "tcp" } else { v.as_str() })
+            .collect();
+        let series = Arc::new(TcpSeries {
+            opened: self.tcp.opened.with_label_values(&values),
+            closed: self.tcp.closed.with_label_values(&values),
+            sent: self.tcp.sent.with_label_values(&values),
+            received: self.tcp.received.with_label_values(&values),
+        });
+        self.tcp_series
             .write()
             .expect("series lock")
             .entry(labels)

@@ -22,6 +22,10 @@ pub struct Admission {
     _request: Option<OwnedSemaphorePermit>,
 }
 
+/// Every connection slot of the cluster is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AtCapacity;
+
 /// Which limit refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Overflow {
@@ -48,6 +52,19 @@ impl Breaker {
                 .map(|n| (Arc::new(Semaphore::new(n as usize)), n)),
             max_pending: limits.max_pending_requests,
             pending: AtomicU32::new(0),
+        }
+    }
+
+    /// A connection slot for a relayed TCP connection, now or never: over `maxConnections`
+    /// a TCP connection is refused (overflow), as Envoy's TCP proxy does, rather than queued.
+    pub fn connection_slot_now(&self) -> Result<Option<OwnedSemaphorePermit>, AtCapacity> {
+        match &self.connections {
+            None => Ok(None),
+            Some(slots) => slots
+                .clone()
+                .try_acquire_owned()
+                .map(Some)
+                .map_err(|_| AtCapacity),
         }
     }
 

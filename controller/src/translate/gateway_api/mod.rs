@@ -7,6 +7,7 @@ pub mod grpc;
 pub(crate) mod mesh;
 mod not_applied;
 mod rules;
+pub mod stream;
 
 use ferry_model::{Meta, ServerCertificate, Str};
 use gateway_api::apis::experimental::httproutes::{HttpRoute, HttpRouteParentRefs};
@@ -57,6 +58,28 @@ pub(crate) fn translate(cx: &mut Context<'_>) {
             }
         }
     }
+    let tls = cx
+        .inputs
+        .tls_routes
+        .iter()
+        .map(|r| ("TLSRoute", &r.metadata, stream::tls_as_http_route(r)));
+    let tcp = cx
+        .inputs
+        .tcp_routes
+        .iter()
+        .map(|r| ("TCPRoute", &r.metadata, stream::tcp_as_http_route(r)));
+    let connection_routes: Vec<_> = tls.chain(tcp).collect();
+    for (kind, metadata, route) in connection_routes {
+        match route {
+            Ok(http) => attach_route(cx, &served, &http, kind),
+            Err(message) => {
+                let meta = meta_of(kind, metadata);
+                let condition = Condition::error("Accepted", "UnsupportedValue", message);
+                cx.reports.push(&meta, condition.field("spec"));
+            }
+        }
+    }
+    stream::report_shadowed_tcp_routes(cx);
 }
 
 /// What this proxy serves of the Gateway API: class names and usable listeners.
@@ -220,16 +243,20 @@ fn program_listener(
         .map_err(|_| Condition::warn("Accepted", "UnsupportedValue", "port out of range"))?;
     conflict_with_earlier(listener, earlier)?;
     let (certificates, validation) = match protocol {
-        PortProtocol::Http => (Vec::new(), None),
+        PortProtocol::Http | PortProtocol::TlsPassthrough | PortProtocol::Tcp => (Vec::new(), None),
         PortProtocol::Https => (
             listener_certificates(cx, gateway, listener, field)?,
             frontend_validation(cx, gateway, port)?,
         ),
+        PortProtocol::TlsTerminate => (listener_certificates(cx, gateway, listener, field)?, None),
     };
     cx.table
         .listener(port, gateway, protocol)
         .map_err(|message| Condition::warn("Conflicted", "ProtocolConflict", message))?;
-    if let Some(hostname) = listener.hostname.as_deref().filter(|h| !h.is_empty()) {
+    // An HTTP listener's hostname owns its requests (see RouteTable::host); a TLS listener's
+    // narrows its routes' server names instead, and a TCP listener has none.
+    let hostname = listener.hostname.as_deref().filter(|h| !h.is_empty());
+    if let Some(hostname) = hostname.filter(|_| !protocol.is_stream()) {
         cx.table.host(port, hostname);
     }
     for certificate in certificates {
@@ -261,13 +288,24 @@ fn frontend_validation(
 }
 
 fn listener_protocol(listener: &GatewayListeners, field: &str) -> Result<PortProtocol, Condition> {
+    let mode = listener.tls.as_ref().and_then(|t| t.mode.as_ref());
     match listener.protocol.as_str() {
         "HTTP" => Ok(PortProtocol::Http),
+        "HTTPS" if mode == Some(&TlsMode::Passthrough) => Err(Condition::warn(
+            "Accepted",
+            "UnsupportedValue",
+            "an HTTPS listener terminates TLS; for Passthrough use protocol TLS with TLSRoutes",
+        )
+        .field(format!("{field}.tls.mode"))),
         "HTTPS" => Ok(PortProtocol::Https),
+        "TLS" if mode == Some(&TlsMode::Passthrough) => Ok(PortProtocol::TlsPassthrough),
+        // The spec's default mode is Terminate.
+        "TLS" => Ok(PortProtocol::TlsTerminate),
+        "TCP" => Ok(PortProtocol::Tcp),
         other => Err(Condition::warn(
             "Accepted",
             "UnsupportedProtocol",
-            format!("protocol {other} is not supported yet (HTTP and HTTPS only)"),
+            format!("protocol {other} is not supported (HTTP, HTTPS, TLS and TCP are)"),
         )
         .field(format!("{field}.protocol"))),
     }
@@ -311,14 +349,6 @@ fn listener_certificates(
     field: &str,
 ) -> Result<Vec<ServerCertificate>, Condition> {
     let tls = listener.tls.as_ref();
-    if tls.and_then(|t| t.mode.as_ref()) == Some(&TlsMode::Passthrough) {
-        return Err(Condition::warn(
-            "Accepted",
-            "UnsupportedValue",
-            "TLS mode Passthrough needs TLSRoute, which Ferry does not serve yet; use Terminate",
-        )
-        .field(format!("{field}.tls.mode")));
-    }
     let refs = tls
         .and_then(|t| t.certificate_refs.as_deref())
         .unwrap_or_default();
@@ -326,7 +356,10 @@ fn listener_certificates(
         return Err(Condition::warn(
             "ResolvedRefs",
             "InvalidCertificateRef",
-            "an HTTPS listener needs tls.certificateRefs",
+            format!(
+                "a {} listener terminating TLS needs tls.certificateRefs",
+                listener.protocol
+            ),
         )
         .field(format!("{field}.tls.certificateRefs")));
     }
@@ -382,7 +415,10 @@ fn certificate_ref(
 /// Attaches an HTTPRoute (or a GRPCRoute in its HTTPRoute form; `kind` says which).
 fn attach_route(cx: &mut Context<'_>, served: &Served<'_>, route: &HttpRoute, kind: &str) {
     let meta = meta_of(kind, &route.metadata);
-    let rules = rules::compile(cx, route, &meta);
+    let rules = RouteRules::compile(cx, route, &meta);
+    if matches!(kind, "TLSRoute" | "TCPRoute") {
+        stream::report_service_parents(cx, route, &meta);
+    }
     let hostnames = route.spec.hostnames.clone().unwrap_or_default();
     for (index, parent) in route.spec.parent_refs.iter().flatten().enumerate() {
         if !is_gateway_ref(parent) {
@@ -403,14 +439,14 @@ fn attach_route(cx: &mut Context<'_>, served: &Served<'_>, route: &HttpRoute, ki
         let condition = match outcome {
             Ok(targets) => {
                 let served = isolated(&ours, targets);
-                add_routes(cx, &served, &rules, &meta, route);
+                rules.add(cx, &served, &meta, route);
                 Condition::ok("Accepted", "Accepted", "attached to the Gateway")
             }
             Err((reason, message)) => Condition::warn("Accepted", reason, message).field(field),
         };
         cx.reports
             .push(&meta, condition.parent(parent_name.clone()));
-        report_refs(cx, &meta, &rules, &parent_name);
+        report_refs(cx, &meta, rules.ref_failure(), &parent_name);
     }
 }
 
@@ -530,17 +566,23 @@ fn attach_to_parent<'a>(
 
 fn route_allowed(cx: &Context<'_>, l: &GatewayListener<'_>, route: &Meta) -> bool {
     let allowed = l.listener.allowed_routes.as_ref();
-    kind_allowed(allowed, &route.kind)
+    supported_kinds(l.listener).contains(&&*route.kind)
         && namespace_allowed(cx, allowed, &l.gateway.namespace, &route.namespace)
 }
 
-/// The route kinds an HTTP or HTTPS listener serves.
-const ROUTE_KINDS: &[&str] = &["HTTPRoute", "GRPCRoute"];
+/// The route kinds a listener of this protocol serves.
+fn route_kinds(listener: &GatewayListeners) -> &'static [&'static str] {
+    match listener.protocol.as_str() {
+        "TLS" => &["TLSRoute"],
+        "TCP" => &["TCPRoute"],
+        _ => &["HTTPRoute", "GRPCRoute"],
+    }
+}
 
 /// The kinds of `allowedRoutes.kinds` Ferry serves on this listener (all it serves when the
 /// field is absent): the listener's `supportedKinds`.
 pub(crate) fn supported_kinds(listener: &GatewayListeners) -> Vec<&'static str> {
-    ROUTE_KINDS
+    route_kinds(listener)
         .iter()
         .copied()
         .filter(|kind| kind_allowed(listener.allowed_routes.as_ref(), kind))
@@ -559,11 +601,12 @@ fn report_invalid_route_kinds(
         .allowed_routes
         .as_ref()
         .and_then(|a| a.kinds.as_ref());
+    let served = route_kinds(listener);
     let invalid: Vec<String> = kinds
         .into_iter()
         .flatten()
         .filter(|k| {
-            k.group.as_deref().unwrap_or(GROUP) != GROUP || !ROUTE_KINDS.contains(&k.kind.as_str())
+            k.group.as_deref().unwrap_or(GROUP) != GROUP || !served.contains(&k.kind.as_str())
         })
         .map(|k| format!("{}/{}", k.group.as_deref().unwrap_or(GROUP), k.kind))
         .collect();
@@ -571,9 +614,10 @@ fn report_invalid_route_kinds(
         return;
     }
     let message = format!(
-        "route kinds not served on an HTTP listener: {} (served: {})",
+        "route kinds not served on {} listener: {} (served: {})",
+        with_article(&listener.protocol),
         invalid.join(", "),
-        ROUTE_KINDS.join(", ")
+        served.join(", ")
     );
     let condition = Condition::warn("ResolvedRefs", "InvalidRouteKinds", message)
         .field(format!("{field}.allowedRoutes.kinds"))
@@ -581,7 +625,13 @@ fn report_invalid_route_kinds(
     cx.reports.push(gateway, condition);
 }
 
-/// An HTTP listener takes HTTPRoutes and GRPCRoutes unless `allowedRoutes.kinds` narrows it.
+/// "an HTTP", "an HTTPS", "a TLS", "a TCP".
+fn with_article(protocol: &str) -> String {
+    let article = if protocol.starts_with('H') { "an" } else { "a" };
+    format!("{article} {protocol}")
+}
+
+/// A listener takes the kinds of its protocol unless `allowedRoutes.kinds` narrows them.
 fn kind_allowed(allowed: Option<&GatewayListenersAllowedRoutes>, kind: &str) -> bool {
     match allowed.and_then(|a| a.kinds.as_ref()) {
         Some(kinds) if !kinds.is_empty() => kinds
@@ -642,9 +692,43 @@ fn add_routes(
     }
 }
 
+/// What a route becomes: HTTP rules (HTTPRoute, GRPCRoute) or one connection route's
+/// backends (TLSRoute, TCPRoute).
+enum RouteRules {
+    Http(Vec<CompiledRule>),
+    Stream(stream::StreamRules),
+}
+
+impl RouteRules {
+    fn compile(cx: &mut Context<'_>, route: &HttpRoute, meta: &Meta) -> Self {
+        match &*meta.kind {
+            "TLSRoute" | "TCPRoute" => RouteRules::Stream(stream::compile(cx, route, meta)),
+            _ => RouteRules::Http(rules::compile(cx, route, meta)),
+        }
+    }
+
+    fn add(&self, cx: &mut Context<'_>, targets: &[(u16, String)], meta: &Meta, route: &HttpRoute) {
+        match self {
+            RouteRules::Http(rules) => add_routes(cx, targets, rules, meta, route),
+            RouteRules::Stream(rules) => rules.add(cx, targets, meta, route),
+        }
+    }
+
+    fn ref_failure(&self) -> Option<(&'static str, String)> {
+        match self {
+            RouteRules::Http(rules) => rules.iter().find_map(|r| r.ref_failure.clone()),
+            RouteRules::Stream(rules) => rules.ref_failure.clone(),
+        }
+    }
+}
+
 /// ResolvedRefs for a parent: false with the first unresolved reference's reason.
-fn report_refs(cx: &mut Context<'_>, meta: &Meta, rules: &[CompiledRule], parent: &str) {
-    let failure = rules.iter().find_map(|r| r.ref_failure.clone());
+fn report_refs(
+    cx: &mut Context<'_>,
+    meta: &Meta,
+    failure: Option<(&'static str, String)>,
+    parent: &str,
+) {
     let condition = match failure {
         Some((reason, message)) => Condition::warn("ResolvedRefs", reason, message),
         None => Condition::ok("ResolvedRefs", "ResolvedRefs", "all references resolved"),

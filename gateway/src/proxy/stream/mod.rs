@@ -1,0 +1,112 @@
+//! Connection-level listeners: TCP (a port to weighted backends), TLS passed through by
+//! server name (the ClientHello is read, not answered), and TLS terminated here with the
+//! connection's bytes then forwarded as TCP. One route is chosen per connection.
+
+mod connect;
+pub mod hello;
+mod record;
+pub mod relay;
+
+use ferry_model::{StreamRoute, StreamRoutes};
+use rustls::ServerConfig;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::http1::Http1Proxy;
+use crate::compiled::CompiledSnapshot;
+use connect::{Backend, Refusal};
+use record::Connection;
+
+/// How long a relayed connection may stay silent both ways (Envoy's TCP proxy default is
+/// one hour; Istio's `tcpKeepalive` keeps longer ones alive at the socket level).
+const DEFAULT_IDLE: Duration = Duration::from_secs(3600);
+
+/// Serves one accepted connection of a connection-level port.
+pub(crate) async fn serve(
+    mut tcp: TcpStream,
+    port: u16,
+    tls: Option<Arc<ServerConfig>>,
+    app: &Http1Proxy,
+) {
+    let Some(snapshot) = app.store.load() else {
+        return;
+    };
+    let Some(routes) = snapshot.stream_routes(port) else {
+        return; // the port changed kind since the connection was accepted
+    };
+    let mut connection = Connection::new(&tcp, SystemTime::now());
+    let handshake_limit = app.limits().timeouts.tls_handshake;
+    match tls {
+        Some(config) => {
+            let accept = tokio_rustls::TlsAcceptor::from(config).accept(tcp);
+            let session = match tokio::time::timeout(handshake_limit, accept).await {
+                Ok(Ok(session)) => session,
+                Ok(Err(e)) => return tracing::debug!(port, "TLS handshake failed: {e}"),
+                Err(_) => return app.count_timeout("tls_handshake"),
+            };
+            connection.server_name = session.get_ref().1.server_name().map(str::to_owned);
+            forward(app, &snapshot, routes, session, &[], connection).await;
+        }
+        None if routes.by_server_name => {
+            let hello = match tokio::time::timeout(handshake_limit, hello::read(&mut tcp)).await {
+                Ok(Ok(hello)) => hello,
+                Ok(Err(e)) => return tracing::debug!(port, "passthrough: {e}"),
+                Err(_) => return app.count_timeout("tls_handshake"),
+            };
+            connection.server_name = hello.server_name;
+            forward(app, &snapshot, routes, tcp, &hello.bytes, connection).await;
+        }
+        None => forward(app, &snapshot, routes, tcp, &[], connection).await,
+    }
+}
+
+/// Picks the route and a backend, sends what was read already, then relays both ways.
+async fn forward<C>(
+    app: &Http1Proxy,
+    snapshot: &CompiledSnapshot,
+    routes: &StreamRoutes,
+    client: C,
+    already_read: &[u8],
+    mut connection: Connection,
+) where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let started = Instant::now();
+    let route = routes.route_for(connection.server_name.as_deref());
+    connection.route = route.map(|r| r.name.clone());
+    let Some(route) = route else {
+        return connection.refused(app, Refusal::NoRoute, started);
+    };
+    let mut backend = match connect::backend(snapshot, route).await {
+        Ok(backend) => backend,
+        Err((refusal, cluster)) => {
+            connection.cluster = cluster;
+            return connection.refused(app, refusal, started);
+        }
+    };
+    connection.upstream(&backend);
+    if backend.stream.write_all(already_read).await.is_err() {
+        return connection.refused(app, Refusal::ConnectFailure, started);
+    }
+    let series = connection.opened(app);
+    let idle = idle_timeout(route, &backend);
+    let totals = relay::relay(client, &mut backend.stream, idle, &series.counters()).await;
+    connection.closed(app, &series, totals, already_read.len() as u64, started);
+    // Dropping `backend` frees the cluster's connection slot and in-flight count.
+}
+
+/// The cluster's idle timeout (DestinationRule `connectionPool.tcp.idleTimeout`... via
+/// `ClusterPolicy::idle_timeout_ms`), else an hour.
+fn idle_timeout(_route: &StreamRoute, backend: &Backend) -> Duration {
+    backend
+        .idle_timeout_ms
+        .map_or(DEFAULT_IDLE, Duration::from_millis)
+}
+
+/// A connection's two ends, for the log.
+pub(crate) fn addresses(tcp: &TcpStream) -> (Option<SocketAddr>, Option<SocketAddr>) {
+    (tcp.peer_addr().ok(), tcp.local_addr().ok())
+}

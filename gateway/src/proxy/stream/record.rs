@@ -1,0 +1,149 @@
+//! What a relayed connection reports: Istio's TCP metrics (opened, closed, bytes each way)
+//! and one access-log line when it ends.
+
+use ferry_model::Str;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use tokio::net::TcpStream;
+
+use super::connect::{Backend, Refusal};
+use super::relay::{Counters, Ending, Totals};
+use crate::compiled::CompiledCluster;
+use crate::proxy::http1::Http1Proxy;
+use crate::telemetry::access_log::Entry;
+use crate::telemetry::istio::TcpSeries;
+use crate::telemetry::RequestLabels;
+
+/// Facts about one connection, filled in as it is routed.
+pub struct Connection {
+    started_at: SystemTime,
+    client: Option<SocketAddr>,
+    local: Option<SocketAddr>,
+    pub server_name: Option<String>,
+    pub route: Option<Str>,
+    pub cluster: Option<Arc<CompiledCluster>>,
+    upstream: Option<SocketAddr>,
+    endpoint_workload: Option<Arc<ferry_model::Workload>>,
+}
+
+impl Connection {
+    pub fn new(tcp: &TcpStream, started_at: SystemTime) -> Self {
+        let (client, local) = super::addresses(tcp);
+        Connection {
+            started_at,
+            client,
+            local,
+            server_name: None,
+            route: None,
+            cluster: None,
+            upstream: None,
+            endpoint_workload: None,
+        }
+    }
+
+    pub fn upstream(&mut self, backend: &Backend) {
+        self.cluster = Some(backend.cluster.clone());
+        self.upstream = Some(backend.endpoint.address);
+        self.endpoint_workload = backend.endpoint.workload.clone();
+    }
+
+    fn labels(&self, flags: &str) -> RequestLabels {
+        RequestLabels {
+            inbound: false,
+            service: self.cluster.as_ref().map(|c| c.cluster.service.clone()),
+            workload: self.endpoint_workload.clone(),
+            peer_identity: None,
+            upstream_identity: None,
+            grpc: false,
+            response_code: 0,
+            grpc_status: None,
+            response_flags: flags.to_string(),
+        }
+    }
+
+    /// Counts the connection opened once its backend answered.
+    pub fn opened(&self, app: &Http1Proxy) -> Arc<TcpSeries> {
+        let series = app.metrics.istio.tcp_series(self.labels("-"));
+        series.opened.inc();
+        series
+    }
+
+    /// A connection that never reached a backend: opened and closed at once, with the flag
+    /// saying why, and logged.
+    pub fn refused(&self, app: &Http1Proxy, refusal: Refusal, started: Instant) {
+        tracing::debug!(
+            client = ?self.client,
+            server_name = ?self.server_name,
+            "connection not forwarded: {refusal:?}"
+        );
+        let series = app.metrics.istio.tcp_series(self.labels(refusal.flag()));
+        series.opened.inc();
+        series.closed.inc();
+        self.log(app, refusal.flag(), (0, 0), started);
+    }
+
+    pub fn closed(
+        &self,
+        app: &Http1Proxy,
+        series: &TcpSeries,
+        totals: Totals,
+        replayed: u64,
+        started: Instant,
+    ) {
+        series.received.inc_by(replayed);
+        series.closed.inc();
+        if totals.ending == Ending::Idle {
+            app.count_timeout("tcp_idle");
+        }
+        let flags = match totals.ending {
+            Ending::Idle => "SI", // Envoy's "stream idle timeout"
+            Ending::Closed | Ending::Broken => "-",
+        };
+        self.log(
+            app,
+            flags,
+            (totals.received + replayed, totals.sent),
+            started,
+        );
+    }
+
+    fn log(&self, app: &Http1Proxy, flags: &str, (received, sent): (u64, u64), started: Instant) {
+        let Some(log) = app.telemetry.access_log.as_ref() else {
+            return;
+        };
+        log.log(&Entry {
+            start_time: crate::proxy::observe::rfc3339(self.started_at),
+            method: "-",
+            authority: self.server_name.as_deref().unwrap_or("-"),
+            path: "-",
+            protocol: "tcp",
+            response_code: 0,
+            response_flags: flags,
+            response_code_details: "-",
+            bytes_received: received,
+            bytes_sent: sent,
+            duration: started.elapsed().as_millis() as u64,
+            upstream_host: self.upstream,
+            upstream_cluster: self.cluster.as_ref().map(|c| &*c.cluster.name),
+            route_name: self.route.as_deref(),
+            request_id: None,
+            trace_id: None,
+            user_agent: None,
+            x_forwarded_for: None,
+            downstream_remote_address: self.client.map(|a| a.to_string()),
+            downstream_local_address: self.local.map(|a| a.to_string()),
+            downstream_peer_uri_san: None,
+            upstream_peer_uri_san: None,
+        });
+    }
+}
+
+impl TcpSeries {
+    pub fn counters(&self) -> Counters {
+        Counters {
+            received: self.received.clone(),
+            sent: self.sent.clone(),
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Listeners that forward whole connections instead of HTTP requests: TCP (Gateway API
+//! TCPRoute, Istio `tcp` routes) and TLS by server name (TLSRoute, Istio `tls` routes) —
+//! passed through untouched, or terminated first when the listener carries certificates.
+
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+use crate::{Meta, Str, WeightedBackend};
+
+/// The routes of a connection-level port. The route is chosen once per connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamRoutes {
+    /// Routes are chosen by the server name of the client's TLS ClientHello (TLS
+    /// listeners); otherwise every connection takes the first route (TCP).
+    pub by_server_name: bool,
+    /// In precedence order: among routes whose hostnames match, the most specific pattern
+    /// wins, then the earlier route.
+    pub routes: Arc<[StreamRoute]>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamRoute {
+    /// The route object (TLSRoute, TCPRoute, VirtualService) this came from.
+    pub meta: Meta,
+    /// Stable name for metrics and logs: `<namespace>/<name>/rule/<n>`.
+    pub name: Str,
+    /// Server-name patterns: an exact name, `*.suffix`, or `*` (any name, and a client that
+    /// sends none). Ignored on TCP ports.
+    pub hostnames: Arc<[Str]>,
+    /// Weighted choice per connection; an invalid target closes the connection.
+    pub backends: Arc<[WeightedBackend]>,
+}
+
+impl StreamRoutes {
+    /// The route for a connection that named `server_name` in its ClientHello (None: no SNI,
+    /// or a TCP port): the most specific matching pattern, the earliest route on a tie.
+    pub fn route_for(&self, server_name: Option<&str>) -> Option<&StreamRoute> {
+        if !self.by_server_name {
+            return self.routes.first();
+        }
+        let mut best: Option<(usize, &StreamRoute)> = None;
+        for route in self.routes.iter() {
+            let score = route
+                .hostnames
+                .iter()
+                .filter_map(|pattern| specificity(pattern, server_name))
+                .max();
+            if let Some(score) = score {
+                if best.is_none_or(|(held, _)| score > held) {
+                    best = Some((score, route));
+                }
+            }
+        }
+        best.map(|(_, route)| route)
+    }
+}
+
+/// How closely `pattern` matches the name: exact beats the longest wildcard suffix beats `*`.
+/// A client without a server name only matches `*`.
+fn specificity(pattern: &str, name: Option<&str>) -> Option<usize> {
+    let Some(name) = name else {
+        return (pattern == "*").then_some(0);
+    };
+    match pattern.strip_prefix('*') {
+        Some("") => Some(0),
+        Some(suffix) => {
+            let matches = name.len() > suffix.len()
+                && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix);
+            matches.then_some(suffix.len())
+        }
+        None => pattern.eq_ignore_ascii_case(name).then_some(usize::MAX),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BackendTarget;
+
+    fn route(name: &str, hostnames: &[&str]) -> StreamRoute {
+        StreamRoute {
+            meta: Meta::new("TLSRoute", "default", name),
+            name: name.into(),
+            hostnames: hostnames.iter().map(|h| Str::from(*h)).collect(),
+            backends: vec![WeightedBackend {
+                weight: 1,
+                target: BackendTarget::Cluster(name.into()),
+                filters: Arc::new([]),
+            }]
+            .into(),
+        }
+    }
+
+    fn chosen(routes: &StreamRoutes, name: Option<&str>) -> Option<String> {
+        routes.route_for(name).map(|r| r.name.to_string())
+    }
+
+    #[test]
+    fn the_most_specific_server_name_pattern_wins() {
+        let routes = StreamRoutes {
+            by_server_name: true,
+            routes: vec![
+                route("any", &["*"]),
+                route("wild", &["*.example.com"]),
+                route("exact", &["db.example.com"]),
+                route("later-exact", &["db.example.com"]),
+            ]
+            .into(),
+        };
+        assert_eq!(
+            chosen(&routes, Some("db.example.com")).as_deref(),
+            Some("exact")
+        );
+        assert_eq!(
+            chosen(&routes, Some("DB.Example.com")).as_deref(),
+            Some("exact")
+        );
+        assert_eq!(
+            chosen(&routes, Some("mq.example.com")).as_deref(),
+            Some("wild")
+        );
+        assert_eq!(chosen(&routes, Some("example.com")).as_deref(), Some("any"));
+        assert_eq!(chosen(&routes, None).as_deref(), Some("any"));
+    }
+
+    #[test]
+    fn without_a_catch_all_unknown_and_missing_names_find_no_route() {
+        let routes = StreamRoutes {
+            by_server_name: true,
+            routes: vec![route("wild", &["*.example.com"])].into(),
+        };
+        assert_eq!(chosen(&routes, Some("example.org")), None);
+        assert_eq!(chosen(&routes, None), None);
+    }
+
+    #[test]
+    fn a_tcp_port_takes_its_first_route() {
+        let routes = StreamRoutes {
+            by_server_name: false,
+            routes: vec![route("first", &[]), route("second", &[])].into(),
+        };
+        assert_eq!(chosen(&routes, Some("x")).as_deref(), Some("first"));
+        assert_eq!(chosen(&routes, None).as_deref(), Some("first"));
+    }
+}

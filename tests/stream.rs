@@ -1,0 +1,284 @@
+//! Connection-level routing on a standalone gateway: TLS passed through by server name to
+//! real TLS backends (checked by their own certificates), TLS terminated before a TCP
+//! backend, TCP split by weight, and what the proxy counts and logs per connection.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use support::tls::{self, Leaf, TestCa};
+use support::{free_port, ConfigDir, Gateway};
+
+/// A TCP backend: says its name, then echoes what it reads until the client closes.
+async fn tcp_backend(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(greet_and_echo(stream, name));
+        }
+    });
+    address
+}
+
+async fn greet_and_echo<S>(mut stream: S, name: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if stream
+        .write_all(format!("{name}\n").as_bytes())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if stream.write_all(&buffer[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = stream.shutdown().await;
+}
+
+/// A TLS backend serving `leaf` (its own certificate: the gateway never holds its key).
+async fn tls_backend(name: &'static str, leaf: &Leaf) -> SocketAddr {
+    let config = tls::server_config(leaf);
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(session) = acceptor.accept(stream).await {
+                    greet_and_echo(session, name).await;
+                }
+            });
+        }
+    });
+    address
+}
+
+/// A Service whose one endpoint is `backend` (port 443 on the Service).
+fn service(name: &str, backend: SocketAddr) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\n\
+         spec: {{ports: [{{name: tcp, port: 443, targetPort: {port}}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: {name}-1, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+         addressType: IPv4\nports: [{{name: tcp, port: {port}}}]\n\
+         endpoints: [{{addresses: [\"{ip}\"], conditions: {{ready: true}}}}]\n",
+        port = backend.port(),
+        ip = backend.ip(),
+    )
+}
+
+/// The first line a backend sends (its name), read through the proxy.
+async fn greeting<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while stream.read_exact(&mut byte).await.is_ok() && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    String::from_utf8(line).unwrap()
+}
+
+/// Connects over TLS through the gateway, checking the certificate against `ca`.
+async fn tls_through(
+    port: u16,
+    sni: &str,
+    ca: &TestCa,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let config = tls::client_config(&ca.cert_pem, None, &[])?;
+    tls::connect(port, sni, config).await
+}
+
+fn gateway_with(listeners: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+         metadata: {{name: edge, namespace: default}}\n\
+         spec:\n  gatewayClassName: ferry\n  listeners:\n{listeners}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_passes_through_by_server_name_to_backends_that_hold_their_own_keys() {
+    let backend_ca = TestCa::new("backend-ca");
+    let db = tls_backend("db", &backend_ca.issue(&["db.example.com"])).await;
+    let mq = tls_backend("mq", &backend_ca.issue(&["mq.example.com"])).await;
+    let port = free_port();
+    let dir = ConfigDir::new();
+    let manifests = [
+        gateway_with(&format!(
+            "    - {{name: tls, port: {port}, protocol: TLS, tls: {{mode: Passthrough}}}}\n"
+        )),
+        service("db", db),
+        service("mq", mq),
+        route(
+            "TLSRoute",
+            "db",
+            "[db.example.com]",
+            "[{name: db, port: 443}]",
+        ),
+        route(
+            "TLSRoute",
+            "mq",
+            "[\"*.mq.example.com\", mq.example.com]",
+            "[{name: mq, port: 443}]",
+        ),
+    ];
+    dir.write("all.yaml", &manifests.join("---\n"));
+    let gw = Gateway::start(dir.path()).await;
+
+    // Each name reaches its own backend, whose certificate the client verifies end to end.
+    let mut session = tls_through(port, "db.example.com", &backend_ca)
+        .await
+        .unwrap();
+    assert_eq!(greeting(&mut session).await, "db");
+    session.write_all(b"ping").await.unwrap();
+    let mut echoed = [0u8; 4];
+    session.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"ping");
+    drop(session);
+    let mut session = tls_through(port, "mq.example.com", &backend_ca)
+        .await
+        .unwrap();
+    assert_eq!(greeting(&mut session).await, "mq");
+    drop(session);
+
+    // A name no route serves: the connection is closed before any backend sees it.
+    let refused = tls_through(port, "web.example.com", &backend_ca).await;
+    assert!(refused.is_err(), "an unrouted name was served");
+    let metrics = gw.admin_get("/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("istio_tcp_connections_opened_total")
+                && l.contains("response_flags=\"NR\"")),
+        "no NR connection counted:\n{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("istio_tcp_connections_opened_total")
+                && l.contains("destination_service=\"db.default.svc.cluster.local\"")
+                && l.contains("request_protocol=\"tcp\"")),
+        "no db connection counted:\n{metrics}"
+    );
+    // One access-log line per connection, written when it closes.
+    support::eventually(|| async {
+        gw.access_log().iter().any(|l| {
+            l.contains("\"authority\":\"db.example.com\"")
+                && l.contains("\"protocol\":\"tcp\"")
+                && l.contains("\"upstream_cluster\":\"default/db:443\"")
+        })
+    })
+    .await;
+}
+
+fn route(kind: &str, name: &str, hostnames: &str, backends: &str) -> String {
+    let (version, hostnames) = match kind {
+        "TLSRoute" => ("v1", format!("  hostnames: {hostnames}\n")),
+        _ => ("v1alpha2", String::new()),
+    };
+    format!(
+        "apiVersion: gateway.networking.k8s.io/{version}\nkind: {kind}\n\
+         metadata: {{name: {name}, namespace: default}}\n\
+         spec:\n  parentRefs: [{{name: edge}}]\n{hostnames}  rules: [{{backendRefs: {backends}}}]\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tcp_connections_split_by_weight() {
+    let blue = tcp_backend("blue").await;
+    let green = tcp_backend("green").await;
+    let port = free_port();
+    let dir = ConfigDir::new();
+    let manifests = [
+        gateway_with(&format!(
+            "    - {{name: tcp, port: {port}, protocol: TCP}}\n"
+        )),
+        service("blue", blue),
+        service("green", green),
+        route(
+            "TCPRoute",
+            "split",
+            "",
+            "[{name: blue, port: 443, weight: 3}, {name: green, port: 443, weight: 1}]",
+        ),
+    ];
+    dir.write("all.yaml", &manifests.join("---\n"));
+    let gw = Gateway::start(dir.path()).await;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for _ in 0..400 {
+        let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        *seen.entry(greeting(&mut tcp).await).or_default() += 1;
+    }
+    let blue_share = seen.get("blue").copied().unwrap_or(0);
+    // 3:1 of 400 is 300; five standard deviations (~43) either way.
+    assert!((257..=343).contains(&blue_share), "{seen:?}");
+    assert_eq!(
+        blue_share + seen.get("green").copied().unwrap_or(0),
+        400,
+        "{seen:?}"
+    );
+
+    // Bytes both ways are relayed whole, a half-close passed on, and counted.
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let name = greeting(&mut tcp).await;
+    let payload = vec![7u8; 1 << 20];
+    tcp.write_all(&payload).await.unwrap();
+    tcp.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    tcp.read_to_end(&mut back).await.unwrap();
+    assert_eq!(back.len(), payload.len(), "echo through {name}");
+    let metrics = gw.admin_get("/metrics").await;
+    let received: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("istio_tcp_received_bytes_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    // The 401 connections before sent nothing; this one sent the payload.
+    assert_eq!(received, payload.len() as f64, "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_terminated_at_the_gateway_reaches_a_tcp_backend() {
+    let ca = TestCa::new("edge-ca");
+    let leaf = ca.issue(&["*.example.com"]);
+    let plain = tcp_backend("plain").await;
+    let port = free_port();
+    let dir = ConfigDir::new();
+    let manifests = [
+        gateway_with(&format!(
+            "    - {{name: tls, port: {port}, protocol: TLS, hostname: \"*.example.com\", \
+             tls: {{mode: Terminate, certificateRefs: [{{name: edge-cert}}]}}}}\n"
+        )),
+        tls::tls_secret("default", "edge-cert", &leaf),
+        service("plain", plain),
+        route(
+            "TLSRoute",
+            "term",
+            "[app.example.com]",
+            "[{name: plain, port: 443}]",
+        ),
+    ];
+    dir.write("all.yaml", &manifests.join("---\n"));
+    let _gw = Gateway::start(dir.path()).await;
+    let mut session = tls_through(port, "app.example.com", &ca).await.unwrap();
+    assert_eq!(greeting(&mut session).await, "plain");
+    session.write_all(b"hello").await.unwrap();
+    let mut echoed = [0u8; 5];
+    session.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"hello");
+}
