@@ -282,3 +282,68 @@ async fn tls_terminated_at_the_gateway_reaches_a_tcp_backend() {
     session.read_exact(&mut echoed).await.unwrap();
     assert_eq!(&echoed, b"hello");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn istio_tls_passthrough_and_tcp_servers_follow_virtual_service_routes() {
+    let backend_ca = TestCa::new("backend-ca");
+    let db = tls_backend("db", &backend_ca.issue(&["db.example.com"])).await;
+    let cache = tcp_backend("cache").await;
+    let cache_overflow = tcp_backend("cache-overflow").await;
+    let (tls_port, tcp_port) = (free_port(), free_port());
+    let dir = ConfigDir::new();
+    let istio = format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: edge, namespace: default}}\n\
+         spec:\n  selector: {{istio: ingressgateway}}\n  servers:\n\
+         \x20   - port: {{number: {tls_port}, name: tls, protocol: TLS}}\n      hosts: [\"*.example.com\"]\n      tls: {{mode: PASSTHROUGH}}\n\
+         \x20   - port: {{number: {tcp_port}, name: redis, protocol: TCP}}\n      hosts: [\"*\"]\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: db, namespace: default}}\n\
+         spec:\n  hosts: [db.example.com]\n  gateways: [edge]\n  tls:\n\
+         \x20   - match: [{{sniHosts: [db.example.com]}}]\n      route: [{{destination: {{host: db, port: {{number: 443}}}}}}]\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: cache, namespace: default}}\n\
+         spec:\n  hosts: [\"*\"]\n  gateways: [edge]\n  tcp:\n\
+         \x20   - match: [{{port: {tcp_port}}}]\n      route:\n\
+         \x20       - {{destination: {{host: cache, port: {{number: 443}}}}, weight: 100}}\n\
+         \x20       - {{destination: {{host: cache-overflow, port: {{number: 443}}}}, weight: 0}}\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: cache, namespace: default}}\n\
+         spec:\n  host: cache\n  trafficPolicy: {{connectionPool: {{tcp: {{maxConnections: 2}}}}}}\n"
+    );
+    let manifests = [
+        istio,
+        service("db", db),
+        service("cache", cache),
+        service("cache-overflow", cache_overflow),
+    ];
+    dir.write("all.yaml", &manifests.join("---\n"));
+    let gw = Gateway::start(dir.path()).await;
+
+    let mut session = tls_through(tls_port, "db.example.com", &backend_ca).await.unwrap();
+    assert_eq!(greeting(&mut session).await, "db");
+
+    // maxConnections: 2 — two held connections fill the pool, a third is refused (UO).
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = TcpStream::connect(("127.0.0.1", tcp_port)).await.unwrap();
+        assert_eq!(greeting(&mut tcp).await, "cache");
+        held.push(tcp);
+    }
+    let mut third = TcpStream::connect(("127.0.0.1", tcp_port)).await.unwrap();
+    let mut rest = Vec::new();
+    let _ = third.read_to_end(&mut rest).await;
+    assert!(rest.is_empty(), "an overflowing connection reached a backend");
+    let metrics = gw.admin_get("/metrics").await;
+    assert!(
+        metrics.lines().any(|l| l.starts_with("istio_tcp_connections_closed_total")
+            && l.contains("response_flags=\"UO\"")
+            && l.contains("destination_service=\"cache.default.svc.cluster.local\"")),
+        "no overflow counted:\n{metrics}"
+    );
+    drop(held);
+    // Slots freed: served again.
+    support::eventually(|| async {
+        let Ok(mut tcp) = TcpStream::connect(("127.0.0.1", tcp_port)).await else {
+            return false;
+        };
+        greeting(&mut tcp).await == "cache"
+    })
+    .await;
+}

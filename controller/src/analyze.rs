@@ -93,6 +93,7 @@ const CODES: &[(&str, &str)] = &[
     ("InvalidParameters", "FRY0210"),
     ("InvalidRouteKinds", "FRY0305"),
     ("Conflicted", "FRY0404"),
+    ("NoMatchingServer", "FRY0306"),
 ];
 
 /// The code of a reason; `FRY0999` for one not in the table (a test keeps that from happening).

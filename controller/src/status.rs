@@ -688,7 +688,10 @@ spec: {ports: [{port: 5432}]}
         for (kind, name) in [("TLSRoute", "db"), ("TCPRoute", "pg")] {
             let parent = &of(&all, kind, name)["parents"][0];
             assert_eq!(parent["conditions"][0]["type"], "Accepted", "{kind}");
-            assert_eq!(parent["conditions"][0]["status"], "True", "{kind}: {parent}");
+            assert_eq!(
+                parent["conditions"][0]["status"], "True",
+                "{kind}: {parent}"
+            );
         }
     }
 

@@ -184,11 +184,88 @@ pub struct VirtualServiceSpec {
     #[serde(default)]
     pub http: Vec<HttpRoute>,
     #[serde(default)]
-    pub tls: Unsupported,
+    pub tls: Vec<TlsRoute>,
     #[serde(default)]
-    pub tcp: Unsupported,
+    pub tcp: Vec<TcpRoute>,
     #[serde(default)]
     pub export_to: Vec<String>,
+}
+
+/// A `tls` route: connections whose ClientHello names one of `sniHosts` (Gateway servers of
+/// protocol TLS, mode PASSTHROUGH).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsRoute {
+    #[serde(default, rename = "match")]
+    pub matches: Vec<TlsMatch>,
+    #[serde(default)]
+    pub route: Vec<RouteDestination>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsMatch {
+    #[serde(default)]
+    pub sni_hosts: Vec<String>,
+    #[serde(default)]
+    pub port: Option<u32>,
+    #[serde(default)]
+    pub gateways: Vec<String>,
+    /// Not applied: a match naming it is not used (it would match more than it says).
+    #[serde(default)]
+    pub destination_subnets: Unsupported,
+    #[serde(default)]
+    pub source_labels: Unsupported,
+    #[serde(default)]
+    pub source_namespace: Unsupported,
+}
+
+/// A `tcp` route: every connection to the port (Gateway servers of protocol TCP, or TLS
+/// terminated here).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpRoute {
+    #[serde(default, rename = "match")]
+    pub matches: Vec<L4Match>,
+    #[serde(default)]
+    pub route: Vec<RouteDestination>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct L4Match {
+    #[serde(default)]
+    pub port: Option<u32>,
+    #[serde(default)]
+    pub gateways: Vec<String>,
+    /// Not applied: a match naming it is not used (it would match more than it says).
+    #[serde(default)]
+    pub destination_subnets: Unsupported,
+    #[serde(default)]
+    pub source_labels: Unsupported,
+    #[serde(default)]
+    pub source_namespace: Unsupported,
+    #[serde(default)]
+    pub source_subnet: Unsupported,
+}
+
+impl TlsMatch {
+    /// Set fields Ferry cannot evaluate: the match is then not used.
+    pub fn narrows_unapplied(&self) -> bool {
+        self.destination_subnets.is_some()
+            || self.source_labels.is_some()
+            || self.source_namespace.is_some()
+    }
+}
+
+impl L4Match {
+    /// Set fields Ferry cannot evaluate: the match is then not used.
+    pub fn narrows_unapplied(&self) -> bool {
+        self.destination_subnets.is_some()
+            || self.source_labels.is_some()
+            || self.source_namespace.is_some()
+            || self.source_subnet.is_some()
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

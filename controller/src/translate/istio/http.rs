@@ -7,7 +7,9 @@ use ferry_model::{
 use std::collections::BTreeMap;
 
 use super::{gateway_key, CompiledHttp};
-use crate::inputs::istio::{self, Destination, HttpRoute, MatchRequest, VirtualService};
+use crate::inputs::istio::{
+    self, Destination, HttpRoute, MatchRequest, RouteDestination, VirtualService,
+};
 use crate::translate::gateway_api::header_mods;
 use crate::translate::report::Condition;
 use crate::translate::services::{service_of_host, SubsetRef};
@@ -117,9 +119,21 @@ fn action(cx: &mut Context<'_>, http: &HttpRoute, meta: &Meta, field: &str) -> O
         );
         return None;
     }
-    let unweighted = http.route.iter().all(|d| d.weight.is_none());
-    let backends = http
-        .route
+    Some(Action::Forward(
+        weighted_backends(cx, meta, &http.route, field).into(),
+    ))
+}
+
+/// A route's destinations as weighted backends (all weights 1 when none is given); one that
+/// does not resolve stays as an invalid target (503), reported with its field.
+pub(super) fn weighted_backends(
+    cx: &mut Context<'_>,
+    meta: &Meta,
+    route: &[RouteDestination],
+    field: &str,
+) -> Vec<WeightedBackend> {
+    let unweighted = route.iter().all(|d| d.weight.is_none());
+    route
         .iter()
         .enumerate()
         .map(|(i, d)| {
@@ -149,8 +163,7 @@ fn action(cx: &mut Context<'_>, http: &HttpRoute, meta: &Meta, field: &str) -> O
                 filters: filters.into(),
             }
         })
-        .collect();
-    Some(Action::Forward(backends))
+        .collect()
 }
 
 fn redirect(r: &istio::Redirect, field: &str) -> Result<Redirect, Condition> {

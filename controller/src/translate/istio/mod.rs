@@ -4,6 +4,7 @@ pub(crate) mod destination;
 mod http;
 pub(crate) mod mesh;
 mod policy;
+mod stream;
 
 use ferry_model::{Action, Meta, Redirect, RedirectPort, Route, ServerCertificate, Str};
 use std::collections::BTreeSet;
@@ -25,6 +26,7 @@ struct ServedGateway {
 
 struct ServedServer {
     port: u16,
+    protocol: PortProtocol,
     /// (namespace restriction, host): `None` = any namespace.
     hosts: Vec<(Option<String>, String)>,
     /// `tls.httpsRedirect` on a plain server: every route there answers 301 to https.
@@ -107,7 +109,7 @@ fn served_gateway(cx: &mut Context<'_>, gateway: &Gateway) -> ServedGateway {
         Condition::ok(
             "Valid",
             "Accepted",
-            format!("{} HTTP/HTTPS server(s) served", servers.len()),
+            format!("{} server(s) served", servers.len()),
         ),
     );
     ServedGateway {
@@ -134,6 +136,7 @@ fn serve_server(
     let hosts = server_hosts(&server.hosts, &meta.namespace);
     let protocol = server.port.protocol.to_ascii_uppercase();
     let mut validation = None;
+    let tls_mode = server.tls.as_ref().and_then(|t| t.mode.as_deref());
     let (port_protocol, certificates) = match protocol.as_str() {
         "HTTP" | "HTTP2" | "GRPC" | "" => (PortProtocol::Http, Vec::new()),
         "HTTPS" => {
@@ -142,9 +145,26 @@ fn serve_server(
             validation = client_validation(cx, meta, server, field)?;
             (PortProtocol::Https, certificates)
         }
+        // Istio's default mode is PASSTHROUGH.
+        "TLS" if matches!(tls_mode, None | Some("PASSTHROUGH")) => {
+            (PortProtocol::TlsPassthrough, Vec::new())
+        }
+        "TLS" if tls_mode == Some("AUTO_PASSTHROUGH") => {
+            let message = "TLS mode AUTO_PASSTHROUGH (routing by the mesh's outbound_ server \
+                           names) is not supported yet; server ignored";
+            return Err(Condition::warn("Valid", "UnsupportedValue", message)
+                .field(format!("{field}.tls.mode")));
+        }
+        "TLS" => {
+            let names = hosts.iter().map(|(_, h)| Str::from(h.as_str())).collect();
+            let certificates = server_certificates(cx, meta, server, field, names)?;
+            validation = client_validation(cx, meta, server, field)?;
+            (PortProtocol::TlsTerminate, certificates)
+        }
+        "TCP" | "MONGO" | "MYSQL" | "REDIS" => (PortProtocol::Tcp, Vec::new()),
         other => {
             let message =
-                format!("server protocol {other} is not supported yet (HTTP and HTTPS only); server ignored");
+                format!("server protocol {other} is not supported (HTTP, HTTPS, GRPC, HTTP2, TLS and TCP are); server ignored");
             return Err(Condition::warn("Valid", "UnsupportedProtocol", message)
                 .field(format!("{field}.port.protocol")));
         }
@@ -168,7 +188,10 @@ fn serve_server(
             .map_err(|message| {
                 Condition::warn("Valid", "PortConflict", message).field(format!("{field}.tls.mode"))
             })?;
-    } else if port_protocol == PortProtocol::Https {
+    } else if matches!(
+        port_protocol,
+        PortProtocol::Https | PortProtocol::TlsTerminate
+    ) {
         if let Some(held) = cx.table.validates_clients(port) {
             let message = format!(
                 "port {port} verifies client certificates ({} asks for it): clients of this \
@@ -186,6 +209,7 @@ fn serve_server(
         && server.tls.as_ref().is_some_and(|t| t.https_redirect);
     Ok(ServedServer {
         port,
+        protocol: port_protocol,
         hosts,
         https_redirect,
     })
@@ -376,7 +400,7 @@ fn translate_virtual_service(
     }
     let compiled = http::compile(cx, vs, &meta);
     let age = RouteOrder::age_of(&vs.metadata);
-    let mut placed = false;
+    let mut placed = stream::place(cx, &bound, vs, &meta, load);
     for gateway in bound {
         for (port, host, https_redirect) in vhosts(gateway, &vs.spec.hosts, &meta.namespace) {
             placed = true;
@@ -439,7 +463,7 @@ fn vhosts(
     vs_ns: &str,
 ) -> BTreeSet<(u16, String, bool)> {
     let mut out = BTreeSet::new();
-    for server in &gateway.servers {
+    for server in gateway.servers.iter().filter(|s| !s.protocol.is_stream()) {
         for (ns, server_host) in &server.hosts {
             if ns.as_deref().is_some_and(|ns| ns != vs_ns) {
                 continue;
