@@ -13,6 +13,7 @@ ferry="${FERRY:-$root/target/debug/ferry}"
 trap 'kill 0' EXIT
 while read -r address name flags; do
   case "$address" in ''|'#'*) continue ;; esac
+  flags="${flags//\{dir\}/$example}" # {dir}: the example's folder (certificate files)
   # shellcheck disable=SC2086 # flags are words on purpose
   "$ferry" echo --listen "$address" --name "$name" $flags &
 done < "$example/backends.txt"

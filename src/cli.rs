@@ -520,6 +520,13 @@ pub struct EchoArgs {
     /// responder for benchmarks).
     #[arg(long)]
     pub fixed_body: Option<usize>,
+    /// Serve HTTPS with this certificate chain (PEM), as a backend terminating its own TLS
+    /// (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {

@@ -175,6 +175,12 @@ async fn run_echo(args: cli::EchoArgs) -> anyhow::Result<()> {
         status: args.status,
         delay_ms: args.delay_ms,
         fixed_body: args.fixed_body,
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(ferry_gateway::echo::tls_from_files(cert, key).map_err(anyhow::Error::msg)?)
+            }
+            _ => None,
+        },
     };
     ferry_gateway::echo::serve(listener, config).await;
     Ok(())

@@ -22,7 +22,10 @@ async fn start_example(name: &str) -> (Vec<Echo>, Gateway) {
             let mut words = line.split_whitespace();
             let address = words.next().unwrap().parse().unwrap();
             let backend = words.next().unwrap();
-            let flags: Vec<&str> = words.collect();
+            // {dir}: the example's folder (certificate files).
+            let folder = example(name).display().to_string();
+            let flags: Vec<String> = words.map(|w| w.replace("{dir}", &folder)).collect();
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
             Echo::start_at(address, backend, &flags)
         })
         .collect();
@@ -316,4 +319,27 @@ async fn authorization_verifies_tokens_and_applies_per_service_rules() {
             "{proto:?}: no ALLOW rule"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_passthrough_example_reaches_backends_that_terminate_their_own_tls() {
+    let (_backends, gw) = start_example("tls-passthrough").await;
+    let ca = std::fs::read_to_string(example("tls-passthrough").join("ca.crt")).unwrap();
+    for (name, backend) in [("db.example.com", "db"), ("mq.example.com", "mq")] {
+        // The backend's own certificate (this example's CA) is what the client verifies.
+        let got = support::tls::https_get(18453, name, &ca, &["http/1.1"], "/orders")
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(got.reply.backend(), backend);
+        assert_eq!(got.reply.echo()["tls_server_name"], name);
+    }
+    let unrouted = support::tls::https_get(18453, "web.example.com", &ca, &["http/1.1"], "/").await;
+    assert!(unrouted.is_err(), "a name without a route was served");
+    let legacy = Http::new(Proto::H1)
+        .get("http://127.0.0.1:15432/anything", None, &[])
+        .await
+        .unwrap();
+    assert_eq!(legacy.backend(), "legacy");
+    let metrics = gw.admin_get("/metrics").await;
+    assert!(metrics.contains("response_flags=\"NR\""), "{metrics}");
 }

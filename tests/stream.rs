@@ -252,35 +252,57 @@ async fn tcp_connections_split_by_weight() {
     assert_eq!(received, payload.len() as f64, "{metrics}");
 }
 
+/// One port terminates TLS for one name and passes another through (the spec's mixed mode).
 #[tokio::test(flavor = "multi_thread")]
-async fn tls_terminated_at_the_gateway_reaches_a_tcp_backend() {
+async fn one_port_terminates_some_names_and_passes_others_through() {
     let ca = TestCa::new("edge-ca");
     let leaf = ca.issue(&["*.example.com"]);
+    let backend_ca = TestCa::new("backend-ca");
     let plain = tcp_backend("plain").await;
+    let db = tls_backend("db", &backend_ca.issue(&["db.example.org"])).await;
     let port = free_port();
     let dir = ConfigDir::new();
     let manifests = [
         gateway_with(&format!(
-            "    - {{name: tls, port: {port}, protocol: TLS, hostname: \"*.example.com\", \
-             tls: {{mode: Terminate, certificateRefs: [{{name: edge-cert}}]}}}}\n"
+            "    - {{name: term, port: {port}, protocol: TLS, hostname: \"*.example.com\", \
+             tls: {{mode: Terminate, certificateRefs: [{{name: edge-cert}}]}}}}\n\
+             \x20   - {{name: pass, port: {port}, protocol: TLS, hostname: db.example.org, \
+             tls: {{mode: Passthrough}}}}\n"
         )),
         tls::tls_secret("default", "edge-cert", &leaf),
         service("plain", plain),
+        service("db", db),
         route(
             "TLSRoute",
             "term",
             "[app.example.com]",
             "[{name: plain, port: 443}]",
         ),
+        route(
+            "TLSRoute",
+            "pass",
+            "[db.example.org]",
+            "[{name: db, port: 443}]",
+        ),
     ];
     dir.write("all.yaml", &manifests.join("---\n"));
     let _gw = Gateway::start(dir.path()).await;
+    // Terminated with the gateway's certificate (the edge CA), relayed in plaintext.
     let mut session = tls_through(port, "app.example.com", &ca).await.unwrap();
     assert_eq!(greeting(&mut session).await, "plain");
     session.write_all(b"hello").await.unwrap();
     let mut echoed = [0u8; 5];
     session.read_exact(&mut echoed).await.unwrap();
     assert_eq!(&echoed, b"hello");
+    // Passed through: the backend's own certificate (the backend CA) answers.
+    let mut session = tls_through(port, "db.example.org", &backend_ca)
+        .await
+        .unwrap();
+    assert_eq!(greeting(&mut session).await, "db");
+    assert!(
+        tls_through(port, "db.example.org", &ca).await.is_err(),
+        "the edge certificate answered a passed-through name"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -316,7 +338,9 @@ async fn istio_tls_passthrough_and_tcp_servers_follow_virtual_service_routes() {
     dir.write("all.yaml", &manifests.join("---\n"));
     let gw = Gateway::start(dir.path()).await;
 
-    let mut session = tls_through(tls_port, "db.example.com", &backend_ca).await.unwrap();
+    let mut session = tls_through(tls_port, "db.example.com", &backend_ca)
+        .await
+        .unwrap();
     assert_eq!(greeting(&mut session).await, "db");
 
     // maxConnections: 2 — two held connections fill the pool, a third is refused (UO).
@@ -329,12 +353,17 @@ async fn istio_tls_passthrough_and_tcp_servers_follow_virtual_service_routes() {
     let mut third = TcpStream::connect(("127.0.0.1", tcp_port)).await.unwrap();
     let mut rest = Vec::new();
     let _ = third.read_to_end(&mut rest).await;
-    assert!(rest.is_empty(), "an overflowing connection reached a backend");
+    assert!(
+        rest.is_empty(),
+        "an overflowing connection reached a backend"
+    );
     let metrics = gw.admin_get("/metrics").await;
     assert!(
-        metrics.lines().any(|l| l.starts_with("istio_tcp_connections_closed_total")
-            && l.contains("response_flags=\"UO\"")
-            && l.contains("destination_service=\"cache.default.svc.cluster.local\"")),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("istio_tcp_connections_closed_total")
+                && l.contains("response_flags=\"UO\"")
+                && l.contains("destination_service=\"cache.default.svc.cluster.local\"")),
         "no overflow counted:\n{metrics}"
     );
     drop(held);

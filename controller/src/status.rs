@@ -28,6 +28,38 @@ pub struct DesiredStatus {
     pub status: Value,
 }
 
+/// Kinds whose statuses depend on the Gateway (proxy) that serves them.
+const PER_GATEWAY_KINDS: &[&str] = &[
+    "Gateway",
+    "HTTPRoute",
+    "GRPCRoute",
+    "TLSRoute",
+    "TCPRoute",
+    "BackendTLSPolicy",
+];
+
+/// The reports statuses are written from in a cluster, where each Gateway API Gateway has a
+/// proxy of its own (the controller deploys one per Gateway): its listeners and routes are
+/// translated in that Gateway's scope, as its proxy is, so two Gateways may use one port
+/// with different protocols. Everything else comes from one translation of all inputs.
+pub fn reports_per_proxy(inputs: &Inputs) -> Vec<Report> {
+    use crate::{translate, Options};
+    let everything = translate(inputs, &Options::default()).reports;
+    let per_gateway = |r: &Report| PER_GATEWAY_KINDS.contains(&&*r.object.kind);
+    let mut reports: Vec<Report> = everything.into_iter().filter(|r| !per_gateway(r)).collect();
+    let mut seen: std::collections::BTreeSet<Report> = Default::default();
+    for gateway in &inputs.gateways {
+        let meta = meta_of("Gateway", &gateway.metadata);
+        let options = Options {
+            only_gateway: Some(format!("{}/{}", meta.namespace, meta.name)),
+            ..Options::default()
+        };
+        let scoped = translate(inputs, &options).reports.into_iter();
+        reports.extend(scoped.filter(|r| per_gateway(r) && seen.insert(r.clone())));
+    }
+    reports
+}
+
 /// `applied`: which Gateways a proxy serves (Programmed waits for that).
 pub fn desired(inputs: &Inputs, reports: &[Report], applied: &Applied) -> Vec<DesiredStatus> {
     let mut out = Vec::new();
@@ -644,6 +676,46 @@ spec:
         let udp = &gateway["listeners"][1];
         assert_eq!(udp["conditions"][0]["reason"], "UnsupportedProtocol");
         assert_eq!(udp["attachedRoutes"], 0);
+    }
+
+    /// Each Gateway has a proxy of its own in a cluster: one Gateway's HTTPS on 443 does not
+    /// conflict with another's TLS passthrough on 443 (it would on one shared proxy).
+    #[test]
+    fn gateways_of_their_own_proxies_do_not_conflict_over_a_port() {
+        let yaml = "
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: web, namespace: infra}
+spec:
+  gatewayClassName: ferry
+  listeners:
+  - {name: http, port: 443, protocol: HTTP}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: tls, namespace: infra}
+spec:
+  gatewayClassName: ferry
+  listeners:
+  - {name: tls, port: 443, protocol: TLS, tls: {mode: Passthrough}}
+";
+        let inputs = Inputs::from_objects(parse_manifests(yaml, "test").unwrap());
+        let shared = translate(&inputs, &Options::default()).reports;
+        assert!(
+            shared.iter().any(|r| r.reason == "ProtocolConflict"),
+            "one shared proxy: {shared:?}"
+        );
+        let reports = super::reports_per_proxy(&inputs);
+        assert!(
+            !reports.iter().any(|r| r.reason == "ProtocolConflict"),
+            "{reports:?}"
+        );
+        let all = desired(&inputs, &reports, &Applied::Assumed);
+        for name in ["web", "tls"] {
+            let listener = &of(&all, "Gateway", name)["listeners"][0];
+            assert_eq!(listener["conditions"][1]["type"], "Programmed");
+            assert_eq!(listener["conditions"][1]["status"], "True", "{name}: {listener}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `ferry echo`: a backend that describes the request it received, for examples, tests
-//! and benchmarks. Speaks HTTP/1.1 and h2c (prior knowledge) on one port.
+//! and benchmarks. Speaks HTTP/1.1 and h2c (prior knowledge) on one port, or HTTPS with its
+//! own certificate (a backend that terminates its own TLS, for passthrough examples).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -27,6 +28,8 @@ pub struct EchoConfig {
     /// Answer every request with this many bytes of filler instead of the JSON
     /// description: a static responder for benchmarks.
     pub fixed_body: Option<usize>,
+    /// Serve HTTPS with this configuration (HTTP/1.1 and h2 by ALPN).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// What the echo server answers: a description of the request.
@@ -43,6 +46,9 @@ struct EchoReply<'a> {
     body_bytes: usize,
     /// The client address of the connection the request came on.
     peer: String,
+    /// The server name the client's TLS handshake asked for, when serving HTTPS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_server_name: Option<String>,
 }
 
 pub async fn serve(listener: TcpListener, config: EchoConfig) {
@@ -56,22 +62,64 @@ pub async fn serve(listener: TcpListener, config: EchoConfig) {
         let config = config.clone();
         let fixed = fixed.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let config = config.clone();
-                let fixed = fixed.clone();
-                async move {
-                    let response = match fixed {
-                        Some(body) => Response::new(Full::new(body)),
-                        None => answer(&config, req, peer).await,
-                    };
-                    Ok::<_, std::convert::Infallible>(response)
+            let Some(tls) = config.tls.clone() else {
+                return serve_connection(tcp, config, fixed, peer, None).await;
+            };
+            match tokio_rustls::TlsAcceptor::from(tls).accept(tcp).await {
+                Ok(session) => {
+                    let name = session.get_ref().1.server_name().map(str::to_owned);
+                    serve_connection(session, config, fixed, peer, name).await;
                 }
-            });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
+                Err(e) => tracing::debug!(%peer, "echo TLS handshake failed: {e}"),
+            }
         });
     }
+}
+
+async fn serve_connection<S>(
+    io: S,
+    config: Arc<EchoConfig>,
+    fixed: Option<Bytes>,
+    peer: SocketAddr,
+    server_name: Option<String>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let config = config.clone();
+        let fixed = fixed.clone();
+        let server_name = server_name.clone();
+        async move {
+            let response = match fixed {
+                Some(body) => Response::new(Full::new(body)),
+                None => answer(&config, req, peer, server_name).await,
+            };
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    let _ = auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(io), service)
+        .await;
+}
+
+/// The TLS configuration of `ferry echo --tls-cert/--tls-key` (PEM files).
+pub fn tls_from_files(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let key = ferry_model::certified_key(&read(cert)?, &read(key)?)
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(key)));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -82,6 +130,7 @@ async fn answer(
     config: &EchoConfig,
     req: Request<Incoming>,
     peer: SocketAddr,
+    tls_server_name: Option<String>,
 ) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let body_bytes = body
@@ -129,6 +178,7 @@ async fn answer(
         protocol: protocol_name(parts.version),
         body_bytes,
         peer: peer.to_string(),
+        tls_server_name,
     };
     let body = serde_json::to_vec(&reply).unwrap_or_default();
     if config.log_requests {

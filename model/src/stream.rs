@@ -29,6 +29,15 @@ pub struct StreamRoute {
     pub hostnames: Arc<[Str]>,
     /// Weighted choice per connection; an invalid target closes the connection.
     pub backends: Arc<[WeightedBackend]>,
+    /// TLS is terminated here (with the listener's certificates) and the decrypted bytes
+    /// relayed; otherwise a TLS connection passes through untouched. One port may hold both,
+    /// told apart by server name.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub terminate: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
 }
 
 impl StreamRoutes {
@@ -88,6 +97,7 @@ mod tests {
                 filters: Arc::new([]),
             }]
             .into(),
+            terminate: false,
         }
     }
 

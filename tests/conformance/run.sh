@@ -3,7 +3,7 @@
 # on the single-node test cluster (tests/cluster/up.sh), as Gateway API implementations
 # report conformance:
 #
-#   tests/conformance/run.sh          # GATEWAY-HTTP and GATEWAY-GRPC with every feature Ferry
+#   tests/conformance/run.sh          # GATEWAY-HTTP, GATEWAY-GRPC and GATEWAY-TLS with every feature Ferry
 #                                     # publishes on its GatewayClass; writes the report to
 #                                     # conformance/reports/<version>/ferry.yaml
 #   tests/conformance/run.sh --core   # the same profiles, core features only (CI); the report
@@ -59,7 +59,7 @@ log "Ferry installed"
 args=(
   -test.v -test.timeout=80m
   -gateway-class=ferry
-  -conformance-profiles=GATEWAY-HTTP,GATEWAY-GRPC
+  -conformance-profiles=GATEWAY-HTTP,GATEWAY-GRPC,GATEWAY-TLS
   -organization=ferry-dev -project=ferry -url=https://github.com/ferry-dev/ferry
   -version="v$app_version" -contact=https://github.com/ferry-dev/ferry/issues
   -cleanup-base-resources=false
@@ -67,7 +67,9 @@ args=(
 if [ "$mode" = core ]; then
   mkdir -p "$root/target/conformance"
   report="$root/target/conformance/ferry-core.yaml"
-  args+=(-supported-features=Gateway,HTTPRoute,ReferenceGrant,GRPCRoute)
+  # TLSRoute's termination modes too: without them the suite expects Terminate listeners
+  # to be refused, which Ferry serves.
+  args+=(-supported-features=Gateway,HTTPRoute,ReferenceGrant,GRPCRoute,TLSRoute,TLSRouteModeTerminate,TLSRouteModeMixed)
 else
   mkdir -p "$root/conformance/reports/$version"
   report="$root/conformance/reports/$version/ferry.yaml"

@@ -18,7 +18,7 @@ pub use cache::Cache;
 use crate::ca;
 use crate::push::server::{self, PushState};
 use crate::push::Publisher;
-use crate::{status, translate, Inputs, Options};
+use crate::{status, Inputs};
 use status_writer::StatusWriter;
 
 /// Kinds the translator reads: (API group, kind). Kinds whose API is not installed (Istio
@@ -264,16 +264,16 @@ async fn start_authority(
     Ok(current)
 }
 
-/// Statuses come from one translation of everything (all Gateways, not one proxy's scope).
+/// Statuses come from each Gateway's own scope (its proxy's) and one translation of the rest.
 async fn write_statuses(
     writer: &mut StatusWriter,
     inputs: &Inputs,
     applied: &crate::applied::AppliedGateways,
 ) {
-    let output = translate(inputs, &Options::default());
+    let reports = status::reports_per_proxy(inputs);
     let applied = crate::applied::Applied::Known(applied);
     let written = writer
-        .write(status::desired(inputs, &output.reports, &applied))
+        .write(status::desired(inputs, &reports, &applied))
         .await;
     if written > 0 {
         tracing::info!(written, "statuses updated");

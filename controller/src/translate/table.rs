@@ -56,6 +56,13 @@ impl PortProtocol {
         )
     }
 
+    fn is_tls_stream(self) -> bool {
+        matches!(
+            self,
+            PortProtocol::TlsPassthrough | PortProtocol::TlsTerminate
+        )
+    }
+
     fn terminates_tls(self) -> bool {
         matches!(self, PortProtocol::Https | PortProtocol::TlsTerminate)
     }
@@ -100,6 +107,13 @@ impl RouteTable {
     ) -> Result<(), String> {
         let entry = self.ports.entry(port).or_default();
         match entry.protocol {
+            // TLS passed through and TLS terminated share a port, told apart by server name;
+            // the port then holds certificates for the terminated names.
+            Some(held) if held.is_tls_stream() && protocol.is_tls_stream() => {
+                if protocol == PortProtocol::TlsTerminate {
+                    entry.protocol = Some(protocol);
+                }
+            }
             Some(held) if held != protocol => {
                 let holders: Vec<String> = entry.sources.iter().map(|m| m.to_string()).collect();
                 return Err(format!(

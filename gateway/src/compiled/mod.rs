@@ -214,11 +214,18 @@ fn compile_tls(
             config: kept.config.clone(),
         }));
     }
-    let config = crate::tls::server_config(tls).map_err(|message| CompileError {
+    let mut config = crate::tls::server_config(tls).map_err(|message| CompileError {
         route: listener.name.to_string(),
         object: "TLS certificate".into(),
         message,
     })?;
+    if listener.stream.is_some() {
+        // Relayed bytes are whatever the client speaks: offering h2 or http/1.1 would
+        // claim a protocol the backend may not speak.
+        let mut relayed = (*config).clone();
+        relayed.alpn_protocols.clear();
+        config = Arc::new(relayed);
+    }
     Ok(Some(CompiledTls {
         source: tls.clone(),
         config,

@@ -481,13 +481,31 @@ struct Target<'a> {
 /// where its listener is the most specific of its port for that hostname (listener
 /// isolation: a request goes to the most specific listener that matches it, and only that
 /// listener's routes may serve it).
-fn isolated(listeners: &[&GatewayListener<'_>], targets: Vec<Target<'_>>) -> Vec<(u16, String)> {
+fn isolated(listeners: &[&GatewayListener<'_>], targets: Vec<Target<'_>>) -> Vec<Placement> {
     targets
         .into_iter()
         .filter(|t| t.programmed && most_specific_for(listeners, t) == Some(&*t.listener.name))
-        // Listeners with a port out of range were refused before (listener()).
-        .map(|t| (u16::try_from(t.listener.port).unwrap_or_default(), t.host))
+        .map(|t| Placement {
+            // Listeners with a port out of range were refused before (listener()).
+            port: u16::try_from(t.listener.port).unwrap_or_default(),
+            terminate: terminates_connections(t.listener),
+            host: t.host,
+        })
         .collect()
+}
+
+/// Where a route is served: a port and hostname, through a listener that terminates TLS
+/// before relaying connections (TLS mode Terminate) or not.
+pub(super) struct Placement {
+    pub port: u16,
+    pub host: String,
+    pub terminate: bool,
+}
+
+/// A TLS listener in mode Terminate (the spec's default for TLS).
+fn terminates_connections(listener: &GatewayListeners) -> bool {
+    let mode = listener.tls.as_ref().and_then(|t| t.mode.as_ref());
+    listener.protocol == "TLS" && mode != Some(&TlsMode::Passthrough)
 }
 
 fn most_specific_for<'l>(
@@ -670,13 +688,13 @@ fn namespace_allowed(
 
 fn add_routes(
     cx: &mut Context<'_>,
-    targets: &[(u16, String)],
+    targets: &[Placement],
     rules: &[CompiledRule],
     meta: &Meta,
     route: &HttpRoute,
 ) {
     let age = RouteOrder::age_of(&route.metadata);
-    for (port, host) in targets {
+    for Placement { port, host, .. } in targets {
         for rule in rules {
             let order = RouteOrder {
                 family: 0,
@@ -707,7 +725,7 @@ impl RouteRules {
         }
     }
 
-    fn add(&self, cx: &mut Context<'_>, targets: &[(u16, String)], meta: &Meta, route: &HttpRoute) {
+    fn add(&self, cx: &mut Context<'_>, targets: &[Placement], meta: &Meta, route: &HttpRoute) {
         match self {
             RouteRules::Http(rules) => add_routes(cx, targets, rules, meta, route),
             RouteRules::Stream(rules) => rules.add(cx, targets, meta, route),

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use super::filters::resolve_service_ref;
 use super::rules::RefFailure;
+use super::Placement;
 use crate::translate::report::Condition;
 use crate::translate::table::RouteOrder;
 use crate::translate::Context;
@@ -100,18 +101,22 @@ impl StreamRules {
     pub(super) fn add(
         &self,
         cx: &mut Context<'_>,
-        targets: &[(u16, String)],
+        targets: &[Placement],
         meta: &Meta,
         route: &HttpRoute,
     ) {
-        let mut hosts_per_port: BTreeMap<u16, Vec<String>> = BTreeMap::new();
-        for (port, host) in targets {
-            let hosts = hosts_per_port.entry(*port).or_default();
-            if !hosts.contains(host) {
-                hosts.push(host.clone());
+        // One route per port and termination mode (a port may pass some names through and
+        // terminate others).
+        let mut hosts_per_port: BTreeMap<(u16, bool), Vec<String>> = BTreeMap::new();
+        for target in targets {
+            let hosts = hosts_per_port
+                .entry((target.port, target.terminate))
+                .or_default();
+            if !hosts.contains(&target.host) {
+                hosts.push(target.host.clone());
             }
         }
-        for (port, hosts) in hosts_per_port {
+        for ((port, terminate), hosts) in hosts_per_port {
             let order = RouteOrder {
                 family: 0,
                 rank: [0; 5],
@@ -126,6 +131,7 @@ impl StreamRules {
                 name: format!("{}/{}/rule/0", meta.namespace, meta.name).into(),
                 hostnames: hosts.into_iter().map(Into::into).collect(),
                 backends: self.backends.clone().into(),
+                terminate,
             };
             cx.table.add_stream(port, order, stream_route);
         }

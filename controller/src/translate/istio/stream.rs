@@ -60,6 +60,7 @@ pub(super) fn place(
                     name: format!("{}/{}/{kind}/{}", meta.namespace, meta.name, rule.rule).into(),
                     hostnames: hostnames.into(),
                     backends: rule.backends.clone().into(),
+                    terminate: server.protocol == PortProtocol::TlsTerminate,
                 };
                 cx.table.add_stream(server.port, order, route);
                 placed_rules.insert((kind, rule.rule));
@@ -225,7 +226,7 @@ fn hostnames(
         return None;
     }
     // A TCP port has no server names to tell connections apart by.
-    if rule.sni_hosts.is_none() {
+    if server.protocol == PortProtocol::Tcp {
         return Some(vec!["*".into()]);
     }
     Some(out)

@@ -38,28 +38,34 @@ pub(crate) async fn serve(
         return; // the port changed kind since the connection was accepted
     };
     let mut connection = Connection::new(&tcp, SystemTime::now());
-    let handshake_limit = app.limits().timeouts.tls_handshake;
-    match tls {
-        Some(config) => {
-            let accept = tokio_rustls::TlsAcceptor::from(config).accept(tcp);
-            let session = match tokio::time::timeout(handshake_limit, accept).await {
+    if !routes.by_server_name {
+        return forward(app, &snapshot, routes, tcp, &[], connection).await;
+    }
+    // The handshake's time limit covers the ClientHello and, when terminated, the rest.
+    let deadline = Instant::now() + app.limits().timeouts.tls_handshake;
+    let hello = match tokio::time::timeout_at(deadline.into(), hello::read(&mut tcp)).await {
+        Ok(Ok(hello)) => hello,
+        Ok(Err(e)) => return tracing::debug!(port, "TLS listener: {e}"),
+        Err(_) => return app.count_timeout("tls_handshake"),
+    };
+    connection.server_name = hello.server_name.clone();
+    let terminate = routes
+        .route_for(hello.server_name.as_deref())
+        .is_some_and(|r| r.terminate);
+    match (terminate, tls) {
+        (false, _) => forward(app, &snapshot, routes, tcp, &hello.bytes, connection).await,
+        (true, Some(config)) => {
+            // The hello already read is replayed into the handshake.
+            let replayed = hello::Replay::new(hello.bytes, tcp);
+            let accept = tokio_rustls::TlsAcceptor::from(config).accept(replayed);
+            let session = match tokio::time::timeout_at(deadline.into(), accept).await {
                 Ok(Ok(session)) => session,
                 Ok(Err(e)) => return tracing::debug!(port, "TLS handshake failed: {e}"),
                 Err(_) => return app.count_timeout("tls_handshake"),
             };
-            connection.server_name = session.get_ref().1.server_name().map(str::to_owned);
             forward(app, &snapshot, routes, session, &[], connection).await;
         }
-        None if routes.by_server_name => {
-            let hello = match tokio::time::timeout(handshake_limit, hello::read(&mut tcp)).await {
-                Ok(Ok(hello)) => hello,
-                Ok(Err(e)) => return tracing::debug!(port, "passthrough: {e}"),
-                Err(_) => return app.count_timeout("tls_handshake"),
-            };
-            connection.server_name = hello.server_name;
-            forward(app, &snapshot, routes, tcp, &hello.bytes, connection).await;
-        }
-        None => forward(app, &snapshot, routes, tcp, &[], connection).await,
+        (true, None) => tracing::warn!(port, "a terminating route on a port without certificates"),
     }
 }
 
