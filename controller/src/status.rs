@@ -302,14 +302,22 @@ fn gateway_status(
 ) -> Value {
     let generation = gateway.metadata.generation;
     let mut conditions = object_conditions(reports, meta, None, generation);
-    if !applied.serves(gateway) {
+    let waiting_for = if !applied.serves(gateway) {
         // Translated fine, not yet applied by a proxy.
+        Some(format!(
+            "waiting for a proxy of this Gateway to apply generation {}",
+            generation.unwrap_or(0)
+        ))
+    } else if matches!(applied, Applied::Known(_)) && !service_has_ready_endpoint(inputs, meta) {
+        // Applied, but the Service clients are sent to (the Gateway's address) routes
+        // nowhere yet: a client dialling it now could wait on a dropped SYN.
+        Some("waiting for the Gateway's Service to have a ready endpoint".to_string())
+    } else {
+        None
+    };
+    if let Some(message) = waiting_for {
         let programmed = |c: &&mut Value| c["type"] == "Programmed" && c["status"] == "True";
         for pending in conditions.iter_mut().filter(programmed) {
-            let message = format!(
-                "waiting for a proxy of this Gateway to apply generation {}",
-                generation.unwrap_or(0)
-            );
             *pending = condition("Programmed", false, "Pending", &message, generation);
         }
     }
@@ -334,14 +342,7 @@ pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 /// Service's external IPs, else — for a NodePort Service — the nodes' addresses (external
 /// before internal; clients add the node port), else its cluster IP.
 fn gateway_addresses(inputs: &Inputs, gateway: &Meta) -> Vec<Value> {
-    let Some(service) = inputs.services.iter().find(|s| {
-        s.metadata.namespace.as_deref() == Some(&gateway.namespace)
-            && s.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(GATEWAY_NAME_LABEL))
-                .is_some_and(|name| **name == *gateway.name)
-    }) else {
+    let Some(service) = gateway_service(inputs, gateway) else {
         return Vec::new();
     };
     let address = |kind: &str, value: &str| json!({"type": kind, "value": value});
@@ -485,6 +486,46 @@ fn accepted_by(reports: &[Report], route: &Meta, parent: &str) -> bool {
             && r.parent.as_deref() == Some(parent)
             && r.condition == "Accepted"
             && r.status
+    })
+}
+
+/// The Service of the Gateway's proxy (labelled with the Gateway's name).
+fn gateway_service<'i>(
+    inputs: &'i Inputs,
+    gateway: &Meta,
+) -> Option<&'i k8s_openapi::api::core::v1::Service> {
+    inputs.services.iter().find(|s| {
+        s.metadata.namespace.as_deref() == Some(&gateway.namespace)
+            && s.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(GATEWAY_NAME_LABEL))
+                .is_some_and(|name| **name == *gateway.name)
+    })
+}
+
+/// Whether the Gateway's Service has an endpoint ready to take connections (true when the
+/// Gateway has no Service Ferry knows of: nothing to wait for).
+fn service_has_ready_endpoint(inputs: &Inputs, gateway: &Meta) -> bool {
+    let Some(service) = gateway_service(inputs, gateway) else {
+        return true;
+    };
+    let name = service.metadata.name.as_deref();
+    inputs.endpoint_slices.iter().any(|slice| {
+        slice.metadata.namespace.as_deref() == Some(&gateway.namespace)
+            && slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("kubernetes.io/service-name"))
+                .map(String::as_str)
+                == name
+            && slice.endpoints.iter().any(|e| {
+                e.conditions
+                    .as_ref()
+                    .and_then(|c| c.ready)
+                    .unwrap_or(true)
+            })
     })
 }
 

@@ -7,7 +7,7 @@ pub mod hello;
 mod record;
 pub mod relay;
 
-use ferry_model::{StreamRoute, StreamRoutes};
+use ferry_model::StreamRoutes;
 use rustls::ServerConfig;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -98,15 +98,15 @@ async fn forward<C>(
         return connection.refused(app, Refusal::ConnectFailure, started);
     }
     let series = connection.opened(app);
-    let idle = idle_timeout(route, &backend);
+    let idle = idle_timeout(&backend);
     let totals = relay::relay(client, &mut backend.stream, idle, &series.counters()).await;
     connection.closed(app, &series, totals, already_read.len() as u64, started);
     // Dropping `backend` frees the cluster's connection slot and in-flight count.
 }
 
-/// The cluster's idle timeout (DestinationRule `connectionPool.tcp.idleTimeout`... via
-/// `ClusterPolicy::idle_timeout_ms`), else an hour.
-fn idle_timeout(_route: &StreamRoute, backend: &Backend) -> Duration {
+/// The cluster's idle timeout (DestinationRule `connectionPool.tcp.idleTimeout`), else an
+/// hour.
+fn idle_timeout(backend: &Backend) -> Duration {
     backend
         .idle_timeout_ms
         .map_or(DEFAULT_IDLE, Duration::from_millis)
