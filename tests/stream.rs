@@ -376,3 +376,45 @@ async fn istio_tls_passthrough_and_tcp_servers_follow_virtual_service_routes() {
     })
     .await;
 }
+
+/// A backend that answers with the first line it reads (a PROXY v1 header, here).
+async fn first_line_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let line = greeting(&mut stream).await;
+                let _ = stream.write_all(format!("{line}\n").as_bytes()).await;
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_destination_rule_sends_the_client_address_in_a_proxy_protocol_header() {
+    let backend = first_line_backend().await;
+    let port = free_port();
+    let dir = ConfigDir::new();
+    let manifests = [
+        gateway_with(&format!(
+            "    - {{name: tcp, port: {port}, protocol: TCP}}\n"
+        )),
+        service("legacy", backend),
+        route("TCPRoute", "legacy", "", "[{name: legacy, port: 443}]"),
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+         metadata: {name: legacy, namespace: default}\n\
+         spec: {host: legacy, trafficPolicy: {proxyProtocol: {version: V1}}}\n"
+            .to_string(),
+    ];
+    dir.write("all.yaml", &manifests.join("---\n"));
+    let _gw = Gateway::start(dir.path()).await;
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let client = tcp.local_addr().unwrap();
+    let line = greeting(&mut tcp).await;
+    assert_eq!(
+        line,
+        format!("PROXY TCP4 127.0.0.1 127.0.0.1 {} {port}\r", client.port())
+    );
+}

@@ -520,12 +520,10 @@ fn service_has_ready_endpoint(inputs: &Inputs, gateway: &Meta) -> bool {
                 .and_then(|l| l.get("kubernetes.io/service-name"))
                 .map(String::as_str)
                 == name
-            && slice.endpoints.iter().any(|e| {
-                e.conditions
-                    .as_ref()
-                    .and_then(|c| c.ready)
-                    .unwrap_or(true)
-            })
+            && slice
+                .endpoints
+                .iter()
+                .any(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
     })
 }
 
@@ -755,7 +753,10 @@ spec:
         for name in ["web", "tls"] {
             let listener = &of(&all, "Gateway", name)["listeners"][0];
             assert_eq!(listener["conditions"][1]["type"], "Programmed");
-            assert_eq!(listener["conditions"][1]["status"], "True", "{name}: {listener}");
+            assert_eq!(
+                listener["conditions"][1]["status"], "True",
+                "{name}: {listener}"
+            );
         }
     }
 

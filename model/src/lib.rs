@@ -34,7 +34,7 @@ pub use tls::{
 };
 pub use traffic::{
     ClusterPolicy, Cors, Fault, FaultAbort, FaultDelay, HashOn, Limits, LoadBalancer,
-    OutlierDetection, RetryBudget, RetryOn, RetryPolicy, RoutePolicy,
+    OutlierDetection, ProxyProtocol, RetryBudget, RetryOn, RetryPolicy, RoutePolicy,
 };
 
 /// Shorthand used by every constructor in the IR.

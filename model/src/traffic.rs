@@ -121,6 +121,19 @@ pub struct ClusterPolicy {
     pub outlier: Option<OutlierDetection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_budget: Option<RetryBudget>,
+    /// A PROXY protocol header sent to each endpoint before a relayed connection's bytes
+    /// (connection-level routes), carrying the client's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+/// The PROXY protocol version (haproxy.org's proxy-protocol.txt): v1 is a text line, v2 a
+/// binary header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxyProtocol {
+    V1,
+    V2,
 }
 
 /// Circuit-breaker thresholds; None = unlimited.

@@ -589,7 +589,16 @@ pub struct TrafficPolicy {
     #[serde(default)]
     pub tunnel: Unsupported,
     #[serde(default)]
-    pub proxy_protocol: Unsupported,
+    pub proxy_protocol: Option<ProxyProtocolSettings>,
+}
+
+/// `trafficPolicy.proxyProtocol`: a PROXY header sent to the endpoints.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxyProtocolSettings {
+    /// V1 (Istio's default) or V2.
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 /// DestinationRule `tls` (ClientTLSSettings), every field typed.

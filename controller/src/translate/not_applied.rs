@@ -46,6 +46,7 @@ pub(super) fn report(cx: &mut Context) {
         if exports_narrowly(&dr.spec.export_to) {
             found.push((meta.clone(), "spec.exportTo".into()));
         }
+        report_proxy_protocol(cx, dr, &meta);
     }
     for (meta, path) in found {
         let message = format!("{} is accepted but not applied yet", last_segment(&path));
@@ -80,6 +81,30 @@ fn report_mesh_l4_routes(
             let condition = Condition::warn("Valid", "NotYetSupported", message).field(field);
             cx.reports.push(meta, condition);
         }
+    }
+}
+
+/// `proxyProtocol` is sent on relayed connections (tcp and tls routes); requests of HTTP
+/// routes to the host go without it, which is said once on the rule.
+fn report_proxy_protocol(
+    cx: &mut Context,
+    dr: &crate::inputs::istio::DestinationRule,
+    meta: &ferry_model::Meta,
+) {
+    let top = dr.spec.traffic_policy.as_ref();
+    let set = std::iter::once(("spec.trafficPolicy.proxyProtocol".to_string(), top))
+        .chain(dr.spec.subsets.iter().enumerate().map(|(i, s)| {
+            let field = format!("spec.subsets[{i}].trafficPolicy.proxyProtocol");
+            (field, s.traffic_policy.as_ref())
+        }))
+        .filter(|(_, policy)| policy.is_some_and(|p| p.proxy_protocol.is_some()));
+    for (field, _) in set {
+        let message = "proxyProtocol is sent on connections of tcp and tls routes; HTTP \
+                       requests to this host are sent without it (not applied yet)";
+        cx.reports.push(
+            meta,
+            Condition::warn("Valid", "NotYetSupported", message).field(field),
+        );
     }
 }
 

@@ -1,7 +1,9 @@
 //! DestinationRule trafficPolicy -> cluster policy, with Istio's override order:
 //! top level < top-level portLevelSettings < subset < subset portLevelSettings.
 
-use ferry_model::{ClusterPolicy, HashOn, Limits, LoadBalancer, OutlierDetection, RetryBudget};
+use ferry_model::{
+    ClusterPolicy, HashOn, Limits, LoadBalancer, OutlierDetection, ProxyProtocol, RetryBudget,
+};
 
 use crate::inputs::istio::{
     self, ClientTlsSettings, ConnectionPool, DestinationRule, LoadBalancerSettings, TrafficPolicy,
@@ -81,7 +83,10 @@ pub fn cluster_policy(
             budget = policy.retry_budget.as_ref().or(budget);
         }
     }
-    let mut policy = ClusterPolicy::default();
+    let mut policy = ClusterPolicy {
+        proxy_protocol: proxy_protocol(dr, named)?,
+        ..ClusterPolicy::default()
+    };
     if let Some((pool, field)) = sections.pool {
         apply_pool(&mut policy, pool, &field)?;
     }
@@ -158,6 +163,39 @@ fn duration(value: &Option<String>, field: String) -> Result<Option<u64>, Proble
 
 fn positive(value: Option<i32>) -> Option<u32> {
     value.filter(|v| *v > 0).map(|v| v as u32)
+}
+
+/// The subset's `proxyProtocol`, else the top-level one.
+fn proxy_protocol(
+    dr: &DestinationRule,
+    subset: Option<(usize, &istio::Subset)>,
+) -> Result<Option<ProxyProtocol>, Problem> {
+    let from_subset = subset.and_then(|(i, s)| {
+        let policy = s.traffic_policy.as_ref()?;
+        let settings = policy.proxy_protocol.as_ref()?;
+        Some((
+            settings,
+            format!("spec.subsets[{i}].trafficPolicy.proxyProtocol.version"),
+        ))
+    });
+    let top = dr.spec.traffic_policy.as_ref().and_then(|p| {
+        let settings = p.proxy_protocol.as_ref()?;
+        Some((
+            settings,
+            "spec.trafficPolicy.proxyProtocol.version".to_string(),
+        ))
+    });
+    let Some((settings, field)) = from_subset.or(top) else {
+        return Ok(None);
+    };
+    match settings.version.as_deref().unwrap_or("V1") {
+        "V1" => Ok(Some(ProxyProtocol::V1)),
+        "V2" => Ok(Some(ProxyProtocol::V2)),
+        other => Err((
+            field,
+            format!("PROXY protocol version {other}: expected V1 or V2"),
+        )),
+    }
 }
 
 fn apply_pool(

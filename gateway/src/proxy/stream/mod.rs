@@ -4,6 +4,7 @@
 
 mod connect;
 pub mod hello;
+mod proxy_protocol;
 mod record;
 pub mod relay;
 
@@ -94,7 +95,13 @@ async fn forward<C>(
         }
     };
     connection.upstream(&backend);
-    if backend.stream.write_all(already_read).await.is_err() {
+    let mut first = Vec::new();
+    if let Some(version) = backend.cluster.cluster.policy.proxy_protocol {
+        let (client, local) = connection.ends();
+        first = proxy_protocol::header(version, client, local);
+    }
+    first.extend_from_slice(already_read);
+    if backend.stream.write_all(&first).await.is_err() {
         return connection.refused(app, Refusal::ConnectFailure, started);
     }
     let series = connection.opened(app);

@@ -42,6 +42,11 @@ impl Connection {
         }
     }
 
+    /// The client's address and the proxy's address it reached.
+    pub fn ends(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        (self.client, self.local)
+    }
+
     pub fn upstream(&mut self, backend: &Backend) {
         self.cluster = Some(backend.cluster.clone());
         self.upstream = Some(backend.endpoint.address);
