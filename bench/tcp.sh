@@ -87,7 +87,8 @@ YAML
 cat >"$work/haproxy.cfg" <<CONF
 global
   nbthread 1
-  maxconn 20000
+  # Two descriptors a connection: within this machine's 20,000 open files.
+  maxconn 9000
 defaults
   mode tcp
   timeout connect 5s

@@ -68,7 +68,8 @@ pub struct PortService {
 }
 
 struct ActiveListener {
-    task: JoinHandle<()>,
+    /// One accept loop per worker.
+    tasks: Vec<JoinHandle<()>>,
     service: Arc<ArcSwap<PortService>>,
 }
 
@@ -104,7 +105,7 @@ impl Listeners {
                 true
             }
             None => {
-                listener.task.abort();
+                listener.tasks.iter().for_each(JoinHandle::abort);
                 tracing::info!(port, "listener closed");
                 false
             }
@@ -116,23 +117,14 @@ impl Listeners {
             .collect();
         for (port, service) in new_ports {
             let port = *port;
-            match listen(SocketAddr::new(self.bind_ip, port)) {
+            let bound = listen(SocketAddr::new(self.bind_ip, port)).and_then(|l| l.into_std());
+            match bound {
                 Ok(listener) => {
                     let (tls, stream) = (service.tls.is_some(), service.stream);
                     tracing::info!(port, tls, stream, "listener bound");
                     let service = Arc::new(ArcSwap::from_pointee(service.clone()));
-                    let task = tokio::spawn(accept_loop(
-                        listener,
-                        service.clone(),
-                        AcceptContext {
-                            apps: self.apps.clone(),
-                            shutdown: self.shutdown.clone(),
-                            metrics: self.metrics.clone(),
-                            workers: self.workers.clone(),
-                            admission: self.admission.clone(),
-                        },
-                    ));
-                    active.insert(port, ActiveListener { task, service });
+                    let tasks = self.accept_on_workers(listener, &service);
+                    active.insert(port, ActiveListener { tasks, service });
                 }
                 Err(e) => {
                     tracing::error!(port, "cannot bind listener: {e}");
@@ -141,6 +133,35 @@ impl Listeners {
             }
         }
         errors
+    }
+
+    /// Starts one accept loop per worker on the listening socket (its descriptor cloned
+    /// into each worker's runtime): a connection is served on the worker that accepted it,
+    /// with no hand-over to another thread (no wake-up, no second epoll registration).
+    fn accept_on_workers(
+        &self,
+        listener: std::net::TcpListener,
+        service: &Arc<ArcSwap<PortService>>,
+    ) -> Vec<JoinHandle<()>> {
+        let mut tasks = Vec::with_capacity(self.workers.count());
+        for worker in 0..self.workers.count() {
+            let socket = match listener.try_clone() {
+                Ok(socket) => socket,
+                Err(e) => {
+                    tracing::error!(worker, "cannot share a listening socket: {e}");
+                    continue;
+                }
+            };
+            let context = AcceptContext {
+                app: self.apps[worker].clone(),
+                shutdown: self.shutdown.clone(),
+                metrics: self.metrics.clone(),
+                admission: self.admission.clone(),
+            };
+            let task = accept_loop(socket, service.clone(), context);
+            tasks.push(self.workers.spawn_on(worker, task));
+        }
+        tasks
     }
 
     /// The app of worker `worker`.
@@ -153,20 +174,25 @@ impl Listeners {
     }
 }
 
-/// What an accept loop hands each connection to.
+/// What an accept loop (on one worker) serves each connection with.
 struct AcceptContext {
-    apps: Apps,
+    /// The worker's own app.
+    app: Arc<Http1Proxy>,
     shutdown: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
-    workers: Arc<Workers>,
     admission: Arc<Admission>,
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     service: Arc<ArcSwap<PortService>>,
     context: AcceptContext,
 ) {
+    // Registered with the worker's reactor here, on the worker.
+    let listener = match TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(e) => return tracing::error!("cannot register a listening socket: {e}"),
+    };
     let port = listener.local_addr().map_or(0, |a| a.port());
     let label = port.to_string();
     let accepted = context.metrics.connections.with_label_values(&[&label]);
@@ -183,13 +209,13 @@ async fn accept_loop(
                     continue;
                 };
                 let _ = tcp.set_nodelay(true);
-                let apps = context.apps.clone();
+                let app = context.app.clone();
                 let shutdown = context.shutdown.clone();
                 let open = OpenConnection::count(&open);
                 let service = service.load_full();
                 let task_slot = slot.clone();
-                let task = context.workers.serve(tcp, move |worker, tcp| async move {
-                    let app = &apps[worker];
+                let task = tokio::spawn(async move {
+                    let app = &app;
                     let tls = service.tls.clone();
                     if service.stream {
                         // A relayed connection is busy for its whole life, never reaped as
@@ -202,9 +228,7 @@ async fn accept_loop(
                     }
                     drop(open);
                 });
-                if let Some(task) = task {
-                    slot.set_abort(task);
-                }
+                slot.set_abort(task.abort_handle());
             }
             Err(e) => {
                 // Usually EMFILE: back off instead of spinning.

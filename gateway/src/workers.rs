@@ -5,9 +5,10 @@
 //! runtime (bench/proxies.sh's keepalive test, alternated in one run). Each worker has its
 //! own proxy app, hence its own upstream connection pool, as Envoy's workers do: a pooled
 //! connection reused by another worker would have its readiness events arrive on the thread
-//! that opened it, two thread hops per read. Accept loops and the control path (snapshot
-//! compile, admin, config sync) stay on the main runtime, so a large compile never stalls a
-//! worker.
+//! that opened it, two thread hops per read. Each worker runs its own accept loop on every
+//! gateway listener (crate::listeners) and serves what it accepts, so a new connection costs
+//! no hand-over between threads; the control path (snapshot compile, admin, config sync)
+//! stays on the main runtime, so a large compile never stalls a worker.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -52,6 +53,15 @@ impl Workers {
 
     pub fn count(&self) -> usize {
         self.handles.len()
+    }
+
+    /// Runs `task` on worker `index` (an accept loop serving what it accepts there).
+    pub fn spawn_on<F>(&self, index: usize, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.handles[index].spawn(task)
     }
 
     /// Serves `tcp` with `serve` on the next worker, round robin; `serve` gets the worker's
