@@ -221,7 +221,7 @@ async fn accept_loop(
                         // A relayed connection is busy for its whole life, never reaped as
                         // idle (the handshake timeout bounds a silent one).
                         if task_slot.begin() {
-                            crate::proxy::stream::serve(tcp, port, tls, app).await;
+                            crate::proxy::stream::serve(tcp, peer, port, tls, app).await;
                         }
                     } else {
                         serve_connection(tcp, tls, app, &shutdown, &task_slot).await;

@@ -28,6 +28,7 @@ const DEFAULT_IDLE: Duration = Duration::from_secs(3600);
 /// Serves one accepted connection of a connection-level port.
 pub(crate) async fn serve(
     mut tcp: TcpStream,
+    client: SocketAddr,
     port: u16,
     tls: Option<Arc<ServerConfig>>,
     app: &Http1Proxy,
@@ -38,7 +39,11 @@ pub(crate) async fn serve(
     let Some(routes) = snapshot.stream_routes(port) else {
         return; // the port changed kind since the connection was accepted
     };
-    let mut connection = Connection::new(&tcp, SystemTime::now());
+    // The proxy's own address costs a syscall: asked only when something will use it.
+    let local = needs_local_address(app, &snapshot, routes)
+        .then(|| tcp.local_addr().ok())
+        .flatten();
+    let mut connection = Connection::new(Some(client), local, SystemTime::now());
     if !routes.by_server_name {
         return forward(app, &snapshot, routes, tcp, &[], connection).await;
     }
@@ -119,7 +124,20 @@ fn idle_timeout(backend: &Backend) -> Duration {
         .map_or(DEFAULT_IDLE, Duration::from_millis)
 }
 
-/// A connection's two ends, for the log.
-pub(crate) fn addresses(tcp: &TcpStream) -> (Option<SocketAddr>, Option<SocketAddr>) {
-    (tcp.peer_addr().ok(), tcp.local_addr().ok())
+/// The access log and PROXY protocol headers name the address the client reached.
+fn needs_local_address(
+    app: &Http1Proxy,
+    snapshot: &CompiledSnapshot,
+    routes: &StreamRoutes,
+) -> bool {
+    if app.telemetry.access_log.is_some() {
+        return true;
+    }
+    let clusters = routes.routes.iter().flat_map(|r| r.backends.iter());
+    clusters
+        .filter_map(|b| match &b.target {
+            ferry_model::BackendTarget::Cluster(name) => snapshot.cluster(name),
+            ferry_model::BackendTarget::Invalid { .. } => None,
+        })
+        .any(|c| c.cluster.policy.proxy_protocol.is_some())
 }

@@ -5,7 +5,6 @@ use ferry_model::Str;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
-use tokio::net::TcpStream;
 
 use super::connect::{Backend, Refusal};
 use super::relay::{Counters, Ending, Totals};
@@ -28,8 +27,11 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(tcp: &TcpStream, started_at: SystemTime) -> Self {
-        let (client, local) = super::addresses(tcp);
+    pub fn new(
+        client: Option<SocketAddr>,
+        local: Option<SocketAddr>,
+        started_at: SystemTime,
+    ) -> Self {
         Connection {
             started_at,
             client,

@@ -117,14 +117,17 @@ impl Direction<'_> {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        let mut buffer = vec![0u8; BUFFER_BYTES];
+        // Read into spare capacity: the buffer is never zeroed (a connection that moves a
+        // few bytes pays for no 16 KiB memset).
+        let mut buffer = bytes::BytesMut::with_capacity(BUFFER_BYTES);
         loop {
-            let n = match from.read(&mut buffer).await {
+            buffer.clear();
+            let n = match from.read_buf(&mut buffer).await {
                 Ok(0) => return to.shutdown().await.is_ok(),
                 Ok(n) => n,
                 Err(_) => return false,
             };
-            if to.write_all(&buffer[..n]).await.is_err() {
+            if to.write_all(&buffer).await.is_err() {
                 return false;
             }
             self.total.fetch_add(n as u64, Ordering::Relaxed);
