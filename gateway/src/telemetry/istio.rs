@@ -49,31 +49,13 @@ const LABELS: [&str; 25] = [
 ];
 
 /// Istio's TCP metrics carry the request labels without the response code and gRPC status.
-const TCP_LABELS: [&str; 23] = [
-    "reporter",
-    "source_workload",
-    "source_canonical_service",
-    "source_canonical_revision",
-    "source_workload_namespace",
-    "source_principal",
-    "source_app",
-    "source_version",
-    "source_cluster",
-    "destination_workload",
-    "destination_workload_namespace",
-    "destination_principal",
-    "destination_app",
-    "destination_version",
-    "destination_service",
-    "destination_canonical_service",
-    "destination_canonical_revision",
-    "destination_service_name",
-    "destination_service_namespace",
-    "destination_cluster",
-    "request_protocol",
-    "response_flags",
-    "connection_security_policy",
-];
+fn tcp_labels() -> Vec<&'static str> {
+    let http_only = ["response_code", "grpc_response_status"];
+    LABELS
+        .into_iter()
+        .filter(|l| !http_only.contains(l))
+        .collect()
+}
 
 pub const UNKNOWN: &str = "unknown";
 
@@ -155,7 +137,7 @@ impl TcpMetrics {
     fn new(registry: &Registry) -> Self {
         let counter = |name: &str, help: &str| {
             let counter =
-                IntCounterVec::new(Opts::new(name, help), &TCP_LABELS).expect("valid metric");
+                IntCounterVec::new(Opts::new(name, help), &tcp_labels()).expect("valid metric");
             registry
                 .register(Box::new(counter.clone()))
                 .expect("unique metric names");
