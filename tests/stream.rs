@@ -418,3 +418,68 @@ async fn a_destination_rule_sends_the_client_address_in_a_proxy_protocol_header(
         format!("PROXY TCP4 127.0.0.1 127.0.0.1 {} {port}\r", client.port())
     );
 }
+
+/// AuthorizationPolicy applies to connections too: a DENY by source address closes them before
+/// any backend is dialled, and an ALLOW that needs HTTP attributes lets no connection through.
+#[tokio::test(flavor = "multi_thread")]
+async fn authorization_policies_decide_on_connections() {
+    let blue = tcp_backend("blue").await;
+    let (denied_port, http_only_port, open_port) = (free_port(), free_port(), free_port());
+    let dir = ConfigDir::new();
+    let policy = |name: &str, action: &str, rules: &str| {
+        format!(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+             metadata: {{name: {name}, namespace: default}}\n\
+             spec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: edge}}]\n\
+             \x20 action: {action}\n  rules: {rules}\n"
+        )
+    };
+    let manifests = [
+        gateway_with(&format!(
+            "    - {{name: denied, port: {denied_port}, protocol: TCP}}\n\
+             \x20   - {{name: http-only, port: {http_only_port}, protocol: TCP}}\n\
+             \x20   - {{name: open, port: {open_port}, protocol: TCP}}\n"
+        )),
+        service("blue", blue),
+        "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\n\
+         metadata: {name: all, namespace: default}\n\
+         spec:\n  parentRefs: [{name: edge}]\n  rules: [{backendRefs: [{name: blue, port: 443}]}]\n"
+            .to_string(),
+        policy(
+            "deny-local",
+            "DENY",
+            &format!(
+                "[{{from: [{{source: {{ipBlocks: [127.0.0.0/8]}}}}], to: [{{operation: {{ports: [\"{denied_port}\"]}}}}]}}]"
+            ),
+        ),
+        policy(
+            "allow-paths",
+            "ALLOW",
+            &format!(
+                "[{{to: [{{operation: {{ports: [\"{http_only_port}\"], paths: [/api]}}}}]}}, \
+                 {{to: [{{operation: {{ports: [\"{open_port}\"]}}}}]}}]"
+            ),
+        ),
+    ];
+    dir.write("all.yaml", &manifests.join("---\n"));
+    let gw = Gateway::start(dir.path()).await;
+    for refused in [denied_port, http_only_port] {
+        let mut tcp = TcpStream::connect(("127.0.0.1", refused)).await.unwrap();
+        let mut rest = Vec::new();
+        let _ = tcp.read_to_end(&mut rest).await;
+        assert!(
+            rest.is_empty(),
+            "port {refused}: a denied connection reached the backend"
+        );
+    }
+    let mut tcp = TcpStream::connect(("127.0.0.1", open_port)).await.unwrap();
+    assert_eq!(greeting(&mut tcp).await, "blue");
+    let metrics = gw.admin_get("/metrics").await;
+    let denied = metrics
+        .lines()
+        .filter(|l| l.starts_with("istio_tcp_connections_closed_total"))
+        .filter(|l| l.contains("response_flags=\"RBAC\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    assert_eq!(denied, 2.0, "{metrics}");
+}

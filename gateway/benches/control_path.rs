@@ -102,6 +102,7 @@ fn snapshot(routes: usize, per_host: usize, version: u64) -> Snapshot {
             sources: Vec::new().into(),
             virtual_hosts: virtual_hosts.into(),
             tls: None,
+            stream: None,
         }]
         .into(),
         clusters: clusters.into(),

@@ -31,6 +31,8 @@ pub enum Refusal {
     /// The endpoint requires mesh mTLS, which connection-level routes do not originate yet:
     /// refused rather than sent in plaintext to a workload that expects mTLS.
     MeshTlsRequired,
+    /// An AuthorizationPolicy denied the connection.
+    Denied,
 }
 
 impl Refusal {
@@ -40,6 +42,7 @@ impl Refusal {
             Refusal::NoHealthyUpstream => "UH",
             Refusal::Overflow => "UO",
             Refusal::ConnectFailure | Refusal::MeshTlsRequired => "UF",
+            Refusal::Denied => "RBAC",
         }
     }
 }

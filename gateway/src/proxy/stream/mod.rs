@@ -43,7 +43,7 @@ pub(crate) async fn serve(
     let local = needs_local_address(app, &snapshot, routes)
         .then(|| tcp.local_addr().ok())
         .flatten();
-    let mut connection = Connection::new(Some(client), local, SystemTime::now());
+    let mut connection = Connection::new(Some(client), local, port, SystemTime::now());
     if !routes.by_server_name {
         return forward(app, &snapshot, routes, tcp, &[], connection).await;
     }
@@ -87,6 +87,9 @@ async fn forward<C>(
     C: AsyncRead + AsyncWrite + Unpin,
 {
     let started = Instant::now();
+    if !connection.authorized(snapshot) {
+        return connection.refused(app, Refusal::Denied, started);
+    }
     let route = routes.route_for(connection.server_name.as_deref());
     connection.route = route.map(|r| r.name.clone());
     let Some(route) = route else {
@@ -124,13 +127,14 @@ fn idle_timeout(backend: &Backend) -> Duration {
         .map_or(DEFAULT_IDLE, Duration::from_millis)
 }
 
-/// The access log and PROXY protocol headers name the address the client reached.
+/// The access log, AuthorizationPolicy (`destination.ip`) and PROXY protocol headers need
+/// the address the client reached.
 fn needs_local_address(
     app: &Http1Proxy,
     snapshot: &CompiledSnapshot,
     routes: &StreamRoutes,
 ) -> bool {
-    if app.telemetry.access_log.is_some() {
+    if app.telemetry.access_log.is_some() || !snapshot.source.authorization.is_empty() {
         return true;
     }
     let clusters = routes.routes.iter().flat_map(|r| r.backends.iter());

@@ -19,6 +19,8 @@ pub struct Connection {
     started_at: SystemTime,
     client: Option<SocketAddr>,
     local: Option<SocketAddr>,
+    /// The listener port the client reached.
+    port: u16,
     pub server_name: Option<String>,
     pub route: Option<Str>,
     pub cluster: Option<Arc<CompiledCluster>>,
@@ -30,18 +32,33 @@ impl Connection {
     pub fn new(
         client: Option<SocketAddr>,
         local: Option<SocketAddr>,
+        port: u16,
         started_at: SystemTime,
     ) -> Self {
         Connection {
             started_at,
             client,
             local,
+            port,
             server_name: None,
             route: None,
             cluster: None,
             upstream: None,
             endpoint_workload: None,
         }
+    }
+
+    /// Whether the AuthorizationPolicies of this proxy let the connection through (checked
+    /// before routing, as Istio's network RBAC filter is; rules naming HTTP attributes cannot
+    /// match a connection, so an ALLOW that needs them lets nothing through).
+    pub fn authorized(&self, snapshot: &crate::compiled::CompiledSnapshot) -> bool {
+        let peer = crate::proxy::authz::Peer {
+            identity: None,
+            destination_ip: self.local.map(|l| l.ip()),
+            port: self.port,
+            sni: self.server_name.as_deref(),
+        };
+        crate::proxy::authz::allows_connection(snapshot, &peer, self.client.map(|c| c.ip()))
     }
 
     /// The client's address and the proxy's address it reached.
