@@ -504,14 +504,16 @@ fn gateway_service<'i>(
     })
 }
 
-/// Whether the Gateway's Service has an endpoint ready to take connections (true when the
-/// Gateway has no Service Ferry knows of: nothing to wait for).
+/// Whether the Gateway's Service can take connections: it has a ready endpoint, or nothing
+/// publishes its endpoints at all (no EndpointSlice: no endpoint controller, or a Service
+/// without selector), or the Gateway has no Service Ferry knows of. Only slices that exist
+/// and list no ready endpoint mean "not yet".
 fn service_has_ready_endpoint(inputs: &Inputs, gateway: &Meta) -> bool {
     let Some(service) = gateway_service(inputs, gateway) else {
         return true;
     };
     let name = service.metadata.name.as_deref();
-    inputs.endpoint_slices.iter().any(|slice| {
+    let mut slices = inputs.endpoint_slices.iter().filter(|slice| {
         slice.metadata.namespace.as_deref() == Some(&gateway.namespace)
             && slice
                 .metadata
@@ -520,11 +522,17 @@ fn service_has_ready_endpoint(inputs: &Inputs, gateway: &Meta) -> bool {
                 .and_then(|l| l.get("kubernetes.io/service-name"))
                 .map(String::as_str)
                 == name
-            && slice
-                .endpoints
-                .iter()
-                .any(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
-    })
+    });
+    let ready = |slice: &&k8s_openapi::api::discovery::v1::EndpointSlice| {
+        slice
+            .endpoints
+            .iter()
+            .any(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+    };
+    match slices.next() {
+        None => true,
+        Some(first) => ready(&first) || slices.any(|s| ready(&s)),
+    }
 }
 
 /// One address per node: ExternalIP when it has one, else InternalIP.
@@ -758,6 +766,49 @@ spec:
                 "{name}: {listener}"
             );
         }
+    }
+
+    /// Programmed waits for the Gateway's Service to route somewhere: slices that list no
+    /// ready endpoint keep it Pending; a ready endpoint, or no slice at all (nothing
+    /// publishes endpoints), let it through.
+    #[test]
+    fn programmed_waits_for_a_ready_endpoint_of_the_gateway_service() {
+        let gateway = "
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: public, namespace: infra, uid: u1, generation: 1}
+spec:
+  gatewayClassName: ferry
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: public-ferry, namespace: infra, labels: {gateway.networking.k8s.io/gateway-name: public}}
+spec: {ports: [{port: 80}]}
+";
+        let slice = |ready: bool| {
+            format!(
+                "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+                 metadata: {{name: public-ferry-1, namespace: infra, labels: {{kubernetes.io/service-name: public-ferry}}}}\n\
+                 addressType: IPv4\nendpoints: [{{addresses: [10.0.0.9], conditions: {{ready: {ready}}}}}]\n"
+            )
+        };
+        let applied = crate::applied::AppliedGateways::from([(
+            "infra/public".to_string(),
+            crate::applied::AppliedGeneration {
+                uid: "u1".into(),
+                generation: 1,
+            },
+        )]);
+        let programmed = |yaml: &str| {
+            let inputs = Inputs::from_objects(parse_manifests(yaml, "test").unwrap());
+            let reports = super::reports_per_proxy(&inputs);
+            let all = desired(&inputs, &reports, &Applied::Known(&applied));
+            of(&all, "Gateway", "public")["conditions"][1]["status"].clone()
+        };
+        assert_eq!(programmed(&format!("{gateway}{}", slice(false))), "False");
+        assert_eq!(programmed(&format!("{gateway}{}", slice(true))), "True");
+        assert_eq!(programmed(gateway), "True");
     }
 
     #[test]
