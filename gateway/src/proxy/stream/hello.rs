@@ -36,17 +36,19 @@ pub enum HelloError {
 pub async fn read(tcp: &mut TcpStream) -> Result<Hello, HelloError> {
     let mut acceptor = rustls::server::Acceptor::default();
     let mut bytes = Vec::with_capacity(2048);
-    let mut chunk = [0u8; 4096];
     loop {
-        let n = tcp.read(&mut chunk).await?;
-        if n == 0 {
+        // Read into the vector's spare room (no buffer on the task's stack).
+        let seen = bytes.len();
+        if bytes.capacity() == seen {
+            bytes.reserve(2048);
+        }
+        if tcp.read_buf(&mut bytes).await? == 0 {
             return Err(HelloError::Closed);
         }
-        bytes.extend_from_slice(&chunk[..n]);
         if bytes.len() > MAX_HELLO_BYTES {
             return Err(HelloError::TooLarge);
         }
-        if let Some(server_name) = feed(&mut acceptor, &chunk[..n])? {
+        if let Some(server_name) = feed(&mut acceptor, &bytes[seen..])? {
             return Ok(Hello { server_name, bytes });
         }
     }
