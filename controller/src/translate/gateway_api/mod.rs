@@ -244,11 +244,11 @@ fn program_listener(
     conflict_with_earlier(listener, earlier)?;
     let (certificates, validation) = match protocol {
         PortProtocol::Http | PortProtocol::TlsPassthrough | PortProtocol::Tcp => (Vec::new(), None),
-        PortProtocol::Https => (
+        // The Gateway's client certificate validation binds every port that terminates TLS.
+        PortProtocol::Https | PortProtocol::TlsTerminate => (
             listener_certificates(cx, gateway, listener, field)?,
             frontend_validation(cx, gateway, port)?,
         ),
-        PortProtocol::TlsTerminate => (listener_certificates(cx, gateway, listener, field)?, None),
     };
     cx.table
         .listener(port, gateway, protocol)
