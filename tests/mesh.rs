@@ -911,3 +911,226 @@ async fn metric_value(pod: &Pod, sample: &str) -> f64 {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0.0)
 }
+
+/// A DNS server for the test: answers A queries for the names in its table (each with a
+/// TTL of one second) and nothing else; the table can change while it runs.
+struct TinyDns {
+    names: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::net::Ipv4Addr>>>,
+    queries: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TinyDns {
+    fn start(address: std::net::Ipv4Addr) -> TinyDns {
+        let socket = std::net::UdpSocket::bind((address, 53)).expect("bind DNS port");
+        let dns = TinyDns {
+            names: Default::default(),
+            queries: Default::default(),
+        };
+        let (names, queries) = (dns.names.clone(), dns.queries.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = socket.recv_from(&mut buf) {
+                queries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let names = names.lock().unwrap().clone();
+                if let Some(reply) = dns_reply(&buf[..n], &names) {
+                    let _ = socket.send_to(&reply, from);
+                }
+            }
+        });
+        dns
+    }
+
+    fn set(&self, name: &str, ip: std::net::Ipv4Addr) {
+        self.names.lock().unwrap().insert(name.into(), ip);
+    }
+}
+
+/// The answer to one query (RFC 1035 wire format): the A record when the name is known and
+/// the query asks for A, else an empty NOERROR answer.
+fn dns_reply(
+    query: &[u8],
+    names: &std::collections::HashMap<String, std::net::Ipv4Addr>,
+) -> Option<Vec<u8>> {
+    let mut at = 12;
+    let mut labels = Vec::new();
+    loop {
+        let len = usize::from(*query.get(at)?);
+        at += 1;
+        if len == 0 {
+            break;
+        }
+        labels.push(String::from_utf8_lossy(query.get(at..at + len)?).to_lowercase());
+        at += len;
+    }
+    let qtype = u16::from_be_bytes([*query.get(at)?, *query.get(at + 1)?]);
+    let question = query.get(12..at + 4)?;
+    let found = names.get(&labels.join(".")).filter(|_| qtype == 1);
+    let mut reply = Vec::new();
+    reply.extend_from_slice(&query[..2]); // id
+    reply.extend_from_slice(&[0x81, 0x80, 0, 1, 0, u8::from(found.is_some()), 0, 0, 0, 0]);
+    reply.extend_from_slice(question);
+    if let Some(ip) = found {
+        reply.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 1, 0, 4]); // TTL 1 s
+        reply.extend_from_slice(&ip.octets());
+    }
+    Some(reply)
+}
+
+/// The pod's `/etc/resolv.conf` as `ip netns exec` shows it to the pod's processes.
+struct PodResolvConf(std::path::PathBuf);
+
+impl PodResolvConf {
+    fn write(pod: &Pod, nameserver: std::net::Ipv4Addr) -> PodResolvConf {
+        let dir = std::path::PathBuf::from(format!("/etc/netns/{}", pod.name));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("resolv.conf"),
+            format!("nameserver {nameserver}\noptions timeout:1 attempts:2\n"),
+        )
+        .unwrap();
+        PodResolvConf(dir)
+    }
+}
+
+impl Drop for PodResolvConf {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const SERVICE_ENTRIES: &str = "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: static-api, namespace: weather}
+spec:
+  hosts: [static-api.example]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 8080}]
+  endpoints: [{address: EXTERNAL_ONE}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: dns-api, namespace: weather}
+spec:
+  hosts: [dns-api.example]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 8080}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: tcp-db, namespace: weather}
+spec:
+  hosts: [db.example]
+  addresses: [EXTERNAL_TWO/32]
+  resolution: NONE
+  ports: [{number: 8080, name: tcp, protocol: TCP}]
+";
+
+/// Sidecars under REGISTRY_ONLY let out exactly what ServiceEntries register: an HTTP host
+/// with STATIC endpoints, one the sidecar resolves through DNS (following a changed answer
+/// once its TTL runs out), a TCP address block; anything else is refused (502 for HTTP).
+#[tokio::test(flavor = "multi_thread")]
+async fn service_entries_let_registered_hosts_out_under_registry_only() {
+    let mut net = Network::new();
+    let (client, one, two) = (net.pod(2), net.pod(3), net.pod(4));
+    let bridge =
+        std::net::Ipv4Addr::new(client.address.octets()[0], client.address.octets()[1], 0, 1);
+    let dns = TinyDns::start(bridge);
+    dns.set("dns-api.example", one.address);
+    let _resolv = PodResolvConf::write(&client, bridge);
+    let dir = ConfigDir::new();
+    let manifests = SERVICE_ENTRIES
+        .replace("EXTERNAL_ONE", &one.address.to_string())
+        .replace("EXTERNAL_TWO", &two.address.to_string());
+    dir.write("entries.yaml", &manifests);
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        dir.path().join("entries.yaml"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let _apps = [
+        app(&one, "external-one", 8080),
+        app(&two, "external-two", 8080),
+    ];
+    init(&client, &[]);
+    let _sidecar = sidecar_with(
+        &client,
+        dir.path(),
+        &["--outbound-traffic-policy", "REGISTRY_ONLY"],
+    );
+    ready(&client).await;
+
+    // STATIC: the Host header names the entry; the address dialled (pod two, port 80,
+    // where nothing listens) does not matter, the entry's endpoint answers.
+    let url = format!("http://{}/", two.address);
+    let answers = curl(&client, &url, &["Host: static-api.example"], 3);
+    assert!(
+        answers.iter().all(|a| a["name"] == "external-one"),
+        "{answers:?}"
+    );
+
+    // Without an entry for the host: 502, as Istio's BlackHoleCluster answers.
+    let refused = fetch_code_and_body_with(&client, &url, "Host: unknown.example");
+    assert!(refused.starts_with("502"), "{refused}");
+
+    // DNS: resolved by the sidecar through the pod's resolver...
+    let answers = curl(&client, &url, &["Host: dns-api.example"], 2);
+    assert!(
+        answers.iter().all(|a| a["name"] == "external-one"),
+        "{answers:?}"
+    );
+    assert!(dns.queries.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    // ...and asked again when the answer's TTL (1 s) runs out.
+    dns.set("dns-api.example", two.address);
+    eventually_within(
+        "the sidecar follows the changed DNS answer",
+        Duration::from_secs(15),
+        || async {
+            let answer = curl(&client, &url, &["Host: dns-api.example"], 1);
+            answer.first().is_some_and(|a| a["name"] == "external-two")
+        },
+    )
+    .await;
+
+    // TCP by address: the entry's block lets connections to pod two's 8080 out (to the
+    // address dialled, resolution NONE); pod one's 8080 is outside every entry.
+    let direct = curl(&client, &format!("http://{}:8080/", two.address), &[], 1);
+    assert_eq!(direct[0]["name"], "external-two");
+    let outside = client.run(
+        "curl",
+        &[
+            "-s",
+            "--max-time",
+            "3",
+            &format!("http://{}:8080/", one.address),
+        ],
+    );
+    assert!(
+        outside.is_err() || outside.as_ref().is_ok_and(|o| o.is_empty()),
+        "{outside:?}"
+    );
+}
+
+/// `curl` with one header: the status code, a space, the body.
+fn fetch_code_and_body_with(pod: &Pod, url: &str, header: &str) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &pod.name, "curl", "-s", "--max-time", "5"])
+        .args([
+            "-H",
+            header,
+            "-w",
+            "%{http_code} ",
+            "-o",
+            "/dev/stderr",
+            url,
+        ])
+        .output()
+        .expect("run curl");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

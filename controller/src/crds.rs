@@ -99,6 +99,12 @@ const ISTIO_KINDS: &[IstioKind] = &[
         short_names: &["dr"],
     },
     IstioKind {
+        group: "networking.istio.io",
+        kind: "ServiceEntry",
+        plural: "serviceentries",
+        short_names: &["se"],
+    },
+    IstioKind {
         group: "security.istio.io",
         kind: "PeerAuthentication",
         plural: "peerauthentications",
@@ -188,6 +194,7 @@ mod tests {
             "gateways.networking.istio.io",
             "virtualservices.networking.istio.io",
             "destinationrules.networking.istio.io",
+            "serviceentries.networking.istio.io",
             "peerauthentications.security.istio.io",
             "authorizationpolicies.security.istio.io",
             "requestauthentications.security.istio.io",

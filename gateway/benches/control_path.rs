@@ -89,10 +89,13 @@ fn snapshot(routes: usize, per_host: usize, version: u64) -> Snapshot {
                 .into(),
             policy: Default::default(),
             tls: None,
+            dns: Vec::new().into(),
+            original_destination: false,
         })
         .collect();
     Snapshot {
         version,
+        outbound: Vec::new().into(),
         peer_authentications: Vec::new().into(),
         authorization: Vec::new().into(),
         request_authentication: Vec::new().into(),

@@ -55,3 +55,36 @@ pub fn authorizes_connection(
     };
     crate::proxy::authz::allows_connection(&snapshot, &peer, source.map(|s| s.ip()))
 }
+
+pub use crate::proxy::stream::Outbound;
+
+/// Relays a sidecar's captured outbound connection by a connection-level route of the
+/// snapshot's `outbound` section (a ServiceEntry's TLS or TCP port), with Istio's TCP metrics.
+pub async fn relay_outbound(
+    engine: &Engine,
+    worker: usize,
+    snapshot: &crate::compiled::CompiledSnapshot,
+    route: &ferry_model::StreamRoute,
+    outbound: Outbound,
+) {
+    let app = engine.http_app(worker);
+    crate::proxy::stream::serve_outbound(&app, snapshot, route, outbound).await;
+}
+
+/// Reads a TLS ClientHello from `tcp` (bounded by the engine's handshake timeout): its
+/// server name and the bytes read, to send on first.
+pub async fn read_client_hello(
+    engine: &Engine,
+    tcp: &mut tokio::net::TcpStream,
+) -> Option<(Option<String>, Vec<u8>)> {
+    let limit = engine.limits().timeouts.tls_handshake;
+    let read = tokio::time::timeout(limit, crate::proxy::stream::hello::read(tcp)).await;
+    match read {
+        Ok(Ok(hello)) => Some((hello.server_name, hello.bytes)),
+        Ok(Err(e)) => {
+            tracing::debug!("outbound TLS: {e}");
+            None
+        }
+        Err(_) => None,
+    }
+}

@@ -62,6 +62,13 @@ pub struct Engine {
     captured: bool,
     /// Set once the first snapshot is swapped in and its listeners are bound.
     ready: std::sync::atomic::AtomicBool,
+    /// Answers for the names snapshots ask the proxy to resolve (ServiceEntry DNS hosts).
+    dns: crate::dns::Dns,
+    /// The applied snapshot as received, before DNS answers filled its clusters: what is
+    /// compiled again when an answer changes. None when it names nothing to resolve.
+    unresolved: Mutex<Option<Arc<Snapshot>>>,
+    /// Wakes the DNS refresher when a snapshot with other names arrives.
+    dns_changed: Arc<tokio::sync::Notify>,
     _shutdown: watch::Sender<bool>,
 }
 
@@ -165,8 +172,14 @@ impl Engine {
             applying: tokio::sync::Mutex::new(()),
             captured,
             ready: Default::default(),
+            dns: Default::default(),
+            unresolved: Mutex::new(None),
+            dns_changed: Default::default(),
             _shutdown: shutdown_tx,
         }))
+        .inspect(|engine| {
+            tokio::spawn(refresh_dns(Arc::downgrade(engine)));
+        })
     }
 
     /// Compiles and activates `snapshot` (its version is assigned here when 0).
@@ -181,6 +194,7 @@ impl Engine {
             snapshot.version = self.last_version.load(Ordering::SeqCst) + 1;
         }
         let version = snapshot.version;
+        let snapshot = self.resolve_names(snapshot).await;
         let previous = self.store.load();
         let compiled = match CompiledSnapshot::compile(Arc::new(snapshot), previous.as_deref()) {
             Ok(compiled) => Arc::new(compiled),
@@ -199,6 +213,42 @@ impl Engine {
         };
         self.record_applied(version, reports, listener_errors).await;
         Ok(version)
+    }
+
+    /// `snapshot` with its DNS clusters' endpoints filled from fresh answers; the snapshot as
+    /// received is kept for the refresher.
+    async fn resolve_names(&self, snapshot: Snapshot) -> Snapshot {
+        let names = crate::dns::names(&snapshot);
+        if names.is_empty() {
+            *self.unresolved.lock().expect("unresolved") = None;
+            return snapshot;
+        }
+        self.dns.refresh(&names).await;
+        let filled = self.dns.fill(&snapshot);
+        *self.unresolved.lock().expect("unresolved") = Some(Arc::new(snapshot));
+        self.dns_changed.notify_one();
+        filled
+    }
+
+    /// Asks again the names whose answers are due and, when one changed, serves the same
+    /// snapshot version with the new endpoints (other clusters keep their state).
+    async fn refresh_names(&self) {
+        let _guard = self.applying.lock().await;
+        let Some(unresolved) = self.unresolved.lock().expect("unresolved").clone() else {
+            return;
+        };
+        if !self.dns.refresh(&crate::dns::names(&unresolved)).await {
+            return;
+        }
+        let filled = self.dns.fill(&unresolved);
+        let previous = self.store.load();
+        match CompiledSnapshot::compile(Arc::new(filled), previous.as_deref()) {
+            Ok(compiled) => {
+                self.store.swap(Arc::new(compiled));
+                tracing::info!("DNS answers changed: endpoints updated");
+            }
+            Err(e) => tracing::error!("DNS refresh not applied: {e}"),
+        }
     }
 
     async fn record_applied(
@@ -315,4 +365,30 @@ fn proxy_app(
     proxy.server_options = Some(options);
     proxy.h2_options = Some(http1.limits.h2_options());
     proxy
+}
+
+/// Keeps DNS answers fresh for as long as the engine lives: sleeps until the earliest answer
+/// is due (or a snapshot names other hosts), then refreshes.
+async fn refresh_dns(engine: std::sync::Weak<Engine>) {
+    const IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
+    loop {
+        let Some(strong) = engine.upgrade() else {
+            return;
+        };
+        let due = strong
+            .dns
+            .next_refresh()
+            .unwrap_or_else(|| tokio::time::Instant::now() + IDLE);
+        let wake = strong.dns_changed.clone();
+        drop(strong);
+        let changed = wake.notified();
+        tokio::select! {
+            _ = tokio::time::sleep_until(due) => {}
+            _ = changed => continue,
+        }
+        match engine.upgrade() {
+            Some(strong) => strong.refresh_names().await,
+            None => return,
+        }
+    }
 }

@@ -11,6 +11,7 @@ mod cert_names;
 pub mod compiled;
 pub mod control_channel;
 pub mod disclosure;
+pub mod dns;
 pub mod downstream;
 mod downstream_io;
 pub mod echo;

@@ -22,8 +22,10 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::accept::{self as mesh_accept, Opening};
+use ferry_gateway::compiled::CompiledSnapshot;
 use ferry_gateway::downstream::{
-    authorizes_connection, l4_stream, serve_http_on, serve_tls_session, OpenConnection, Slot,
+    authorizes_connection, l4_stream, read_client_hello, relay_outbound, serve_http_on,
+    serve_tls_session, OpenConnection, Outbound, Slot,
 };
 use ferry_gateway::Engine;
 use ferry_model::{effective_mtls_mode, MtlsMode};
@@ -135,21 +137,102 @@ where
 
 async fn outbound_connection(engine: Arc<Engine>, connection: Connection, registry_only: bool) {
     let original = connection.original;
-    let known = engine
-        .store
-        .load()
-        .is_some_and(|s| s.serves_host(original.port(), &original.ip().to_string()));
-    if !known {
-        if registry_only {
-            tracing::debug!(%original, "REGISTRY_ONLY: destination outside the mesh refused");
-            return;
+    let Some(snapshot) = engine.store.load() else {
+        return unregistered(connection, registry_only, Vec::new()).await;
+    };
+    if snapshot.serves_host(original.port(), &original.ip().to_string()) {
+        if !speaks_http(&connection.tcp).await {
+            return passthrough(connection, original, &[]).await;
         }
-        return passthrough(connection, original).await;
+        return serve_http(&engine, connection).await;
     }
-    if !speaks_http(&connection.tcp).await {
-        return passthrough(connection, original).await;
+    outside_the_services(&engine, &snapshot, connection, registry_only).await;
+}
+
+/// A destination that is no Service's ClusterIP: a ServiceEntry's, matched by address (TCP),
+/// server name (TLS) or Host header (HTTP); anything else is unregistered.
+async fn outside_the_services(
+    engine: &Engine,
+    snapshot: &Arc<CompiledSnapshot>,
+    mut connection: Connection,
+    registry_only: bool,
+) {
+    let original = connection.original;
+    let port = original.port();
+    let Some(outbound) = snapshot.source.outbound_port(port) else {
+        return unregistered(connection, registry_only, Vec::new()).await;
+    };
+    if let Some(route) = outbound.tcp_route(original.ip()) {
+        return relay(engine, snapshot, route, connection, None, Vec::new()).await;
     }
-    serve_http(&engine, connection).await;
+    // Only a port something could match is sniffed (above): an unknown server-first
+    // protocol (a database that speaks first) is not kept waiting for bytes never sent.
+    match first_bytes(&connection.tcp).await {
+        First::Tls if !outbound.tls.is_empty() => {
+            let Some((server_name, hello)) = read_client_hello(engine, &mut connection.tcp).await
+            else {
+                return;
+            };
+            match outbound.tls_route(server_name.as_deref()) {
+                Some(route) => relay(engine, snapshot, route, connection, server_name, hello).await,
+                None => unregistered(connection, registry_only, hello).await,
+            }
+        }
+        First::Http => match request_host(&connection.tcp).await {
+            Some(host) if snapshot.serves_host(port, &host) => serve_http(engine, connection).await,
+            Some(host) if outbound.passes_http_host(&host) => {
+                passthrough(connection, original, &[]).await
+            }
+            _ if registry_only => refuse_http(connection).await,
+            _ => passthrough(connection, original, &[]).await,
+        },
+        _ => unregistered(connection, registry_only, Vec::new()).await,
+    }
+}
+
+/// A destination the mesh does not know: passed through (ALLOW_ANY) or closed
+/// (REGISTRY_ONLY). `already_read` is what was taken from the client to look at it.
+async fn unregistered(connection: Connection, registry_only: bool, already_read: Vec<u8>) {
+    let original = connection.original;
+    if registry_only {
+        tracing::debug!(%original, "REGISTRY_ONLY: destination outside the mesh refused");
+        return;
+    }
+    passthrough(connection, original, &already_read).await;
+}
+
+/// REGISTRY_ONLY answers an HTTP client for an unregistered host with 502, as Istio's
+/// BlackHoleCluster does, rather than a bare reset.
+async fn refuse_http(mut connection: Connection) {
+    use tokio::io::AsyncWriteExt;
+    tracing::debug!(original = %connection.original, "REGISTRY_ONLY: HTTP host outside the mesh refused");
+    let response = b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+    let _ = connection.tcp.write_all(response).await;
+    let _ = connection.tcp.shutdown().await;
+}
+
+async fn relay(
+    engine: &Engine,
+    snapshot: &CompiledSnapshot,
+    route: &ferry_model::StreamRoute,
+    connection: Connection,
+    server_name: Option<String>,
+    already_read: Vec<u8>,
+) {
+    if !connection.slot.begin() {
+        return;
+    }
+    let Ok(client) = connection.tcp.peer_addr() else {
+        return;
+    };
+    let outbound = Outbound {
+        tcp: connection.tcp,
+        client,
+        original: connection.original,
+        server_name,
+        already_read,
+    };
+    relay_outbound(engine, connection.worker, snapshot, route, outbound).await;
 }
 
 async fn until_draining(draining: &mut tokio::sync::watch::Receiver<bool>) {
@@ -203,7 +286,7 @@ async fn inbound_connection(
         return;
     }
     let original = connection.original;
-    passthrough(connection, original).await;
+    passthrough(connection, original, &[]).await;
 }
 
 fn refused(engine: &Engine, reason: &str) {
@@ -244,7 +327,8 @@ async fn serve_http(engine: &Engine, connection: Connection) {
 
 /// Copies bytes both ways until either side closes. Opaque TCP is never reaped as idle: the
 /// proxy cannot tell its silences from a protocol's.
-async fn passthrough(connection: Connection, destination: SocketAddr) {
+async fn passthrough(connection: Connection, destination: SocketAddr, already_read: &[u8]) {
+    use tokio::io::AsyncWriteExt;
     if !connection.slot.begin() {
         return;
     }
@@ -252,6 +336,9 @@ async fn passthrough(connection: Connection, destination: SocketAddr) {
     match TcpStream::connect(destination).await {
         Ok(mut upstream) => {
             let _ = upstream.set_nodelay(true);
+            if upstream.write_all(already_read).await.is_err() {
+                return;
+            }
             if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
                 tracing::debug!(%destination, "passthrough ended: {e}");
             }
@@ -276,6 +363,84 @@ async fn speaks_http(tcp: &TcpStream) -> bool {
             None if peeked > 0 => tokio::time::sleep(Duration::from_millis(1)).await,
             None => return false, // closed
         }
+    }
+}
+
+/// What a client's first bytes say.
+#[derive(Debug, PartialEq, Eq)]
+enum First {
+    Tls,
+    Http,
+    Other,
+}
+
+async fn first_bytes(tcp: &TcpStream) -> First {
+    let mut byte = [0u8; 1];
+    let peeked = tokio::time::timeout(SNIFF_TIMEOUT, tcp.peek(&mut byte)).await;
+    match peeked {
+        // A TLS handshake record.
+        Ok(Ok(1)) if byte[0] == 0x16 => First::Tls,
+        Ok(Ok(1)) if speaks_http(tcp).await => First::Http,
+        _ => First::Other,
+    }
+}
+
+/// The Host of the client's first request (lower case, without its port), peeked so the
+/// request stays unread; None when the head does not arrive or names no host.
+async fn request_host(tcp: &TcpStream) -> Option<String> {
+    let mut buf = vec![0u8; MAX_PEEKED_HEAD];
+    let deadline = tokio::time::Instant::now() + SNIFF_TIMEOUT;
+    loop {
+        let peeked = tokio::time::timeout_at(deadline, tcp.peek(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        match host_of_head(&buf[..peeked]) {
+            Head::Host(host) => return Some(host),
+            Head::Incomplete if peeked > 0 && peeked < buf.len() => {
+                tokio::time::sleep(Duration::from_millis(1)).await
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Request heads larger than this are not looked into (their host counts as unknown).
+const MAX_PEEKED_HEAD: usize = 16 * 1024;
+
+enum Head {
+    Host(String),
+    Incomplete,
+    NoHost,
+}
+
+fn host_of_head(bytes: &[u8]) -> Head {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(bytes) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Head::Incomplete,
+        Err(_) => return Head::NoHost,
+    }
+    let host = request
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("host"))
+        .and_then(|h| std::str::from_utf8(h.value).ok());
+    match host {
+        Some(host) => Head::Host(strip_port(host.trim()).to_ascii_lowercase()),
+        None => Head::NoHost,
+    }
+}
+
+/// `example.com:8080` -> `example.com`; `[2001:db8::1]:80` -> `2001:db8::1`.
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
     }
 }
 
@@ -309,7 +474,29 @@ fn classify(head: &[u8]) -> Option<bool> {
 
 #[cfg(test)]
 mod tests {
-    use super::classify;
+    use super::{classify, host_of_head, strip_port, Head};
+
+    #[test]
+    fn the_host_of_a_request_head_is_found_without_its_port() {
+        let host = |bytes: &[u8]| match host_of_head(bytes) {
+            Head::Host(h) => Some(h),
+            _ => None,
+        };
+        assert_eq!(
+            host(b"GET / HTTP/1.1\r\nHost: API.Example.com:8080\r\n\r\n").as_deref(),
+            Some("api.example.com")
+        );
+        assert!(matches!(
+            host_of_head(b"GET / HTTP/1.1\r\nHost: a"),
+            Head::Incomplete
+        ));
+        assert!(matches!(
+            host_of_head(b"GET / HTTP/1.1\r\n\r\n"),
+            Head::NoHost
+        ));
+        assert_eq!(strip_port("[2001:db8::1]:80"), "2001:db8::1");
+        assert_eq!(strip_port("example.com"), "example.com");
+    }
 
     #[test]
     fn http_is_told_from_other_protocols_as_soon_as_possible() {

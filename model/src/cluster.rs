@@ -23,6 +23,29 @@ pub struct Cluster {
     /// TLS originated to the endpoints (not the mesh's mTLS, which endpoints carry).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<crate::UpstreamTls>,
+    /// Names the proxy resolves itself (a ServiceEntry with `resolution: DNS`): their
+    /// addresses join `endpoints`, refreshed when their DNS answers' TTL runs out.
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub dns: Arc<[DnsName]>,
+    /// Connections go to the address the client dialled (a ServiceEntry with `resolution:
+    /// NONE`); `endpoints` is then empty. Only connection-level forwarding uses it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub original_destination: bool,
+}
+
+/// A host name and the port its resolved addresses are dialled on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DnsName {
+    pub host: Str,
+    pub port: u16,
+}
+
+fn is_empty<T>(items: &Arc<[T]>) -> bool {
+    items.is_empty()
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
 }
 
 fn is_default_policy(policy: &ClusterPolicy) -> bool {

@@ -18,7 +18,7 @@ mod stream;
 mod tls;
 mod traffic;
 
-pub use cluster::{Cluster, Endpoint, ServiceId, UpstreamProtocol, Workload};
+pub use cluster::{Cluster, DnsName, Endpoint, ServiceId, UpstreamProtocol, Workload};
 pub use identity::{effective_mtls_mode, MtlsMode, PeerAuthenticationPolicy, SpiffeId};
 pub use matching::{HeaderMatch, PathMatch, QueryMatch, RouteMatch, StringMatch};
 pub use meta::Meta;
@@ -26,7 +26,7 @@ pub use policy::{Filter, HeaderMods, Mirror, PathRewrite, Redirect, RedirectPort
 pub use snapshot::{
     Action, BackendTarget, Listener, Route, Snapshot, VirtualHost, WeightedBackend,
 };
-pub use stream::{StreamRoute, StreamRoutes};
+pub use stream::{AddressRoute, OutboundPort, StreamRoute, StreamRoutes};
 #[cfg(feature = "rustls")]
 pub use tls::certified_key;
 pub use tls::{

@@ -20,11 +20,19 @@ pub struct Snapshot {
     /// The RequestAuthentications this proxy enforces (where AuthorizationPolicy is).
     #[serde(default, skip_serializing_if = "is_empty")]
     pub request_authentication: Arc<[crate::jwt::JwtPolicy]>,
+    /// Mesh scopes: destinations a sidecar lets out beyond the Services it knows by
+    /// ClusterIP (ServiceEntries, VirtualService `tls`/`tcp` routes), per port.
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub outbound: Arc<[crate::OutboundPort]>,
 }
 
 impl Snapshot {
     pub fn cluster(&self, name: &str) -> Option<&Cluster> {
         self.clusters.iter().find(|c| &*c.name == name)
+    }
+
+    pub fn outbound_port(&self, port: u16) -> Option<&crate::OutboundPort> {
+        self.outbound.iter().find(|o| o.port == port)
     }
 }
 

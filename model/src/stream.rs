@@ -47,21 +47,30 @@ impl StreamRoutes {
         if !self.by_server_name {
             return self.routes.first();
         }
-        let mut best: Option<(usize, &StreamRoute)> = None;
-        for route in self.routes.iter() {
-            let score = route
-                .hostnames
-                .iter()
-                .filter_map(|pattern| specificity(pattern, server_name))
-                .max();
-            if let Some(score) = score {
-                if best.is_none_or(|(held, _)| score > held) {
-                    best = Some((score, route));
-                }
+        best_by_name(&self.routes, server_name)
+    }
+}
+
+/// Among `routes`, the one whose pattern matches `server_name` most specifically (the
+/// earliest on a tie).
+fn best_by_name<'r>(
+    routes: &'r [StreamRoute],
+    server_name: Option<&str>,
+) -> Option<&'r StreamRoute> {
+    let mut best: Option<(usize, &StreamRoute)> = None;
+    for route in routes {
+        let score = route
+            .hostnames
+            .iter()
+            .filter_map(|pattern| specificity(pattern, server_name))
+            .max();
+        if let Some(score) = score {
+            if best.is_none_or(|(held, _)| score > held) {
+                best = Some((score, route));
             }
         }
-        best.map(|(_, route)| route)
     }
+    best.map(|(_, route)| route)
 }
 
 /// How closely `pattern` matches the name: exact beats the longest wildcard suffix beats `*`.
@@ -78,6 +87,90 @@ fn specificity(pattern: &str, name: Option<&str>) -> Option<usize> {
             matches.then_some(suffix.len())
         }
         None => pattern.eq_ignore_ascii_case(name).then_some(usize::MAX),
+    }
+}
+
+/// What a sidecar lets out on one port beyond the Services it knows by ClusterIP: the
+/// destinations of ServiceEntries and of VirtualService `tls`/`tcp` routes bound to the mesh.
+/// HTTP hosts with endpoints are virtual hosts of the port's listener instead.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboundPort {
+    pub port: u16,
+    /// TLS connections, chosen by the ClientHello's server name.
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub tls: Arc<[StreamRoute]>,
+    /// TCP connections, chosen by the address dialled; the first match wins.
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub tcp: Arc<[AddressRoute]>,
+    /// HTTP hosts (Host header patterns) whose connections go on to the address dialled
+    /// (ServiceEntry `resolution: NONE`).
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub http_passthrough: Arc<[Str]>,
+    /// The port's listener routes ServiceEntry hosts by Host header: a connection to an
+    /// address no Service has may still be for one of them.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub http_hosts: bool,
+}
+
+/// A connection-level route for connections to some addresses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressRoute {
+    /// IP addresses or CIDR blocks; empty matches any address.
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub addresses: Arc<[Str]>,
+    pub route: StreamRoute,
+}
+
+fn is_empty<T>(items: &Arc<[T]>) -> bool {
+    items.is_empty()
+}
+
+impl OutboundPort {
+    /// The TLS route for a server name (the most specific pattern, then the earlier route).
+    pub fn tls_route(&self, server_name: Option<&str>) -> Option<&StreamRoute> {
+        best_by_name(&self.tls, server_name)
+    }
+
+    pub fn tcp_route(&self, address: std::net::IpAddr) -> Option<&StreamRoute> {
+        self.tcp
+            .iter()
+            .find(|r| {
+                r.addresses.is_empty() || r.addresses.iter().any(|a| cidr_contains(a, address))
+            })
+            .map(|r| &r.route)
+    }
+
+    /// Whether an HTTP host (without its port) is let through to the address dialled.
+    pub fn passes_http_host(&self, host: &str) -> bool {
+        self.http_passthrough
+            .iter()
+            .any(|pattern| specificity(pattern, Some(host)).is_some())
+    }
+}
+
+/// Whether `block` (`10.0.0.0/8`, `192.0.2.7`, `2001:db8::/32`) holds `address`; a block that
+/// does not parse holds nothing.
+pub fn cidr_contains(block: &str, address: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    let (network, bits) = match block.split_once('/') {
+        Some((network, bits)) => (network, bits.parse::<u32>().ok()),
+        None => (block, None),
+    };
+    let Ok(network) = network.parse::<IpAddr>() else {
+        return false;
+    };
+    match (network, address) {
+        (IpAddr::V4(n), IpAddr::V4(a)) => {
+            let bits = bits.unwrap_or(32).min(32);
+            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) => {
+            let bits = bits.unwrap_or(128).min(128);
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            u128::from(n) & mask == u128::from(a) & mask
+        }
+        _ => false,
     }
 }
 
@@ -141,6 +234,19 @@ mod tests {
         };
         assert_eq!(chosen(&routes, Some("example.org")), None);
         assert_eq!(chosen(&routes, None), None);
+    }
+
+    #[test]
+    fn address_blocks_hold_their_addresses_only() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(cidr_contains("10.0.0.0/8", ip("10.1.2.3")));
+        assert!(!cidr_contains("10.0.0.0/8", ip("11.0.0.1")));
+        assert!(cidr_contains("192.0.2.7", ip("192.0.2.7")));
+        assert!(!cidr_contains("192.0.2.7", ip("192.0.2.8")));
+        assert!(cidr_contains("0.0.0.0/0", ip("203.0.113.9")));
+        assert!(cidr_contains("2001:db8::/32", ip("2001:db8::1")));
+        assert!(!cidr_contains("2001:db8::/32", ip("10.0.0.1")));
+        assert!(!cidr_contains("not-an-address", ip("10.0.0.1")));
     }
 
     #[test]

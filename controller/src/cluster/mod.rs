@@ -35,6 +35,7 @@ const KINDS: &[(&str, &str)] = &[
     ("networking.istio.io", "Gateway"),
     ("networking.istio.io", "VirtualService"),
     ("networking.istio.io", "DestinationRule"),
+    ("networking.istio.io", "ServiceEntry"),
     ("security.istio.io", "PeerAuthentication"),
     ("security.istio.io", "AuthorizationPolicy"),
     ("security.istio.io", "RequestAuthentication"),

@@ -767,3 +767,87 @@ pub struct RetryBudget {
     #[serde(default)]
     pub min_retry_concurrency: Option<u32>,
 }
+
+/// ServiceEntry: a host the mesh's registry does not get from Kubernetes (an external API,
+/// a database outside the cluster), made routable and let out under REGISTRY_ONLY.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceEntry {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: ServiceEntrySpec,
+    #[serde(default)]
+    pub status: Unsupported,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceEntrySpec {
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Virtual IPs or CIDR blocks the host is reached at (TCP matching by address).
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    #[serde(default)]
+    pub ports: Vec<ServiceEntryPort>,
+    /// MESH_EXTERNAL (the default) or MESH_INTERNAL.
+    #[serde(default)]
+    pub location: Option<String>,
+    /// NONE (the default), STATIC, DNS or DNS_ROUND_ROBIN.
+    #[serde(default)]
+    pub resolution: Option<String>,
+    #[serde(default)]
+    pub endpoints: Vec<WorkloadEntrySpec>,
+    #[serde(default)]
+    pub workload_selector: Option<EntrySelector>,
+    #[serde(default)]
+    pub export_to: Vec<String>,
+    #[serde(default)]
+    pub subject_alt_names: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceEntryPort {
+    pub number: u32,
+    /// HTTP, HTTPS, GRPC, HTTP2, MONGO, TCP, TLS (upper case as Istio documents it).
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub target_port: Option<u32>,
+}
+
+/// One endpoint of a ServiceEntry (WorkloadEntry's fields).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadEntrySpec {
+    /// An IP address, or a host name with `resolution: DNS`.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Port name -> the endpoint's port for it.
+    #[serde(default)]
+    pub ports: BTreeMap<String, u32>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub service_account: Option<String>,
+    #[serde(default)]
+    pub network: Unsupported,
+    #[serde(default)]
+    pub locality: Unsupported,
+    #[serde(default)]
+    pub weight: Unsupported,
+}
+
+/// A ServiceEntry's `workloadSelector`: Pods (in its namespace) with these labels are its
+/// endpoints.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EntrySelector {
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}

@@ -188,6 +188,9 @@ fn typed_object(
         ("networking.istio.io", "DestinationRule") => {
             Object::DestinationRule(decode(value, header, origin)?)
         }
+        ("networking.istio.io", "ServiceEntry") => {
+            Object::ServiceEntry(decode(value, header, origin)?)
+        }
         ("security.istio.io", "PeerAuthentication") => {
             Object::PeerAuthentication(decode(value, header, origin)?)
         }

@@ -39,6 +39,7 @@ pub struct Inputs {
     pub istio_gateways: Vec<istio::Gateway>,
     pub virtual_services: Vec<istio::VirtualService>,
     pub destination_rules: Vec<istio::DestinationRule>,
+    pub service_entries: Vec<istio::ServiceEntry>,
     pub peer_authentications: Vec<security::PeerAuthentication>,
     pub authorization_policies: Vec<authz::AuthorizationPolicy>,
     pub request_authentications: Vec<security::RequestAuthentication>,
@@ -90,6 +91,7 @@ pub enum Object {
     IstioGateway(Box<istio::Gateway>),
     VirtualService(Box<istio::VirtualService>),
     DestinationRule(Box<istio::DestinationRule>),
+    ServiceEntry(Box<istio::ServiceEntry>),
     PeerAuthentication(Box<security::PeerAuthentication>),
     AuthorizationPolicy(Box<authz::AuthorizationPolicy>),
     RequestAuthentication(Box<security::RequestAuthentication>),
@@ -117,6 +119,7 @@ impl Inputs {
             Object::IstioGateway(o) => self.istio_gateways.push(*o),
             Object::VirtualService(o) => self.virtual_services.push(*o),
             Object::DestinationRule(o) => self.destination_rules.push(*o),
+            Object::ServiceEntry(o) => self.service_entries.push(*o),
             Object::PeerAuthentication(o) => self.peer_authentications.push(*o),
             Object::AuthorizationPolicy(o) => self.authorization_policies.push(*o),
             Object::RequestAuthentication(o) => self.request_authentications.push(*o),
@@ -192,6 +195,8 @@ impl Inputs {
             .retain(|o| keep("VirtualService", &o.metadata));
         out.destination_rules
             .retain(|o| keep("DestinationRule", &o.metadata));
+        out.service_entries
+            .retain(|o| keep("ServiceEntry", &o.metadata));
         out.peer_authentications
             .retain(|o| keep("PeerAuthentication", &o.metadata));
         out.authorization_policies

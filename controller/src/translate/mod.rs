@@ -10,6 +10,7 @@ mod jwt;
 mod labels;
 mod mesh_tls;
 mod not_applied;
+mod outbound;
 mod report;
 mod security;
 mod services;
@@ -115,6 +116,7 @@ pub(crate) struct Context<'a> {
     pub options: &'a Options,
     pub catalog: ServiceCatalog<'a>,
     pub table: RouteTable,
+    pub outbound: outbound::Outbound,
     pub reports: Reports,
     pub namespace_labels: BTreeMap<&'a str, BTreeMap<String, String>>,
 }
@@ -129,6 +131,7 @@ pub fn translate(inputs: &Inputs, options: &Options) -> Output {
             options.workload_namespace.clone(),
         ),
         table: RouteTable::default(),
+        outbound: outbound::Outbound::default(),
         reports: Reports::default(),
         namespace_labels: namespace_labels(inputs),
     };
@@ -140,6 +143,7 @@ pub fn translate(inputs: &Inputs, options: &Options) -> Output {
             ingress::translate(&mut cx);
         }
     }
+    istio::entries::report(&mut cx);
     security::translate(&mut cx);
     not_applied::report(&mut cx);
     for problem in std::mem::take(&mut cx.catalog.problems) {
@@ -160,6 +164,7 @@ pub fn translate(inputs: &Inputs, options: &Options) -> Output {
         peer_authentications,
         authorization,
         request_authentication,
+        outbound: cx.outbound.into_ports().into(),
     };
     Output {
         snapshot,

@@ -48,6 +48,14 @@ pub(super) fn report(cx: &mut Context) {
         }
         report_proxy_protocol(cx, dr, &meta);
     }
+    for entry in &inputs.service_entries {
+        let meta = meta_of("ServiceEntry", &entry.metadata);
+        found.extend(
+            not_applied_fields(entry)
+                .into_iter()
+                .map(|p| (meta.clone(), p)),
+        );
+    }
     for (meta, path) in found {
         let message = format!("{} is accepted but not applied yet", last_segment(&path));
         cx.reports.push(

@@ -1,5 +1,7 @@
 //! Resolving Service references to clusters of ready endpoints.
 
+pub(crate) mod entries;
+
 use ferry_model::{Cluster, ClusterPolicy, Endpoint, Meta, ServiceId, UpstreamProtocol, Workload};
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::{EndpointPort, EndpointSlice};
@@ -21,6 +23,14 @@ pub enum RefError {
     PortNotFound { service: String, port: String },
     #[error("Service {0} has several ports; the reference must name one")]
     PortRequired(String),
+    #[error("ServiceEntry {entry} has no port {port} for host {host}")]
+    EntryPortNotFound {
+        entry: String,
+        host: String,
+        port: String,
+    },
+    #[error("ServiceEntry {entry} has several ports for host {host}; the reference must name one")]
+    EntryPortRequired { entry: String, host: String },
 }
 
 /// A DestinationRule subset narrowing a Service to Pods with these labels.
@@ -60,6 +70,7 @@ pub struct ServiceCatalog<'a> {
     /// Workload identity per Pod, shared by all of its endpoints.
     workloads: HashMap<(&'a str, &'a str), Arc<Workload>>,
     destination_rules: &'a [DestinationRule],
+    service_entries: &'a [crate::inputs::istio::ServiceEntry],
     clusters: BTreeMap<String, Cluster>,
     mesh_tls: super::mesh_tls::MeshTls,
     secrets: &'a [k8s_openapi::api::core::v1::Secret],
@@ -104,6 +115,7 @@ impl<'a> ServiceCatalog<'a> {
             pods,
             workloads,
             destination_rules: &inputs.destination_rules,
+            service_entries: &inputs.service_entries,
             clusters: BTreeMap::new(),
             mesh_tls,
             secrets: &inputs.secrets,
@@ -154,13 +166,8 @@ impl<'a> ServiceCatalog<'a> {
             .as_ref()
             .map(|s| s.rule)
             .or_else(|| self.destination_rule(namespace, name));
-        let tls = rule.and_then(|dr| self.client_tls_of(dr, subset.as_ref().map(|s| s.name)));
-        let tls_mode = tls.as_ref().and_then(|(settings, _)| settings.mode.clone());
-        let upstream_tls = match (rule, tls) {
-            (Some(dr), Some((settings, field))) => self.upstream_tls(dr, &settings, &field),
-            _ => None,
-        }
-        .or_else(|| self.backend_tls(namespace, name, service_port));
+        let (tls_mode, upstream_tls) = self.rule_tls(rule, subset.as_ref().map(|s| s.name));
+        let upstream_tls = upstream_tls.or_else(|| self.backend_tls(namespace, name, service_port));
         let slices: Vec<&EndpointSlice> = self
             .slices
             .get(&(namespace, name))
@@ -175,7 +182,7 @@ impl<'a> ServiceCatalog<'a> {
         endpoints.sort_by_key(|e| e.address);
         endpoints.dedup_by_key(|e| e.address);
         let policy = rule.map_or_else(ClusterPolicy::default, |dr| {
-            self.policy_of(dr, subset.as_ref().map(|s| s.name), service_port)
+            self.policy_of(dr, subset.as_ref().map(|s| s.name), service_port.port)
         });
         let meta = match &subset {
             Some(s) => crate::translate::meta_of("DestinationRule", &s.rule.metadata),
@@ -192,7 +199,24 @@ impl<'a> ServiceCatalog<'a> {
             endpoints: endpoints.into(),
             policy,
             tls: upstream_tls,
+            dns: Arc::new([]),
+            original_destination: false,
         }
+    }
+
+    /// The rule's `tls.mode` for `subset` and the TLS it originates (SIMPLE / MUTUAL).
+    fn rule_tls(
+        &mut self,
+        rule: Option<&DestinationRule>,
+        subset: Option<&str>,
+    ) -> (Option<String>, Option<ferry_model::UpstreamTls>) {
+        let tls = rule.and_then(|dr| self.client_tls_of(dr, subset));
+        let tls_mode = tls.as_ref().and_then(|(settings, _)| settings.mode.clone());
+        let upstream_tls = match (rule, tls) {
+            (Some(dr), Some((settings, field))) => self.upstream_tls(dr, &settings, &field),
+            _ => None,
+        };
+        (tls_mode, upstream_tls)
     }
 
     /// The DestinationRule for a Service: one in the Service's namespace first, then any.
@@ -214,9 +238,9 @@ impl<'a> ServiceCatalog<'a> {
         &mut self,
         dr: &DestinationRule,
         subset: Option<&str>,
-        port: &ServicePort,
+        port: i32,
     ) -> ClusterPolicy {
-        let port = u16::try_from(port.port).unwrap_or_default();
+        let port = u16::try_from(port).unwrap_or_default();
         match crate::translate::istio::destination::cluster_policy(dr, subset, port) {
             Ok(policy) => policy,
             Err(problem) => {

@@ -172,6 +172,8 @@ mod tests {
             endpoints: Vec::new().into(),
             policy,
             tls: None,
+            dns: Vec::new().into(),
+            original_destination: false,
         };
         ClusterState::new(&cluster)
     }

@@ -258,9 +258,26 @@ fn header_filters(h: &istio::Headers) -> Vec<Filter> {
 /// Resolves a destination host (short name, `name.namespace`, or the cluster-local FQDN)
 /// and optional subset to a cluster.
 fn destination(cx: &mut Context<'_>, vs_ns: &str, d: &Destination) -> Result<Str, String> {
+    let from = cx
+        .options
+        .mesh_namespace
+        .as_deref()
+        .unwrap_or(vs_ns)
+        .to_string();
+    let port = d.port.as_ref().map(|p| p.number);
+    if let Some((entry, _)) = cx.catalog.entry_for_host(&d.host, &from, port) {
+        let subset = match &d.subset {
+            Some(subset) => Some(find_entry_subset(cx, &d.host, vs_ns, subset)?),
+            None => None,
+        };
+        return cx
+            .catalog
+            .resolve_entry(entry, &d.host, port, subset)
+            .map_err(|e| e.to_string());
+    }
     let (namespace, name) = service_of_host(&d.host, vs_ns).ok_or_else(|| {
         format!(
-            "host {} is not a Kubernetes Service (ServiceEntry is not supported yet)",
+            "host {} is neither a Kubernetes Service nor a ServiceEntry host",
             d.host
         )
     })?;
@@ -268,10 +285,36 @@ fn destination(cx: &mut Context<'_>, vs_ns: &str, d: &Destination) -> Result<Str
         Some(subset) => Some(find_subset(cx, &namespace, &name, vs_ns, subset)?),
         None => None,
     };
-    let port = d.port.as_ref().map(|p| p.number);
     cx.catalog
         .resolve(&namespace, &name, port, subset)
         .map_err(|e| e.to_string())
+}
+
+/// The named subset of a ServiceEntry host, from a DestinationRule whose `host` names it.
+fn find_entry_subset<'i>(
+    cx: &Context<'i>,
+    host: &str,
+    vs_ns: &str,
+    subset: &str,
+) -> Result<SubsetRef<'i>, String> {
+    let mut rules: Vec<_> = cx
+        .inputs
+        .destination_rules
+        .iter()
+        .filter(|dr| dr.spec.host.eq_ignore_ascii_case(host))
+        .collect();
+    rules.sort_by_key(|dr| dr.metadata.namespace.as_deref() != Some(vs_ns));
+    rules
+        .iter()
+        .find_map(|dr| {
+            let s = dr.spec.subsets.iter().find(|s| s.name == subset)?;
+            Some(SubsetRef {
+                name: &s.name,
+                labels: &s.labels,
+                rule: dr,
+            })
+        })
+        .ok_or_else(|| format!("subset {subset} of {host} is not defined by any DestinationRule"))
 }
 
 /// The named subset from a DestinationRule for the Service, preferring one in the

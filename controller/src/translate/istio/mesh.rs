@@ -18,7 +18,9 @@ use crate::translate::{meta_of, Context};
 
 pub(crate) fn translate(cx: &mut Context<'_>, client_namespace: &str) {
     let mut routed = crate::translate::gateway_api::mesh::translate(cx, client_namespace);
-    routed.extend(mesh_virtual_services(cx, client_namespace));
+    let (services, entry_hosts) = mesh_virtual_services(cx, client_namespace);
+    routed.extend(services);
+    super::entries::serve_in_mesh(cx, client_namespace, &entry_hosts);
     for service in &cx.inputs.services {
         let Some(cluster_ip) = cluster_ip(service) else {
             continue;
@@ -45,12 +47,12 @@ pub(crate) fn translate(cx: &mut Context<'_>, client_namespace: &str) {
 }
 
 /// Adds the routes of VirtualServices that apply to sidecars (no `gateways`, or `mesh` among
-/// them) to the virtual hosts of the Services they name. Returns those Services: their
-/// default route is replaced, as in Istio.
+/// them) to the virtual hosts of the Services and ServiceEntry hosts they name. Returns those
+/// Services and hosts: their default route is replaced, as in Istio.
 fn mesh_virtual_services(
     cx: &mut Context<'_>,
     client_namespace: &str,
-) -> BTreeSet<(String, String)> {
+) -> (BTreeSet<(String, String)>, BTreeSet<String>) {
     let mut services: Vec<(usize, &VirtualService)> = cx
         .inputs
         .virtual_services
@@ -62,13 +64,31 @@ fn mesh_virtual_services(
         .collect();
     services.sort_by_key(|(load, vs)| (RouteOrder::age_of(&vs.metadata), *load));
     let mut routed = BTreeSet::new();
+    let mut entry_hosts = BTreeSet::new();
     for (load, vs) in services {
         let meta = meta_of("VirtualService", &vs.metadata);
         let compiled = http::compile(cx, vs, &meta);
         let age = RouteOrder::age_of(&vs.metadata);
         for host in &vs.spec.hosts {
+            if let Some((entry, _)) = cx.catalog.entry_for_host(host, client_namespace, None) {
+                let target = EntryHost {
+                    entry,
+                    host,
+                    load,
+                    age: &age,
+                };
+                if route_entry_host(cx, &compiled, &meta, &target) {
+                    entry_hosts.insert(host.clone());
+                }
+                continue;
+            }
             let Some((namespace, name)) = service_of_host(host, &meta.namespace) else {
-                continue; // an external host: served by ServiceEntries, not yet
+                let message = format!("host {host}: no Service or ServiceEntry declares it");
+                cx.reports.push(
+                    &meta,
+                    Condition::warn("Valid", "ReferenceNotFound", message).field("spec.hosts"),
+                );
+                continue;
             };
             let Some(service) = cx.catalog.service(&namespace, &name) else {
                 let message = format!("host {host}: no Service {namespace}/{name}");
@@ -101,7 +121,59 @@ fn mesh_virtual_services(
             Condition::ok("Valid", "Accepted", "applied to sidecars"),
         );
     }
-    routed
+    (routed, entry_hosts)
+}
+
+/// A ServiceEntry host a mesh VirtualService names.
+struct EntryHost<'e> {
+    entry: &'e crate::inputs::istio::ServiceEntry,
+    host: &'e str,
+    load: usize,
+    age: &'e (bool, String),
+}
+
+/// Adds the VirtualService's routes to the HTTP ports the host's entries declare. False when
+/// there are none the routes can apply to (reported on the VirtualService).
+fn route_entry_host(
+    cx: &mut Context<'_>,
+    compiled: &[super::CompiledHttp],
+    meta: &Meta,
+    target: &EntryHost<'_>,
+) -> bool {
+    use crate::translate::services::entries::{resolution, Resolution};
+    if resolution(target.entry) == Ok(Resolution::None) {
+        let message = format!(
+            "host {}: its ServiceEntry has resolution NONE, so sidecars send its connections to \
+             the address dialled; http routes for it are not applied",
+            target.host
+        );
+        cx.reports.push(
+            meta,
+            Condition::warn("Valid", "NotApplied", message).field("spec.http"),
+        );
+        return false;
+    }
+    let from = cx
+        .options
+        .mesh_namespace
+        .as_deref()
+        .unwrap_or(&meta.namespace);
+    let ports = super::entries::http_ports(cx.inputs, target.host, from);
+    let names = super::entries::entry_names(target.entry, target.host);
+    for &port in &ports {
+        let _ = cx.table.listener(port, meta, PortProtocol::Http);
+        cx.outbound.http_hosts(port);
+        let applying = compiled
+            .iter()
+            .filter(|c| c.gateways.is_empty() || c.gateways.iter().any(|g| g == "mesh"));
+        for c in applying {
+            let order = c.order(target.age, target.load);
+            for name in &names {
+                cx.table.add(port, name, order.clone(), c.route.clone());
+            }
+        }
+    }
+    !ports.is_empty()
 }
 
 fn default_route(cx: &mut Context<'_>, service: &Meta, port: u16) -> Route {

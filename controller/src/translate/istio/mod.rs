@@ -1,6 +1,7 @@
 //! Istio networking: Gateway servers selected by labels, VirtualServices bound to them.
 
 pub(crate) mod destination;
+pub(crate) mod entries;
 mod http;
 pub(crate) mod mesh;
 mod policy;

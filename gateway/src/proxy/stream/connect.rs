@@ -67,8 +67,13 @@ impl Drop for Backend {
 
 type Failed = (Refusal, Option<Arc<CompiledCluster>>);
 
-/// Picks the route's backend and connects to one of its endpoints.
-pub async fn backend(snapshot: &CompiledSnapshot, route: &StreamRoute) -> Result<Backend, Failed> {
+/// Picks the route's backend and connects to one of its endpoints (for an
+/// original-destination cluster, to `original`: where a sidecar's client was going).
+pub async fn backend(
+    snapshot: &CompiledSnapshot,
+    route: &StreamRoute,
+    original: Option<std::net::SocketAddr>,
+) -> Result<Backend, Failed> {
     let cluster = pick_cluster(snapshot, route).ok_or((Refusal::NoRoute, None))?;
     let failed = |refusal| (refusal, Some(cluster.clone()));
     let permit = cluster
@@ -80,6 +85,12 @@ pub async fn backend(snapshot: &CompiledSnapshot, route: &StreamRoute) -> Result
     let timeout = policy
         .connect_timeout_ms
         .map_or(DEFAULT_CONNECT_TIMEOUT, Duration::from_millis);
+    if cluster.cluster.original_destination {
+        let address = original.ok_or_else(|| failed(Refusal::NoHealthyUpstream))?;
+        return dial_original(cluster.clone(), address, timeout, permit)
+            .await
+            .ok_or_else(|| failed(Refusal::ConnectFailure));
+    }
     let mut tried = Vec::with_capacity(CONNECT_ATTEMPTS);
     while tried.len() < CONNECT_ATTEMPTS {
         let Some((index, endpoint)) = cluster.pick(None, &tried) else {
@@ -112,6 +123,36 @@ pub async fn backend(snapshot: &CompiledSnapshot, route: &StreamRoute) -> Result
         }
     }
     Err(failed(Refusal::ConnectFailure))
+}
+
+/// Dials the address the client was going to (ServiceEntry `resolution: NONE`).
+async fn dial_original(
+    cluster: Arc<CompiledCluster>,
+    address: std::net::SocketAddr,
+    timeout: Duration,
+    permit: Option<OwnedSemaphorePermit>,
+) -> Option<Backend> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(address))
+        .await
+        .ok()?
+        .ok()?;
+    let _ = stream.set_nodelay(true);
+    // No endpoint of the cluster's list: its in-flight count is the cluster's only.
+    let index = usize::MAX;
+    cluster.state.begin(index);
+    Some(Backend {
+        stream,
+        endpoint: Endpoint {
+            address,
+            pod: None,
+            workload: None,
+            mtls: None,
+        },
+        idle_timeout_ms: cluster.cluster.policy.idle_timeout_ms,
+        cluster,
+        _permit: permit,
+        index,
+    })
 }
 
 /// The weighted choice of the route's backends; None for an invalid reference.

@@ -8,7 +8,7 @@ mod proxy_protocol;
 mod record;
 pub mod relay;
 
-use ferry_model::StreamRoutes;
+use ferry_model::{StreamRoute, StreamRoutes};
 use rustls::ServerConfig;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -82,7 +82,7 @@ async fn forward<C>(
     routes: &StreamRoutes,
     client: C,
     already_read: &[u8],
-    mut connection: Connection,
+    connection: Connection,
 ) where
     C: AsyncRead + AsyncWrite + Unpin,
 {
@@ -91,11 +91,35 @@ async fn forward<C>(
         return connection.refused(app, Refusal::Denied, started);
     }
     let route = routes.route_for(connection.server_name.as_deref());
+    relay_by(
+        app,
+        snapshot,
+        route,
+        client,
+        already_read,
+        connection,
+        started,
+    )
+    .await;
+}
+
+/// Dials the route's backend, sends what was read already, then relays both ways.
+async fn relay_by<C>(
+    app: &Http1Proxy,
+    snapshot: &CompiledSnapshot,
+    route: Option<&StreamRoute>,
+    client: C,
+    already_read: &[u8],
+    mut connection: Connection,
+    started: Instant,
+) where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
     connection.route = route.map(|r| r.name.clone());
     let Some(route) = route else {
         return connection.refused(app, Refusal::NoRoute, started);
     };
-    let mut backend = match connect::backend(snapshot, route).await {
+    let mut backend = match connect::backend(snapshot, route, connection.original).await {
         Ok(backend) => backend,
         Err((refusal, cluster)) => {
             connection.cluster = cluster;
@@ -117,6 +141,47 @@ async fn forward<C>(
     let totals = relay::relay(client, &mut backend.stream, idle, &series.counters()).await;
     connection.closed(app, &series, totals, already_read.len() as u64, started);
     // Dropping `backend` frees the cluster's connection slot and in-flight count.
+}
+
+/// Relays a sidecar's captured outbound connection by a connection-level route (a
+/// ServiceEntry's, a mesh VirtualService's `tls`/`tcp` route). `original` is where the client
+/// was going; `already_read` what was taken from the client to choose the route (a
+/// ClientHello), sent first.
+pub async fn serve_outbound(
+    app: &Http1Proxy,
+    snapshot: &CompiledSnapshot,
+    route: &StreamRoute,
+    outbound: Outbound,
+) {
+    let started = Instant::now();
+    let mut connection = Connection::new(
+        Some(outbound.client),
+        Some(outbound.original),
+        outbound.original.port(),
+        SystemTime::now(),
+    );
+    connection.original = Some(outbound.original);
+    connection.server_name = outbound.server_name;
+    let read = outbound.already_read;
+    relay_by(
+        app,
+        snapshot,
+        Some(route),
+        outbound.tcp,
+        &read,
+        connection,
+        started,
+    )
+    .await;
+}
+
+/// A captured outbound connection and what is known of it.
+pub struct Outbound {
+    pub tcp: TcpStream,
+    pub client: SocketAddr,
+    pub original: SocketAddr,
+    pub server_name: Option<String>,
+    pub already_read: Vec<u8>,
 }
 
 /// The cluster's idle timeout (DestinationRule `connectionPool.tcp.idleTimeout`), else an

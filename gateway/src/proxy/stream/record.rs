@@ -26,6 +26,10 @@ pub struct Connection {
     pub cluster: Option<Arc<CompiledCluster>>,
     upstream: Option<SocketAddr>,
     endpoint_workload: Option<Arc<ferry_model::Workload>>,
+    /// Where a sidecar's captured client was going (SO_ORIGINAL_DST): what an
+    /// original-destination cluster dials. Never set on a gateway's own listeners, whose
+    /// local address is the proxy itself.
+    pub original: Option<SocketAddr>,
 }
 
 impl Connection {
@@ -45,6 +49,7 @@ impl Connection {
             cluster: None,
             upstream: None,
             endpoint_workload: None,
+            original: None,
         }
     }
 
