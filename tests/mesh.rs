@@ -1025,6 +1025,14 @@ spec:
   addresses: [EXTERNAL_TWO/32]
   resolution: NONE
   ports: [{number: 8080, name: tcp, protocol: TCP}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: tls-api, namespace: weather}
+spec:
+  hosts: [tls-api.example]
+  resolution: NONE
+  ports: [{number: 8443, name: tls, protocol: TLS}]
 ";
 
 /// Sidecars under REGISTRY_ONLY let out exactly what ServiceEntries register: an HTTP host
