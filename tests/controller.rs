@@ -721,25 +721,25 @@ async fn the_control_channel_refuses_strangers_and_signs_only_for_the_callers_se
         .is_empty());
 }
 
-/// A Sidecar CRD as Istio's base chart installs it (open schema is enough here).
-const SIDECAR_CRD: &str = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n\
-metadata: {name: sidecars.networking.istio.io}\n\
+/// A WorkloadEntry CRD as Istio's base chart installs it (open schema is enough here).
+const WORKLOAD_ENTRY_CRD: &str = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n\
+metadata: {name: workloadentries.networking.istio.io}\n\
 spec:\n  group: networking.istio.io\n  scope: Namespaced\n\
-\x20 names: {kind: Sidecar, plural: sidecars, singular: sidecar, listKind: SidecarList}\n\
+\x20 names: {kind: WorkloadEntry, plural: workloadentries, singular: workloadentry, listKind: WorkloadEntryList}\n\
 \x20 versions:\n  - name: v1\n    served: true\n    storage: true\n    subresources: {status: {}}\n\
 \x20   schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}\n";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn objects_ferry_cannot_read_are_told_so_on_their_status() {
     let api = cluster();
-    api.apply(SIDECAR_CRD);
+    api.apply(WORKLOAD_ENTRY_CRD);
     api.wait_crds_established();
     let v1 = pod_echo("v1");
     let port = free_port();
     api.apply(&shop(port, &v1, &[
         // A kind of networking.istio.io that Ferry does not serve...
-        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: payments, namespace: shop}\n\
-         spec: {egress: [{hosts: [\"./*\"]}]}\n",
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: payments, namespace: shop}\n\
+         spec: {address: 192.0.2.5, labels: {app: payments}}\n",
         // ...and one it reads, with a field it does not know (the API server keeps it: the
         // CRD's schema is open).
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: typo, namespace: shop}\n\
@@ -747,7 +747,14 @@ async fn objects_ferry_cannot_read_are_told_so_on_their_status() {
     ]));
     let (_push, _controller, _gw) = controller_and_gateway(&api, port).await;
     let message = ".status.validationMessages[0].type.name";
-    eventually_equals(&api, "sidecar", "payments", message, "UnsupportedKind").await;
+    eventually_equals(
+        &api,
+        "workloadentry",
+        "payments",
+        message,
+        "UnsupportedKind",
+    )
+    .await;
     eventually_equals(&api, "virtualservice", "typo", message, "SchemaError").await;
     let said = api.get(
         "virtualservice",

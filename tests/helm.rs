@@ -141,6 +141,7 @@ fn the_crds_chart_holds_what_ferry_crds_prints_and_no_gateway_api_crd() {
             "VirtualService",
             "DestinationRule",
             "ServiceEntry",
+            "Sidecar",
             "PeerAuthentication",
             "AuthorizationPolicy",
             "RequestAuthentication"

@@ -999,6 +999,13 @@ impl Drop for PodResolvConf {
 }
 
 const SERVICE_ENTRIES: &str = "apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: weather}
+spec:
+  egress: [{hosts: [\"./*\"]}]
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+---
+apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: static-api, namespace: weather}
 spec:
@@ -1033,11 +1040,52 @@ spec:
   hosts: [tls-api.example]
   resolution: NONE
   ports: [{number: 8443, name: tls, protocol: TLS}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ledger, namespace: weather}
+spec: {clusterIP: 10.96.0.30, ports: [{name: tcp-ledger, port: 5432, targetPort: 8080}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: ledger-v1, namespace: weather, labels: {app: ledger, version: v1}}
+spec: {containers: [{name: app, image: ferry}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: ledger-v2, namespace: weather, labels: {app: ledger, version: v2}}
+spec: {containers: [{name: app, image: ferry}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: ledger-1, namespace: weather, labels: {kubernetes.io/service-name: ledger}}
+addressType: IPv4
+ports: [{name: tcp-ledger, port: 8080}]
+endpoints:
+  - {addresses: [EXTERNAL_ONE], conditions: {ready: true}, targetRef: {kind: Pod, name: ledger-v1, namespace: weather}}
+  - {addresses: [EXTERNAL_TWO], conditions: {ready: true}, targetRef: {kind: Pod, name: ledger-v2, namespace: weather}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ledger, namespace: weather}
+spec:
+  host: ledger
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ledger, namespace: weather}
+spec:
+  hosts: [ledger]
+  tcp:
+  - route: [{destination: {host: ledger, subset: v2}}]
 ";
 
-/// Sidecars under REGISTRY_ONLY let out exactly what ServiceEntries register: an HTTP host
-/// with STATIC endpoints, one the sidecar resolves through DNS (following a changed answer
-/// once its TTL runs out), a TCP address block; anything else is refused (502 for HTTP).
+/// Sidecars under REGISTRY_ONLY (set by the namespace's Sidecar resource) let out exactly
+/// what ServiceEntries register: an HTTP host with STATIC endpoints, one the sidecar resolves
+/// through DNS (following a changed answer once its TTL runs out), a TCP address block, a TLS
+/// server name; anything else is refused (502 for HTTP). A VirtualService tcp route steers a
+/// Service's connections.
 #[tokio::test(flavor = "multi_thread")]
 async fn service_entries_let_registered_hosts_out_under_registry_only() {
     let mut net = Network::new();
@@ -1058,15 +1106,37 @@ async fn service_entries_let_registered_hosts_out_under_registry_only() {
         std::fs::Permissions::from_mode(0o644),
     )
     .unwrap();
+    let ca = support::tls::TestCa::new("external-ca");
+    let leaf = ca.issue(&["tls-api.example", "other.example"]);
+    dir.write("ca.pem", &ca.cert_pem);
+    dir.write("tls.pem", &leaf.cert_pem);
+    dir.write("tls.key", &leaf.key_pem);
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let tls_app = Proc(
+        one.command(ferry_bin())
+            .args(["echo", "--listen", "0.0.0.0:8443", "--name", "external-tls"])
+            .args([
+                "--tls-cert",
+                &file("tls.pem"),
+                "--tls-key",
+                &file("tls.key"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start TLS echo"),
+    );
     let _apps = [
         app(&one, "external-one", 8080),
         app(&two, "external-two", 8080),
+        tls_app,
     ];
     init(&client, &[]);
+    // REGISTRY_ONLY comes from the namespace's Sidecar resource (the flag says ALLOW_ANY).
     let _sidecar = sidecar_with(
         &client,
         dir.path(),
-        &["--outbound-traffic-policy", "REGISTRY_ONLY"],
+        &["--outbound-traffic-policy", "ALLOW_ANY"],
     );
     ready(&client).await;
 
@@ -1119,6 +1189,39 @@ async fn service_entries_let_registered_hosts_out_under_registry_only() {
         outside.is_err() || outside.as_ref().is_ok_and(|o| o.is_empty()),
         "{outside:?}"
     );
+
+    // TLS by server name (resolution NONE: on to the address dialled, untouched: the
+    // client checks the external server's own certificate).
+    let ca_file = file("ca.pem");
+    let tls = |name: &str| {
+        let resolve = format!("{name}:8443:{}", one.address);
+        let url = format!("https://{name}:8443/");
+        let args = [
+            "-s",
+            "--max-time",
+            "5",
+            "--cacert",
+            &ca_file,
+            "--resolve",
+            &resolve,
+            &url,
+        ];
+        client.run("curl", &args)
+    };
+    let answer = tls("tls-api.example").expect("registered server name");
+    assert!(answer.contains("external-tls"), "{answer}");
+    let refused = tls("other.example");
+    assert!(
+        refused.is_err(),
+        "an unregistered server name got {refused:?}"
+    );
+
+    // A VirtualService tcp route takes every connection to the Service's ClusterIP and
+    // port whole (here: all to subset v2), whatever the connection carries.
+    for _ in 0..4 {
+        let answer = curl(&client, "http://10.96.0.30:5432/", &[], 1);
+        assert_eq!(answer[0]["name"], "external-two", "{answer:?}");
+    }
 }
 
 /// `curl` with one header: the status code, a space, the body.

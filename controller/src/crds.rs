@@ -105,6 +105,12 @@ const ISTIO_KINDS: &[IstioKind] = &[
         short_names: &["se"],
     },
     IstioKind {
+        group: "networking.istio.io",
+        kind: "Sidecar",
+        plural: "sidecars",
+        short_names: &[],
+    },
+    IstioKind {
         group: "security.istio.io",
         kind: "PeerAuthentication",
         plural: "peerauthentications",
@@ -195,6 +201,7 @@ mod tests {
             "virtualservices.networking.istio.io",
             "destinationrules.networking.istio.io",
             "serviceentries.networking.istio.io",
+            "sidecars.networking.istio.io",
             "peerauthentications.security.istio.io",
             "authorizationpolicies.security.istio.io",
             "requestauthentications.security.istio.io",

@@ -131,6 +131,7 @@ fn istio_objects(inputs: &Inputs) -> impl Iterator<Item = (&str, &ObjectMeta)> {
     let virtual_services = inputs.virtual_services.iter();
     let destination_rules = inputs.destination_rules.iter();
     let service_entries = inputs.service_entries.iter();
+    let sidecars = inputs.sidecars.iter();
     let peer_authentications = inputs.peer_authentications.iter();
     let authorization_policies = inputs.authorization_policies.iter();
     let request_authentications = inputs.request_authentications.iter();
@@ -138,6 +139,7 @@ fn istio_objects(inputs: &Inputs) -> impl Iterator<Item = (&str, &ObjectMeta)> {
         .chain(virtual_services.map(|o| ("VirtualService", &o.metadata)))
         .chain(destination_rules.map(|o| ("DestinationRule", &o.metadata)))
         .chain(service_entries.map(|o| ("ServiceEntry", &o.metadata)))
+        .chain(sidecars.map(|o| ("Sidecar", &o.metadata)))
         .chain(peer_authentications.map(|o| ("PeerAuthentication", &o.metadata)))
         .chain(authorization_policies.map(|o| ("AuthorizationPolicy", &o.metadata)))
         .chain(request_authentications.map(|o| (o.kind.as_str(), &o.metadata)))

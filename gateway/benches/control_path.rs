@@ -96,6 +96,7 @@ fn snapshot(routes: usize, per_host: usize, version: u64) -> Snapshot {
     Snapshot {
         version,
         outbound: Vec::new().into(),
+        registry_only: None,
         peer_authentications: Vec::new().into(),
         authorization: Vec::new().into(),
         request_authentication: Vec::new().into(),

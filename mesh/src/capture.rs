@@ -141,12 +141,43 @@ async fn outbound_connection(engine: Arc<Engine>, connection: Connection, regist
         return unregistered(connection, registry_only, Vec::new()).await;
     };
     if snapshot.serves_host(original.port(), &original.ip().to_string()) {
-        if !speaks_http(&connection.tcp).await {
-            return passthrough(connection, original, &[]).await;
-        }
-        return serve_http(&engine, connection).await;
+        return to_a_service(&engine, &snapshot, connection).await;
     }
+    // A Sidecar resource's outboundTrafficPolicy overrides the flag.
+    let registry_only = snapshot.source.registry_only.unwrap_or(registry_only);
     outside_the_services(&engine, &snapshot, connection, registry_only).await;
+}
+
+/// A connection to a Service's ClusterIP: a VirtualService `tcp` route naming the address
+/// takes it whole; otherwise HTTP is served by the engine, TLS may be routed by server name
+/// (`tls` routes), and anything else goes on to the address dialled.
+async fn to_a_service(
+    engine: &Engine,
+    snapshot: &Arc<CompiledSnapshot>,
+    mut connection: Connection,
+) {
+    let original = connection.original;
+    let outbound = snapshot.source.outbound_port(original.port());
+    if let Some(route) = outbound.and_then(|o| o.tcp_route_naming(original.ip())) {
+        return relay(engine, snapshot, route, connection, None, Vec::new()).await;
+    }
+    if speaks_http(&connection.tcp).await {
+        return serve_http(engine, connection).await;
+    }
+    let tls_routes = outbound.filter(|o| !o.tls.is_empty());
+    if let Some(outbound) = tls_routes {
+        if first_bytes(&connection.tcp).await == First::Tls {
+            let Some((server_name, hello)) = read_client_hello(engine, &mut connection.tcp).await
+            else {
+                return;
+            };
+            return match outbound.tls_route(server_name.as_deref()) {
+                Some(route) => relay(engine, snapshot, route, connection, server_name, hello).await,
+                None => passthrough(connection, original, &hello).await,
+            };
+        }
+    }
+    passthrough(connection, original, &[]).await
 }
 
 /// A destination that is no Service's ClusterIP: a ServiceEntry's, matched by address (TCP),

@@ -24,6 +24,10 @@ pub struct Snapshot {
     /// ClusterIP (ServiceEntries, VirtualService `tls`/`tcp` routes), per port.
     #[serde(default, skip_serializing_if = "is_empty")]
     pub outbound: Arc<[crate::OutboundPort]>,
+    /// Mesh scopes: the outbound traffic policy a Sidecar resource sets for this workload
+    /// (true: REGISTRY_ONLY), over the sidecar's `--outbound-traffic-policy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_only: Option<bool>,
 }
 
 impl Snapshot {

@@ -131,6 +131,17 @@ impl OutboundPort {
         best_by_name(&self.tls, server_name)
     }
 
+    /// The TCP route of a connection to an address that names a Service of the mesh: only
+    /// routes naming the address apply (a catch-all entry for the port does not take
+    /// traffic meant for a Service, as Istio's per-address listeners win over its
+    /// wildcard one).
+    pub fn tcp_route_naming(&self, address: std::net::IpAddr) -> Option<&StreamRoute> {
+        self.tcp
+            .iter()
+            .find(|r| r.addresses.iter().any(|a| cidr_contains(a, address)))
+            .map(|r| &r.route)
+    }
+
     pub fn tcp_route(&self, address: std::net::IpAddr) -> Option<&StreamRoute> {
         self.tcp
             .iter()

@@ -36,6 +36,7 @@ const KINDS: &[(&str, &str)] = &[
     ("networking.istio.io", "VirtualService"),
     ("networking.istio.io", "DestinationRule"),
     ("networking.istio.io", "ServiceEntry"),
+    ("networking.istio.io", "Sidecar"),
     ("security.istio.io", "PeerAuthentication"),
     ("security.istio.io", "AuthorizationPolicy"),
     ("security.istio.io", "RequestAuthentication"),

@@ -851,3 +851,56 @@ pub struct EntrySelector {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
 }
+
+/// Sidecar: what one workload's sidecar (or a namespace's, or the mesh's) sees outbound and
+/// lets out.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Sidecar {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: SidecarSpec,
+    #[serde(default)]
+    pub status: Unsupported,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SidecarSpec {
+    #[serde(default)]
+    pub workload_selector: Option<EntrySelector>,
+    #[serde(default)]
+    pub ingress: Unsupported,
+    #[serde(default)]
+    pub egress: Vec<EgressListener>,
+    #[serde(default)]
+    pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+    #[serde(default)]
+    pub inbound_connection_pool: Unsupported,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EgressListener {
+    /// `namespace/dnsName`: the Services and ServiceEntry hosts the sidecar receives.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub port: Unsupported,
+    #[serde(default)]
+    pub bind: Unsupported,
+    #[serde(default)]
+    pub capture_mode: Unsupported,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutboundTrafficPolicy {
+    /// ALLOW_ANY or REGISTRY_ONLY.
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub egress_proxy: Unsupported,
+}

@@ -191,6 +191,7 @@ fn typed_object(
         ("networking.istio.io", "ServiceEntry") => {
             Object::ServiceEntry(decode(value, header, origin)?)
         }
+        ("networking.istio.io", "Sidecar") => Object::Sidecar(decode(value, header, origin)?),
         ("security.istio.io", "PeerAuthentication") => {
             Object::PeerAuthentication(decode(value, header, origin)?)
         }

@@ -40,6 +40,7 @@ pub struct Inputs {
     pub virtual_services: Vec<istio::VirtualService>,
     pub destination_rules: Vec<istio::DestinationRule>,
     pub service_entries: Vec<istio::ServiceEntry>,
+    pub sidecars: Vec<istio::Sidecar>,
     pub peer_authentications: Vec<security::PeerAuthentication>,
     pub authorization_policies: Vec<authz::AuthorizationPolicy>,
     pub request_authentications: Vec<security::RequestAuthentication>,
@@ -92,6 +93,7 @@ pub enum Object {
     VirtualService(Box<istio::VirtualService>),
     DestinationRule(Box<istio::DestinationRule>),
     ServiceEntry(Box<istio::ServiceEntry>),
+    Sidecar(Box<istio::Sidecar>),
     PeerAuthentication(Box<security::PeerAuthentication>),
     AuthorizationPolicy(Box<authz::AuthorizationPolicy>),
     RequestAuthentication(Box<security::RequestAuthentication>),
@@ -120,6 +122,7 @@ impl Inputs {
             Object::VirtualService(o) => self.virtual_services.push(*o),
             Object::DestinationRule(o) => self.destination_rules.push(*o),
             Object::ServiceEntry(o) => self.service_entries.push(*o),
+            Object::Sidecar(o) => self.sidecars.push(*o),
             Object::PeerAuthentication(o) => self.peer_authentications.push(*o),
             Object::AuthorizationPolicy(o) => self.authorization_policies.push(*o),
             Object::RequestAuthentication(o) => self.request_authentications.push(*o),
@@ -197,6 +200,7 @@ impl Inputs {
             .retain(|o| keep("DestinationRule", &o.metadata));
         out.service_entries
             .retain(|o| keep("ServiceEntry", &o.metadata));
+        out.sidecars.retain(|o| keep("Sidecar", &o.metadata));
         out.peer_authentications
             .retain(|o| keep("PeerAuthentication", &o.metadata));
         out.authorization_policies

@@ -117,6 +117,8 @@ pub(crate) struct Context<'a> {
     pub catalog: ServiceCatalog<'a>,
     pub table: RouteTable,
     pub outbound: outbound::Outbound,
+    /// A sidecar's scope: the `egress.hosts` of the Sidecar resource in force, if any.
+    pub egress_hosts: Option<istio::sidecar::EgressHosts>,
     pub reports: Reports,
     pub namespace_labels: BTreeMap<&'a str, BTreeMap<String, String>>,
 }
@@ -132,6 +134,7 @@ pub fn translate(inputs: &Inputs, options: &Options) -> Output {
         ),
         table: RouteTable::default(),
         outbound: outbound::Outbound::default(),
+        egress_hosts: None,
         reports: Reports::default(),
         namespace_labels: namespace_labels(inputs),
     };
@@ -144,6 +147,7 @@ pub fn translate(inputs: &Inputs, options: &Options) -> Output {
         }
     }
     istio::entries::report(&mut cx);
+    istio::sidecar::report(&mut cx);
     security::translate(&mut cx);
     not_applied::report(&mut cx);
     for problem in std::mem::take(&mut cx.catalog.problems) {
@@ -165,11 +169,24 @@ pub fn translate(inputs: &Inputs, options: &Options) -> Output {
         authorization,
         request_authentication,
         outbound: cx.outbound.into_ports().into(),
+        registry_only: sidecar_registry_only(inputs, options),
     };
     Output {
         snapshot,
         reports: cx.reports.into_sorted(),
     }
+}
+
+/// A sidecar's outbound traffic policy when a Sidecar resource sets one.
+fn sidecar_registry_only(inputs: &Inputs, options: &Options) -> Option<bool> {
+    let namespace = options.mesh_namespace.as_deref()?;
+    let sidecar = istio::sidecar::in_force(
+        &inputs.sidecars,
+        namespace,
+        &options.gateway_labels,
+        &options.root_namespace,
+    )?;
+    istio::sidecar::registry_only(sidecar)
 }
 
 fn namespace_labels(inputs: &Inputs) -> BTreeMap<&str, BTreeMap<String, String>> {

@@ -27,7 +27,6 @@ pub(super) fn report(cx: &mut Context) {
         if exports_narrowly(&vs.spec.export_to) {
             found.push((meta.clone(), "spec.exportTo".into()));
         }
-        report_mesh_l4_routes(cx, vs, &meta);
         for (i, http) in vs.spec.http.iter().enumerate() {
             for (j, m) in http.matches.iter().enumerate() {
                 if m.scheme.is_some() {
@@ -56,39 +55,20 @@ pub(super) fn report(cx: &mut Context) {
                 .map(|p| (meta.clone(), p)),
         );
     }
+    for sidecar in &inputs.sidecars {
+        let meta = meta_of("Sidecar", &sidecar.metadata);
+        found.extend(
+            not_applied_fields(sidecar)
+                .into_iter()
+                .map(|p| (meta.clone(), p)),
+        );
+    }
     for (meta, path) in found {
         let message = format!("{} is accepted but not applied yet", last_segment(&path));
         cx.reports.push(
             &meta,
             Condition::warn("Valid", "NotYetSupported", message).field(path),
         );
-    }
-}
-
-/// Sidecars relay TCP to the address the app dialled: `tls`/`tcp` routes of a
-/// VirtualService bound to the mesh (no `gateways`, or `mesh`) do not steer them yet.
-fn report_mesh_l4_routes(
-    cx: &mut Context,
-    vs: &crate::inputs::istio::VirtualService,
-    meta: &ferry_model::Meta,
-) {
-    let gateways = &vs.spec.gateways;
-    if !(gateways.is_empty() || gateways.iter().any(|g| g == "mesh")) {
-        return;
-    }
-    for (field, set) in [
-        ("spec.tls", !vs.spec.tls.is_empty()),
-        ("spec.tcp", !vs.spec.tcp.is_empty()),
-    ] {
-        if set {
-            let message = format!(
-                "{} routes are applied at gateways; for sidecars (gateways: mesh) they are \
-                 accepted but not applied yet",
-                last_segment(field)
-            );
-            let condition = Condition::warn("Valid", "NotYetSupported", message).field(field);
-            cx.reports.push(meta, condition);
-        }
     }
 }
 

@@ -144,7 +144,11 @@ pub(crate) fn serve_in_mesh<'a>(
     for entry in entries {
         let meta = meta_of("ServiceEntry", &entry.metadata);
         let resolution = resolution(entry).unwrap_or(Resolution::None);
-        for host in &entry.spec.hosts {
+        let entry_ns = entry.metadata.namespace.as_deref().unwrap_or("default");
+        let hosts: Vec<&String> = (entry.spec.hosts.iter())
+            .filter(|h| super::mesh::imported(cx, entry_ns, h))
+            .collect();
+        for host in hosts {
             for port in &entry.spec.ports {
                 let Ok(number) = u16::try_from(port.number) else {
                     continue;

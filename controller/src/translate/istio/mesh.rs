@@ -17,6 +17,14 @@ use crate::translate::table::{PortProtocol, RouteOrder};
 use crate::translate::{meta_of, Context};
 
 pub(crate) fn translate(cx: &mut Context<'_>, client_namespace: &str) {
+    let options = cx.options;
+    cx.egress_hosts = super::sidecar::in_force(
+        &cx.inputs.sidecars,
+        client_namespace,
+        &options.gateway_labels,
+        &options.root_namespace,
+    )
+    .and_then(super::sidecar::egress_hosts);
     let mut routed = crate::translate::gateway_api::mesh::translate(cx, client_namespace);
     let (services, entry_hosts) = mesh_virtual_services(cx, client_namespace);
     routed.extend(services);
@@ -26,6 +34,9 @@ pub(crate) fn translate(cx: &mut Context<'_>, client_namespace: &str) {
             continue;
         };
         let meta = meta_of("Service", &service.metadata);
+        if !imported(cx, &meta.namespace, &service_fqdn(&meta)) {
+            continue;
+        }
         let key = (meta.namespace.to_string(), meta.name.to_string());
         let names = service_names(&meta, &cluster_ip, client_namespace);
         for port in service_ports(service) {
@@ -67,17 +78,24 @@ fn mesh_virtual_services(
     let mut entry_hosts = BTreeSet::new();
     for (load, vs) in services {
         let meta = meta_of("VirtualService", &vs.metadata);
+        super::mesh_stream::place(cx, vs, &meta, client_namespace);
         let compiled = http::compile(cx, vs, &meta);
         let age = RouteOrder::age_of(&vs.metadata);
         for host in &vs.spec.hosts {
             if let Some((entry, _)) = cx.catalog.entry_for_host(host, client_namespace, None) {
+                let entry_ns = entry.metadata.namespace.as_deref().unwrap_or("default");
+                if !imported(cx, entry_ns, host) {
+                    continue;
+                }
                 let target = EntryHost {
                     entry,
                     host,
                     load,
                     age: &age,
                 };
-                if route_entry_host(cx, &compiled, &meta, &target) {
+                // A VirtualService of tcp/tls routes only leaves the host's HTTP default.
+                let http = !vs.spec.http.is_empty();
+                if http && route_entry_host(cx, &compiled, &meta, &target) {
                     entry_hosts.insert(host.clone());
                 }
                 continue;
@@ -102,6 +120,9 @@ fn mesh_virtual_services(
                 continue;
             };
             let service_meta = meta_of("Service", &service.metadata);
+            if !imported(cx, &namespace, &service_fqdn(&service_meta)) {
+                continue;
+            }
             let names = service_names(&service_meta, &cluster_ip, client_namespace);
             for port in service_ports(service) {
                 let applying = compiled
@@ -114,7 +135,9 @@ fn mesh_virtual_services(
                     }
                 }
             }
-            routed.insert((namespace, name));
+            if !vs.spec.http.is_empty() {
+                routed.insert((namespace, name));
+            }
         }
         cx.reports.push(
             &meta,
@@ -204,6 +227,17 @@ fn default_route(cx: &mut Context<'_>, service: &Meta, port: u16) -> Route {
         ),
         policy: Default::default(),
     }
+}
+
+/// Whether the Sidecar resource in force (if any) imports a host of `namespace`.
+pub(crate) fn imported(cx: &Context<'_>, namespace: &str, host: &str) -> bool {
+    cx.egress_hosts
+        .as_ref()
+        .is_none_or(|scope| scope.allows(namespace, host))
+}
+
+fn service_fqdn(service: &Meta) -> String {
+    format!("{}.{}.svc.cluster.local", service.name, service.namespace)
 }
 
 /// The names a client in `client_namespace` may use for the Service.

@@ -4,7 +4,9 @@ pub(crate) mod destination;
 pub(crate) mod entries;
 mod http;
 pub(crate) mod mesh;
+mod mesh_stream;
 mod policy;
+pub(crate) mod sidecar;
 mod stream;
 
 use ferry_model::{Action, Meta, Redirect, RedirectPort, Route, ServerCertificate, Str};

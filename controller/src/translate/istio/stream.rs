@@ -13,14 +13,23 @@ use crate::translate::table::{PortProtocol, RouteOrder};
 use crate::translate::Context;
 
 /// One match of a `tls` or `tcp` route, reduced to what placing it needs.
-struct L4Rule<'v> {
-    rule: usize,
-    matched: usize,
-    port: Option<u32>,
-    gateways: &'v [String],
+pub(super) struct L4Rule<'v> {
+    pub rule: usize,
+    pub matched: usize,
+    pub port: Option<u32>,
+    pub gateways: &'v [String],
     /// `sniHosts` (tls routes); None for tcp routes.
-    sni_hosts: Option<&'v [String]>,
-    backends: Vec<WeightedBackend>,
+    pub sni_hosts: Option<&'v [String]>,
+    pub backends: Vec<WeightedBackend>,
+}
+
+impl L4Rule<'_> {
+    pub fn kind(&self) -> &'static str {
+        match self.sni_hosts {
+            Some(_) => "tls",
+            None => "tcp",
+        }
+    }
 }
 
 /// Places the VirtualService's `tls` and `tcp` routes on the bound gateways' servers; true
@@ -50,11 +59,7 @@ pub(super) fn place(
                     matched: rule.matched,
                     ..RouteOrder::default()
                 };
-                let kind = if rule.sni_hosts.is_some() {
-                    "tls"
-                } else {
-                    "tcp"
-                };
+                let kind = rule.kind();
                 let route = StreamRoute {
                     meta: meta.clone(),
                     name: format!("{}/{}/{kind}/{}", meta.namespace, meta.name, rule.rule).into(),
@@ -102,7 +107,11 @@ fn report_unplaced(
     }
 }
 
-fn compile<'v>(cx: &mut Context<'_>, vs: &'v VirtualService, meta: &Meta) -> Vec<L4Rule<'v>> {
+pub(super) fn compile<'v>(
+    cx: &mut Context<'_>,
+    vs: &'v VirtualService,
+    meta: &Meta,
+) -> Vec<L4Rule<'v>> {
     let mut rules = Vec::new();
     for (index, tls) in vs.spec.tls.iter().enumerate() {
         let field = format!("spec.tls[{index}]");
