@@ -408,7 +408,7 @@ pub struct GatewayArgs {
     /// Address listeners bind to.
     #[arg(long, default_value = "0.0.0.0")]
     pub bind_address: IpAddr,
-    /// Port that serves Kubernetes Ingress objects.
+    /// Port that serves Kubernetes Ingress objects (0: none, as for an egress gateway).
     #[arg(long, default_value_t = 8080)]
     pub ingress_port: u16,
     /// Port that serves the hosts Ingress objects list under `spec.tls`, over TLS (0: off).

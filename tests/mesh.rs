@@ -1245,3 +1245,113 @@ fn fetch_code_and_body_with(pod: &Pod, url: &str, header: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+const EGRESS_GATEWAY: &str = "apiVersion: v1
+kind: Service
+metadata: {name: istio-egressgateway, namespace: istio-system}
+spec: {clusterIP: 10.96.0.50, ports: [{name: http, port: 8080}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: egress-1, namespace: istio-system, labels: {kubernetes.io/service-name: istio-egressgateway}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints: [{addresses: [EGRESS_POD], conditions: {ready: true}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: external-api, namespace: weather}
+spec:
+  hosts: [api.external.example]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 8080}]
+  endpoints: [{address: EXTERNAL_POD}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: egress, namespace: weather}
+spec:
+  selector: {istio: egressgateway}
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: [api.external.example]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: external-via-egress, namespace: weather}
+spec:
+  hosts: [api.external.example]
+  gateways: [mesh, egress]
+  http:
+  - match: [{gateways: [mesh], port: 80}]
+    route: [{destination: {host: istio-egressgateway.istio-system.svc.cluster.local, port: {number: 8080}}}]
+  - match: [{gateways: [egress], port: 8080}]
+    route: [{destination: {host: api.external.example, port: {number: 80}}}]
+";
+
+/// Istio's egress gateway pattern: the app calls an external host (a ServiceEntry); a
+/// VirtualService bound to the mesh sends the sidecar's request to the egress gateway (a
+/// Ferry gateway labelled `istio: egressgateway`, serving no Ingress), whose own route sends
+/// it to the external host. Under REGISTRY_ONLY the external host is reached this way only.
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_to_an_external_host_leave_through_the_egress_gateway() {
+    let mut net = Network::new();
+    let (client, egress, external) = (net.pod(2), net.pod(3), net.pod(4));
+    let dir = ConfigDir::new();
+    let manifests = EGRESS_GATEWAY
+        .replace("EGRESS_POD", &egress.address.to_string())
+        .replace("EXTERNAL_POD", &external.address.to_string());
+    dir.write("egress.yaml", &manifests);
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        dir.path().join("egress.yaml"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let config = dir.path().display().to_string();
+    let log = std::fs::File::create(format!("/tmp/ferry-egress-{}.log", egress.name)).unwrap();
+    let _gateway = Proc(
+        egress
+            .command(ferry_bin())
+            .args([
+                "gateway",
+                "--config",
+                &config,
+                "--label",
+                "istio=egressgateway",
+            ])
+            .args(["--ingress-port", "0", "--access-log", "off"])
+            .args(["--admin", "127.0.0.1:15000", "--status", "0.0.0.0:15020"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the egress gateway"),
+    );
+    let _app = app(&external, "external", 8080);
+    init(&client, &[]);
+    let _sidecar = sidecar_with(
+        &client,
+        dir.path(),
+        &["--outbound-traffic-policy", "REGISTRY_ONLY"],
+    );
+    ready(&client).await;
+    ready(&egress).await;
+
+    // The app dials the external host's address; the answer comes back through the gateway:
+    // the external server saw the egress gateway's address as its peer.
+    let url = format!("http://{}/", external.address);
+    let answers = curl(&client, &url, &["Host: api.external.example"], 3);
+    assert_eq!(answers.len(), 3);
+    for answer in &answers {
+        assert_eq!(answer["name"], "external", "{answer}");
+        let peer = answer["peer"].as_str().unwrap_or_default();
+        assert!(
+            peer.starts_with(&format!("{}:", egress.address)),
+            "the external server was reached from {peer}, not the egress gateway"
+        );
+    }
+    // Another host at the same address is not registered: refused.
+    let refused = fetch_code_and_body_with(&client, &url, "Host: elsewhere.example");
+    assert!(refused.starts_with("502"), "{refused}");
+}

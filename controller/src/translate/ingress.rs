@@ -10,6 +10,9 @@ use super::{meta_of, Context};
 
 pub(crate) fn translate(cx: &mut Context<'_>) {
     let port = cx.options.ingress_port;
+    if port == 0 {
+        return; // this proxy serves no Ingress (an egress gateway)
+    }
     let served: Vec<(usize, &Ingress)> = cx
         .inputs
         .ingresses

@@ -62,10 +62,14 @@ pub(super) fn compile(cx: &mut Context<'_>, vs: &VirtualService, meta: &Meta) ->
                 action: action.clone(),
                 policy: policy.clone(),
             };
+            // `mesh` names the sidecars, not a Gateway of the VirtualService's namespace.
             let gateways = m
                 .gateways
                 .iter()
-                .map(|g| gateway_key(g, &meta.namespace))
+                .map(|g| match g.as_str() {
+                    "mesh" => g.clone(),
+                    _ => gateway_key(g, &meta.namespace),
+                })
                 .collect();
             out.push(CompiledHttp {
                 rule: index,
