@@ -1224,10 +1224,19 @@ async fn service_entries_let_registered_hosts_out_under_registry_only() {
     }
 }
 
-/// `curl` with one header: the status code, a space, the body.
+/// `curl` with one header (certificates not checked): the status code, a space, the body.
 fn fetch_code_and_body_with(pod: &Pod, url: &str, header: &str) -> String {
     let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &pod.name, "curl", "-s", "--max-time", "5"])
+        .args([
+            "netns",
+            "exec",
+            &pod.name,
+            "curl",
+            "-s",
+            "-k",
+            "--max-time",
+            "5",
+        ])
         .args([
             "-H",
             header,
@@ -1247,16 +1256,29 @@ fn fetch_code_and_body_with(pod: &Pod, url: &str, header: &str) -> String {
 }
 
 const EGRESS_GATEWAY: &str = "apiVersion: v1
+kind: Pod
+metadata: {name: egressgateway-1, namespace: istio-system, labels: {istio: egressgateway}}
+spec: {serviceAccountName: ferry-egressgateway, containers: [{name: gateway, image: ferry}]}
+---
+apiVersion: v1
 kind: Service
 metadata: {name: istio-egressgateway, namespace: istio-system}
-spec: {clusterIP: 10.96.0.50, ports: [{name: http, port: 8080}]}
+spec: {clusterIP: 10.96.0.50, ports: [{name: https, port: 8443}]}
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata: {name: egress-1, namespace: istio-system, labels: {kubernetes.io/service-name: istio-egressgateway}}
 addressType: IPv4
-ports: [{name: http, port: 8080}]
-endpoints: [{addresses: [EGRESS_POD], conditions: {ready: true}}]
+ports: [{name: https, port: 8443}]
+endpoints:
+  - {addresses: [EGRESS_POD], conditions: {ready: true}, targetRef: {kind: Pod, name: egressgateway-1, namespace: istio-system}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: egressgateway, namespace: weather}
+spec:
+  host: istio-egressgateway.istio-system.svc.cluster.local
+  trafficPolicy: {tls: {mode: ISTIO_MUTUAL, sni: api.external.example}}
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -1274,8 +1296,9 @@ metadata: {name: egress, namespace: weather}
 spec:
   selector: {istio: egressgateway}
   servers:
-  - port: {number: 8080, name: http, protocol: HTTP}
+  - port: {number: 8443, name: https, protocol: HTTPS}
     hosts: [api.external.example]
+    tls: {mode: ISTIO_MUTUAL}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -1285,17 +1308,20 @@ spec:
   gateways: [mesh, egress]
   http:
   - match: [{gateways: [mesh], port: 80}]
-    route: [{destination: {host: istio-egressgateway.istio-system.svc.cluster.local, port: {number: 8080}}}]
-  - match: [{gateways: [egress], port: 8080}]
+    route: [{destination: {host: istio-egressgateway.istio-system.svc.cluster.local, port: {number: 8443}}}]
+  - match: [{gateways: [egress], port: 8443}]
     route: [{destination: {host: api.external.example, port: {number: 80}}}]
 ";
 
-/// Istio's egress gateway pattern: the app calls an external host (a ServiceEntry); a
-/// VirtualService bound to the mesh sends the sidecar's request to the egress gateway (a
-/// Ferry gateway labelled `istio: egressgateway`, serving no Ingress), whose own route sends
-/// it to the external host. Under REGISTRY_ONLY the external host is reached this way only.
+/// Istio's egress gateway pattern, as its docs write it: the app calls an external host (a
+/// ServiceEntry); a VirtualService bound to the mesh sends the sidecar's request to the egress
+/// gateway (a Ferry gateway labelled `istio: egressgateway`, serving no Ingress) over the
+/// mesh's mTLS (DestinationRule ISTIO_MUTUAL, Gateway server ISTIO_MUTUAL), and the
+/// gateway's own route sends it to the external host. Under REGISTRY_ONLY the external host
+/// is reached this way only, and the gateway's port refuses clients without a mesh identity.
 #[tokio::test(flavor = "multi_thread")]
-async fn calls_to_an_external_host_leave_through_the_egress_gateway() {
+async fn calls_to_an_external_host_leave_through_the_egress_gateway_over_mtls() {
+    use support::tls::TestCa;
     let mut net = Network::new();
     let (client, egress, external) = (net.pod(2), net.pod(3), net.pod(4));
     let dir = ConfigDir::new();
@@ -1309,8 +1335,16 @@ async fn calls_to_an_external_host_leave_through_the_egress_gateway() {
         std::fs::Permissions::from_mode(0o644),
     )
     .unwrap();
+    let root = TestCa::new("mesh root");
+    let lifetime = Duration::from_secs(300);
+    let client_id = IdentityDir::new("spiffe://cluster.local/ns/weather/sa/client");
+    let gateway_id =
+        IdentityDir::new("spiffe://cluster.local/ns/istio-system/sa/ferry-egressgateway");
+    client_id.issue(&root, &root.cert_pem, lifetime);
+    gateway_id.issue(&root, &root.cert_pem, lifetime);
+
     let config = dir.path().display().to_string();
-    let log = std::fs::File::create(format!("/tmp/ferry-egress-{}.log", egress.name)).unwrap();
+    let gateway_log = dir.path().join("egress-access.log");
     let _gateway = Proc(
         egress
             .command(ferry_bin())
@@ -1321,20 +1355,20 @@ async fn calls_to_an_external_host_leave_through_the_egress_gateway() {
                 "--label",
                 "istio=egressgateway",
             ])
-            .args(["--ingress-port", "0", "--access-log", "off"])
+            .args(gateway_id.arg())
+            .args(["--ingress-port", "0", "--access-log", "json"])
             .args(["--admin", "127.0.0.1:15000", "--status", "0.0.0.0:15020"])
-            .stdout(Stdio::null())
-            .stderr(log)
+            .stdout(std::fs::File::create(&gateway_log).unwrap())
+            .stderr(Stdio::null())
             .spawn()
             .expect("start the egress gateway"),
     );
     let _app = app(&external, "external", 8080);
     init(&client, &[]);
-    let _sidecar = sidecar_with(
-        &client,
-        dir.path(),
-        &["--outbound-traffic-policy", "REGISTRY_ONLY"],
-    );
+    let mut sidecar_args = client_id.arg().to_vec();
+    sidecar_args.extend(["--outbound-traffic-policy".into(), "REGISTRY_ONLY".into()]);
+    let sidecar_args: Vec<&str> = sidecar_args.iter().map(String::as_str).collect();
+    let _sidecar = sidecar_with(&client, dir.path(), &sidecar_args);
     ready(&client).await;
     ready(&egress).await;
 
@@ -1351,7 +1385,36 @@ async fn calls_to_an_external_host_leave_through_the_egress_gateway() {
             "the external server was reached from {peer}, not the egress gateway"
         );
     }
+    // The gateway knew its client by the mesh identity the client proved.
+    let wanted = r#""downstream_peer_uri_san":"spiffe://cluster.local/ns/weather/sa/client""#;
+    eventually_within(
+        "egress gateway access log",
+        Duration::from_secs(5),
+        || async { std::fs::read_to_string(&gateway_log).is_ok_and(|log| log.contains(wanted)) },
+    )
+    .await;
     // Another host at the same address is not registered: refused.
     let refused = fetch_code_and_body_with(&client, &url, "Host: elsewhere.example");
     assert!(refused.starts_with("502"), "{refused}");
+    // The gateway's port takes mesh mTLS only: plaintext and TLS without a client
+    // certificate get no answer.
+    let port = format!("{}:8443", egress.address);
+    let plain = fetch_code_and_body_with(
+        &external,
+        &format!("http://{port}/"),
+        "Host: api.external.example",
+    );
+    assert!(
+        plain.starts_with("000"),
+        "plaintext reached the egress gateway: {plain}"
+    );
+    let tls = fetch_code_and_body_with(
+        &external,
+        &format!("https://{port}/"),
+        "Host: api.external.example",
+    );
+    assert!(
+        tls.starts_with("000"),
+        "TLS without a mesh identity reached it: {tls}"
+    );
 }

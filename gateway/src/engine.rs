@@ -67,6 +67,9 @@ pub struct Engine {
     /// The applied snapshot as received, before DNS answers filled its clusters: what is
     /// compiled again when an answer changes. None when it names nothing to resolve.
     unresolved: Mutex<Option<Arc<Snapshot>>>,
+    /// The server side of the mesh's mTLS with this proxy's workload identity, for
+    /// listeners that terminate it (Istio ISTIO_MUTUAL gateway servers).
+    mesh_server: Arc<rustls::ServerConfig>,
     /// Wakes the DNS refresher when a snapshot with other names arrives.
     dns_changed: Arc<tokio::sync::Notify>,
     _shutdown: watch::Sender<bool>,
@@ -117,6 +120,7 @@ impl Engine {
         let captured = inbound_port.is_some();
         let store = Arc::new(SnapshotStore::default());
         let identity = Arc::new(WorkloadIdentity::default());
+        let mesh_server = identity.server_config();
         let metrics = Arc::new(Metrics::new(telemetry.identity.clone(), identity.clone()));
         let telemetry = Arc::new(Telemetry::start(
             telemetry,
@@ -174,6 +178,7 @@ impl Engine {
             ready: Default::default(),
             dns: Default::default(),
             unresolved: Mutex::new(None),
+            mesh_server,
             dns_changed: Default::default(),
             _shutdown: shutdown_tx,
         }))
@@ -196,14 +201,17 @@ impl Engine {
         let version = snapshot.version;
         let snapshot = self.resolve_names(snapshot).await;
         let previous = self.store.load();
-        let compiled = match CompiledSnapshot::compile(Arc::new(snapshot), previous.as_deref()) {
-            Ok(compiled) => Arc::new(compiled),
-            Err(e) => {
-                let reasons = vec![e.to_string()];
-                self.reject(reasons.clone());
-                return Err(reasons);
-            }
-        };
+        let mesh = Some(&self.mesh_server);
+        let snapshot = Arc::new(snapshot);
+        let compiled =
+            match CompiledSnapshot::compile_with_mesh(snapshot, previous.as_deref(), mesh) {
+                Ok(compiled) => Arc::new(compiled),
+                Err(e) => {
+                    let reasons = vec![e.to_string()];
+                    self.reject(reasons.clone());
+                    return Err(reasons);
+                }
+            };
         let ports = compiled.ports();
         self.store.swap(compiled);
         self.last_version.store(version, Ordering::SeqCst);
@@ -242,7 +250,8 @@ impl Engine {
         }
         let filled = self.dns.fill(&unresolved);
         let previous = self.store.load();
-        match CompiledSnapshot::compile(Arc::new(filled), previous.as_deref()) {
+        let mesh = Some(&self.mesh_server);
+        match CompiledSnapshot::compile_with_mesh(Arc::new(filled), previous.as_deref(), mesh) {
             Ok(compiled) => {
                 self.store.swap(Arc::new(compiled));
                 tracing::info!("DNS answers changed: endpoints updated");

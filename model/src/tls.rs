@@ -16,6 +16,15 @@ pub struct ListenerTls {
     /// API frontend validation); None: none asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_validation: Option<ClientValidation>,
+    /// The mesh's mutual TLS is terminated here (Istio `tls.mode: ISTIO_MUTUAL`): the proxy
+    /// presents its workload certificate and requires a client certificate from the mesh's
+    /// roots; `certificates` and `client_validation` are then empty.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub mesh: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
 }
 
 impl ListenerTls {
@@ -197,6 +206,7 @@ mod tests {
             ]
             .into(),
             client_validation: None,
+            mesh: false,
         };
         let misdirected = [
             ("example.org", "second-example.org"),

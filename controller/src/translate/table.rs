@@ -86,6 +86,8 @@ struct PortEntry {
     protocol: Option<PortProtocol>,
     certificates: Vec<ServerCertificate>,
     client_validation: Option<ferry_model::ClientValidation>,
+    /// Who asked for the mesh's mTLS on this port (Istio ISTIO_MUTUAL servers).
+    mesh_tls: Option<Meta>,
     hosts: BTreeMap<String, Vec<(RouteOrder, Route)>>,
     streams: Vec<(RouteOrder, StreamRoute)>,
 }
@@ -128,6 +130,25 @@ impl RouteTable {
     }
 
     /// Adds a certificate to an HTTPS port declared with [`RouteTable::listener`].
+    /// Terminates the mesh's mTLS on an HTTPS port (Istio ISTIO_MUTUAL). One TLS handshake
+    /// serves the whole port, so it cannot also present Secret certificates.
+    pub fn mesh_tls(&mut self, port: u16, source: &Meta) -> Result<(), String> {
+        let entry = self.ports.entry(port).or_default();
+        if !entry.certificates.is_empty() {
+            return Err(format!(
+                "port {port} presents certificates from Secrets; ISTIO_MUTUAL needs a port of \
+                 its own (the workload certificate is the port's only one)"
+            ));
+        }
+        entry.mesh_tls = Some(source.clone());
+        Ok(())
+    }
+
+    /// Whether the port terminates the mesh's mTLS, and who asked for it.
+    pub fn mesh_tls_of(&self, port: u16) -> Option<&Meta> {
+        self.ports.get(&port).and_then(|p| p.mesh_tls.as_ref())
+    }
+
     pub fn certificate(&mut self, port: u16, certificate: ServerCertificate) {
         let entry = self.ports.entry(port).or_default();
         if !entry.certificates.contains(&certificate) {
@@ -240,6 +261,7 @@ impl RouteTable {
                     tls: protocol.terminates_tls().then(|| ListenerTls {
                         certificates: entry.certificates.into(),
                         client_validation: entry.client_validation,
+                        mesh: entry.mesh_tls.is_some(),
                     }),
                     stream: protocol
                         .is_stream()

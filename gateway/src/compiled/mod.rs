@@ -80,13 +80,27 @@ impl CompiledSnapshot {
         snapshot: Arc<Snapshot>,
         previous: Option<&CompiledSnapshot>,
     ) -> Result<Self, CompileError> {
+        Self::compile_with_mesh(snapshot, previous, None)
+    }
+
+    /// As [`CompiledSnapshot::compile`]; listeners that terminate the mesh's mTLS
+    /// (ISTIO_MUTUAL) are served with `mesh`, the proxy's workload-identity TLS (None: such
+    /// a listener is an error, as this proxy has no identity to present).
+    pub fn compile_with_mesh(
+        snapshot: Arc<Snapshot>,
+        previous: Option<&CompiledSnapshot>,
+        mesh: Option<&Arc<rustls::ServerConfig>>,
+    ) -> Result<Self, CompileError> {
         let mut listeners = HashMap::new();
         for listener in snapshot.listeners.iter() {
             let mut compiled = compile_listener(listener)?;
             let previous_tls = previous
                 .and_then(|p| p.listeners.get(&listener.port))
                 .and_then(|l| l.tls.as_ref());
-            compiled.tls = compile_tls(listener, previous_tls)?;
+            compiled.tls = match listener.tls.as_ref().filter(|t| t.mesh) {
+                Some(tls) => Some(mesh_tls(listener, tls, mesh)?),
+                None => compile_tls(listener, previous_tls)?,
+            };
             listeners.insert(listener.port, compiled);
         }
         let clusters = snapshot
@@ -201,6 +215,26 @@ impl CompiledListener {
 
 /// Loads the listener's certificates, reusing the previous configuration when they did not
 /// change (a route edit must not re-parse every key).
+/// A listener terminating the mesh's mTLS: the workload-identity configuration (its
+/// certificate and roots rotate under it).
+fn mesh_tls(
+    listener: &ferry_model::Listener,
+    tls: &ferry_model::ListenerTls,
+    mesh: Option<&Arc<rustls::ServerConfig>>,
+) -> Result<CompiledTls, CompileError> {
+    let config = mesh.cloned().ok_or_else(|| CompileError {
+        route: listener.name.to_string(),
+        object: "mesh mTLS".into(),
+        message: "ISTIO_MUTUAL needs the proxy's workload identity, which this proxy has no \
+                  source for"
+            .into(),
+    })?;
+    Ok(CompiledTls {
+        source: tls.clone(),
+        config,
+    })
+}
+
 fn compile_tls(
     listener: &ferry_model::Listener,
     previous: Option<&CompiledTls>,

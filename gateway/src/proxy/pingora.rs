@@ -191,6 +191,9 @@ impl ProxyHttp for FerryProxy {
             }
             return Ok(false); // to the app, whatever the request
         }
+        // A client that proved a mesh identity (an ISTIO_MUTUAL gateway port): its SPIFFE ID
+        // reaches the access log and Istio's source labels.
+        ctx.peer_identity = crate::downstream_io::peer_identity(ssl_of(session));
         let Some(snapshot) = self.store.load() else {
             let reply = Decision::reply(503, "NR no configuration applied yet");
             return self.reply(session, ctx, &reply).await;

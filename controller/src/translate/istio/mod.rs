@@ -142,6 +142,7 @@ fn serve_server(
     let tls_mode = server.tls.as_ref().and_then(|t| t.mode.as_deref());
     let (port_protocol, certificates) = match protocol.as_str() {
         "HTTP" | "HTTP2" | "GRPC" | "" => (PortProtocol::Http, Vec::new()),
+        "HTTPS" if tls_mode == Some("ISTIO_MUTUAL") => (PortProtocol::Https, Vec::new()),
         "HTTPS" => {
             let names = hosts.iter().map(|(_, h)| Str::from(h.as_str())).collect();
             let certificates = server_certificates(cx, meta, server, field, names)?;
@@ -182,6 +183,25 @@ fn serve_server(
             )
             .field(format!("{field}.port"))
         })?;
+    if tls_mode == Some("ISTIO_MUTUAL") {
+        cx.table.mesh_tls(port, meta).map_err(|message| {
+            Condition::warn(
+                "Valid",
+                "PortConflict",
+                format!("{message}; server ignored"),
+            )
+            .field(format!("{field}.tls.mode"))
+        })?;
+    } else if !certificates.is_empty() {
+        if let Some(held) = cx.table.mesh_tls_of(port) {
+            let message = format!(
+                "port {port} terminates the mesh's mTLS ({held} asks for ISTIO_MUTUAL): it \
+                 presents the workload certificate only; server ignored"
+            );
+            return Err(Condition::warn("Valid", "PortConflict", message)
+                .field(format!("{field}.tls.mode")));
+        }
+    }
     for certificate in certificates {
         cx.table.certificate(port, certificate);
     }
@@ -242,10 +262,13 @@ fn server_certificates(
     };
     match tls.mode.as_deref().unwrap_or("PASSTHROUGH") {
         "SIMPLE" | "MUTUAL" | "OPTIONAL_MUTUAL" => {}
-        "ISTIO_MUTUAL" => return Err(unsupported(
-            "ISTIO_MUTUAL at a gateway server is not supported yet (use MUTUAL with a client CA)",
-            ".mode",
-        )),
+        "ISTIO_MUTUAL" => {
+            return Err(unsupported(
+                "ISTIO_MUTUAL is taken by HTTPS servers; on a TLS server (relaying the decrypted \
+             bytes) it is not supported yet (use MUTUAL with a client CA)",
+                ".mode",
+            ))
+        }
         other => {
             return Err(unsupported(
                 &format!("TLS mode {other} is not supported (SIMPLE only)"),

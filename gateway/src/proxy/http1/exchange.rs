@@ -135,6 +135,9 @@ impl Http1Proxy {
         self.metrics.active_requests.inc();
         ctx.counted_active = true;
         ctx.listener_port = conn.entry.port;
+        // A client that proved a mesh identity (an ISTIO_MUTUAL gateway port): its SPIFFE ID
+        // reaches the access log and Istio's source labels (inbound sets it again).
+        ctx.peer_identity = crate::downstream_io::peer_identity(conn.ssl.as_deref());
         ctx.request_id = Some(
             match header_lookup::first_text(facts.headers, "x-request-id") {
                 Some(id) if !id.is_empty() => id.to_string(),
