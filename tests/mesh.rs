@@ -43,6 +43,14 @@ fn app_on(pod: &Pod, name: &str, listen: &str) -> Proc {
     Proc(child)
 }
 
+/// Writes a manifest the sidecar (uid 1337) can read, in a directory it can list.
+fn write_readable(dir: &ConfigDir, name: &str, text: &str) {
+    dir.write(name, text);
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let file = dir.path().join(name);
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
+}
+
 fn init(pod: &Pod, extra: &[&str]) {
     let mut args = vec!["sidecar-init"];
     args.extend_from_slice(extra);
@@ -220,14 +228,7 @@ async fn captured_traffic_is_routed_by_virtual_service_and_delivered_through_bot
     let mut net = Network::new();
     let (client, v1, v2, strict) = (net.pod(2), net.pod(3), net.pod(4), net.pod(5));
     let dir = ConfigDir::new();
-    dir.write("weather.yaml", &manifests(&v1, &v2));
-    // The sidecar runs as uid 1337: let it read the manifests.
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(
-        dir.path().join("weather.yaml"),
-        std::fs::Permissions::from_mode(0o644),
-    )
-    .unwrap();
+    write_readable(&dir, "weather.yaml", &manifests(&v1, &v2));
 
     let _apps = [
         app(&v1, "weather-v1", 8080),
@@ -1099,13 +1100,7 @@ async fn service_entries_let_registered_hosts_out_under_registry_only() {
     let manifests = SERVICE_ENTRIES
         .replace("EXTERNAL_ONE", &one.address.to_string())
         .replace("EXTERNAL_TWO", &two.address.to_string());
-    dir.write("entries.yaml", &manifests);
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(
-        dir.path().join("entries.yaml"),
-        std::fs::Permissions::from_mode(0o644),
-    )
-    .unwrap();
+    write_readable(&dir, "entries.yaml", &manifests);
     let ca = support::tls::TestCa::new("external-ca");
     let leaf = ca.issue(&["tls-api.example", "other.example"]);
     dir.write("ca.pem", &ca.cert_pem);
@@ -1328,13 +1323,7 @@ async fn calls_to_an_external_host_leave_through_the_egress_gateway_over_mtls() 
     let manifests = EGRESS_GATEWAY
         .replace("EGRESS_POD", &egress.address.to_string())
         .replace("EXTERNAL_POD", &external.address.to_string());
-    dir.write("egress.yaml", &manifests);
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(
-        dir.path().join("egress.yaml"),
-        std::fs::Permissions::from_mode(0o644),
-    )
-    .unwrap();
+    write_readable(&dir, "egress.yaml", &manifests);
     let root = TestCa::new("mesh root");
     let lifetime = Duration::from_secs(300);
     let client_id = IdentityDir::new("spiffe://cluster.local/ns/weather/sa/client");

@@ -11,19 +11,11 @@ pub(super) fn report(cx: &mut Context) {
     let mut found: Vec<(ferry_model::Meta, String)> = Vec::new();
     for gateway in &inputs.istio_gateways {
         let meta = meta_of("Gateway.networking.istio.io", &gateway.metadata);
-        found.extend(
-            not_applied_fields(gateway)
-                .into_iter()
-                .map(|p| (meta.clone(), p)),
-        );
+        found.extend(fields_of(&meta, gateway));
     }
     for vs in &inputs.virtual_services {
         let meta = meta_of("VirtualService", &vs.metadata);
-        found.extend(
-            not_applied_fields(vs)
-                .into_iter()
-                .map(|p| (meta.clone(), p)),
-        );
+        found.extend(fields_of(&meta, vs));
         if exports_narrowly(&vs.spec.export_to) {
             found.push((meta.clone(), "spec.exportTo".into()));
         }
@@ -37,11 +29,7 @@ pub(super) fn report(cx: &mut Context) {
     }
     for dr in &inputs.destination_rules {
         let meta = meta_of("DestinationRule", &dr.metadata);
-        found.extend(
-            not_applied_fields(dr)
-                .into_iter()
-                .map(|p| (meta.clone(), p)),
-        );
+        found.extend(fields_of(&meta, dr));
         if exports_narrowly(&dr.spec.export_to) {
             found.push((meta.clone(), "spec.exportTo".into()));
         }
@@ -49,19 +37,11 @@ pub(super) fn report(cx: &mut Context) {
     }
     for entry in &inputs.service_entries {
         let meta = meta_of("ServiceEntry", &entry.metadata);
-        found.extend(
-            not_applied_fields(entry)
-                .into_iter()
-                .map(|p| (meta.clone(), p)),
-        );
+        found.extend(fields_of(&meta, entry));
     }
     for sidecar in &inputs.sidecars {
         let meta = meta_of("Sidecar", &sidecar.metadata);
-        found.extend(
-            not_applied_fields(sidecar)
-                .into_iter()
-                .map(|p| (meta.clone(), p)),
-        );
+        found.extend(fields_of(&meta, sidecar));
     }
     for (meta, path) in found {
         let message = format!("{} is accepted but not applied yet", last_segment(&path));
@@ -97,6 +77,17 @@ fn report_proxy_protocol(
 }
 
 /// `exportTo` limits visibility; Ferry makes every object visible everywhere (as `*`).
+/// The object's set fields Ferry does not apply, each with the object.
+fn fields_of(
+    meta: &ferry_model::Meta,
+    object: &impl serde::Serialize,
+) -> impl Iterator<Item = (ferry_model::Meta, String)> {
+    let meta = meta.clone();
+    not_applied_fields(object)
+        .into_iter()
+        .map(move |path| (meta.clone(), path))
+}
+
 fn exports_narrowly(export_to: &[String]) -> bool {
     !export_to.is_empty() && !export_to.iter().any(|e| e == "*")
 }

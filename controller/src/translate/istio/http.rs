@@ -308,17 +308,23 @@ fn find_entry_subset<'i>(
         .filter(|dr| dr.spec.host.eq_ignore_ascii_case(host))
         .collect();
     rules.sort_by_key(|dr| dr.metadata.namespace.as_deref() != Some(vs_ns));
-    rules
-        .iter()
-        .find_map(|dr| {
-            let s = dr.spec.subsets.iter().find(|s| s.name == subset)?;
-            Some(SubsetRef {
-                name: &s.name,
-                labels: &s.labels,
-                rule: dr,
-            })
-        })
+    first_defining(&rules, subset)
         .ok_or_else(|| format!("subset {subset} of {host} is not defined by any DestinationRule"))
+}
+
+/// The subset named `subset` in the first of `rules` that defines it.
+fn first_defining<'i>(
+    rules: &[&'i crate::inputs::istio::DestinationRule],
+    subset: &str,
+) -> Option<SubsetRef<'i>> {
+    rules.iter().find_map(|dr| {
+        let s = dr.spec.subsets.iter().find(|s| s.name == subset)?;
+        Some(SubsetRef {
+            name: &s.name,
+            labels: &s.labels,
+            rule: dr,
+        })
+    })
 }
 
 /// The named subset from a DestinationRule for the Service, preferring one in the
@@ -343,19 +349,9 @@ fn find_subset<'i>(
         let dr_ns = dr.metadata.namespace.as_deref().unwrap_or("default");
         (dr_ns != vs_ns, dr_ns != namespace)
     });
-    rules
-        .iter()
-        .find_map(|dr| {
-            let s = dr.spec.subsets.iter().find(|s| s.name == subset)?;
-            Some(SubsetRef {
-                name: &s.name,
-                labels: &s.labels,
-                rule: dr,
-            })
-        })
-        .ok_or_else(|| {
-            format!("subset {subset} of {namespace}/{name} is not defined by any DestinationRule")
-        })
+    first_defining(&rules, subset).ok_or_else(|| {
+        format!("subset {subset} of {namespace}/{name} is not defined by any DestinationRule")
+    })
 }
 
 /// `sourceLabels` and `sourceNamespace` select the client workload. The proxy translated for
