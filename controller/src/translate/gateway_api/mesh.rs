@@ -14,6 +14,14 @@ use crate::translate::{meta_of, Context};
 
 /// Adds the routes of Service-parented routes; returns the Services they cover (whose
 /// default route they replace).
+/// Whether the Sidecar resource in force (if any) imports the parent Service: a route of a
+/// Service it leaves out is not this sidecar's.
+fn imported_parent(cx: &Context<'_>, parent: &HttpRouteParentRefs, route_namespace: &str) -> bool {
+    let namespace = parent.namespace.as_deref().unwrap_or(route_namespace);
+    let fqdn = format!("{}.{namespace}.svc.cluster.local", parent.name);
+    crate::translate::istio::mesh::imported(cx, namespace, &fqdn)
+}
+
 pub(crate) fn translate(
     cx: &mut Context<'_>,
     client_namespace: &str,
@@ -39,6 +47,7 @@ pub(crate) fn translate(
             .iter()
             .flatten()
             .filter(|p| is_service_ref(p))
+            .filter(|p| imported_parent(cx, p, &meta.namespace))
             .collect();
         if parents.is_empty() {
             continue;
