@@ -136,7 +136,7 @@ impl Http1Proxy {
         ctx.counted_active = true;
         ctx.listener_port = conn.entry.port;
         // A client that proved a mesh identity (an ISTIO_MUTUAL gateway port): its SPIFFE ID
-        // reaches the access log and Istio's source labels (inbound sets it again).
+        // reaches the access log and Istio's source labels; inbound, AuthorizationPolicy too.
         ctx.peer_identity = crate::downstream_io::peer_identity(conn.ssl.as_deref());
         ctx.request_id = Some(
             match header_lookup::first_text(facts.headers, "x-request-id") {

@@ -6,7 +6,6 @@
 use std::net::SocketAddr;
 
 use super::{Conn, Http1Proxy, Next};
-use crate::downstream_io;
 use crate::proxy::authz;
 use crate::proxy::decide::Decision;
 use crate::proxy::RequestCtx;
@@ -21,8 +20,7 @@ impl Http1Proxy {
         let lookup = conn.lookup();
         let facts = conn.facts(&lookup);
         let mut ctx = self.request_ctx(conn, &facts);
-        ctx.inbound = Some(app);
-        ctx.peer_identity = downstream_io::peer_identity(conn.ssl.as_deref());
+        ctx.inbound = Some(app); // request_ctx took the peer's identity
         let peer = authz::Peer {
             identity: ctx.peer_identity.as_deref(),
             destination_ip: Some(app.ip()),
