@@ -64,7 +64,8 @@ pub(crate) fn in_force<'a>(
         })
 }
 
-/// REGISTRY_ONLY (true) or ALLOW_ANY (false) when the Sidecar sets a valid mode.
+/// REGISTRY_ONLY (true) or ALLOW_ANY (false) when the Sidecar sets a mode; a mode Ferry
+/// cannot read fails closed (REGISTRY_ONLY) and is reported.
 pub(crate) fn registry_only(sidecar: &Sidecar) -> Option<bool> {
     let mode = sidecar
         .spec
@@ -75,7 +76,7 @@ pub(crate) fn registry_only(sidecar: &Sidecar) -> Option<bool> {
     match mode {
         "REGISTRY_ONLY" => Some(true),
         "ALLOW_ANY" => Some(false),
-        _ => None,
+        _ => Some(true),
     }
 }
 
@@ -116,7 +117,7 @@ pub(crate) fn report(cx: &mut Context<'_>) {
         if let Some(mode) = mode.filter(|m| !matches!(*m, "ALLOW_ANY" | "REGISTRY_ONLY")) {
             problems.push((
                 "spec.outboundTrafficPolicy.mode".to_string(),
-                format!("{mode} is not one of ALLOW_ANY, REGISTRY_ONLY"),
+                format!("{mode} is not one of ALLOW_ANY, REGISTRY_ONLY: REGISTRY_ONLY applies"),
             ));
         }
         for (i, egress) in sidecar.spec.egress.iter().enumerate() {
@@ -143,5 +144,32 @@ pub(crate) fn report(cx: &mut Context<'_>) {
                 Condition::error("Valid", "Invalid", message).field(field),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inputs::istio::{OutboundTrafficPolicy, SidecarSpec};
+
+    fn with_mode(mode: &str) -> Sidecar {
+        Sidecar {
+            spec: SidecarSpec {
+                outbound_traffic_policy: Some(OutboundTrafficPolicy {
+                    mode: Some(mode.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_mode_that_cannot_be_read_fails_closed() {
+        assert_eq!(registry_only(&with_mode("ALLOW_ANY")), Some(false));
+        assert_eq!(registry_only(&with_mode("REGISTRY_ONLY")), Some(true));
+        assert_eq!(registry_only(&with_mode("REGISTRY-ONLY")), Some(true));
+        assert_eq!(registry_only(&Sidecar::default()), None);
     }
 }
