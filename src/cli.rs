@@ -424,6 +424,8 @@ pub struct GatewayArgs {
     pub telemetry: TelemetryArgs,
     #[command(flatten)]
     pub http1: Http1Args,
+    #[command(flatten)]
+    pub client_address: crate::cli_limits::ClientAddressArgs,
 }
 
 /// Ferry's HTTP/1 request loop: head limits, and a switch to Pingora's path for everything.

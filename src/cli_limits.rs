@@ -4,7 +4,7 @@
 
 use clap::{Args, ValueEnum};
 use ferry_gateway::disclosure::Disclosure;
-use ferry_gateway::limits::{ConnectionLimits, Http2Limits, Limits, Timeouts};
+use ferry_gateway::limits::{ClientAddress, ConnectionLimits, Http2Limits, Limits, Timeouts};
 use ferry_gateway::proxy::http1::HeadLimits;
 use ferry_model::authz::IpBlock;
 use std::time::Duration;
@@ -48,6 +48,30 @@ pub struct LimitArgs {
     /// before its connection is closed with GOAWAY.
     #[arg(long, default_value_t = 20)]
     pub h2_max_pending_reset_streams: usize,
+}
+
+/// What a gateway believes about its clients' addresses when proxies stand in front of it.
+#[derive(Args, Clone, Debug)]
+pub struct ClientAddressArgs {
+    /// Every connection starts with a PROXY protocol header (v1 or v2) from a load balancer in
+    /// front, naming the client: its address is the client's for X-Forwarded-For, logs,
+    /// authorization and limits. Connections without one are closed.
+    #[arg(long, env = "FERRY_PROXY_PROTOCOL", value_parser = clap::builder::BoolishValueParser::new())]
+    pub proxy_protocol: bool,
+    /// Proxies in front that append to X-Forwarded-For (Istio's numTrustedProxies):
+    /// AuthorizationPolicy remoteIpBlocks match the N-th address from its right. 0: the
+    /// header is not trusted and the connection's client is matched.
+    #[arg(long, default_value_t = 0)]
+    pub trusted_proxies: usize,
+}
+
+impl ClientAddressArgs {
+    pub fn client_address(&self) -> ClientAddress {
+        ClientAddress {
+            proxy_protocol: self.proxy_protocol,
+            trusted_proxies: self.trusted_proxies,
+        }
+    }
 }
 
 /// How much a reply the proxy writes itself tells the client.
@@ -122,6 +146,7 @@ impl LimitArgs {
                 max_pending_reset_streams: self.h2_max_pending_reset_streams,
             },
             max_request_body_bytes: self.max_request_body,
+            client_address: ClientAddress::default(),
         }
     }
 }

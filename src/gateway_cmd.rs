@@ -25,13 +25,10 @@ pub async fn run(args: GatewayArgs, log_control: admin::LogControl) -> anyhow::R
         options.gateway_labels = args.labels.clone();
     }
     let telemetry = telemetry_options(&args.telemetry, &args.labels);
-    let engine = Engine::new(
-        args.bind_address,
-        &telemetry,
-        args.concurrency,
-        args.http1.options(crate::cli_limits::CauseDetail::Code),
-    )
-    .map_err(anyhow::Error::msg)?;
+    let mut http1 = args.http1.options(crate::cli_limits::CauseDetail::Code);
+    http1.limits.client_address = args.client_address.client_address();
+    let engine = Engine::new(args.bind_address, &telemetry, args.concurrency, http1)
+        .map_err(anyhow::Error::msg)?;
     let admin_addr = admin::serve(args.admin, engine.clone(), log_control).await?;
     if let Some(status) = args.status {
         let probes = std::sync::Arc::new(ferry_gateway::app_health::AppProbes::default());

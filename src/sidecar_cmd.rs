@@ -24,11 +24,14 @@ pub async fn run(args: SidecarArgs, log_control: admin::LogControl) -> anyhow::R
         ..Options::default()
     };
     let telemetry = telemetry_options(&args.telemetry, &args.labels);
+    let mut http1 = args.http1.options(crate::cli_limits::CauseDetail::Full);
+    // Its peers are mesh proxies that append the client they served to X-Forwarded-For.
+    http1.limits.client_address.trusted_proxies = 1;
     let engine = Engine::new_sidecar(
         &telemetry,
         args.inbound_port,
         args.concurrency.max(1),
-        args.http1.options(crate::cli_limits::CauseDetail::Full),
+        http1,
     )
     .map_err(anyhow::Error::msg)?;
     let admin_addr = admin::serve(args.admin, engine.clone(), log_control).await?;

@@ -63,7 +63,7 @@ fn cases() -> Vec<Case> {
             ],
         },
         Case {
-            what: "ipBlocks and remoteIpBlocks (X-Forwarded-For)",
+            what: "ipBlocks and remoteIpBlocks: a client's own X-Forwarded-For is not believed",
             policies: vec![policy(
                 "office",
                 "ALLOW",
@@ -71,8 +71,8 @@ fn cases() -> Vec<Case> {
             )],
             requests: vec![
                 ("GET", "/", vec![], 200),
-                ("GET", "/", vec![("x-forwarded-for", "203.0.113.9")], 403),
-                ("GET", "/", vec![("x-forwarded-for", "198.51.100.1")], 200),
+                // No --trusted-proxies: the remote address is the connection's (127.0.0.1).
+                ("GET", "/", vec![("x-forwarded-for", "203.0.113.9")], 200),
             ],
         },
         Case {
@@ -141,6 +141,48 @@ async fn authorization_policies_at_the_gateway_follow_istios_semantics() {
             }
         }
         drop(gw);
+    }
+}
+
+/// Behind N trusted proxies (Istio's numTrustedProxies), remoteIpBlocks match the N-th
+/// X-Forwarded-For address from the right: the one the nearest trusted proxy appended, not
+/// whatever the client wrote before it.
+#[tokio::test(flavor = "multi_thread")]
+async fn remote_ip_blocks_believe_x_forwarded_for_only_from_trusted_proxies() {
+    let echo = Echo::start("web");
+    let port = free_port();
+    let dir = ConfigDir::new();
+    let deny = policy(
+        "no-test-net",
+        "DENY",
+        "[{from: [{source: {remoteIpBlocks: [\"203.0.113.0/24\"]}}]}]",
+    );
+    dir.write(
+        "all.yaml",
+        &join(&[
+            &gateway("default", "gw", &[("http", port, None)]),
+            &service("default", "web", 80, &[ep(&echo, &[])]),
+            ROUTE,
+            &deny,
+        ]),
+    );
+    let gw = Gateway::spawn(dir.path(), &["--trusted-proxies", "1"]);
+    gw.wait_ready().await;
+    let requests = [
+        (None, 200),
+        (Some("203.0.113.9"), 403),
+        // The client wrote the first address; the trusted proxy appended the last.
+        (Some("203.0.113.9, 198.51.100.1"), 200),
+        (Some("198.51.100.1, 203.0.113.9"), 403),
+    ];
+    for proto in [Proto::H1, Proto::H2c] {
+        let http = Http::new(proto);
+        for (xff, want) in requests {
+            let headers: Vec<_> = xff.map(|v| ("x-forwarded-for", v)).into_iter().collect();
+            let url = format!("http://127.0.0.1:{port}/");
+            let reply = http.get(&url, None, &headers).await.expect("answered");
+            assert_eq!(reply.status, want, "{proto:?} x-forwarded-for {xff:?}");
+        }
     }
 }
 

@@ -92,6 +92,32 @@ fn rendered_profiles_match_their_golden_files() {
     );
 }
 
+#[test]
+fn a_load_balancer_speaking_proxy_protocol_is_one_value_away() {
+    let args = |extra: &[&str]| {
+        let path = chart("ferry");
+        let mut all = vec!["template", "ferry", &path, "--namespace", NS];
+        all.extend_from_slice(extra);
+        helm(&all)
+    };
+    let default = args(&[]);
+    assert!(!default.contains("--proxy-protocol") && !default.contains("--trusted-proxies"));
+    let behind = args(&[
+        "--set",
+        "gateway.proxyProtocol=true",
+        "--set",
+        "gateway.trustedProxies=2",
+    ]);
+    assert!(
+        behind.contains("            - --proxy-protocol\n"),
+        "{behind}"
+    );
+    assert!(
+        behind.contains("            - --trusted-proxies=2\n"),
+        "{behind}"
+    );
+}
+
 /// The webhook certificate is generated at each render: golden files hold a placeholder.
 fn mask_generated(rendered: &str) -> String {
     rendered

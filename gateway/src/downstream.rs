@@ -52,6 +52,7 @@ pub fn authorizes_connection(
         destination_ip: Some(destination.ip()),
         port: destination.port(),
         sni: None,
+        client_address: Default::default(), // a connection has no X-Forwarded-For
     };
     crate::proxy::authz::allows_connection(&snapshot, &peer, source.map(|s| s.ip()))
 }

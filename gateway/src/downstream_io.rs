@@ -103,10 +103,34 @@ impl PlainTcp {
     }
 }
 
+impl PlainTcp {
+    /// A connection whose client a PROXY protocol header named: the digest every path reads
+    /// the client from is made now, with that address.
+    pub fn with_client(tcp: TcpStream, client: std::net::SocketAddr) -> Self {
+        let plain = PlainTcp::new(tcp);
+        let digest = digest_with_client(plain.raw_fd(), client);
+        let _ = plain.digest.set(Arc::new(digest));
+        plain
+    }
+}
+
+/// A socket digest that reports `client` as the peer instead of asking the socket (the
+/// local address and the original destination are still the socket's).
+pub fn digest_with_client(fd: RawFd, client: std::net::SocketAddr) -> SocketDigest {
+    let digest = SocketDigest::from_raw_fd(fd);
+    let _ = digest.peer_addr.set(Some(client.into()));
+    digest
+}
+
 impl DownstreamIo<PlainTcp> {
     /// The socket's digest, not kept: an idle connection should not hold its 400 bytes.
     pub fn fresh_socket_digest(&self) -> SocketDigest {
         SocketDigest::from_raw_fd(self.transport.raw_fd())
+    }
+
+    /// Whether the digest was made already (a PROXY protocol header named the client).
+    pub fn has_digest(&self) -> bool {
+        self.transport.digest.get().is_some()
     }
 }
 

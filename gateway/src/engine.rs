@@ -136,8 +136,7 @@ impl Engine {
                     telemetry.clone(),
                     inbound_port,
                     mesh.clone(),
-                    http1.limits.body_limit(),
-                    http1.disclosure.clone(),
+                    &http1,
                 );
                 let pingora = Arc::new(proxy_app(&conf, ferry, &http1));
                 Arc::new(Http1Proxy::new(

@@ -25,6 +25,7 @@ pub mod mesh_connect;
 pub mod mesh_identity;
 pub mod metrics;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod rewrite;
 pub mod source;
 pub mod store;

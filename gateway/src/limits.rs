@@ -12,6 +12,7 @@
 //! client arrives from a node address, and a body limit is the application's to choose.
 
 use serde::Serialize;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::proxy::http1::HeadLimits;
@@ -24,6 +25,39 @@ pub struct Limits {
     pub http2: Http2Limits,
     /// Largest request body accepted, in bytes (413 beyond); 0: no limit.
     pub max_request_body_bytes: u64,
+    pub client_address: ClientAddress,
+}
+
+/// Where a client's address comes from when proxies stand in front (Istio's
+/// `gatewayTopology`: `proxyProtocol` and `numTrustedProxies`).
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ClientAddress {
+    /// Every connection starts with a PROXY protocol header naming the client (a load
+    /// balancer in front speaks it); crate::proxy_protocol. Gateways only.
+    pub proxy_protocol: bool,
+    /// Proxies in front that append the address they were reached from to X-Forwarded-For:
+    /// the remote address AuthorizationPolicy `remoteIpBlocks` match is the N-th address from
+    /// the right of that header, as Envoy's `xff_num_trusted_hops`. 0 (a gateway's default):
+    /// the header is the client's to write, so the connection's client is used. A sidecar
+    /// uses 1: its peer is the mesh proxy that appended the client.
+    pub trusted_proxies: usize,
+}
+
+impl ClientAddress {
+    /// The address `remoteIpBlocks` match: X-Forwarded-For's N-th address from the right
+    /// when N proxies are trusted and the header has that many, else the connection's client.
+    pub fn remote_ip(&self, forwarded_for: Option<&str>, client: Option<IpAddr>) -> Option<IpAddr> {
+        let n = self.trusted_proxies;
+        if n == 0 {
+            return client;
+        }
+        let entries: Vec<&str> = forwarded_for.map_or_else(Vec::new, |v| v.split(',').collect());
+        entries
+            .len()
+            .checked_sub(n)
+            .and_then(|at| entries[at].trim().parse().ok())
+            .or(client)
+    }
 }
 
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
@@ -163,6 +197,30 @@ mod tests {
     }
 
     #[test]
+    fn the_remote_address_trusts_only_the_proxies_it_is_told_of() {
+        let client = Some("192.0.2.1".parse().unwrap());
+        let xff = Some("203.0.113.9, 10.0.0.7");
+        let trusting = |n| ClientAddress {
+            proxy_protocol: false,
+            trusted_proxies: n,
+        };
+        // Nobody trusted: a client's own X-Forwarded-For changes nothing.
+        assert_eq!(trusting(0).remote_ip(xff, client), client);
+        assert_eq!(
+            trusting(1).remote_ip(xff, client),
+            Some("10.0.0.7".parse().unwrap())
+        );
+        assert_eq!(
+            trusting(2).remote_ip(xff, client),
+            Some("203.0.113.9".parse().unwrap())
+        );
+        // Fewer addresses than trusted proxies, none, or garbage: the connection's client.
+        assert_eq!(trusting(3).remote_ip(xff, client), client);
+        assert_eq!(trusting(1).remote_ip(None, client), client);
+        assert_eq!(trusting(1).remote_ip(Some("unknown"), client), client);
+    }
+
+    #[test]
     fn defaults_show_in_the_dump_in_seconds_and_bytes() {
         let dump = serde_json::to_value(Limits::default()).unwrap();
         assert_eq!(dump["timeouts"]["request_header"], 10.0);
@@ -171,5 +229,7 @@ mod tests {
         assert_eq!(dump["http2"]["max_concurrent_streams"], 100);
         assert_eq!(dump["connections"]["max_connections"], 50_000);
         assert_eq!(dump["max_request_body_bytes"], 0);
+        assert_eq!(dump["client_address"]["proxy_protocol"], false);
+        assert_eq!(dump["client_address"]["trusted_proxies"], 0);
     }
 }

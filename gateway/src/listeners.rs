@@ -20,6 +20,7 @@ use crate::admission::{Admission, Slot};
 use crate::downstream_io::{DownstreamIo, PlainTcp, TlsTransport};
 use crate::metrics::Metrics;
 use crate::proxy::http1::Http1Proxy;
+use crate::proxy_protocol;
 use crate::workers::Workers;
 
 /// The accept queue asked of the kernel, which caps it at `net.core.somaxconn` (4,096 on
@@ -204,8 +205,12 @@ async fn accept_loop(
         match listener.accept().await {
             Ok((tcp, peer)) => {
                 accepted.inc();
+                // Behind PROXY protocol the socket's peer is the load balancer: the client is
+                // counted against its limit once the header names it.
+                let proxied = context.app.limits().client_address.proxy_protocol;
+                let known_client = (!proxied).then_some(peer.ip());
                 // Over the limits: closed at once (counted by reason), never queued.
-                let Ok(slot) = context.admission.admit(Some(peer.ip())) else {
+                let Ok(slot) = context.admission.admit(known_client) else {
                     continue;
                 };
                 let _ = tcp.set_nodelay(true);
@@ -216,6 +221,17 @@ async fn accept_loop(
                 let task_slot = slot.clone();
                 let task = tokio::spawn(async move {
                     let app = &app;
+                    let mut tcp = tcp;
+                    let client = match proxied {
+                        false => Client::Socket(peer),
+                        // Boxed: every connection's task would otherwise keep room for it.
+                        true => {
+                            match Box::pin(proxied_client(&mut tcp, peer, app, &task_slot)).await {
+                                Some(client) => Client::Reported(client),
+                                None => return,
+                            }
+                        }
+                    };
                     let tls = service.tls.clone();
                     if service.stream {
                         // A relayed connection is busy for its whole life, never reaped as
@@ -224,11 +240,12 @@ async fn accept_loop(
                         // for a relayed connection's state (the idle keep-alive connection
                         // went from 1.1 to 6.6 KiB).
                         if task_slot.begin() {
+                            let peer = client.address();
                             let relay = crate::proxy::stream::serve(tcp, peer, port, tls, app);
                             Box::pin(relay).await;
                         }
                     } else {
-                        serve_connection(tcp, tls, app, &shutdown, &task_slot).await;
+                        serve_connection(tcp, client, tls, app, &shutdown, &task_slot).await;
                     }
                     drop(open);
                 });
@@ -241,6 +258,49 @@ async fn accept_loop(
             }
         }
     }
+}
+
+/// Who a connection is from.
+#[derive(Clone, Copy)]
+enum Client {
+    /// The socket's peer (no PROXY protocol): read from the socket when asked for.
+    Socket(SocketAddr),
+    /// Named by a PROXY protocol header (or the load balancer itself, when the header named
+    /// nobody): what every path reads as the client's address.
+    Reported(SocketAddr),
+}
+
+impl Client {
+    fn address(self) -> SocketAddr {
+        match self {
+            Client::Socket(a) | Client::Reported(a) => a,
+        }
+    }
+}
+
+/// Reads the PROXY protocol header within the handshake time limit and counts the client it
+/// names against its connection limit. The socket's peer when the header names nobody (the
+/// load balancer's health checks); None when the connection must close (counted by reason).
+async fn proxied_client(
+    tcp: &mut TcpStream,
+    peer: SocketAddr,
+    app: &Http1Proxy,
+    slot: &Slot,
+) -> Option<SocketAddr> {
+    let timeout = app.limits().timeouts.tls_handshake;
+    let client = match tokio::time::timeout(timeout, proxy_protocol::read::read(tcp)).await {
+        Ok(Ok(reported)) => reported.unwrap_or(peer),
+        Ok(Err(e)) => {
+            app.count_proxy_protocol_refused(e.reason());
+            tracing::debug!(%peer, "connection refused: {e}");
+            return None;
+        }
+        Err(_) => {
+            app.count_timeout("proxy_protocol");
+            return None;
+        }
+    };
+    slot.claim_client(client.ip()).ok().map(|()| client)
 }
 
 /// Counts a connection in `ferry_active_connections` until dropped, also when its worker
@@ -268,25 +328,44 @@ pub fn l4_stream(tcp: TcpStream) -> L4Stream {
     stream
 }
 
+/// The same, reporting `client` as the peer (a PROXY protocol header named it).
+fn l4_stream_from(tcp: TcpStream, client: SocketAddr) -> L4Stream {
+    let digest = crate::downstream_io::digest_with_client(tcp.as_raw_fd(), client);
+    let mut stream = L4Stream::from(tcp);
+    stream.set_socket_digest(digest);
+    stream
+}
+
 /// Takes the socket itself: a future keeps room for its arguments even after they are moved
 /// on. A cleartext connection is served on the socket (`PlainTcp`), a TLS session over
 /// Pingora's stream; the socket digest is made when asked for
 /// (`DownstreamIo::get_socket_digest`), which the loop does once per connection.
-pub(crate) async fn serve_connection(
+async fn serve_connection(
     tcp: TcpStream,
+    client: Client,
     tls: Option<Arc<ServerConfig>>,
     app: &Http1Proxy,
     shutdown: &watch::Receiver<bool>,
     slot: &Arc<Slot>,
 ) {
-    match tls {
-        None => {
+    match (tls, client) {
+        (None, Client::Socket(_)) => {
             let io = Box::new(DownstreamIo::new(PlainTcp::new(tcp)));
+            app.serve(io, shutdown, slot).await
+        }
+        (None, Client::Reported(client)) => {
+            let io = Box::new(DownstreamIo::new(PlainTcp::with_client(tcp, client)));
             app.serve(io, shutdown, slot).await
         }
         // Boxed: an async fn keeps room for every branch's locals, and a cleartext
         // connection's task should not carry a TLS session's.
-        Some(tls) => Box::pin(serve_tls(l4_stream(tcp), tls, app, shutdown, slot)).await,
+        (Some(tls), client) => {
+            let stream = match client {
+                Client::Socket(_) => l4_stream(tcp),
+                Client::Reported(client) => l4_stream_from(tcp, client),
+            };
+            Box::pin(serve_tls(stream, tls, app, shutdown, slot)).await
+        }
     }
 }
 

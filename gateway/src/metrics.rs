@@ -45,6 +45,8 @@ pub struct Metrics {
     pub request_body_too_large: IntCounter,
     /// HTTP/2 clients caught flooding, and the GOAWAYs h2 sent for abuse, by kind.
     pub http2_abuse: IntCounterVec,
+    /// Connections closed for a missing or invalid PROXY protocol header, by reason.
+    pub proxy_protocol_refused: IntCounterVec,
 }
 
 impl Metrics {
@@ -140,13 +142,30 @@ impl Metrics {
         let downstream_timeouts = IntCounterVec::new(
             Opts::new(
                 "ferry_downstream_timeouts_total",
-                "Client connections closed for taking too long, by phase (tls_handshake, request_header, idle; tcp_idle: a relayed TCP connection silent both ways)",
+                "Client connections closed for taking too long, by phase (tls_handshake, proxy_protocol, request_header, idle; tcp_idle: a relayed TCP connection silent both ways)",
             ),
             &["phase"],
         )
         .expect("valid metric");
-        for phase in ["tls_handshake", "request_header", "idle", "tcp_idle"] {
+        for phase in [
+            "tls_handshake",
+            "proxy_protocol",
+            "request_header",
+            "idle",
+            "tcp_idle",
+        ] {
             downstream_timeouts.with_label_values(&[phase]);
+        }
+        let proxy_protocol_refused = IntCounterVec::new(
+            Opts::new(
+                "ferry_proxy_protocol_refused_total",
+                "Client connections closed under --proxy-protocol for the header, by reason (missing: the connection did not start with one; invalid; closed before it)",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for reason in ["missing", "invalid", "closed"] {
+            proxy_protocol_refused.with_label_values(&[reason]);
         }
         let request_body_too_large = IntCounter::new(
             "ferry_request_body_too_large_total",
@@ -178,6 +197,7 @@ impl Metrics {
             Box::new(admission.reaped.clone()),
             Box::new(admission.overloaded.clone()),
             Box::new(downstream_timeouts.clone()),
+            Box::new(proxy_protocol_refused.clone()),
             Box::new(request_body_too_large.clone()),
             Box::new(mtls_refused.clone()),
             Box::new(http1_fallbacks.clone()),
@@ -218,6 +238,7 @@ impl Metrics {
             downstream_timeouts,
             request_body_too_large,
             http2_abuse,
+            proxy_protocol_refused,
         }
     }
 

@@ -89,6 +89,12 @@ spec:
             {{- range $gw.fullCauseCidrs }}
             - --full-cause-cidr={{ . }}
             {{- end }}
+            {{- if $gw.proxyProtocol }}
+            - --proxy-protocol
+            {{- end }}
+            {{- if $gw.trustedProxies }}
+            - --trusted-proxies={{ $gw.trustedProxies }}
+            {{- end }}
             {{- if $gw.tracing.endpoint }}
             - --tracing-endpoint={{ $gw.tracing.endpoint }}
             - --tracing-sampling={{ $gw.tracing.sampling }}

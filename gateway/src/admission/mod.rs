@@ -78,7 +78,9 @@ pub struct Slot {
     queued: AtomicBool,
     /// Ends the connection's task when it is reaped.
     abort: OnceLock<AbortHandle>,
-    client: Option<IpAddr>,
+    /// The client counted against `max_connections_per_client`: known at accept, or once a
+    /// PROXY protocol header named it (`claim_client`).
+    client: OnceLock<IpAddr>,
     admission: Arc<Admission>,
 }
 
@@ -141,7 +143,7 @@ impl Admission {
             state: AtomicU8::new(IDLE),
             queued: AtomicBool::new(false),
             abort: OnceLock::new(),
-            client: counted_client,
+            client: counted_client.map(OnceLock::from).unwrap_or_default(),
             admission: self.clone(),
         });
         self.queue_idle(&slot);
@@ -248,6 +250,30 @@ impl Slot {
         }
     }
 
+    /// Counts the connection against `client`'s connections once its address is known past
+    /// accept (a PROXY protocol header named it; the slot was admitted without one). Refused
+    /// (and counted) when that client holds its limit already: the connection must close.
+    pub fn claim_client(&self, client: IpAddr) -> Result<(), Refusal> {
+        let admission = &self.admission;
+        match admission.count_client(Some(client)) {
+            Ok(Some(ip)) => {
+                if self.client.set(ip).is_err() {
+                    admission.uncount_client(ip); // claimed before: counted once only
+                }
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(refusal) => {
+                admission
+                    .metrics
+                    .refused
+                    .with_label_values(&[refusal.as_str()])
+                    .inc();
+                Err(refusal)
+            }
+        }
+    }
+
     /// The proxy is shedding load: keep-alive connections close after their response.
     pub fn shedding(&self) -> bool {
         self.admission.under_pressure()
@@ -272,8 +298,8 @@ impl Drop for Slot {
         if *self.state.get_mut() != REAPED {
             self.admission.open.fetch_sub(1, Ordering::Relaxed);
         }
-        if let Some(ip) = self.client {
-            self.admission.uncount_client(ip);
+        if let Some(ip) = self.client.get() {
+            self.admission.uncount_client(*ip);
         }
     }
 }

@@ -71,6 +71,26 @@ fn per_client_limit_leaves_other_clients_alone() {
 }
 
 #[test]
+fn a_client_named_after_accept_counts_against_its_limit() {
+    // PROXY protocol: admitted without a client, claimed once the header named it.
+    let admission = limited(0, 1);
+    let first = admission.admit(None).unwrap();
+    assert_eq!(first.claim_client(A.unwrap()), Ok(()));
+    let second = admission.admit(None).unwrap();
+    assert_eq!(second.claim_client(A.unwrap()), Err(Refusal::PerClient));
+    assert_eq!(second.claim_client(B.unwrap()), Ok(()));
+    let refused = admission.metrics.refused.with_label_values(&["per_client"]);
+    assert_eq!(refused.get(), 1);
+    drop(first);
+    let third = admission.admit(None).unwrap();
+    assert_eq!(
+        third.claim_client(A.unwrap()),
+        Ok(()),
+        "the closed one gave its place back"
+    );
+}
+
+#[test]
 fn under_memory_pressure_newcomers_only_replace_idle_connections() {
     let admission = limited(0, 0);
     let idle = admission.admit(A).unwrap();

@@ -14,6 +14,7 @@ use super::facts::RequestFacts;
 use super::jwt::{self, HeaderEdit};
 use crate::compiled::CompiledSnapshot;
 use crate::header_lookup;
+use crate::limits::ClientAddress;
 
 /// Who is asking, beyond the request itself.
 pub struct Peer<'a> {
@@ -24,6 +25,8 @@ pub struct Peer<'a> {
     pub port: u16,
     /// The TLS server name the client asked for, when the connection is TLS.
     pub sni: Option<&'a str>,
+    /// Which X-Forwarded-For addresses name the remote client (`remoteIpBlocks`).
+    pub client_address: ClientAddress,
 }
 
 /// RequestAuthentication then AuthorizationPolicy: the header edits to make upstream when the
@@ -77,9 +80,9 @@ fn authorize_request(
         .enumerate()
         .filter(|(_, p)| p.listener_ports.is_empty() || p.listener_ports.contains(&peer.port));
     let remote_ip = || {
-        header_lookup::first_text(facts.headers, "x-forwarded-for")
-            .and_then(|xff| xff.split(',').next())
-            .and_then(|first| first.trim().parse().ok())
+        let forwarded_for = header_lookup::joined(facts.headers, "x-forwarded-for");
+        peer.client_address
+            .remote_ip(forwarded_for.as_deref(), facts.client_ip)
     };
     let header = |name: &str| header_lookup::joined(facts.headers, name).map(|v| v.into_owned());
     let request = AuthzRequest {

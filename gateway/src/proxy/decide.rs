@@ -102,8 +102,8 @@ fn misdirected(
 pub fn decide(
     snapshot: &CompiledSnapshot,
     req: &RequestFacts<'_>,
-    port: u16,
-    dialled_ip: Option<std::net::IpAddr>,
+    (port, dialled_ip): (u16, Option<std::net::IpAddr>),
+    client_address: crate::limits::ClientAddress,
 ) -> Decision {
     // AuthorizationPolicy at a gateway, before routing (a sidecar's captured outbound
     // requests, which have a dialled IP, are authorized at the destination's inbound).
@@ -115,6 +115,7 @@ pub fn decide(
             destination_ip: None,
             port,
             sni: crate::downstream_io::requested_server_name(req.tls),
+            client_address,
         };
         match super::authz::check(snapshot, req, &peer) {
             Ok(edits) => auth_edits = edits,

@@ -24,6 +24,7 @@ use super::tries::Failure;
 use super::{admit, observe, policy, Entry, RequestCtx};
 use crate::compiled::CompiledCluster;
 use crate::disclosure::{self, Disclosure};
+use crate::limits::ClientAddress;
 use crate::mesh_connect::MeshClients;
 use crate::metrics::Metrics;
 use crate::rewrite::{apply_header_mods, rewrite_path};
@@ -49,6 +50,8 @@ pub struct FerryProxy {
     body_limit: Option<u64>,
     /// Who is told the full cause of a reply the proxy writes itself.
     disclosure: Disclosure,
+    /// Which X-Forwarded-For addresses are believed.
+    client_address: ClientAddress,
 }
 
 impl FerryProxy {
@@ -58,8 +61,7 @@ impl FerryProxy {
         telemetry: Arc<Telemetry>,
         inbound_port: Option<u16>,
         mesh: Arc<MeshClients>,
-        body_limit: Option<u64>,
-        disclosure: Disclosure,
+        options: &super::http1::Http1Options,
     ) -> Self {
         FerryProxy {
             store,
@@ -68,8 +70,9 @@ impl FerryProxy {
             mirrors: MirrorClient::default(),
             inbound_port,
             mesh,
-            body_limit,
-            disclosure,
+            body_limit: options.limits.body_limit(),
+            disclosure: options.disclosure.clone(),
+            client_address: options.limits.client_address,
         }
     }
 
@@ -127,6 +130,7 @@ impl FerryProxy {
             destination_ip: ctx.inbound.map(|a| a.ip()),
             port: ctx.listener_port,
             sni: None,
+            client_address: self.client_address,
         };
         super::authz::check(&snapshot, &facts, &peer)
     }
@@ -201,7 +205,7 @@ impl ProxyHttp for FerryProxy {
         ctx.snapshot = Some(snapshot.clone());
         let client_ip = client_ip(session);
         let facts = RequestFacts::of(session.req_header(), client_ip, ssl_of(session));
-        let decision = decide::decide(&snapshot, &facts, port, dialled_ip);
+        let decision = decide::decide(&snapshot, &facts, (port, dialled_ip), self.client_address);
         match decision {
             Decision::Reply(reply) => {
                 ctx.route = reply.route.clone();

@@ -60,15 +60,16 @@ impl Http1Proxy {
             let ctx = self.request_ctx(conn, &facts);
             return self.answer(conn, ctx, reply).await;
         }
-        let forward =
-            match decide::decide(&snapshot, &facts, conn.entry.port, conn.entry.dialled_ip) {
-                Decision::Reply(reply) => {
-                    let mut ctx = self.request_ctx(conn, &facts);
-                    ctx.route = reply.route.clone();
-                    return self.answer(conn, ctx, reply).await;
-                }
-                Decision::Forward(forward) => forward,
-            };
+        let entry = (conn.entry.port, conn.entry.dialled_ip);
+        let client_address = self.options.limits.client_address;
+        let forward = match decide::decide(&snapshot, &facts, entry, client_address) {
+            Decision::Reply(reply) => {
+                let mut ctx = self.request_ctx(conn, &facts);
+                ctx.route = reply.route.clone();
+                return self.answer(conn, ctx, reply).await;
+            }
+            Decision::Forward(forward) => forward,
+        };
         let mut forward = forward;
         if let Some(reason) = forward_fallback(&forward) {
             return Next::Fallback(reason);

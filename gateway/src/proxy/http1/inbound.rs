@@ -26,6 +26,7 @@ impl Http1Proxy {
             destination_ip: Some(app.ip()),
             port: conn.entry.port,
             sni: None,
+            client_address: self.options.limits.client_address,
         };
         match authz::check(&snapshot, &facts, &peer) {
             Ok(edits) => ctx.auth_edits = edits,

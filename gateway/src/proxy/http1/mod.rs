@@ -255,11 +255,11 @@ impl Http1Proxy {
         // A gateway's plain socket: its addresses read once, the digest neither kept nor boxed.
         let (fresh, kept);
         let digest = match io.as_any().downcast_ref::<DownstreamIo<PlainTcp>>() {
-            Some(plain) => {
+            Some(plain) if !plain.has_digest() => {
                 fresh = plain.fresh_socket_digest();
                 Some(&fresh)
             }
-            None => {
+            _ => {
                 kept = io.get_socket_digest();
                 kept.as_deref()
             }
@@ -345,6 +345,12 @@ impl Http1Proxy {
     }
 
     /// Counts a client connection closed for taking too long in `phase`.
+    /// A connection closed under `--proxy-protocol` for its header (`reason`).
+    pub fn count_proxy_protocol_refused(&self, reason: &str) {
+        let refused = &self.metrics.proxy_protocol_refused;
+        refused.with_label_values(&[reason]).inc();
+    }
+
     pub fn count_timeout(&self, phase: &str) {
         self.metrics
             .downstream_timeouts

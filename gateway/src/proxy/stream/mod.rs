@@ -4,7 +4,6 @@
 
 mod connect;
 pub mod hello;
-mod proxy_protocol;
 mod record;
 pub mod relay;
 
@@ -130,7 +129,7 @@ async fn relay_by<C>(
     let mut first = Vec::new();
     if let Some(version) = backend.cluster.cluster.policy.proxy_protocol {
         let (client, local) = connection.ends();
-        first = proxy_protocol::header(version, client, local);
+        first = crate::proxy_protocol::send::header(version, client, local);
     }
     first.extend_from_slice(already_read);
     if backend.stream.write_all(&first).await.is_err() {

@@ -62,6 +62,7 @@ impl Connection {
             destination_ip: self.local.map(|l| l.ip()),
             port: self.port,
             sni: self.server_name.as_deref(),
+            client_address: Default::default(), // a connection has no X-Forwarded-For
         };
         crate::proxy::authz::allows_connection(snapshot, &peer, self.client.map(|c| c.ip()))
     }

@@ -1,5 +1,5 @@
-//! The PROXY protocol header (haproxy.org's proxy-protocol.txt) a relayed connection sends
-//! its backend first, so the backend sees the client's address instead of the proxy's.
+//! Sending: the header a relayed connection sends its backend first (a DestinationRule's
+//! `proxyProtocol`), so the backend sees the client's address instead of the proxy's.
 
 use ferry_model::ProxyProtocol;
 use std::net::SocketAddr;
