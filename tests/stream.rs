@@ -377,6 +377,39 @@ async fn istio_tls_passthrough_and_tcp_servers_follow_virtual_service_routes() {
     .await;
 }
 
+/// AUTO_PASSTHROUGH (an east-west gateway): no VirtualService; the ClientHello names the
+/// Service port the way the mesh names it (`outbound_.<port>_.<subset>_.<host>`) and the
+/// connection passes through, still encrypted, to that Service's endpoints.
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_passthrough_routes_by_the_meshs_server_names() {
+    let sni = |service: &str| format!("outbound_.443_._.{service}.default.svc.cluster.local");
+    let backend_ca = TestCa::new("backend-ca");
+    let db = tls_backend("db", &backend_ca.issue(&[&sni("db")])).await;
+    let mq = tls_backend("mq", &backend_ca.issue(&[&sni("mq")])).await;
+    let port = free_port();
+    let dir = ConfigDir::new();
+    let istio = format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: east-west, namespace: default}}\n\
+         spec:\n  selector: {{istio: ingressgateway}}\n  servers:\n\
+         \x20   - port: {{number: {port}, name: tls, protocol: TLS}}\n      hosts: [\"*.local\"]\n      \
+         tls: {{mode: AUTO_PASSTHROUGH}}\n"
+    );
+    dir.write(
+        "all.yaml",
+        &[istio, service("db", db), service("mq", mq)].join("---\n"),
+    );
+    let _gw = Gateway::start(dir.path()).await;
+    for name in ["db", "mq"] {
+        let mut session = tls_through(port, &sni(name), &backend_ca)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(greeting(&mut session).await, name);
+    }
+    // A name the mesh gives nothing here (another port) reaches no backend.
+    let other = "outbound_.8080_._.db.default.svc.cluster.local";
+    assert!(tls_through(port, other, &backend_ca).await.is_err());
+}
+
 /// A backend that answers with the first line it reads (a PROXY v1 header, here).
 async fn first_line_backend() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,5 +1,6 @@
 //! Istio networking: Gateway servers selected by labels, VirtualServices bound to them.
 
+mod auto_passthrough;
 pub(crate) mod destination;
 pub(crate) mod entries;
 mod http;
@@ -34,6 +35,8 @@ struct ServedServer {
     hosts: Vec<(Option<String>, String)>,
     /// `tls.httpsRedirect` on a plain server: every route there answers 301 to https.
     https_redirect: bool,
+    /// `tls.mode: AUTO_PASSTHROUGH`: routed by the mesh's `outbound_` server names.
+    auto_passthrough: bool,
 }
 
 /// One http[] entry expanded per match, with the gateways the match is limited to.
@@ -103,6 +106,10 @@ fn served_gateway(cx: &mut Context<'_>, gateway: &Gateway) -> ServedGateway {
     for (index, server) in gateway.spec.servers.iter().enumerate() {
         let field = format!("spec.servers[{index}]");
         match serve_server(cx, &meta, server, &field) {
+            Ok(served) if served.auto_passthrough => {
+                auto_passthrough::place(cx, &meta, &served);
+                servers.push(served)
+            }
             Ok(served) => servers.push(served),
             Err(condition) => cx.reports.push(&meta, condition),
         }
@@ -153,12 +160,7 @@ fn serve_server(
         "TLS" if matches!(tls_mode, None | Some("PASSTHROUGH")) => {
             (PortProtocol::TlsPassthrough, Vec::new())
         }
-        "TLS" if tls_mode == Some("AUTO_PASSTHROUGH") => {
-            let message = "TLS mode AUTO_PASSTHROUGH (routing by the mesh's outbound_ server \
-                           names) is not supported yet; server ignored";
-            return Err(Condition::warn("Valid", "UnsupportedValue", message)
-                .field(format!("{field}.tls.mode")));
-        }
+        "TLS" if tls_mode == Some("AUTO_PASSTHROUGH") => (PortProtocol::TlsPassthrough, Vec::new()),
         "TLS" => {
             let names = hosts.iter().map(|(_, h)| Str::from(h.as_str())).collect();
             let certificates = server_certificates(cx, meta, server, field, names)?;
@@ -235,6 +237,7 @@ fn serve_server(
         protocol: port_protocol,
         hosts,
         https_redirect,
+        auto_passthrough: tls_mode == Some("AUTO_PASSTHROUGH"),
     })
 }
 
