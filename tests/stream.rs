@@ -410,6 +410,72 @@ async fn auto_passthrough_routes_by_the_meshs_server_names() {
     assert!(tls_through(port, other, &backend_ca).await.is_err());
 }
 
+/// The kernel's view of the proxy's sockets to `port`: `ss` lines with their timers.
+fn sockets_to(port: u16) -> Vec<String> {
+    let out = std::process::Command::new("ss")
+        .args(["-tnoH", "state", "established"])
+        .arg(format!("( dport = :{port} )"))
+        .output()
+        .expect("ss (iproute2, tests/setup.sh installs it)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// DestinationRule `tcp.tcpKeepalive` turns keep-alive on for the upstream sockets of relayed
+/// connections and of HTTP requests alike, with the rule's idle time.
+#[tokio::test(flavor = "multi_thread")]
+async fn tcp_keepalive_reaches_the_upstream_sockets() {
+    let relayed = tcp_backend("relayed").await;
+    let echo = support::Echo::start("web");
+    let (tcp_port, http_port) = (free_port(), free_port());
+    let dir = ConfigDir::new();
+    let keepalive = |host: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+             metadata: {{name: {host}, namespace: default}}\n\
+             spec: {{host: {host}, trafficPolicy: {{connectionPool: {{tcp: \
+             {{tcpKeepalive: {{time: 45s, interval: 5s, probes: 3}}}}}}}}}}\n"
+        )
+    };
+    let manifests = [
+        gateway_with(&format!(
+            "    - {{name: tcp, port: {tcp_port}, protocol: TCP}}\n\
+             \x20   - {{name: http, port: {http_port}, protocol: HTTP}}\n"
+        )),
+        service("relayed", relayed),
+        service("web", echo.addr),
+        route("TCPRoute", "relayed", "", "[{name: relayed, port: 443}]"),
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+         metadata: {name: web, namespace: default}\n\
+         spec: {parentRefs: [{name: edge}], rules: [{backendRefs: [{name: web, port: 443}]}]}\n"
+            .to_string(),
+        keepalive("relayed"),
+        keepalive("web"),
+    ];
+    dir.write("all.yaml", &manifests.join("---\n"));
+    let _gw = Gateway::start(dir.path()).await;
+
+    let mut tcp = TcpStream::connect(("127.0.0.1", tcp_port)).await.unwrap();
+    assert_eq!(greeting(&mut tcp).await, "relayed");
+    let http = support::Http::new(support::Proto::H1);
+    let reply = http
+        .get(&format!("http://127.0.0.1:{http_port}/"), None, &[])
+        .await
+        .expect("answered");
+    assert_eq!(reply.status, 200);
+    for backend in [relayed.port(), echo.addr.port()] {
+        let sockets = sockets_to(backend);
+        assert!(!sockets.is_empty(), "no connection to {backend}");
+        // `timer:(keepalive,45sec,0)` (counting down from the rule's 45 s).
+        assert!(
+            sockets.iter().all(|s| s.contains("timer:(keepalive,4")),
+            "{backend}: {sockets:?}"
+        );
+    }
+}
+
 /// A backend that answers with the first line it reads (a PROXY v1 header, here).
 async fn first_line_backend() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -34,7 +34,7 @@ pub use tls::{
 };
 pub use traffic::{
     ClusterPolicy, Cors, Fault, FaultAbort, FaultDelay, HashOn, Limits, LoadBalancer,
-    OutlierDetection, ProxyProtocol, RetryBudget, RetryOn, RetryPolicy, RoutePolicy,
+    OutlierDetection, ProxyProtocol, RetryBudget, RetryOn, RetryPolicy, RoutePolicy, TcpKeepalive,
 };
 
 /// Shorthand used by every constructor in the IR.

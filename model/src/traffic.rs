@@ -125,6 +125,24 @@ pub struct ClusterPolicy {
     /// (connection-level routes), carrying the client's address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// TCP keep-alive probes on the cluster's upstream connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_keepalive: Option<TcpKeepalive>,
+}
+
+/// DestinationRule `tcp.tcpKeepalive`: SO_KEEPALIVE on each upstream connection, with the
+/// values given; the ones not given are the operating system's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TcpKeepalive {
+    /// Unanswered probes before the connection is dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes: Option<u32>,
+    /// Idle time before the first probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_ms: Option<u64>,
+    /// Time between probes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<u64>,
 }
 
 /// The PROXY protocol version (haproxy.org's proxy-protocol.txt): v1 is a text line, v2 a

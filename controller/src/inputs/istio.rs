@@ -661,11 +661,23 @@ pub struct TcpSettings {
     #[serde(default)]
     pub connect_timeout: Option<String>,
     #[serde(default)]
-    pub tcp_keepalive: Unsupported,
+    pub tcp_keepalive: Option<TcpKeepaliveSettings>,
     #[serde(default)]
     pub max_connection_duration: Option<String>,
     #[serde(default)]
     pub idle_timeout: Option<String>,
+}
+
+/// `tcp.tcpKeepalive`: unset values are the operating system's.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpKeepaliveSettings {
+    #[serde(default)]
+    pub probes: Option<u32>,
+    #[serde(default)]
+    pub time: Option<String>,
+    #[serde(default)]
+    pub interval: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

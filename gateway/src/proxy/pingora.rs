@@ -290,6 +290,10 @@ impl ProxyHttp for FerryProxy {
         );
         peer.options.idle_timeout = policy.idle_timeout_ms.map(Duration::from_millis);
         peer.options.read_timeout = ctx.tries.try_timeout(&route.route.policy);
+        peer.options.tcp_keepalive = policy
+            .tcp_keepalive
+            .as_ref()
+            .map(crate::upstream::keepalive::socket_keepalive);
         Ok(Box::new(peer))
     }
 

@@ -3,6 +3,7 @@
 
 pub mod balancer;
 pub mod breaker;
+pub mod keepalive;
 pub mod outlier;
 
 use ferry_model::{Cluster, RetryBudget};

@@ -3,6 +3,7 @@
 
 use ferry_model::{
     ClusterPolicy, HashOn, Limits, LoadBalancer, OutlierDetection, ProxyProtocol, RetryBudget,
+    TcpKeepalive,
 };
 
 use crate::inputs::istio::{
@@ -217,6 +218,14 @@ fn apply_pool(
         format!("{field}.http.idleTimeout"),
     )?;
     policy.idle_timeout_ms = http_idle.or(tcp_idle);
+    if let Some(keepalive) = tcp.and_then(|t| t.tcp_keepalive.as_ref()) {
+        let field = format!("{field}.tcp.tcpKeepalive");
+        policy.tcp_keepalive = Some(TcpKeepalive {
+            probes: keepalive.probes,
+            time_ms: duration(&keepalive.time, format!("{field}.time"))?,
+            interval_ms: duration(&keepalive.interval, format!("{field}.interval"))?,
+        });
+    }
     policy.limits = Limits {
         max_connections: positive(tcp.and_then(|t| t.max_connections)),
         max_pending_requests: positive(http.and_then(|h| h.http1_max_pending_requests)),

@@ -81,7 +81,6 @@ pub async fn try_endpoint(
     // A sidecar's app (no cluster) is reached in plain text with the defaults.
     let policy = cluster.as_ref().map(|c| &c.cluster.policy);
     let idle_timeout = policy.and_then(|p| p.idle_timeout_ms.map(Duration::from_millis));
-    let connect_timeout_ms = policy.and_then(|p| p.connect_timeout_ms);
     let limit = policy.and_then(|p| p.limits.max_requests_per_connection);
     let mtls = cluster
         .as_ref()
@@ -97,7 +96,7 @@ pub async fn try_endpoint(
     };
     let mut upstream = match pool::take(key, idle_timeout) {
         Some(upstream) => upstream,
-        None => dial(proxy, key, security, connect_timeout_ms).await?,
+        None => dial(proxy, key, security, policy).await?,
     };
     let resendable = body.rest == 0;
     let response = loop {
@@ -107,7 +106,7 @@ pub async fn try_endpoint(
             // A pooled connection the peer closed before answering: nothing was processed,
             // so the request goes again on a fresh connection (not counted as a retry).
             Err(Stale) if upstream.reused && resendable => {
-                upstream = dial(proxy, key, security, connect_timeout_ms).await?;
+                upstream = dial(proxy, key, security, policy).await?;
             }
             Err(Stale) => {
                 return Err(fail(
@@ -133,7 +132,7 @@ async fn dial(
     proxy: &Http1Proxy,
     key: pool::Key,
     security: Security<'_>,
-    connect_timeout_ms: Option<u64>,
+    policy: Option<&ferry_model::ClusterPolicy>,
 ) -> Result<Upstream, TryFailure> {
     let connect_failure = |error: Box<Error>| TryFailure {
         failure: Failure::Connect,
@@ -141,8 +140,12 @@ async fn dial(
     };
     let mut peer = crate::proxy::mesh_peer::peer(&proxy.mesh, key.address, security, false)
         .map_err(connect_failure)?;
+    let connect_timeout_ms = policy.and_then(|p| p.connect_timeout_ms);
     peer.options.connection_timeout =
         Some(connect_timeout_ms.map_or(CONNECT_TIMEOUT, Duration::from_millis));
+    peer.options.tcp_keepalive = policy
+        .and_then(|p| p.tcp_keepalive.as_ref())
+        .map(crate::upstream::keepalive::socket_keepalive);
     pool::connect(&proxy.connector, &peer, key)
         .await
         .map_err(|error| TryFailure {

@@ -107,6 +107,9 @@ pub async fn backend(
         match tokio::time::timeout(timeout, TcpStream::connect(endpoint.address)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
+                if let Some(keepalive) = &policy.tcp_keepalive {
+                    crate::upstream::keepalive::apply(&stream, keepalive);
+                }
                 return Ok(Backend {
                     stream,
                     endpoint: endpoint.clone(),
@@ -137,6 +140,9 @@ async fn dial_original(
         .ok()?
         .ok()?;
     let _ = stream.set_nodelay(true);
+    if let Some(keepalive) = &cluster.cluster.policy.tcp_keepalive {
+        crate::upstream::keepalive::apply(&stream, keepalive);
+    }
     // No endpoint of the cluster's list: its in-flight count is the cluster's only.
     let index = usize::MAX;
     cluster.state.begin(index);
