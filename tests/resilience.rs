@@ -183,6 +183,9 @@ async fn one_address_cannot_take_more_than_its_share() {
     for _ in 0..10 {
         held.push(connect_from(loopback(2), target).await.unwrap());
     }
+    // Two workers accept from one queue: the eleventh must not be taken before the tenth.
+    let active = format!("ferry_downstream_connections_active{{listener=\"{port}\"}}");
+    support::eventually(|| async { gw.metric(&active).await == 10.0 }).await;
     let mut eleventh = connect_from(loopback(2), target).await.unwrap();
     let reply = closed_by_proxy(&mut eleventh, Duration::from_secs(5)).await;
     assert_eq!(reply.as_deref(), Some(""), "closed at once, without a word");
