@@ -4,6 +4,8 @@
 # and config with --http1-fallback (every request through Pingora's generic proxy path).
 #
 #   bench/proxies.sh [ROUNDS=3] [SECONDS=8]
+#   bench/proxies.sh tcp [ROUNDS=3] [SECONDS=8]   # TCP proxying: bench/tcp.sh (1 GiB transfer,
+#                                                 # connections/s; HAProxy mode tcp, nginx stream)
 #
 # One backend for all: `ferry echo --fixed-body` (64 B, and 16 KiB under /big). Each proxy
 # runs one worker on CPU 0 with upstream keepalive and no access log; the load generators
@@ -12,6 +14,10 @@
 # --qps (open loop, fixed rate, for latency), h2load (h2c). Writes bench/results/proxies.md
 # and .json.
 set -euo pipefail
+if [ "${1:-}" = tcp ]; then
+  shift
+  exec bash "$(dirname "$0")/tcp.sh" "$@"
+fi
 rounds="${1:-3}"
 seconds="${2:-8}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
