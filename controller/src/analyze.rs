@@ -94,6 +94,8 @@ const CODES: &[(&str, &str)] = &[
     ("InvalidRouteKinds", "FRY0305"),
     ("Conflicted", "FRY0404"),
     ("NoMatchingServer", "FRY0306"),
+    ("NotApplied", "FRY0107"),
+    ("NoMatchingPort", "FRY0307"),
 ];
 
 /// The code of a reason; `FRY0999` for one not in the table (a test keeps that from happening).

@@ -101,11 +101,10 @@ impl PlainTcp {
             digest: std::sync::OnceLock::new(),
         }
     }
-}
 
-impl PlainTcp {
     /// A connection whose client a PROXY protocol header named: the digest every path reads
-    /// the client from is made now, with that address.
+    /// the client from is made now, with that address (so such a connection keeps it while
+    /// idle, the price of not reading the socket's peer).
     pub fn with_client(tcp: TcpStream, client: std::net::SocketAddr) -> Self {
         let plain = PlainTcp::new(tcp);
         let digest = digest_with_client(plain.raw_fd(), client);

@@ -47,15 +47,12 @@ impl ClientAddress {
     /// The address `remoteIpBlocks` match: X-Forwarded-For's N-th address from the right
     /// when N proxies are trusted and the header has that many, else the connection's client.
     pub fn remote_ip(&self, forwarded_for: Option<&str>, client: Option<IpAddr>) -> Option<IpAddr> {
-        let n = self.trusted_proxies;
-        if n == 0 {
-            return client;
-        }
-        let entries: Vec<&str> = forwarded_for.map_or_else(Vec::new, |v| v.split(',').collect());
-        entries
-            .len()
-            .checked_sub(n)
-            .and_then(|at| entries[at].trim().parse().ok())
+        let Some(from_right) = self.trusted_proxies.checked_sub(1) else {
+            return client; // nobody trusted: the header is the client's own
+        };
+        forwarded_for
+            .and_then(|v| v.rsplit(',').nth(from_right))
+            .and_then(|address| address.trim().parse().ok())
             .or(client)
     }
 }

@@ -323,14 +323,10 @@ impl Drop for OpenConnection {
 /// Pingora's stream over an accepted socket, with the socket details its digest reports.
 pub fn l4_stream(tcp: TcpStream) -> L4Stream {
     let digest = SocketDigest::from_raw_fd(tcp.as_raw_fd());
-    let mut stream = L4Stream::from(tcp);
-    stream.set_socket_digest(digest);
-    stream
+    l4_stream_with(tcp, digest)
 }
 
-/// The same, reporting `client` as the peer (a PROXY protocol header named it).
-fn l4_stream_from(tcp: TcpStream, client: SocketAddr) -> L4Stream {
-    let digest = crate::downstream_io::digest_with_client(tcp.as_raw_fd(), client);
+fn l4_stream_with(tcp: TcpStream, digest: SocketDigest) -> L4Stream {
     let mut stream = L4Stream::from(tcp);
     stream.set_socket_digest(digest);
     stream
@@ -348,21 +344,24 @@ async fn serve_connection(
     shutdown: &watch::Receiver<bool>,
     slot: &Arc<Slot>,
 ) {
-    match (tls, client) {
-        (None, Client::Socket(_)) => {
-            let io = Box::new(DownstreamIo::new(PlainTcp::new(tcp)));
-            app.serve(io, shutdown, slot).await
-        }
-        (None, Client::Reported(client)) => {
-            let io = Box::new(DownstreamIo::new(PlainTcp::with_client(tcp, client)));
-            app.serve(io, shutdown, slot).await
+    match tls {
+        None => {
+            let plain = match client {
+                Client::Socket(_) => PlainTcp::new(tcp),
+                Client::Reported(client) => PlainTcp::with_client(tcp, client),
+            };
+            app.serve(Box::new(DownstreamIo::new(plain)), shutdown, slot)
+                .await
         }
         // Boxed: an async fn keeps room for every branch's locals, and a cleartext
         // connection's task should not carry a TLS session's.
-        (Some(tls), client) => {
+        Some(tls) => {
             let stream = match client {
                 Client::Socket(_) => l4_stream(tcp),
-                Client::Reported(client) => l4_stream_from(tcp, client),
+                Client::Reported(client) => {
+                    let digest = crate::downstream_io::digest_with_client(tcp.as_raw_fd(), client);
+                    l4_stream_with(tcp, digest)
+                }
             };
             Box::pin(serve_tls(stream, tls, app, shutdown, slot)).await
         }

@@ -34,6 +34,7 @@ pub enum RefError {
 }
 
 /// A DestinationRule subset narrowing a Service to Pods with these labels.
+#[derive(Clone, Copy)]
 pub struct SubsetRef<'a> {
     pub name: &'a str,
     pub labels: &'a BTreeMap<String, String>,
@@ -53,6 +54,11 @@ pub fn service_of_host(host: &str, default_ns: &str) -> Option<(String, String)>
         [name, namespace] => Some((namespace.to_string(), name.to_string())),
         _ => None,
     }
+}
+
+/// A Service's cluster-local FQDN, as the mesh names it (the inverse of `service_of_host`).
+pub fn service_fqdn(namespace: &str, name: &str) -> String {
+    format!("{name}.{namespace}.svc.cluster.local")
 }
 
 /// A field of an object that could not be used, and why.

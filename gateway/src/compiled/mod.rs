@@ -213,8 +213,6 @@ impl CompiledListener {
     }
 }
 
-/// Loads the listener's certificates, reusing the previous configuration when they did not
-/// change (a route edit must not re-parse every key).
 /// A listener terminating the mesh's mTLS: the workload-identity configuration (its
 /// certificate and roots rotate under it).
 fn mesh_tls(
@@ -235,6 +233,8 @@ fn mesh_tls(
     })
 }
 
+/// Loads the listener's certificates, reusing the previous configuration when they did not
+/// change (a route edit must not re-parse every key).
 fn compile_tls(
     listener: &ferry_model::Listener,
     previous: Option<&CompiledTls>,

@@ -102,7 +102,8 @@ fn misdirected(
 pub fn decide(
     snapshot: &CompiledSnapshot,
     req: &RequestFacts<'_>,
-    (port, dialled_ip): (u16, Option<std::net::IpAddr>),
+    port: u16,
+    dialled_ip: Option<std::net::IpAddr>,
     client_address: crate::limits::ClientAddress,
 ) -> Decision {
     // AuthorizationPolicy at a gateway, before routing (a sidecar's captured outbound

@@ -205,7 +205,7 @@ impl ProxyHttp for FerryProxy {
         ctx.snapshot = Some(snapshot.clone());
         let client_ip = client_ip(session);
         let facts = RequestFacts::of(session.req_header(), client_ip, ssl_of(session));
-        let decision = decide::decide(&snapshot, &facts, (port, dialled_ip), self.client_address);
+        let decision = decide::decide(&snapshot, &facts, port, dialled_ip, self.client_address);
         match decision {
             Decision::Reply(reply) => {
                 ctx.route = reply.route.clone();

@@ -6,5 +6,8 @@
 pub mod read;
 pub mod send;
 
+/// Version 2 headers start with this signature (version 1: with `PROXY `).
+const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
+
 #[cfg(test)]
 mod tests;

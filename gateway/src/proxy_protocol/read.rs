@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-/// Version 2 starts with this signature; version 1 with `PROXY `.
-const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+use super::V2_SIGNATURE;
+
 const V1_PREFIX: &[u8; 6] = b"PROXY ";
 /// The longest version 1 line, CRLF included (the specification's 107 bytes).
 const V1_MAX: usize = 107;
@@ -101,7 +101,7 @@ impl Start {
             let n = bytes.len().min(signature.len());
             bytes[..n] == signature[..n]
         };
-        match (agrees(V1_PREFIX), agrees(V2_SIGNATURE)) {
+        match (agrees(V1_PREFIX), agrees(&V2_SIGNATURE)) {
             (true, _) if bytes.len() >= V1_PREFIX.len() => Start::V1,
             (_, true) if bytes.len() >= V2_SIGNATURE.len() => Start::V2,
             (false, false) => Start::Neither,

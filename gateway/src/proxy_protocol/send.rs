@@ -4,8 +4,7 @@
 use ferry_model::ProxyProtocol;
 use std::net::SocketAddr;
 
-/// v2's fixed signature.
-const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
+use super::V2_SIGNATURE;
 
 /// The header for a connection from `client` to `local` (the proxy's address the client
 /// reached). Unknown addresses (or mixed families) send v1's `UNKNOWN` / v2's LOCAL command.

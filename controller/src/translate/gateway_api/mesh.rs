@@ -12,16 +12,16 @@ use crate::translate::report::Condition;
 use crate::translate::table::RouteOrder;
 use crate::translate::{meta_of, Context};
 
-/// Adds the routes of Service-parented routes; returns the Services they cover (whose
-/// default route they replace).
 /// Whether the Sidecar resource in force (if any) imports the parent Service: a route of a
 /// Service it leaves out is not this sidecar's.
 fn imported_parent(cx: &Context<'_>, parent: &HttpRouteParentRefs, route_namespace: &str) -> bool {
     let namespace = parent.namespace.as_deref().unwrap_or(route_namespace);
-    let fqdn = format!("{}.{namespace}.svc.cluster.local", parent.name);
+    let fqdn = crate::translate::services::service_fqdn(namespace, &parent.name);
     crate::translate::istio::mesh::imported(cx, namespace, &fqdn)
 }
 
+/// Adds the routes of Service-parented routes; returns the Services they cover (whose
+/// default route they replace).
 pub(crate) fn translate(
     cx: &mut Context<'_>,
     client_namespace: &str,

@@ -8,50 +8,39 @@
 //! connection, as Envoy has no cluster for them.
 
 use ferry_model::{BackendTarget, Meta, Str, StreamRoute, WeightedBackend};
-use k8s_openapi::api::core::v1::Service;
 use std::collections::BTreeSet;
 
 use super::ServedServer;
 use crate::translate::hosts::intersect;
-use crate::translate::services::{service_of_host, SubsetRef};
+use crate::translate::report::Condition;
+use crate::translate::services::{service_fqdn, service_of_host, SubsetRef};
 use crate::translate::table::RouteOrder;
 use crate::translate::Context;
-
-/// The mesh's cluster-local domain, as Services' hosts are written in the SNI.
-const CLUSTER_DOMAIN: &str = "svc.cluster.local";
 
 /// The server name the mesh gives a Service port (and subset) in its mTLS connections.
 pub(super) fn server_name(port: u16, subset: Option<&str>, host: &str) -> String {
     format!("outbound_.{port}_.{}_.{host}", subset.unwrap_or(""))
 }
 
-/// Adds the server's routes: one per selected Service port and subset.
-pub(super) fn place(cx: &mut Context<'_>, meta: &Meta, server: &ServedServer) {
-    let services: Vec<&Service> = cx
-        .inputs
-        .services
-        .iter()
-        .filter(|s| selected(server, s))
-        .collect();
+/// Adds the server's routes: one per selected Service port and subset. ServiceEntry hosts the
+/// server selects get none yet: said on the Gateway (`field`: the server's).
+pub(super) fn place(cx: &mut Context<'_>, meta: &Meta, server: &ServedServer, field: &str) {
+    report_entries(cx, meta, server, field);
     let mut index = 0;
-    for service in services {
+    for service in &cx.inputs.services {
         let namespace = service.metadata.namespace.as_deref().unwrap_or("default");
         let name = service.metadata.name.as_deref().unwrap_or_default();
-        let host = format!("{name}.{namespace}.{CLUSTER_DOMAIN}");
+        let host = service_fqdn(namespace, name);
+        if !selected(server, namespace, &host) {
+            continue;
+        }
         let ports = service.spec.iter().flat_map(|s| s.ports.iter().flatten());
         let ports: Vec<u16> = ports.filter_map(|p| u16::try_from(p.port).ok()).collect();
         let subsets = subsets_of(cx, namespace, name);
         for port in ports {
-            for subset in std::iter::once(None).chain(subsets.iter().map(Some)) {
-                let subset_ref = subset.map(|s| SubsetRef {
-                    name: s.name,
-                    labels: s.labels,
-                    rule: s.rule,
-                });
-                let Ok(cluster) =
-                    cx.catalog
-                        .resolve(namespace, name, Some(u32::from(port)), subset_ref)
-                else {
+            for subset in std::iter::once(None).chain(subsets.iter().copied().map(Some)) {
+                let port_number = Some(u32::from(port));
+                let Ok(cluster) = cx.catalog.resolve(namespace, name, port_number, subset) else {
                     continue;
                 };
                 let sni = server_name(port, subset.map(|s| s.name), &host);
@@ -63,14 +52,37 @@ pub(super) fn place(cx: &mut Context<'_>, meta: &Meta, server: &ServedServer) {
     }
 }
 
-/// Whether one of the server's `hosts` (`namespace/host` patterns) takes the Service.
-fn selected(server: &ServedServer, service: &Service) -> bool {
-    let namespace = service.metadata.namespace.as_deref().unwrap_or("default");
-    let name = service.metadata.name.as_deref().unwrap_or_default();
-    let host = format!("{name}.{namespace}.{CLUSTER_DOMAIN}");
+/// Istio routes ServiceEntry hosts through AUTO_PASSTHROUGH too; Ferry does not yet, so a
+/// server that selects some says which, rather than leave them unreachable without a word.
+fn report_entries(cx: &mut Context<'_>, meta: &Meta, server: &ServedServer, field: &str) {
+    let mut hosts: Vec<&str> = Vec::new();
+    for entry in &cx.inputs.service_entries {
+        let namespace = entry.metadata.namespace.as_deref().unwrap_or("default");
+        let selected_hosts = entry
+            .spec
+            .hosts
+            .iter()
+            .filter(|h| selected(server, namespace, h));
+        hosts.extend(selected_hosts.map(String::as_str));
+    }
+    if hosts.is_empty() {
+        return;
+    }
+    let message = format!(
+        "AUTO_PASSTHROUGH routes Kubernetes Services only: ServiceEntry hosts {} get no \
+         server name here",
+        hosts.join(", ")
+    );
+    let condition = Condition::warn("Valid", "NotApplied", message);
+    cx.reports
+        .push(meta, condition.field(format!("{field}.tls.mode")));
+}
+
+/// Whether one of the server's `hosts` (`namespace/host` patterns) takes the Service `host`.
+fn selected(server: &ServedServer, namespace: &str, host: &str) -> bool {
     server.hosts.iter().any(|(only_in, pattern)| {
         only_in.as_deref().is_none_or(|ns| ns == namespace)
-            && intersect(pattern, &host).is_some_and(|h| h == host)
+            && intersect(pattern, host).is_some_and(|h| h == host)
     })
 }
 

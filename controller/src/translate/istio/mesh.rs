@@ -237,7 +237,7 @@ pub(crate) fn imported(cx: &Context<'_>, namespace: &str, host: &str) -> bool {
 }
 
 fn service_fqdn(service: &Meta) -> String {
-    format!("{}.{}.svc.cluster.local", service.name, service.namespace)
+    crate::translate::services::service_fqdn(&service.namespace, &service.name)
 }
 
 /// The names a client in `client_namespace` may use for the Service.

@@ -109,7 +109,7 @@ fn destination_of(
     }
     let (namespace, name) = service_of_host(host, vs_namespace)?;
     let service = cx.catalog.service(&namespace, &name)?;
-    let fqdn = format!("{name}.{namespace}.svc.cluster.local");
+    let fqdn = crate::translate::services::service_fqdn(&namespace, &name);
     if !super::mesh::imported(cx, &namespace, &fqdn) {
         return None;
     }

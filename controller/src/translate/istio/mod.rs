@@ -107,7 +107,7 @@ fn served_gateway(cx: &mut Context<'_>, gateway: &Gateway) -> ServedGateway {
         let field = format!("spec.servers[{index}]");
         match serve_server(cx, &meta, server, &field) {
             Ok(served) if served.auto_passthrough => {
-                auto_passthrough::place(cx, &meta, &served);
+                auto_passthrough::place(cx, &meta, &served, &field);
                 servers.push(served)
             }
             Ok(served) => servers.push(served),

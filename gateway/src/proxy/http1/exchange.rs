@@ -60,9 +60,9 @@ impl Http1Proxy {
             let ctx = self.request_ctx(conn, &facts);
             return self.answer(conn, ctx, reply).await;
         }
-        let entry = (conn.entry.port, conn.entry.dialled_ip);
+        let (port, dialled_ip) = (conn.entry.port, conn.entry.dialled_ip);
         let client_address = self.options.limits.client_address;
-        let forward = match decide::decide(&snapshot, &facts, entry, client_address) {
+        let forward = match decide::decide(&snapshot, &facts, port, dialled_ip, client_address) {
             Decision::Reply(reply) => {
                 let mut ctx = self.request_ctx(conn, &facts);
                 ctx.route = reply.route.clone();

@@ -344,13 +344,13 @@ impl Http1Proxy {
         &self.options.limits
     }
 
-    /// Counts a client connection closed for taking too long in `phase`.
     /// A connection closed under `--proxy-protocol` for its header (`reason`).
     pub fn count_proxy_protocol_refused(&self, reason: &str) {
         let refused = &self.metrics.proxy_protocol_refused;
         refused.with_label_values(&[reason]).inc();
     }
 
+    /// Counts a client connection closed for taking too long in `phase`.
     pub fn count_timeout(&self, phase: &str) {
         self.metrics
             .downstream_timeouts
