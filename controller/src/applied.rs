@@ -36,13 +36,17 @@ pub enum Applied<'a> {
     Assumed,
     /// From the proxies' ACKs, across replicas.
     Known(&'a AppliedGateways),
+    /// As `Known`, and this controller deploys each Gateway's proxies and Service itself: a
+    /// Gateway without its own Service yet is not reachable, whatever proxy ACKed (a draining
+    /// proxy of a deleted namesake still ACKs the re-created Gateway's snapshot).
+    KnownAndDeployed(&'a AppliedGateways),
 }
 
 impl Applied<'_> {
     /// Whether a proxy serves `gateway`'s current generation, or its status already says so
     /// (a new leader, or proxies reconnecting, must not flip it back).
     pub fn serves(&self, gateway: &Gateway) -> bool {
-        let Applied::Known(applied) = self else {
+        let (Applied::Known(applied) | Applied::KnownAndDeployed(applied)) = self else {
             return true;
         };
         let metadata = &gateway.metadata;

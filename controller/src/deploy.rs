@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use gateway_api::apis::standard::gateways::Gateway;
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{json, Value};
 
 use crate::status::GATEWAY_NAME_LABEL;
@@ -81,16 +82,42 @@ const SERVICE_TYPES: &[&str] = &["LoadBalancer", "NodePort", "ClusterIP"];
 
 /// Every deployment the controller should keep, one per Gateway of its classes.
 pub fn desired(inputs: &Inputs, config: &DeployConfig) -> Vec<GatewayObjects> {
-    let classes = crate::translate::served_class_names(inputs);
     inputs
         .gateways
         .iter()
-        .filter(|g| classes.contains(&g.spec.gateway_class_name) && !served_by_others(inputs, g))
+        .filter(|g| deploys(inputs, g))
         .filter_map(|g| {
             let parameters = parameters(inputs, g).ok()?;
             Some(objects_for(g, &parameters, config))
         })
         .collect()
+}
+
+/// Whether a deploying controller deploys `gateway`'s proxies (the Gateway is of a class it
+/// serves, no one else's Service stands for it, and its parameters are usable).
+pub fn deploys(inputs: &Inputs, gateway: &Gateway) -> bool {
+    crate::translate::served_class_names(inputs).contains(&gateway.spec.gateway_class_name)
+        && !served_by_others(inputs, gateway)
+        && parameters(inputs, gateway).is_ok()
+}
+
+/// Whether a controller deployed `object` (its managed-by label).
+pub fn is_deployed(object: &ObjectMeta) -> bool {
+    object
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY_LABEL))
+        .is_some_and(|by| by == MANAGED_BY)
+}
+
+/// Whether the controller deployed `object` for the Gateway object with `uid` (its owner
+/// reference: a deleted namesake's objects linger until garbage collection).
+pub fn is_deployed_for(object: &ObjectMeta, uid: &str) -> bool {
+    let owners = object.owner_references.iter().flatten();
+    is_deployed(object)
+        && owners
+            .into_iter()
+            .any(|o| o.kind == "Gateway" && o.uid == uid)
 }
 
 fn served_by_others(inputs: &Inputs, gateway: &Gateway) -> bool {

@@ -10,6 +10,8 @@
 use ferry_model::Meta;
 use gateway_api::apis::experimental::httproutes::{HttpRoute, HttpRouteParentRefs};
 use gateway_api::apis::standard::gateways::{Gateway, GatewayListeners};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{json, Value};
 
@@ -312,7 +314,9 @@ fn gateway_status(
             "waiting for a proxy of this Gateway to apply generation {}",
             generation.unwrap_or(0)
         ))
-    } else if matches!(applied, Applied::Known(_)) && !service_has_ready_endpoint(inputs, meta) {
+    } else if !matches!(applied, Applied::Assumed)
+        && !service_has_ready_endpoint(inputs, gateway, meta, applied)
+    {
         // Applied, but the Service clients are sent to (the Gateway's address) routes
         // nowhere yet: a client dialling it now could wait on a dropped SYN.
         Some("waiting for the Gateway's Service to have a ready endpoint".to_string())
@@ -332,7 +336,7 @@ fn gateway_status(
         .map(|l| listener_status(routes, reports, meta, l, generation))
         .collect();
     json!({
-        "addresses": gateway_addresses(inputs, meta),
+        "addresses": gateway_addresses(inputs, gateway, meta),
         "conditions": conditions,
         "listeners": listeners,
     })
@@ -345,8 +349,8 @@ pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 /// Where clients reach the Gateway: the LoadBalancer ingress of its Service, else the
 /// Service's external IPs, else — for a NodePort Service — the nodes' addresses (external
 /// before internal; clients add the node port), else its cluster IP.
-fn gateway_addresses(inputs: &Inputs, gateway: &Meta) -> Vec<Value> {
-    let Some(service) = gateway_service(inputs, gateway) else {
+fn gateway_addresses(inputs: &Inputs, gateway: &Gateway, meta: &Meta) -> Vec<Value> {
+    let Some(service) = gateway_service(inputs, gateway, meta) else {
         return Vec::new();
     };
     let address = |kind: &str, value: &str| json!({"type": kind, "value": value});
@@ -493,12 +497,12 @@ fn accepted_by(reports: &[Report], route: &Meta, parent: &str) -> bool {
     })
 }
 
-/// The Service of the Gateway's proxy (labelled with the Gateway's name).
-fn gateway_service<'i>(
+/// The Services labelled with the Gateway's name in its namespace.
+fn gateway_services<'i>(
     inputs: &'i Inputs,
-    gateway: &Meta,
-) -> Option<&'i k8s_openapi::api::core::v1::Service> {
-    inputs.services.iter().find(|s| {
+    gateway: &'i Meta,
+) -> impl Iterator<Item = &'i Service> + 'i {
+    inputs.services.iter().filter(|s| {
         s.metadata.namespace.as_deref() == Some(&gateway.namespace)
             && s.metadata
                 .labels
@@ -508,35 +512,102 @@ fn gateway_service<'i>(
     })
 }
 
-/// Whether the Gateway's Service can take connections: it has a ready endpoint, or nothing
-/// publishes its endpoints at all (no EndpointSlice: no endpoint controller, or a Service
-/// without selector), or the Gateway has no Service Ferry knows of. Only slices that exist
-/// and list no ready endpoint mean "not yet".
-fn service_has_ready_endpoint(inputs: &Inputs, gateway: &Meta) -> bool {
-    let Some(service) = gateway_service(inputs, gateway) else {
-        return true;
-    };
-    let name = service.metadata.name.as_deref();
-    let mut slices = inputs.endpoint_slices.iter().filter(|slice| {
-        slice.metadata.namespace.as_deref() == Some(&gateway.namespace)
-            && slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("kubernetes.io/service-name"))
-                .map(String::as_str)
-                == name
-    });
-    let ready = |slice: &&k8s_openapi::api::discovery::v1::EndpointSlice| {
+/// The Service clients reach the Gateway through: the one the controller deployed for this
+/// Gateway object, else one someone else labelled with its name (the chart's shared
+/// gateway). A deployed Service of a deleted namesake is not it (its address is not ours).
+fn gateway_service<'i>(
+    inputs: &'i Inputs,
+    gateway: &Gateway,
+    meta: &'i Meta,
+) -> Option<&'i Service> {
+    let uid = gateway.metadata.uid.as_deref().unwrap_or_default();
+    let own = |s: &&Service| crate::deploy::is_deployed_for(&s.metadata, uid);
+    let others = |s: &&Service| !crate::deploy::is_deployed(&s.metadata);
+    gateway_services(inputs, meta)
+        .find(own)
+        .or_else(|| gateway_services(inputs, meta).find(others))
+}
+
+/// Whether the Gateway's Service can take connections.
+///
+/// A Gateway this controller deploys needs the Service made for this very Gateway object
+/// (owner uid: a deleted namesake's Service and its endpoints may linger, and its draining
+/// proxies still ACK) with a ready endpoint — and, once any slice shows an endpoint
+/// controller at work, a slice of its own: a Service without one yet routes nowhere.
+/// Otherwise (the chart's shared gateway, a Service of the user's) a ready endpoint, or no
+/// slice at all (nothing publishes endpoints), or no Service Ferry knows of, lets it through.
+fn service_has_ready_endpoint(
+    inputs: &Inputs,
+    gateway: &Gateway,
+    meta: &Meta,
+    applied: &Applied,
+) -> bool {
+    let deployed_here =
+        matches!(applied, Applied::KnownAndDeployed(_)) && crate::deploy::deploys(inputs, gateway);
+    match gateway_service(inputs, gateway, meta) {
+        Some(service) if deployed_here => {
+            let when_no_slice = !endpoint_controller_runs(inputs);
+            crate::deploy::is_deployed(&service.metadata)
+                && endpoints_ready(inputs, service, when_no_slice)
+        }
+        Some(service) => endpoints_ready(inputs, service, true),
+        None => !deployed_here,
+    }
+}
+
+/// Whether `service`'s EndpointSlices list a ready endpoint; `when_none`: the answer when it
+/// has no slice at all.
+fn endpoints_ready(inputs: &Inputs, service: &Service, when_none: bool) -> bool {
+    let mut slices = inputs
+        .endpoint_slices
+        .iter()
+        .filter(|slice| slice_of(slice, service));
+    let ready = |slice: &EndpointSlice| {
         slice
             .endpoints
             .iter()
             .any(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
     };
     match slices.next() {
-        None => true,
-        Some(first) => ready(&first) || slices.any(|s| ready(&s)),
+        None => when_none,
+        Some(first) => ready(first) || slices.any(ready),
     }
+}
+
+/// A slice belongs to a Service by its owner reference when it has one (the endpoint
+/// controller's do: a re-created namesake's old slices are not its own), else by the
+/// `kubernetes.io/service-name` label.
+fn slice_of(slice: &EndpointSlice, service: &Service) -> bool {
+    let same_namespace = slice.metadata.namespace == service.metadata.namespace;
+    let named = slice
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("kubernetes.io/service-name"))
+        == service.metadata.name.as_ref();
+    let owners = slice
+        .metadata
+        .owner_references
+        .as_deref()
+        .unwrap_or_default();
+    let owned = owners.is_empty()
+        || owners
+            .iter()
+            .any(|o| o.kind == "Service" && Some(&o.uid) == service.metadata.uid.as_ref());
+    same_namespace && named && owned
+}
+
+/// The endpoint-slice controller labels the slices it writes; seeing one means Services get
+/// slices here, so a deployed Service without any is not routable yet.
+fn endpoint_controller_runs(inputs: &Inputs) -> bool {
+    inputs.endpoint_slices.iter().any(|slice| {
+        slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("endpointslice.kubernetes.io/managed-by"))
+            .is_some_and(|by| by == "endpointslice-controller.k8s.io")
+    })
 }
 
 /// One address per node: ExternalIP when it has one, else InternalIP.
@@ -813,6 +884,93 @@ spec: {ports: [{port: 80}]}
         assert_eq!(programmed(&format!("{gateway}{}", slice(false))), "False");
         assert_eq!(programmed(&format!("{gateway}{}", slice(true))), "True");
         assert_eq!(programmed(gateway), "True");
+    }
+
+    /// A Gateway the controller deploys is Programmed only through the Service made for this
+    /// Gateway object, once that Service has a ready endpoint: not through a deleted
+    /// namesake's Service (its draining proxies still ACK), nor before the Service exists or
+    /// has a slice where an endpoint controller runs.
+    #[test]
+    fn a_deployed_gateway_waits_for_its_own_service_to_route() {
+        let gateway = "
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: ferry}
+spec: {controllerName: ferry.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: public, namespace: infra, uid: u1, generation: 1}
+spec:
+  gatewayClassName: ferry
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+";
+        let service = |owner: &str| {
+            format!(
+                "---\napiVersion: v1\nkind: Service\nmetadata: {{name: public-ferry, namespace: infra, uid: s-{owner},\n\
+                 \x20 labels: {{gateway.networking.k8s.io/gateway-name: public, app.kubernetes.io/managed-by: ferry-controller}},\n\
+                 \x20 ownerReferences: [{{apiVersion: gateway.networking.k8s.io/v1, kind: Gateway, name: public, uid: {owner}}}]}}\n\
+                 spec: {{ports: [{{port: 80}}]}}\n"
+            )
+        };
+        let slice = |name: &str, service: &str, service_uid: &str| {
+            format!(
+                "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+                 metadata: {{name: {name}, namespace: infra,\n\
+                 \x20 labels: {{kubernetes.io/service-name: {service}, endpointslice.kubernetes.io/managed-by: endpointslice-controller.k8s.io}},\n\
+                 \x20 ownerReferences: [{{apiVersion: v1, kind: Service, name: {service}, uid: {service_uid}}}]}}\n\
+                 addressType: IPv4\nendpoints: [{{addresses: [10.0.0.9], conditions: {{ready: true}}}}]\n"
+            )
+        };
+        let applied = crate::applied::AppliedGateways::from([(
+            "infra/public".to_string(),
+            crate::applied::AppliedGeneration {
+                uid: "u1".into(),
+                generation: 1,
+            },
+        )]);
+        let programmed = |yaml: String| {
+            let inputs = Inputs::from_objects(parse_manifests(&yaml, "test").unwrap());
+            let reports = super::reports_per_proxy(&inputs);
+            let all = desired(&inputs, &reports, &Applied::KnownAndDeployed(&applied));
+            of(&all, "Gateway", "public")["conditions"][1]["status"].clone()
+        };
+        let other = slice("dns-1", "kube-dns", "s-dns");
+        assert_eq!(programmed(gateway.to_string()), "False", "no Service yet");
+        let stale = format!(
+            "{gateway}{}{}",
+            service("u0"),
+            slice("public-ferry-1", "public-ferry", "s-u0")
+        );
+        assert_eq!(
+            programmed(stale),
+            "False",
+            "only a deleted namesake's Service"
+        );
+        let no_slice = format!("{gateway}{}{other}", service("u1"));
+        assert_eq!(
+            programmed(no_slice),
+            "False",
+            "its Service has no slice yet"
+        );
+        let own = format!(
+            "{gateway}{}{}",
+            service("u1"),
+            slice("public-ferry-2", "public-ferry", "s-u1")
+        );
+        assert_eq!(programmed(own), "True");
+        let old_slice = format!(
+            "{gateway}{}{}",
+            service("u1"),
+            slice("public-ferry-1", "public-ferry", "s-u0")
+        );
+        assert_eq!(programmed(old_slice), "False", "a slice of the old Service");
+        let no_endpoint_controller = format!("{gateway}{}", service("u1"));
+        assert_eq!(
+            programmed(no_endpoint_controller),
+            "True",
+            "nothing publishes slices"
+        );
     }
 
     #[test]

@@ -76,6 +76,15 @@ node_network() {
   if ns test -e /proc/sys/net/bridge/bridge-nf-call-iptables; then
     ns sysctl -qw net.bridge.bridge-nf-call-iptables=1
   fi
+  # A Service kube-proxy has not written rules for yet (it syncs after the Service and its
+  # endpoints appear) must refuse, not swallow: the cluster IP range is routed nowhere, so
+  # an un-translated SYN would leave by the default route and vanish, and a client without
+  # a connect timeout (the conformance suite's TCP dialer) hangs on it instead of retrying.
+  # Translated packets carry the pod's address by the time the filter table sees them
+  # (nat OUTPUT/PREROUTING come first), so only un-translated ones are refused.
+  for chain in OUTPUT FORWARD; do
+    ns iptables -w -A "$chain" -d "$service_cidr" -p tcp -j REJECT --reject-with tcp-reset
+  done
 }
 
 # Runs a command in the node's network namespace. nsenter rather than `ip netns exec`, which
@@ -282,6 +291,9 @@ apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: $state/kube-proxy.kubeconfig}
 mode: iptables
+# Rules follow a Service or endpoint change at once rather than after the 1 s default: a
+# Gateway is Programmed when its Service has a ready endpoint, and clients dial it then.
+iptables: {minSyncPeriod: 0s}
 hostnameOverride: $node_name
 clusterCIDR: $pod_cidr
 # No sysctl writes for conntrack table sizes (not ours to change on a shared kernel).

@@ -77,11 +77,17 @@ fi
 args+=(-report-output="$report")
 log "running the $version suite ($mode)"
 status=0
-(cd "$state" && nsenter --net=/run/netns/ferry-node "$bin/conformance.test" "${args[@]}" "${extra[@]}") ||
-  status=$?
+output="$state/conformance.out"
+(cd "$state" && nsenter --net=/run/netns/ferry-node "$bin/conformance.test" "${args[@]}" "${extra[@]}") \
+  2>&1 | tee "$output" || status=$?
 log "suite finished in $((SECONDS - started)) s (exit $status); report: $report"
 if [ "$status" -ne 0 ]; then
   kubectl get pods -A -o wide >&2 || true
   kubectl -n ferry-system logs deployment/ferry-controller --tail=100 >&2 || true
+  # Last, where a truncated CI log still shows it: which subtests failed and the suite's own
+  # words about them (its assertion lines name the step and what it saw).
+  log "failed subtests:"
+  grep -E -- '--- FAIL' "$output" >&2 || true
+  grep -E -B2 -A12 'Error Trace|Error:' "$output" | tail -n 120 >&2 || true
 fi
 exit "$status"

@@ -215,7 +215,7 @@ pub async fn run(config: ControllerConfig) -> Result<(), ControllerError> {
         was_leading = is_leading;
         if let Some(inputs) = latest.as_ref().filter(|_| is_leading) {
             let all = applied.all(inputs, &mine);
-            write_statuses(&mut statuses, inputs, &all).await;
+            write_statuses(&mut statuses, inputs, &all, deployer.is_some()).await;
             if matches!(wake, Wake::Inputs) {
                 if let Some(deployer) = deployer.as_mut() {
                     deployer.sync(inputs).await;
@@ -271,9 +271,14 @@ async fn write_statuses(
     writer: &mut StatusWriter,
     inputs: &Inputs,
     applied: &crate::applied::AppliedGateways,
+    deploying: bool,
 ) {
     let reports = status::reports_per_proxy(inputs);
-    let applied = crate::applied::Applied::Known(applied);
+    let applied = if deploying {
+        crate::applied::Applied::KnownAndDeployed(applied)
+    } else {
+        crate::applied::Applied::Known(applied)
+    };
     let written = writer
         .write(status::desired(inputs, &reports, &applied))
         .await;
