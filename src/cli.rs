@@ -414,7 +414,9 @@ pub struct GatewayArgs {
     /// Port that serves the hosts Ingress objects list under `spec.tls`, over TLS (0: off).
     #[arg(long, default_value_t = 8443)]
     pub ingress_tls_port: u16,
-    /// IngressClass served (Ingresses without a class are served too).
+    /// IngressClasses served, comma-separated (Ingresses without a class are served too).
+    /// Ingresses of class `nginx` get ingress-nginx's defaults (HTTP to HTTPS redirect for
+    /// their TLS hosts): `--ingress-class ferry,nginx` takes over ingress-nginx's Ingresses.
     #[arg(long, default_value = "ferry")]
     pub ingress_class: String,
     /// Threads serving connections (Istio's proxy `concurrency`); 0: one per core.

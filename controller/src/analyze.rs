@@ -96,6 +96,8 @@ const CODES: &[(&str, &str)] = &[
     ("NoMatchingServer", "FRY0306"),
     ("NotApplied", "FRY0107"),
     ("NoMatchingPort", "FRY0307"),
+    ("Refused", "FRY0108"),
+    ("NoMainIngress", "FRY0308"),
 ];
 
 /// The code of a reason; `FRY0999` for one not in the table (a test keeps that from happening).
@@ -185,9 +187,12 @@ fn finding_of(report: &Report) -> Option<Finding> {
 fn scopes(inputs: &Inputs) -> Vec<Options> {
     // A Gateway name that cannot exist: the scope serves no Gateway API Gateway.
     let no_gateway = Some("/".to_string());
+    // Ingresses of ingress-nginx's class too: `--ingress-class ferry,nginx` serves them, and
+    // what would happen to their annotations is what a user moving over needs to know.
     let mut scopes = vec![Options {
         gateway_labels: Vec::new(),
         only_gateway: no_gateway.clone(),
+        ingress_class: "ferry,nginx".into(),
         ..Options::default()
     }];
     for gateway in &inputs.gateways {

@@ -22,6 +22,29 @@ pub struct RoutePolicy {
     pub fault: Option<Fault>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<Cors>,
+    /// Client addresses the route answers (ingress-nginx `whitelist-source-range` /
+    /// `denylist-source-range`); others get 403.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ranges: Option<SourceRanges>,
+}
+
+/// The client address (after `--trusted-proxies`, as AuthorizationPolicy's `remoteIpBlocks`)
+/// must be in `allow` when it lists any, and in no `deny` range.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SourceRanges {
+    #[serde(default, skip_serializing_if = "<[crate::authz::IpBlock]>::is_empty")]
+    pub allow: Arc<[crate::authz::IpBlock]>,
+    #[serde(default, skip_serializing_if = "<[crate::authz::IpBlock]>::is_empty")]
+    pub deny: Arc<[crate::authz::IpBlock]>,
+}
+
+impl SourceRanges {
+    /// Whether a client at `ip` may use the route; an unknown address may not.
+    pub fn admits(&self, ip: Option<std::net::IpAddr>) -> bool {
+        let Some(ip) = ip else { return false };
+        let allowed = self.allow.is_empty() || self.allow.iter().any(|b| b.contains(ip));
+        allowed && !self.deny.iter().any(|b| b.contains(ip))
+    }
 }
 
 impl RoutePolicy {

@@ -53,7 +53,7 @@ pub struct Options {
     pub ingress_port: u16,
     /// Port serving the hosts an Ingress lists under `spec.tls`, over TLS (0: none).
     pub ingress_tls_port: u16,
-    /// IngressClass name served (objects with no class are served too).
+    /// IngressClass names served, comma-separated (objects with no class are served too).
     pub ingress_class: String,
     /// `namespace/name`: serve only this Gateway API Gateway (a proxy deployment implements
     /// one Gateway). None serves every Gateway of a Ferry class, as standalone mode does.

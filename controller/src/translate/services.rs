@@ -160,6 +160,26 @@ impl<'a> ServiceCatalog<'a> {
         Ok(cluster_name.into())
     }
 
+    /// A copy of cluster `base` under `base@suffix`, changed by `edit` (settings one route
+    /// object gives its backend, such as an Ingress's connect timeout, without touching
+    /// what other routes to the same Service get). `base` must have been resolved.
+    pub fn variant(
+        &mut self,
+        base: &str,
+        suffix: &str,
+        edit: impl FnOnce(&mut Cluster),
+    ) -> Arc<str> {
+        let name = format!("{base}@{suffix}");
+        if !self.clusters.contains_key(&name) {
+            if let Some(mut cluster) = self.clusters.get(base).cloned() {
+                cluster.name = name.as_str().into();
+                edit(&mut cluster);
+                self.clusters.insert(name.clone(), cluster);
+            }
+        }
+        name.into()
+    }
+
     fn build_cluster(
         &mut self,
         cluster_name: &str,

@@ -146,6 +146,16 @@ pub fn decide(
         ));
     };
     let meta = &route.route.meta;
+    if let Some(ranges) = &route.route.policy.source_ranges {
+        let forwarded_for = crate::header_lookup::joined(req.headers, "x-forwarded-for");
+        let client = client_address.remote_ip(forwarded_for.as_deref(), req.client_ip);
+        if !ranges.admits(client) {
+            let cause = format!("RBAC denied by {meta}: client address not in its source ranges");
+            let mut reply = Decision::reply(403, cause).for_route(route);
+            reply.body = "RBAC: access denied".into();
+            return Decision::Reply(reply);
+        }
+    }
     match &route.route.action {
         Action::Redirect(redirect) => {
             let request = RedirectRequest {

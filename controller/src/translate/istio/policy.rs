@@ -38,6 +38,7 @@ pub fn route_policy(http: &HttpRoute, field: &str) -> Result<RoutePolicy, Proble
             .as_ref()
             .map(|c| cors(c, field))
             .transpose()?,
+        source_ranges: None,
     })
 }
 

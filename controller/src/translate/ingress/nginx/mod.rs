@@ -1,0 +1,144 @@
+//! ingress-nginx annotations on an Ingress: read once into [`Settings`], with every
+//! annotation Ferry does not apply (or cannot read) named in [`Finding`]s. ingress-nginx's
+//! documentation is the reference for each meaning; where it is subtle, the parser says
+//! which reading Ferry follows.
+
+pub mod canary;
+mod parse;
+pub mod registry;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::networking::v1::Ingress;
+
+pub use canary::Canary;
+use registry::{Support, PREFIX};
+
+/// What the annotations of one Ingress ask for.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Settings {
+    /// `rewrite-target`: the whole path becomes this, `$n` being the path regex's groups.
+    pub rewrite_target: Option<String>,
+    /// `use-regex` (implied by `rewrite-target`): paths are case-insensitive regexes
+    /// anchored at the start, as nginx's `location ~*`.
+    pub use_regex: bool,
+    pub app_root: Option<String>,
+    pub x_forwarded_prefix: Option<String>,
+    /// `ssl-redirect`: hosts with TLS redirect cleartext requests (when not given: yes for
+    /// the `nginx` class, as ingress-nginx; no for Ferry's own, which serves both).
+    pub ssl_redirect: Option<bool>,
+    pub force_ssl_redirect: bool,
+    /// `permanent-redirect` / `temporal-redirect`: every request answered with this.
+    pub redirect: Option<FixedRedirect>,
+    pub from_to_www_redirect: bool,
+    pub backend_protocol: BackendProtocol,
+    pub canary: Option<Canary>,
+    pub connect_timeout_ms: Option<u64>,
+    pub next_upstream: Option<NextUpstream>,
+    pub cors: Option<ferry_model::Cors>,
+    pub upstream_vhost: Option<String>,
+    pub allow_sources: Vec<ferry_model::authz::IpBlock>,
+    pub deny_sources: Vec<ferry_model::authz::IpBlock>,
+    pub hash_on: Option<ferry_model::HashOn>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FixedRedirect {
+    pub url: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendProtocol {
+    #[default]
+    Http,
+    /// HTTP/2 in cleartext (`H2C`, `GRPC`).
+    H2c,
+}
+
+/// `proxy-next-upstream` and its `-tries` / `-timeout`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NextUpstream {
+    pub retry_on: ferry_model::RetryOn,
+    /// Tries in all (ingress-nginx counts the first).
+    pub tries: u32,
+    pub timeout_ms: Option<u64>,
+}
+
+/// One annotation Ferry did not apply as written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// The annotation's name without the prefix.
+    pub name: String,
+    pub reason: &'static str,
+    pub message: String,
+    /// The Ingress must not be served while this stands.
+    pub blocks: bool,
+}
+
+/// Reads the ingress-nginx annotations of `ingress`.
+pub fn read(ingress: &Ingress) -> (Settings, Vec<Finding>) {
+    let annotations: BTreeMap<&str, &str> = ingress
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.strip_prefix(PREFIX)?, v.as_str())))
+        .collect();
+    let mut findings = unapplied(&annotations);
+    let settings = parse::settings(&annotations, &mut findings);
+    (settings, findings)
+}
+
+/// A canary Ingress takes everything but its backend and its `canary-*` settings from the
+/// main Ingress (as ingress-nginx): its other annotations are reported, not applied.
+pub fn canary_ignores(ingress: &Ingress) -> Vec<Finding> {
+    ingress
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .filter_map(|(key, _)| key.strip_prefix(PREFIX))
+        .filter(|name| !name.starts_with("canary"))
+        .filter(|name| registry::support(name) == Support::Applied)
+        .map(|name| Finding {
+            name: name.to_string(),
+            reason: "NotApplied",
+            message: "a canary Ingress follows its main Ingress's settings (as ingress-nginx): not applied here".into(),
+            blocks: false,
+        })
+        .collect()
+}
+
+fn unapplied(annotations: &BTreeMap<&str, &str>) -> Vec<Finding> {
+    let finding = |name: &str, reason, message: String, blocks| Finding {
+        name: name.to_string(),
+        reason,
+        message,
+        blocks,
+    };
+    annotations
+        .keys()
+        .filter_map(|name| match registry::support(name) {
+            Support::Applied => None,
+            Support::Refused => Some(finding(
+                name,
+                "Refused",
+                "snippet annotations carry raw nginx configuration: refused, and the Ingress is not served until it is removed".into(),
+                true,
+            )),
+            Support::FailsClosed => Some(finding(
+                name,
+                "NotEnforced",
+                "access control or TLS that Ferry does not apply from this annotation: the Ingress is not served until it is removed (fails closed)".into(),
+                true,
+            )),
+            Support::NotApplied => Some(finding(
+                name,
+                "NotApplied",
+                "read but not applied by Ferry; the Ingress is served without it".into(),
+                false,
+            )),
+        })
+        .collect()
+}

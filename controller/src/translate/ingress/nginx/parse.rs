@@ -1,0 +1,361 @@
+//! Values of the applied annotations. A value Ferry cannot read is a finding naming the
+//! annotation; the setting then stays at ingress-nginx's default — except for access
+//! control, where an unreadable value keeps the Ingress from being served.
+
+use std::collections::BTreeMap;
+
+use ferry_model::authz::IpBlock;
+use ferry_model::{Cors, HashOn, RetryOn, StringMatch};
+
+use super::{BackendProtocol, Finding, FixedRedirect, NextUpstream, Settings};
+
+type Annotations<'a> = BTreeMap<&'a str, &'a str>;
+
+pub(super) fn settings(a: &Annotations, findings: &mut Vec<Finding>) -> Settings {
+    let mut bad = |name: &str, message: String, blocks: bool| {
+        findings.push(Finding {
+            name: name.into(),
+            reason: "InvalidValue",
+            message,
+            blocks,
+        })
+    };
+    let rewrite_target = a.get("rewrite-target").map(|s| s.to_string());
+    let use_regex = rewrite_target.is_some() || flag(a, "use-regex", false, &mut bad);
+    Settings {
+        use_regex,
+        rewrite_target,
+        app_root: path_value(a, "app-root", &mut bad),
+        x_forwarded_prefix: a.get("x-forwarded-prefix").map(|s| s.to_string()),
+        ssl_redirect: a
+            .contains_key("ssl-redirect")
+            .then(|| flag(a, "ssl-redirect", true, &mut bad)),
+        force_ssl_redirect: flag(a, "force-ssl-redirect", false, &mut bad),
+        redirect: fixed_redirect(a, &mut bad),
+        from_to_www_redirect: flag(a, "from-to-www-redirect", false, &mut bad),
+        backend_protocol: backend_protocol(a, &mut bad),
+        canary: super::canary::read(a, &mut bad),
+        connect_timeout_ms: seconds(a, "proxy-connect-timeout", &mut bad),
+        next_upstream: next_upstream(a, &mut bad),
+        cors: cors(a, &mut bad),
+        upstream_vhost: a.get("upstream-vhost").map(|s| s.to_string()),
+        allow_sources: source_ranges(a, "whitelist-source-range", &mut bad),
+        deny_sources: source_ranges(a, "denylist-source-range", &mut bad),
+        hash_on: hash_on(a, &mut bad),
+    }
+}
+
+type Bad<'b> = dyn FnMut(&str, String, bool) + 'b;
+
+pub(super) fn flag(a: &Annotations, name: &str, default: bool, bad: &mut Bad) -> bool {
+    match a.get(name).map(|v| v.trim()) {
+        None => default,
+        Some("true") => true,
+        Some("false") => false,
+        Some(other) => {
+            bad(name, format!("{other:?} is not true or false"), false);
+            default
+        }
+    }
+}
+
+fn path_value(a: &Annotations, name: &str, bad: &mut Bad) -> Option<String> {
+    let value = a.get(name)?;
+    if value.starts_with('/') {
+        Some(value.to_string())
+    } else {
+        bad(
+            name,
+            format!("{value:?} is not a path starting with /"),
+            false,
+        );
+        None
+    }
+}
+
+/// ingress-nginx reads timeouts as whole seconds.
+fn seconds(a: &Annotations, name: &str, bad: &mut Bad) -> Option<u64> {
+    let value = a.get(name)?;
+    match value.trim().trim_end_matches('s').parse::<u64>() {
+        Ok(s) => Some(s * 1000),
+        Err(_) => {
+            bad(name, format!("{value:?} is not a number of seconds"), false);
+            None
+        }
+    }
+}
+
+fn fixed_redirect(a: &Annotations, bad: &mut Bad) -> Option<FixedRedirect> {
+    // ingress-nginx gives the permanent redirect precedence over the temporal one.
+    let kinds = [
+        (
+            "permanent-redirect",
+            "permanent-redirect-code",
+            301,
+            300..=308,
+        ),
+        (
+            "temporal-redirect",
+            "temporal-redirect-code",
+            302,
+            300..=308,
+        ),
+    ];
+    for (name, code_name, default, codes) in kinds {
+        let Some(url) = a.get(name) else { continue };
+        if !(url.starts_with("http://") || url.starts_with("https://") || url.starts_with('/')) {
+            bad(
+                name,
+                format!("{url:?} is not an http(s) URL or a path"),
+                false,
+            );
+            continue;
+        }
+        let status = match a.get(code_name).map(|c| c.trim().parse::<u16>()) {
+            None => default,
+            Some(Ok(code)) if codes.contains(&code) => code,
+            Some(_) => {
+                let message = format!("not a redirect status (300-308); {default} is used");
+                bad(code_name, message, false);
+                default
+            }
+        };
+        return Some(FixedRedirect {
+            url: url.to_string(),
+            status,
+        });
+    }
+    None
+}
+
+fn backend_protocol(a: &Annotations, bad: &mut Bad) -> BackendProtocol {
+    let Some(value) = a.get("backend-protocol") else {
+        return BackendProtocol::Http;
+    };
+    match value.trim().to_ascii_uppercase().as_str() {
+        "HTTP" | "AUTO_HTTP" => BackendProtocol::Http,
+        "H2C" | "GRPC" => BackendProtocol::H2c,
+        "HTTPS" | "GRPCS" => {
+            // TLS to the backend without a CA to check it against (ingress-nginx does not
+            // verify by default): Ferry will not pretend; the Ingress is not served.
+            let message = format!("{value}: TLS to the backend is not originated from this annotation yet (use a BackendTLSPolicy or DestinationRule); the Ingress is not served");
+            bad("backend-protocol", message, true);
+            BackendProtocol::Http
+        }
+        other => {
+            bad(
+                "backend-protocol",
+                format!("{other:?} is not one of HTTP, HTTPS, GRPC, GRPCS, H2C"),
+                false,
+            );
+            BackendProtocol::Http
+        }
+    }
+}
+
+/// ingress-nginx's defaults: retry on `error timeout`, 3 tries, no time limit.
+fn next_upstream(a: &Annotations, bad: &mut Bad) -> Option<NextUpstream> {
+    let given = [
+        "proxy-next-upstream",
+        "proxy-next-upstream-tries",
+        "proxy-next-upstream-timeout",
+    ];
+    if !given.iter().any(|name| a.contains_key(name)) {
+        return None;
+    }
+    let mut retry_on = RetryOn {
+        connect_failure: true,
+        reset: true,
+        ..RetryOn::default()
+    };
+    let mut codes = Vec::new();
+    if let Some(list) = a.get("proxy-next-upstream") {
+        retry_on = RetryOn::default();
+        for condition in list.split_whitespace() {
+            match condition {
+                "error" => {
+                    retry_on.connect_failure = true;
+                    retry_on.reset = true;
+                }
+                "timeout" => retry_on.reset = true,
+                "off" => {
+                    return Some(NextUpstream {
+                        retry_on: RetryOn::default(),
+                        tries: 1,
+                        timeout_ms: None,
+                    })
+                }
+                code if code.starts_with("http_") => match code[5..].parse::<u16>() {
+                    Ok(status) => codes.push(status),
+                    Err(_) => bad(
+                        "proxy-next-upstream",
+                        format!("{code:?} is not a condition Ferry knows"),
+                        false,
+                    ),
+                },
+                other => bad(
+                    "proxy-next-upstream",
+                    format!("{other:?} is not a condition Ferry applies"),
+                    false,
+                ),
+            }
+        }
+    }
+    retry_on.status_codes = codes.into();
+    let tries = match a
+        .get("proxy-next-upstream-tries")
+        .map(|t| t.trim().parse::<u32>())
+    {
+        None => 3,
+        Some(Ok(0)) => 3, // nginx: 0 means no limit; Ferry keeps ingress-nginx's default
+        Some(Ok(n)) => n,
+        Some(Err(_)) => {
+            bad(
+                "proxy-next-upstream-tries",
+                "not a number of tries".into(),
+                false,
+            );
+            3
+        }
+    };
+    let timeout_ms = seconds(a, "proxy-next-upstream-timeout", bad).filter(|ms| *ms > 0);
+    Some(NextUpstream {
+        retry_on,
+        tries,
+        timeout_ms,
+    })
+}
+
+/// `enable-cors` with ingress-nginx's defaults for what is not given.
+fn cors(a: &Annotations, bad: &mut Bad) -> Option<Cors> {
+    if !flag(a, "enable-cors", false, bad) {
+        return None;
+    }
+    let list = |name: &str, default: &str| -> Vec<ferry_model::Str> {
+        a.get(name)
+            .copied()
+            .unwrap_or(default)
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(Into::into)
+            .collect()
+    };
+    let origins = list("cors-allow-origin", "*")
+        .into_iter()
+        .map(|origin| origin_match(&origin))
+        .collect::<Vec<_>>();
+    let max_age = match a.get("cors-max-age").map(|v| v.trim().parse::<u64>()) {
+        None => Some(1_728_000),
+        Some(Ok(seconds)) => Some(seconds),
+        Some(Err(_)) => {
+            bad("cors-max-age", "not a number of seconds".into(), false);
+            Some(1_728_000)
+        }
+    };
+    Some(Cors {
+        allow_origins: origins.into(),
+        allow_methods: list("cors-allow-methods", "GET, PUT, POST, DELETE, PATCH, OPTIONS").into(),
+        allow_headers: list(
+            "cors-allow-headers",
+            "DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,Content-Type,Range,Authorization",
+        )
+        .into(),
+        expose_headers: list("cors-expose-headers", "").into(),
+        max_age_seconds: max_age,
+        allow_credentials: flag(a, "cors-allow-credentials", true, bad),
+        forward_refused_preflights: false,
+    })
+}
+
+/// An origin entry: `*`, an exact origin, or a `*.` wildcard subdomain (ingress-nginx's).
+fn origin_match(origin: &str) -> StringMatch {
+    match origin.split_once("://*.") {
+        Some((scheme, domain)) => StringMatch::Regex(
+            format!(
+                "{}://[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*\\.{}",
+                regex_escape(scheme),
+                regex_escape(domain)
+            )
+            .into(),
+        ),
+        None => StringMatch::Exact(origin.into()),
+    }
+}
+
+pub(super) fn regex_escape(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let special = "\\.+*?()|[]{}^$#&-~".contains(c);
+            special
+                .then_some('\\')
+                .into_iter()
+                .chain(std::iter::once(c))
+        })
+        .collect()
+}
+
+/// A comma-separated CIDR list; a bad entry blocks the Ingress (an allow list that lost
+/// an entry, or a deny list that lost one, is not what the user wrote).
+fn source_ranges(a: &Annotations, name: &str, bad: &mut Bad) -> Vec<IpBlock> {
+    let Some(list) = a.get(name) else {
+        return Vec::new();
+    };
+    let mut ranges = Vec::new();
+    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        match IpBlock::parse(entry) {
+            Some(block) => ranges.push(block),
+            None => {
+                let message =
+                    format!("{entry:?} is not an address or CIDR range; the Ingress is not served");
+                bad(name, message, true)
+            }
+        }
+    }
+    ranges
+}
+
+/// `affinity: cookie` (with its `session-cookie-*`), else `upstream-hash-by`.
+fn hash_on(a: &Annotations, bad: &mut Bad) -> Option<HashOn> {
+    match a.get("affinity").map(|v| v.trim()) {
+        Some("cookie") => {
+            let name = a
+                .get("session-cookie-name")
+                .copied()
+                .unwrap_or("INGRESSCOOKIE");
+            let ttl = a
+                .get("session-cookie-max-age")
+                .or_else(|| a.get("session-cookie-expires"))
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            return Some(HashOn::Cookie {
+                name: name.into(),
+                path: a.get("session-cookie-path").map(|p| (*p).into()),
+                // ingress-nginx always issues its cookie; without an age it is a session
+                // cookie, which Ferry issues with a day's lifetime.
+                ttl_seconds: Some(ttl.unwrap_or(86_400)),
+            });
+        }
+        Some(other) => bad(
+            "affinity",
+            format!("{other:?}: only cookie affinity exists"),
+            false,
+        ),
+        None => {}
+    }
+    let key = a.get("upstream-hash-by")?.trim();
+    match key {
+        "$remote_addr" | "$binary_remote_addr" => Some(HashOn::SourceIp),
+        _ if key.starts_with("$http_") => Some(HashOn::Header(key[6..].replace('_', "-").into())),
+        _ if key.starts_with("$cookie_") => Some(HashOn::Cookie {
+            name: key[8..].into(),
+            path: None,
+            ttl_seconds: None,
+        }),
+        _ if key.starts_with("$arg_") => Some(HashOn::QueryParameter(key[5..].into())),
+        other => {
+            let message = format!("{other:?}: Ferry hashes on $remote_addr, $http_<header>, $cookie_<name> or $arg_<name>");
+            bad("upstream-hash-by", message, false);
+            None
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! ingress-nginx's annotations on Ingresses, through the real binary and a real HTTP
+//! client (both protocols): one table of requests and what each must get, plus what is
+//! refused and reported.
+
+mod support;
+
+use support::manifests::{ep, join, service};
+use support::{free_port, ConfigDir, Echo, Gateway, Http, BOTH};
+
+/// An Ingress of class nginx on `host` with one Prefix path to `backend`, annotated.
+fn ingress(
+    name: &str,
+    host: &str,
+    path: &str,
+    backend: &str,
+    annotations: &[(&str, &str)],
+) -> String {
+    let annotations: Vec<String> = annotations
+        .iter()
+        .map(|(k, v)| format!("nginx.ingress.kubernetes.io/{k}: {v:?}"))
+        .collect();
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: web\n  annotations: {{{}}}\n\
+         spec:\n  ingressClassName: nginx\n  rules:\n  - host: {host}\n    http:\n      paths:\n      - {{path: {path:?}, pathType: ImplementationSpecific, backend: {{service: {{name: {backend}, port: {{number: 80}}}}}}}}\n",
+        annotations.join(", ")
+    )
+}
+
+fn manifests(main: &Echo, canary: &Echo) -> String {
+    join(&[
+        &ingress(
+            "rewrite",
+            "rewrite.example",
+            "/something(/|$)(.*)",
+            "main",
+            &[("rewrite-target", "/$2")],
+        ),
+        &ingress(
+            "headers",
+            "headers.example",
+            "/",
+            "main",
+            &[
+                ("x-forwarded-prefix", "/shop"),
+                ("upstream-vhost", "internal.example"),
+            ],
+        ),
+        &ingress("root", "root.example", "/", "main", &[("app-root", "/app")]),
+        &ingress(
+            "moved",
+            "moved.example",
+            "/",
+            "main",
+            &[("permanent-redirect", "https://example.org/new")],
+        ),
+        &ingress(
+            "secure",
+            "secure.example",
+            "/",
+            "main",
+            &[("force-ssl-redirect", "true")],
+        ),
+        &ingress(
+            "closed",
+            "closed.example",
+            "/",
+            "main",
+            &[("whitelist-source-range", "10.0.0.0/8")],
+        ),
+        &ingress(
+            "open",
+            "open.example",
+            "/",
+            "main",
+            &[("whitelist-source-range", "127.0.0.1, 10.0.0.0/8")],
+        ),
+        &ingress(
+            "denied",
+            "denied.example",
+            "/",
+            "main",
+            &[("denylist-source-range", "127.0.0.0/8")],
+        ),
+        &ingress(
+            "cors",
+            "cors.example",
+            "/",
+            "main",
+            &[
+                ("enable-cors", "true"),
+                ("cors-allow-origin", "https://app.example"),
+            ],
+        ),
+        &ingress("shop", "shop.example", "/", "main", &[]),
+        &ingress(
+            "shop-canary",
+            "shop.example",
+            "/",
+            "canary",
+            &[
+                ("canary", "true"),
+                ("canary-by-header", "X-Canary"),
+                ("canary-by-cookie", "beta"),
+                ("canary-weight", "0"),
+            ],
+        ),
+        &ingress("heavy", "heavy.example", "/", "main", &[]),
+        &ingress(
+            "heavy-canary",
+            "heavy.example",
+            "/",
+            "canary",
+            &[("canary", "true"), ("canary-weight", "100")],
+        ),
+        &ingress(
+            "snippet",
+            "snippet.example",
+            "/",
+            "main",
+            &[("configuration-snippet", "more_set_headers \"X: y\";")],
+        ),
+        &ingress(
+            "auth",
+            "auth.example",
+            "/",
+            "main",
+            &[("auth-url", "http://auth.example/check")],
+        ),
+        &ingress(
+            "buffered",
+            "buffered.example",
+            "/",
+            "main",
+            &[("proxy-buffering", "on")],
+        ),
+        &service("web", "main", 80, &[ep(main, &[])]),
+        &service("web", "canary", 80, &[ep(canary, &[])]),
+    ])
+}
+
+/// What one request must get: a status, and for 200 the backend, or a header's value.
+struct Case {
+    host: &'static str,
+    path: &'static str,
+    headers: &'static [(&'static str, &'static str)],
+    status: u16,
+    check: Check,
+}
+
+enum Check {
+    Backend(&'static str),
+    /// The path the backend saw.
+    UpstreamPath(&'static str),
+    /// A request header as the backend saw it.
+    UpstreamHeader(&'static str, &'static str),
+    /// A response header.
+    Header(&'static str, &'static str),
+}
+
+fn case(host: &'static str, path: &'static str, status: u16, check: Check) -> Case {
+    Case {
+        host,
+        path,
+        headers: &[],
+        status,
+        check,
+    }
+}
+
+fn cases(tls_port: u16) -> Vec<Case> {
+    let secure = Box::leak(format!("https://secure.example:{tls_port}/pay").into_boxed_str());
+    vec![
+        case(
+            "rewrite.example",
+            "/something/new/path",
+            200,
+            Check::UpstreamPath("/new/path"),
+        ),
+        case(
+            "rewrite.example",
+            "/SOMETHING",
+            200,
+            Check::UpstreamPath("/"),
+        ),
+        case(
+            "rewrite.example",
+            "/other",
+            404,
+            Check::Header("x-ferry-cause", "NR"),
+        ),
+        case(
+            "headers.example",
+            "/",
+            200,
+            Check::UpstreamHeader("x-forwarded-prefix", "/shop"),
+        ),
+        case(
+            "headers.example",
+            "/",
+            200,
+            Check::UpstreamHeader("host", "internal.example"),
+        ),
+        case(
+            "root.example",
+            "/",
+            302,
+            Check::Header("location", "http://root.example/app"),
+        ),
+        case("root.example", "/app", 200, Check::Backend("main")),
+        case(
+            "moved.example",
+            "/old",
+            301,
+            Check::Header("location", "https://example.org/new"),
+        ),
+        case(
+            "secure.example",
+            "/pay",
+            308,
+            Check::Header("location", secure),
+        ),
+        case(
+            "closed.example",
+            "/",
+            403,
+            Check::Header("x-ferry-cause", "RBAC"),
+        ),
+        case("open.example", "/", 200, Check::Backend("main")),
+        case(
+            "denied.example",
+            "/",
+            403,
+            Check::Header("x-ferry-cause", "RBAC"),
+        ),
+        Case {
+            host: "cors.example",
+            path: "/",
+            headers: &[("origin", "https://app.example")],
+            status: 200,
+            check: Check::Header("access-control-allow-origin", "https://app.example"),
+        },
+        case("shop.example", "/", 200, Check::Backend("main")),
+        Case {
+            host: "shop.example",
+            path: "/",
+            headers: &[("x-canary", "always")],
+            status: 200,
+            check: Check::Backend("canary"),
+        },
+        Case {
+            host: "shop.example",
+            path: "/",
+            headers: &[("x-canary", "never"), ("cookie", "beta=always")],
+            status: 200,
+            check: Check::Backend("main"),
+        },
+        Case {
+            host: "shop.example",
+            path: "/",
+            headers: &[("cookie", "a=1; beta=always")],
+            status: 200,
+            check: Check::Backend("canary"),
+        },
+        case("heavy.example", "/", 200, Check::Backend("canary")),
+        // Refused and unenforced annotations: the Ingress is not served at all.
+        case(
+            "snippet.example",
+            "/",
+            404,
+            Check::Header("x-ferry-cause", "NR"),
+        ),
+        case(
+            "auth.example",
+            "/",
+            404,
+            Check::Header("x-ferry-cause", "NR"),
+        ),
+        // Reported, not applied: served without it.
+        case("buffered.example", "/", 200, Check::Backend("main")),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ingress_nginx_annotations_are_applied_refused_or_reported() {
+    let (main, canary) = (Echo::start("main"), Echo::start("canary"));
+    let (port, tls_port) = (free_port(), free_port());
+    let dir = ConfigDir::new();
+    dir.write("all.yaml", &manifests(&main, &canary));
+    let gw = Gateway::spawn(
+        dir.path(),
+        &[
+            "--ingress-port",
+            &port.to_string(),
+            "--ingress-tls-port",
+            &tls_port.to_string(),
+            "--ingress-class",
+            "ferry,nginx",
+            "--cause-detail",
+            "full",
+        ],
+    );
+    gw.wait_ready().await;
+    for proto in BOTH {
+        let http = Http::new(proto);
+        for case in cases(tls_port) {
+            let url = format!("http://127.0.0.1:{port}{}", case.path);
+            let reply = http.get(&url, Some(case.host), case.headers).await.unwrap();
+            let what = format!(
+                "{proto:?} {}{} {:?}: {reply:?}",
+                case.host, case.path, case.headers
+            );
+            assert_eq!(reply.status, case.status, "{what}");
+            match case.check {
+                Check::Backend(name) => assert_eq!(reply.backend(), name, "{what}"),
+                Check::UpstreamPath(path) => assert_eq!(reply.echo()["path"], path, "{what}"),
+                Check::UpstreamHeader(name, value) => {
+                    let seen = if name == "host" {
+                        &reply.echo()["host"]
+                    } else {
+                        &reply.echo()["headers"][name]
+                    };
+                    assert_eq!(seen, value, "{what}")
+                }
+                Check::Header(name, prefix) => {
+                    let value = reply.header(name).unwrap_or_default();
+                    assert!(value.starts_with(prefix), "{name}: {value:?} — {what}")
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn analyze_names_each_annotation_not_applied() {
+    let (main, canary) = (Echo::start("main"), Echo::start("canary"));
+    let dir = ConfigDir::new();
+    dir.write("all.yaml", &manifests(&main, &canary));
+    let out = support::ferry()
+        .args(["analyze", "-f", &dir.path().display().to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = |object: &str, annotation: &str| {
+        text.lines()
+            .find(|l| l.contains(object) && l.contains(&format!("{annotation}']")))
+            .unwrap_or_else(|| panic!("no {object} {annotation} line in:\n{text}"))
+            .to_string()
+    };
+    assert!(line("Ingress web/snippet", "configuration-snippet").contains("FRY0108"));
+    assert!(line("Ingress web/auth", "auth-url").contains("FRY0105"));
+    assert!(line("Ingress web/buffered", "proxy-buffering").contains("FRY0107"));
+}
