@@ -98,6 +98,7 @@ const CODES: &[(&str, &str)] = &[
     ("NoMatchingPort", "FRY0307"),
     ("Refused", "FRY0108"),
     ("NoMainIngress", "FRY0308"),
+    ("TargetNotFound", "FRY0309"),
 ];
 
 /// The code of a reason; `FRY0999` for one not in the table (a test keeps that from happening).

@@ -58,8 +58,85 @@ pub fn all() -> Vec<CustomResourceDefinition> {
     ISTIO_KINDS
         .iter()
         .map(istio_crd)
+        .chain(std::iter::once(rate_limit_policy_crd()))
         .map(kept_by_helm)
         .collect()
+}
+
+/// Ferry's LocalRateLimitPolicy (`policy.ferry.dev/v1alpha1`), with its schema: the API
+/// server refuses a malformed policy before Ferry sees it, and Ferry's decoder names the
+/// field of anything else.
+fn rate_limit_policy_crd() -> CustomResourceDefinition {
+    use serde_json::json;
+    let string = json!({"type": "string"});
+    let target = json!({
+        "type": "object",
+        "required": ["kind", "name"],
+        "properties": {"group": string, "kind": string, "name": string},
+    });
+    let spec = json!({
+        "type": "object",
+        "required": ["targetRefs", "limit"],
+        "properties": {
+            "targetRefs": {"type": "array", "minItems": 1, "maxItems": 16, "items": target},
+            "limit": {
+                "type": "object",
+                "required": ["requests", "unit"],
+                "properties": {
+                    "requests": {"type": "integer", "minimum": 1},
+                    "unit": {"type": "string", "enum": ["Second", "Minute", "Hour"]},
+                },
+            },
+            "burst": {"type": "integer", "minimum": 1},
+            "key": {
+                "type": "object",
+                "required": ["type"],
+                "properties": {
+                    "type": {"type": "string", "enum": ["Route", "ClientIP", "Header"]},
+                    "header": string,
+                },
+            },
+            "statusCode": {"type": "integer", "minimum": 400, "maximum": 599},
+            "exemptSourceRanges": {"type": "array", "items": string},
+        },
+    });
+    let status = json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": "localratelimitpolicies.policy.ferry.dev",
+            "labels": {"gateway.networking.k8s.io/policy": "Direct"},
+        },
+        "spec": {
+            "group": "policy.ferry.dev",
+            "names": {
+                "kind": "LocalRateLimitPolicy",
+                "listKind": "LocalRateLimitPolicyList",
+                "plural": "localratelimitpolicies",
+                "singular": "localratelimitpolicy",
+                "shortNames": ["lrlp"],
+                "categories": ["ferry", "gateway-api"],
+            },
+            "scope": "Namespaced",
+            "versions": [{
+                "name": "v1alpha1",
+                "served": true,
+                "storage": true,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": [
+                    {"name": "Requests", "type": "integer", "jsonPath": ".spec.limit.requests"},
+                    {"name": "Per", "type": "string", "jsonPath": ".spec.limit.unit"},
+                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                ],
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "properties": {"spec": spec, "status": status},
+                }},
+            }],
+        },
+    });
+    serde_json::from_value(crd).expect("valid CRD")
 }
 
 /// Deleting a CRD deletes every object of its kind: `helm uninstall` must leave them (the
@@ -205,6 +282,7 @@ mod tests {
             "peerauthentications.security.istio.io",
             "authorizationpolicies.security.istio.io",
             "requestauthentications.security.istio.io",
+            "localratelimitpolicies.policy.ferry.dev",
         ] {
             assert!(
                 names.iter().any(|n| n == wanted),

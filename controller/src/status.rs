@@ -114,6 +114,11 @@ pub fn desired(inputs: &Inputs, reports: &[Report], applied: &Applied) -> Vec<De
         let status = json!({ "ancestors": ancestors });
         push(&mut out, meta, &policy.metadata.uid, status);
     }
+    for policy in &inputs.rate_limit_policies {
+        let meta = meta_of("LocalRateLimitPolicy", &policy.metadata);
+        let status = rate_limit_policy_status(reports, policy, &meta);
+        push(&mut out, meta, &policy.metadata.uid, status);
+    }
     for rejected in &inputs.rejected {
         if let Some((meta, status)) = rejected_status(rejected, reports) {
             push(&mut out, meta, &None, status);
@@ -700,6 +705,56 @@ fn object_conditions(
             ))
         })
         .collect()
+}
+
+/// Policy attachment status: one ancestor per target, with its `Accepted` condition
+/// (Accepted, Conflicted, Invalid, InvalidKind or TargetNotFound).
+fn rate_limit_policy_status(
+    reports: &[Report],
+    policy: &crate::inputs::ferry::LocalRateLimitPolicy,
+    meta: &Meta,
+) -> Value {
+    let generation = policy.metadata.generation;
+    let accepted: Vec<&Report> = reports
+        .iter()
+        .filter(|r| r.object == *meta && r.condition == "Accepted")
+        .collect();
+    let ancestors: Vec<Value> = policy
+        .spec
+        .target_refs
+        .iter()
+        .enumerate()
+        .map(|(index, target)| {
+            let field = format!("spec.targetRefs[{index}]");
+            let named = format!("{}/{}/{}", target.kind, meta.namespace, target.name);
+            let report = accepted
+                .iter()
+                .find(|r| r.field.as_deref() == Some(field.as_str()))
+                .or_else(|| {
+                    accepted
+                        .iter()
+                        .find(|r| r.parent.as_deref() == Some(named.as_str()))
+                })
+                .or_else(|| accepted.iter().find(|r| r.parent.is_none() && !r.status));
+            let condition = match report {
+                Some(r) => condition("Accepted", r.status, r.reason, &r.message, generation),
+                None => condition(
+                    "Accepted",
+                    false,
+                    "Pending",
+                    "not translated yet",
+                    generation,
+                ),
+            };
+            json!({
+                "ancestorRef": {"group": target.group, "kind": target.kind,
+                                "namespace": &*meta.namespace, "name": target.name},
+                "controllerName": CONTROLLER_NAME,
+                "conditions": [condition],
+            })
+        })
+        .collect();
+    json!({ "ancestors": ancestors })
 }
 
 fn condition(

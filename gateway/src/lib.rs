@@ -26,6 +26,7 @@ pub mod mesh_identity;
 pub mod metrics;
 pub mod proxy;
 pub mod proxy_protocol;
+pub mod rate_limit;
 pub mod rewrite;
 pub mod source;
 pub mod store;

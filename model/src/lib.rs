@@ -34,8 +34,8 @@ pub use tls::{
 };
 pub use traffic::{
     ClusterPolicy, Cors, Fault, FaultAbort, FaultDelay, HashOn, Limits, LoadBalancer,
-    OutlierDetection, ProxyProtocol, RetryBudget, RetryOn, RetryPolicy, RoutePolicy, SourceRanges,
-    TcpKeepalive,
+    OutlierDetection, ProxyProtocol, RateLimit, RateLimitKey, RetryBudget, RetryOn, RetryPolicy,
+    RoutePolicy, SourceRanges, TcpKeepalive,
 };
 
 /// Shorthand used by every constructor in the IR.

@@ -26,6 +26,41 @@ pub struct RoutePolicy {
     /// `denylist-source-range`); others get 403.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_ranges: Option<SourceRanges>,
+    /// Local rate limits, each counted by this proxy alone (N replicas allow N times the
+    /// rate); a request must pass all of them.
+    #[serde(default, skip_serializing_if = "<[RateLimit]>::is_empty")]
+    pub rate_limits: Arc<[RateLimit]>,
+}
+
+/// A token bucket per key: `requests` per `window_ms` sustained, up to `burst` at once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// Who set the limit (`Ingress/ns/name`, `LocalRateLimitPolicy/ns/name`): buckets and
+    /// the `RateLimit-Policy` header are named by it.
+    pub name: Str,
+    pub requests: u32,
+    pub window_ms: u64,
+    /// The bucket's size: requests allowed at once after a quiet spell (>= 1).
+    pub burst: u32,
+    pub key: RateLimitKey,
+    /// The status of a limited request (429; ingress-nginx answers 503).
+    pub status: u16,
+    /// Client addresses the limit does not apply to (ingress-nginx `limit-whitelist`).
+    #[serde(default, skip_serializing_if = "<[crate::authz::IpBlock]>::is_empty")]
+    pub exempt: Arc<[crate::authz::IpBlock]>,
+}
+
+/// What requests share a bucket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitKey {
+    /// All requests of the route.
+    Route,
+    /// Requests from one client address (after `--trusted-proxies`).
+    ClientIp,
+    /// Requests with one value of this header (lower-case name); those without it share
+    /// one bucket.
+    Header(Str),
 }
 
 /// The client address (after `--trusted-proxies`, as AuthorizationPolicy's `remoteIpBlocks`)

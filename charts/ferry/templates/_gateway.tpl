@@ -74,6 +74,9 @@ spec:
             {{- end }}
             - --ingress-port={{ $gw.ingress.port }}
             - --ingress-tls-port={{ $gw.ingress.tlsPort }}
+            {{- with $gw.ingress.classes }}
+            - --ingress-class={{ join "," . }}
+            {{- end }}
             - --workload-name={{ $gw.name }}
             - --access-log={{ $gw.accessLog }}
             - --max-connections={{ $gw.limits.maxConnections }}

@@ -29,7 +29,9 @@ impl StatusWriter {
                 "networking.istio.io" if r.kind == "Gateway" => {
                     Some(("Gateway.networking.istio.io".into(), r.clone()))
                 }
-                "networking.istio.io" | "security.istio.io" => Some((r.kind.clone(), r.clone())),
+                "networking.istio.io" | "security.istio.io" | "policy.ferry.dev" => {
+                    Some((r.kind.clone(), r.clone()))
+                }
                 _ => None,
             })
             .collect();

@@ -214,6 +214,9 @@ fn typed_object(
         ("gateway.networking.k8s.io", "BackendTLSPolicy") => {
             Object::BackendTlsPolicy(decode(value, header, origin)?)
         }
+        ("policy.ferry.dev", "LocalRateLimitPolicy") => {
+            Object::LocalRateLimitPolicy(decode(value, header, origin)?)
+        }
         // A kind of an API group Ferry speaks that it does not read (ServiceEntry, Sidecar,
         // UDPRoute...) is an error naming it, never skipped: it may restrict or secure
         // traffic that Ferry would otherwise serve without it.
@@ -245,10 +248,11 @@ fn typed_object(
 }
 
 /// The API groups whose kinds Ferry reads: any other kind of them is reported.
-pub const READ_GROUPS: [&str; 3] = [
+pub const READ_GROUPS: [&str; 4] = [
     "gateway.networking.k8s.io",
     "networking.istio.io",
     "security.istio.io",
+    "policy.ferry.dev",
 ];
 
 /// Deserializes one object, reporting the exact field path of any schema error.

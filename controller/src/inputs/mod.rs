@@ -1,6 +1,7 @@
 //! Typed Kubernetes objects the translator reads, and loading them from YAML/JSON manifests.
 
 pub mod authz;
+pub mod ferry;
 pub mod istio;
 mod load;
 pub mod security;
@@ -57,6 +58,7 @@ pub struct Inputs {
     /// controller replicas' reports (crate::applied), whole.
     pub config_maps: Vec<ConfigMap>,
     pub backend_tls_policies: Vec<BackendTlsPolicy>,
+    pub rate_limit_policies: Vec<ferry::LocalRateLimitPolicy>,
     /// Objects of the API groups Ferry reads that could not be read (a kind Ferry does not
     /// serve, an unknown field...): from the API server only, so their statuses can say why.
     pub rejected: Vec<Rejected>,
@@ -106,6 +108,7 @@ pub enum Object {
     Secret(Box<Secret>),
     ConfigMap(Box<ConfigMap>),
     BackendTlsPolicy(Box<BackendTlsPolicy>),
+    LocalRateLimitPolicy(Box<ferry::LocalRateLimitPolicy>),
 }
 
 impl Inputs {
@@ -170,6 +173,7 @@ impl Inputs {
                 self.config_maps.push(*o)
             }
             Object::BackendTlsPolicy(o) => self.backend_tls_policies.push(*o),
+            Object::LocalRateLimitPolicy(o) => self.rate_limit_policies.push(*o),
         }
     }
 
@@ -210,6 +214,8 @@ impl Inputs {
         out.ingresses.retain(|o| keep("Ingress", &o.metadata));
         out.backend_tls_policies
             .retain(|o| keep("BackendTLSPolicy", &o.metadata));
+        out.rate_limit_policies
+            .retain(|o| keep("LocalRateLimitPolicy", &o.metadata));
         out.services.retain(|o| keep("Service", &o.metadata));
         out
     }

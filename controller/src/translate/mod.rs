@@ -11,6 +11,7 @@ mod labels;
 mod mesh_tls;
 mod not_applied;
 mod outbound;
+mod rate_limit_policy;
 mod report;
 mod security;
 mod services;
@@ -146,6 +147,7 @@ pub fn translate(inputs: &Inputs, options: &Options) -> Output {
             ingress::translate(&mut cx);
         }
     }
+    rate_limit_policy::apply(&mut cx);
     istio::entries::report(&mut cx);
     istio::sidecar::report(&mut cx);
     security::translate(&mut cx);

@@ -233,6 +233,16 @@ impl RouteTable {
         routes.push((order, route));
     }
 
+    /// Calls `f` on every HTTP route, with the objects that declared its port.
+    pub fn for_each_route(&mut self, mut f: impl FnMut(&[Meta], &mut Route)) {
+        for entry in self.ports.values_mut() {
+            let sources: Vec<Meta> = entry.sources.iter().cloned().collect();
+            for (_, route) in entry.hosts.values_mut().flatten() {
+                f(&sources, route);
+            }
+        }
+    }
+
     /// Whether `port` is declared as an HTTPS listener.
     pub fn is_https(&self, port: u16) -> bool {
         self.ports

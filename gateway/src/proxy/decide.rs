@@ -145,17 +145,10 @@ pub fn decide(
             format!("NR no route for host {host:?} on port {port}"),
         ));
     };
-    let meta = &route.route.meta;
-    if let Some(ranges) = &route.route.policy.source_ranges {
-        let forwarded_for = crate::header_lookup::joined(req.headers, "x-forwarded-for");
-        let client = client_address.remote_ip(forwarded_for.as_deref(), req.client_ip);
-        if !ranges.admits(client) {
-            let cause = format!("RBAC denied by {meta}: client address not in its source ranges");
-            let mut reply = Decision::reply(403, cause).for_route(route);
-            reply.body = "RBAC: access denied".into();
-            return Decision::Reply(reply);
-        }
+    if let Some(refused) = admission(req, route, client_address) {
+        return Decision::Reply(refused);
     }
+    let meta = &route.route.meta;
     match &route.route.action {
         Action::Redirect(redirect) => {
             let request = RedirectRequest {
@@ -187,6 +180,32 @@ pub fn decide(
             reply => reply,
         },
     }
+}
+
+/// The route's own conditions on who may use it and how often: source ranges (403), then
+/// rate limits (429 or the limit's status).
+fn admission(
+    req: &RequestFacts<'_>,
+    route: &Arc<CompiledRoute>,
+    client_address: crate::limits::ClientAddress,
+) -> Option<Reply> {
+    let policy = &route.route.policy;
+    if policy.source_ranges.is_none() && policy.rate_limits.is_empty() {
+        return None;
+    }
+    let meta = &route.route.meta;
+    let forwarded_for = crate::header_lookup::joined(req.headers, "x-forwarded-for");
+    let client = client_address.remote_ip(forwarded_for.as_deref(), req.client_ip);
+    if let Some(ranges) = &policy.source_ranges {
+        if !ranges.admits(client) {
+            let cause = format!("RBAC denied by {meta}: client address not in its source ranges");
+            let mut reply = Decision::reply(403, cause).for_route(route);
+            reply.body = "RBAC: access denied".into();
+            return Some(reply);
+        }
+    }
+    super::rate_limits::check(req, &policy.rate_limits, client)
+        .map(|refused| refused.for_route(route))
 }
 
 const XFCC: &str = "x-forwarded-client-cert";

@@ -22,6 +22,7 @@ pub(crate) mod observe;
 mod pingora;
 mod pingora_request;
 mod policy;
+mod rate_limits;
 mod request_series;
 mod respond;
 pub(crate) mod stream;

@@ -246,7 +246,8 @@ fn add_rules(
             let target = backend_target(cx, &path.backend, &main.meta, &field);
             let target = backend_settings(cx, target, main);
             let canary = canaries::take(canaries, &host, &value, spec.exact);
-            let built = routes::build(settings, &spec, target, canary);
+            let limit_name = format!("Ingress/{}/{}", main.meta.namespace, main.meta.name);
+            let built = routes::build(settings, &limit_name, &spec, target, canary);
             let name = format!(
                 "{}/{}/rule/{r_index}/path/{p_index}",
                 main.meta.namespace, main.meta.name

@@ -53,13 +53,14 @@ pub fn path_match(settings: &Settings, path: &PathSpec) -> RouteMatch {
 /// The routes of one path: one, or one per canary variant.
 pub fn build(
     settings: &Settings,
+    name: &str,
     path: &PathSpec,
     main: BackendTarget,
     canary: Option<CanaryTarget>,
 ) -> Vec<Built> {
     let matcher = path_match(settings, path);
     let filters = filters(settings, path);
-    let policy = policy(settings);
+    let policy = policy(settings, name);
     if let Some(redirect) = &settings.redirect {
         let action = Action::Redirect(fixed_redirect(redirect));
         return vec![built(matcher, Vec::new(), action, access_only(&policy), 0)];
@@ -171,7 +172,7 @@ fn nginx_groups_to_re2(target: &str) -> String {
     out
 }
 
-fn policy(settings: &Settings) -> RoutePolicy {
+fn policy(settings: &Settings, name: &str) -> RoutePolicy {
     let retry = settings
         .next_upstream
         .as_ref()
@@ -186,8 +187,27 @@ fn policy(settings: &Settings) -> RoutePolicy {
         retry: retry.filter(|r| r.attempts > 0),
         cors: settings.cors.clone(),
         source_ranges: source_ranges(settings),
+        rate_limits: rate_limits(settings, name).into(),
         ..RoutePolicy::default()
     }
+}
+
+/// ingress-nginx's limits, per client address, answered 503 as ingress-nginx does (its
+/// `limit-req-status-code` default); a LocalRateLimitPolicy chooses its own status.
+fn rate_limits(settings: &Settings, name: &str) -> Vec<ferry_model::RateLimit> {
+    settings
+        .limits
+        .iter()
+        .map(|(requests, window_ms, burst)| ferry_model::RateLimit {
+            name: format!("{name}/{}", if *window_ms == 1000 { "rps" } else { "rpm" }).into(),
+            requests: *requests,
+            window_ms: *window_ms,
+            burst: *burst,
+            key: ferry_model::RateLimitKey::ClientIp,
+            status: 503,
+            exempt: settings.limit_exempt.clone().into(),
+        })
+        .collect()
 }
 
 /// `whitelist-source-range` / `denylist-source-range`: they hold for every route of the

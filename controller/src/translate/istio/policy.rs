@@ -39,6 +39,7 @@ pub fn route_policy(http: &HttpRoute, field: &str) -> Result<RoutePolicy, Proble
             .map(|c| cors(c, field))
             .transpose()?,
         source_ranges: None,
+        rate_limits: Vec::new().into(),
     })
 }
 

@@ -40,6 +40,10 @@ pub struct Settings {
     pub allow_sources: Vec<ferry_model::authz::IpBlock>,
     pub deny_sources: Vec<ferry_model::authz::IpBlock>,
     pub hash_on: Option<ferry_model::HashOn>,
+    /// `limit-rps` / `limit-rpm`: (requests, window in ms, burst), per client address.
+    pub limits: Vec<(u32, u64, u32)>,
+    /// `limit-whitelist`: client ranges no limit applies to.
+    pub limit_exempt: Vec<ferry_model::authz::IpBlock>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -42,7 +42,45 @@ pub(super) fn settings(a: &Annotations, findings: &mut Vec<Finding>) -> Settings
         allow_sources: source_ranges(a, "whitelist-source-range", &mut bad),
         deny_sources: source_ranges(a, "denylist-source-range", &mut bad),
         hash_on: hash_on(a, &mut bad),
+        limits: limits(a, &mut bad),
+        limit_exempt: source_ranges(a, "limit-whitelist", &mut bad),
     }
+}
+
+/// `limit-rps` and `limit-rpm` (both apply when both are given), each with a burst of
+/// `limit-burst-multiplier` (5) times the rate, as ingress-nginx's `limit_req ... burst=
+/// nodelay`.
+fn limits(a: &Annotations, bad: &mut Bad) -> Vec<(u32, u64, u32)> {
+    let multiplier = match a
+        .get("limit-burst-multiplier")
+        .map(|m| m.trim().parse::<u32>())
+    {
+        None => 5,
+        Some(Ok(m)) if m >= 1 => m,
+        Some(_) => {
+            bad(
+                "limit-burst-multiplier",
+                "not a whole number from 1; 5 is used".into(),
+                false,
+            );
+            5
+        }
+    };
+    let mut out = Vec::new();
+    for (name, window_ms) in [("limit-rps", 1_000), ("limit-rpm", 60_000)] {
+        let Some(value) = a.get(name) else { continue };
+        match value.trim().parse::<u32>() {
+            Ok(requests) if requests > 0 => {
+                out.push((requests, window_ms, requests.saturating_mul(multiplier)))
+            }
+            _ => bad(
+                name,
+                format!("{value:?} is not a number of requests from 1"),
+                false,
+            ),
+        }
+    }
+    out
 }
 
 type Bad<'b> = dyn FnMut(&str, String, bool) + 'b;

@@ -61,6 +61,10 @@ const APPLIED: &[&str] = &[
     "session-cookie-max-age",
     "session-cookie-expires",
     "upstream-hash-by",
+    "limit-rps",
+    "limit-rpm",
+    "limit-burst-multiplier",
+    "limit-whitelist",
 ];
 
 /// Access control and TLS annotations Ferry does not enforce yet (name or name prefix).
@@ -111,6 +115,7 @@ mod tests {
         assert_eq!(support("satisfy"), Support::FailsClosed);
         assert_eq!(support("proxy-ssl-verify"), Support::FailsClosed);
         assert_eq!(support("proxy-buffering"), Support::NotApplied);
-        assert_eq!(support("limit-rps"), Support::NotApplied);
+        assert_eq!(support("limit-rps"), Support::Applied);
+        assert_eq!(support("limit-connections"), Support::NotApplied);
     }
 }

@@ -1,0 +1,57 @@
+//! A route's local rate limits against the proxy's limiter, and the reply of a limited
+//! request with the IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers:
+//! `RateLimit-Policy` names the quota, `RateLimit` what is left) and `Retry-After`.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ferry_model::{RateLimit, RateLimitKey};
+
+use super::decide::{Decision, Reply};
+use super::facts::RequestFacts;
+use crate::rate_limit::{limiter, Verdict};
+
+/// The reply for a request one of `limits` refuses, if any does. `client`: the client's
+/// address after trusted proxies.
+pub fn check(
+    req: &RequestFacts<'_>,
+    limits: &[RateLimit],
+    client: Option<IpAddr>,
+) -> Option<Reply> {
+    for limit in limits {
+        if client.is_some_and(|ip| limit.exempt.iter().any(|b| b.contains(ip))) {
+            continue;
+        }
+        let key = key_of(req, &limit.key, client);
+        if let Verdict::Limited { retry_after } = limiter().check(limit, &key) {
+            return Some(limited(limit, retry_after));
+        }
+    }
+    None
+}
+
+fn key_of(req: &RequestFacts<'_>, key: &RateLimitKey, client: Option<IpAddr>) -> String {
+    match key {
+        RateLimitKey::Route => String::new(),
+        RateLimitKey::ClientIp => client.map(|ip| ip.to_string()).unwrap_or_default(),
+        RateLimitKey::Header(name) => crate::header_lookup::joined(req.headers, name)
+            .map(|v| v.into_owned())
+            .unwrap_or_default(),
+    }
+}
+
+fn limited(limit: &RateLimit, retry_after: Duration) -> Reply {
+    let seconds = retry_after.as_millis().div_ceil(1000).max(1);
+    let mut reply = Decision::reply(limit.status, format!("RL {}: local rate limit", limit.name));
+    reply.body = "local_rate_limited".into();
+    let window = Duration::from_millis(limit.window_ms).as_secs().max(1);
+    reply.headers.extend([
+        (
+            "ratelimit-policy",
+            format!("\"{}\";q={};w={window}", limit.name, limit.requests),
+        ),
+        ("ratelimit", format!("\"{}\";r=0;t={seconds}", limit.name)),
+        ("retry-after", seconds.to_string()),
+    ]);
+    reply
+}
