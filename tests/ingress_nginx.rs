@@ -133,6 +133,20 @@ fn manifests(main: &Echo, canary: &Echo) -> String {
             "main",
             &[("proxy-buffering", "on")],
         ),
+        &ingress(
+            "small",
+            "small.example",
+            "/",
+            "main",
+            &[("proxy-body-size", "10")],
+        ),
+        &ingress(
+            "large",
+            "large.example",
+            "/",
+            "main",
+            &[("proxy-body-size", "0")],
+        ),
         &service("web", "main", 80, &[ep(main, &[])]),
         &service("web", "canary", 80, &[ep(canary, &[])]),
     ])
@@ -327,6 +341,30 @@ async fn ingress_nginx_annotations_are_applied_refused_or_reported() {
                 }
             }
         }
+        // proxy-body-size, and ingress-nginx's 1 MiB default for its class; 0 lifts it.
+        let body = |n: usize| bytes::Bytes::from(vec![b'x'; n]);
+        let url = format!("http://127.0.0.1:{port}/");
+        let post = |host: &'static str, n: usize| http.send("POST", &url, Some(host), &[], body(n));
+        assert_eq!(
+            post("small.example", 10).await.unwrap().status,
+            200,
+            "{proto:?}"
+        );
+        assert_eq!(
+            post("small.example", 11).await.unwrap().status,
+            413,
+            "{proto:?}"
+        );
+        assert_eq!(
+            post("shop.example", 2 << 20).await.unwrap().status,
+            413,
+            "{proto:?}"
+        );
+        assert_eq!(
+            post("large.example", 2 << 20).await.unwrap().status,
+            200,
+            "{proto:?}"
+        );
     }
 }
 

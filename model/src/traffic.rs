@@ -30,6 +30,10 @@ pub struct RoutePolicy {
     /// rate); a request must pass all of them.
     #[serde(default, skip_serializing_if = "<[RateLimit]>::is_empty")]
     pub rate_limits: Arc<[RateLimit]>,
+    /// Requests with a larger body get 413 (ingress-nginx `proxy-body-size`); the
+    /// proxy-wide `--max-request-body` holds as well.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_body_bytes: Option<u64>,
 }
 
 /// A token bucket per key: `requests` per `window_ms` sustained, up to `burst` at once.

@@ -190,6 +190,13 @@ fn admission(
     client_address: crate::limits::ClientAddress,
 ) -> Option<Reply> {
     let policy = &route.route.policy;
+    if let Some(limit) = policy.max_request_body_bytes {
+        let declared = crate::header_lookup::first_text(req.headers, "content-length");
+        if super::body_limit::declared_over(declared.map(str::as_bytes), limit) {
+            let reply = Decision::reply(413, super::body_limit::cause(limit));
+            return Some(reply.for_route(route));
+        }
+    }
     if policy.source_ranges.is_none() && policy.rate_limits.is_empty() {
         return None;
     }

@@ -233,7 +233,15 @@ impl ProxyHttp for FerryProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let (Some(limit), Some(chunk)) = (self.body_limit, body.as_ref()) {
+        let route_limit = ctx
+            .route
+            .as_ref()
+            .and_then(|r| r.route.policy.max_request_body_bytes);
+        let limit = match (self.body_limit, route_limit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let (Some(limit), Some(chunk)) = (limit, body.as_ref()) {
             if let Err(e) = body_limit::count(ctx, chunk.len(), limit) {
                 self.metrics.request_body_too_large.inc();
                 return Err(e);

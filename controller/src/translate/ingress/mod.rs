@@ -84,6 +84,10 @@ fn read_annotations<'i>(
 ) -> Option<Served<'i>> {
     let meta = meta_of("Ingress", &ingress.metadata);
     let (settings, mut findings) = nginx::read(ingress);
+    let settings = match nginx_class {
+        true => settings.with_nginx_defaults(),
+        false => settings,
+    };
     if settings.canary.is_some() {
         findings.extend(nginx::canary_ignores(ingress));
     }
@@ -245,7 +249,13 @@ fn add_rules(
             let field = format!("spec.rules[{r_index}].http.paths[{p_index}].backend");
             let target = backend_target(cx, &path.backend, &main.meta, &field);
             let target = backend_settings(cx, target, main);
-            let canary = canaries::take(canaries, &host, &value, spec.exact);
+            let canary = canaries::take(canaries, &host, &value, spec.exact).map(|c| {
+                // The canary's backend gets the main Ingress's backend settings too.
+                routes::CanaryTarget {
+                    target: backend_settings(cx, c.target, main),
+                    ..c
+                }
+            });
             let limit_name = format!("Ingress/{}/{}", main.meta.namespace, main.meta.name);
             let built = routes::build(settings, &limit_name, &spec, target, canary);
             let name = format!(

@@ -188,6 +188,7 @@ fn policy(settings: &Settings, name: &str) -> RoutePolicy {
         cors: settings.cors.clone(),
         source_ranges: source_ranges(settings),
         rate_limits: rate_limits(settings, name).into(),
+        max_request_body_bytes: settings.max_body_bytes(),
         ..RoutePolicy::default()
     }
 }

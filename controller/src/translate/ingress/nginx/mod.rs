@@ -44,6 +44,23 @@ pub struct Settings {
     pub limits: Vec<(u32, u64, u32)>,
     /// `limit-whitelist`: client ranges no limit applies to.
     pub limit_exempt: Vec<ferry_model::authz::IpBlock>,
+    /// `proxy-body-size` in bytes; `Some(0)`: no limit.
+    pub body_size: Option<u64>,
+}
+
+impl Settings {
+    /// ingress-nginx's defaults for what its class's Ingresses do not say: a 1 MiB body
+    /// limit and a 5 s connect timeout (its `proxy-body-size` and `proxy-connect-timeout`).
+    pub fn with_nginx_defaults(mut self) -> Settings {
+        self.body_size.get_or_insert(1 << 20);
+        self.connect_timeout_ms.get_or_insert(5_000);
+        self
+    }
+
+    /// The body limit to enforce, if any.
+    pub fn max_body_bytes(&self) -> Option<u64> {
+        self.body_size.filter(|bytes| *bytes > 0)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -44,6 +44,34 @@ pub(super) fn settings(a: &Annotations, findings: &mut Vec<Finding>) -> Settings
         hash_on: hash_on(a, &mut bad),
         limits: limits(a, &mut bad),
         limit_exempt: source_ranges(a, "limit-whitelist", &mut bad),
+        body_size: body_size(a, &mut bad),
+    }
+}
+
+/// nginx sizes: bytes, or with a k, m or g suffix (either case); 0 lifts the limit.
+fn body_size(a: &Annotations, bad: &mut Bad) -> Option<u64> {
+    let value = a.get("proxy-body-size")?.trim();
+    let (digits, unit) = match value.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&value[..i], c.to_ascii_lowercase()),
+        _ => (value, 'b'),
+    };
+    let scale = match unit {
+        'b' => 1,
+        'k' => 1 << 10,
+        'm' => 1 << 20,
+        'g' => 1 << 30,
+        _ => 0,
+    };
+    match digits.parse::<u64>() {
+        Ok(n) if scale > 0 => Some(n.saturating_mul(scale)),
+        _ => {
+            bad(
+                "proxy-body-size",
+                format!("{value:?} is not a size such as 8m"),
+                false,
+            );
+            None
+        }
     }
 }
 

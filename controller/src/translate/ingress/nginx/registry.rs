@@ -65,6 +65,7 @@ const APPLIED: &[&str] = &[
     "limit-rpm",
     "limit-burst-multiplier",
     "limit-whitelist",
+    "proxy-body-size",
 ];
 
 /// Access control and TLS annotations Ferry does not enforce yet (name or name prefix).
