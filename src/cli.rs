@@ -33,7 +33,7 @@ pub enum Command {
     /// Print the CustomResourceDefinitions Ferry ships (Istio networking and security), for
     /// `ferry crds | kubectl apply --server-side -f -`. The Gateway API CRDs are the upstream
     /// release's: `ferry precheck` says which to apply.
-    Crds,
+    Crds(CrdsArgs),
     /// Check manifests (or a live cluster) for every problem Ferry would report, each with a
     /// stable code, the object and the field, like `istioctl analyze`. Exits 1 when a problem
     /// at or above --failure-threshold is found.
@@ -52,6 +52,13 @@ pub enum Command {
     /// The pod's init step: iptables rules sending the pod's TCP traffic through its sidecar
     /// (as istio-init). Needs NET_ADMIN in the pod's network namespace.
     SidecarInit(SidecarInitArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CrdsArgs {
+    /// Only Istio's kinds (`istio`) or only Ferry's own (`ferry`: LocalRateLimitPolicy).
+    #[arg(long, value_parser = ["istio", "ferry"])]
+    pub only: Option<String>,
 }
 
 #[derive(Args)]

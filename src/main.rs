@@ -73,8 +73,14 @@ fn main() -> anyhow::Result<()> {
             cli::Command::Echo(args) => run_echo(args).await,
             cli::Command::ProxyConfig(args) => proxy_config::run(args).await,
             cli::Command::ProxyStatus(args) => proxy_status::run(args).await,
-            cli::Command::Crds => {
-                print!("{}", ferry_controller::crds::yaml());
+            cli::Command::Crds(args) => {
+                use ferry_controller::crds;
+                let text = match args.only.as_deref() {
+                    Some("istio") => crds::istio_yaml(),
+                    Some("ferry") => crds::ferry_yaml(),
+                    _ => crds::yaml(),
+                };
+                print!("{text}");
                 Ok(())
             }
             cli::Command::Analyze(args) => analyze_cmd::run(args).await,

@@ -139,16 +139,18 @@ fn mask_generated(rendered: &str) -> String {
 
 #[test]
 fn the_crds_chart_holds_what_ferry_crds_prints_and_no_gateway_api_crd() {
-    let out = support::ferry().arg("crds").output().unwrap();
-    let printed = String::from_utf8(out.stdout).unwrap();
-    let path = root().join("charts/ferry-crds/files/istio.yaml");
-    let shipped = std::fs::read_to_string(&path).unwrap();
-    assert!(
-        printed == shipped,
-        "{} is stale: regenerate with `ferry crds > {}`",
-        path.display(),
-        path.display()
-    );
+    for set in ["istio", "ferry"] {
+        let out = support::ferry().args(["crds", "--only", set]).output().unwrap();
+        let printed = String::from_utf8(out.stdout).unwrap();
+        let path = root().join(format!("charts/ferry-crds/files/{set}.yaml"));
+        let shipped = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            printed == shipped,
+            "{} is stale: regenerate with `ferry crds --only {set} > {}`",
+            path.display(),
+            path.display()
+        );
+    }
     let crds_chart = chart("ferry-crds");
     let kinds = |args: &[&str]| {
         let mut all = vec!["template", "crds", &crds_chart];
@@ -170,10 +172,15 @@ fn the_crds_chart_holds_what_ferry_crds_prints_and_no_gateway_api_crd() {
             "Sidecar",
             "PeerAuthentication",
             "AuthorizationPolicy",
-            "RequestAuthentication"
+            "RequestAuthentication",
+            "LocalRateLimitPolicy"
         ]
     );
-    assert!(kinds(&["--set", "istio.enabled=false"]).is_empty());
+    assert_eq!(
+        kinds(&["--set", "istio.enabled=false"]),
+        ["LocalRateLimitPolicy"],
+        "Ferry's own kinds stay"
+    );
 }
 
 fn install(api: &ApiServer, release: &str, chart_name: &str, extra: &[&str]) -> String {

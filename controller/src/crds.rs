@@ -256,8 +256,21 @@ fn istio_crd(kind: &IstioKind) -> CustomResourceDefinition {
 
 /// Every CRD as one multi-document YAML stream.
 pub fn yaml() -> String {
-    all()
-        .iter()
+    stream(all())
+}
+
+/// Istio's kinds only (the ferry-crds chart's `istio.enabled` set).
+pub fn istio_yaml() -> String {
+    stream(all().into_iter().filter(|c| c.spec.group.ends_with(".istio.io")).collect())
+}
+
+/// Ferry's own kinds only (always installed by the ferry-crds chart).
+pub fn ferry_yaml() -> String {
+    stream(all().into_iter().filter(|c| c.spec.group.ends_with(".ferry.dev")).collect())
+}
+
+fn stream(crds: Vec<CustomResourceDefinition>) -> String {
+    crds.iter()
         .map(|crd| serde_yaml::to_string(crd).expect("CRDs serialize"))
         .collect::<Vec<_>>()
         .join("---\n")

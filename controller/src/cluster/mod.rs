@@ -41,6 +41,7 @@ const KINDS: &[(&str, &str)] = &[
     ("security.istio.io", "AuthorizationPolicy"),
     ("security.istio.io", "RequestAuthentication"),
     ("networking.k8s.io", "Ingress"),
+    ("networking.k8s.io", "IngressClass"),
     ("policy.ferry.dev", "LocalRateLimitPolicy"),
     ("", "Service"),
     ("discovery.k8s.io", "EndpointSlice"),

@@ -202,6 +202,9 @@ fn typed_object(
             Object::RequestAuthentication(decode(value, header, origin)?)
         }
         ("networking.k8s.io", "Ingress") => Object::Ingress(decode(value, header, origin)?),
+        ("networking.k8s.io", "IngressClass") => {
+            Object::IngressClass(decode(value, header, origin)?)
+        }
         ("", "Service") => Object::Service(decode(value, header, origin)?),
         ("discovery.k8s.io", "EndpointSlice") => {
             Object::EndpointSlice(decode(value, header, origin)?)

@@ -17,7 +17,7 @@ use gateway_api::apis::standard::backendtlspolicies::BackendTlsPolicy;
 use gateway_api::apis::standard::tlsroutes::TlsRoute;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 pub use load::{
     decode_api_object, load_path, manifest_files, parse_manifests, FieldError, LoadError,
@@ -46,6 +46,7 @@ pub struct Inputs {
     pub authorization_policies: Vec<authz::AuthorizationPolicy>,
     pub request_authentications: Vec<security::RequestAuthentication>,
     pub ingresses: Vec<Ingress>,
+    pub ingress_classes: Vec<IngressClass>,
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
     pub pods: Vec<Pod>,
@@ -100,6 +101,7 @@ pub enum Object {
     AuthorizationPolicy(Box<authz::AuthorizationPolicy>),
     RequestAuthentication(Box<security::RequestAuthentication>),
     Ingress(Box<Ingress>),
+    IngressClass(Box<IngressClass>),
     Service(Box<Service>),
     EndpointSlice(Box<EndpointSlice>),
     Pod(Box<Pod>),
@@ -130,6 +132,7 @@ impl Inputs {
             Object::AuthorizationPolicy(o) => self.authorization_policies.push(*o),
             Object::RequestAuthentication(o) => self.request_authentications.push(*o),
             Object::Ingress(o) => self.ingresses.push(*o),
+            Object::IngressClass(o) => self.ingress_classes.push(*o),
             Object::Service(o) => self.services.push(*o),
             Object::EndpointSlice(o) => self.endpoint_slices.push(*o),
             Object::Pod(o) => self.pods.push(*o),

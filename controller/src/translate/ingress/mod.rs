@@ -5,6 +5,7 @@ use ferry_model::{Action, BackendTarget, Meta, Route, RouteMatch, RoutePolicy, W
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 mod canaries;
+mod class;
 pub mod nginx;
 mod routes;
 
@@ -34,8 +35,8 @@ pub(crate) fn translate(cx: &mut Context<'_>) {
         .iter()
         .enumerate()
         .filter_map(|(load, ingress)| {
-            let class = class_served(ingress, &cx.options.ingress_class)?;
-            read_annotations(cx, load, ingress, class == "nginx")
+            let served = class::served(cx.inputs, ingress, &cx.options.ingress_class)?;
+            read_annotations(cx, load, ingress, served.nginx)
         })
         .collect();
     let mut canaries = canaries::index(cx, &served);
@@ -137,27 +138,6 @@ fn add_defaults(cx: &mut Context<'_>, port: u16, defaults: &[((bool, String), us
             };
             cx.table.add(port, host, order, route.clone());
         }
-    }
-}
-
-/// The class `ingress` is served as (`""` without one), if it is one of `classes`.
-fn class_served<'i>(ingress: &'i Ingress, classes: &str) -> Option<&'i str> {
-    let spec_class = ingress
-        .spec
-        .as_ref()
-        .and_then(|s| s.ingress_class_name.as_deref());
-    let annotation = ingress
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get("kubernetes.io/ingress.class"))
-        .map(String::as_str);
-    match spec_class.or(annotation) {
-        None => Some(""),
-        Some(class) => classes
-            .split(',')
-            .any(|c| c.trim() == class)
-            .then_some(class),
     }
 }
 
