@@ -35,7 +35,11 @@ pub async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
 
 /// Adds each file's objects; a file that cannot be read or parsed becomes a finding (and its
 /// objects are left out, as the gateway would leave the change out). Returns objects read.
-fn read_into(path: &std::path::Path, inputs: &mut Inputs, findings: &mut Vec<Finding>) -> usize {
+pub fn read_into(
+    path: &std::path::Path,
+    inputs: &mut Inputs,
+    findings: &mut Vec<Finding>,
+) -> usize {
     let files = match manifest_files(path) {
         Ok(files) => files,
         Err(e) => {

@@ -38,6 +38,10 @@ pub enum Command {
     /// stable code, the object and the field, like `istioctl analyze`. Exits 1 when a problem
     /// at or above --failure-threshold is found.
     Analyze(AnalyzeArgs),
+    /// Convert Ingresses (with their ingress-nginx annotations) to Gateway API objects Ferry
+    /// serves the same way: Gateways, HTTPRoutes, LocalRateLimitPolicies. What has no Gateway
+    /// API form is printed with the reason (stderr, and as comments on top of the output).
+    Migrate(MigrateArgs),
     /// Check that a cluster is ready for `helm install`: API reachable, Kubernetes version,
     /// CRDs already installed by others, and your permissions.
     Precheck(PrecheckArgs),
@@ -159,6 +163,33 @@ pub struct AnalyzeArgs {
     /// Lowest severity that makes the exit status 1: Error or Warning.
     #[arg(long, default_value = "Error", value_parser = ["Error", "Warning"])]
     pub failure_threshold: String,
+}
+
+#[derive(Args)]
+pub struct MigrateArgs {
+    /// Manifest files or directories (read recursively). Repeatable.
+    #[arg(short = 'f', long = "filename", required_unless_present = "cluster")]
+    pub files: Vec<PathBuf>,
+    /// Convert the Ingresses in the cluster (with any -f files added on top).
+    #[arg(long)]
+    pub cluster: bool,
+    /// Kubeconfig for --cluster; default: in-cluster config, then $KUBECONFIG / ~/.kube/config.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", default_value = "yaml", value_parser = ["yaml", "json"])]
+    pub output: String,
+    /// GatewayClass of the Gateways written.
+    #[arg(long, default_value = "ferry")]
+    pub gateway_class: String,
+    /// Ports of the Gateways' HTTP and HTTPS listeners.
+    #[arg(long, default_value_t = 80)]
+    pub http_port: u16,
+    #[arg(long, default_value_t = 443)]
+    pub https_port: u16,
+    /// Ingress classes converted, comma-separated (class-less Ingresses always are).
+    #[arg(long, default_value = "ferry,nginx")]
+    pub ingress_class: String,
 }
 
 #[derive(Args)]

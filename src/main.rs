@@ -5,6 +5,7 @@ mod cli;
 mod cli_limits;
 mod gateway_cmd;
 mod inject_cmd;
+mod migrate_cmd;
 mod precheck;
 mod proxy_config;
 mod proxy_status;
@@ -84,6 +85,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             cli::Command::Analyze(args) => analyze_cmd::run(args).await,
+            cli::Command::Migrate(args) => migrate_cmd::run(args).await,
             cli::Command::SidecarInit(args) => sidecar_init::run(args),
             cli::Command::Inject(args) => inject_cmd::run(args),
             cli::Command::Sidecar(args) => sidecar_cmd::run(args, log_control).await,

@@ -140,7 +140,10 @@ fn mask_generated(rendered: &str) -> String {
 #[test]
 fn the_crds_chart_holds_what_ferry_crds_prints_and_no_gateway_api_crd() {
     for set in ["istio", "ferry"] {
-        let out = support::ferry().args(["crds", "--only", set]).output().unwrap();
+        let out = support::ferry()
+            .args(["crds", "--only", set])
+            .output()
+            .unwrap();
         let printed = String::from_utf8(out.stdout).unwrap();
         let path = root().join(format!("charts/ferry-crds/files/{set}.yaml"));
         let shipped = std::fs::read_to_string(&path).unwrap();

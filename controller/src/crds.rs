@@ -261,12 +261,22 @@ pub fn yaml() -> String {
 
 /// Istio's kinds only (the ferry-crds chart's `istio.enabled` set).
 pub fn istio_yaml() -> String {
-    stream(all().into_iter().filter(|c| c.spec.group.ends_with(".istio.io")).collect())
+    stream(
+        all()
+            .into_iter()
+            .filter(|c| c.spec.group.ends_with(".istio.io"))
+            .collect(),
+    )
 }
 
 /// Ferry's own kinds only (always installed by the ferry-crds chart).
 pub fn ferry_yaml() -> String {
-    stream(all().into_iter().filter(|c| c.spec.group.ends_with(".ferry.dev")).collect())
+    stream(
+        all()
+            .into_iter()
+            .filter(|c| c.spec.group.ends_with(".ferry.dev"))
+            .collect(),
+    )
 }
 
 fn stream(crds: Vec<CustomResourceDefinition>) -> String {

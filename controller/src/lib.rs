@@ -17,6 +17,7 @@ pub mod inject;
 mod inject_probes;
 pub mod inputs;
 pub mod jwks;
+pub mod migrate;
 pub mod push;
 pub mod status;
 pub mod translate;

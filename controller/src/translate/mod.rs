@@ -5,6 +5,7 @@ pub(crate) mod duration;
 mod gateway_api;
 mod hosts;
 mod ingress;
+pub(crate) use ingress::{class as ingress_class, nginx as ingress_nginx};
 mod istio;
 mod jwt;
 mod labels;

@@ -115,10 +115,22 @@ mod tests {
         assert_eq!(serves(&ingress("nginx"), "ferry"), None);
         assert_eq!(serves(&ingress("nginx"), "ferry,nginx"), nginx);
         let ours = class("edge", CONTROLLER, false);
-        assert_eq!(serves(&format!("{}{ours}", ingress("edge")), "ferry"), plain, "its controller is Ferry");
+        assert_eq!(
+            serves(&format!("{}{ours}", ingress("edge")), "ferry"),
+            plain,
+            "its controller is Ferry"
+        );
         let theirs = class("public", NGINX_CONTROLLER, true);
         let classless = format!("{}{theirs}", ingress(""));
-        assert_eq!(serves(&classless, "ferry"), None, "the default class is someone else's");
-        assert_eq!(serves(&classless, "ferry,public"), nginx, "ingress-nginx's controller");
+        assert_eq!(
+            serves(&classless, "ferry"),
+            None,
+            "the default class is someone else's"
+        );
+        assert_eq!(
+            serves(&classless, "ferry,public"),
+            nginx,
+            "ingress-nginx's controller"
+        );
     }
 }

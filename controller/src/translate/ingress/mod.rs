@@ -5,7 +5,7 @@ use ferry_model::{Action, BackendTarget, Meta, Route, RouteMatch, RoutePolicy, W
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 mod canaries;
-mod class;
+pub(crate) mod class;
 pub mod nginx;
 mod routes;
 
