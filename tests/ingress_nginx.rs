@@ -141,6 +141,21 @@ fn manifests(main: &Echo, canary: &Echo) -> String {
             &[("proxy-body-size", "10")],
         ),
         &ingress(
+            "private",
+            "private.example",
+            "/",
+            "main",
+            &[("auth-type", "basic"), ("auth-secret", "users"), ("auth-realm", "Staff only")],
+        ),
+        &ingress("digest", "digest.example", "/", "main", &[("auth-type", "digest"), ("auth-secret", "users")]),
+        // htpasswd -m (Apache MD5) and -s (SHA-1) for "password"; carol's DES hash is not
+        // verified (reported).
+        &support::tls::secret_with(
+            "web",
+            "users",
+            &[("auth", "alice:$apr1$RandSalt$PgCXHRrkpSt4cbyC2C6bm/\nbob:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\ncarol:rl5ZcT9xhkAkE\n")],
+        ),
+        &ingress(
             "large",
             "large.example",
             "/",
@@ -291,6 +306,46 @@ fn cases(tls_port: u16) -> Vec<Case> {
         ),
         // Reported, not applied: served without it.
         case("buffered.example", "/", 200, Check::Backend("main")),
+        case(
+            "private.example",
+            "/",
+            401,
+            Check::Header("www-authenticate", "Basic realm=\"Staff only\""),
+        ),
+        Case {
+            host: "private.example",
+            path: "/",
+            headers: &[("authorization", "Basic YWxpY2U6cGFzc3dvcmQ=")], // alice:password
+            status: 200,
+            check: Check::Backend("main"),
+        },
+        Case {
+            host: "private.example",
+            path: "/",
+            headers: &[("authorization", "Basic YWxpY2U6d3Jvbmc=")], // alice:wrong
+            status: 401,
+            check: Check::Header("x-ferry-cause", "BASIC"),
+        },
+        Case {
+            host: "private.example",
+            path: "/",
+            headers: &[("authorization", "Basic Ym9iOnBhc3N3b3Jk")], // bob:password
+            status: 200,
+            check: Check::Backend("main"),
+        },
+        Case {
+            host: "private.example",
+            path: "/",
+            headers: &[("authorization", "Basic Y2Fyb2w6cGFzc3dvcmQ=")], // carol:password
+            status: 401,
+            check: Check::Header("x-ferry-cause", "BASIC"),
+        },
+        case(
+            "digest.example",
+            "/",
+            404,
+            Check::Header("x-ferry-cause", "NR"),
+        ),
     ]
 }
 
@@ -366,6 +421,12 @@ async fn ingress_nginx_annotations_are_applied_refused_or_reported() {
             "{proto:?}"
         );
     }
+    let dump = gw.config_dump().await.to_string();
+    assert!(dump.contains("private.example"), "the route is in the dump");
+    assert!(
+        !dump.contains("PgCXHRrkpSt4cbyC2C6bm/") && !dump.contains("W6ph5Mm5Pz8GgiULbPgzG37mj9g="),
+        "password hashes are not"
+    );
 }
 
 #[test]

@@ -195,12 +195,12 @@ fn identity(engine: &Engine) -> serde_json::Value {
 }
 
 /// The admin port is for operators and debugging tools: certificates are shown, their keys
-/// are not.
+/// are not, nor are password hashes.
 fn redact_private_keys(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Object(members) => {
             for (name, member) in members.iter_mut() {
-                if name == "private_key_pem" {
+                if name == "private_key_pem" || name == "password_hash" {
                     *member = ferry_model::PrivateKeyPem::REDACTED.into();
                 } else {
                     redact_private_keys(member);

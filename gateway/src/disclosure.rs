@@ -79,6 +79,7 @@ fn public_body(code: &str) -> &'static str {
         "URX" => "upstream retries exhausted\n",
         "FI" => "fault filter abort\n",
         "RBAC" => "RBAC: access denied\n",
+        "BASIC" => "Unauthorized\n",
         "JWT" => "Jwt verification fails\n",
         "DPE" => "bad request\n",
         "CORS" => "\n",

@@ -19,6 +19,7 @@ pub mod engine;
 mod h2_guard;
 mod header_lookup;
 mod header_names;
+mod htpasswd;
 pub mod limits;
 pub mod listeners;
 pub mod mesh_connect;

@@ -33,9 +33,9 @@ pub use tls::{
     ClientCertificate, ClientValidation, ListenerTls, PrivateKeyPem, ServerCertificate, UpstreamTls,
 };
 pub use traffic::{
-    ClusterPolicy, Cors, Fault, FaultAbort, FaultDelay, HashOn, Limits, LoadBalancer,
-    OutlierDetection, ProxyProtocol, RateLimit, RateLimitKey, RetryBudget, RetryOn, RetryPolicy,
-    RoutePolicy, SourceRanges, TcpKeepalive,
+    BasicAuth, BasicAuthUser, ClusterPolicy, Cors, Fault, FaultAbort, FaultDelay, HashOn, Limits,
+    LoadBalancer, OutlierDetection, PasswordHash, ProxyProtocol, RateLimit, RateLimitKey,
+    RetryBudget, RetryOn, RetryPolicy, RoutePolicy, SourceRanges, TcpKeepalive,
 };
 
 /// Shorthand used by every constructor in the IR.

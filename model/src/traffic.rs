@@ -34,6 +34,44 @@ pub struct RoutePolicy {
     /// proxy-wide `--max-request-body` holds as well.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_request_body_bytes: Option<u64>,
+    /// HTTP Basic authentication (ingress-nginx `auth-type: basic`): 401 without valid
+    /// credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+}
+
+/// The users a route lets in, with their htpasswd hashes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BasicAuth {
+    pub realm: Str,
+    pub users: Arc<[BasicAuthUser]>,
+}
+
+impl BasicAuth {
+    /// Whether proxies verify a hash of this form: bcrypt, Apache MD5 (`$apr1$`), `{SHA}`.
+    pub fn verifiable(hash: &str) -> bool {
+        ["$2y$", "$2a$", "$2b$", "$apr1$", "{SHA}"]
+            .iter()
+            .any(|prefix| hash.starts_with(prefix))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BasicAuthUser {
+    pub name: Str,
+    pub password_hash: PasswordHash,
+}
+
+/// An htpasswd hash: pushed to the proxy serving the route, never printed by `Debug` (logs)
+/// and replaced in configuration dumps, as private keys are.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PasswordHash(pub Str);
+
+impl std::fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(crate::PrivateKeyPem::REDACTED)
+    }
 }
 
 /// A token bucket per key: `requests` per `window_ms` sustained, up to `burst` at once.

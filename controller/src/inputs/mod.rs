@@ -139,9 +139,13 @@ impl Inputs {
             Object::Namespace(o) => self.namespaces.push(*o),
             Object::Node(o) => self.nodes.push(*o),
             Object::Secret(mut o) => {
-                // Only certificates, keys and CA bundles are read: nothing else is kept.
+                // Only certificates, keys, CA bundles and htpasswd files (ingress-nginx's
+                // basic auth) are read: nothing else is kept.
                 let wanted = |key: &String| {
-                    matches!(key.as_str(), "tls.crt" | "tls.key" | "ca.crt" | "cacert")
+                    matches!(
+                        key.as_str(),
+                        "tls.crt" | "tls.key" | "ca.crt" | "cacert" | "auth"
+                    )
                 };
                 if let Some(data) = o.data.as_mut() {
                     data.retain(|key, _| wanted(key));

@@ -182,8 +182,9 @@ pub fn decide(
     }
 }
 
-/// The route's own conditions on who may use it and how often: source ranges (403), then
-/// rate limits (429 or the limit's status).
+/// The route's own conditions on who may use it and how often, in nginx's phase order:
+/// the body limit (413), rate limits (429 or the limit's status: before the checks below,
+/// so a flood never reaches password hashing), source ranges (403), Basic credentials (401).
 fn admission(
     req: &RequestFacts<'_>,
     route: &Arc<CompiledRoute>,
@@ -197,12 +198,18 @@ fn admission(
             return Some(reply.for_route(route));
         }
     }
-    if policy.source_ranges.is_none() && policy.rate_limits.is_empty() {
+    if policy.source_ranges.is_none()
+        && policy.rate_limits.is_empty()
+        && policy.basic_auth.is_none()
+    {
         return None;
     }
     let meta = &route.route.meta;
     let forwarded_for = crate::header_lookup::joined(req.headers, "x-forwarded-for");
     let client = client_address.remote_ip(forwarded_for.as_deref(), req.client_ip);
+    if let Some(refused) = super::rate_limits::check(req, &policy.rate_limits, client) {
+        return Some(refused.for_route(route));
+    }
     if let Some(ranges) = &policy.source_ranges {
         if !ranges.admits(client) {
             let cause = format!("RBAC denied by {meta}: client address not in its source ranges");
@@ -211,8 +218,8 @@ fn admission(
             return Some(reply);
         }
     }
-    super::rate_limits::check(req, &policy.rate_limits, client)
-        .map(|refused| refused.for_route(route))
+    let auth = policy.basic_auth.as_ref()?;
+    super::basic_auth::check(req, auth, meta).map(|refused| refused.for_route(route))
 }
 
 const XFCC: &str = "x-forwarded-client-cert";

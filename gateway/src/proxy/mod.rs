@@ -7,6 +7,7 @@
 mod admit;
 pub(crate) mod authz;
 pub(crate) mod authz_index;
+mod basic_auth;
 pub(crate) mod body_limit;
 mod context;
 mod decide;

@@ -1,9 +1,10 @@
 //! Kubernetes Ingress: host rules, Exact/Prefix paths, default backends, on one port, with
 //! ingress-nginx's annotations (nginx/) applied, reported or refused.
 
-use ferry_model::{Action, BackendTarget, Meta, Route, RouteMatch, RoutePolicy, WeightedBackend};
+use ferry_model::{Action, BackendTarget, Meta, Route, RouteMatch, WeightedBackend};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
+mod basic_auth;
 mod canaries;
 pub(crate) mod class;
 pub mod nginx;
@@ -85,10 +86,11 @@ fn read_annotations<'i>(
 ) -> Option<Served<'i>> {
     let meta = meta_of("Ingress", &ingress.metadata);
     let (settings, mut findings) = nginx::read(ingress);
-    let settings = match nginx_class {
+    let mut settings = match nginx_class {
         true => settings.with_nginx_defaults(),
         false => settings,
     };
+    basic_auth::resolve(cx, &meta.namespace, &mut settings, &mut findings);
     if settings.canary.is_some() {
         findings.extend(nginx::canary_ignores(ingress));
     }
@@ -344,10 +346,7 @@ fn add_host_redirects(cx: &mut Context<'_>, main: &Served, place: &Placement, ru
         matcher,
         filters: Vec::new().into(),
         action,
-        policy: RoutePolicy {
-            source_ranges: routes::source_ranges(&main.settings),
-            ..RoutePolicy::default()
-        },
+        policy: routes::access_policy(&main.settings),
     };
     if let Some(root) = &main.settings.app_root {
         let (matcher, action) = routes::app_root_redirect(root);
@@ -410,10 +409,7 @@ fn default_route(cx: &mut Context<'_>, backend: &IngressBackend, main: &Served) 
         matcher: RouteMatch::default(),
         filters: Vec::new().into(),
         action: forward(target),
-        policy: RoutePolicy {
-            source_ranges: routes::source_ranges(&main.settings),
-            ..RoutePolicy::default()
-        },
+        policy: routes::access_policy(&main.settings),
     }
 }
 

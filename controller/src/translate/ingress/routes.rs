@@ -189,6 +189,7 @@ fn policy(settings: &Settings, name: &str) -> RoutePolicy {
         source_ranges: source_ranges(settings),
         rate_limits: rate_limits(settings, name).into(),
         max_request_body_bytes: settings.max_body_bytes(),
+        basic_auth: settings.basic_auth.clone(),
         ..RoutePolicy::default()
     }
 }
@@ -221,10 +222,20 @@ pub fn source_ranges(settings: &Settings) -> Option<ferry_model::SourceRanges> {
     })
 }
 
+/// Who may use the Ingress's routes that carry nothing else (default backend, redirects).
+pub fn access_policy(settings: &Settings) -> RoutePolicy {
+    RoutePolicy {
+        source_ranges: source_ranges(settings),
+        basic_auth: settings.basic_auth.clone(),
+        ..RoutePolicy::default()
+    }
+}
+
 /// What a redirect made from a route keeps of its policy: who may use it.
 pub fn access_only(policy: &RoutePolicy) -> RoutePolicy {
     RoutePolicy {
         source_ranges: policy.source_ranges.clone(),
+        basic_auth: policy.basic_auth.clone(),
         ..RoutePolicy::default()
     }
 }

@@ -41,6 +41,7 @@ pub fn route_policy(http: &HttpRoute, field: &str) -> Result<RoutePolicy, Proble
         source_ranges: None,
         rate_limits: Vec::new().into(),
         max_request_body_bytes: None,
+        basic_auth: None,
     })
 }
 

@@ -46,6 +46,10 @@ pub struct Settings {
     pub limit_exempt: Vec<ferry_model::authz::IpBlock>,
     /// `proxy-body-size` in bytes; `Some(0)`: no limit.
     pub body_size: Option<u64>,
+    /// `auth-type: basic` with `auth-secret` (`namespace/name` or `name`) and `auth-realm`.
+    pub basic_auth_secret: Option<(Option<String>, String, String)>,
+    /// The users of that Secret, once read (the translator fills it in).
+    pub basic_auth: Option<ferry_model::BasicAuth>,
 }
 
 impl Settings {

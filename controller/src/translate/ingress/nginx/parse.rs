@@ -45,7 +45,63 @@ pub(super) fn settings(a: &Annotations, findings: &mut Vec<Finding>) -> Settings
         limits: limits(a, &mut bad),
         limit_exempt: source_ranges(a, "limit-whitelist", &mut bad),
         body_size: body_size(a, &mut bad),
+        basic_auth_secret: basic_auth(a, &mut bad),
+        basic_auth: None,
     }
+}
+
+/// `auth-type: basic` and its Secret (an htpasswd file under the key `auth`, ingress-nginx's
+/// default `auth-secret-type: auth-file`). Anything Ferry cannot enforce keeps the Ingress
+/// from being served.
+fn basic_auth(a: &Annotations, bad: &mut Bad) -> Option<(Option<String>, String, String)> {
+    let Some(kind) = a.get("auth-type").map(|t| t.trim()) else {
+        for name in ["auth-secret", "auth-secret-type", "auth-realm"] {
+            if a.contains_key(name) {
+                bad(
+                    name,
+                    "without auth-type it does nothing (as in ingress-nginx)".into(),
+                    false,
+                );
+            }
+        }
+        return None;
+    };
+    if kind != "basic" {
+        bad(
+            "auth-type",
+            format!("{kind:?}: only basic is enforced; the Ingress is not served"),
+            true,
+        );
+        return None;
+    }
+    match a.get("auth-secret-type").map(|t| t.trim()) {
+        None | Some("auth-file") => {}
+        Some(other) => {
+            let message = format!("{other:?}: only auth-file (an htpasswd file under the key auth) is read; the Ingress is not served");
+            bad("auth-secret-type", message, true);
+            return None;
+        }
+    }
+    let Some(secret) = a
+        .get("auth-secret")
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    else {
+        bad(
+            "auth-secret",
+            "auth-type basic needs the Secret of its users; the Ingress is not served".into(),
+            true,
+        );
+        return None;
+    };
+    let (namespace, name) = match secret.split_once('/') {
+        Some((ns, name)) => (Some(ns.to_string()), name.to_string()),
+        None => (None, secret.to_string()),
+    };
+    let realm = a
+        .get("auth-realm")
+        .map_or("Authentication Required", |r| r.trim());
+    Some((namespace, name, realm.to_string()))
 }
 
 /// nginx sizes: bytes, or with a k, m or g suffix (either case); 0 lifts the limit.

@@ -66,6 +66,10 @@ const APPLIED: &[&str] = &[
     "limit-burst-multiplier",
     "limit-whitelist",
     "proxy-body-size",
+    "auth-type",
+    "auth-secret",
+    "auth-secret-type",
+    "auth-realm",
 ];
 
 /// Access control and TLS annotations Ferry does not enforce yet (name or name prefix).
@@ -112,6 +116,7 @@ mod tests {
         assert_eq!(support("configuration-snippet"), Support::Refused);
         assert_eq!(support("server-snippet"), Support::Refused);
         assert_eq!(support("auth-url"), Support::FailsClosed);
+        assert_eq!(support("auth-type"), Support::Applied);
         assert_eq!(support("auth-tls-verify-client"), Support::FailsClosed);
         assert_eq!(support("satisfy"), Support::FailsClosed);
         assert_eq!(support("proxy-ssl-verify"), Support::FailsClosed);
