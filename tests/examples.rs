@@ -343,3 +343,95 @@ async fn tls_passthrough_example_reaches_backends_that_terminate_their_own_tls()
     let metrics = gw.admin_get("/metrics").await;
     assert!(metrics.contains("response_flags=\"NR\""), "{metrics}");
 }
+
+/// The ingress-nginx example answers the same served as it is and after `ferry migrate`
+/// (run.sh and run.sh --migrated do the same with the same files).
+#[tokio::test(flavor = "multi_thread")]
+async fn ingress_nginx_migration_answers_alike_before_and_after() {
+    let name = "ingress-nginx-migration";
+    let flags = ["--ingress-port", "18090", "--ingress-class", "nginx"];
+    let listing = std::fs::read_to_string(example(name).join("backends.txt")).unwrap();
+    let _backends: Vec<Echo> = listing
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|line| {
+            let mut words = line.split_whitespace();
+            let address = words.next().unwrap().parse().unwrap();
+            let backend = words.next().unwrap();
+            let flags: Vec<&str> = words.collect();
+            Echo::start_at(address, backend, &flags)
+        })
+        .collect();
+    let before = {
+        let gw = Gateway::spawn(&example(name), &flags);
+        gw.wait_ready().await;
+        ingress_nginx_answers().await
+    };
+    let out = support::ferry()
+        .args(["migrate", "--http-port", "18090", "-f"])
+        .arg(example(name).join("ingresses.yaml"))
+        .arg("-f")
+        .arg(example(name).join("admin-ingress.yaml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let dir = support::ConfigDir::new();
+    dir.write("migrated.yaml", &String::from_utf8(out.stdout).unwrap());
+    for file in ["backends.yaml", "admin-ingress.yaml"] {
+        dir.write(
+            file,
+            &std::fs::read_to_string(example(name).join(file)).unwrap(),
+        );
+    }
+    let gw = Gateway::spawn(dir.path(), &flags);
+    gw.wait_ready().await;
+    let after = ingress_nginx_answers().await;
+    assert_eq!(before, after);
+    assert_eq!(before[0], (200, "api".into(), "/items".into()));
+    assert_eq!(before[1].1, "web-v2");
+    assert_eq!(
+        (before[2].0, before[3].0, before[4].1.as_str()),
+        (401, 200, "admin")
+    );
+    assert!(
+        before[5..].iter().any(|a| a.0 == 503),
+        "the rate limit: {before:?}"
+    );
+}
+
+/// (status, backend, upstream path) of the example's requests, the last 15 for the limit.
+async fn ingress_nginx_answers() -> Vec<(u16, String, String)> {
+    let http = Http::new(Proto::H1);
+    let get = |host: &'static str, path: &'static str, headers: &'static [(&str, &str)]| {
+        let http = http.clone();
+        async move {
+            let url = format!("http://127.0.0.1:18090{path}");
+            let r = http.get(&url, Some(host), headers).await.unwrap();
+            let path = r.echo()["path"].as_str().unwrap_or("-").to_string();
+            (r.status, r.backend(), path)
+        }
+    };
+    let mut out = vec![
+        get("shop.demo.example", "/api/items", &[]).await,
+        get("shop.demo.example", "/", &[("x-canary", "always")]).await,
+        get("admin.demo.example", "/", &[]).await,
+        // alice:password
+        get(
+            "admin.demo.example",
+            "/",
+            &[("authorization", "Basic YWxpY2U6cGFzc3dvcmQ=")],
+        )
+        .await,
+        get(
+            "admin.demo.example",
+            "/x",
+            &[("authorization", "Basic YWxpY2U6cGFzc3dvcmQ=")],
+        )
+        .await,
+    ];
+    for _ in 0..15 {
+        let (status, _, _) = get("shop.demo.example", "/", &[("x-canary", "never")]).await;
+        out.push((status, String::new(), String::new()));
+    }
+    out
+}

@@ -139,7 +139,13 @@ fn sources<'i>(
             gateway: class,
             nginx_class: served.nginx,
         };
-        let blocked = findings.iter().any(|f| f.blocks);
+        let mut blocked = findings.iter().any(|f| f.blocks);
+        if let Some((annotation, message)) = unconvertible_access(&source.settings) {
+            // Written without it, the routes would let in whom the Ingress keeps out.
+            let field = nginx::registry::field(annotation);
+            notes.push(note(&source, &field, message, true));
+            blocked = true;
+        }
         for finding in findings {
             let field = nginx::registry::field(&finding.name);
             let message = match finding.blocks {
@@ -153,6 +159,18 @@ fn sources<'i>(
         }
     }
     out
+}
+
+/// Access control of the Ingress that Gateway API cannot say: such an Ingress is left as it
+/// is (Ferry serves Ingresses and Gateway API side by side).
+fn unconvertible_access(settings: &Settings) -> Option<(&'static str, &'static str)> {
+    if settings.basic_auth_secret.is_some() {
+        return Some(("auth-type", "basic authentication has no Gateway API form: the Ingress is not converted; keep it as it is"));
+    }
+    if !settings.allow_sources.is_empty() || !settings.deny_sources.is_empty() {
+        return Some(("whitelist-source-range", "source ranges have no Gateway API form: the Ingress is not converted; keep it as it is"));
+    }
+    None
 }
 
 pub(crate) fn note(source: &Source, field: &str, message: &str, security: bool) -> Note {

@@ -205,12 +205,6 @@ fn settings_notes(source: &Source, out: &mut Migration) {
         let field = crate::translate::ingress_nginx::registry::field(annotation);
         out.notes.push(note(source, &field, message, security));
     };
-    if !s.allow_sources.is_empty() || !s.deny_sources.is_empty() {
-        add("whitelist-source-range", "source ranges have no Gateway API form: the routes written answer every address; add an AuthorizationPolicy (remoteIpBlocks) before switching", true);
-    }
-    if s.basic_auth_secret.is_some() {
-        add("auth-type", "basic authentication has no Gateway API form: the routes written let everyone in; keep the Ingress (or add authentication in front) until it does", true);
-    }
     if s.connect_timeout_ms.is_some() {
         add(
             "proxy-connect-timeout",
