@@ -518,3 +518,98 @@ async fn limit_rps_holds_the_rate_per_client() {
         assert_eq!(reply.status, 200, "limit-whitelist exempts 127.0.0.1");
     }
 }
+
+/// `backend-protocol: HTTPS` with `proxy-ssl-*`: unverified as ingress-nginx by default,
+/// verified against the Secret's CA with `proxy-ssl-verify: on` (a backend the CA did not
+/// sign gets no request), and `on` without a Secret is not served.
+#[tokio::test(flavor = "multi_thread")]
+async fn https_backends_with_proxy_ssl_settings() {
+    use support::tls::{secret_with, TestCa, TlsBackend};
+    let (backend_ca, stranger) = (TestCa::new("backend-ca"), TestCa::new("stranger"));
+    let backend = TlsBackend::start(&backend_ca.issue(&["backend.test"]), None).await;
+    let service = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: main, namespace: web}}\n\
+         spec: {{ports: [{{name: https, port: 80, targetPort: {port}}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: main-1, namespace: web, labels: {{kubernetes.io/service-name: main}}}}\n\
+         addressType: IPv4\nports: [{{name: https, port: {port}}}]\n\
+         endpoints: [{{addresses: [\"127.0.0.1\"], conditions: {{ready: true}}}}]\n",
+        port = backend.port
+    );
+    let verified = |ca: &'static str| {
+        [
+            ("backend-protocol", "HTTPS"),
+            ("proxy-ssl-verify", "on"),
+            ("proxy-ssl-secret", ca),
+            ("proxy-ssl-name", "backend.test"),
+        ]
+    };
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write(
+        "all.yaml",
+        &join(&[
+            &ingress(
+                "plain",
+                "plain.example",
+                "/",
+                "main",
+                &[("backend-protocol", "HTTPS")],
+            ),
+            &ingress(
+                "verified",
+                "verified.example",
+                "/",
+                "main",
+                &verified("web/backend-ca"),
+            ),
+            &ingress(
+                "stranger",
+                "stranger.example",
+                "/",
+                "main",
+                &verified("web/stranger-ca"),
+            ),
+            &ingress(
+                "no-ca",
+                "no-ca.example",
+                "/",
+                "main",
+                &[("backend-protocol", "HTTPS"), ("proxy-ssl-verify", "on")],
+            ),
+            &service,
+            &secret_with("web", "backend-ca", &[("ca.crt", &backend_ca.cert_pem)]),
+            &secret_with("web", "stranger-ca", &[("ca.crt", &stranger.cert_pem)]),
+        ]),
+    );
+    let gw = Gateway::spawn(
+        dir.path(),
+        &[
+            "--ingress-port",
+            &port.to_string(),
+            "--ingress-class",
+            "nginx",
+            "--cause-detail",
+            "full",
+        ],
+    );
+    gw.wait_ready().await;
+    let http = Http::new(support::Proto::H1);
+    let get = |host: &'static str| {
+        let http = http.clone();
+        let url = format!("http://127.0.0.1:{port}/hello");
+        async move { http.get(&url, Some(host), &[]).await.unwrap() }
+    };
+    let plain = get("plain.example").await;
+    assert_eq!(plain.status, 200, "{plain:?}");
+    let verified = get("verified.example").await;
+    assert_eq!(verified.status, 200, "{verified:?}");
+    assert_eq!(verified.echo()["sni"], "backend.test");
+    let stranger = get("stranger.example").await;
+    assert_eq!(stranger.status, 503, "{stranger:?}");
+    let cause = stranger.header("x-ferry-cause").unwrap_or_default();
+    assert!(cause.contains("TLSHandshakeFailure"), "{stranger:?}");
+    assert_eq!(get("no-ca.example").await.status, 404, "not served");
+    let reports = gw.config_dump().await["reports"].to_string();
+    assert!(reports.contains("NotVerified"), "{reports}");
+}

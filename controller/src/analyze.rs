@@ -99,6 +99,7 @@ const CODES: &[(&str, &str)] = &[
     ("Refused", "FRY0108"),
     ("NoMainIngress", "FRY0308"),
     ("TargetNotFound", "FRY0309"),
+    ("NotVerified", "FRY0109"),
 ];
 
 /// The code of a reason; `FRY0999` for one not in the table (a test keeps that from happening).

@@ -129,12 +129,20 @@ fn fallback_config() -> rustls::ClientConfig {
 
 fn client_config(tls: &UpstreamTls, alpn: &[u8]) -> Result<Arc<rustls::ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let roots = Arc::new(roots(tls)?);
-    let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-        .build()
-        .map_err(|e| format!("CA certificates unusable: {e}"))?;
+    let roots = roots(tls)?;
+    // Not verifying, with no roots at all (a machine without a system bundle): the chain is
+    // not checked, the handshake's signatures still are.
+    let webpki = match roots.is_empty() && tls.insecure_skip_verify {
+        true => None,
+        false => Some(
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| format!("CA certificates unusable: {e}"))?,
+        ),
+    };
     let verifier = Arc::new(NamesVerifier {
         webpki,
+        algorithms: provider.signature_verification_algorithms,
         subject_alt_names: tls
             .subject_alt_names
             .iter()
@@ -194,7 +202,9 @@ fn roots(tls: &UpstreamTls) -> Result<RootCertStore, String> {
 /// them (DNS or URI), instead of being valid for the SNI name (Istio's semantics).
 #[derive(Debug)]
 struct NamesVerifier {
-    webpki: Arc<WebPkiServerVerifier>,
+    /// None only when not verifying and without trust anchors.
+    webpki: Option<Arc<WebPkiServerVerifier>>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
     subject_alt_names: Vec<String>,
     insecure: bool,
 }
@@ -208,12 +218,10 @@ impl ServerCertVerifier for NamesVerifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        if self.insecure {
+        let Some(webpki) = self.webpki.as_ref().filter(|_| !self.insecure) else {
             return Ok(ServerCertVerified::assertion());
-        }
-        let verified =
-            self.webpki
-                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now);
+        };
+        let verified = webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now);
         if self.subject_alt_names.is_empty() {
             return verified;
         }
@@ -239,7 +247,7 @@ impl ServerCertVerifier for NamesVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -248,11 +256,11 @@ impl ServerCertVerifier for NamesVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.webpki.supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 

@@ -4,6 +4,7 @@
 use ferry_model::{Action, BackendTarget, Meta, Route, RouteMatch, WeightedBackend};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
+mod backend_tls;
 mod basic_auth;
 mod canaries;
 pub(crate) mod class;
@@ -91,6 +92,13 @@ fn read_annotations<'i>(
         false => settings,
     };
     basic_auth::resolve(cx, &meta.namespace, &mut settings, &mut findings);
+    if settings.backend_protocol == nginx::BackendProtocol::Https {
+        findings.extend(backend_tls::findings(
+            cx.inputs,
+            &meta,
+            &settings.backend_tls,
+        ));
+    }
     if settings.canary.is_some() {
         findings.extend(nginx::canary_ignores(ingress));
     }
@@ -385,7 +393,14 @@ fn backend_settings(cx: &mut Context<'_>, target: BackendTarget, main: &Served) 
         return target;
     }
     let suffix = format!("Ingress/{}/{}", main.meta.namespace, main.meta.name);
+    let inputs = cx.inputs;
     let name = cx.catalog.variant(base, &suffix, |cluster| {
+        if settings.backend_protocol == nginx::BackendProtocol::Https {
+            let service = &cluster.service;
+            let host = crate::translate::services::service_fqdn(&service.namespace, &service.name);
+            let tls = &settings.backend_tls;
+            cluster.tls = Some(backend_tls::origination(inputs, &main.meta, tls, &host).0);
+        }
         if let Some(ms) = settings.connect_timeout_ms {
             cluster.policy.connect_timeout_ms = Some(ms);
         }

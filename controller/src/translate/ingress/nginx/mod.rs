@@ -50,6 +50,8 @@ pub struct Settings {
     pub basic_auth_secret: Option<(Option<String>, String, String)>,
     /// The users of that Secret, once read (the translator fills it in).
     pub basic_auth: Option<ferry_model::BasicAuth>,
+    /// With `backend-protocol: HTTPS`.
+    pub backend_tls: BackendTls,
 }
 
 impl Settings {
@@ -79,6 +81,17 @@ pub enum BackendProtocol {
     Http,
     /// HTTP/2 in cleartext (`H2C`, `GRPC`).
     H2c,
+    /// HTTP/1.1 over TLS (`HTTPS`), with the `proxy-ssl-*` settings.
+    Https,
+}
+
+/// `proxy-ssl-secret` (`namespace/name`: `ca.crt`, and `tls.crt` / `tls.key` to present),
+/// `proxy-ssl-verify`, `proxy-ssl-name`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackendTls {
+    pub secret: Option<(String, String)>,
+    pub verify: bool,
+    pub name: Option<String>,
 }
 
 /// `proxy-next-upstream` and its `-tries` / `-timeout`.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use ferry_model::authz::IpBlock;
 use ferry_model::{Cors, HashOn, RetryOn, StringMatch};
 
-use super::{BackendProtocol, Finding, FixedRedirect, NextUpstream, Settings};
+use super::{BackendProtocol, BackendTls, Finding, FixedRedirect, NextUpstream, Settings};
 
 type Annotations<'a> = BTreeMap<&'a str, &'a str>;
 
@@ -47,6 +47,60 @@ pub(super) fn settings(a: &Annotations, findings: &mut Vec<Finding>) -> Settings
         body_size: body_size(a, &mut bad),
         basic_auth_secret: basic_auth(a, &mut bad),
         basic_auth: None,
+        backend_tls: backend_tls(a, &mut bad),
+    }
+}
+
+/// `proxy-ssl-*` for HTTPS backends. ingress-nginx verifies nothing unless
+/// `proxy-ssl-verify: on`; Ferry does the same (and says so on the Ingress).
+fn backend_tls(a: &Annotations, bad: &mut Bad) -> BackendTls {
+    let https = a
+        .get("backend-protocol")
+        .is_some_and(|p| p.trim().eq_ignore_ascii_case("HTTPS"));
+    let names = [
+        "proxy-ssl-secret",
+        "proxy-ssl-verify",
+        "proxy-ssl-name",
+        "proxy-ssl-server-name",
+    ];
+    if !https {
+        for name in names.iter().filter(|n| a.contains_key(**n)) {
+            bad(
+                name,
+                "only with backend-protocol HTTPS (as in ingress-nginx): not applied".into(),
+                false,
+            );
+        }
+        return BackendTls::default();
+    }
+    let on = |name: &str, bad: &mut Bad| match a.get(name).map(|v| v.trim()) {
+        None | Some("off") => false,
+        Some("on") => true,
+        Some(other) => {
+            // A verification the user may have meant to turn on: refuse rather than guess.
+            bad(
+                name,
+                format!("{other:?} is not on or off; the Ingress is not served"),
+                true,
+            );
+            false
+        }
+    };
+    let verify = on("proxy-ssl-verify", bad);
+    on("proxy-ssl-server-name", bad);
+    let secret = a
+        .get("proxy-ssl-secret")
+        .map(|s| match s.trim().split_once('/') {
+            Some((ns, name)) => (ns.to_string(), name.to_string()),
+            None => (String::new(), s.trim().to_string()),
+        });
+    if verify && secret.is_none() {
+        bad("proxy-ssl-verify", "on needs proxy-ssl-secret with the ca.crt to verify against; the Ingress is not served".into(), true);
+    }
+    BackendTls {
+        secret,
+        verify,
+        name: a.get("proxy-ssl-name").map(|n| n.trim().to_string()),
     }
 }
 
@@ -257,10 +311,9 @@ fn backend_protocol(a: &Annotations, bad: &mut Bad) -> BackendProtocol {
     match value.trim().to_ascii_uppercase().as_str() {
         "HTTP" | "AUTO_HTTP" => BackendProtocol::Http,
         "H2C" | "GRPC" => BackendProtocol::H2c,
-        "HTTPS" | "GRPCS" => {
-            // TLS to the backend without a CA to check it against (ingress-nginx does not
-            // verify by default): Ferry will not pretend; the Ingress is not served.
-            let message = format!("{value}: TLS to the backend is not originated from this annotation yet (use a BackendTLSPolicy or DestinationRule); the Ingress is not served");
+        "HTTPS" => BackendProtocol::Https,
+        "GRPCS" => {
+            let message = format!("{value}: HTTP/2 over TLS to backends is not originated yet; the Ingress is not served");
             bad("backend-protocol", message, true);
             BackendProtocol::Http
         }

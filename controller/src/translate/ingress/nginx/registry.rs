@@ -70,6 +70,10 @@ const APPLIED: &[&str] = &[
     "auth-secret",
     "auth-secret-type",
     "auth-realm",
+    "proxy-ssl-secret",
+    "proxy-ssl-verify",
+    "proxy-ssl-name",
+    "proxy-ssl-server-name",
 ];
 
 /// Access control and TLS annotations Ferry does not enforce yet (name or name prefix).
@@ -119,7 +123,8 @@ mod tests {
         assert_eq!(support("auth-type"), Support::Applied);
         assert_eq!(support("auth-tls-verify-client"), Support::FailsClosed);
         assert_eq!(support("satisfy"), Support::FailsClosed);
-        assert_eq!(support("proxy-ssl-verify"), Support::FailsClosed);
+        assert_eq!(support("proxy-ssl-verify"), Support::Applied);
+        assert_eq!(support("proxy-ssl-protocols"), Support::FailsClosed);
         assert_eq!(support("proxy-buffering"), Support::NotApplied);
         assert_eq!(support("limit-rps"), Support::Applied);
         assert_eq!(support("limit-connections"), Support::NotApplied);
