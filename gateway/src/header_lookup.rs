@@ -7,11 +7,21 @@ use std::borrow::Cow;
 pub trait HeaderLookup: Sync {
     /// The `n`th value (0-based, in arrival order) of header `name`, given in lower case.
     fn nth_value(&self, name: &str, n: usize) -> Option<&[u8]>;
+
+    /// Every header, in arrival order, with its name in lower case (for a subrequest that
+    /// passes them on).
+    fn for_each(&self, f: &mut dyn FnMut(&str, &[u8]));
 }
 
 impl HeaderLookup for http::HeaderMap {
     fn nth_value(&self, name: &str, n: usize) -> Option<&[u8]> {
         self.get_all(name).iter().nth(n).map(|v| v.as_bytes())
+    }
+
+    fn for_each(&self, f: &mut dyn FnMut(&str, &[u8])) {
+        for (name, value) in self {
+            f(name.as_str(), value.as_bytes());
+        }
     }
 }
 

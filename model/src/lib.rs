@@ -33,8 +33,8 @@ pub use tls::{
     ClientCertificate, ClientValidation, ListenerTls, PrivateKeyPem, ServerCertificate, UpstreamTls,
 };
 pub use traffic::{
-    BasicAuth, BasicAuthUser, ClusterPolicy, Cors, Fault, FaultAbort, FaultDelay, HashOn, Limits,
-    LoadBalancer, OutlierDetection, PasswordHash, ProxyProtocol, RateLimit, RateLimitKey,
+    BasicAuth, BasicAuthUser, ClusterPolicy, Cors, ExtAuth, Fault, FaultAbort, FaultDelay, HashOn,
+    Limits, LoadBalancer, OutlierDetection, PasswordHash, ProxyProtocol, RateLimit, RateLimitKey,
     RetryBudget, RetryOn, RetryPolicy, RoutePolicy, SourceRanges, TcpKeepalive,
 };
 

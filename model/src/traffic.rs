@@ -38,6 +38,30 @@ pub struct RoutePolicy {
     /// credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basic_auth: Option<BasicAuth>,
+    /// External authentication (ingress-nginx `auth-url`): a subrequest decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext_auth: Option<ExtAuth>,
+}
+
+/// An HTTP service asked about each request before it is forwarded (nginx `auth_request`):
+/// 2xx lets it through, 401 and 403 are the client's answer, anything else (or no answer)
+/// is 500.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtAuth {
+    /// `http://host[:port]/path`.
+    pub url: Str,
+    /// Where a 401 sends a browser (`auth-signin`), with the original URL in `redirect_param`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signin: Option<Str>,
+    #[serde(default = "default_redirect_param")]
+    pub redirect_param: Str,
+    /// Headers of the service's 2xx answer copied into the forwarded request.
+    #[serde(default, skip_serializing_if = "<[Str]>::is_empty")]
+    pub response_headers: Arc<[Str]>,
+}
+
+fn default_redirect_param() -> Str {
+    "rd".into()
 }
 
 /// The users a route lets in, with their htpasswd hashes.

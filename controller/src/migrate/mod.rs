@@ -164,6 +164,9 @@ fn sources<'i>(
 /// Access control of the Ingress that Gateway API cannot say: such an Ingress is left as it
 /// is (Ferry serves Ingresses and Gateway API side by side).
 fn unconvertible_access(settings: &Settings) -> Option<(&'static str, &'static str)> {
+    if settings.ext_auth.is_some() {
+        return Some(("auth-url", "external authentication is not converted (Gateway API's ExternalAuth filter is experimental and not served by Ferry yet): the Ingress is not converted; keep it as it is"));
+    }
     if settings.basic_auth_secret.is_some() {
         return Some(("auth-type", "basic authentication has no Gateway API form: the Ingress is not converted; keep it as it is"));
     }

@@ -56,7 +56,7 @@ pub fn response_flags(cause: Option<&str>, delay_injected: bool, downstream_gone
     if let Some(code) = cause.and_then(|c| c.split(' ').next()) {
         if matches!(
             code,
-            "NR" | "UH" | "NC" | "UF" | "UC" | "UO" | "UT" | "URX" | "FI" | "RBAC" | "RL"
+            "NR" | "UH" | "NC" | "UF" | "UC" | "UO" | "UT" | "URX" | "FI" | "RBAC" | "RL" | "UAEX"
         ) {
             flags.push(code);
         }

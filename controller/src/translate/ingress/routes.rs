@@ -190,6 +190,7 @@ fn policy(settings: &Settings, name: &str) -> RoutePolicy {
         rate_limits: rate_limits(settings, name).into(),
         max_request_body_bytes: settings.max_body_bytes(),
         basic_auth: settings.basic_auth.clone(),
+        ext_auth: settings.ext_auth.clone(),
         ..RoutePolicy::default()
     }
 }
@@ -227,6 +228,7 @@ pub fn access_policy(settings: &Settings) -> RoutePolicy {
     RoutePolicy {
         source_ranges: source_ranges(settings),
         basic_auth: settings.basic_auth.clone(),
+        ext_auth: settings.ext_auth.clone(),
         ..RoutePolicy::default()
     }
 }
@@ -236,6 +238,7 @@ pub fn access_only(policy: &RoutePolicy) -> RoutePolicy {
     RoutePolicy {
         source_ranges: policy.source_ranges.clone(),
         basic_auth: policy.basic_auth.clone(),
+        ext_auth: policy.ext_auth.clone(),
         ..RoutePolicy::default()
     }
 }

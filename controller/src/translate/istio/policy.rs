@@ -42,6 +42,7 @@ pub fn route_policy(http: &HttpRoute, field: &str) -> Result<RoutePolicy, Proble
         rate_limits: Vec::new().into(),
         max_request_body_bytes: None,
         basic_auth: None,
+        ext_auth: None,
     })
 }
 

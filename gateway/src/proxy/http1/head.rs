@@ -227,6 +227,13 @@ impl HeaderLookup for HeadLookup<'_> {
             .nth(n)
             .map(|(_, value)| value.of(self.buf))
     }
+
+    fn for_each(&self, f: &mut dyn FnMut(&str, &[u8])) {
+        for (name, value) in &self.head.headers {
+            let name = String::from_utf8_lossy(name.of(self.buf)).to_ascii_lowercase();
+            f(&name, value.of(self.buf));
+        }
+    }
 }
 
 /// `http://authority/path?query` -> (authority, `/path?query`); other targets are kept whole.

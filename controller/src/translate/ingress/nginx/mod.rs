@@ -52,6 +52,8 @@ pub struct Settings {
     pub basic_auth: Option<ferry_model::BasicAuth>,
     /// With `backend-protocol: HTTPS`.
     pub backend_tls: BackendTls,
+    /// `auth-url` with `auth-signin` and `auth-response-headers`.
+    pub ext_auth: Option<ferry_model::ExtAuth>,
 }
 
 impl Settings {

@@ -48,7 +48,57 @@ pub(super) fn settings(a: &Annotations, findings: &mut Vec<Finding>) -> Settings
         basic_auth_secret: basic_auth(a, &mut bad),
         basic_auth: None,
         backend_tls: backend_tls(a, &mut bad),
+        ext_auth: ext_auth(a, &mut bad),
     }
+}
+
+/// `auth-url` (an `http://` service: each request is checked by a subrequest to it), with
+/// `auth-signin` (where a 401 sends the browser), `auth-signin-redirect-param` and
+/// `auth-response-headers`. A URL Ferry cannot call keeps the Ingress from being served.
+fn ext_auth(a: &Annotations, bad: &mut Bad) -> Option<ferry_model::ExtAuth> {
+    let Some(url) = a.get("auth-url").map(|u| u.trim()) else {
+        for name in [
+            "auth-signin",
+            "auth-signin-redirect-param",
+            "auth-response-headers",
+        ] {
+            if a.contains_key(name) {
+                bad(
+                    name,
+                    "without auth-url it does nothing (as in ingress-nginx)".into(),
+                    false,
+                );
+            }
+        }
+        return None;
+    };
+    let usable =
+        url.starts_with("http://") && url.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
+    if !usable {
+        let message = format!("{url:?}: Ferry calls http:// auth services (https:// not yet); the Ingress is not served");
+        bad("auth-url", message, true);
+        return None;
+    }
+    let list = |name: &str| -> Vec<ferry_model::Str> {
+        a.get(name)
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|h| !h.is_empty())
+                    .map(Into::into)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Some(ferry_model::ExtAuth {
+        url: url.into(),
+        signin: a.get("auth-signin").map(|s| s.trim().into()),
+        redirect_param: a
+            .get("auth-signin-redirect-param")
+            .map_or("rd", |p| p.trim())
+            .into(),
+        response_headers: list("auth-response-headers").into(),
+    })
 }
 
 /// `proxy-ssl-*` for HTTPS backends. ingress-nginx verifies nothing unless

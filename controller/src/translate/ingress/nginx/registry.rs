@@ -74,6 +74,10 @@ const APPLIED: &[&str] = &[
     "proxy-ssl-verify",
     "proxy-ssl-name",
     "proxy-ssl-server-name",
+    "auth-url",
+    "auth-signin",
+    "auth-signin-redirect-param",
+    "auth-response-headers",
 ];
 
 /// Access control and TLS annotations Ferry does not enforce yet (name or name prefix).
@@ -119,7 +123,8 @@ mod tests {
         assert_eq!(support("rewrite-target"), Support::Applied);
         assert_eq!(support("configuration-snippet"), Support::Refused);
         assert_eq!(support("server-snippet"), Support::Refused);
-        assert_eq!(support("auth-url"), Support::FailsClosed);
+        assert_eq!(support("auth-url"), Support::Applied);
+        assert_eq!(support("auth-cache-key"), Support::FailsClosed);
         assert_eq!(support("auth-type"), Support::Applied);
         assert_eq!(support("auth-tls-verify-client"), Support::FailsClosed);
         assert_eq!(support("satisfy"), Support::FailsClosed);
