@@ -582,3 +582,32 @@ async fn authorization_policies_decide_on_connections() {
         .sum::<f64>();
     assert_eq!(denied, 2.0, "{metrics}");
 }
+
+/// VirtualService `tcp` matches with `destinationSubnets`: the address the client reached
+/// (the gateway's own, 127.0.0.1 here) decides which route applies.
+#[tokio::test(flavor = "multi_thread")]
+async fn destination_subnets_choose_by_the_address_reached() {
+    let (inner, outer) = (tcp_backend("inner").await, tcp_backend("outer").await);
+    let port = free_port();
+    let dir = ConfigDir::new();
+    let istio = format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: edge, namespace: default}}\n\
+         spec:\n  selector: {{istio: ingressgateway}}\n  servers:\n\
+         \x20   - port: {{number: {port}, name: db, protocol: TCP}}\n      hosts: [\"*\"]\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: db, namespace: default}}\n\
+         spec:\n  hosts: [\"*\"]\n  gateways: [edge]\n  tcp:\n\
+         \x20   - match: [{{destinationSubnets: [10.0.0.0/8]}}]\n      route: [{{destination: {{host: outer, port: {{number: 443}}}}}}]\n\
+         \x20   - match: [{{destinationSubnets: [127.0.0.0/8]}}]\n      route: [{{destination: {{host: inner, port: {{number: 443}}}}}}]\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: typo, namespace: default}}\n\
+         spec:\n  hosts: [\"*\"]\n  gateways: [edge]\n  tcp:\n\
+         \x20   - match: [{{destinationSubnets: [not-a-subnet]}}]\n      route: [{{destination: {{host: inner, port: {{number: 443}}}}}}]\n"
+    );
+    let manifests = [istio, service("inner", inner), service("outer", outer)];
+    dir.write("all.yaml", &manifests.join("---\n"));
+    let gw = Gateway::start(dir.path()).await;
+    // The first route wants 10.0.0.0/8: a connection to 127.0.0.1 takes the second.
+    let mut reached = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    assert_eq!(greeting(&mut reached).await, "inner");
+    let reports = gw.config_dump().await["reports"].to_string();
+    assert!(reports.contains("destinationSubnets"), "{reports}");
+}

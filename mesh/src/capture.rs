@@ -171,7 +171,7 @@ async fn to_a_service(
             else {
                 return;
             };
-            return match outbound.tls_route(server_name.as_deref()) {
+            return match outbound.tls_route(server_name.as_deref(), original.ip()) {
                 Some(route) => relay(engine, snapshot, route, connection, server_name, hello).await,
                 None => passthrough(connection, original, &hello).await,
             };
@@ -204,7 +204,7 @@ async fn outside_the_services(
             else {
                 return;
             };
-            match outbound.tls_route(server_name.as_deref()) {
+            match outbound.tls_route(server_name.as_deref(), original.ip()) {
                 Some(route) => relay(engine, snapshot, route, connection, server_name, hello).await,
                 None => unregistered(connection, registry_only, hello).await,
             }

@@ -34,6 +34,23 @@ pub struct StreamRoute {
     /// told apart by server name.
     #[serde(default, skip_serializing_if = "is_false")]
     pub terminate: bool,
+    /// Istio `destinationSubnets`: the route applies only to connections whose destination
+    /// address (the gateway's own, or the one a sidecar's client dialled) is in one of
+    /// these blocks; empty: any.
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub destination_subnets: Arc<[Str]>,
+}
+
+impl StreamRoute {
+    /// Whether a connection to `destination` may take this route.
+    pub fn admits_destination(&self, destination: Option<std::net::IpAddr>) -> bool {
+        self.destination_subnets.is_empty()
+            || destination.is_some_and(|ip| {
+                self.destination_subnets
+                    .iter()
+                    .any(|b| cidr_contains(b, ip))
+            })
+    }
 }
 
 fn is_false(value: &bool) -> bool {
@@ -41,20 +58,36 @@ fn is_false(value: &bool) -> bool {
 }
 
 impl StreamRoutes {
-    /// The route for a connection that named `server_name` in its ClientHello (None: no SNI,
-    /// or a TCP port): the most specific matching pattern, the earliest route on a tie.
-    pub fn route_for(&self, server_name: Option<&str>) -> Option<&StreamRoute> {
+    /// The route for a connection to `destination` that named `server_name` in its
+    /// ClientHello (None: no SNI, or a TCP port): the most specific matching pattern, the
+    /// earliest route on a tie; on a TCP port the first route.
+    pub fn route_for(
+        &self,
+        server_name: Option<&str>,
+        destination: Option<std::net::IpAddr>,
+    ) -> Option<&StreamRoute> {
+        let mut routes = self
+            .routes
+            .iter()
+            .filter(|r| r.admits_destination(destination));
         if !self.by_server_name {
-            return self.routes.first();
+            return routes.next();
         }
-        best_by_name(&self.routes, server_name)
+        best_by_name(routes, server_name)
+    }
+
+    /// Whether any route depends on the destination address.
+    pub fn by_destination(&self) -> bool {
+        self.routes
+            .iter()
+            .any(|r| !r.destination_subnets.is_empty())
     }
 }
 
 /// Among `routes`, the one whose pattern matches `server_name` most specifically (the
 /// earliest on a tie).
 fn best_by_name<'r>(
-    routes: &'r [StreamRoute],
+    routes: impl IntoIterator<Item = &'r StreamRoute>,
     server_name: Option<&str>,
 ) -> Option<&'r StreamRoute> {
     let mut best: Option<(usize, &StreamRoute)> = None;
@@ -126,9 +159,18 @@ fn is_empty<T>(items: &Arc<[T]>) -> bool {
 }
 
 impl OutboundPort {
-    /// The TLS route for a server name (the most specific pattern, then the earlier route).
-    pub fn tls_route(&self, server_name: Option<&str>) -> Option<&StreamRoute> {
-        best_by_name(&self.tls, server_name)
+    /// The TLS route for a server name (the most specific pattern, then the earlier route)
+    /// of a connection to `destination`.
+    pub fn tls_route(
+        &self,
+        server_name: Option<&str>,
+        destination: std::net::IpAddr,
+    ) -> Option<&StreamRoute> {
+        let routes = self
+            .tls
+            .iter()
+            .filter(|r| r.admits_destination(Some(destination)));
+        best_by_name(routes, server_name)
     }
 
     /// The TCP route of a connection to an address that names a Service of the mesh: only
@@ -202,11 +244,34 @@ mod tests {
             }]
             .into(),
             terminate: false,
+            destination_subnets: Arc::new([]),
         }
     }
 
     fn chosen(routes: &StreamRoutes, name: Option<&str>) -> Option<String> {
-        routes.route_for(name).map(|r| r.name.to_string())
+        routes.route_for(name, None).map(|r| r.name.to_string())
+    }
+
+    #[test]
+    fn destination_subnets_narrow_a_route_to_the_addresses_reached() {
+        let mut internal = route("internal", &["*"]);
+        internal.destination_subnets = vec![Str::from("10.0.0.0/8")].into();
+        let routes = StreamRoutes {
+            by_server_name: false,
+            routes: vec![internal, route("rest", &["*"])].into(),
+        };
+        let to = |ip: &str| {
+            let ip = ip.parse().ok();
+            routes.route_for(None, ip).map(|r| r.name.to_string())
+        };
+        assert_eq!(to("10.1.2.3").as_deref(), Some("internal"));
+        assert_eq!(to("192.0.2.1").as_deref(), Some("rest"));
+        assert_eq!(
+            to("not an address").as_deref(),
+            Some("rest"),
+            "unknown: not inside"
+        );
+        assert!(routes.by_destination());
     }
 
     #[test]

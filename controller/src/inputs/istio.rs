@@ -211,9 +211,9 @@ pub struct TlsMatch {
     pub port: Option<u32>,
     #[serde(default)]
     pub gateways: Vec<String>,
-    /// Not applied: a match naming it is not used (it would match more than it says).
+    /// The connection's destination address must be in one of these blocks.
     #[serde(default)]
-    pub destination_subnets: Unsupported,
+    pub destination_subnets: Vec<String>,
     #[serde(default)]
     pub source_labels: Unsupported,
     #[serde(default)]
@@ -238,9 +238,9 @@ pub struct L4Match {
     pub port: Option<u32>,
     #[serde(default)]
     pub gateways: Vec<String>,
-    /// Not applied: a match naming it is not used (it would match more than it says).
+    /// The connection's destination address must be in one of these blocks.
     #[serde(default)]
-    pub destination_subnets: Unsupported,
+    pub destination_subnets: Vec<String>,
     #[serde(default)]
     pub source_labels: Unsupported,
     #[serde(default)]
@@ -252,17 +252,14 @@ pub struct L4Match {
 impl TlsMatch {
     /// Set fields Ferry cannot evaluate: the match is then not used.
     pub fn narrows_unapplied(&self) -> bool {
-        self.destination_subnets.is_some()
-            || self.source_labels.is_some()
-            || self.source_namespace.is_some()
+        self.source_labels.is_some() || self.source_namespace.is_some()
     }
 }
 
 impl L4Match {
     /// Set fields Ferry cannot evaluate: the match is then not used.
     pub fn narrows_unapplied(&self) -> bool {
-        self.destination_subnets.is_some()
-            || self.source_labels.is_some()
+        self.source_labels.is_some()
             || self.source_namespace.is_some()
             || self.source_subnet.is_some()
     }

@@ -132,6 +132,7 @@ impl StreamRules {
                 hostnames: hosts.into_iter().map(Into::into).collect(),
                 backends: self.backends.clone().into(),
                 terminate,
+                destination_subnets: Vec::new().into(),
             };
             cx.table.add_stream(port, order, stream_route);
         }

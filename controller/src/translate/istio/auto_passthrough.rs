@@ -133,6 +133,7 @@ fn route(meta: &Meta, index: usize, sni: String, cluster: Str) -> StreamRoute {
         }]
         .into(),
         terminate: false,
+        destination_subnets: Vec::new().into(),
     }
 }
 

@@ -228,6 +228,7 @@ fn stream_route<'a>(
         hostnames: hostnames.into(),
         backends: vec![backend(cx, served)].into(),
         terminate: false,
+        destination_subnets: Vec::new().into(),
     }
 }
 

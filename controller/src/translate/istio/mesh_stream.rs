@@ -49,13 +49,39 @@ pub(super) fn place(
                 let route = stream_route(rule, meta);
                 match rule.sni_hosts {
                     Some(_) => cx.outbound.tls(port, route),
-                    None => cx.outbound.tcp(port, destination.addresses.clone(), route),
+                    None => {
+                        let Some(addresses) = narrowed(&destination.addresses, rule) else {
+                            continue;
+                        };
+                        cx.outbound.tcp(port, addresses, route)
+                    }
                 }
                 placed.insert((rule.kind(), rule.rule));
             }
         }
     }
     report_unplaced(cx, meta, &rules, &placed);
+}
+
+/// A tcp route's addresses with its `destinationSubnets`: the host's addresses in them, or
+/// the subnets themselves for a host without addresses; None when none is left.
+fn narrowed(addresses: &[String], rule: &L4Rule<'_>) -> Option<Vec<String>> {
+    let subnets = rule.destination_subnets;
+    if subnets.is_empty() {
+        return Some(addresses.to_vec());
+    }
+    if addresses.is_empty() {
+        return Some(subnets.iter().map(|s| s.trim().to_string()).collect());
+    }
+    let inside = |a: &String| {
+        a.parse::<std::net::IpAddr>().is_ok_and(|ip| {
+            subnets
+                .iter()
+                .any(|s| ferry_model::cidr_contains(s.trim(), ip))
+        })
+    };
+    let kept: Vec<String> = addresses.iter().filter(|a| inside(a)).cloned().collect();
+    (!kept.is_empty()).then_some(kept)
 }
 
 fn for_sidecars(rule: &L4Rule<'_>) -> bool {
@@ -82,6 +108,7 @@ fn stream_route(rule: &L4Rule<'_>, meta: &Meta) -> StreamRoute {
         hostnames: hostnames.into(),
         backends: rule.backends.clone().into(),
         terminate: false,
+        destination_subnets: super::stream::subnets(rule),
     }
 }
 

@@ -20,6 +20,8 @@ pub(super) struct L4Rule<'v> {
     pub gateways: &'v [String],
     /// `sniHosts` (tls routes); None for tcp routes.
     pub sni_hosts: Option<&'v [String]>,
+    /// `destinationSubnets`, checked: blocks the destination address must be in.
+    pub destination_subnets: &'v [String],
     pub backends: Vec<WeightedBackend>,
 }
 
@@ -66,6 +68,7 @@ pub(super) fn place(
                     hostnames: hostnames.into(),
                     backends: rule.backends.clone().into(),
                     terminate: server.protocol == PortProtocol::TlsTerminate,
+                    destination_subnets: subnets(rule),
                 };
                 cx.table.add_stream(server.port, order, route);
                 placed_rules.insert((kind, rule.rule));
@@ -128,12 +131,17 @@ pub(super) fn compile<'v>(
             if m.narrows_unapplied() || m.sni_hosts.is_empty() {
                 continue; // reported with the field (not_applied) or by validation below
             }
+            let at = format!("{field}.match[{matched}].destinationSubnets");
+            if !subnets_valid(cx, meta, &m.destination_subnets, &at) {
+                continue;
+            }
             rules.push(L4Rule {
                 rule: index,
                 matched,
                 port: m.port,
                 gateways: &m.gateways,
                 sni_hosts: Some(&m.sni_hosts),
+                destination_subnets: &m.destination_subnets,
                 backends: backends.clone(),
             });
         }
@@ -156,14 +164,11 @@ pub(super) fn compile<'v>(
             continue;
         }
         for (matched, m) in tcp.matches.iter().enumerate() {
-            if !m.narrows_unapplied() {
-                rules.push(tcp_rule(
-                    index,
-                    matched,
-                    m.port,
-                    &m.gateways,
-                    backends.clone(),
-                ));
+            let at = format!("{field}.match[{matched}].destinationSubnets");
+            if !m.narrows_unapplied() && subnets_valid(cx, meta, &m.destination_subnets, &at) {
+                let mut rule = tcp_rule(index, matched, m.port, &m.gateways, backends.clone());
+                rule.destination_subnets = &m.destination_subnets;
+                rules.push(rule);
             }
         }
     }
@@ -183,8 +188,34 @@ fn tcp_rule(
         port,
         gateways,
         sni_hosts: None,
+        destination_subnets: &[],
         backends,
     }
+}
+
+/// Each block must be an address or CIDR range; a match with a bad one is not used (it
+/// would match more than it says) and is reported.
+fn subnets_valid(cx: &mut Context<'_>, meta: &Meta, subnets: &[String], field: &str) -> bool {
+    let bad: Vec<&String> = subnets
+        .iter()
+        .filter(|s| ferry_model::authz::IpBlock::parse(s.trim()).is_none())
+        .collect();
+    if let Some(first) = bad.first() {
+        let message = format!("{first:?} is not an address or CIDR range: the match is not used");
+        // A warning: the match is left out, the rest of the configuration still serves.
+        cx.reports.push(
+            meta,
+            Condition::warn("Valid", "Invalid", message).field(field),
+        );
+    }
+    bad.is_empty()
+}
+
+pub(super) fn subnets(rule: &L4Rule<'_>) -> std::sync::Arc<[Str]> {
+    rule.destination_subnets
+        .iter()
+        .map(|s| Str::from(s.trim()))
+        .collect()
 }
 
 /// A match naming gateways applies only to those.

@@ -55,7 +55,7 @@ pub(crate) async fn serve(
     };
     connection.server_name = hello.server_name.clone();
     let terminate = routes
-        .route_for(hello.server_name.as_deref())
+        .route_for(hello.server_name.as_deref(), connection.local_ip())
         .is_some_and(|r| r.terminate);
     match (terminate, tls) {
         (false, _) => forward(app, &snapshot, routes, tcp, &hello.bytes, connection).await,
@@ -89,7 +89,7 @@ async fn forward<C>(
     if !connection.authorized(snapshot) {
         return connection.refused(app, Refusal::Denied, started);
     }
-    let route = routes.route_for(connection.server_name.as_deref());
+    let route = routes.route_for(connection.server_name.as_deref(), connection.local_ip());
     relay_by(
         app,
         snapshot,
@@ -198,7 +198,10 @@ fn needs_local_address(
     snapshot: &CompiledSnapshot,
     routes: &StreamRoutes,
 ) -> bool {
-    if app.telemetry.access_log.is_some() || !snapshot.source.authorization.is_empty() {
+    if app.telemetry.access_log.is_some()
+        || !snapshot.source.authorization.is_empty()
+        || routes.by_destination()
+    {
         return true;
     }
     let clusters = routes.routes.iter().flat_map(|r| r.backends.iter());

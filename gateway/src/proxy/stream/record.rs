@@ -53,6 +53,12 @@ impl Connection {
         }
     }
 
+    /// The address the client reached (Istio's destination of `destinationSubnets`): where
+    /// a sidecar's client was going, else the proxy's own address.
+    pub fn local_ip(&self) -> Option<std::net::IpAddr> {
+        self.original.or(self.local).map(|a| a.ip())
+    }
+
     /// Whether the AuthorizationPolicies of this proxy let the connection through (checked
     /// before routing, as Istio's network RBAC filter is; rules naming HTTP attributes cannot
     /// match a connection, so an ALLOW that needs them lets nothing through).
