@@ -9,14 +9,14 @@ use crate::cli::AnalyzeArgs;
 pub async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
     let mut inputs = Inputs::default();
     let mut findings = Vec::new();
-    if args.cluster {
+    if args.sources.cluster {
         let (live, errors) =
-            ferry_controller::cluster::list_once(args.kubeconfig.as_deref()).await?;
+            ferry_controller::cluster::list_once(args.sources.kubeconfig.as_deref()).await?;
         inputs = live;
         findings.extend(errors.iter().map(load_finding));
     }
     let mut documents = 0;
-    for path in &args.files {
+    for path in &args.sources.files {
         documents += read_into(path, &mut inputs, &mut findings);
     }
     findings.extend(analyze(&inputs));

@@ -146,17 +146,24 @@ pub struct SidecarInitArgs {
     pub dry_run: bool,
 }
 
+/// Where `ferry analyze` and `ferry migrate` read objects from.
 #[derive(Args)]
-pub struct AnalyzeArgs {
+pub struct ObjectSources {
     /// Manifest files or directories (read recursively). Repeatable.
     #[arg(short = 'f', long = "filename", required_unless_present = "cluster")]
     pub files: Vec<PathBuf>,
-    /// Analyze the objects in the cluster (with any -f files added on top).
+    /// The objects in the cluster (with any -f files added on top).
     #[arg(long)]
     pub cluster: bool,
     /// Kubeconfig for --cluster; default: in-cluster config, then $KUBECONFIG / ~/.kube/config.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct AnalyzeArgs {
+    #[command(flatten)]
+    pub sources: ObjectSources,
     /// Output: table (one line per problem) or json.
     #[arg(short = 'o', long = "output", default_value = "table", value_parser = ["table", "json"])]
     pub output: String,
@@ -167,15 +174,8 @@ pub struct AnalyzeArgs {
 
 #[derive(Args)]
 pub struct MigrateArgs {
-    /// Manifest files or directories (read recursively). Repeatable.
-    #[arg(short = 'f', long = "filename", required_unless_present = "cluster")]
-    pub files: Vec<PathBuf>,
-    /// Convert the Ingresses in the cluster (with any -f files added on top).
-    #[arg(long)]
-    pub cluster: bool,
-    /// Kubeconfig for --cluster; default: in-cluster config, then $KUBECONFIG / ~/.kube/config.
-    #[arg(long, env = "KUBECONFIG")]
-    pub kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    pub sources: ObjectSources,
     /// Output format.
     #[arg(short = 'o', long = "output", default_value = "yaml", value_parser = ["yaml", "json"])]
     pub output: String,

@@ -9,12 +9,13 @@ use crate::cli::MigrateArgs;
 
 pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
     let mut inputs = Inputs::default();
-    if args.cluster {
-        let (live, _) = ferry_controller::cluster::list_once(args.kubeconfig.as_deref()).await?;
+    if args.sources.cluster {
+        let (live, _) =
+            ferry_controller::cluster::list_once(args.sources.kubeconfig.as_deref()).await?;
         inputs = live;
     }
     let mut problems = Vec::new();
-    for path in &args.files {
+    for path in &args.sources.files {
         crate::analyze_cmd::read_into(path, &mut inputs, &mut problems);
     }
     if let Some(problem) = problems.first() {

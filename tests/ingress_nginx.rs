@@ -7,23 +7,16 @@ mod support;
 use support::manifests::{ep, join, service};
 use support::{free_port, ConfigDir, Echo, Gateway, Http, BOTH};
 
-/// An Ingress of class nginx on `host` with one Prefix path to `backend`, annotated.
-fn ingress(
-    name: &str,
-    host: &str,
-    path: &str,
-    backend: &str,
-    annotations: &[(&str, &str)],
-) -> String {
-    let annotations: Vec<String> = annotations
-        .iter()
-        .map(|(k, v)| format!("nginx.ingress.kubernetes.io/{k}: {v:?}"))
-        .collect();
-    format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: web\n  annotations: {{{}}}\n\
-         spec:\n  ingressClassName: nginx\n  rules:\n  - host: {host}\n    http:\n      paths:\n      - {{path: {path:?}, pathType: ImplementationSpecific, backend: {{service: {{name: {backend}, port: {{number: 80}}}}}}}}\n",
-        annotations.join(", ")
-    )
+use support::manifests::nginx_ingress as ingress;
+
+/// A gateway serving `dir` with class nginx on `port`, ready.
+async fn nginx_gateway(dir: &ConfigDir, port: u16, extra: &[&str]) -> Gateway {
+    let port = port.to_string();
+    let mut args = vec!["--ingress-port", &port, "--ingress-class", "nginx"];
+    args.extend_from_slice(extra);
+    let gw = Gateway::spawn(dir.path(), &args);
+    gw.wait_ready().await;
+    gw
 }
 
 fn manifests(main: &Echo, canary: &Echo) -> String {
@@ -469,18 +462,7 @@ async fn limit_rps_holds_the_rate_per_client() {
             &service("web", "main", 80, &[ep(&main, &[])]),
         ]),
     );
-    let gw = Gateway::spawn(
-        dir.path(),
-        &[
-            "--ingress-port",
-            &port.to_string(),
-            "--ingress-class",
-            "nginx",
-            "--cause-detail",
-            "full",
-        ],
-    );
-    gw.wait_ready().await;
+    let _gw = nginx_gateway(&dir, port, &[]).await;
     let http = Http::new(support::Proto::H1);
     let url = format!("http://127.0.0.1:{port}/");
     let duration = std::time::Duration::from_secs(3);
@@ -582,18 +564,7 @@ async fn https_backends_with_proxy_ssl_settings() {
             &secret_with("web", "stranger-ca", &[("ca.crt", &stranger.cert_pem)]),
         ]),
     );
-    let gw = Gateway::spawn(
-        dir.path(),
-        &[
-            "--ingress-port",
-            &port.to_string(),
-            "--ingress-class",
-            "nginx",
-            "--cause-detail",
-            "full",
-        ],
-    );
-    gw.wait_ready().await;
+    let gw = nginx_gateway(&dir, port, &[]).await;
     let http = Http::new(support::Proto::H1);
     let get = |host: &'static str| {
         let http = http.clone();
@@ -723,18 +694,7 @@ async fn auth_url_asks_the_auth_service_first() {
             &service("web", "main", 80, &[ep(&main, &[])]),
         ]),
     );
-    let gw = Gateway::spawn(
-        dir.path(),
-        &[
-            "--ingress-port",
-            &port.to_string(),
-            "--ingress-class",
-            "nginx",
-            "--cause-detail",
-            "full",
-        ],
-    );
-    gw.wait_ready().await;
+    let _gw = nginx_gateway(&dir, port, &[]).await;
     for proto in BOTH {
         let http = Http::new(proto);
         let get = |host: &'static str, token: &'static str| {

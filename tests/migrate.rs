@@ -7,28 +7,7 @@ mod support;
 use support::manifests::{ep, join, service};
 use support::{free_port, ConfigDir, Echo, Gateway, Http};
 
-fn ingress(
-    name: &str,
-    host: &str,
-    path: &str,
-    backend: &str,
-    annotations: &[(&str, &str)],
-    tls: bool,
-) -> String {
-    let annotations: Vec<String> = annotations
-        .iter()
-        .map(|(k, v)| format!("nginx.ingress.kubernetes.io/{k}: {v:?}"))
-        .collect();
-    let tls = match tls {
-        true => format!("  tls: [{{hosts: [{host}], secretName: {name}-tls}}]\n"),
-        false => String::new(),
-    };
-    format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: web\n  annotations: {{{}}}\n\
-         spec:\n  ingressClassName: nginx\n{tls}  rules:\n  - host: {host}\n    http:\n      paths:\n      - {{path: {path:?}, pathType: ImplementationSpecific, backend: {{service: {{name: {backend}, port: {{number: 80}}}}}}}}\n",
-        annotations.join(", ")
-    )
-}
+use support::manifests::nginx_ingress_tls as ingress;
 
 fn ingresses() -> String {
     join(&[

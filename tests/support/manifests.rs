@@ -91,3 +91,39 @@ pub fn join(docs: &[&str]) -> String {
         .join("\n---\n")
         + "\n"
 }
+
+/// An Ingress of class nginx in namespace `web`: one ImplementationSpecific path on `host`
+/// to port 80 of `backend`, with ingress-nginx `annotations` (names without the prefix).
+pub fn nginx_ingress(
+    name: &str,
+    host: &str,
+    path: &str,
+    backend: &str,
+    annotations: &[(&str, &str)],
+) -> String {
+    nginx_ingress_tls(name, host, path, backend, annotations, false)
+}
+
+/// [`nginx_ingress`], with `tls`: the host under `spec.tls` with Secret `<name>-tls`.
+pub fn nginx_ingress_tls(
+    name: &str,
+    host: &str,
+    path: &str,
+    backend: &str,
+    annotations: &[(&str, &str)],
+    tls: bool,
+) -> String {
+    let annotations: Vec<String> = annotations
+        .iter()
+        .map(|(k, v)| format!("nginx.ingress.kubernetes.io/{k}: {v:?}"))
+        .collect();
+    let tls = match tls {
+        true => format!("  tls: [{{hosts: [{host}], secretName: {name}-tls}}]\n"),
+        false => String::new(),
+    };
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: web\n  annotations: {{{}}}\n\
+         spec:\n  ingressClassName: nginx\n{tls}  rules:\n  - host: {host}\n    http:\n      paths:\n      - {{path: {path:?}, pathType: ImplementationSpecific, backend: {{service: {{name: {backend}, port: {{number: 80}}}}}}}}\n",
+        annotations.join(", ")
+    )
+}
