@@ -77,14 +77,15 @@ wait_ok() {
   echo "no answer from $1" >&2; return 1
 }
 load() { h2load --h1 -n "$1" -c 16 "$2" >/dev/null 2>&1; }
-gateway() { "$@" gateway --concurrency 1 --config "$work/$key" --admin 127.0.0.1:19501 \
+# Run in the background: `exec` keeps $! the proxy's own pid (callgrind_control needs it).
+gateway() { exec "$@" gateway --concurrency 1 --config "$work/$key" --admin 127.0.0.1:19501 \
   --bind-address 127.0.0.1 --access-log off --log warn; }
 
 declare -A instructions
 url="http://127.0.0.1:$port/"
 for key in "${keys[@]}"; do
-  MIMALLOC_ARENA_EAGER_COMMIT=0 gateway valgrind --tool=callgrind \
-    --callgrind-out-file="$work/$key.%p.out" "$ferry" >/dev/null 2>"$work/$key.valgrind" &
+  (MIMALLOC_ARENA_EAGER_COMMIT=0 gateway valgrind --tool=callgrind \
+    --callgrind-out-file="$work/$key.%p.out" "$ferry") >/dev/null 2>"$work/$key.valgrind" &
   pid=$!
   wait_ok "$url"
   load 2000 "$url"
@@ -103,7 +104,7 @@ declare -A rates
 for key in "${keys[@]}"; do rates[$key]=""; done
 for round in 1 2 3; do
   for key in "${keys[@]}"; do
-    gateway "$ferry" >/dev/null 2>&1 &
+    (gateway "$ferry") >/dev/null 2>&1 &
     pid=$!
     wait_ok "$url"
     load 5000 "$url"
