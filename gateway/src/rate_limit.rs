@@ -7,7 +7,7 @@
 //! Limits are per proxy: N replicas allow N times the rate.
 
 use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hash};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -36,8 +36,10 @@ struct Bucket {
     full_at: Duration,
 }
 
+/// Buckets by the keyed hash of (limit name, key): no allocation per request; two keys
+/// share a bucket only if their 64-bit SipHash (random per process) collides.
 pub struct Limiter {
-    shards: Vec<Mutex<HashMap<(String, String), Bucket>>>,
+    shards: Vec<Mutex<HashMap<u64, Bucket>>>,
     hasher: std::collections::hash_map::RandomState,
     epoch: Instant,
 }
@@ -60,16 +62,16 @@ pub fn limiter() -> &'static Limiter {
 
 impl Limiter {
     /// Takes a token for `key` under `limit`, now.
-    pub fn check(&self, limit: &RateLimit, key: &str) -> Verdict {
+    pub fn check(&self, limit: &RateLimit, key: impl Hash) -> Verdict {
         self.check_at(limit, key, self.epoch.elapsed())
     }
 
     /// As [`Limiter::check`], at `now` (since the limiter's epoch): the clock is the caller's,
     /// so tests drive it.
-    pub fn check_at(&self, limit: &RateLimit, key: &str, now: Duration) -> Verdict {
+    pub fn check_at(&self, limit: &RateLimit, key: impl Hash, now: Duration) -> Verdict {
         let rate = Rate::of(limit);
-        let bucket_key = (limit.name.to_string(), key.to_string());
-        let mut shard = self.shards[self.shard_of(&bucket_key)]
+        let bucket_key = self.hasher.hash_one((&*limit.name, key));
+        let mut shard = self.shards[(bucket_key % SHARDS as u64) as usize]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if shard.len() >= SHARD_CAP && !shard.contains_key(&bucket_key) {
@@ -96,10 +98,6 @@ impl Limiter {
         verdict
     }
 
-    fn shard_of(&self, key: &(String, String)) -> usize {
-        (self.hasher.hash_one(key) as usize) % SHARDS
-    }
-
     /// Buckets held (for tests and the memory bound).
     pub fn len(&self) -> usize {
         self.shards
@@ -115,7 +113,7 @@ impl Limiter {
 
 /// Drops the buckets idle long enough to be full again (a full bucket is what a new key
 /// gets anyway); when none is, the shard starts over.
-fn make_room(shard: &mut HashMap<(String, String), Bucket>, now: Duration) {
+fn make_room(shard: &mut HashMap<u64, Bucket>, now: Duration) {
     shard.retain(|_, b| b.full_at > now);
     if shard.len() >= SHARD_CAP {
         shard.clear();

@@ -205,8 +205,17 @@ fn admission(
         return None;
     }
     let meta = &route.route.meta;
-    let forwarded_for = crate::header_lookup::joined(req.headers, "x-forwarded-for");
-    let client = client_address.remote_ip(forwarded_for.as_deref(), req.client_ip);
+    // The client's address (X-Forwarded-For read) only when something here asks for it.
+    let by_client = |l: &ferry_model::RateLimit| {
+        l.key == ferry_model::RateLimitKey::ClientIp || !l.exempt.is_empty()
+    };
+    let client = match policy.source_ranges.is_some() || policy.rate_limits.iter().any(by_client) {
+        true => {
+            let forwarded_for = crate::header_lookup::joined(req.headers, "x-forwarded-for");
+            client_address.remote_ip(forwarded_for.as_deref(), req.client_ip)
+        }
+        false => None,
+    };
     if let Some(refused) = super::rate_limits::check(req, &policy.rate_limits, client) {
         return Some(refused.for_route(route));
     }

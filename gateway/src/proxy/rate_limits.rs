@@ -22,22 +22,18 @@ pub fn check(
         if client.is_some_and(|ip| limit.exempt.iter().any(|b| b.contains(ip))) {
             continue;
         }
-        let key = key_of(req, &limit.key, client);
-        if let Verdict::Limited { retry_after } = limiter().check(limit, &key) {
+        let verdict = match &limit.key {
+            RateLimitKey::Route => limiter().check(limit, ()),
+            RateLimitKey::ClientIp => limiter().check(limit, client),
+            RateLimitKey::Header(name) => {
+                limiter().check(limit, crate::header_lookup::joined(req.headers, name))
+            }
+        };
+        if let Verdict::Limited { retry_after } = verdict {
             return Some(limited(limit, retry_after));
         }
     }
     None
-}
-
-fn key_of(req: &RequestFacts<'_>, key: &RateLimitKey, client: Option<IpAddr>) -> String {
-    match key {
-        RateLimitKey::Route => String::new(),
-        RateLimitKey::ClientIp => client.map(|ip| ip.to_string()).unwrap_or_default(),
-        RateLimitKey::Header(name) => crate::header_lookup::joined(req.headers, name)
-            .map(|v| v.into_owned())
-            .unwrap_or_default(),
-    }
 }
 
 fn limited(limit: &RateLimit, retry_after: Duration) -> Reply {
