@@ -1028,6 +1028,59 @@ spec:
         );
     }
 
+    /// A LocalRateLimitPolicy's status has one ancestor per target, each with its own
+    /// Accepted condition: applied, conflicting with an older policy, or not found.
+    #[test]
+    fn rate_limit_policies_report_each_target_as_an_ancestor() {
+        let yaml = "
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api, namespace: shop}
+spec: {rules: [{backendRefs: [{name: app, port: 80}]}]}
+---
+apiVersion: policy.ferry.dev/v1alpha1
+kind: LocalRateLimitPolicy
+metadata: {name: first, namespace: shop, creationTimestamp: '2026-01-01T00:00:00Z'}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: api}]
+  limit: {requests: 5, unit: Second}
+---
+apiVersion: policy.ferry.dev/v1alpha1
+kind: LocalRateLimitPolicy
+metadata: {name: second, namespace: shop, creationTimestamp: '2026-02-01T00:00:00Z'}
+spec:
+  targetRefs:
+  - {group: gateway.networking.k8s.io, kind: HTTPRoute, name: api}
+  - {group: gateway.networking.k8s.io, kind: HTTPRoute, name: missing}
+  limit: {requests: 1, unit: Minute}
+";
+        let all = statuses(yaml);
+        let condition = |policy: &str, ancestor: usize| {
+            let status = of(&all, "LocalRateLimitPolicy", policy);
+            let entry = &status["ancestors"][ancestor];
+            let c = &entry["conditions"][0];
+            (
+                entry["ancestorRef"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                c["status"].as_str().unwrap_or_default().to_string(),
+                c["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        };
+        let row = |name: &str, status: &str, reason: &str| {
+            (name.to_string(), status.to_string(), reason.to_string())
+        };
+        assert_eq!(condition("first", 0), row("api", "True", "Accepted"));
+        assert_eq!(condition("second", 0), row("api", "False", "Conflicted"));
+        assert_eq!(
+            condition("second", 1),
+            row("missing", "False", "TargetNotFound")
+        );
+        let status = of(&all, "LocalRateLimitPolicy", "first");
+        assert_eq!(status["ancestors"][0]["controllerName"], CONTROLLER_NAME);
+    }
+
     #[test]
     fn tls_and_tcp_listeners_take_their_own_route_kinds() {
         let yaml = "
