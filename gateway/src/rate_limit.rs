@@ -98,16 +98,13 @@ impl Limiter {
         verdict
     }
 
-    /// Buckets held (for tests and the memory bound).
-    pub fn len(&self) -> usize {
+    /// Buckets held.
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().map(|s| s.len()).unwrap_or(0))
             .sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -26,7 +26,7 @@ pub use policy::{Filter, HeaderMods, Mirror, PathRewrite, Redirect, RedirectPort
 pub use snapshot::{
     Action, BackendTarget, Listener, Route, Snapshot, VirtualHost, WeightedBackend,
 };
-pub use stream::{cidr_contains, AddressRoute, OutboundPort, StreamRoute, StreamRoutes};
+pub use stream::{AddressRoute, OutboundPort, StreamRoute, StreamRoutes};
 #[cfg(feature = "rustls")]
 pub use tls::certified_key;
 pub use tls::{

@@ -38,7 +38,7 @@ pub struct StreamRoute {
     /// address (the gateway's own, or the one a sidecar's client dialled) is in one of
     /// these blocks; empty: any.
     #[serde(default, skip_serializing_if = "is_empty")]
-    pub destination_subnets: Arc<[Str]>,
+    pub destination_subnets: Arc<[crate::authz::IpBlock]>,
 }
 
 impl StreamRoute {
@@ -48,7 +48,7 @@ impl StreamRoute {
             || destination.is_some_and(|ip| {
                 self.destination_subnets
                     .iter()
-                    .any(|b| cidr_contains(b, ip))
+                    .any(|block| block.contains(ip))
             })
     }
 }
@@ -255,7 +255,8 @@ mod tests {
     #[test]
     fn destination_subnets_narrow_a_route_to_the_addresses_reached() {
         let mut internal = route("internal", &["*"]);
-        internal.destination_subnets = vec![Str::from("10.0.0.0/8")].into();
+        internal.destination_subnets =
+            vec![crate::authz::IpBlock::parse("10.0.0.0/8").unwrap()].into();
         let routes = StreamRoutes {
             by_server_name: false,
             routes: vec![internal, route("rest", &["*"])].into(),

@@ -41,9 +41,27 @@ fn client() -> &'static Client<HttpConnector, Empty<Bytes>> {
     CLIENT.get_or_init(|| Client::builder(TokioExecutor::new()).build(HttpConnector::new()))
 }
 
+/// For a forwarded request whose route asks for external authentication: the answer's
+/// header edits join the request's, or the reply the client gets instead.
+pub async fn authorize(
+    forward: &mut super::decide::Forward,
+    req: &RequestFacts<'_>,
+) -> Option<Reply> {
+    let route = forward.route.clone();
+    let auth = route.route.policy.ext_auth.as_ref()?;
+    let scheme = if req.tls.is_some() { "https" } else { "http" };
+    match check(auth, req, scheme, &route.route.meta).await {
+        Ok(edits) => {
+            forward.auth_edits.extend(edits);
+            None
+        }
+        Err(reply) => Some(reply.for_route(&route)),
+    }
+}
+
 /// Asks the auth service about `req`: the header edits for the forwarded request, or the
 /// reply the client gets instead. `scheme` is the client's (`http` or `https`).
-pub async fn check(
+async fn check(
     auth: &ExtAuth,
     req: &RequestFacts<'_>,
     scheme: &str,

@@ -212,18 +212,9 @@ impl ProxyHttp for FerryProxy {
                 self.reply(session, ctx, &reply).await
             }
             Decision::Forward(mut forward) => {
-                if let Some(auth) = &forward.route.route.policy.ext_auth {
-                    let scheme = if facts.tls.is_some() { "https" } else { "http" };
-                    let meta = &forward.route.route.meta;
-                    match super::ext_auth::check(auth, &facts, scheme, meta).await {
-                        Ok(edits) => forward.auth_edits.extend(edits),
-                        Err(reply) => {
-                            ctx.route = Some(forward.route.clone());
-                            return self
-                                .reply(session, ctx, &reply.for_route(&forward.route))
-                                .await;
-                        }
-                    }
+                if let Some(reply) = super::ext_auth::authorize(&mut forward, &facts).await {
+                    ctx.route = reply.route.clone();
+                    return self.reply(session, ctx, &reply).await;
                 }
                 let edits = std::mem::take(&mut forward.auth_edits);
                 super::jwt::apply(&edits, session.req_header_mut());

@@ -53,25 +53,13 @@ fn path_match(method: &Value) -> Result<Value, String> {
         (Some(s), Some(m), false) => json!({"type": "Exact", "value": format!("/{s}/{m}")}),
         (Some(s), None, false) => json!({"type": "PathPrefix", "value": format!("/{s}")}),
         (None, Some(m), false) => {
-            json!({"type": "RegularExpression", "value": format!("/[^/]+/{}", regex_escape(m))})
+            json!({"type": "RegularExpression", "value": format!("/[^/]+/{}", regex::escape(m))})
         }
         (s, m, true) => json!({
             "type": "RegularExpression",
             "value": format!("/{}/{}", s.unwrap_or("[^/]+"), m.unwrap_or("[^/]+")),
         }),
     })
-}
-
-fn regex_escape(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            let special = "\\.+*?()|[]{}^$".contains(c);
-            special
-                .then_some('\\')
-                .into_iter()
-                .chain(std::iter::once(c))
-        })
-        .collect()
 }
 
 #[cfg(test)]

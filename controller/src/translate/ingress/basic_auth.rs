@@ -14,10 +14,11 @@ pub fn resolve(
     settings: &mut Settings,
     findings: &mut Vec<Finding>,
 ) {
-    let Some((secret_namespace, name, realm)) = settings.basic_auth_secret.clone() else {
+    let Some(secret) = settings.basic_auth_secret.clone() else {
         return;
     };
-    let secret_namespace = secret_namespace.unwrap_or_else(|| namespace.to_string());
+    let (name, realm) = (secret.name, secret.realm);
+    let secret_namespace = secret.namespace.unwrap_or_else(|| namespace.to_string());
     let finding = |message: String, blocks| Finding {
         name: "auth-secret".into(),
         reason: if blocks {

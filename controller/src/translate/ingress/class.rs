@@ -45,6 +45,29 @@ pub fn served(inputs: &Inputs, ingress: &Ingress, classes: &str) -> Option<Serve
     })
 }
 
+/// `spec.parameters` of an IngressClass this proxy serves is not read: said on the class.
+pub fn report_unapplied(cx: &mut crate::translate::Context<'_>) {
+    let classes = &cx.options.ingress_class;
+    let ours = |class: &IngressClass| {
+        let name = class.metadata.name.as_deref().unwrap_or_default();
+        let controller = class.spec.as_ref().and_then(|s| s.controller.as_deref());
+        controller == Some(CONTROLLER) || classes.split(',').any(|c| c.trim() == name)
+    };
+    let with_parameters = cx
+        .inputs
+        .ingress_classes
+        .iter()
+        .filter(|c| ours(c) && c.spec.as_ref().is_some_and(|s| s.parameters.is_some()));
+    let metas: Vec<_> = with_parameters
+        .map(|c| crate::translate::meta_of("IngressClass", &c.metadata))
+        .collect();
+    for meta in metas {
+        let message = "IngressClass parameters are not read by Ferry: not applied";
+        let condition = crate::translate::report::Condition::warn("Valid", "NotApplied", message);
+        cx.reports.push(&meta, condition.field("spec.parameters"));
+    }
+}
+
 fn class_of(ingress: &Ingress) -> Option<&str> {
     let spec_class = ingress
         .spec
@@ -104,6 +127,26 @@ mod tests {
     fn serves(yaml: &str, classes: &str) -> Option<Served> {
         let inputs = inputs(yaml);
         served(&inputs, &inputs.ingresses[0], classes)
+    }
+
+    #[test]
+    fn parameters_of_a_served_class_are_reported() {
+        let yaml = format!(
+            "{}---\napiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {{name: ferry}}\n\
+             spec: {{controller: {CONTROLLER}, parameters: {{kind: ConfigMap, name: tuning}}}}\n",
+            ingress("ferry")
+        );
+        let inputs = inputs(&yaml);
+        let output = crate::translate(&inputs, &crate::translate::Options::default());
+        let report = output
+            .reports
+            .iter()
+            .find(|r| &*r.object.kind == "IngressClass");
+        let report = report.expect("a report on the IngressClass");
+        assert_eq!(
+            (report.reason, report.field.as_deref()),
+            ("NotApplied", Some("spec.parameters"))
+        );
     }
 
     #[test]

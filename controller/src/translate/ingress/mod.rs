@@ -67,6 +67,7 @@ pub(crate) fn translate(cx: &mut Context<'_>) {
         );
     }
     canaries::report_unused(cx, &canaries);
+    class::report_unapplied(cx);
     // A default backend answers whatever no rule matched, on every host: it sorts last.
     defaults.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
     let tls_port = cx.options.ingress_tls_port;

@@ -66,19 +66,21 @@ pub(super) fn place(
 /// A tcp route's addresses with its `destinationSubnets`: the host's addresses in them, or
 /// the subnets themselves for a host without addresses; None when none is left.
 fn narrowed(addresses: &[String], rule: &L4Rule<'_>) -> Option<Vec<String>> {
-    let subnets = rule.destination_subnets;
-    if subnets.is_empty() {
+    if rule.destination_subnets.is_empty() {
         return Some(addresses.to_vec());
     }
     if addresses.is_empty() {
-        return Some(subnets.iter().map(|s| s.trim().to_string()).collect());
-    }
-    let inside = |a: &String| {
-        a.parse::<std::net::IpAddr>().is_ok_and(|ip| {
-            subnets
+        return Some(
+            rule.destination_subnets
                 .iter()
-                .any(|s| ferry_model::cidr_contains(s.trim(), ip))
-        })
+                .map(|s| s.trim().to_string())
+                .collect(),
+        );
+    }
+    let subnets = super::stream::subnets(rule);
+    let inside = |a: &String| {
+        a.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| subnets.iter().any(|block| block.contains(ip)))
     };
     let kept: Vec<String> = addresses.iter().filter(|a| inside(a)).cloned().collect();
     (!kept.is_empty()).then_some(kept)

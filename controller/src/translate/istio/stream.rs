@@ -3,6 +3,7 @@
 //! routes) and TCP. Each match becomes one [`StreamRoute`] per server port, in Istio's
 //! first-match order (VirtualServices by age, routes and matches in document order).
 
+use ferry_model::authz::IpBlock;
 use ferry_model::{Meta, Str, StreamRoute, WeightedBackend};
 
 use super::{ServedGateway, ServedServer};
@@ -198,7 +199,7 @@ fn tcp_rule(
 fn subnets_valid(cx: &mut Context<'_>, meta: &Meta, subnets: &[String], field: &str) -> bool {
     let bad: Vec<&String> = subnets
         .iter()
-        .filter(|s| ferry_model::authz::IpBlock::parse(s.trim()).is_none())
+        .filter(|s| IpBlock::parse(s.trim()).is_none())
         .collect();
     if let Some(first) = bad.first() {
         let message = format!("{first:?} is not an address or CIDR range: the match is not used");
@@ -211,10 +212,11 @@ fn subnets_valid(cx: &mut Context<'_>, meta: &Meta, subnets: &[String], field: &
     bad.is_empty()
 }
 
-pub(super) fn subnets(rule: &L4Rule<'_>) -> std::sync::Arc<[Str]> {
+/// The match's blocks, parsed once (checked by [`subnets_valid`] before).
+pub(super) fn subnets(rule: &L4Rule<'_>) -> std::sync::Arc<[IpBlock]> {
     rule.destination_subnets
         .iter()
-        .map(|s| Str::from(s.trim()))
+        .filter_map(|s| IpBlock::parse(s.trim()))
         .collect()
 }
 

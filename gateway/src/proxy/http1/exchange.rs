@@ -74,19 +74,10 @@ impl Http1Proxy {
         if let Some(reason) = forward_fallback(&forward) {
             return Next::Fallback(reason);
         }
-        if let Some(auth) = &forward.route.route.policy.ext_auth {
-            let scheme = if facts.tls.is_some() { "https" } else { "http" };
-            let meta = &forward.route.route.meta;
-            match crate::proxy::ext_auth::check(auth, &facts, scheme, meta).await {
-                Ok(edits) => forward.auth_edits.extend(edits),
-                Err(reply) => {
-                    let mut ctx = self.request_ctx(conn, &facts);
-                    ctx.route = Some(forward.route.clone());
-                    return self
-                        .answer(conn, ctx, reply.for_route(&forward.route))
-                        .await;
-                }
-            }
+        if let Some(reply) = crate::proxy::ext_auth::authorize(&mut forward, &facts).await {
+            let mut ctx = self.request_ctx(conn, &facts);
+            ctx.route = reply.route.clone();
+            return self.answer(conn, ctx, reply).await;
         }
         let mut ctx = self.request_ctx(conn, &facts);
         ctx.snapshot = Some(snapshot);

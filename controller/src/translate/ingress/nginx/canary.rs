@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use ferry_model::{HeaderMatch, StringMatch};
 
-use super::parse::{flag, regex_escape};
+use super::parse::flag;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Canary {
@@ -137,8 +137,8 @@ fn cookie_is(name: &str, value: &str) -> StringMatch {
     StringMatch::Regex(
         format!(
             "(.*;\\s*)?{}={}(;.*)?",
-            regex_escape(name),
-            regex_escape(value)
+            regex::escape(name),
+            regex::escape(value)
         )
         .into(),
     )

@@ -47,7 +47,7 @@ pub struct Settings {
     /// `proxy-body-size` in bytes; `Some(0)`: no limit.
     pub body_size: Option<u64>,
     /// `auth-type: basic` with `auth-secret` (`namespace/name` or `name`) and `auth-realm`.
-    pub basic_auth_secret: Option<(Option<String>, String, String)>,
+    pub basic_auth_secret: Option<BasicAuthSecret>,
     /// The users of that Secret, once read (the translator fills it in).
     pub basic_auth: Option<ferry_model::BasicAuth>,
     /// With `backend-protocol: HTTPS`.
@@ -69,6 +69,15 @@ impl Settings {
     pub fn max_body_bytes(&self) -> Option<u64> {
         self.body_size.filter(|bytes| *bytes > 0)
     }
+}
+
+/// The Secret of `auth-type: basic` (its namespace: the Ingress's when not given) and the
+/// realm of the challenge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BasicAuthSecret {
+    pub namespace: Option<String>,
+    pub name: String,
+    pub realm: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

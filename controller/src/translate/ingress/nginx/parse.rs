@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use ferry_model::authz::IpBlock;
 use ferry_model::{Cors, HashOn, RetryOn, StringMatch};
 
-use super::{BackendProtocol, BackendTls, Finding, FixedRedirect, NextUpstream, Settings};
+use super::{
+    BackendProtocol, BackendTls, BasicAuthSecret, Finding, FixedRedirect, NextUpstream, Settings,
+};
 
 type Annotations<'a> = BTreeMap<&'a str, &'a str>;
 
@@ -157,7 +159,7 @@ fn backend_tls(a: &Annotations, bad: &mut Bad) -> BackendTls {
 /// `auth-type: basic` and its Secret (an htpasswd file under the key `auth`, ingress-nginx's
 /// default `auth-secret-type: auth-file`). Anything Ferry cannot enforce keeps the Ingress
 /// from being served.
-fn basic_auth(a: &Annotations, bad: &mut Bad) -> Option<(Option<String>, String, String)> {
+fn basic_auth(a: &Annotations, bad: &mut Bad) -> Option<BasicAuthSecret> {
     let Some(kind) = a.get("auth-type").map(|t| t.trim()) else {
         for name in ["auth-secret", "auth-secret-type", "auth-realm"] {
             if a.contains_key(name) {
@@ -205,7 +207,11 @@ fn basic_auth(a: &Annotations, bad: &mut Bad) -> Option<(Option<String>, String,
     let realm = a
         .get("auth-realm")
         .map_or("Authentication Required", |r| r.trim());
-    Some((namespace, name, realm.to_string()))
+    Some(BasicAuthSecret {
+        namespace,
+        name,
+        realm: realm.to_string(),
+    })
 }
 
 /// nginx sizes: bytes, or with a k, m or g suffix (either case); 0 lifts the limit.
@@ -499,25 +505,13 @@ fn origin_match(origin: &str) -> StringMatch {
         Some((scheme, domain)) => StringMatch::Regex(
             format!(
                 "{}://[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*\\.{}",
-                regex_escape(scheme),
-                regex_escape(domain)
+                regex::escape(scheme),
+                regex::escape(domain)
             )
             .into(),
         ),
         None => StringMatch::Exact(origin.into()),
     }
-}
-
-pub(super) fn regex_escape(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            let special = "\\.+*?()|[]{}^$#&-~".contains(c);
-            special
-                .then_some('\\')
-                .into_iter()
-                .chain(std::iter::once(c))
-        })
-        .collect()
 }
 
 /// A comma-separated CIDR list; a bad entry blocks the Ingress (an allow list that lost
