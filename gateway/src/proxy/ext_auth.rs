@@ -47,6 +47,7 @@ pub async fn authorize(
     forward: &mut super::decide::Forward,
     req: &RequestFacts<'_>,
 ) -> Option<Reply> {
+    forward.route.route.policy.ext_auth.as_ref()?; // most routes: nothing more to do
     let route = forward.route.clone();
     let auth = route.route.policy.ext_auth.as_ref()?;
     let scheme = if req.tls.is_some() { "https" } else { "http" };
