@@ -237,6 +237,15 @@ pub struct ClusterPolicy {
     pub connect_timeout_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout_ms: Option<u64>,
+    /// The longest wait for the next bytes of an upstream's response (nginx's
+    /// `proxy_read_timeout`: between two reads, not for the whole response); 504 before
+    /// the response starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_timeout_ms: Option<u64>,
+    /// The longest wait for an upstream to take the next bytes of a request (nginx's
+    /// `proxy_send_timeout`: between two writes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_timeout_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Limits::is_unlimited")]
     pub limits: Limits,
     #[serde(default, skip_serializing_if = "LoadBalancer::is_default")]

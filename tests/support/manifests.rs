@@ -58,6 +58,19 @@ pub fn service_with(
     out
 }
 
+/// A Service `namespace/name` on port 80 whose one endpoint is 127.0.0.1:`target` (a
+/// backend the test runs itself), port named `port_name`.
+pub fn loopback_service(namespace: &str, name: &str, port_name: &str, target: u16) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {namespace}}}\n\
+         spec: {{ports: [{{name: {port_name}, port: 80, targetPort: {target}}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: {name}-1, namespace: {namespace}, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+         addressType: IPv4\nports: [{{name: {port_name}, port: {target}}}]\n\
+         endpoints: [{{addresses: [\"127.0.0.1\"], conditions: {{ready: true}}}}]\n"
+    )
+}
+
 /// A Gateway of class `ferry` with HTTP listeners `(name, port, hostname)` open to all namespaces.
 pub fn gateway(namespace: &str, name: &str, listeners: &[(&str, u16, Option<&str>)]) -> String {
     let listeners: Vec<String> = listeners

@@ -212,6 +212,14 @@ fn settings_notes(source: &Source, out: &mut Migration) {
             false,
         );
     }
+    for (annotation, set) in [
+        ("proxy-read-timeout", s.read_timeout_ms.is_some()),
+        ("proxy-send-timeout", s.send_timeout_ms.is_some()),
+    ] {
+        if set {
+            add(annotation, "no Gateway API field for a gap between two reads or writes (HTTPRoute timeouts bound the whole request)", false);
+        }
+    }
     if s.hash_on.is_some() {
         add("affinity", "no Gateway API field in the standard channel (a DestinationRule's consistentHash does it)", false);
     }

@@ -301,7 +301,8 @@ impl ProxyHttp for FerryProxy {
                 .map_or(CONNECT_TIMEOUT, Duration::from_millis),
         );
         peer.options.idle_timeout = policy.idle_timeout_ms.map(Duration::from_millis);
-        peer.options.read_timeout = ctx.tries.try_timeout(&route.route.policy);
+        peer.options.read_timeout = ctx.tries.read_timeout(&route.route.policy, Some(policy));
+        peer.options.write_timeout = policy.send_timeout_ms.map(Duration::from_millis);
         peer.options.tcp_keepalive = policy
             .tcp_keepalive
             .as_ref()

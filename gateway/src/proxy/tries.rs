@@ -104,10 +104,18 @@ impl Tries {
     /// The read timeout for the next try: the per-try limit, cut to the overall deadline.
     pub fn try_timeout(&self, policy: &RoutePolicy) -> Option<Duration> {
         let per_try = policy.per_try_timeout_ms.map(Duration::from_millis);
-        match (per_try, self.remaining()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        shortest(per_try, self.remaining())
+    }
+
+    /// The longest wait for the next bytes of a response: the try's limit, or the
+    /// cluster's read timeout when that is shorter.
+    pub fn read_timeout(
+        &self,
+        policy: &RoutePolicy,
+        cluster: Option<&ferry_model::ClusterPolicy>,
+    ) -> Option<Duration> {
+        let read = cluster.and_then(|c| c.read_timeout_ms.map(Duration::from_millis));
+        shortest(self.try_timeout(policy), read)
     }
 
     /// Decides whether `failure` earns another try, and if so books it (retry count, budget
@@ -149,6 +157,13 @@ impl Tries {
         if std::mem::take(&mut self.holds_retry_slot) {
             cluster.state.end_retry();
         }
+    }
+}
+
+fn shortest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

@@ -388,6 +388,8 @@ fn backend_settings(cx: &mut Context<'_>, target: BackendTarget, main: &Served) 
         return target;
     };
     let changes = settings.connect_timeout_ms.is_some()
+        || settings.read_timeout_ms.is_some()
+        || settings.send_timeout_ms.is_some()
         || settings.backend_protocol != nginx::BackendProtocol::Http
         || settings.hash_on.is_some();
     if !changes {
@@ -402,9 +404,10 @@ fn backend_settings(cx: &mut Context<'_>, target: BackendTarget, main: &Served) 
             let tls = &settings.backend_tls;
             cluster.tls = Some(backend_tls::origination(inputs, &main.meta, tls, &host).0);
         }
-        if let Some(ms) = settings.connect_timeout_ms {
-            cluster.policy.connect_timeout_ms = Some(ms);
-        }
+        let policy = &mut cluster.policy;
+        policy.connect_timeout_ms = settings.connect_timeout_ms.or(policy.connect_timeout_ms);
+        policy.read_timeout_ms = settings.read_timeout_ms.or(policy.read_timeout_ms);
+        policy.send_timeout_ms = settings.send_timeout_ms.or(policy.send_timeout_ms);
         if settings.backend_protocol == nginx::BackendProtocol::H2c {
             cluster.protocol = ferry_model::UpstreamProtocol::H2c;
         }

@@ -160,8 +160,14 @@ pub async fn read_some(
     result.map_err(|_| ReadError::Io)
 }
 
-/// Copies exactly `length` bytes from `from` to `to` (a request body too large to hold).
-pub async fn copy_exact(from: &mut Stream, to: &mut Stream, mut length: u64) -> io::Result<()> {
+/// Copies exactly `length` bytes from `from` to `to` (a request body too large to hold);
+/// a write `to` does not take within `write_timeout` fails with `TimedOut`.
+pub async fn copy_exact(
+    from: &mut Stream,
+    to: &mut Stream,
+    mut length: u64,
+    write_timeout: Option<Duration>,
+) -> io::Result<()> {
     let mut chunk = vec![0u8; COPY_CHUNK.min(length as usize)];
     while length > 0 {
         let want = chunk.len().min(length as usize);
@@ -169,10 +175,23 @@ pub async fn copy_exact(from: &mut Stream, to: &mut Stream, mut length: u64) -> 
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        to.write_all(&chunk[..n]).await?;
+        within(write_timeout, to.write_all(&chunk[..n])).await?;
         length -= n as u64;
     }
-    to.flush().await
+    within(write_timeout, to.flush()).await
+}
+
+/// `io` within `limit` (if any); running out is a `TimedOut` error.
+pub async fn within<T>(
+    limit: Option<Duration>,
+    io: impl std::future::Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, io)
+            .await
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
+        None => io.await,
+    }
 }
 
 /// Reads into `buf` until it holds `want` bytes.

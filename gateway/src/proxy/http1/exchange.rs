@@ -359,9 +359,21 @@ fn client_gone() -> Served {
     }
 }
 
-/// Per-try read limit from the route policy, cut to the request's deadline.
+/// Per-read limit: the route's per-try timeout cut to the request's deadline, or the
+/// cluster's read timeout when shorter.
 pub(super) fn try_timeout(ctx: &RequestCtx) -> Option<Duration> {
+    let cluster = ctx.cluster.as_ref().map(|c| &c.cluster.policy);
     ctx.route
         .as_ref()
-        .and_then(|route| ctx.tries.try_timeout(&route.route.policy))
+        .and_then(|route| ctx.tries.read_timeout(&route.route.policy, cluster))
+}
+
+/// The longest wait for the upstream to take the next bytes of the request.
+pub(super) fn send_timeout(ctx: &RequestCtx) -> Option<Duration> {
+    let cluster = ctx.cluster.as_ref()?;
+    cluster
+        .cluster
+        .policy
+        .send_timeout_ms
+        .map(Duration::from_millis)
 }

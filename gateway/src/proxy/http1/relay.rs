@@ -8,8 +8,8 @@ use pingora_core::{Error, ErrorType};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::body::{copy_body, copy_exact, read_some, write_all_vectored, ReadError};
-use super::exchange::try_timeout;
+use super::body::{copy_body, copy_exact, read_some, within, write_all_vectored, ReadError};
+use super::exchange::{send_timeout, try_timeout};
 use super::pool::{self, Upstream};
 use super::response::{parse_response, Framing, ResponseHead};
 use super::{write, Conn, Http1Proxy, Next};
@@ -176,21 +176,23 @@ async fn exchange_head(
     };
     let body_start = conn.head.len;
     let prefix = &conn.buf[body_start..body_start + body.in_buffer];
-    if write_all_vectored(&mut upstream.io, &[&conn.out, ending, prefix])
-        .await
-        .is_err()
-    {
-        return Err(Stale);
+    let send_limit = send_timeout(ctx);
+    let parts = [&conn.out[..], ending, prefix];
+    match within(send_limit, write_all_vectored(&mut upstream.io, &parts)).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(Failed(send_timed_out())),
+        Err(_) => return Err(Stale),
     }
     if body.rest > 0 {
-        copy_exact(&mut conn.io, &mut upstream.io, body.rest)
+        copy_exact(&mut conn.io, &mut upstream.io, body.rest, send_limit)
             .await
-            .map_err(|_| {
-                Failed(fail(
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::TimedOut => Failed(send_timed_out()),
+                _ => Failed(fail(
                     Failure::Reset,
                     ErrorType::WriteError,
                     "request body not delivered",
-                ))
+                )),
             })?;
     }
     let head_request = conn.head.method.of(&conn.buf) == b"HEAD";
@@ -232,6 +234,14 @@ async fn exchange_head(
             Ok(_) => {}
         }
     }
+}
+
+fn send_timed_out() -> TryFailure {
+    fail(
+        Failure::Timeout,
+        ErrorType::WriteTimedout,
+        "upstream did not take the request in time",
+    )
 }
 
 /// Writes the response head and copies the body; keeps the upstream connection when the

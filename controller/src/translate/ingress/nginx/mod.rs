@@ -34,6 +34,10 @@ pub struct Settings {
     pub backend_protocol: BackendProtocol,
     pub canary: Option<Canary>,
     pub connect_timeout_ms: Option<u64>,
+    /// `proxy-read-timeout`: the longest gap between two reads of the backend's response.
+    pub read_timeout_ms: Option<u64>,
+    /// `proxy-send-timeout`: the longest gap between two writes of the request to it.
+    pub send_timeout_ms: Option<u64>,
     pub next_upstream: Option<NextUpstream>,
     pub cors: Option<ferry_model::Cors>,
     pub upstream_vhost: Option<String>,
@@ -58,10 +62,13 @@ pub struct Settings {
 
 impl Settings {
     /// ingress-nginx's defaults for what its class's Ingresses do not say: a 1 MiB body
-    /// limit and a 5 s connect timeout (its `proxy-body-size` and `proxy-connect-timeout`).
+    /// limit, a 5 s connect timeout and 60 s read and send timeouts (its
+    /// `proxy-body-size`, `proxy-connect-timeout`, `proxy-read-timeout`, `proxy-send-timeout`).
     pub fn with_nginx_defaults(mut self) -> Settings {
         self.body_size.get_or_insert(1 << 20);
         self.connect_timeout_ms.get_or_insert(5_000);
+        self.read_timeout_ms.get_or_insert(60_000);
+        self.send_timeout_ms.get_or_insert(60_000);
         self
     }
 

@@ -38,6 +38,8 @@ pub(super) fn settings(a: &Annotations, findings: &mut Vec<Finding>) -> Settings
         backend_protocol: backend_protocol(a, &mut bad),
         canary: super::canary::read(a, &mut bad),
         connect_timeout_ms: seconds(a, "proxy-connect-timeout", &mut bad),
+        read_timeout_ms: seconds(a, "proxy-read-timeout", &mut bad),
+        send_timeout_ms: seconds(a, "proxy-send-timeout", &mut bad),
         next_upstream: next_upstream(a, &mut bad),
         cors: cors(a, &mut bad),
         upstream_vhost: a.get("upstream-vhost").map(|s| s.to_string()),

@@ -42,6 +42,8 @@ const APPLIED: &[&str] = &[
     "canary-by-header-pattern",
     "canary-by-cookie",
     "proxy-connect-timeout",
+    "proxy-read-timeout",
+    "proxy-send-timeout",
     "proxy-next-upstream",
     "proxy-next-upstream-tries",
     "proxy-next-upstream-timeout",
