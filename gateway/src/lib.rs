@@ -20,6 +20,7 @@ mod h2_guard;
 mod header_lookup;
 mod header_names;
 mod htpasswd;
+pub mod in_flight;
 pub mod limits;
 pub mod listeners;
 pub mod mesh_connect;

@@ -30,6 +30,10 @@ pub struct RoutePolicy {
     /// rate); a request must pass all of them.
     #[serde(default, skip_serializing_if = "<[RateLimit]>::is_empty")]
     pub rate_limits: Arc<[RateLimit]>,
+    /// Requests of one client address in progress at once (ingress-nginx
+    /// `limit-connections`), counted by this proxy alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_limit: Option<ConcurrencyLimit>,
     /// Requests with a larger body get 413 (ingress-nginx `proxy-body-size`); the
     /// proxy-wide `--max-request-body` holds as well.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,6 +114,20 @@ pub struct RateLimit {
     pub burst: u32,
     pub key: RateLimitKey,
     /// The status of a limited request (429; ingress-nginx answers 503).
+    pub status: u16,
+    /// Client addresses the limit does not apply to (ingress-nginx `limit-whitelist`).
+    #[serde(default, skip_serializing_if = "<[crate::authz::IpBlock]>::is_empty")]
+    pub exempt: Arc<[crate::authz::IpBlock]>,
+}
+
+/// At most `max` requests of one client address in progress at once; more get `status`
+/// (nginx's `limit_conn` keyed by the client address).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConcurrencyLimit {
+    /// Who set the limit (`Ingress/ns/name`): counts are kept by it.
+    pub name: Str,
+    pub max: u32,
+    /// 503 as ingress-nginx's `limit-conn-status-code`.
     pub status: u16,
     /// Client addresses the limit does not apply to (ingress-nginx `limit-whitelist`).
     #[serde(default, skip_serializing_if = "<[crate::authz::IpBlock]>::is_empty")]

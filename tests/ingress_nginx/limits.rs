@@ -1,7 +1,7 @@
 use crate::nginx_gateway;
 use crate::support::manifests::nginx_ingress as ingress;
 use crate::support::manifests::{ep, join, service};
-use crate::support::{free_port, ConfigDir, Echo, Http};
+use crate::support::{free_port, ConfigDir, Echo, Http, BOTH};
 
 /// `limit-rps` against the clock: requests sent as fast as one client can for a few
 /// seconds get through at the configured rate plus one burst, within 10 %; the refused
@@ -58,5 +58,52 @@ async fn limit_rps_holds_the_rate_per_client() {
     for _ in 0..30 {
         let reply = http.get(&url, Some("exempt.example"), &[]).await.unwrap();
         assert_eq!(reply.status, 200, "limit-whitelist exempts 127.0.0.1");
+    }
+}
+
+/// `limit-connections: 2`: a client's third request in progress at once gets 503, and the
+/// places come back when requests end (also on HTTP/2, where each stream counts).
+#[tokio::test(flavor = "multi_thread")]
+async fn limit_connections_bounds_requests_in_progress() {
+    let main = Echo::start("main");
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write(
+        "all.yaml",
+        &join(&[
+            &ingress(
+                "bounded",
+                "bounded.example",
+                "/",
+                "main",
+                &[("limit-connections", "2")],
+            ),
+            &service("web", "main", 80, &[ep(&main, &[])]),
+        ]),
+    );
+    let _gw = nginx_gateway(&dir, port, &["--cause-detail", "full"]).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    for proto in BOTH {
+        let http = Http::new(proto);
+        let slow = [("x-echo-delay-ms", "1500")];
+        let call = |delay_ms: u64| {
+            let (http, url) = (&http, &url);
+            async move {
+                // Staggered so the third arrives while the first two are in progress.
+                tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+                http.get(url, Some("bounded.example"), &slow).await.unwrap()
+            }
+        };
+        let (a, b, c) = tokio::join!(call(0), call(200), call(400));
+        let replies = [a, b, c];
+        let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+        assert_eq!(statuses, [200, 200, 503], "{proto:?}: {replies:?}");
+        assert_eq!(replies[2].text, "concurrency_limited");
+        let cause = replies[2].header("x-ferry-cause").unwrap_or_default();
+        assert!(cause.starts_with("RL Ingress/web/bounded"), "{cause}");
+        for _ in 0..3 {
+            let reply = http.get(&url, Some("bounded.example"), &[]).await.unwrap();
+            assert_eq!(reply.status, 200, "{proto:?}: places given back");
+        }
     }
 }

@@ -212,6 +212,9 @@ fn settings_notes(source: &Source, out: &mut Migration) {
             false,
         );
     }
+    if s.max_connections.is_some() {
+        add("limit-connections", "no Gateway API or LocalRateLimitPolicy field for requests in progress per client: not converted", false);
+    }
     for (annotation, set) in [
         ("proxy-read-timeout", s.read_timeout_ms.is_some()),
         ("proxy-send-timeout", s.send_timeout_ms.is_some()),

@@ -20,7 +20,13 @@ pub async fn admit(
     ctx: &mut RequestCtx,
     forward: Forward,
 ) -> Option<Reply> {
-    let Forward { route, cluster, .. } = forward;
+    let Forward {
+        route,
+        cluster,
+        in_flight,
+        ..
+    } = forward;
+    ctx.in_flight = in_flight;
     // Known from here on, also when the proxy answers itself (overflow, fault, timeout):
     // metrics, access log and trace name the destination, as Envoy's cluster stats do.
     let cluster = &*ctx.cluster.insert(cluster);

@@ -53,6 +53,8 @@ pub struct RequestCtx {
     pub local_cause: Option<String>,
     /// Header changes RequestAuthentication asks for, made on the upstream request.
     pub auth_edits: Vec<super::jwt::HeaderEdit>,
+    /// The request's place under its route's concurrency limit, given back when it ends.
+    pub in_flight: Option<crate::in_flight::Permit>,
 }
 
 impl Default for RequestCtx {
@@ -83,6 +85,7 @@ impl Default for RequestCtx {
             body_bytes: 0,
             local_cause: None,
             auth_edits: Vec::new(),
+            in_flight: None,
         }
     }
 }

@@ -37,6 +37,8 @@ pub struct Forward {
     pub cluster: Arc<CompiledCluster>,
     /// Header changes RequestAuthentication asks for (token removed, claims copied out).
     pub auth_edits: Vec<super::jwt::HeaderEdit>,
+    /// The request's place under the route's concurrency limit, held until it ends.
+    pub in_flight: Option<crate::in_flight::Permit>,
 }
 
 impl Decision {
@@ -145,9 +147,10 @@ pub fn decide(
             format!("NR no route for host {host:?} on port {port}"),
         ));
     };
-    if let Some(refused) = admission(req, route, client_address) {
-        return Decision::Reply(refused);
-    }
+    let in_flight = match admission(req, route, client_address) {
+        Ok(permit) => permit,
+        Err(refused) => return Decision::Reply(refused),
+    };
     let meta = &route.route.meta;
     match &route.route.action {
         Action::Redirect(redirect) => {
@@ -175,6 +178,7 @@ pub fn decide(
         Action::Forward(_) => match forward(snapshot, route) {
             Decision::Forward(forward) => Decision::Forward(Forward {
                 auth_edits,
+                in_flight,
                 ..forward
             }),
             reply => reply,
@@ -184,32 +188,37 @@ pub fn decide(
 
 /// The route's own conditions on who may use it and how often, in nginx's phase order:
 /// the body limit (413), rate limits (429 or the limit's status: before the checks below,
-/// so a flood never reaches password hashing), source ranges (403), Basic credentials (401).
+/// so a flood never reaches password hashing), the concurrency limit, source ranges (403),
+/// Basic credentials (401). Passed: the request's place under the concurrency limit.
 fn admission(
     req: &RequestFacts<'_>,
     route: &Arc<CompiledRoute>,
     client_address: crate::limits::ClientAddress,
-) -> Option<Reply> {
+) -> Result<Option<crate::in_flight::Permit>, Reply> {
     let policy = &route.route.policy;
     if let Some(limit) = policy.max_request_body_bytes {
         let declared = crate::header_lookup::first_text(req.headers, "content-length");
         if super::body_limit::declared_over(declared.map(str::as_bytes), limit) {
             let reply = Decision::reply(413, super::body_limit::cause(limit));
-            return Some(reply.for_route(route));
+            return Err(reply.for_route(route));
         }
     }
     if policy.source_ranges.is_none()
         && policy.rate_limits.is_empty()
+        && policy.concurrency_limit.is_none()
         && policy.basic_auth.is_none()
     {
-        return None;
+        return Ok(None);
     }
     let meta = &route.route.meta;
     // The client's address (X-Forwarded-For read) only when something here asks for it.
     let by_client = |l: &ferry_model::RateLimit| {
         l.key == ferry_model::RateLimitKey::ClientIp || !l.exempt.is_empty()
     };
-    let client = match policy.source_ranges.is_some() || policy.rate_limits.iter().any(by_client) {
+    let wants_client = policy.source_ranges.is_some()
+        || policy.concurrency_limit.is_some()
+        || policy.rate_limits.iter().any(by_client);
+    let client = match wants_client {
         true => {
             let forwarded_for = crate::header_lookup::joined(req.headers, "x-forwarded-for");
             client_address.remote_ip(forwarded_for.as_deref(), req.client_ip)
@@ -217,18 +226,26 @@ fn admission(
         false => None,
     };
     if let Some(refused) = super::rate_limits::check(req, &policy.rate_limits, client) {
-        return Some(refused.for_route(route));
+        return Err(refused.for_route(route));
     }
+    let permit = match &policy.concurrency_limit {
+        Some(limit) => super::rate_limits::enter(limit, client).map_err(|r| r.for_route(route))?,
+        None => None,
+    };
     if let Some(ranges) = &policy.source_ranges {
         if !ranges.admits(client) {
             let cause = format!("RBAC denied by {meta}: client address not in its source ranges");
             let mut reply = Decision::reply(403, cause).for_route(route);
             reply.body = "RBAC: access denied".into();
-            return Some(reply);
+            return Err(reply);
         }
     }
-    let auth = policy.basic_auth.as_ref()?;
-    super::basic_auth::check(req, auth, meta).map(|refused| refused.for_route(route))
+    if let Some(auth) = &policy.basic_auth {
+        if let Some(refused) = super::basic_auth::check(req, auth, meta) {
+            return Err(refused.for_route(route));
+        }
+    }
+    Ok(permit)
 }
 
 const XFCC: &str = "x-forwarded-client-cert";
@@ -281,6 +298,7 @@ fn forward(snapshot: &CompiledSnapshot, route: &Arc<CompiledRoute>) -> Decision 
         backend,
         cluster: cluster.clone(),
         auth_edits: Vec::new(),
+        in_flight: None,
     })
 }
 

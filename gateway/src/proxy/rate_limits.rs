@@ -5,10 +5,11 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use ferry_model::{RateLimit, RateLimitKey};
+use ferry_model::{ConcurrencyLimit, RateLimit, RateLimitKey};
 
 use super::decide::{Decision, Reply};
 use super::facts::RequestFacts;
+use crate::in_flight::{in_flight, Permit};
 use crate::rate_limit::{limiter, Verdict};
 
 /// The reply for a request one of `limits` refuses, if any does. `client`: the client's
@@ -34,6 +35,26 @@ pub fn check(
         }
     }
     None
+}
+
+/// A place for the request under `limit` (None: the client is exempt), or the reply when
+/// the client has `max` requests in progress already.
+pub fn enter(limit: &ConcurrencyLimit, client: Option<IpAddr>) -> Result<Option<Permit>, Reply> {
+    if client.is_some_and(|ip| limit.exempt.iter().any(|b| b.contains(ip))) {
+        return Ok(None);
+    }
+    match in_flight().try_enter(&limit.name, client, limit.max) {
+        Some(permit) => Ok(Some(permit)),
+        None => {
+            let cause = format!(
+                "RL {}: {} requests of this client in progress already",
+                limit.name, limit.max
+            );
+            let mut reply = Decision::reply(limit.status, cause);
+            reply.body = "concurrency_limited".into();
+            Err(reply)
+        }
+    }
 }
 
 fn limited(limit: &RateLimit, retry_after: Duration) -> Reply {

@@ -188,6 +188,14 @@ fn policy(settings: &Settings, name: &str) -> RoutePolicy {
         cors: settings.cors.clone(),
         source_ranges: source_ranges(settings),
         rate_limits: rate_limits(settings, name).into(),
+        concurrency_limit: settings
+            .max_connections
+            .map(|max| ferry_model::ConcurrencyLimit {
+                name: format!("{name}/connections").into(),
+                max,
+                status: 503,
+                exempt: settings.limit_exempt.clone().into(),
+            }),
         max_request_body_bytes: settings.max_body_bytes(),
         basic_auth: settings.basic_auth.clone(),
         ext_auth: settings.ext_auth.clone(),

@@ -40,6 +40,7 @@ pub fn route_policy(http: &HttpRoute, field: &str) -> Result<RoutePolicy, Proble
             .transpose()?,
         source_ranges: None,
         rate_limits: Vec::new().into(),
+        concurrency_limit: None,
         max_request_body_bytes: None,
         basic_auth: None,
         ext_auth: None,

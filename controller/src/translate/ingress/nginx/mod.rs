@@ -46,6 +46,8 @@ pub struct Settings {
     pub hash_on: Option<ferry_model::HashOn>,
     /// `limit-rps` / `limit-rpm`: (requests, window in ms, burst), per client address.
     pub limits: Vec<(u32, u64, u32)>,
+    /// `limit-connections`: requests of one client address in progress at once.
+    pub max_connections: Option<u32>,
     /// `limit-whitelist`: client ranges no limit applies to.
     pub limit_exempt: Vec<ferry_model::authz::IpBlock>,
     /// `proxy-body-size` in bytes; `Some(0)`: no limit.

@@ -47,6 +47,7 @@ pub(super) fn settings(a: &Annotations, findings: &mut Vec<Finding>) -> Settings
         deny_sources: source_ranges(a, "denylist-source-range", &mut bad),
         hash_on: hash_on(a, &mut bad),
         limits: limits(a, &mut bad),
+        max_connections: max_connections(a, &mut bad),
         limit_exempt: source_ranges(a, "limit-whitelist", &mut bad),
         body_size: body_size(a, &mut bad),
         basic_auth_secret: basic_auth(a, &mut bad),
@@ -277,6 +278,21 @@ fn limits(a: &Annotations, bad: &mut Bad) -> Vec<(u32, u64, u32)> {
         }
     }
     out
+}
+
+/// `limit-connections`: nginx's `limit_conn` by client address — requests in progress at
+/// once (nginx counts a connection while one of its requests is processed; over HTTP/2,
+/// Ferry counts each request, as nginx counts each stream).
+fn max_connections(a: &Annotations, bad: &mut Bad) -> Option<u32> {
+    let value = a.get("limit-connections")?;
+    match value.trim().parse::<u32>() {
+        Ok(max) if max > 0 => Some(max),
+        _ => {
+            let message = format!("{value:?} is not a number of connections from 1");
+            bad("limit-connections", message, false);
+            None
+        }
+    }
 }
 
 type Bad<'b> = dyn FnMut(&str, String, bool) + 'b;

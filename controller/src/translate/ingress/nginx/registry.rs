@@ -66,6 +66,7 @@ const APPLIED: &[&str] = &[
     "limit-rps",
     "limit-rpm",
     "limit-burst-multiplier",
+    "limit-connections",
     "limit-whitelist",
     "proxy-body-size",
     "auth-type",
@@ -134,6 +135,7 @@ mod tests {
         assert_eq!(support("proxy-ssl-protocols"), Support::FailsClosed);
         assert_eq!(support("proxy-buffering"), Support::NotApplied);
         assert_eq!(support("limit-rps"), Support::Applied);
-        assert_eq!(support("limit-connections"), Support::NotApplied);
+        assert_eq!(support("limit-connections"), Support::Applied);
+        assert_eq!(support("limit-rate"), Support::NotApplied);
     }
 }
