@@ -47,21 +47,51 @@ pub struct RoutePolicy {
     pub ext_auth: Option<ExtAuth>,
 }
 
-/// An HTTP service asked about each request before it is forwarded (nginx `auth_request`):
-/// 2xx lets it through, 401 and 403 are the client's answer, anything else (or no answer)
-/// is 500.
+/// An HTTP service asked about each request before it is forwarded. Two protocols:
+/// nginx's `auth_request` (ingress-nginx `auth-url`: a GET to a fixed URL; 2xx lets the
+/// request through, 401 and 403 are the client's answer, anything else or no answer 500)
+/// and Envoy's HTTP ext_authz (Gateway API `ExternalAuth`: the request's method and path
+/// under a prefix; 200 lets it through, any other answer is the client's, no answer 403).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExtAuth {
-    /// `http://host[:port]/path`.
+    #[serde(default, skip_serializing_if = "ExtAuthProtocol::is_nginx")]
+    pub protocol: ExtAuthProtocol,
+    /// `http://host[:port]/path` (nginx protocol).
+    #[serde(default, skip_serializing_if = "str::is_empty")]
     pub url: Str,
+    /// The cluster whose endpoints answer (instead of `url`), over plain HTTP/1.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Str>,
+    /// Envoy protocol: put before the request's path in the check.
+    #[serde(default, skip_serializing_if = "str::is_empty")]
+    pub path_prefix: Str,
+    /// Envoy protocol: request headers sent besides Host, Authorization and the method and
+    /// path (lower-case).
+    #[serde(default, skip_serializing_if = "<[Str]>::is_empty")]
+    pub request_headers: Arc<[Str]>,
     /// Where a 401 sends a browser (`auth-signin`), with the original URL in `redirect_param`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signin: Option<Str>,
     #[serde(default = "default_redirect_param")]
     pub redirect_param: Str,
-    /// Headers of the service's 2xx answer copied into the forwarded request.
+    /// Headers of the service's allowing answer copied into the forwarded request. Empty:
+    /// none with the nginx protocol, all but Host and framing with Envoy's.
     #[serde(default, skip_serializing_if = "<[Str]>::is_empty")]
     pub response_headers: Arc<[Str]>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ExtAuthProtocol {
+    #[default]
+    Nginx,
+    Envoy,
+}
+
+impl ExtAuthProtocol {
+    pub fn is_nginx(&self) -> bool {
+        *self == ExtAuthProtocol::Nginx
+    }
 }
 
 fn default_redirect_param() -> Str {

@@ -46,7 +46,7 @@ pub async fn admit(
                 None => ("preflight from an origin not allowed", Vec::new()),
             };
             let mut reply = Decision::reply(200, format!("CORS {meta}: {cause}")).for_route(&route);
-            reply.headers = headers;
+            reply.headers = headers.into_iter().map(|(n, v)| (n.into(), v)).collect();
             reply.body.clear();
             return Some(reply);
         }

@@ -56,7 +56,7 @@ fn unauthenticated(facts: &RequestFacts<'_>, reason: &str) -> Reply {
     let mut reply = Decision::reply(401, format!("JWT {reason}"));
     reply.body = reason.to_string();
     reply.headers.push((
-        "www-authenticate",
+        "www-authenticate".into(),
         format!(
             "Bearer realm=\"http://{}{}\", error=\"invalid_token\"",
             facts.authority, facts.path

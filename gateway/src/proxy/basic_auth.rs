@@ -25,7 +25,7 @@ pub fn check(req: &RequestFacts<'_>, auth: &BasicAuth, meta: &Meta) -> Option<Re
     reply.body = "Unauthorized".into();
     let realm = auth.realm.replace(['"', '\\'], "");
     reply.headers.push((
-        "www-authenticate",
+        "www-authenticate".into(),
         format!("Basic realm=\"{realm}\", charset=\"UTF-8\""),
     ));
     Some(reply)

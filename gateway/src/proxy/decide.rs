@@ -27,7 +27,8 @@ pub struct Reply {
     pub status: u16,
     pub cause: String,
     pub body: String,
-    pub headers: Vec<(&'static str, String)>,
+    /// Names are lower-case; most are fixed, an auth service's denial brings its own.
+    pub headers: Vec<(std::borrow::Cow<'static, str>, String)>,
     pub route: Option<Arc<CompiledRoute>>,
 }
 
@@ -166,7 +167,7 @@ pub fn decide(
             let mut reply = Decision::reply(redirect.status, format!("RD {meta}")).for_route(route);
             reply
                 .headers
-                .push(("location", redirect_location(redirect, &request)));
+                .push(("location".into(), redirect_location(redirect, &request)));
             reply.body.clear();
             Decision::Reply(reply)
         }

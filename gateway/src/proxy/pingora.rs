@@ -212,7 +212,9 @@ impl ProxyHttp for FerryProxy {
                 self.reply(session, ctx, &reply).await
             }
             Decision::Forward(mut forward) => {
-                if let Some(reply) = super::ext_auth::authorize(&mut forward, &facts).await {
+                if let Some(reply) =
+                    super::ext_auth::authorize(&snapshot, &mut forward, &facts).await
+                {
                     ctx.route = reply.route.clone();
                     return self.reply(session, ctx, &reply).await;
                 }

@@ -62,13 +62,16 @@ fn limited(limit: &RateLimit, retry_after: Duration) -> Reply {
     let mut reply = Decision::reply(limit.status, format!("RL {}: local rate limit", limit.name));
     reply.body = "local_rate_limited".into();
     let window = Duration::from_millis(limit.window_ms).as_secs().max(1);
-    reply.headers.extend([
+    let headers = [
         (
             "ratelimit-policy",
             format!("\"{}\";q={};w={window}", limit.name, limit.requests),
         ),
         ("ratelimit", format!("\"{}\";r=0;t={seconds}", limit.name)),
         ("retry-after", seconds.to_string()),
-    ]);
+    ];
+    reply
+        .headers
+        .extend(headers.map(|(name, value)| (name.into(), value)));
     reply
 }

@@ -11,7 +11,7 @@ pub struct LocalReply<'a> {
     pub status: u16,
     pub cause: &'a str,
     pub body: &'a str,
-    pub headers: &'a [(&'static str, String)],
+    pub headers: &'a [(std::borrow::Cow<'static, str>, String)],
 }
 
 pub async fn send(session: &mut Session, reply: LocalReply<'_>) -> Result<()> {
@@ -20,7 +20,15 @@ pub async fn send(session: &mut Session, reply: LocalReply<'_>) -> Result<()> {
     header.insert_header("content-type", "text/plain; charset=utf-8")?;
     header.insert_header("content-length", reply.body.len().to_string())?;
     for (name, value) in reply.headers {
-        header.append_header(*name, value.as_str())?;
+        let name = match name {
+            std::borrow::Cow::Borrowed(fixed) => http::HeaderName::from_static(fixed),
+            std::borrow::Cow::Owned(given) => {
+                http::HeaderName::try_from(given.as_str()).map_err(|_| {
+                    pingora_core::Error::new(pingora_core::ErrorType::InvalidHTTPHeader)
+                })?
+            }
+        };
+        header.append_header(name, value.as_str())?;
     }
     let head_only = reply.body.is_empty() || session.req_header().method == http::Method::HEAD;
     session

@@ -5,8 +5,9 @@ use ferry_model::{
     StringMatch,
 };
 use gateway_api::apis::experimental::httproutes::{
-    HttpRouteRulesFilters, HttpRouteRulesFiltersCors, HttpRouteRulesFiltersRequestMirror,
-    HttpRouteRulesFiltersRequestRedirect,
+    HttpRouteRulesFilters, HttpRouteRulesFiltersCors, HttpRouteRulesFiltersExternalAuth,
+    HttpRouteRulesFiltersExternalAuthProtocol as ExternalAuthProtocol,
+    HttpRouteRulesFiltersRequestMirror, HttpRouteRulesFiltersRequestRedirect,
     HttpRouteRulesFiltersRequestRedirectPathType as RedirectPathType,
     HttpRouteRulesFiltersRequestRedirectScheme as Scheme, HttpRouteRulesFiltersType as FilterType,
     HttpRouteRulesFiltersUrlRewrite, HttpRouteRulesFiltersUrlRewritePathType as RewritePathType,
@@ -39,7 +40,9 @@ pub(super) struct RuleFilters {
     pub filters: Vec<Filter>,
     pub redirect: Option<Redirect>,
     pub cors: Option<Cors>,
-    /// A filter Ferry cannot apply (ExtensionRef, ExternalAuth): the spec forbids skipping
+    /// `ExternalAuth` with protocol HTTP: each request is checked first.
+    pub ext_auth: Option<ferry_model::ExtAuth>,
+    /// A filter Ferry cannot apply (ExtensionRef, ExternalAuth over gRPC): the spec forbids skipping
     /// it, so the rule answers 500 instead of forwarding requests it should have checked.
     pub unsupported: Option<String>,
 }
@@ -55,6 +58,7 @@ pub(super) fn convert(
         filters: Vec::new(),
         redirect: None,
         cors: None,
+        ext_auth: None,
         unsupported: None,
     };
     for (index, filter) in filters.iter().enumerate() {
@@ -89,7 +93,28 @@ pub(super) fn convert(
                 }
             }
             FilterType::Cors => out.cors = filter.cors.as_ref().map(cors),
-            FilterType::ExtensionRef | FilterType::ExternalAuth => {
+            FilterType::ExternalAuth => {
+                let converted = match filter.external_auth.as_ref() {
+                    Some(auth) => external_auth(cx, auth, meta),
+                    None => Err(("InvalidFilter", "externalAuth is missing".to_string())),
+                };
+                match converted {
+                    Ok(auth) => out.ext_auth = Some(auth),
+                    Err((reason, message)) => {
+                        let message = format!(
+                            "{message}: requests this rule matches are answered 500 (the \
+                             filter must not be skipped)"
+                        );
+                        out.unsupported
+                            .get_or_insert(format!("{field}: ExternalAuth not applied"));
+                        cx.reports.push(
+                            meta,
+                            Condition::warn("Accepted", reason, message).field(field),
+                        );
+                    }
+                }
+            }
+            FilterType::ExtensionRef => {
                 let message = format!(
                     "filter type {:?} is not supported yet: requests this rule matches are \
                      answered 500 (the filter must not be skipped)",
@@ -105,6 +130,49 @@ pub(super) fn convert(
         }
     }
     out
+}
+
+/// `ExternalAuth` with protocol HTTP: Envoy's HTTP ext_authz to the referenced Service.
+/// gRPC (Envoy's ext_authz protobuf) and forwarding the body are not supported yet.
+fn external_auth(
+    cx: &mut Context<'_>,
+    auth: &HttpRouteRulesFiltersExternalAuth,
+    meta: &Meta,
+) -> Result<ferry_model::ExtAuth, (&'static str, String)> {
+    if auth.protocol == ExternalAuthProtocol::Grpc {
+        let message =
+            "externalAuth.protocol GRPC (Envoy's ext_authz over gRPC) is not supported yet";
+        return Err(("UnsupportedValue", message.into()));
+    }
+    if auth
+        .forward_body
+        .as_ref()
+        .and_then(|b| b.max_size)
+        .unwrap_or(0)
+        > 0
+    {
+        let message = "externalAuth.forwardBody is not supported yet";
+        return Err(("UnsupportedValue", message.into()));
+    }
+    let cluster = resolve_service_ref(cx, meta, (&auth.backend_ref).into())
+        .map_err(|(reason, message)| (reason, format!("externalAuth.backendRef: {message}")))?;
+    let http = auth.http.as_ref();
+    let lower = |list: Option<&Vec<String>>| -> std::sync::Arc<[Str]> {
+        list.into_iter()
+            .flatten()
+            .map(|h| h.to_ascii_lowercase().into())
+            .collect()
+    };
+    Ok(ferry_model::ExtAuth {
+        protocol: ferry_model::ExtAuthProtocol::Envoy,
+        url: "".into(),
+        cluster: Some(cluster),
+        path_prefix: http.and_then(|h| h.path.as_deref()).unwrap_or("").into(),
+        request_headers: lower(http.and_then(|h| h.allowed_headers.as_ref())),
+        signin: None,
+        redirect_param: "rd".into(),
+        response_headers: lower(http.and_then(|h| h.allowed_response_headers.as_ref())),
+    })
 }
 
 /// Header names are case-insensitive; they are kept lower-case so HTTP/2 can carry them.
@@ -271,6 +339,9 @@ macro_rules! service_ref_from {
 service_ref_from!(gateway_api::apis::experimental::httproutes::HttpRouteRulesBackendRefs);
 service_ref_from!(
     gateway_api::apis::experimental::httproutes::HttpRouteRulesFiltersRequestMirrorBackendRef
+);
+service_ref_from!(
+    gateway_api::apis::experimental::httproutes::HttpRouteRulesFiltersExternalAuthBackendRef
 );
 
 /// Resolves a Gateway API reference to a Service port, enforcing ReferenceGrants for

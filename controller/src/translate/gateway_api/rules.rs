@@ -47,6 +47,7 @@ fn compile_rule(
         filters,
         redirect,
         cors,
+        ext_auth,
         unsupported,
     } = filters::convert(
         cx,
@@ -64,7 +65,7 @@ fn compile_rule(
         (None, None) => backends_action(cx, rule, meta, &field, &mut failure),
     };
     let policy = match rule_policy(rule, cors, &field) {
-        Ok(policy) => policy,
+        Ok(policy) => RoutePolicy { ext_auth, ..policy },
         Err(condition) => {
             cx.reports.push(meta, condition);
             return Vec::new();
@@ -250,6 +251,14 @@ fn backend(
         (None, _) => Some(format!(
             "{field}.filters: not readable as HTTPRoute filters"
         )),
+        (Some(_), None) if converted.ext_auth.is_some() => {
+            let message = "ExternalAuth on a backendRef is not supported (put it on the rule): this backend answers 500";
+            cx.reports.push(
+                meta,
+                Condition::warn("Accepted", "UnsupportedValue", message).field(field),
+            );
+            Some(format!("{field}.filters: ExternalAuth on a backendRef"))
+        }
         (Some(_), why) => why,
     };
     if let Some(reason) = unusable {

@@ -74,7 +74,9 @@ impl Http1Proxy {
         if let Some(reason) = forward_fallback(&forward) {
             return Next::Fallback(reason);
         }
-        if let Some(reply) = crate::proxy::ext_auth::authorize(&mut forward, &facts).await {
+        if let Some(reply) =
+            crate::proxy::ext_auth::authorize(&snapshot, &mut forward, &facts).await
+        {
             let mut ctx = self.request_ctx(conn, &facts);
             ctx.route = reply.route.clone();
             return self.answer(conn, ctx, reply).await;

@@ -114,7 +114,7 @@ pub struct LocalReply<'a> {
     pub status: u16,
     pub cause: &'a str,
     pub body: &'a str,
-    pub headers: &'a [(&'static str, String)],
+    pub headers: &'a [(std::borrow::Cow<'static, str>, String)],
     /// The request was HEAD: headers only.
     pub head_only: bool,
     pub close: bool,

@@ -96,7 +96,11 @@ fn ext_auth(a: &Annotations, bad: &mut Bad) -> Option<ferry_model::ExtAuth> {
             .unwrap_or_default()
     };
     Some(ferry_model::ExtAuth {
+        protocol: ferry_model::ExtAuthProtocol::Nginx,
         url: url.into(),
+        cluster: None,
+        path_prefix: "".into(),
+        request_headers: Vec::new().into(),
         signin: a.get("auth-signin").map(|s| s.trim().into()),
         redirect_param: a
             .get("auth-signin-redirect-param")

@@ -1,68 +1,21 @@
-//! External authentication (ingress-nginx `auth-url`, nginx's `auth_request`): before a
-//! request is forwarded, a GET with its headers goes to the auth service. A 2xx answer lets
-//! it through, with the answer's `response_headers` copied into it; 401 and 403 are the
-//! client's answer (a 401 becomes a redirect to the sign-in page when there is one);
-//! anything else, or no answer within [`TIMEOUT`], is 500: the request never goes out
-//! unchecked. Both HTTP paths call [`check`] after `decide`.
-
-use std::sync::OnceLock;
-use std::time::Duration;
+//! nginx's `auth_request` (ingress-nginx `auth-url`): a GET with the request's headers goes
+//! to a fixed URL. A 2xx answer lets it through, with the answer's `response_headers`
+//! copied into it; 401 and 403 are the client's answer (a 401 becomes a redirect to the
+//! sign-in page when there is one); anything else, or no answer in time, is 500: the
+//! request never goes out unchecked.
 
 use bytes::Bytes;
 use ferry_model::ExtAuth;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 
-use super::decide::{Decision, Reply};
-use super::facts::RequestFacts;
-use super::jwt::HeaderEdit;
-
-/// The whole subrequest, answer included.
-const TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Request headers not passed to the auth service (hop-by-hop, body framing: the
-/// subrequest has no body).
-const NOT_PASSED: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-connection",
-    "content-length",
-    "expect",
-    "host",
-];
-
-fn client() -> &'static Client<HttpConnector, Empty<Bytes>> {
-    static CLIENT: OnceLock<Client<HttpConnector, Empty<Bytes>>> = OnceLock::new();
-    CLIENT.get_or_init(|| Client::builder(TokioExecutor::new()).build(HttpConnector::new()))
-}
-
-/// For a forwarded request whose route asks for external authentication: the answer's
-/// header edits join the request's, or the reply the client gets instead.
-pub async fn authorize(
-    forward: &mut super::decide::Forward,
-    req: &RequestFacts<'_>,
-) -> Option<Reply> {
-    forward.route.route.policy.ext_auth.as_ref()?; // most routes: nothing more to do
-    let route = forward.route.clone();
-    let auth = route.route.policy.ext_auth.as_ref()?;
-    let scheme = if req.tls.is_some() { "https" } else { "http" };
-    match check(auth, req, scheme, &route.route.meta).await {
-        Ok(edits) => {
-            forward.auth_edits.extend(edits);
-            None
-        }
-        Err(reply) => Some(reply.for_route(&route)),
-    }
-}
+use super::{client, NOT_PASSED, TIMEOUT};
+use crate::proxy::decide::{Decision, Reply};
+use crate::proxy::facts::RequestFacts;
+use crate::proxy::jwt::HeaderEdit;
 
 /// Asks the auth service about `req`: the header edits for the forwarded request, or the
 /// reply the client gets instead. `scheme` is the client's (`http` or `https`).
-async fn check(
+pub(super) async fn check(
     auth: &ExtAuth,
     req: &RequestFacts<'_>,
     scheme: &str,
@@ -159,7 +112,7 @@ fn unauthenticated(
         );
         let mut reply = Decision::reply(302, format!("UAEX {meta}: sign in first"));
         reply.body.clear();
-        reply.headers.push(("location", location));
+        reply.headers.push(("location".into(), location));
         return reply;
     }
     let mut reply = Decision::reply(
@@ -172,7 +125,7 @@ fn unauthenticated(
     {
         reply
             .headers
-            .push(("www-authenticate", challenge.to_string()));
+            .push(("www-authenticate".into(), challenge.to_string()));
     }
     reply
 }

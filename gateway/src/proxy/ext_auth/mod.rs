@@ -1,0 +1,97 @@
+//! External authentication: before a request is forwarded, an HTTP service is asked about
+//! it, in one of two protocols — nginx's `auth_request` ([`nginx`], ingress-nginx
+//! `auth-url`) or Envoy's HTTP ext_authz ([`envoy`], Gateway API `ExternalAuth`). Either
+//! way the request never goes out unchecked: no answer is a refusal. Both HTTP paths call
+//! [`authorize`] after `decide`.
+
+mod envoy;
+mod nginx;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferry_model::{ExtAuth, ExtAuthProtocol};
+use http_body_util::Empty;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+
+use super::decide::Reply;
+use super::facts::RequestFacts;
+use crate::compiled::CompiledSnapshot;
+
+/// The whole check, answer included.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Request headers never passed to the auth service (hop-by-hop, body framing: the check
+/// has no body).
+const NOT_PASSED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-connection",
+    "content-length",
+    "expect",
+    "host",
+];
+
+fn client() -> &'static Client<HttpConnector, Empty<Bytes>> {
+    static CLIENT: OnceLock<Client<HttpConnector, Empty<Bytes>>> = OnceLock::new();
+    CLIENT.get_or_init(|| Client::builder(TokioExecutor::new()).build(HttpConnector::new()))
+}
+
+/// For a forwarded request whose route asks for external authentication: the answer's
+/// header edits join the request's, or the reply the client gets instead.
+pub async fn authorize(
+    snapshot: &CompiledSnapshot,
+    forward: &mut super::decide::Forward,
+    req: &RequestFacts<'_>,
+) -> Option<Reply> {
+    forward.route.route.policy.ext_auth.as_ref()?; // most routes: nothing more to do
+    let route = forward.route.clone();
+    let auth = route.route.policy.ext_auth.as_ref()?;
+    let meta = &route.route.meta;
+    let verdict = match auth.protocol {
+        ExtAuthProtocol::Nginx => {
+            let scheme = if req.tls.is_some() { "https" } else { "http" };
+            nginx::check(auth, req, scheme, meta).await
+        }
+        ExtAuthProtocol::Envoy => envoy::check(snapshot, auth, req, meta).await,
+    };
+    match verdict {
+        Ok(edits) => {
+            forward.auth_edits.extend(edits);
+            None
+        }
+        Err(reply) => Some(reply.for_route(&route)),
+    }
+}
+
+/// `http://address` of an endpoint of the auth service's cluster. A cluster reached over
+/// TLS or mesh mTLS is an error: the check client speaks plain HTTP/1.1, and a check that
+/// cannot be made refuses the request.
+fn service_base(snapshot: &CompiledSnapshot, auth: &ExtAuth) -> Result<String, String> {
+    let Some(name) = &auth.cluster else {
+        return Ok(auth.url.to_string());
+    };
+    let cluster = snapshot
+        .cluster(name)
+        .ok_or_else(|| format!("cluster {name} missing"))?;
+    if cluster.tls.is_some() {
+        return Err(format!(
+            "{name} is reached over TLS, which the check client does not speak"
+        ));
+    }
+    let (_, endpoint) = cluster
+        .pick(None, &[])
+        .ok_or_else(|| format!("no ready endpoints in {name}"))?;
+    if endpoint.mtls.is_some() {
+        return Err(format!(
+            "{name} needs mesh mTLS, which the check client does not speak"
+        ));
+    }
+    Ok(format!("http://{}", endpoint.address))
+}
