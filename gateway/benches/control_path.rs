@@ -107,6 +107,7 @@ fn snapshot(routes: usize, per_host: usize, version: u64) -> Snapshot {
             virtual_hosts: virtual_hosts.into(),
             tls: None,
             stream: None,
+            passthrough: None,
         }]
         .into(),
         clusters: clusters.into(),

@@ -66,6 +66,8 @@ pub struct PortService {
     /// Relay whole connections by the port's stream routes (TCP, TLS passthrough or TLS
     /// terminated here) instead of serving HTTP.
     pub stream: bool,
+    /// An HTTPS port that passes some server names through: the ClientHello is read first.
+    pub passthrough: bool,
 }
 
 struct ActiveListener {
@@ -245,7 +247,18 @@ async fn accept_loop(
                             Box::pin(relay).await;
                         }
                     } else {
-                        serve_connection(tcp, client, tls, app, &shutdown, &task_slot).await;
+                        match (service.passthrough, tls) {
+                            (true, Some(tls)) => {
+                                let shutdown = &shutdown;
+                                let serve = serve_or_pass_through(
+                                    tcp, client, port, tls, app, shutdown, &task_slot,
+                                );
+                                Box::pin(serve).await
+                            }
+                            (_, tls) => {
+                                serve_connection(tcp, client, tls, app, &shutdown, &task_slot).await
+                            }
+                        }
                     }
                     drop(open);
                 });
@@ -330,6 +343,33 @@ fn l4_stream_with(tcp: TcpStream, digest: SocketDigest) -> L4Stream {
     let mut stream = L4Stream::from(tcp);
     stream.set_socket_digest(digest);
     stream
+}
+
+/// An HTTPS port with passthrough server names: the ClientHello decides. A name one of the
+/// port's passthrough routes matches is relayed untouched; any other connection is
+/// terminated here with the hello replayed into the handshake, and served as HTTP.
+async fn serve_or_pass_through(
+    tcp: TcpStream,
+    client: Client,
+    port: u16,
+    tls: Arc<ServerConfig>,
+    app: &Http1Proxy,
+    shutdown: &watch::Receiver<bool>,
+    slot: &Arc<Slot>,
+) {
+    let passed = crate::proxy::stream::pass_through(tcp, client.address(), port, app, slot);
+    let Some((tcp, hello)) = passed.await else {
+        return; // relayed, or closed
+    };
+    let mut stream = match client {
+        Client::Socket(_) => l4_stream(tcp),
+        Client::Reported(client) => {
+            let digest = crate::downstream_io::digest_with_client(tcp.as_raw_fd(), client);
+            l4_stream_with(tcp, digest)
+        }
+    };
+    stream.rewind(&hello);
+    serve_tls(stream, tls, app, shutdown, slot).await
 }
 
 /// Takes the socket itself: a future keeps room for its arguments even after they are moved

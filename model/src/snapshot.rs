@@ -56,6 +56,11 @@ pub struct Listener {
     /// requests; its `virtual_hosts` are then empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<crate::StreamRoutes>,
+    /// On an HTTPS port: TLS connections whose server name one of these routes matches pass
+    /// through untouched to its backends (ingress-nginx `ssl-passthrough`); the others are
+    /// terminated and served as HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passthrough: Option<crate::StreamRoutes>,
 }
 
 /// Routes for one hostname pattern on a listener.

@@ -9,6 +9,7 @@ mod annotations;
 mod auth;
 mod backends;
 mod limits;
+mod passthrough;
 
 use support::{ConfigDir, Gateway};
 

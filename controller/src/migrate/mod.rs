@@ -167,6 +167,9 @@ fn unconvertible_access(settings: &Settings) -> Option<(&'static str, &'static s
     if settings.ext_auth.is_some() {
         return Some(("auth-url", "external authentication is not converted: Gateway API's ExternalAuth filter speaks Envoy's ext_authz protocol (the request's method and path), not nginx's auth_request (a GET to a fixed URL with X-Original-URL) that this auth service answers; the Ingress is not converted, keep it as it is"));
     }
+    if settings.ssl_passthrough {
+        return Some(("ssl-passthrough", "TLS passthrough is a Gateway listener of protocol TLS (mode Passthrough) with a TLSRoute per host, which this converter does not write yet: the Ingress is not converted; keep it as it is"));
+    }
     if settings.basic_auth_secret.is_some() {
         return Some(("auth-type", "basic authentication has no Gateway API form: the Ingress is not converted; keep it as it is"));
     }

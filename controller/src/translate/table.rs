@@ -90,6 +90,8 @@ struct PortEntry {
     mesh_tls: Option<Meta>,
     hosts: BTreeMap<String, Vec<(RouteOrder, Route)>>,
     streams: Vec<(RouteOrder, StreamRoute)>,
+    /// Server names an HTTPS port passes through.
+    passthrough: Vec<(RouteOrder, StreamRoute)>,
 }
 
 #[derive(Default)]
@@ -209,6 +211,13 @@ impl RouteTable {
         entry.streams.push((order, route));
     }
 
+    /// Passes the TLS connections for `route`'s server names through on HTTPS `port`
+    /// (declared with [`RouteTable::listener`]); the port's other names stay HTTPS.
+    pub fn add_passthrough(&mut self, port: u16, order: RouteOrder, route: StreamRoute) {
+        let entry = self.ports.entry(port).or_default();
+        entry.passthrough.push((order, route));
+    }
+
     /// Routes a TCP port holds beyond the one it forwards to (the oldest): (unused, used, port).
     pub fn shadowed_tcp_routes(&self) -> Vec<(Meta, Meta, u16)> {
         let mut out = Vec::new();
@@ -276,6 +285,8 @@ impl RouteTable {
                     stream: protocol
                         .is_stream()
                         .then(|| stream_routes(protocol, entry.streams)),
+                    passthrough: (protocol == PortProtocol::Https && !entry.passthrough.is_empty())
+                        .then(|| stream_routes(PortProtocol::TlsPassthrough, entry.passthrough)),
                 }
             })
             .collect()

@@ -45,6 +45,8 @@ struct CompiledListener {
     tls: Option<CompiledTls>,
     /// Connection-level routes (TCP and TLS ports); such a port has no virtual hosts.
     stream: Option<ferry_model::StreamRoutes>,
+    /// Server names passed through on an HTTPS port.
+    passthrough: Option<ferry_model::StreamRoutes>,
     exact: HashMap<Str, usize>,
     /// (suffix including the leading dot, vhost index), longest suffix first.
     wildcards: Vec<(Str, usize)>,
@@ -140,6 +142,7 @@ impl CompiledSnapshot {
                 let service = PortService {
                     tls: l.tls.as_ref().map(|t| t.config.clone()),
                     stream: l.stream.is_some(),
+                    passthrough: l.passthrough.is_some() && l.tls.is_some(),
                 };
                 (*port, service)
             })
@@ -149,6 +152,11 @@ impl CompiledSnapshot {
     /// The connection-level routes of `port`, when it is a TCP or TLS port.
     pub fn stream_routes(&self, port: u16) -> Option<&ferry_model::StreamRoutes> {
         self.listeners.get(&port)?.stream.as_ref()
+    }
+
+    /// The server names an HTTPS `port` passes through, if any.
+    pub fn passthrough_routes(&self, port: u16) -> Option<&ferry_model::StreamRoutes> {
+        self.listeners.get(&port)?.passthrough.as_ref()
     }
 
     /// Whether the listener on `port` has a virtual host for `host`.
@@ -270,6 +278,7 @@ fn compile_listener(listener: &ferry_model::Listener) -> Result<CompiledListener
     let mut compiled = CompiledListener {
         tls: None,
         stream: listener.stream.clone(),
+        passthrough: listener.passthrough.clone(),
         exact: HashMap::new(),
         wildcards: Vec::new(),
         catch_all: None,

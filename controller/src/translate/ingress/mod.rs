@@ -9,6 +9,7 @@ mod basic_auth;
 mod canaries;
 pub(crate) mod class;
 pub mod nginx;
+mod passthrough;
 mod routes;
 
 use super::report::Condition;
@@ -50,7 +51,15 @@ pub(crate) fn translate(cx: &mut Context<'_>) {
             cx.reports.push(meta, condition.field("spec"));
             continue;
         }
-        let tls_hosts = serve_tls(cx, main.ingress, meta);
+        let mut tls_hosts = serve_tls(cx, main.ingress, meta);
+        if main.settings.ssl_passthrough {
+            let passed = passthrough::add(cx, main.ingress, meta, main.load);
+            // Their TLS connections are the backend's: no terminated route for them.
+            if tls_hosts.iter().any(|h| h == "*") {
+                tls_hosts = rule_hosts(main.ingress);
+            }
+            tls_hosts.retain(|h| !passed.contains(&h.to_ascii_lowercase()));
+        }
         add_rules(cx, main, &tls_hosts, &mut canaries);
         if let Some(backend) = main
             .ingress
@@ -76,6 +85,16 @@ pub(crate) fn translate(cx: &mut Context<'_>) {
     for port in ports.collect::<Vec<_>>() {
         add_defaults(cx, port, &defaults);
     }
+}
+
+/// The host of each rule (`*` for a rule without one).
+fn rule_hosts(ingress: &Ingress) -> Vec<String> {
+    let rules = ingress.spec.as_ref().and_then(|s| s.rules.as_deref());
+    rules
+        .unwrap_or(&[])
+        .iter()
+        .map(|r| r.host.clone().unwrap_or_else(|| "*".into()))
+        .collect()
 }
 
 /// Reads the ingress-nginx annotations and reports each one not applied; an Ingress with a

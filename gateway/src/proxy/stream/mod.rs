@@ -74,6 +74,47 @@ pub(crate) async fn serve(
     }
 }
 
+/// An HTTPS port's connection whose server name may pass through: reads the ClientHello
+/// and relays the connection when a passthrough route matches its name (None back).
+/// Otherwise the socket and the bytes read come back, for the TLS handshake to replay.
+pub(crate) async fn pass_through(
+    mut tcp: TcpStream,
+    client: SocketAddr,
+    port: u16,
+    app: &Http1Proxy,
+    slot: &crate::admission::Slot,
+) -> Option<(TcpStream, Vec<u8>)> {
+    let deadline = Instant::now() + app.limits().timeouts.tls_handshake;
+    let hello = match tokio::time::timeout_at(deadline.into(), hello::read(&mut tcp)).await {
+        Ok(Ok(hello)) => hello,
+        Ok(Err(e)) => {
+            tracing::debug!(port, "HTTPS listener: {e}");
+            return None;
+        }
+        Err(_) => {
+            app.count_timeout("tls_handshake");
+            return None;
+        }
+    };
+    let snapshot = app.store.load()?;
+    let passed = snapshot.passthrough_routes(port).filter(|routes| {
+        routes
+            .route_for(hello.server_name.as_deref(), None)
+            .is_some()
+    });
+    let Some(routes) = passed else {
+        return Some((tcp, hello.bytes));
+    };
+    // A relayed connection is busy for its whole life, never reaped as idle.
+    if !slot.begin() {
+        return None;
+    }
+    let mut connection = Connection::new(Some(client), None, port, SystemTime::now());
+    connection.server_name = hello.server_name.clone();
+    forward(app, &snapshot, routes, tcp, &hello.bytes, connection).await;
+    None
+}
+
 /// Picks the route and a backend, sends what was read already, then relays both ways.
 async fn forward<C>(
     app: &Http1Proxy,

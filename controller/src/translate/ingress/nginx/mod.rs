@@ -31,6 +31,8 @@ pub struct Settings {
     /// `permanent-redirect` / `temporal-redirect`: every request answered with this.
     pub redirect: Option<FixedRedirect>,
     pub from_to_www_redirect: bool,
+    /// `ssl-passthrough`: the hosts' TLS connections go to the backend undecrypted.
+    pub ssl_passthrough: bool,
     pub backend_protocol: BackendProtocol,
     pub canary: Option<Canary>,
     pub connect_timeout_ms: Option<u64>,

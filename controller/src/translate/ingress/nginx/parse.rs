@@ -35,6 +35,7 @@ pub(super) fn settings(a: &Annotations, findings: &mut Vec<Finding>) -> Settings
         force_ssl_redirect: flag(a, "force-ssl-redirect", false, &mut bad),
         redirect: fixed_redirect(a, &mut bad),
         from_to_www_redirect: flag(a, "from-to-www-redirect", false, &mut bad),
+        ssl_passthrough: flag(a, "ssl-passthrough", false, &mut bad),
         backend_protocol: backend_protocol(a, &mut bad),
         canary: super::canary::read(a, &mut bad),
         connect_timeout_ms: seconds(a, "proxy-connect-timeout", &mut bad),
