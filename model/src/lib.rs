@@ -33,10 +33,10 @@ pub use tls::{
     ClientCertificate, ClientValidation, ListenerTls, PrivateKeyPem, ServerCertificate, UpstreamTls,
 };
 pub use traffic::{
-    BasicAuth, BasicAuthUser, ClusterPolicy, ConcurrencyLimit, Cors, ExtAuth, ExtAuthProtocol,
-    Fault, FaultAbort, FaultDelay, HashOn, Limits, LoadBalancer, OutlierDetection, PasswordHash,
-    ProxyProtocol, RateLimit, RateLimitKey, RetryBudget, RetryOn, RetryPolicy, RoutePolicy,
-    SourceRanges, TcpKeepalive,
+    BasicAuth, BasicAuthUser, ClusterPolicy, ConcurrencyLimit, Cors, ErrorPages, ExtAuth,
+    ExtAuthProtocol, Fault, FaultAbort, FaultDelay, HashOn, Limits, LoadBalancer, OutlierDetection,
+    PasswordHash, ProxyProtocol, RateLimit, RateLimitKey, RetryBudget, RetryOn, RetryPolicy,
+    RoutePolicy, SourceRanges, TcpKeepalive,
 };
 
 /// Shorthand used by every constructor in the IR.

@@ -45,6 +45,20 @@ pub struct RoutePolicy {
     /// External authentication (ingress-nginx `auth-url`): a subrequest decides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ext_auth: Option<ExtAuth>,
+    /// ingress-nginx `default-backend` and `custom-http-errors`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_pages: Option<ErrorPages>,
+}
+
+/// A backend for what the route's own cannot answer: requests when the route's cluster has
+/// no endpoints go there instead, and upstream answers with one of `codes` are replaced by
+/// its answer to a `GET /` carrying `X-Code`, `X-Format`, `X-Original-URI` and the route's
+/// names (ingress-nginx's `default-backend` with `custom-http-errors`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorPages {
+    pub cluster: Str,
+    #[serde(default, skip_serializing_if = "<[u16]>::is_empty")]
+    pub codes: Arc<[u16]>,
 }
 
 /// An HTTP service asked about each request before it is forwarded. Two protocols:

@@ -180,3 +180,101 @@ async fn proxy_read_and_send_timeouts_bound_each_gap() {
     )
     .await;
 }
+
+/// `default-backend` with `custom-http-errors`: an upstream 404 or 503 is replaced by the
+/// error backend's answer to `GET /` naming what happened (`X-Code`, `X-Original-URI`...),
+/// other statuses pass; a path whose Service has no endpoints is served by the default
+/// backend; `custom-http-errors` alone is reported, not applied.
+#[tokio::test(flavor = "multi_thread")]
+async fn custom_http_errors_show_the_default_backends_page() {
+    use crate::support::manifests::{ep, service};
+    use crate::support::Echo;
+    let main = Echo::start("main");
+    let pages = Echo::start_with("pages", &["--status", "404"]);
+    let port = free_port();
+    let dir = ConfigDir::new();
+    let with_pages = [
+        ("default-backend", "pages"),
+        ("custom-http-errors", "404,503"),
+    ];
+    dir.write(
+        "all.yaml",
+        &join(&[
+            &ingress("shop", "shop.example", "/", "main", &with_pages),
+            &ingress("empty", "empty.example", "/", "nobody", &with_pages),
+            &ingress(
+                "alone",
+                "alone.example",
+                "/",
+                "main",
+                &[("custom-http-errors", "404")],
+            ),
+            &service("web", "main", 80, &[ep(&main, &[])]),
+            &service("web", "pages", 80, &[ep(&pages, &[])]),
+            &service("web", "nobody", 80, &[]),
+        ]),
+    );
+    let _gw = nginx_gateway(&dir, port, &["--cause-detail", "full"]).await;
+    for proto in BOTH {
+        let http = Http::new(proto);
+        let url = format!("http://127.0.0.1:{port}/cart?step=2");
+        let what = format!("{proto:?}");
+        let missing = [("x-echo-status", "404"), ("accept", "application/json")];
+        let page = http
+            .get(&url, Some("shop.example"), &missing)
+            .await
+            .unwrap();
+        assert_eq!(page.status, 404, "{what}: the page's own status: {page:?}");
+        assert_eq!(
+            page.backend(),
+            "pages",
+            "{what}: the error backend answered"
+        );
+        let seen = page.echo();
+        assert_eq!(seen["path"], "/", "{what}");
+        assert_eq!(seen["headers"]["x-code"], "404", "{what}");
+        assert_eq!(seen["headers"]["x-format"], "application/json", "{what}");
+        assert_eq!(seen["headers"]["x-original-uri"], "/cart?step=2", "{what}");
+        assert_eq!(seen["headers"]["x-ingress-name"], "shop", "{what}");
+        assert_eq!(seen["headers"]["x-service-name"], "main", "{what}");
+        assert_eq!(seen["headers"]["x-service-port"], "80", "{what}");
+        assert_eq!(
+            page.header("content-type"),
+            Some("application/json"),
+            "{what}"
+        );
+        let teapot = [("x-echo-status", "418")];
+        let passed = http.get(&url, Some("shop.example"), &teapot).await.unwrap();
+        assert_eq!(passed.status, 418, "{what}: not listed: relayed");
+        assert_eq!(passed.backend(), "main", "{what}");
+        let ok = http.get(&url, Some("shop.example"), &[]).await.unwrap();
+        assert_eq!(
+            (ok.status, ok.backend()),
+            (200, "main".to_string()),
+            "{what}"
+        );
+
+        let fine = [("x-echo-status", "200")];
+        let empty = http.get(&url, Some("empty.example"), &fine).await.unwrap();
+        assert_eq!(
+            empty.backend(),
+            "pages",
+            "{what}: no endpoints: the default backend"
+        );
+        assert_eq!(
+            empty.echo()["path"],
+            "/cart",
+            "{what}: the request as it was"
+        );
+
+        let alone = http
+            .get(&url, Some("alone.example"), &[("x-echo-status", "404")])
+            .await
+            .unwrap();
+        assert_eq!(
+            (alone.status, alone.backend()),
+            (404, "main".to_string()),
+            "{what}"
+        );
+    }
+}

@@ -212,6 +212,9 @@ fn settings_notes(source: &Source, out: &mut Migration) {
             false,
         );
     }
+    if s.error_pages.is_some() {
+        add("default-backend", "Gateway API has no default backend or error pages: requests for a backend without endpoints get 503 and upstream errors are relayed as they are", false);
+    }
     if s.max_connections.is_some() {
         add("limit-connections", "no Gateway API or LocalRateLimitPolicy field for requests in progress per client: not converted", false);
     }

@@ -55,6 +55,8 @@ pub struct RequestCtx {
     pub auth_edits: Vec<super::jwt::HeaderEdit>,
     /// The request's place under its route's concurrency limit, given back when it ends.
     pub in_flight: Option<crate::in_flight::Permit>,
+    /// The upstream answered a status the route replaces with a custom error page.
+    pub error_page: Option<u16>,
 }
 
 impl Default for RequestCtx {
@@ -86,6 +88,7 @@ impl Default for RequestCtx {
             local_cause: None,
             auth_edits: Vec::new(),
             in_flight: None,
+            error_page: None,
         }
     }
 }

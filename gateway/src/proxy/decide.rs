@@ -275,6 +275,9 @@ fn forward(snapshot: &CompiledSnapshot, route: &Arc<CompiledRoute>) -> Decision 
     let cluster_name = match route.backend_target(backend) {
         Some(BackendTarget::Cluster(name)) => name,
         Some(BackendTarget::Invalid { status, reason }) => {
+            if let Some(fallback) = default_backend(snapshot, route) {
+                return forward_to(route, backend, fallback);
+            }
             return Decision::Reply(
                 Decision::reply(*status, format!("NC {meta}: {reason}")).for_route(route),
             );
@@ -292,8 +295,30 @@ fn forward(snapshot: &CompiledSnapshot, route: &Arc<CompiledRoute>) -> Decision 
         );
     };
     if cluster.cluster.endpoints.is_empty() {
+        if let Some(fallback) = default_backend(snapshot, route) {
+            return forward_to(route, backend, fallback);
+        }
         return Decision::Reply(Decision::reply(503, no_endpoints(cluster)).for_route(route));
     }
+    forward_to(route, backend, cluster)
+}
+
+/// The route's default backend (ingress-nginx `default-backend`), when it has endpoints: it
+/// answers for a backend that has none.
+fn default_backend<'s>(
+    snapshot: &'s CompiledSnapshot,
+    route: &CompiledRoute,
+) -> Option<&'s Arc<CompiledCluster>> {
+    let pages = route.route.policy.error_pages.as_ref()?;
+    let cluster = snapshot.cluster(&pages.cluster)?;
+    (!cluster.cluster.endpoints.is_empty()).then_some(cluster)
+}
+
+fn forward_to(
+    route: &Arc<CompiledRoute>,
+    backend: usize,
+    cluster: &Arc<CompiledCluster>,
+) -> Decision {
     Decision::Forward(Forward {
         route: route.clone(),
         backend,

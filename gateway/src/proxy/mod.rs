@@ -12,6 +12,7 @@ pub(crate) mod body_limit;
 mod context;
 mod decide;
 mod entry;
+mod error_pages;
 mod ext_auth;
 mod facts;
 mod failure;

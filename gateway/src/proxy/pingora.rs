@@ -384,6 +384,12 @@ impl ProxyHttp for FerryProxy {
             }
             _ => {
                 admit::finish_try(ctx, Some(Outcome::Status(status)));
+                if super::error_pages::intercepts(ctx.route.as_deref(), status) {
+                    // Not relayed: `fail_to_proxy` answers with the error page instead.
+                    ctx.error_page = Some(status);
+                    let why = "replaced by a custom error page";
+                    return Err(Error::explain(ErrorType::HTTPStatus(status), why));
+                }
                 Ok(())
             }
         }
@@ -441,8 +447,9 @@ impl ProxyHttp for FerryProxy {
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
-        if matches!(e.etype(), ErrorType::HTTPStatus(_)) && e.retry() {
-            return e; // our own retriable-status error, already booked
+        if matches!(e.etype(), ErrorType::HTTPStatus(_)) && (e.retry() || ctx.error_page.is_some())
+        {
+            return e; // our own status error (a retry, or an error page), already booked
         }
         let failure = failure_of(&e);
         // A stale pooled connection is retried on a fresh one, as Pingora does by default.
@@ -475,6 +482,9 @@ impl ProxyHttp for FerryProxy {
         error: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        if let Some(status) = ctx.error_page.take() {
+            return self.error_page(session, ctx, status).await;
+        }
         let code = failure_status(error);
         if code > 0 && session.as_downstream().response_written().is_none() {
             session.set_keepalive(None);
@@ -496,6 +506,43 @@ impl ProxyHttp for FerryProxy {
 }
 
 impl FerryProxy {
+    /// The route's custom error page for an upstream answer of `status`.
+    async fn error_page(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        status: u16,
+    ) -> FailToProxy {
+        let (Some(snapshot), Some(route)) = (ctx.snapshot.clone(), ctx.route.clone()) else {
+            return FailToProxy {
+                error_code: 500,
+                can_reuse_downstream: false,
+            };
+        };
+        let reply = {
+            let req = session.req_header();
+            let uri = req.uri.path_and_query().map_or("/", |p| p.as_str());
+            let original = super::error_pages::Original {
+                host: super::facts::authority_of(req),
+                uri,
+                accept: req.headers.get("accept").and_then(|v| v.to_str().ok()),
+                request_id: ctx.request_id.as_deref(),
+                client_ip: client_ip(session),
+                head: req.method == http::Method::HEAD,
+            };
+            let cluster = ctx.cluster.as_deref();
+            super::error_pages::page(&snapshot, &route, cluster, status, &original).await
+        };
+        session.set_keepalive(None);
+        if let Err(e) = self.reply(session, ctx, &reply).await {
+            tracing::debug!("could not send the error page: {e}");
+        }
+        FailToProxy {
+            error_code: reply.status,
+            can_reuse_downstream: false,
+        }
+    }
+
     fn flush_mirror(&self, ctx: &mut RequestCtx) {
         if let Some(pending) = ctx.mirror.take() {
             let body = std::mem::take(&mut ctx.mirror_body).freeze();

@@ -17,7 +17,9 @@ pub struct LocalReply<'a> {
 pub async fn send(session: &mut Session, reply: LocalReply<'_>) -> Result<()> {
     let mut header = ResponseHeader::build(reply.status, Some(4))?;
     header.insert_header(CAUSE_HEADER, sanitize(reply.cause))?;
-    header.insert_header("content-type", "text/plain; charset=utf-8")?;
+    if !reply.headers.iter().any(|(name, _)| name == "content-type") {
+        header.insert_header("content-type", "text/plain; charset=utf-8")?;
+    }
     header.insert_header("content-length", reply.body.len().to_string())?;
     for (name, value) in reply.headers {
         let name = match name {

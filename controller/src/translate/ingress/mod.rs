@@ -8,6 +8,7 @@ mod backend_tls;
 mod basic_auth;
 mod canaries;
 pub(crate) mod class;
+mod error_pages;
 pub mod nginx;
 mod passthrough;
 mod routes;
@@ -112,6 +113,7 @@ fn read_annotations<'i>(
         false => settings,
     };
     basic_auth::resolve(cx, &meta.namespace, &mut settings, &mut findings);
+    error_pages::resolve(cx, &meta.namespace, &mut settings, &mut findings);
     if settings.backend_protocol == nginx::BackendProtocol::Https {
         findings.extend(backend_tls::findings(
             cx.inputs,

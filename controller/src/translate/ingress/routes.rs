@@ -199,6 +199,7 @@ fn policy(settings: &Settings, name: &str) -> RoutePolicy {
         max_request_body_bytes: settings.max_body_bytes(),
         basic_auth: settings.basic_auth.clone(),
         ext_auth: settings.ext_auth.clone(),
+        error_pages: settings.error_pages.clone(),
         ..RoutePolicy::default()
     }
 }
@@ -237,6 +238,7 @@ pub fn access_policy(settings: &Settings) -> RoutePolicy {
         source_ranges: source_ranges(settings),
         basic_auth: settings.basic_auth.clone(),
         ext_auth: settings.ext_auth.clone(),
+        error_pages: settings.error_pages.clone(),
         ..RoutePolicy::default()
     }
 }

@@ -44,6 +44,7 @@ pub fn route_policy(http: &HttpRoute, field: &str) -> Result<RoutePolicy, Proble
         max_request_body_bytes: None,
         basic_auth: None,
         ext_auth: None,
+        error_pages: None,
     })
 }
 

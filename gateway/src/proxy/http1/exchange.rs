@@ -187,6 +187,7 @@ impl Http1Proxy {
             };
             match relay::try_endpoint(self, conn, ctx, address, &body).await {
                 Ok(Relayed::Done(outcome)) => return served(conn, outcome),
+                Ok(Relayed::ErrorPage(status)) => return self.error_page(conn, ctx, status).await,
                 Ok(Relayed::Retry) => {} // booked on the status
                 Err(TryFailure { failure, error }) => {
                     if failure == Failure::Connect {
@@ -239,6 +240,31 @@ impl Http1Proxy {
             rest: length - in_buffer,
             truncated: length > RETRY_BODY_LIMIT,
         })
+    }
+
+    /// The route's custom error page for an upstream answer of `status`; the connection
+    /// closes after it when the request had a body (its bytes were sent upstream).
+    async fn error_page(&self, conn: &mut Conn, ctx: &mut RequestCtx, status: u16) -> Served {
+        let (Some(snapshot), Some(route)) = (ctx.snapshot.clone(), ctx.route.clone()) else {
+            let error = Error::explain(ErrorType::InternalError, "no route");
+            return self.failed(conn, ctx, &error).await;
+        };
+        let reply = {
+            let lookup = conn.lookup();
+            let facts = conn.facts(&lookup);
+            let original = crate::proxy::error_pages::Original {
+                host: facts.authority,
+                uri: std::str::from_utf8(conn.head.target.of(&conn.buf)).unwrap_or("/"),
+                accept: header_lookup::first_text(facts.headers, "accept"),
+                request_id: ctx.request_id.as_deref(),
+                client_ip: facts.client_ip,
+                head: facts.method == "HEAD",
+            };
+            let cluster = ctx.cluster.as_deref();
+            crate::proxy::error_pages::page(&snapshot, &route, cluster, status, &original).await
+        };
+        let close = !conn.head.keep_alive || conn.head.body != BodyFraming::None || conn.draining();
+        send_reply(conn, reply, close, &self.options.disclosure).await
     }
 
     /// The reply for a request whose tries failed; the connection closes after it, as on

@@ -38,6 +38,9 @@ pub enum Relayed {
     Done(Outcome),
     /// A retriable status; the retry is booked.
     Retry,
+    /// A status the route replaces with a custom error page; the upstream's answer is
+    /// dropped unread (with its connection).
+    ErrorPage(u16),
 }
 
 pub struct TryFailure {
@@ -123,6 +126,9 @@ pub async fn try_endpoint(
         return Ok(Relayed::Retry);
     }
     admit::finish_try(ctx, Some(EndpointOutcome::Status(response.status)));
+    if crate::proxy::error_pages::intercepts(ctx.route.as_deref(), response.status) {
+        return Ok(Relayed::ErrorPage(response.status));
+    }
     Ok(Relayed::Done(
         relay_response(conn, ctx, upstream, response, body, close_upstream).await,
     ))

@@ -125,7 +125,9 @@ pub struct LocalReply<'a> {
 pub fn write_local_reply(out: &mut Vec<u8>, reply: &LocalReply<'_>) {
     write_status_line(out, reply.status, None);
     push_header(out, b"x-ferry-cause", sanitize(reply.cause).as_bytes());
-    push_header(out, b"content-type", b"text/plain; charset=utf-8");
+    if !reply.headers.iter().any(|(name, _)| name == "content-type") {
+        push_header(out, b"content-type", b"text/plain; charset=utf-8");
+    }
     push_header(
         out,
         b"content-length",

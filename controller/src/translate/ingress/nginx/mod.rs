@@ -60,6 +60,12 @@ pub struct Settings {
     pub basic_auth: Option<ferry_model::BasicAuth>,
     /// With `backend-protocol: HTTPS`.
     pub backend_tls: BackendTls,
+    /// `default-backend`: a Service of the Ingress's namespace.
+    pub default_backend: Option<String>,
+    /// `custom-http-errors`: upstream statuses the default backend's page replaces.
+    pub error_codes: Vec<u16>,
+    /// The two, once the Service is found (the translator fills it in).
+    pub error_pages: Option<ferry_model::ErrorPages>,
     /// `auth-url` with `auth-signin` and `auth-response-headers`.
     pub ext_auth: Option<ferry_model::ExtAuth>,
 }

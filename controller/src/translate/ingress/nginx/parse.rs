@@ -55,6 +55,12 @@ pub(super) fn settings(a: &Annotations, findings: &mut Vec<Finding>) -> Settings
         basic_auth: None,
         backend_tls: backend_tls(a, &mut bad),
         ext_auth: ext_auth(a, &mut bad),
+        default_backend: a
+            .get("default-backend")
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty()),
+        error_codes: error_codes(a, &mut bad),
+        error_pages: None,
     }
 }
 
@@ -298,6 +304,25 @@ fn max_connections(a: &Annotations, bad: &mut Bad) -> Option<u32> {
             None
         }
     }
+}
+
+/// `custom-http-errors`: comma-separated statuses from 400 to 599.
+fn error_codes(a: &Annotations, bad: &mut Bad) -> Vec<u16> {
+    let Some(value) = a.get("custom-http-errors") else {
+        return Vec::new();
+    };
+    let mut codes = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        match item.parse::<u16>() {
+            Ok(code) if (400..=599).contains(&code) => codes.push(code),
+            _ => bad(
+                "custom-http-errors",
+                format!("{item:?} is not a status from 400 to 599; left out"),
+                false,
+            ),
+        }
+    }
+    codes
 }
 
 type Bad<'b> = dyn FnMut(&str, String, bool) + 'b;

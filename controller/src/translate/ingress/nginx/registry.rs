@@ -79,6 +79,8 @@ const APPLIED: &[&str] = &[
     "proxy-ssl-name",
     "proxy-ssl-server-name",
     "auth-url",
+    "default-backend",
+    "custom-http-errors",
     "auth-signin",
     "auth-signin-redirect-param",
     "auth-response-headers",
