@@ -215,3 +215,124 @@ async fn external_auth_decides_each_request() {
         );
     }
 }
+
+/// The mesh config naming the `ext-authz` provider (Istio's `istio` ConfigMap).
+fn mesh_config() -> &'static str {
+    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: |\n\
+     \x20   extensionProviders:\n\
+     \x20   - name: ext-authz\n\
+     \x20     envoyExtAuthzHttp:\n\
+     \x20       service: auth.default.svc.cluster.local\n\
+     \x20       port: 80\n\
+     \x20       pathPrefix: /check\n\
+     \x20       includeRequestHeadersInCheck: [x-tenant]\n\
+     \x20       includeAdditionalHeadersInCheck: {x-gateway: ferry}\n\
+     \x20       headersToUpstreamOnAllow: [x-user]\n\
+     \x20       headersToDownstreamOnDeny: [x-reason]\n"
+}
+
+fn custom_policy(name: &str, provider: &str, paths: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: {name}, namespace: default}}\n\
+         spec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw}}]\n  action: CUSTOM\n\
+         \x20 provider: {{name: {provider}}}\n  rules: [{{to: [{{operation: {{paths: [\"{paths}\"]}}}}]}}]\n"
+    )
+}
+
+/// Istio's CUSTOM AuthorizationPolicy with an `envoyExtAuthzHttp` provider from the mesh
+/// config: requests its rules match are asked about first (the provider's headers settings
+/// applied), others are not; a policy naming an unknown provider denies what it matches.
+#[tokio::test(flavor = "multi_thread")]
+async fn istio_custom_policies_ask_their_provider() {
+    let app = Echo::start("app");
+    let (auth_port, seen) = auth_service().await;
+    let port = free_port();
+    let dir = ConfigDir::new();
+    let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web, namespace: default}\n\
+                 spec: {parentRefs: [{name: gw}], rules: [{backendRefs: [{name: app, port: 80}]}]}\n";
+    dir.write(
+        "all.yaml",
+        &join(&[
+            &gateway("default", "gw", &[("http", port, None)]),
+            &service("default", "app", 80, &[ep(&app, &[])]),
+            &loopback_service("default", "auth", "http", auth_port),
+            route,
+            mesh_config(),
+            &custom_policy("admin", "ext-authz", "/admin*"),
+            &custom_policy("vault", "nobody-by-this-name", "/vault*"),
+        ]),
+    );
+    let gw = Gateway::spawn(dir.path(), &["--cause-detail", "full"]);
+    gw.wait_ready().await;
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    for proto in BOTH {
+        let http = Http::new(proto);
+        let what = format!("{proto:?}");
+        let asked = || seen.lock().unwrap().len();
+
+        let checks = asked();
+        let public = http
+            .get(&url("/public"), Some("shop.example"), &[])
+            .await
+            .unwrap();
+        assert_eq!(public.status, 200, "{what}: {public:?}");
+        assert_eq!(
+            asked(),
+            checks,
+            "{what}: a request no CUSTOM rule matches is not checked"
+        );
+
+        let anonymous = http
+            .get(&url("/admin/users"), Some("shop.example"), &[])
+            .await
+            .unwrap();
+        assert_eq!(anonymous.status, 401, "{what}: {anonymous:?}");
+        assert_eq!(anonymous.text, "who are you?");
+        assert!(
+            anonymous.header("www-authenticate").is_none(),
+            "{what}: only headersToDownstreamOnDeny"
+        );
+        let forbidden = [("authorization", "Bearer forbidden")];
+        let denied = http
+            .get(&url("/admin/users"), Some("shop.example"), &forbidden)
+            .await
+            .unwrap();
+        assert_eq!(
+            (denied.status, denied.header("x-reason")),
+            (403, Some("policy")),
+            "{what}"
+        );
+
+        let good = [("authorization", "Bearer good"), ("x-tenant", "acme")];
+        let allowed = http
+            .get(&url("/admin/users"), Some("shop.example"), &good)
+            .await
+            .unwrap();
+        assert_eq!(allowed.status, 200, "{what}: {allowed:?}");
+        assert_eq!(allowed.echo()["headers"]["x-user"], "alice", "{what}");
+        assert!(
+            allowed.echo()["headers"]["x-internal"].is_null(),
+            "{what}: only headersToUpstreamOnAllow"
+        );
+        let (method, target, headers) = seen.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(
+            (method.as_str(), target.as_str()),
+            ("GET", "/check/admin/users"),
+            "{what}"
+        );
+        assert_eq!(headers["x-tenant"], "acme", "{what}");
+        assert_eq!(
+            headers["x-gateway"], "ferry",
+            "{what}: includeAdditionalHeadersInCheck"
+        );
+
+        let vault = http
+            .get(&url("/vault"), Some("shop.example"), &good)
+            .await
+            .unwrap();
+        assert_eq!(
+            vault.status, 403,
+            "{what}: an unknown provider fails closed: {vault:?}"
+        );
+    }
+}

@@ -1,9 +1,10 @@
 //! Istio's AuthorizationPolicy, compiled: which requests a proxy lets through.
 //!
-//! Evaluation follows Istio: CUSTOM (not supported: it fails closed, as DENY) and DENY
-//! policies first — any match denies; then ALLOW policies — when at least one applies to the
-//! workload, a request must match one of them; with none, it is allowed. AUDIT policies
-//! decide nothing (their matches are only reported).
+//! Evaluation follows Istio: CUSTOM policies first — a request one matches is asked about
+//! at its provider (an HTTP ext_authz service, see [`custom_match`]; where the proxy cannot
+//! ask, the match denies) — then DENY — any match denies; then ALLOW policies — when at
+//! least one applies to the workload, a request must match one of them; with none, it is
+//! allowed. AUDIT policies decide nothing (their matches are only reported).
 
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -17,6 +18,8 @@ pub enum AuthzAction {
     Allow,
     Deny,
     Audit,
+    /// Asks `provider` about the requests the rules match.
+    Custom,
 }
 
 /// One policy. Empty `rules` with ALLOW match nothing (deny all); a rule with no `from`,
@@ -36,6 +39,9 @@ pub struct AuthzPolicy {
     /// empty: to every request the proxy serves.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listener_ports: Vec<u16>,
+    /// CUSTOM: the external authorization service (Envoy's HTTP ext_authz protocol).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<crate::ExtAuth>,
 }
 
 /// A rule matches when one of its sources, one of its operations and all its conditions do.
@@ -248,6 +254,22 @@ where
     } else {
         AuthzVerdict::Denied(None)
     }
+}
+
+/// The first CUSTOM policy (with its number) whose rules match `request`: its provider
+/// decides about it before DENY and ALLOW policies do.
+pub fn custom_match<'p, R>(
+    policies: impl IntoIterator<Item = (usize, &'p AuthzPolicy)>,
+    request: &AuthzRequest<'_>,
+    candidates: impl Fn(usize, &'p AuthzPolicy) -> R,
+) -> Option<(usize, &'p AuthzPolicy)>
+where
+    R: Iterator<Item = &'p AuthzRule>,
+{
+    policies
+        .into_iter()
+        .filter(|(_, p)| p.action == AuthzAction::Custom)
+        .find(|(i, p)| candidates(*i, p).any(|r| r.matches(request, false)))
 }
 
 /// The first path segment every path a rule matches must have, when the rule says so:
@@ -490,6 +512,7 @@ mod tests {
             mesh_wide: false,
             rules,
             listener_ports: Vec::new(),
+            provider: None,
         }
     }
 
@@ -540,6 +563,27 @@ mod tests {
         );
         let audit = policy(AuthzAction::Audit, vec![AuthzRule::default()]);
         assert_eq!(authorize([&audit], &get), AuthzVerdict::Allowed);
+    }
+
+    #[test]
+    fn custom_policies_decide_nothing_themselves_but_are_found_for_their_provider() {
+        let admin_paths = vec![AuthzRule {
+            to: vec![Operation {
+                paths: values(vec!["/admin*".into()]),
+                ..Operation::default()
+            }],
+            ..AuthzRule::default()
+        }];
+        let custom = policy(AuthzAction::Custom, admin_paths);
+        let allow_all = policy(AuthzAction::Allow, vec![AuthzRule::default()]);
+        let admin = request(None, "GET", "/admin/users");
+        let public = request(None, "GET", "/forecast");
+        let both = [&allow_all, &custom];
+        assert_eq!(authorize(both, &admin), AuthzVerdict::Allowed);
+        let numbered = || both.into_iter().enumerate();
+        let found = custom_match(numbered(), &admin, |_, p| p.rules.iter());
+        assert_eq!(found.map(|(i, _)| i), Some(1));
+        assert!(custom_match(numbered(), &public, |_, p| p.rules.iter()).is_none());
     }
 
     #[test]

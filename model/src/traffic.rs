@@ -88,10 +88,25 @@ pub struct ExtAuth {
     pub signin: Option<Str>,
     #[serde(default = "default_redirect_param")]
     pub redirect_param: Str,
-    /// Headers of the service's allowing answer copied into the forwarded request. Empty:
-    /// none with the nginx protocol, all but Host and framing with Envoy's.
+    /// Headers of the service's allowing answer set on the forwarded request (lower-case);
+    /// `*`: all but Host and framing.
     #[serde(default, skip_serializing_if = "<[Str]>::is_empty")]
     pub response_headers: Arc<[Str]>,
+    /// Envoy protocol: headers of a denial passed to the client; empty: all but framing.
+    #[serde(default, skip_serializing_if = "<[Str]>::is_empty")]
+    pub denial_headers: Arc<[Str]>,
+    /// Envoy protocol: headers added to each check (Istio `includeAdditionalHeadersInCheck`).
+    #[serde(default, skip_serializing_if = "<[(Str, Str)]>::is_empty")]
+    pub check_headers: Arc<[(Str, Str)]>,
+    /// The whole check, answer included (default 5 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// A check that cannot be made lets the request through (Istio `failOpen`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fail_open: bool,
+    /// The status of a request whose check could not be made (Envoy protocol: 403).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_on_error: Option<u16>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -170,8 +170,13 @@ impl Inputs {
                     .as_ref()
                     .is_some_and(|l| l.contains_key(crate::applied::LABEL));
                 if let Some(data) = o.data.as_mut().filter(|_| !report) {
-                    let read =
-                        |key: &str| key == "ca.crt" || crate::deploy::PARAMETER_KEYS.contains(&key);
+                    // The mesh config (`istio` ConfigMap, key `mesh`): its extension providers.
+                    let mesh = o.metadata.name.as_deref() == Some("istio");
+                    let read = |key: &str| {
+                        key == "ca.crt"
+                            || (mesh && key == "mesh")
+                            || crate::deploy::PARAMETER_KEYS.contains(&key)
+                    };
                     for (_, value) in data.iter_mut().filter(|(key, _)| !read(key)) {
                         *value = String::new();
                     }

@@ -157,20 +157,25 @@ fn served_gateway_ports(cx: &Context, namespace: &str, name: &str) -> Option<Vec
 
 /// The compiled policy and what the object should say. A part Ferry cannot enforce turns the
 /// whole policy into "deny all" (fail closed).
-fn compile_one(policy: &AuthorizationPolicy, cx: &Context) -> (AuthzPolicy, Vec<Report>) {
+fn compile_one(policy: &AuthorizationPolicy, cx: &mut Context) -> (AuthzPolicy, Vec<Report>) {
     let namespace = policy.metadata.namespace.as_deref().unwrap_or("default");
     let mut problems = Vec::new();
+    let mut provider = None;
     let action = match policy.spec.action.as_deref().unwrap_or("ALLOW") {
         "ALLOW" => AuthzAction::Allow,
         "DENY" => AuthzAction::Deny,
         "AUDIT" => AuthzAction::Audit,
-        "CUSTOM" => {
-            problems.push(fail_closed(
-                "spec.action",
-                "CUSTOM (external authorization) is not supported",
-            ));
-            AuthzAction::Deny
-        }
+        "CUSTOM" => match custom_provider(policy, cx) {
+            Ok(found) => {
+                provider = Some(found);
+                AuthzAction::Custom
+            }
+            Err(problem) => {
+                // The requests the provider would have decided are denied.
+                problems.push(problem);
+                AuthzAction::Deny
+            }
+        },
         other => {
             let message = format!("action {other:?} is not one of ALLOW, DENY, AUDIT, CUSTOM");
             problems.push(fail_closed("spec.action", &message));
@@ -199,9 +204,19 @@ fn compile_one(policy: &AuthorizationPolicy, cx: &Context) -> (AuthzPolicy, Vec<
         action,
         rules,
         listener_ports: Vec::new(),
+        provider,
     };
     if problems.is_empty() {
         return (compiled, problems);
+    }
+    if compiled.action == AuthzAction::Deny && policy.spec.action.as_deref() == Some("CUSTOM") {
+        // Only the provider failed: its rules say which requests it would have decided.
+        let rules_compiled = problems
+            .iter()
+            .all(|p| p.field.as_deref() == Some("spec.provider"));
+        if rules_compiled {
+            return (compiled, problems);
+        }
     }
     let deny_all = AuthzPolicy {
         action: AuthzAction::Deny,
@@ -209,6 +224,33 @@ fn compile_one(policy: &AuthorizationPolicy, cx: &Context) -> (AuthzPolicy, Vec<
         ..compiled
     };
     (deny_all, problems)
+}
+
+/// CUSTOM's `provider.name`, looked up in the mesh config's extension providers.
+fn custom_provider(
+    policy: &AuthorizationPolicy,
+    cx: &mut Context,
+) -> Result<ferry_model::ExtAuth, Report> {
+    let name = policy
+        .spec
+        .provider
+        .as_ref()
+        .and_then(|p| p.get("name"))
+        .and_then(|n| n.as_str());
+    let Some(name) = name else {
+        let message = "CUSTOM needs provider.name";
+        return Err(Report::warn(
+            "Valid",
+            "NotEnforced",
+            format!("{message}; the policy fails closed: every request its rules match is denied"),
+        )
+        .field("spec.provider"));
+    };
+    super::ext_authz::provider(cx, name).map_err(|why| {
+        let message =
+            format!("{why}; the policy fails closed: every request its rules match is denied");
+        Report::warn("Valid", "NotEnforced", message).field("spec.provider")
+    })
 }
 
 fn fail_closed(field: &str, why: &str) -> Report {

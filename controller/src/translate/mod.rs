@@ -2,6 +2,7 @@
 
 mod authz;
 pub(crate) mod duration;
+mod ext_authz;
 mod gateway_api;
 mod hosts;
 mod ingress;

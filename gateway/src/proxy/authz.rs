@@ -4,7 +4,7 @@
 //! `RBAC: access denied` with the response flag RBAC and the deciding policy in the cause
 //! header (`x-ferry-cause`), as Envoy's RBAC filter answers for Istio.
 
-use ferry_model::authz::{authorize, authorize_with, AuthzRequest, AuthzVerdict};
+use ferry_model::authz::{authorize, authorize_with, custom_match, AuthzRequest, AuthzVerdict};
 use ferry_model::jwt::RequestAuth;
 use std::net::IpAddr;
 
@@ -29,26 +29,51 @@ pub struct Peer<'a> {
     pub client_address: ClientAddress,
 }
 
-/// RequestAuthentication then AuthorizationPolicy: the header edits to make upstream when the
-/// request may go on, else the 401 or 403 to send.
+/// What RequestAuthentication and AuthorizationPolicy let through.
+#[derive(Default)]
+pub struct Checked {
+    /// Header edits to make upstream.
+    pub edits: Vec<HeaderEdit>,
+    /// The CUSTOM policy (its number in the snapshot) whose provider is still to be asked.
+    pub custom: Option<usize>,
+}
+
+/// RequestAuthentication then AuthorizationPolicy where a CUSTOM policy's provider cannot be
+/// asked (a sidecar's inbound): a request a CUSTOM policy matches is denied (fails closed).
 pub fn check(
     snapshot: &CompiledSnapshot,
     facts: &RequestFacts<'_>,
     peer: &Peer<'_>,
 ) -> Result<Vec<HeaderEdit>, Reply> {
+    let checked = check_with_custom(snapshot, facts, peer)?;
+    if let Some(index) = checked.custom {
+        let meta = &snapshot.source.authorization[index].meta;
+        let cause = format!("RBAC denied by {meta}: its CUSTOM provider is not asked here (a sidecar's inbound) yet");
+        let mut reply = Decision::reply(403, cause);
+        reply.body = "RBAC: access denied".into();
+        return Err(reply);
+    }
+    Ok(checked.edits)
+}
+
+/// RequestAuthentication then AuthorizationPolicy: what the request may go on with, else
+/// the 401 or 403 to send.
+pub fn check_with_custom(
+    snapshot: &CompiledSnapshot,
+    facts: &RequestFacts<'_>,
+    peer: &Peer<'_>,
+) -> Result<Checked, Reply> {
     let mut edits = Vec::new();
     if snapshot.jwt.is_empty() && snapshot.source.authorization.is_empty() {
-        return Ok(edits); // the common case costs two length checks
+        return Ok(Checked::default()); // the common case costs two length checks
     }
     let auth = match jwt::authenticate(&snapshot.jwt, facts, peer.port, &mut edits) {
         jwt::Outcome::Anonymous => None,
         jwt::Outcome::Verified(auth) => Some(auth),
         jwt::Outcome::Refused(reason) => return Err(unauthenticated(facts, reason)),
     };
-    match authorize_request(snapshot, facts, peer, auth.as_ref()) {
-        Some(denied) => Err(denied),
-        None => Ok(edits),
-    }
+    let custom = authorize_request(snapshot, facts, peer, auth.as_ref())?;
+    Ok(Checked { edits, custom })
 }
 
 /// Envoy's answer to a bad token: 401, the reason as body, a Bearer challenge.
@@ -65,15 +90,16 @@ fn unauthenticated(facts: &RequestFacts<'_>, reason: &str) -> Reply {
     reply
 }
 
+/// The DENY and ALLOW verdict, and the CUSTOM policy matching the request, if any.
 fn authorize_request(
     snapshot: &CompiledSnapshot,
     facts: &RequestFacts<'_>,
     peer: &Peer<'_>,
     auth: Option<&RequestAuth>,
-) -> Option<Reply> {
+) -> Result<Option<usize>, Reply> {
     let all = &snapshot.source.authorization;
     if all.is_empty() {
-        return None;
+        return Ok(None);
     }
     let policies = all
         .iter()
@@ -104,8 +130,8 @@ fn authorize_request(
     let index = &snapshot.authz_index;
     let rules =
         |i: usize, p| authz_index::candidates(index.get(i).and_then(Option::as_ref), p, facts.path);
-    match authorize_with(policies, &request, rules) {
-        AuthzVerdict::Allowed => None,
+    match authorize_with(policies.clone(), &request, rules) {
+        AuthzVerdict::Allowed => Ok(custom_match(policies, &request, rules).map(|(i, _)| i)),
         AuthzVerdict::Denied(by) => {
             let cause = match by {
                 Some(meta) => format!("RBAC denied by {meta}"),
@@ -113,7 +139,7 @@ fn authorize_request(
             };
             let mut reply = Decision::reply(403, cause);
             reply.body = "RBAC: access denied".into();
-            Some(reply)
+            Err(reply)
         }
     }
 }
@@ -145,5 +171,7 @@ pub fn allows_connection(
         sni: peer.sni,
         http: false,
     };
-    authorize(all.iter(), &request) == AuthzVerdict::Allowed
+    // A CUSTOM policy matching a connection: no HTTP check can be made (fails closed).
+    let custom = custom_match(all.iter().enumerate(), &request, |_, p| p.rules.iter());
+    custom.is_none() && authorize(all.iter(), &request) == AuthzVerdict::Allowed
 }

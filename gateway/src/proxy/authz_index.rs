@@ -143,6 +143,7 @@ mod tests {
                 mesh_wide: false,
                 rules: rules.into_iter().map(|(paths, get)| rule(paths, if get { vec!["GET".into()] } else { vec![] })).collect(),
                 listener_ports: Vec::new(),
+                provider: None,
             };
             let index = build(std::slice::from_ref(&policy));
             let request = AuthzRequest {

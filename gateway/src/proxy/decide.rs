@@ -40,6 +40,9 @@ pub struct Forward {
     pub auth_edits: Vec<super::jwt::HeaderEdit>,
     /// The request's place under the route's concurrency limit, held until it ends.
     pub in_flight: Option<crate::in_flight::Permit>,
+    /// The CUSTOM AuthorizationPolicy (its number in the snapshot) whose provider is asked
+    /// before the request goes on.
+    pub custom_authz: Option<usize>,
 }
 
 impl Decision {
@@ -112,6 +115,7 @@ pub fn decide(
     // AuthorizationPolicy at a gateway, before routing (a sidecar's captured outbound
     // requests, which have a dialled IP, are authorized at the destination's inbound).
     let mut auth_edits = Vec::new();
+    let mut custom_authz = None;
     if dialled_ip.is_none() {
         // A verified client certificate naming a SPIFFE ID is the peer's principal.
         let peer = super::authz::Peer {
@@ -121,8 +125,8 @@ pub fn decide(
             sni: crate::downstream_io::requested_server_name(req.tls),
             client_address,
         };
-        match super::authz::check(snapshot, req, &peer) {
-            Ok(edits) => auth_edits = edits,
+        match super::authz::check_with_custom(snapshot, req, &peer) {
+            Ok(checked) => (auth_edits, custom_authz) = (checked.edits, checked.custom),
             Err(refused) => return Decision::Reply(refused),
         }
         client_cert_header(req, &mut auth_edits);
@@ -180,6 +184,7 @@ pub fn decide(
             Decision::Forward(forward) => Decision::Forward(Forward {
                 auth_edits,
                 in_flight,
+                custom_authz,
                 ..forward
             }),
             reply => reply,
@@ -325,6 +330,7 @@ fn forward_to(
         cluster: cluster.clone(),
         auth_edits: Vec::new(),
         in_flight: None,
+        custom_authz: None,
     })
 }
 

@@ -1,9 +1,13 @@
-//! Envoy's HTTP ext_authz, as Gateway API's `ExternalAuth` filter (protocol HTTP) asks:
-//! the check carries the request's method and its path under `path_prefix`, with Host,
-//! Authorization and the listed headers, and no body (`Content-Length: 0`). 200 lets the
-//! request through with the answer's headers (the listed ones, or all but Host and
-//! framing) set on it; any other answer is the client's — status, headers and body; no
-//! answer, or one that cannot be had, is 403 (the filter fails closed).
+//! Envoy's HTTP ext_authz, as Gateway API's `ExternalAuth` filter (protocol HTTP) and
+//! Istio's `envoyExtAuthzHttp` providers ask: the check carries the request's method and
+//! its path under `path_prefix`, with Host, Authorization, the listed headers and any
+//! fixed ones, and no body (`Content-Length: 0`). 200 lets the request through with the
+//! answer's listed headers (`*`: all but Host and framing) set on it; any other answer is
+//! the client's — status, its listed headers (all when none are) and body; no answer, or
+//! one that cannot be had, is 403 or the provider's `status_on_error` (fails closed) unless
+//! the provider fails open.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use ferry_model::ExtAuth;
@@ -41,26 +45,33 @@ pub(super) async fn check(
     req: &RequestFacts<'_>,
     meta: &ferry_model::Meta,
 ) -> Result<Vec<HeaderEdit>, Reply> {
-    let base = service_base(snapshot, auth).map_err(|e| failed(meta, &e))?;
-    let request = check_request(auth, req, &base).map_err(|e| failed(meta, &e))?;
-    let answer = tokio::time::timeout(TIMEOUT, client().request(request)).await;
-    let response = match answer {
+    let failed = |why: &str| match auth.fail_open {
+        true => Ok(Vec::new()),
+        false => Err(failed(auth, meta, why)),
+    };
+    let timeout = auth.timeout_ms.map_or(TIMEOUT, Duration::from_millis);
+    let request = service_base(snapshot, auth).and_then(|base| check_request(auth, req, &base));
+    let request = match request {
+        Ok(request) => request,
+        Err(e) => return failed(&e),
+    };
+    let response = match tokio::time::timeout(timeout, client().request(request)).await {
         Ok(Ok(response)) => response,
-        Ok(Err(e)) => return Err(failed(meta, &e.to_string())),
-        Err(_) => return Err(failed(meta, "no answer in time")),
+        Ok(Err(e)) => return failed(&e.to_string()),
+        Err(_) => return failed("no answer in time"),
     };
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = Limited::new(response.into_body(), MAX_DENIAL_BODY).collect();
-    let body = match tokio::time::timeout(TIMEOUT, body).await {
+    let body = match tokio::time::timeout(timeout, body).await {
         Ok(Ok(collected)) => collected.to_bytes(),
         _ if status == 200 => Bytes::new(),
-        _ => return Err(failed(meta, "the denial's body did not arrive whole")),
+        _ => return failed("the denial's body did not arrive whole"),
     };
     if status == 200 {
         return Ok(allowed_edits(auth, &headers));
     }
-    Err(denial(meta, status, &headers, body))
+    Err(denial(auth, meta, status, &headers, body))
 }
 
 fn check_request(
@@ -93,18 +104,19 @@ fn check_request(
     if let Some(ip) = req.client_ip {
         builder = builder.header("x-forwarded-for", ip.to_string());
     }
+    for (name, value) in auth.check_headers.iter() {
+        builder = builder.header(&**name, &**value);
+    }
     builder.body(Empty::new()).map_err(|e| e.to_string())
 }
 
-/// The answer's headers the forwarded request takes: the listed ones, or every one but
-/// framing and Host when none is listed.
+/// The answer's headers the forwarded request takes: the listed ones (`*`: every one but
+/// framing and Host).
 fn allowed_edits(auth: &ExtAuth, headers: &http::HeaderMap) -> Vec<HeaderEdit> {
-    let wanted = |name: &str| match auth.response_headers.is_empty() {
+    let all = auth.response_headers.iter().any(|h| &**h == "*");
+    let wanted = |name: &str| match all {
         true => !NOT_COPIED.contains(&name),
-        false => auth
-            .response_headers
-            .iter()
-            .any(|listed| listed.eq_ignore_ascii_case(name)),
+        false => auth.response_headers.iter().any(|listed| **listed == *name),
     };
     headers
         .iter()
@@ -116,8 +128,15 @@ fn allowed_edits(auth: &ExtAuth, headers: &http::HeaderMap) -> Vec<HeaderEdit> {
         .collect()
 }
 
-/// The auth service's answer, relayed to the client.
-fn denial(meta: &ferry_model::Meta, status: u16, headers: &http::HeaderMap, body: Bytes) -> Reply {
+/// The auth service's answer, relayed to the client with its listed headers (all when
+/// none are listed).
+fn denial(
+    auth: &ExtAuth,
+    meta: &ferry_model::Meta,
+    status: u16,
+    headers: &http::HeaderMap,
+    body: Bytes,
+) -> Reply {
     let status = if (200..=599).contains(&status) {
         status
     } else {
@@ -125,8 +144,11 @@ fn denial(meta: &ferry_model::Meta, status: u16, headers: &http::HeaderMap, body
     };
     let mut reply = Decision::reply(status, format!("UAEX {meta}: the auth service denied"));
     reply.body = String::from_utf8_lossy(&body).into_owned();
+    let listed = |name: &str| {
+        auth.denial_headers.is_empty() || auth.denial_headers.iter().any(|h| **h == *name)
+    };
     for (name, value) in headers {
-        if NOT_COPIED.contains(&name.as_str()) {
+        if NOT_COPIED.contains(&name.as_str()) || !listed(name.as_str()) {
             continue;
         }
         if let Ok(value) = value.to_str() {
@@ -138,9 +160,9 @@ fn denial(meta: &ferry_model::Meta, status: u16, headers: &http::HeaderMap, body
     reply
 }
 
-fn failed(meta: &ferry_model::Meta, why: &str) -> Reply {
+fn failed(auth: &ExtAuth, meta: &ferry_model::Meta, why: &str) -> Reply {
     Decision::reply(
-        403,
+        auth.status_on_error.unwrap_or(403),
         format!("UAEX {meta}: external authorization failed: {why}"),
     )
 }

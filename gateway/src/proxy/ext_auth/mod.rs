@@ -50,8 +50,23 @@ pub async fn authorize(
     forward: &mut super::decide::Forward,
     req: &RequestFacts<'_>,
 ) -> Option<Reply> {
-    forward.route.route.policy.ext_auth.as_ref()?; // most routes: nothing more to do
+    let custom = forward.custom_authz.take();
+    if forward.route.route.policy.ext_auth.is_none() && custom.is_none() {
+        return None; // most requests: nothing more to do
+    }
     let route = forward.route.clone();
+    // A CUSTOM AuthorizationPolicy's provider first (Istio evaluates CUSTOM before the rest).
+    let custom = custom.and_then(|i| snapshot.source.authorization.get(i));
+    if let Some(policy) = custom {
+        let Some(provider) = policy.provider.as_ref() else {
+            let cause = format!("UAEX {}: CUSTOM policy without a provider", policy.meta);
+            return Some(super::decide::Decision::reply(403, cause).for_route(&route));
+        };
+        match envoy::check(snapshot, provider, req, &policy.meta).await {
+            Ok(edits) => forward.auth_edits.extend(edits),
+            Err(reply) => return Some(reply.for_route(&route)),
+        }
+    }
     let auth = route.route.policy.ext_auth.as_ref()?;
     let meta = &route.route.meta;
     let verdict = match auth.protocol {

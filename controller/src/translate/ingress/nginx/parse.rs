@@ -114,6 +114,11 @@ fn ext_auth(a: &Annotations, bad: &mut Bad) -> Option<ferry_model::ExtAuth> {
             .map_or("rd", |p| p.trim())
             .into(),
         response_headers: list("auth-response-headers").into(),
+        denial_headers: Vec::new().into(),
+        check_headers: Vec::new().into(),
+        timeout_ms: None,
+        fail_open: false,
+        status_on_error: None,
     })
 }
 
