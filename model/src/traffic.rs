@@ -70,9 +70,16 @@ pub struct ErrorPages {
 pub struct ExtAuth {
     #[serde(default, skip_serializing_if = "ExtAuthProtocol::is_nginx")]
     pub protocol: ExtAuthProtocol,
-    /// `http://host[:port]/path` (nginx protocol).
+    /// `http://` or `https://host[:port]/path` (nginx protocol).
     #[serde(default, skip_serializing_if = "str::is_empty")]
     pub url: Str,
+    /// nginx protocol: the check's method (`auth-method`; GET when not given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<Str>,
+    /// nginx protocol: the `X-Auth-Request-Redirect` sent (`auth-request-redirect`; the
+    /// request's own path and query when not given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_redirect: Option<Str>,
     /// The cluster whose endpoints answer (instead of `url`), over plain HTTP/1.1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<Str>,
@@ -115,6 +122,28 @@ pub enum ExtAuthProtocol {
     #[default]
     Nginx,
     Envoy,
+}
+
+impl Default for ExtAuth {
+    fn default() -> Self {
+        ExtAuth {
+            protocol: ExtAuthProtocol::Nginx,
+            url: "".into(),
+            method: None,
+            request_redirect: None,
+            cluster: None,
+            path_prefix: "".into(),
+            request_headers: Vec::new().into(),
+            signin: None,
+            redirect_param: default_redirect_param(),
+            response_headers: Vec::new().into(),
+            denial_headers: Vec::new().into(),
+            check_headers: Vec::new().into(),
+            timeout_ms: None,
+            fail_open: false,
+            status_on_error: None,
+        }
+    }
 }
 
 impl ExtAuthProtocol {

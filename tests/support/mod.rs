@@ -241,8 +241,19 @@ impl Gateway {
         Gateway::spawn_with(&args)
     }
 
+    /// [`Gateway::spawn`] with environment variables set for the process.
+    pub fn spawn_env(config: &Path, extra: &[&str], env: &[(&str, &str)]) -> Gateway {
+        let mut args = vec!["--config".to_string(), config.display().to_string()];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Gateway::spawn_full(&args, env)
+    }
+
     /// `ferry gateway ARGS` with an admin port, bound to 127.0.0.1.
     pub fn spawn_with(args: &[String]) -> Gateway {
+        Gateway::spawn_full(args, &[])
+    }
+
+    fn spawn_full(args: &[String], env: &[(&str, &str)]) -> Gateway {
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let logs = tempfile::tempdir().unwrap();
         let stderr_path = logs.path().join("gateway.log");
@@ -259,6 +270,7 @@ impl Gateway {
             .args(full_cause.iter().flatten())
             .args(args)
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(stdout)
             .stderr(stderr)
             .spawn()

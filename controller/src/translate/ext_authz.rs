@@ -149,12 +149,9 @@ fn http_provider(cx: &mut Context<'_>, name: &str, http: HttpProvider) -> Result
     request_headers.extend(http.include_headers_in_check.iter().cloned());
     Ok(ExtAuth {
         protocol: ExtAuthProtocol::Envoy,
-        url: "".into(),
         cluster: Some(cluster),
         path_prefix: http.path_prefix.unwrap_or_default().into(),
         request_headers: lower(&request_headers),
-        signin: None,
-        redirect_param: "rd".into(),
         response_headers: lower(&http.headers_to_upstream_on_allow),
         denial_headers: lower(&http.headers_to_downstream_on_deny),
         check_headers: http
@@ -165,6 +162,7 @@ fn http_provider(cx: &mut Context<'_>, name: &str, http: HttpProvider) -> Result
         timeout_ms,
         fail_open: http.fail_open,
         status_on_error,
+        ..ExtAuth::default()
     })
 }
 

@@ -165,22 +165,15 @@ fn external_auth(
     };
     Ok(ferry_model::ExtAuth {
         protocol: ferry_model::ExtAuthProtocol::Envoy,
-        url: "".into(),
         cluster: Some(cluster),
         path_prefix: http.and_then(|h| h.path.as_deref()).unwrap_or("").into(),
         request_headers: lower(http.and_then(|h| h.allowed_headers.as_ref())),
-        signin: None,
-        redirect_param: "rd".into(),
         // None listed: every header of the answer but Host (the spec's default).
         response_headers: match lower(http.and_then(|h| h.allowed_response_headers.as_ref())) {
             listed if listed.is_empty() => vec!["*".into()].into(),
             listed => listed,
         },
-        denial_headers: Vec::new().into(),
-        check_headers: Vec::new().into(),
-        timeout_ms: None,
-        fail_open: false,
-        status_on_error: None,
+        ..ferry_model::ExtAuth::default()
     })
 }
 

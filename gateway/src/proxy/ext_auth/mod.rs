@@ -7,7 +7,7 @@
 mod envoy;
 mod nginx;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,9 +38,30 @@ const NOT_PASSED: &[&str] = &[
     "host",
 ];
 
-fn client() -> &'static Client<HttpConnector, Empty<Bytes>> {
-    static CLIENT: OnceLock<Client<HttpConnector, Empty<Bytes>>> = OnceLock::new();
-    CLIENT.get_or_init(|| Client::builder(TokioExecutor::new()).build(HttpConnector::new()))
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// One pooled client for every check: `http://`, or `https://` verified against the
+/// system's roots (`SSL_CERT_FILE` / `SSL_CERT_DIR` when set).
+fn client() -> &'static Client<Connector, Empty<Bytes>> {
+    static CLIENT: OnceLock<Client<Connector, Empty<Bytes>>> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert); // a system bundle may hold certificates webpki rejects
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Client::builder(TokioExecutor::new()).build(connector)
+    })
 }
 
 /// For a forwarded request whose route asks for external authentication: the answer's

@@ -58,17 +58,24 @@ fn subrequest(
 ) -> Result<http::Request<Empty<Bytes>>, String> {
     let uri: http::Uri = auth.url.parse().map_err(|e| format!("auth url: {e}"))?;
     let host = uri.authority().map(|a| a.to_string()).unwrap_or_default();
-    let mut request = http::Request::get(uri).header("host", host);
+    let method = auth.method.as_deref().unwrap_or("GET");
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", host);
     req.headers.for_each(&mut |name, value| {
         if !NOT_PASSED.contains(&name) && !name.starts_with("x-original-") {
             request = std::mem::take(&mut request).header(name, value);
         }
     });
     let mut builder = request;
-    let uri_and_query = original
-        .splitn(4, '/')
-        .nth(3)
-        .map(|rest| format!("/{rest}"));
+    let uri_and_query = match &auth.request_redirect {
+        Some(given) => Some(given.to_string()),
+        None => original
+            .splitn(4, '/')
+            .nth(3)
+            .map(|rest| format!("/{rest}")),
+    };
     builder = builder
         .header("x-original-url", original)
         .header("x-original-method", req.method)

@@ -64,33 +64,43 @@ pub(super) fn settings(a: &Annotations, findings: &mut Vec<Finding>) -> Settings
     }
 }
 
-/// `auth-url` (an `http://` service: each request is checked by a subrequest to it), with
-/// `auth-signin` (where a 401 sends the browser), `auth-signin-redirect-param` and
-/// `auth-response-headers`. A URL Ferry cannot call keeps the Ingress from being served.
+/// `auth-url` (an `http://` or `https://` service: each request is checked by a subrequest
+/// to it), with `auth-method`, `auth-signin` (where a 401 sends the browser),
+/// `auth-signin-redirect-param`, `auth-request-redirect` and `auth-response-headers`. A URL
+/// Ferry cannot call keeps the Ingress from being served.
 fn ext_auth(a: &Annotations, bad: &mut Bad) -> Option<ferry_model::ExtAuth> {
+    const WITH_AUTH_URL: &[&str] = &[
+        "auth-method",
+        "auth-signin",
+        "auth-signin-redirect-param",
+        "auth-request-redirect",
+        "auth-response-headers",
+    ];
     let Some(url) = a.get("auth-url").map(|u| u.trim()) else {
-        for name in [
-            "auth-signin",
-            "auth-signin-redirect-param",
-            "auth-response-headers",
-        ] {
-            if a.contains_key(name) {
-                bad(
-                    name,
-                    "without auth-url it does nothing (as in ingress-nginx)".into(),
-                    false,
-                );
-            }
+        for name in WITH_AUTH_URL.iter().filter(|n| a.contains_key(**n)) {
+            let message = "without auth-url it does nothing (as in ingress-nginx)";
+            bad(name, message.into(), false);
         }
         return None;
     };
-    let usable =
-        url.starts_with("http://") && url.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
+    let usable = (url.starts_with("http://") || url.starts_with("https://"))
+        && url.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
     if !usable {
-        let message = format!("{url:?}: Ferry calls http:// auth services (https:// not yet); the Ingress is not served");
+        let message = format!(
+            "{url:?} is not an http:// or https:// URL Ferry can call; the Ingress is not served"
+        );
         bad("auth-url", message, true);
         return None;
     }
+    let method = match a.get("auth-method").map(|m| m.trim()) {
+        Some(m) if http::Method::from_bytes(m.as_bytes()).is_ok() => Some(m.into()),
+        Some(m) => {
+            let message = format!("{m:?} is not an HTTP method; the Ingress is not served");
+            bad("auth-method", message, true);
+            return None;
+        }
+        None => None,
+    };
     let list = |name: &str| -> Vec<ferry_model::Str> {
         a.get(name)
             .map(|v| {
@@ -103,22 +113,16 @@ fn ext_auth(a: &Annotations, bad: &mut Bad) -> Option<ferry_model::ExtAuth> {
             .unwrap_or_default()
     };
     Some(ferry_model::ExtAuth {
-        protocol: ferry_model::ExtAuthProtocol::Nginx,
         url: url.into(),
-        cluster: None,
-        path_prefix: "".into(),
-        request_headers: Vec::new().into(),
+        method,
+        request_redirect: a.get("auth-request-redirect").map(|r| r.trim().into()),
         signin: a.get("auth-signin").map(|s| s.trim().into()),
         redirect_param: a
             .get("auth-signin-redirect-param")
             .map_or("rd", |p| p.trim())
             .into(),
         response_headers: list("auth-response-headers").into(),
-        denial_headers: Vec::new().into(),
-        check_headers: Vec::new().into(),
-        timeout_ms: None,
-        fail_open: false,
-        status_on_error: None,
+        ..ferry_model::ExtAuth::default()
     })
 }
 

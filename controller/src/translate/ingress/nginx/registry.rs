@@ -84,6 +84,17 @@ const APPLIED: &[&str] = &[
     "auth-signin",
     "auth-signin-redirect-param",
     "auth-response-headers",
+    "auth-method",
+    "auth-request-redirect",
+];
+
+/// External-auth settings about connections to the auth service, not about who is let in:
+/// reported, and the Ingress served (Ferry's check client pools its connections anyway).
+const NOT_ACCESS_CONTROL: &[&str] = &[
+    "auth-keepalive",
+    "auth-keepalive-requests",
+    "auth-keepalive-timeout",
+    "auth-keepalive-share-vars",
 ];
 
 /// Access control and TLS annotations Ferry does not enforce yet (name or name prefix).
@@ -104,6 +115,8 @@ pub fn support(name: &str) -> Support {
         Support::Refused
     } else if APPLIED.contains(&name) {
         Support::Applied
+    } else if NOT_ACCESS_CONTROL.contains(&name) {
+        Support::NotApplied
     } else if FAILS_CLOSED
         .iter()
         .any(|entry| name == *entry || (entry.ends_with('-') && name.starts_with(entry)))
@@ -130,6 +143,8 @@ mod tests {
         assert_eq!(support("server-snippet"), Support::Refused);
         assert_eq!(support("auth-url"), Support::Applied);
         assert_eq!(support("auth-cache-key"), Support::FailsClosed);
+        assert_eq!(support("auth-method"), Support::Applied);
+        assert_eq!(support("auth-keepalive"), Support::NotApplied);
         assert_eq!(support("auth-type"), Support::Applied);
         assert_eq!(support("auth-tls-verify-client"), Support::FailsClosed);
         assert_eq!(support("satisfy"), Support::FailsClosed);
