@@ -138,6 +138,15 @@ fn manifests(main: &Echo, canary: &Echo) -> String {
             "main",
             &[("proxy-body-size", "0")],
         ),
+        &ingress(
+            "regex-api",
+            "regex.example",
+            "/api/v[0-9]+",
+            "main",
+            &[("use-regex", "true")],
+        ),
+        // No use-regex of its own: its host's other Ingress makes its path a regex too.
+        &ingress("regex-static", "regex.example", "/static", "canary", &[]),
         &service("web", "main", 80, &[ep(main, &[])]),
         &service("web", "canary", 80, &[ep(canary, &[])]),
     ])
@@ -244,6 +253,19 @@ fn cases(tls_port: u16) -> Vec<Case> {
             status: 200,
             check: Check::Header("access-control-allow-origin", "https://app.example"),
         },
+        case(
+            "regex.example",
+            "/api/v2/users",
+            200,
+            Check::Backend("main"),
+        ),
+        // `^/static` case-insensitive, as nginx reads every path of a regex host.
+        case(
+            "regex.example",
+            "/Staticfiles/a.css",
+            200,
+            Check::Backend("canary"),
+        ),
         case("shop.example", "/", 200, Check::Backend("main")),
         Case {
             host: "shop.example",

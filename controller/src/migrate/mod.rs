@@ -158,6 +158,14 @@ fn sources<'i>(
             out.push(source);
         }
     }
+    // ingress-nginx reads every path of a host as a regex once one Ingress there asks.
+    let regex_hosts = nginx::regex_hosts(out.iter().map(|s| (s.ingress, &s.settings)));
+    for source in &mut out {
+        let hosts = nginx::hosts_of(source.ingress);
+        if hosts.iter().any(|h| regex_hosts.contains(h)) {
+            source.settings.use_regex = true;
+        }
+    }
     out
 }
 

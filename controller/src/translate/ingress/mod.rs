@@ -44,6 +44,7 @@ pub(crate) fn translate(cx: &mut Context<'_>) {
         })
         .collect();
     let mut canaries = canaries::index(cx, &served);
+    let regex_hosts = nginx::regex_hosts(served.iter().map(|s| (s.ingress, &s.settings)));
     let mut defaults = Vec::new();
     for main in served.iter().filter(|s| s.settings.canary.is_none()) {
         let meta = &main.meta;
@@ -57,11 +58,15 @@ pub(crate) fn translate(cx: &mut Context<'_>) {
             let passed = passthrough::add(cx, main.ingress, meta, main.load);
             // Their TLS connections are the backend's: no terminated route for them.
             if tls_hosts.iter().any(|h| h == "*") {
-                tls_hosts = rule_hosts(main.ingress);
+                tls_hosts = nginx::hosts_of(main.ingress);
             }
             tls_hosts.retain(|h| !passed.contains(&h.to_ascii_lowercase()));
         }
-        add_rules(cx, main, &tls_hosts, &mut canaries);
+        let hosts = Hosts {
+            tls: tls_hosts,
+            regex: &regex_hosts,
+        };
+        add_rules(cx, main, &hosts, &mut canaries);
         if let Some(backend) = main
             .ingress
             .spec
@@ -86,16 +91,6 @@ pub(crate) fn translate(cx: &mut Context<'_>) {
     for port in ports.collect::<Vec<_>>() {
         add_defaults(cx, port, &defaults);
     }
-}
-
-/// The host of each rule (`*` for a rule without one).
-fn rule_hosts(ingress: &Ingress) -> Vec<String> {
-    let rules = ingress.spec.as_ref().and_then(|s| s.rules.as_deref());
-    rules
-        .unwrap_or(&[])
-        .iter()
-        .map(|r| r.host.clone().unwrap_or_else(|| "*".into()))
-        .collect()
 }
 
 /// Reads the ingress-nginx annotations and reports each one not applied; an Ingress with a
@@ -223,12 +218,21 @@ fn serve_tls(cx: &mut Context<'_>, ingress: &Ingress, meta: &Meta) -> Vec<String
     hosts
 }
 
+/// What an Ingress's rules need to know of their hosts.
+struct Hosts<'h> {
+    /// Served over TLS by this Ingress.
+    tls: Vec<String>,
+    /// Whose paths are regexes (some Ingress of the host says `use-regex`).
+    regex: &'h std::collections::BTreeSet<String>,
+}
+
 fn add_rules(
     cx: &mut Context<'_>,
     main: &Served,
-    tls_hosts: &[String],
+    hosts: &Hosts,
     canaries: &mut canaries::Canaries,
 ) {
+    let tls_hosts = &hosts.tls;
     let rules = main
         .ingress
         .spec
@@ -257,6 +261,7 @@ fn add_rules(
             let spec = routes::PathSpec {
                 value: &value,
                 exact: path.path_type == "Exact",
+                regex: settings.use_regex || hosts.regex.contains(&host.to_ascii_lowercase()),
             };
             let field = format!("spec.rules[{r_index}].http.paths[{p_index}].backend");
             let target = backend_target(cx, &path.backend, &main.meta, &field);

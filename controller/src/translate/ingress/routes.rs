@@ -14,6 +14,9 @@ use super::nginx::{Canary, FixedRedirect, Settings};
 pub struct PathSpec<'a> {
     pub value: &'a str,
     pub exact: bool,
+    /// A case-insensitive regex anchored at the start (`use-regex` on an Ingress of the
+    /// host).
+    pub regex: bool,
 }
 
 /// The canary a main route shares its traffic with.
@@ -31,8 +34,8 @@ pub struct Built {
     pub precedence: i64,
 }
 
-pub fn path_match(settings: &Settings, path: &PathSpec) -> RouteMatch {
-    let (path_match, ignore_path_case) = if settings.use_regex {
+pub fn path_match(path: &PathSpec) -> RouteMatch {
+    let (path_match, ignore_path_case) = if path.regex {
         // nginx `location ~* ^PATH`: case-insensitive, anchored at the start only.
         (
             PathMatch::Regex(format!("(?:{}).*", path.value).into()),
@@ -58,7 +61,7 @@ pub fn build(
     main: BackendTarget,
     canary: Option<CanaryTarget>,
 ) -> Vec<Built> {
-    let matcher = path_match(settings, path);
+    let matcher = path_match(path);
     let filters = filters(settings, path);
     let policy = policy(settings, name);
     if let Some(redirect) = &settings.redirect {

@@ -170,6 +170,7 @@ impl Http1Proxy {
     /// Writes a reply of the proxy's own and reports it.
     pub(super) async fn answer(&self, conn: &mut Conn, mut ctx: RequestCtx, reply: Reply) -> Next {
         let close = !conn.head.keep_alive || conn.head.body != BodyFraming::None || conn.draining();
+        conn.unread_body = conn.head.body != BodyFraming::None;
         let served = send_reply(conn, reply, close, &self.options.disclosure).await;
         self.finish(conn, &mut ctx, served)
     }

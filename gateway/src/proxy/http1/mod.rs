@@ -33,7 +33,8 @@ use pingora_core::protocols::{Stream, ALPN};
 use pingora_proxy::HttpProxy;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -105,6 +106,9 @@ pub(super) struct Conn {
     pub max_requests: Option<u32>,
     /// The connection's place among those the proxy holds (crate::admission).
     pub slot: Arc<Slot>,
+    /// The proxy answered before reading the request's body: the close lingers (see
+    /// [`lingering_close`]).
+    pub unread_body: bool,
 }
 
 impl Conn {
@@ -219,6 +223,9 @@ impl Http1Proxy {
             slot.end();
             match next {
                 Next::KeepAlive if !conn.draining() => continue,
+                Next::KeepAlive | Next::Close if conn.unread_body => {
+                    return Box::pin(lingering_close(&mut conn)).await
+                }
                 Next::KeepAlive | Next::Close => return close(&mut conn.io).await,
                 Next::Fallback(reason) => {
                     self.metrics
@@ -291,6 +298,7 @@ impl Http1Proxy {
             served: 0,
             max_requests: self.options.max_requests_per_connection,
             slot: slot.clone(),
+            unread_body: false,
         }
     }
 
@@ -456,4 +464,26 @@ fn preface_state(buf: &[u8]) -> Option<bool> {
 
 async fn close(io: &mut Stream) {
     let _ = io.shutdown().await;
+}
+
+/// How long, and how many bytes, a close waits out of a body the proxy did not read.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 8 << 20;
+
+/// Closes a connection whose client may still be sending the body of a request the proxy
+/// already answered (413, 401...): the response is followed by our FIN, and what the client
+/// sends meanwhile is read and dropped until it closes too (or for [`LINGER_TIME`] /
+/// [`LINGER_BYTES`]). Closing with unread bytes would send a reset, which can destroy the
+/// response in the client's receive buffer before it is read (RFC 9112 section 9.6).
+async fn lingering_close(conn: &mut Conn) {
+    let _ = conn.io.shutdown().await;
+    let deadline = tokio::time::Instant::now() + LINGER_TIME;
+    let mut dropped = 0;
+    let mut scratch = vec![0u8; 16 * 1024];
+    while dropped < LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, conn.io.read(&mut scratch)).await {
+            Ok(Ok(n)) if n > 0 => dropped += n,
+            _ => return,
+        }
+    }
 }

@@ -142,6 +142,28 @@ pub struct Finding {
     pub blocks: bool,
 }
 
+/// The hosts whose paths are all regexes: ingress-nginx makes every path of a host a regex
+/// once one Ingress of that host asks for `use-regex` (or `rewrite-target`). `*` stands
+/// for rules without a host.
+pub fn regex_hosts<'s>(
+    ingresses: impl Iterator<Item = (&'s Ingress, &'s Settings)>,
+) -> std::collections::BTreeSet<String> {
+    ingresses
+        .filter(|(_, settings)| settings.use_regex)
+        .flat_map(|(ingress, _)| hosts_of(ingress))
+        .collect()
+}
+
+/// The host of each rule of `ingress` (`*` for a rule without one), lower-case.
+pub fn hosts_of(ingress: &Ingress) -> Vec<String> {
+    let rules = ingress.spec.as_ref().and_then(|s| s.rules.as_deref());
+    rules
+        .unwrap_or(&[])
+        .iter()
+        .map(|r| r.host.as_deref().unwrap_or("*").to_ascii_lowercase())
+        .collect()
+}
+
 /// Reads the ingress-nginx annotations of `ingress`.
 pub fn read(ingress: &Ingress) -> (Settings, Vec<Finding>) {
     let annotations: BTreeMap<&str, &str> = ingress
