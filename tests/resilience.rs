@@ -247,6 +247,29 @@ async fn request_bodies_over_the_limit_get_413_on_both_paths() {
     assert_eq!(gw.metric("ferry_request_body_too_large_total").await, 2.0);
 }
 
+/// A client that keeps sending a body the proxy refused by its declared length still gets
+/// the 413: the proxy closes lingering (reads and drops the rest) instead of closing on
+/// unread bytes, which resets the connection — and a client such as hyper, failing to send,
+/// never reads the reply. Repeated, as the reset loses it only some of the time.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_early_413_reaches_a_client_still_sending_its_body() {
+    let echo = Echo::start("web");
+    let port = free_port();
+    let (_dir, _gw) = gateway(port, &["--max-request-body", "1Ki"], &echo).await;
+    let http = support::Http::new(support::Proto::H1);
+    let url = format!("http://127.0.0.1:{port}/");
+    for attempt in 0..20 {
+        // A small refused one first: the large one then goes out on a fresh connection
+        // while the proxy's answer races its body.
+        let small = bytes::Bytes::from(vec![b'x'; 2 << 10]);
+        let reply = http.send("POST", &url, Some("a"), &[], small).await;
+        assert_eq!(reply.map(|r| r.status), Some(413), "attempt {attempt}");
+        let large = bytes::Bytes::from(vec![b'x'; 2 << 20]);
+        let reply = http.send("POST", &url, Some("a"), &[], large).await;
+        assert_eq!(reply.map(|r| r.status), Some(413), "attempt {attempt}");
+    }
+}
+
 /// `GET /` from `source` with `headers`: the whole reply as text.
 async fn reply_from(source: IpAddr, target: SocketAddr, headers: &str) -> String {
     let mut stream = connect_from(source, target).await.unwrap();
