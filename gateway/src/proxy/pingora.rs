@@ -34,6 +34,8 @@ use crate::upstream::outlier::Outcome;
 
 /// Istio's default connectTimeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a reply sent before the request's body was read waits out the rest of it.
+const LINGER_TIME: Duration = Duration::from_secs(2);
 
 pub struct FerryProxy {
     store: Arc<SnapshotStore>,
@@ -93,7 +95,14 @@ impl FerryProxy {
         if !full {
             ctx.local_cause = Some(reply.cause.clone());
         }
-        reply.send(session, !full).await.map(|_| true)
+        reply.send(session, !full).await?;
+        // A reply before the request's body was read: read and drop what the client still
+        // sends (bounded), so closing does not reset the connection under the reply.
+        if !session.as_downstream_mut().is_body_done() {
+            let drain = session.as_downstream_mut().drain_request_body();
+            let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+        }
+        Ok(true)
     }
 
     /// 413 for a declared body over the limit; true when answered.
