@@ -62,6 +62,9 @@ pub(crate) struct Source<'i> {
     pub gateway: String,
     /// Of ingress-nginx's class.
     pub nginx_class: bool,
+    /// Another Ingress of one of its hosts asks for `use-regex`: ingress-nginx reads this
+    /// one's paths as regexes too.
+    pub host_regex: bool,
 }
 
 pub fn migrate(inputs: &Inputs, options: &MigrateOptions) -> Migration {
@@ -138,6 +141,7 @@ fn sources<'i>(
             settings,
             gateway: class,
             nginx_class: served.nginx,
+            host_regex: false,
         };
         let mut blocked = findings.iter().any(|f| f.blocks);
         if let Some((annotation, message)) = unconvertible_access(&source.settings) {
@@ -162,9 +166,7 @@ fn sources<'i>(
     let regex_hosts = nginx::regex_hosts(out.iter().map(|s| (s.ingress, &s.settings)));
     for source in &mut out {
         let hosts = nginx::hosts_of(source.ingress);
-        if hosts.iter().any(|h| regex_hosts.contains(h)) {
-            source.settings.use_regex = true;
-        }
+        source.host_regex = hosts.iter().any(|h| regex_hosts.contains(h));
     }
     out
 }

@@ -254,15 +254,20 @@ fn path_rules(
 ) -> Vec<Value> {
     let settings = &source.settings;
     let value = path.path.clone().unwrap_or_else(|| "/".into());
-    let (path_match, rewrite) = match path_and_rewrite(settings, &value, path.path_type == "Exact")
-    {
-        Ok(converted) => converted,
-        Err(message) => {
-            out.notes
-                .push(note(source, "metadata.annotations", &message, false));
-            return Vec::new();
-        }
-    };
+    let regex = settings.use_regex || (source.host_regex && !is_literal(&value));
+    if source.host_regex && !regex && value != "/" {
+        let message = format!("ingress-nginx reads {value:?} as a regex on this host (another Ingress of it says use-regex): it also matched longer names and any case; converted as a PathPrefix");
+        out.notes.push(note(source, "spec.rules", &message, false));
+    }
+    let (path_match, rewrite) =
+        match path_and_rewrite(settings, regex, &value, path.path_type == "Exact") {
+            Ok(converted) => converted,
+            Err(message) => {
+                out.notes
+                    .push(note(source, "metadata.annotations", &message, false));
+                return Vec::new();
+            }
+        };
     let mut filters = filters(settings, rewrite);
     if let Some(redirect) = &settings.redirect {
         filters = vec![fixed_redirect(&redirect.url, redirect.status)];
@@ -367,18 +372,16 @@ fn canary_rules(
 /// whole path; any other group use has no Gateway API form.
 fn path_and_rewrite(
     settings: &crate::translate::ingress_nginx::Settings,
+    regex: bool,
     value: &str,
     exact: bool,
 ) -> Result<(Value, Option<Value>), String> {
-    if !settings.use_regex {
+    if !regex {
         let kind = if exact { "Exact" } else { "PathPrefix" };
         return Ok((json!({"type": kind, "value": value}), None));
     }
     let target = settings.rewrite_target.as_deref();
-    if let Some(prefix) = value
-        .strip_suffix("(/|$)(.*)")
-        .filter(|p| !p.contains(['(', '[', '*', '+', '?', '|', '\\', '^', '$']))
-    {
+    if let Some(prefix) = value.strip_suffix("(/|$)(.*)").filter(|p| is_literal(p)) {
         let path = json!({"type": "PathPrefix", "value": prefix});
         return match target {
             Some("/$2") => Ok((
@@ -406,6 +409,11 @@ fn path_and_rewrite(
             "rewrite-target {t:?} with groups of {value:?} has no Gateway API form"
         )),
     }
+}
+
+/// A path without regex syntax.
+fn is_literal(path: &str) -> bool {
+    !path.contains(['(', '[', '*', '+', '?', '|', '\\', '^', '$'])
 }
 
 fn filters(
