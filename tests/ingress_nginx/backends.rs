@@ -278,3 +278,69 @@ async fn custom_http_errors_show_the_default_backends_page() {
         );
     }
 }
+
+/// An HTTPS backend that speaks HTTP/2 only (ALPN h2), answering with the HTTP version it
+/// was asked in.
+async fn h2_tls_backend(leaf: &crate::support::tls::Leaf) -> u16 {
+    use http_body_util::Full;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let mut config = crate::support::tls::server_config(leaf);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(
+                    |request: http::Request<hyper::body::Incoming>| async move {
+                        let body = format!("{:?} {}", request.version(), request.uri().path());
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            bytes::Bytes::from(body),
+                        )))
+                    },
+                );
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+/// `backend-protocol: GRPCS`: HTTP/2 over TLS to the backend (ALPN h2), unverified as
+/// ingress-nginx by default, for gRPC services that terminate TLS themselves.
+#[tokio::test(flavor = "multi_thread")]
+async fn grpcs_backends_get_http2_over_tls() {
+    use crate::support::tls::TestCa;
+    let ca = TestCa::new("backend-ca");
+    let backend = h2_tls_backend(&ca.issue(&["grpc.internal"])).await;
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write(
+        "all.yaml",
+        &join(&[
+            &ingress(
+                "grpcs",
+                "grpcs.example",
+                "/",
+                "main",
+                &[("backend-protocol", "GRPCS")],
+            ),
+            &loopback_service("web", "main", "grpcs", backend),
+        ]),
+    );
+    let _gw = nginx_gateway(&dir, port, &["--cause-detail", "full"]).await;
+    for proto in BOTH {
+        let http = Http::new(proto);
+        let url = format!("http://127.0.0.1:{port}/pkg.Service/Method");
+        let reply = http.get(&url, Some("grpcs.example"), &[]).await.unwrap();
+        assert_eq!(reply.status, 200, "{proto:?}: {reply:?}");
+        assert_eq!(reply.text, "HTTP/2.0 /pkg.Service/Method", "{proto:?}");
+    }
+}

@@ -183,7 +183,7 @@ fn unconvertible_access(settings: &Settings) -> Option<(&'static str, &'static s
     if settings.basic_auth_secret.is_some() {
         return Some(("auth-type", "basic authentication has no Gateway API form: the Ingress is not converted; keep it as it is"));
     }
-    if settings.backend_protocol == nginx::BackendProtocol::Https {
+    if settings.backend_protocol.originates_tls() {
         return Some(("backend-protocol", "TLS to the backend is not converted (a BackendTLSPolicy verifies with a CA in a ConfigMap; proxy-ssl-* have no form): the Ingress is not converted; keep it as it is"));
     }
     if !settings.allow_sources.is_empty() || !settings.deny_sources.is_empty() {

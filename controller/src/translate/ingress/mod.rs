@@ -109,7 +109,7 @@ fn read_annotations<'i>(
     };
     basic_auth::resolve(cx, &meta.namespace, &mut settings, &mut findings);
     error_pages::resolve(cx, &meta.namespace, &mut settings, &mut findings);
-    if settings.backend_protocol == nginx::BackendProtocol::Https {
+    if settings.backend_protocol.originates_tls() {
         findings.extend(backend_tls::findings(
             cx.inputs,
             &meta,
@@ -424,7 +424,7 @@ fn backend_settings(cx: &mut Context<'_>, target: BackendTarget, main: &Served) 
     let suffix = format!("Ingress/{}/{}", main.meta.namespace, main.meta.name);
     let inputs = cx.inputs;
     let name = cx.catalog.variant(base, &suffix, |cluster| {
-        if settings.backend_protocol == nginx::BackendProtocol::Https {
+        if settings.backend_protocol.originates_tls() {
             let service = &cluster.service;
             let host = crate::translate::services::service_fqdn(&service.namespace, &service.name);
             let tls = &settings.backend_tls;
@@ -434,7 +434,7 @@ fn backend_settings(cx: &mut Context<'_>, target: BackendTarget, main: &Served) 
         policy.connect_timeout_ms = settings.connect_timeout_ms.or(policy.connect_timeout_ms);
         policy.read_timeout_ms = settings.read_timeout_ms.or(policy.read_timeout_ms);
         policy.send_timeout_ms = settings.send_timeout_ms.or(policy.send_timeout_ms);
-        if settings.backend_protocol == nginx::BackendProtocol::H2c {
+        if settings.backend_protocol.is_http2() {
             cluster.protocol = ferry_model::UpstreamProtocol::H2c;
         }
         if let Some(hash) = &settings.hash_on {

@@ -111,6 +111,20 @@ pub enum BackendProtocol {
     H2c,
     /// HTTP/1.1 over TLS (`HTTPS`), with the `proxy-ssl-*` settings.
     Https,
+    /// HTTP/2 over TLS, ALPN h2 (`GRPCS`), with the `proxy-ssl-*` settings.
+    Grpcs,
+}
+
+impl BackendProtocol {
+    /// TLS is originated to the backend (`proxy-ssl-*` apply).
+    pub fn originates_tls(self) -> bool {
+        matches!(self, BackendProtocol::Https | BackendProtocol::Grpcs)
+    }
+
+    /// The backend speaks HTTP/2 (cleartext or TLS).
+    pub fn is_http2(self) -> bool {
+        matches!(self, BackendProtocol::H2c | BackendProtocol::Grpcs)
+    }
 }
 
 /// `proxy-ssl-secret` (`namespace/name`: `ca.crt`, and `tls.crt` / `tls.key` to present),

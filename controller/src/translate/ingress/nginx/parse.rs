@@ -126,12 +126,13 @@ fn ext_auth(a: &Annotations, bad: &mut Bad) -> Option<ferry_model::ExtAuth> {
     })
 }
 
-/// `proxy-ssl-*` for HTTPS backends. ingress-nginx verifies nothing unless
+/// `proxy-ssl-*` for HTTPS and GRPCS backends. ingress-nginx verifies nothing unless
 /// `proxy-ssl-verify: on`; Ferry does the same (and says so on the Ingress).
 fn backend_tls(a: &Annotations, bad: &mut Bad) -> BackendTls {
-    let https = a
-        .get("backend-protocol")
-        .is_some_and(|p| p.trim().eq_ignore_ascii_case("HTTPS"));
+    let https = a.get("backend-protocol").is_some_and(|p| {
+        let p = p.trim();
+        p.eq_ignore_ascii_case("HTTPS") || p.eq_ignore_ascii_case("GRPCS")
+    });
     let names = [
         "proxy-ssl-secret",
         "proxy-ssl-verify",
@@ -142,7 +143,8 @@ fn backend_tls(a: &Annotations, bad: &mut Bad) -> BackendTls {
         for name in names.iter().filter(|n| a.contains_key(**n)) {
             bad(
                 name,
-                "only with backend-protocol HTTPS (as in ingress-nginx): not applied".into(),
+                "only with backend-protocol HTTPS or GRPCS (as in ingress-nginx): not applied"
+                    .into(),
                 false,
             );
         }
@@ -425,11 +427,7 @@ fn backend_protocol(a: &Annotations, bad: &mut Bad) -> BackendProtocol {
         "HTTP" | "AUTO_HTTP" => BackendProtocol::Http,
         "H2C" | "GRPC" => BackendProtocol::H2c,
         "HTTPS" => BackendProtocol::Https,
-        "GRPCS" => {
-            let message = format!("{value}: HTTP/2 over TLS to backends is not originated yet; the Ingress is not served");
-            bad("backend-protocol", message, true);
-            BackendProtocol::Http
-        }
+        "GRPCS" => BackendProtocol::Grpcs,
         other => {
             bad(
                 "backend-protocol",
