@@ -16,7 +16,9 @@ pub fn check(req: &RequestFacts<'_>, auth: &BasicAuth, meta: &Meta) -> Option<Re
         auth.users
             .iter()
             .find(|u| *u.name == *user)
-            .is_some_and(|u| crate::htpasswd::verify(&u.password_hash.0, &password))
+            .is_some_and(|u| {
+                crate::htpasswd::verified::verify(&u.password_hash.0, &user, &password)
+            })
     });
     if valid {
         return None;
