@@ -61,8 +61,9 @@ async fn limit_rps_holds_the_rate_per_client() {
     }
 }
 
-/// `limit-connections: 2`: a client's third request in progress at once gets 503, and the
-/// places come back when requests end (also on HTTP/2, where each stream counts).
+/// `limit-connections: 2`: a client's third request in progress at once is refused (429,
+/// as the class's parameters ConfigMap says with ingress-nginx's `limit-conn-status-code`),
+/// and the places come back when requests end (also on HTTP/2, where each stream counts).
 #[tokio::test(flavor = "multi_thread")]
 async fn limit_connections_bounds_requests_in_progress() {
     let main = Echo::start("main");
@@ -79,6 +80,11 @@ async fn limit_connections_bounds_requests_in_progress() {
                 &[("limit-connections", "2")],
             ),
             &service("web", "main", 80, &[ep(&main, &[])]),
+            // ingress-nginx's ConfigMap, named by the class's parameters: its status key.
+            "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: nginx}\n\
+             spec: {controller: k8s.io/ingress-nginx, parameters: {kind: ConfigMap, name: ingress-nginx-controller, namespace: ingress-nginx, scope: Namespace}}\n",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ingress-nginx-controller, namespace: ingress-nginx}\n\
+             data: {limit-conn-status-code: '429'}\n",
         ]),
     );
     let _gw = nginx_gateway(&dir, port, &["--cause-detail", "full"]).await;
@@ -97,7 +103,7 @@ async fn limit_connections_bounds_requests_in_progress() {
         let (a, b, c) = tokio::join!(call(0), call(200), call(400));
         let replies = [a, b, c];
         let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
-        assert_eq!(statuses, [200, 200, 503], "{proto:?}: {replies:?}");
+        assert_eq!(statuses, [200, 200, 429], "{proto:?}: {replies:?}");
         assert_eq!(replies[2].text, "concurrency_limited");
         let cause = replies[2].header("x-ferry-cause").unwrap_or_default();
         assert!(cause.starts_with("RL Ingress/web/bounded"), "{cause}");

@@ -175,6 +175,7 @@ impl Inputs {
                     let read = |key: &str| {
                         key == "ca.crt"
                             || (mesh && key == "mesh")
+                            || crate::translate::ingress_class::PARAMETER_KEYS.contains(&key)
                             || crate::deploy::PARAMETER_KEYS.contains(&key)
                     };
                     for (_, value) in data.iter_mut().filter(|(key, _)| !read(key)) {

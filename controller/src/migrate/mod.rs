@@ -120,6 +120,10 @@ fn sources<'i>(
             continue;
         };
         let (mut settings, findings) = nginx::read(ingress);
+        let (requests, connections) =
+            crate::translate::ingress_class::limit_statuses(inputs, ingress);
+        (settings.limit_req_status, settings.limit_conn_status) =
+            (Some(requests), Some(connections));
         if served.nginx {
             // Its HTTPS redirect has a Gateway API form; its other defaults are one note
             // per Gateway (see `migrate`).

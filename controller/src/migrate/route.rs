@@ -603,7 +603,7 @@ fn rate_limit_policy(source: &Source, routes: &[String], out: &mut Migration) ->
         "limit": {"requests": requests, "unit": unit},
         "burst": burst,
         "key": {"type": "ClientIP"},
-        "statusCode": 503,
+        "statusCode": source.settings.limit_req_status.unwrap_or(503),
     });
     if !source.settings.limit_exempt.is_empty() {
         let ranges: Vec<String> = source

@@ -45,7 +45,73 @@ pub fn served(inputs: &Inputs, ingress: &Ingress, classes: &str) -> Option<Serve
     })
 }
 
-/// `spec.parameters` of an IngressClass this proxy serves is not read: said on the class.
+/// The keys of an IngressClass's parameters ConfigMap Ferry reads: ingress-nginx's
+/// ConfigMap keys for the status of limited requests, so its class can point its
+/// parameters at the ConfigMap users already have.
+pub const PARAMETER_KEYS: &[&str] = &["limit-req-status-code", "limit-conn-status-code"];
+
+/// The statuses of annotation limits (`limit-rps`/`-rpm`, `limit-connections`) for
+/// `ingress`: its IngressClass's parameters ConfigMap says, else 503 as ingress-nginx.
+pub fn limit_statuses(inputs: &Inputs, ingress: &Ingress) -> (u16, u16) {
+    let map = class_object(inputs, ingress).and_then(|c| parameters_map(inputs, c).ok()?);
+    let status = |key: &str| {
+        map.and_then(|m| m.data.as_ref()?.get(key))
+            .and_then(|v| status_code(v).ok())
+            .unwrap_or(503)
+    };
+    (status(PARAMETER_KEYS[0]), status(PARAMETER_KEYS[1]))
+}
+
+fn status_code(value: &str) -> Result<u16, String> {
+    value
+        .trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|c| (400..=599).contains(c))
+        .ok_or_else(|| format!("{value:?} is not a status from 400 to 599"))
+}
+
+fn class_object<'i>(inputs: &'i Inputs, ingress: &Ingress) -> Option<&'i IngressClass> {
+    let name = class_of(ingress).or_else(|| default_class(inputs))?;
+    inputs
+        .ingress_classes
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some(name))
+}
+
+/// The ConfigMap `class`'s parameters name (None: it names none); an error when they name
+/// something else or a ConfigMap that is not there.
+fn parameters_map<'i>(
+    inputs: &'i Inputs,
+    class: &IngressClass,
+) -> Result<Option<&'i k8s_openapi::api::core::v1::ConfigMap>, String> {
+    let Some(parameters) = class.spec.as_ref().and_then(|s| s.parameters.as_ref()) else {
+        return Ok(None);
+    };
+    let core = parameters.api_group.as_deref().unwrap_or("").is_empty();
+    if !core || parameters.kind != "ConfigMap" {
+        let kind = &parameters.kind;
+        return Err(format!(
+            "parameters of kind {kind} are not read by Ferry (a ConfigMap is): not applied"
+        ));
+    }
+    let namespace = parameters.namespace.as_deref().unwrap_or("default");
+    let found = inputs.config_maps.iter().find(|m| {
+        m.metadata.name.as_deref() == Some(parameters.name.as_str())
+            && m.metadata.namespace.as_deref() == Some(namespace)
+    });
+    match found {
+        Some(map) => Ok(Some(map)),
+        None => Err(format!(
+            "ConfigMap {namespace}/{} not found: its settings are not applied",
+            parameters.name
+        )),
+    }
+}
+
+/// `spec.parameters` of the IngressClasses this proxy serves: what is not applied is said
+/// on the class (a parameters object of another kind, a missing ConfigMap, keys Ferry does
+/// not read, bad values).
 pub fn report_unapplied(cx: &mut crate::translate::Context<'_>) {
     let classes = &cx.options.ingress_class;
     let ours = |class: &IngressClass| {
@@ -53,16 +119,35 @@ pub fn report_unapplied(cx: &mut crate::translate::Context<'_>) {
         let controller = class.spec.as_ref().and_then(|s| s.controller.as_deref());
         controller == Some(CONTROLLER) || classes.split(',').any(|c| c.trim() == name)
     };
-    let with_parameters = cx
-        .inputs
-        .ingress_classes
-        .iter()
-        .filter(|c| ours(c) && c.spec.as_ref().is_some_and(|s| s.parameters.is_some()));
-    let metas: Vec<_> = with_parameters
-        .map(|c| crate::translate::meta_of("IngressClass", &c.metadata))
-        .collect();
-    for meta in metas {
-        let message = "IngressClass parameters are not read by Ferry: not applied";
+    let mut findings = Vec::new();
+    for class in cx.inputs.ingress_classes.iter().filter(|c| ours(c)) {
+        let meta = crate::translate::meta_of("IngressClass", &class.metadata);
+        match parameters_map(cx.inputs, class) {
+            Ok(None) => {}
+            Ok(Some(map)) => {
+                let data = map.data.as_ref();
+                let keys = data.into_iter().flat_map(|d| d.keys());
+                let unread: Vec<&str> = keys
+                    .map(String::as_str)
+                    .filter(|k| !PARAMETER_KEYS.contains(k))
+                    .collect();
+                if !unread.is_empty() {
+                    let message = format!(
+                        "keys not read by Ferry (not applied): {}",
+                        unread.join(", ")
+                    );
+                    findings.push((meta.clone(), message));
+                }
+                for key in PARAMETER_KEYS {
+                    if let Some(Err(e)) = data.and_then(|d| d.get(*key)).map(|v| status_code(v)) {
+                        findings.push((meta.clone(), format!("{key}: {e}; 503 is used")));
+                    }
+                }
+            }
+            Err(message) => findings.push((meta, message)),
+        }
+    }
+    for (meta, message) in findings {
         let condition = crate::translate::report::Condition::warn("Valid", "NotApplied", message);
         cx.reports.push(&meta, condition.field("spec.parameters"));
     }
@@ -146,6 +231,36 @@ mod tests {
         assert_eq!(
             (report.reason, report.field.as_deref()),
             ("NotApplied", Some("spec.parameters"))
+        );
+    }
+
+    #[test]
+    fn a_parameters_config_map_sets_the_limit_statuses_and_its_other_keys_are_reported() {
+        let yaml = format!(
+            "{}---\napiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {{name: ferry}}\n\
+             spec: {{controller: {CONTROLLER}, parameters: {{kind: ConfigMap, name: tuning, namespace: edge, scope: Namespace}}}}\n\
+             ---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: tuning, namespace: edge}}\n\
+             data: {{limit-req-status-code: '429', limit-conn-status-code: '600', use-gzip: 'true'}}\n",
+            ingress("ferry")
+        );
+        let inputs = inputs(&yaml);
+        assert_eq!(limit_statuses(&inputs, &inputs.ingresses[0]), (429, 503));
+        let output = crate::translate(&inputs, &crate::translate::Options::default());
+        let messages: Vec<&str> = output
+            .reports
+            .iter()
+            .filter(|r| &*r.object.kind == "IngressClass")
+            .map(|r| r.message.as_str())
+            .collect();
+        assert!(
+            messages.iter().any(|m| m.contains("use-gzip")),
+            "{messages:?}"
+        );
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("limit-conn-status-code")),
+            "{messages:?}"
         );
     }
 

@@ -107,6 +107,9 @@ fn read_annotations<'i>(
         true => settings.with_nginx_defaults(),
         false => settings,
     };
+    let (requests, connections) = class::limit_statuses(cx.inputs, ingress);
+    settings.limit_req_status = Some(requests);
+    settings.limit_conn_status = Some(connections);
     basic_auth::resolve(cx, &meta.namespace, &mut settings, &mut findings);
     error_pages::resolve(cx, &meta.namespace, &mut settings, &mut findings);
     if settings.backend_protocol.originates_tls() {

@@ -196,7 +196,7 @@ fn policy(settings: &Settings, name: &str) -> RoutePolicy {
             .map(|max| ferry_model::ConcurrencyLimit {
                 name: format!("{name}/connections").into(),
                 max,
-                status: 503,
+                status: settings.limit_conn_status.unwrap_or(503),
                 exempt: settings.limit_exempt.clone().into(),
             }),
         max_request_body_bytes: settings.max_body_bytes(),
@@ -219,7 +219,7 @@ fn rate_limits(settings: &Settings, name: &str) -> Vec<ferry_model::RateLimit> {
             window_ms: *window_ms,
             burst: *burst,
             key: ferry_model::RateLimitKey::ClientIp,
-            status: 503,
+            status: settings.limit_req_status.unwrap_or(503),
             exempt: settings.limit_exempt.clone().into(),
         })
         .collect()

@@ -50,6 +50,11 @@ pub struct Settings {
     pub limits: Vec<(u32, u64, u32)>,
     /// `limit-connections`: requests of one client address in progress at once.
     pub max_connections: Option<u32>,
+    /// The statuses of requests the limits refuse (ingress-nginx's ConfigMap keys
+    /// `limit-req-status-code` / `limit-conn-status-code` through the IngressClass's
+    /// parameters; 503 when not given).
+    pub limit_req_status: Option<u16>,
+    pub limit_conn_status: Option<u16>,
     /// `limit-whitelist`: client ranges no limit applies to.
     pub limit_exempt: Vec<ferry_model::authz::IpBlock>,
     /// `proxy-body-size` in bytes; `Some(0)`: no limit.

@@ -49,6 +49,9 @@ pub(super) fn settings(a: &Annotations, findings: &mut Vec<Finding>) -> Settings
         hash_on: hash_on(a, &mut bad),
         limits: limits(a, &mut bad),
         max_connections: max_connections(a, &mut bad),
+        // From the IngressClass's parameters (the translator fills them in).
+        limit_req_status: None,
+        limit_conn_status: None,
         limit_exempt: source_ranges(a, "limit-whitelist", &mut bad),
         body_size: body_size(a, &mut bad),
         basic_auth_secret: basic_auth(a, &mut bad),
