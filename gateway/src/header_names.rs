@@ -19,3 +19,19 @@ pub static X_B3_TRACEID: HeaderName = HeaderName::from_static("x-b3-traceid");
 pub static X_B3_SPANID: HeaderName = HeaderName::from_static("x-b3-spanid");
 pub static X_B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
 pub static X_B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
+
+/// Headers of an answer the proxy relays as a reply of its own (error pages, an auth
+/// service's denial) that are not passed on: framing and hop-by-hop ones, which the reply's
+/// writer sets itself, and the answering server's `Date` / `Server`.
+pub const NOT_RELAYED: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+    "date",
+    "server",
+];

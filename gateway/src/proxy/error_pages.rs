@@ -21,20 +21,6 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// Error pages larger than this are cut (they are small HTML or JSON documents).
 const MAX_PAGE: usize = 1 << 20;
 
-/// Answer headers not copied to the client (framing and hop-by-hop; the writer sets them).
-const NOT_COPIED: &[&str] = &[
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-connection",
-    "date",
-    "server",
-];
-
 /// What the error backend is told of the request.
 pub struct Original<'a> {
     pub host: &'a str,
@@ -106,7 +92,7 @@ pub async fn page(
     let mut reply = Decision::reply(page_status, cause);
     reply.body = String::from_utf8_lossy(&body).into_owned();
     for (name, value) in &headers {
-        if NOT_COPIED.contains(&name.as_str()) {
+        if crate::header_names::NOT_RELAYED.contains(&name.as_str()) {
             continue;
         }
         if let Ok(value) = value.to_str() {

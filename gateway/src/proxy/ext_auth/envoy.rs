@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, Empty, Limited};
 
 use super::{client, service_base, NOT_PASSED, TIMEOUT};
 use crate::compiled::CompiledSnapshot;
+use crate::header_names::NOT_RELAYED;
 use crate::proxy::decide::{Decision, Reply};
 use crate::proxy::facts::RequestFacts;
 use crate::proxy::jwt::HeaderEdit;
@@ -22,22 +23,9 @@ use crate::proxy::jwt::HeaderEdit;
 /// A denial's body is relayed up to this size.
 const MAX_DENIAL_BODY: usize = 64 << 10;
 
-/// Answer headers never copied into the request or the client's denial (framing and
-/// hop-by-hop; Host and the reply's own content type).
-const NOT_COPIED: &[&str] = &[
-    "host",
-    "content-length",
-    "content-type",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-connection",
-    "date",
-    "server",
-];
+/// Answer headers `*` does not copy into the forwarded request, beyond [`NOT_RELAYED`]: the
+/// request keeps its own Host and body type.
+const NOT_FORWARDED: &[&str] = &["host", "content-type"];
 
 pub(super) async fn check(
     snapshot: &CompiledSnapshot,
@@ -115,7 +103,7 @@ fn check_request(
 fn allowed_edits(auth: &ExtAuth, headers: &http::HeaderMap) -> Vec<HeaderEdit> {
     let all = auth.response_headers.iter().any(|h| &**h == "*");
     let wanted = |name: &str| match all {
-        true => !NOT_COPIED.contains(&name),
+        true => !NOT_RELAYED.contains(&name) && !NOT_FORWARDED.contains(&name),
         false => auth.response_headers.iter().any(|listed| **listed == *name),
     };
     headers
@@ -148,7 +136,7 @@ fn denial(
         auth.denial_headers.is_empty() || auth.denial_headers.iter().any(|h| **h == *name)
     };
     for (name, value) in headers {
-        if NOT_COPIED.contains(&name.as_str()) || !listed(name.as_str()) {
+        if NOT_RELAYED.contains(&name.as_str()) || !listed(name.as_str()) {
             continue;
         }
         if let Ok(value) = value.to_str() {
