@@ -45,6 +45,10 @@ pub struct RoutePolicy {
     /// External authentication (ingress-nginx `auth-url`): a subrequest decides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ext_auth: Option<ExtAuth>,
+    /// Passing one of the access checks (source ranges, Basic credentials, external
+    /// authentication) suffices, instead of all of them (nginx's `satisfy any`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub satisfy_any: bool,
     /// ingress-nginx `default-backend` and `custom-http-errors`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_pages: Option<ErrorPages>,

@@ -124,6 +124,22 @@ fn manifests(main: &Echo, canary: &Echo) -> String {
             &[("auth-type", "basic"), ("auth-secret", "users"), ("auth-realm", "Staff only")],
         ),
         &ingress("digest", "digest.example", "/", "main", &[("auth-type", "digest"), ("auth-secret", "users")]),
+        // satisfy any: the office range or a password (the client, 127.0.0.1, is outside
+        // 10.0.0.0/8 and inside 127.0.0.0/8).
+        &ingress(
+            "either-away",
+            "away.example",
+            "/",
+            "main",
+            &[("auth-type", "basic"), ("auth-secret", "users"), ("whitelist-source-range", "10.0.0.0/8"), ("satisfy", "any")],
+        ),
+        &ingress(
+            "either-office",
+            "office.example",
+            "/",
+            "main",
+            &[("auth-type", "basic"), ("auth-secret", "users"), ("whitelist-source-range", "127.0.0.0/8"), ("satisfy", "any")],
+        ),
         // htpasswd -m (Apache MD5) and -s (SHA-1) for "password"; carol's DES hash is not
         // verified (reported).
         &crate::support::tls::secret_with(
@@ -266,6 +282,20 @@ fn cases(tls_port: u16) -> Vec<Case> {
             200,
             Check::Backend("canary"),
         ),
+        case("office.example", "/", 200, Check::Backend("main")),
+        case(
+            "away.example",
+            "/",
+            401,
+            Check::Header("www-authenticate", "Basic realm="),
+        ),
+        Case {
+            host: "away.example",
+            path: "/",
+            headers: &[("authorization", "Basic YWxpY2U6cGFzc3dvcmQ=")], // alice:password
+            status: 200,
+            check: Check::Backend("main"),
+        },
         case("shop.example", "/", 200, Check::Backend("main")),
         Case {
             host: "shop.example",

@@ -43,6 +43,16 @@ pub struct Forward {
     /// The CUSTOM AuthorizationPolicy (its number in the snapshot) whose provider is asked
     /// before the request goes on.
     pub custom_authz: Option<usize>,
+    /// `satisfy any`: an access check passed already, the route's external authentication
+    /// is not asked.
+    pub access_granted: bool,
+}
+
+/// What a request that passed the route's admission takes along.
+#[derive(Default)]
+struct Admitted {
+    in_flight: Option<crate::in_flight::Permit>,
+    access_granted: bool,
 }
 
 impl Decision {
@@ -152,8 +162,8 @@ pub fn decide(
             format!("NR no route for host {host:?} on port {port}"),
         ));
     };
-    let in_flight = match admission(req, route, client_address) {
-        Ok(permit) => permit,
+    let admitted = match admission(req, route, client_address) {
+        Ok(admitted) => admitted,
         Err(refused) => return Decision::Reply(refused),
     };
     let meta = &route.route.meta;
@@ -183,7 +193,8 @@ pub fn decide(
         Action::Forward(_) => match forward(snapshot, route) {
             Decision::Forward(forward) => Decision::Forward(Forward {
                 auth_edits,
-                in_flight,
+                in_flight: admitted.in_flight,
+                access_granted: admitted.access_granted,
                 custom_authz,
                 ..forward
             }),
@@ -195,12 +206,13 @@ pub fn decide(
 /// The route's own conditions on who may use it and how often, in nginx's phase order:
 /// the body limit (413), rate limits (429 or the limit's status: before the checks below,
 /// so a flood never reaches password hashing), the concurrency limit, source ranges (403),
-/// Basic credentials (401). Passed: the request's place under the concurrency limit.
+/// Basic credentials (401) — all of them, or one with `satisfy_any`. Passed: the request's
+/// place under the concurrency limit.
 fn admission(
     req: &RequestFacts<'_>,
     route: &Arc<CompiledRoute>,
     client_address: crate::limits::ClientAddress,
-) -> Result<Option<crate::in_flight::Permit>, Reply> {
+) -> Result<Admitted, Reply> {
     let policy = &route.route.policy;
     if let Some(limit) = policy.max_request_body_bytes {
         let declared = crate::header_lookup::first_text(req.headers, "content-length");
@@ -214,7 +226,7 @@ fn admission(
         && policy.concurrency_limit.is_none()
         && policy.basic_auth.is_none()
     {
-        return Ok(None);
+        return Ok(Admitted::default());
     }
     let meta = &route.route.meta;
     // The client's address (X-Forwarded-For read) only when something here asks for it.
@@ -234,24 +246,59 @@ fn admission(
     if let Some(refused) = super::rate_limits::check(req, &policy.rate_limits, client) {
         return Err(refused.for_route(route));
     }
-    let permit = match &policy.concurrency_limit {
+    let in_flight = match &policy.concurrency_limit {
         Some(limit) => super::rate_limits::enter(limit, client).map_err(|r| r.for_route(route))?,
         None => None,
     };
-    if let Some(ranges) = &policy.source_ranges {
-        if !ranges.admits(client) {
-            let cause = format!("RBAC denied by {meta}: client address not in its source ranges");
-            let mut reply = Decision::reply(403, cause).for_route(route);
-            reply.body = "RBAC: access denied".into();
-            return Err(reply);
+    let access_granted = access(req, policy, client, meta).map_err(|r| r.for_route(route))?;
+    Ok(Admitted {
+        in_flight,
+        access_granted,
+    })
+}
+
+/// Source ranges (403) and Basic credentials (401): both must pass, or with `satisfy_any`
+/// one of them (or the external authentication asked later). Ok(true): access is granted
+/// already, the external authentication is not asked.
+fn access(
+    req: &RequestFacts<'_>,
+    policy: &ferry_model::RoutePolicy,
+    client: Option<std::net::IpAddr>,
+    meta: &ferry_model::Meta,
+) -> Result<bool, Reply> {
+    let ranges = policy.source_ranges.as_ref().map(|r| r.admits(client));
+    let ranges_refusal = || {
+        let cause = format!("RBAC denied by {meta}: client address not in its source ranges");
+        let mut reply = Decision::reply(403, cause);
+        reply.body = "RBAC: access denied".into();
+        reply
+    };
+    // Checked only when needed: a password hash costs far more than a range lookup.
+    let basic = || {
+        policy
+            .basic_auth
+            .as_ref()
+            .map(|auth| super::basic_auth::check(req, auth, meta))
+    };
+    if !policy.satisfy_any {
+        if ranges == Some(false) {
+            return Err(ranges_refusal());
         }
+        return match basic() {
+            Some(Some(refused)) => Err(refused),
+            _ => Ok(false),
+        };
     }
-    if let Some(auth) = &policy.basic_auth {
-        if let Some(refused) = super::basic_auth::check(req, auth, meta) {
-            return Err(refused.for_route(route));
-        }
+    if ranges == Some(true) {
+        return Ok(true);
     }
-    Ok(permit)
+    match basic() {
+        Some(None) => Ok(true),
+        _ if policy.ext_auth.is_some() => Ok(false), // the auth service decides alone
+        Some(Some(refused)) => Err(refused),
+        None if ranges == Some(false) => Err(ranges_refusal()),
+        None => Ok(false),
+    }
 }
 
 const XFCC: &str = "x-forwarded-client-cert";
@@ -331,6 +378,7 @@ fn forward_to(
         auth_edits: Vec::new(),
         in_flight: None,
         custom_authz: None,
+        access_granted: false,
     })
 }
 

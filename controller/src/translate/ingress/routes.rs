@@ -202,6 +202,7 @@ fn policy(settings: &Settings, name: &str) -> RoutePolicy {
         max_request_body_bytes: settings.max_body_bytes(),
         basic_auth: settings.basic_auth.clone(),
         ext_auth: settings.ext_auth.clone(),
+        satisfy_any: settings.satisfy_any,
         error_pages: settings.error_pages.clone(),
         ..RoutePolicy::default()
     }
@@ -241,6 +242,7 @@ pub fn access_policy(settings: &Settings) -> RoutePolicy {
         source_ranges: source_ranges(settings),
         basic_auth: settings.basic_auth.clone(),
         ext_auth: settings.ext_auth.clone(),
+        satisfy_any: settings.satisfy_any,
         error_pages: settings.error_pages.clone(),
         ..RoutePolicy::default()
     }
@@ -252,6 +254,7 @@ pub fn access_only(policy: &RoutePolicy) -> RoutePolicy {
         source_ranges: policy.source_ranges.clone(),
         basic_auth: policy.basic_auth.clone(),
         ext_auth: policy.ext_auth.clone(),
+        satisfy_any: policy.satisfy_any,
         ..RoutePolicy::default()
     }
 }

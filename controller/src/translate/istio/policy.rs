@@ -45,6 +45,7 @@ pub fn route_policy(http: &HttpRoute, field: &str) -> Result<RoutePolicy, Proble
         basic_auth: None,
         ext_auth: None,
         error_pages: None,
+        satisfy_any: false,
     })
 }
 

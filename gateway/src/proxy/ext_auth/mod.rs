@@ -88,6 +88,9 @@ pub async fn authorize(
             Err(reply) => return Some(reply.for_route(&route)),
         }
     }
+    if forward.access_granted {
+        return None; // `satisfy any`: another access check passed
+    }
     let auth = route.route.policy.ext_auth.as_ref()?;
     let meta = &route.route.meta;
     let verdict = match auth.protocol {

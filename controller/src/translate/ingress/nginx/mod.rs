@@ -71,6 +71,9 @@ pub struct Settings {
     pub error_codes: Vec<u16>,
     /// The two, once the Service is found (the translator fills it in).
     pub error_pages: Option<ferry_model::ErrorPages>,
+    /// `satisfy: any`: one passing access check (source ranges, Basic credentials,
+    /// `auth-url`) suffices.
+    pub satisfy_any: bool,
     /// `auth-url` with `auth-signin` and `auth-response-headers`.
     pub ext_auth: Option<ferry_model::ExtAuth>,
 }

@@ -58,6 +58,7 @@ pub(super) fn settings(a: &Annotations, findings: &mut Vec<Finding>) -> Settings
         basic_auth: None,
         backend_tls: backend_tls(a, &mut bad),
         ext_auth: ext_auth(a, &mut bad),
+        satisfy_any: satisfy_any(a, &mut bad),
         default_backend: a
             .get("default-backend")
             .map(|s| s.trim().to_string())
@@ -316,6 +317,20 @@ fn max_connections(a: &Annotations, bad: &mut Bad) -> Option<u32> {
             let message = format!("{value:?} is not a number of connections from 1");
             bad("limit-connections", message, false);
             None
+        }
+    }
+}
+
+/// `satisfy`: `all` (default) or `any`. Another value keeps the Ingress from being served
+/// (it decides who gets in).
+fn satisfy_any(a: &Annotations, bad: &mut Bad) -> bool {
+    match a.get("satisfy").map(|v| v.trim()) {
+        None | Some("all") => false,
+        Some("any") => true,
+        Some(other) => {
+            let message = format!("{other:?} is not all or any; the Ingress is not served");
+            bad("satisfy", message, true);
+            false
         }
     }
 }

@@ -86,6 +86,7 @@ const APPLIED: &[&str] = &[
     "auth-response-headers",
     "auth-method",
     "auth-request-redirect",
+    "satisfy",
 ];
 
 /// External-auth settings about connections to the auth service, not about who is let in:
@@ -100,7 +101,6 @@ const NOT_ACCESS_CONTROL: &[&str] = &[
 /// Access control and TLS annotations Ferry does not enforce yet (name or name prefix).
 const FAILS_CLOSED: &[&str] = &[
     "auth-",
-    "satisfy",
     "proxy-ssl-",
     "ssl-ciphers",
     "ssl-prefer-server-ciphers",
@@ -147,7 +147,7 @@ mod tests {
         assert_eq!(support("auth-keepalive"), Support::NotApplied);
         assert_eq!(support("auth-type"), Support::Applied);
         assert_eq!(support("auth-tls-verify-client"), Support::FailsClosed);
-        assert_eq!(support("satisfy"), Support::FailsClosed);
+        assert_eq!(support("satisfy"), Support::Applied);
         assert_eq!(support("proxy-ssl-verify"), Support::Applied);
         assert_eq!(support("proxy-ssl-protocols"), Support::FailsClosed);
         assert_eq!(support("proxy-buffering"), Support::NotApplied);
