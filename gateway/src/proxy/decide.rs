@@ -55,6 +55,23 @@ struct Admitted {
     access_granted: bool,
 }
 
+impl Reply {
+    /// Adds the headers of an answer this reply relays (an error page, an auth service's
+    /// denial) that `wanted` admits, leaving out framing and hop-by-hop ones.
+    pub fn relay_headers(&mut self, headers: &http::HeaderMap, wanted: impl Fn(&str) -> bool) {
+        for (name, value) in headers {
+            let name = name.as_str();
+            if crate::header_names::NOT_RELAYED.contains(&name) || !wanted(name) {
+                continue;
+            }
+            if let Ok(value) = value.to_str() {
+                self.headers
+                    .push((name.to_string().into(), value.to_string()));
+            }
+        }
+    }
+}
+
 impl Decision {
     pub fn reply(status: u16, cause: impl Into<String>) -> Reply {
         let cause = cause.into();

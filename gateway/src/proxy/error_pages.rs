@@ -6,13 +6,10 @@
 //! paths call [`page`] once the upstream's status is known (after retries).
 
 use std::net::IpAddr;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 
 use super::decide::{Decision, Reply};
 use crate::compiled::{CompiledCluster, CompiledRoute, CompiledSnapshot};
@@ -37,11 +34,6 @@ pub fn intercepts(route: Option<&CompiledRoute>, status: u16) -> bool {
     route
         .and_then(|r| r.route.policy.error_pages.as_ref())
         .is_some_and(|pages| pages.codes.contains(&status))
-}
-
-fn client() -> &'static Client<HttpConnector, Empty<Bytes>> {
-    static CLIENT: OnceLock<Client<HttpConnector, Empty<Bytes>>> = OnceLock::new();
-    CLIENT.get_or_init(|| Client::builder(TokioExecutor::new()).build(HttpConnector::new()))
 }
 
 /// The reply for an upstream answer of `status` that `route` replaces: the error backend's
@@ -73,11 +65,12 @@ pub async fn page(
         Ok(request) => request,
         Err(e) => return unavailable(e),
     };
-    let response = match tokio::time::timeout(TIMEOUT, client().request(request)).await {
-        Ok(Ok(response)) => response,
-        Ok(Err(e)) => return unavailable(e.to_string()),
-        Err(_) => return unavailable("no answer in time".into()),
-    };
+    let response =
+        match tokio::time::timeout(TIMEOUT, super::ext_auth::client().request(request)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => return unavailable(e.to_string()),
+            Err(_) => return unavailable("no answer in time".into()),
+        };
     let page_status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = Limited::new(response.into_body(), MAX_PAGE).collect();
@@ -91,16 +84,7 @@ pub async fn page(
     );
     let mut reply = Decision::reply(page_status, cause);
     reply.body = String::from_utf8_lossy(&body).into_owned();
-    for (name, value) in &headers {
-        if crate::header_names::NOT_RELAYED.contains(&name.as_str()) {
-            continue;
-        }
-        if let Ok(value) = value.to_str() {
-            reply
-                .headers
-                .push((name.as_str().to_string().into(), value.to_string()));
-        }
-    }
+    reply.relay_headers(&headers, |_| true);
     reply
 }
 

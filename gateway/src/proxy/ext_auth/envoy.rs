@@ -135,16 +135,7 @@ fn denial(
     let listed = |name: &str| {
         auth.denial_headers.is_empty() || auth.denial_headers.iter().any(|h| **h == *name)
     };
-    for (name, value) in headers {
-        if NOT_RELAYED.contains(&name.as_str()) || !listed(name.as_str()) {
-            continue;
-        }
-        if let Ok(value) = value.to_str() {
-            reply
-                .headers
-                .push((name.as_str().to_string().into(), value.to_string()));
-        }
-    }
+    reply.relay_headers(headers, listed);
     reply
 }
 

@@ -40,9 +40,9 @@ const NOT_PASSED: &[&str] = &[
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
-/// One pooled client for every check: `http://`, or `https://` verified against the
-/// system's roots (`SSL_CERT_FILE` / `SSL_CERT_DIR` when set).
-fn client() -> &'static Client<Connector, Empty<Bytes>> {
+/// One pooled client for every check (and for error pages): `http://`, or `https://`
+/// verified against the system's roots (`SSL_CERT_FILE` / `SSL_CERT_DIR` when set).
+pub(super) fn client() -> &'static Client<Connector, Empty<Bytes>> {
     static CLIENT: OnceLock<Client<Connector, Empty<Bytes>>> = OnceLock::new();
     CLIENT.get_or_init(|| {
         let mut roots = rustls::RootCertStore::empty();
