@@ -222,6 +222,14 @@ pub struct ControllerArgs {
     /// by default (kubectl port-forward reaches it), as it lists every proxy.
     #[arg(long, default_value = "127.0.0.1:15014")]
     pub monitoring: SocketAddr,
+    /// The dashboard's port: the live service graph, routes, Gateways, proxies and
+    /// validation messages (UI and read-only JSON under /api/). Loopback by default: reach
+    /// it with `ferry dashboard` (a port-forward).
+    #[arg(long, default_value = "127.0.0.1:20001")]
+    pub dashboard: SocketAddr,
+    /// Serve no dashboard (proxies' traffic summaries are then dropped on arrival).
+    #[arg(long)]
+    pub no_dashboard: bool,
     /// SPIFFE trust domain of workload identities (Istio's `trustDomain`).
     #[arg(long, default_value = "cluster.local")]
     pub trust_domain: String,
@@ -439,6 +447,11 @@ pub struct GatewayArgs {
     /// kubelet probes and Prometheus reach in a cluster (the chart sets 0.0.0.0:15020).
     #[arg(long)]
     pub status: Option<SocketAddr>,
+    /// Serve the dashboard (the controller's UI and /api/) for this gateway's own traffic
+    /// and manifests, e.g. `127.0.0.1:20001`. Standalone mode (with --config) only: under a
+    /// controller, the controller's dashboard shows every proxy.
+    #[arg(long, conflicts_with = "controller")]
+    pub dashboard: Option<SocketAddr>,
     /// This gateway's labels, `key=value`, matched by Istio Gateway selectors. Replaces the
     /// defaults `istio=ingressgateway` and `istio=ingress`. Repeatable.
     #[arg(long = "label", value_parser = parse_label)]

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::cli::{GatewayArgs, TelemetryArgs};
+use crate::standalone_dashboard::FilesSource;
 
 pub async fn run(args: GatewayArgs, log_control: admin::LogControl) -> anyhow::Result<()> {
     let mut options = Options {
@@ -49,7 +50,16 @@ pub async fn run(args: GatewayArgs, log_control: admin::LogControl) -> anyhow::R
         .expect("clap requires --config without --controller");
     tracing::info!(%admin_addr, config = %config.display(), "ferry gateway starting (standalone)");
     let jwks = started_jwks_cache();
-    let loader = file_loader(config.clone(), options, jwks.clone());
+    let dashboard = match args.dashboard {
+        Some(addr) => {
+            let source = FilesSource::new(host_identity(), options.clone(), engine.clone());
+            let bound = crate::standalone_dashboard::start(addr, source.clone()).await?;
+            tracing::info!("dashboard: http://{bound}/");
+            Some(source)
+        }
+        None => None,
+    };
+    let loader = file_loader(config.clone(), options, jwks.clone(), dashboard);
     source::watch(config, loader, engine, jwks.changed.clone()).await?;
     Ok(())
 }
@@ -133,7 +143,13 @@ pub fn started_jwks_cache() -> Arc<JwksCache> {
 /// Reads the manifests and translates them, with the JWT keys fetched so far. Invalid objects
 /// reject the whole change (the engine keeps its last good snapshot); degraded ones are
 /// logged and applied.
-pub fn file_loader(path: PathBuf, options: Options, jwks: Arc<JwksCache>) -> Loader {
+/// `dashboard`: told about every read, valid or not.
+pub fn file_loader(
+    path: PathBuf,
+    options: Options,
+    jwks: Arc<JwksCache>,
+    dashboard: Option<Arc<FilesSource>>,
+) -> Loader {
     Arc::new(move || {
         let mut inputs =
             ferry_controller::inputs::load_path(&path).map_err(|e| vec![e.to_string()])?;
@@ -141,6 +157,9 @@ pub fn file_loader(path: PathBuf, options: Options, jwks: Arc<JwksCache>) -> Loa
         inputs.jwks = jwks.fetched();
         let output = translate(&inputs, &options);
         let errors: Vec<String> = output.errors().map(ToString::to_string).collect();
+        if let Some(dashboard) = &dashboard {
+            dashboard.read(&inputs, errors.clone());
+        }
         if !errors.is_empty() {
             return Err(errors);
         }

@@ -11,6 +11,7 @@ mod proxy_config;
 mod proxy_status;
 mod sidecar_cmd;
 mod sidecar_init;
+mod standalone_dashboard;
 
 use clap::Parser;
 
@@ -101,6 +102,7 @@ fn main() -> anyhow::Result<()> {
                     kubeconfig: args.kubeconfig,
                     listen: args.listen,
                     monitoring: args.monitoring,
+                    dashboard: (!args.no_dashboard).then_some(args.dashboard),
                     trust_domain: args.trust_domain,
                     workload_cert_lifetime: args.workload_cert_lifetime,
                     extra_server_names: args.server_names,

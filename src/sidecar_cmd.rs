@@ -71,7 +71,7 @@ pub async fn run(args: SidecarArgs, log_control: admin::LogControl) -> anyhow::R
             }
             (None, Some(path)) => {
                 let jwks = started_jwks_cache();
-                let loader = file_loader(path.clone(), options, jwks.clone());
+                let loader = file_loader(path.clone(), options, jwks.clone(), None);
                 source::watch(path.clone(), loader, engine.clone(), jwks.changed.clone())
                     .await
                     .map_err(anyhow::Error::from)

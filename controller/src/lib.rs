@@ -9,6 +9,7 @@ pub mod applied;
 pub mod ca;
 pub mod cluster;
 pub mod crds;
+pub mod dashboard;
 pub mod deploy;
 pub mod features;
 #[cfg(test)]

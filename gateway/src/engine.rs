@@ -121,7 +121,11 @@ impl Engine {
         let store = Arc::new(SnapshotStore::default());
         let identity = Arc::new(WorkloadIdentity::default());
         let mesh_server = identity.server_config();
-        let metrics = Arc::new(Metrics::new(telemetry.identity.clone(), identity.clone()));
+        let metrics = Arc::new(Metrics::new(
+            telemetry.identity.clone(),
+            identity.clone(),
+            !captured,
+        ));
         let telemetry = Arc::new(Telemetry::start(
             telemetry,
             metrics.access_log_dropped.clone(),

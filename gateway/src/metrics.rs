@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::admission::AdmissionMetrics;
 
 use crate::mesh_identity::WorkloadIdentity;
+use crate::telemetry::edges::EdgeRecorder;
 use crate::telemetry::istio::{IstioMetrics, ProxyIdentity};
 
 pub struct Metrics {
@@ -17,6 +18,8 @@ pub struct Metrics {
     pub id: u64,
     registry: Registry,
     pub istio: IstioMetrics,
+    /// The dashboard's per-edge counts, sent to the controller in summaries.
+    pub edges: Arc<EdgeRecorder>,
     /// Requests by listener port, route, backend cluster and status code.
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
@@ -51,9 +54,15 @@ pub struct Metrics {
 
 impl Metrics {
     /// `workload`: the proxy's workload certificate, whose SPIFFE ID Istio's metrics report.
-    pub fn new(identity: ProxyIdentity, workload: Arc<WorkloadIdentity>) -> Self {
+    /// `gateway`: this proxy is a gateway (its calls enter the mesh), not a sidecar.
+    pub fn new(identity: ProxyIdentity, workload: Arc<WorkloadIdentity>, gateway: bool) -> Self {
         let registry = Registry::new();
-        let istio = IstioMetrics::new(identity, workload, &registry);
+        let edges = Arc::new(EdgeRecorder::new(
+            gateway,
+            &identity.namespace,
+            &identity.workload,
+        ));
+        let istio = IstioMetrics::new(identity, workload, edges.clone(), &registry);
         let requests = IntCounterVec::new(
             Opts::new(
                 "ferry_requests_total",
@@ -220,6 +229,7 @@ impl Metrics {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             registry,
             istio,
+            edges,
             requests,
             request_duration,
             snapshot_version,
@@ -275,6 +285,6 @@ fn admission_metrics() -> AdmissionMetrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new(ProxyIdentity::default(), Arc::default())
+        Self::new(ProxyIdentity::default(), Arc::default(), true)
     }
 }

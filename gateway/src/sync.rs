@@ -2,7 +2,8 @@
 //!
 //! The gateway dials the controller over TLS with its ServiceAccount token
 //! ([`crate::control_channel`]), says hello (name + scope), applies every snapshot it
-//! receives and answers ACK or NACK. When the controller is unreachable or the stream
+//! receives and answers ACK or NACK, and sends a summary of its traffic every few seconds
+//! (the dashboard's live graph). When the controller is unreachable or the stream
 //! breaks, the engine keeps serving its last snapshot and the gateway reconnects with
 //! exponential backoff (jittered, capped), as Envoy and ztunnel do with xDS.
 
@@ -10,6 +11,7 @@ use bytes::Bytes;
 use ferry_model::push::{
     encode_line, ControllerFrame, LineDecoder, ProxyFrame, Scope, SUBSCRIBE_PATH,
 };
+use ferry_model::summary::SUMMARY_INTERVAL_MS;
 use futures::stream;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
@@ -20,6 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::control_channel::ControlChannel;
 use crate::engine::Engine;
+use crate::telemetry::edges::EdgeRecorder;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -70,6 +73,10 @@ async fn session(options: &SyncOptions, engine: &Engine) -> Result<usize, String
         scope: options.scope.clone(),
     };
     let _ = frames_tx.send(Bytes::from(encode_line(&hello)));
+    let _summaries = AbortOnDrop(tokio::spawn(send_summaries(
+        engine.metrics.edges.clone(),
+        frames_tx.clone(),
+    )));
     let body = StreamBody::new(Box::pin(stream::unfold(frames_rx, |mut rx| async move {
         rx.recv()
             .await
@@ -113,6 +120,33 @@ async fn session(options: &SyncOptions, engine: &Engine) -> Result<usize, String
         return Err(format!("controller answered {status}"));
     }
     Ok(received)
+}
+
+/// Sends the proxy's traffic summary every [`SUMMARY_INTERVAL_MS`] (when there was any)
+/// for the controller's dashboard, until the stream ends.
+async fn send_summaries(edges: Arc<EdgeRecorder>, frames: mpsc::UnboundedSender<Bytes>) {
+    let mut ticks = tokio::time::interval(Duration::from_millis(SUMMARY_INTERVAL_MS));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await; // the first tick is immediate
+    loop {
+        ticks.tick().await;
+        let Some(summary) = edges.take() else {
+            continue;
+        };
+        let frame = ProxyFrame::Summary { summary };
+        if frames.send(Bytes::from(encode_line(&frame))).is_err() {
+            return;
+        }
+    }
+}
+
+/// Stops a session's helper task with the session.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Applies a pushed snapshot; a version already serving (a reconnect) is only ACKed.

@@ -15,6 +15,7 @@ mod policy;
 pub mod push;
 mod snapshot;
 mod stream;
+pub mod summary;
 mod tls;
 mod traffic;
 

@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::summary::TrafficSummary;
 use crate::{Snapshot, Str};
 
 /// Path of the subscription stream on the controller's push port.
@@ -52,6 +53,9 @@ pub enum ProxyFrame {
     Ack { version: u64 },
     /// The snapshot with this version was refused; the previous one keeps serving.
     Nack { version: u64, reasons: Vec<String> },
+    /// The proxy's traffic since its previous summary, every
+    /// [`crate::summary::SUMMARY_INTERVAL_MS`] while it has any (the dashboard's live data).
+    Summary { summary: TrafficSummary },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

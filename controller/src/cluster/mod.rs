@@ -75,6 +75,8 @@ pub struct ControllerConfig {
     pub listen: SocketAddr,
     /// The operators' port: /debug/proxies, /metrics, /ready (plain HTTP).
     pub monitoring: SocketAddr,
+    /// The dashboard's port (UI and /api/, read-only); None: not served.
+    pub dashboard: Option<SocketAddr>,
     /// SPIFFE trust domain of workload certificates.
     pub trust_domain: String,
     /// Lifetime of workload certificates (renewed by proxies at half of it).
@@ -152,6 +154,20 @@ pub async fn run(config: ControllerConfig) -> Result<(), ControllerError> {
     let monitoring = bind(config.monitoring).await?;
     tracing::info!(addr = %monitoring.local_addr().unwrap_or(config.monitoring), "monitoring port listening");
     tokio::spawn(crate::push::monitoring::serve(monitoring, state.clone()));
+    let view = crate::dashboard::cluster::ClusterSource::new(
+        state.proxies.clone(),
+        crate::Options {
+            root_namespace: config.root_namespace.clone(),
+            ..crate::Options::default()
+        },
+    );
+    if let Some(addr) = config.dashboard {
+        let dashboard = crate::dashboard::Dashboard::new(view.clone());
+        let _ = state.dashboard.set(dashboard.clone());
+        let listener = bind(addr).await?;
+        tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "dashboard listening");
+        tokio::spawn(crate::dashboard::server::serve(listener, dashboard));
+    }
     if let Some(webhook) = config.webhook {
         // Its own task: a bad certificate stops injection (logged), not routing.
         tokio::spawn(async move {
@@ -199,6 +215,7 @@ pub async fn run(config: ControllerConfig) -> Result<(), ControllerError> {
             inputs.jwks = jwks.fetched();
             let inputs = Arc::new(inputs);
             publisher.update(inputs.clone());
+            view.update(inputs.clone());
             latest = Some(inputs);
             if !*synced_tx.borrow() {
                 tracing::info!("all watched kinds listed; serving snapshots");

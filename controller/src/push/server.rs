@@ -53,6 +53,8 @@ pub struct PushState {
     pub authority: Arc<CurrentAuthority>,
     /// The controller's namespace: gateways there may serve Ingress TLS hosts.
     pub ingress_namespace: String,
+    /// Where proxies' traffic summaries go (set when the controller serves a dashboard).
+    pub dashboard: std::sync::OnceLock<Arc<crate::dashboard::Dashboard>>,
     refusals: IntCounterVec,
 }
 
@@ -74,6 +76,7 @@ impl PushState {
             authenticator,
             authority,
             ingress_namespace: ingress_namespace.into(),
+            dashboard: std::sync::OnceLock::new(),
         }
     }
 
@@ -311,6 +314,11 @@ fn record(state: &PushState, proxy: &str, frame: ProxyFrame) {
         ProxyFrame::Ack { version } => state.proxies.acked(proxy, version),
         ProxyFrame::Nack { version, reasons } => state.proxies.nacked(proxy, version, reasons),
         ProxyFrame::Hello { .. } => tracing::warn!(proxy, "second hello ignored"),
+        ProxyFrame::Summary { summary } => {
+            if let Some(dashboard) = state.dashboard.get() {
+                dashboard.record(proxy, &summary);
+            }
+        }
     }
 }
 

@@ -100,9 +100,7 @@ pub fn report(
     series.requests.inc();
     series.duration.observe(duration.as_secs_f64());
     let flags = response_flags(exchange.cause, ctx.delay_injected, exchange.downstream_gone);
-    if telemetry.istio_metrics {
-        record_istio(metrics, ctx, exchange, &flags, duration);
-    }
+    record_edge(metrics, telemetry, ctx, exchange, &flags, duration);
     if let Some(log) = &telemetry.access_log {
         log_access(log, ctx, exchange, &flags, duration);
     }
@@ -221,35 +219,52 @@ fn end_span(ctx: &mut RequestCtx, exchange: &Exchange<'_>, flags: &str) {
     span.finish(name, attributes, failed, SystemTime::now());
 }
 
-fn record_istio(
+/// Istio's request metrics and the dashboard's edge counts (one series lookup serves both),
+/// and the reply for the dashboard's recent errors when the proxy wrote it itself.
+fn record_edge(
     metrics: &Metrics,
+    telemetry: &Telemetry,
     ctx: &RequestCtx,
     exchange: &Exchange<'_>,
     flags: &str,
     duration: Duration,
 ) {
+    let labels = request_labels(ctx, exchange, flags);
+    if let Some(cause) = exchange.cause.filter(|_| exchange.code >= 400) {
+        let route = ctx.route.as_ref().map(|r| &*r.route.name);
+        metrics.edges.proxy_error(&labels, cause, route);
+    }
+    let duration_ms = duration.as_secs_f64() * 1000.0;
+    if telemetry.istio_metrics {
+        metrics.istio.record(
+            labels,
+            duration_ms,
+            exchange.bytes_received,
+            exchange.bytes_sent,
+        );
+    } else {
+        metrics.edges.tally(&labels).record(duration_ms);
+    }
+}
+
+fn request_labels(ctx: &RequestCtx, exchange: &Exchange<'_>, flags: &str) -> RequestLabels {
     let grpc = header_lookup::first_text(exchange.headers, "content-type")
         .is_some_and(|t| t.starts_with("application/grpc"));
     let endpoint = ctx.cluster.as_ref().and_then(|cluster| {
         let index = *ctx.tries.tried.last()?;
         cluster.cluster.endpoints.get(index)
     });
-    metrics.istio.record(
-        RequestLabels {
-            inbound: ctx.inbound.is_some(),
-            service: ctx.cluster.as_ref().map(|c| c.cluster.service.clone()),
-            workload: endpoint.and_then(|e| e.workload.clone()),
-            peer_identity: ctx.peer_identity.clone(),
-            upstream_identity: endpoint.and_then(|e| e.mtls.clone()),
-            grpc,
-            response_code: exchange.code,
-            grpc_status: exchange.grpc_status,
-            response_flags: flags.to_string(),
-        },
-        duration.as_secs_f64() * 1000.0,
-        exchange.bytes_received,
-        exchange.bytes_sent,
-    );
+    RequestLabels {
+        inbound: ctx.inbound.is_some(),
+        service: ctx.cluster.as_ref().map(|c| c.cluster.service.clone()),
+        workload: endpoint.and_then(|e| e.workload.clone()),
+        peer_identity: ctx.peer_identity.clone(),
+        upstream_identity: endpoint.and_then(|e| e.mtls.clone()),
+        grpc,
+        response_code: exchange.code,
+        grpc_status: exchange.grpc_status,
+        response_flags: flags.to_string(),
+    }
 }
 
 /// The client went away before the response was complete.

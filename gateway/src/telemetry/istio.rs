@@ -12,13 +12,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use super::edges::{EdgeRecorder, EdgeTally};
 use crate::mesh_identity::WorkloadIdentity;
 
-/// Envoy's default histogram buckets, which Istio uses for durations (ms) and sizes (bytes).
-const BUCKETS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
-    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
-];
+/// Envoy's default histogram buckets, which Istio uses for durations (ms) and sizes (bytes);
+/// the dashboard's latency buckets are the same.
+const BUCKETS: [f64; 19] = ferry_model::summary::LATENCY_BOUNDS_MS;
 
 const LABELS: [&str; 25] = [
     "reporter",
@@ -113,6 +112,8 @@ struct Series {
     duration_ms: Histogram,
     request_bytes: Histogram,
     response_bytes: Histogram,
+    /// The dashboard's edge counts.
+    edge: EdgeTally,
 }
 
 /// The TCP series of one label set: connections opened and closed, bytes each way.
@@ -182,12 +183,14 @@ pub struct IstioMetrics {
     series: RwLock<HashMap<RequestLabels, Arc<Series>, foldhash::fast::RandomState>>,
     tcp: TcpMetrics,
     tcp_series: RwLock<HashMap<RequestLabels, Arc<TcpSeries>, foldhash::fast::RandomState>>,
+    edges: Arc<EdgeRecorder>,
 }
 
 impl IstioMetrics {
     pub fn new(
         identity: ProxyIdentity,
         workload: Arc<WorkloadIdentity>,
+        edges: Arc<EdgeRecorder>,
         registry: &Registry,
     ) -> Self {
         let histogram = |name: &str, help: &str| {
@@ -215,6 +218,7 @@ impl IstioMetrics {
             series: RwLock::new(HashMap::default()),
             tcp: TcpMetrics::new(registry),
             tcp_series: RwLock::new(HashMap::default()),
+            edges,
         };
         for collector in [
             Box::new(metrics.requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -240,6 +244,7 @@ impl IstioMetrics {
         series.duration_ms.observe(duration_ms);
         series.request_bytes.observe(request_bytes as f64);
         series.response_bytes.observe(response_bytes as f64);
+        series.edge.record(duration_ms);
     }
 
     fn series_for(&self, labels: RequestLabels) -> Arc<Series> {
@@ -253,6 +258,7 @@ impl IstioMetrics {
             duration_ms: self.duration_ms.with_label_values(&values),
             request_bytes: self.request_bytes.with_label_values(&values),
             response_bytes: self.response_bytes.with_label_values(&values),
+            edge: self.edges.tally(&labels),
         });
         self.series
             .write()

@@ -2,6 +2,7 @@
 
 pub mod access_log;
 pub mod context;
+pub mod edges;
 pub mod istio;
 pub mod tracer;
 
