@@ -2,41 +2,11 @@
 
 mod support;
 
-use std::path::Path;
-use support::{Echo, Gateway, Http, Proto, BOTH};
-
-fn example(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(name)
-}
-
-/// Starts the backends listed in the example's backends.txt (as run.sh does) and a gateway
-/// serving the example, waiting until it is ready.
-async fn start_example(name: &str) -> (Vec<Echo>, Gateway) {
-    let listing = std::fs::read_to_string(example(name).join("backends.txt")).unwrap();
-    let echos = listing
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(|line| {
-            let mut words = line.split_whitespace();
-            let address = words.next().unwrap().parse().unwrap();
-            let backend = words.next().unwrap();
-            // {dir}: the example's folder (certificate files).
-            let folder = example(name).display().to_string();
-            let flags: Vec<String> = words.map(|w| w.replace("{dir}", &folder)).collect();
-            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-            Echo::start_at(address, backend, &flags)
-        })
-        .collect();
-    let gateway = Gateway::spawn(&example(name), &[]);
-    gateway.wait_ready().await;
-    (echos, gateway)
-}
+use support::{example, start_example, Echo, Gateway, Http, Proto, BOTH};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn weather_canary_splits_about_ninety_ten() {
-    let (_backends, _gw) = start_example("weather-canary").await;
+    let (_backends, _gw) = start_example("weather-canary", &[]).await;
     for proto in BOTH {
         let http = Http::new(proto);
         let mut v2 = 0;
@@ -74,7 +44,7 @@ async fn weather_canary_splits_about_ninety_ten() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn gateway_api_basic_routes_by_host_path_and_header() {
-    let (_backends, gw) = start_example("gateway-api-basic").await;
+    let (_backends, gw) = start_example("gateway-api-basic", &[]).await;
     for proto in BOTH {
         let http = Http::new(proto);
         let get = |host: &'static str,
@@ -137,7 +107,7 @@ async fn status_counts(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn circuit_breaker_example_fails_fast_only_under_concurrency() {
-    let (_backends, _gw) = start_example("circuit-breaker").await;
+    let (_backends, _gw) = start_example("circuit-breaker", &[]).await;
     let url = "http://127.0.0.1:18082/get";
     let one = status_counts(&Http::new(Proto::H1), url, "httpbin.example.com", &[], 20).await;
     assert_eq!(one.get(&200), Some(&20), "one client passes 100%: {one:?}");
@@ -164,7 +134,7 @@ async fn circuit_breaker_example_fails_fast_only_under_concurrency() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fault_injection_example_delays_jason_and_aborts_half() {
-    let (_backends, _gw) = start_example("fault-injection").await;
+    let (_backends, _gw) = start_example("fault-injection", &[]).await;
     let http = Http::new(Proto::H1);
     let host = Some("ratings.example.com");
     let begun = std::time::Instant::now();
@@ -204,7 +174,7 @@ async fn fault_injection_example_delays_jason_and_aborts_half() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retries_timeouts_example_hides_the_flaky_pod_and_times_out() {
-    let (_backends, _gw) = start_example("retries-timeouts").await;
+    let (_backends, _gw) = start_example("retries-timeouts", &[]).await;
     let http = Http::new(Proto::H1);
     let with = status_counts(
         &http,
@@ -244,7 +214,7 @@ async fn retries_timeouts_example_hides_the_flaky_pod_and_times_out() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn https_gateway_example_serves_tls_with_its_ca_and_redirects_plain_http() {
-    let (_backends, _gw) = start_example("https-gateway").await;
+    let (_backends, _gw) = start_example("https-gateway", &[]).await;
     let ca = std::fs::read_to_string(example("https-gateway").join("ca.crt")).unwrap();
     for alpn in ["h2", "http/1.1"] {
         let got = support::tls::https_get(18443, "shop.demo.example", &ca, &[alpn], "/cart")
@@ -271,7 +241,7 @@ async fn https_gateway_example_serves_tls_with_its_ca_and_redirects_plain_http()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn authorization_verifies_tokens_and_applies_per_service_rules() {
-    let (_backends, _gw) = start_example("authorization").await;
+    let (_backends, _gw) = start_example("authorization", &[]).await;
     let token = |name: &str| {
         let text = std::fs::read_to_string(example("authorization").join(name)).unwrap();
         format!("Bearer {}", text.trim())
@@ -323,7 +293,7 @@ async fn authorization_verifies_tokens_and_applies_per_service_rules() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_passthrough_example_reaches_backends_that_terminate_their_own_tls() {
-    let (_backends, gw) = start_example("tls-passthrough").await;
+    let (_backends, gw) = start_example("tls-passthrough", &[]).await;
     let ca = std::fs::read_to_string(example("tls-passthrough").join("ca.crt")).unwrap();
     for (name, backend) in [("db.example.com", "db"), ("mq.example.com", "mq")] {
         // The backend's own certificate (this example's CA) is what the client verifies.

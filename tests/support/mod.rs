@@ -352,6 +352,8 @@ pub struct Controller {
     pub addr: SocketAddr,
     /// The monitoring port (/debug/proxies, /metrics, /ready).
     pub monitoring: SocketAddr,
+    /// The dashboard's port (UI and /api/).
+    pub dashboard: SocketAddr,
     pub log_path: PathBuf,
     _logs: tempfile::TempDir,
     _proc: Proc,
@@ -373,12 +375,14 @@ impl Controller {
         let logs = tempfile::tempdir().unwrap();
         let log_path = logs.path().join("controller.log");
         let monitoring: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let dashboard: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let child = ferry()
             .arg("controller")
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .args(["--listen", &addr.to_string()])
             .args(["--monitoring", &monitoring.to_string()])
+            .args(["--dashboard", &dashboard.to_string()])
             .args(extra)
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -388,6 +392,7 @@ impl Controller {
         let controller = Controller {
             addr,
             monitoring,
+            dashboard,
             log_path,
             _logs: logs,
             _proc: Proc(child),
@@ -402,6 +407,15 @@ impl Controller {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// A dashboard API path (`/api/...`) as JSON (null when it does not answer 200).
+    pub async fn dashboard_api(&self, path: &str) -> serde_json::Value {
+        let url = format!("http://{}{path}", self.dashboard);
+        match Http::new(Proto::H1).get(&url, None, &[]).await {
+            Some(reply) if reply.status == 200 => serde_json::from_str(&reply.text).unwrap(),
+            _ => serde_json::Value::Null,
+        }
     }
 
     /// `/debug/proxies` as JSON.
@@ -582,4 +596,34 @@ impl Http {
         tokio::spawn(conn);
         sender.send_request(request).await.ok()
     }
+}
+
+/// An example's folder (examples/NAME).
+pub fn example(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name)
+}
+
+/// Starts the backends listed in the example's backends.txt (as run.sh does) and a gateway
+/// serving the example, waiting until it is ready.
+pub async fn start_example(name: &str, extra: &[&str]) -> (Vec<Echo>, Gateway) {
+    let listing = std::fs::read_to_string(example(name).join("backends.txt")).unwrap();
+    let echos = listing
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|line| {
+            let mut words = line.split_whitespace();
+            let address = words.next().unwrap().parse().unwrap();
+            let backend = words.next().unwrap();
+            // {dir}: the example's folder (certificate files).
+            let folder = example(name).display().to_string();
+            let flags: Vec<String> = words.map(|w| w.replace("{dir}", &folder)).collect();
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            Echo::start_at(address, backend, &flags)
+        })
+        .collect();
+    let gateway = Gateway::spawn(&example(name), extra);
+    gateway.wait_ready().await;
+    (echos, gateway)
 }

@@ -201,10 +201,14 @@ fn parse_node_id(id: &str) -> Option<NodeRef> {
     Some(NodeRef::new(kind, parts.next()?, parts.next()?))
 }
 
+/// Whether a request's edge touches the node (requests that reached no Service end at the
+/// graph's "no service" node).
 fn involves(edge: &EdgeKey, node: &NodeRef) -> bool {
+    let reached_none = edge.service.is_none() && edge.workload.is_none();
     &edge.source == node
         || edge.service.as_ref() == Some(node)
         || edge.workload.as_ref() == Some(node)
+        || (reached_none && *node == unrouted())
 }
 
 /// Cluster names whose Service (or, for a workload, whose endpoints) is the node.
