@@ -9,7 +9,14 @@ example="$(cd "${1:?usage: run-example.sh EXAMPLE_DIR [gateway args...]}" && pwd
 shift
 root="$(cd "$(dirname "$0")/.." && pwd)"
 ferry="${FERRY:-$root/target/debug/ferry}"
-[ -x "$ferry" ] || (cd "$root" && cargo build --quiet)
+if [ ! -x "$ferry" ]; then
+  # The dashboard's UI (--dashboard) is embedded at build time; without npm the binary
+  # serves a page saying how to build it.
+  if [ ! -f "$root/dashboard/dist/ui/index.html" ] && command -v npm >/dev/null; then
+    bash "$root/dashboard/build.sh" >/dev/null
+  fi
+  (cd "$root" && cargo build --quiet)
+fi
 trap 'kill 0' EXIT
 while read -r address name flags; do
   case "$address" in ''|'#'*) continue ;; esac

@@ -822,3 +822,53 @@ async fn destination_rule_tls_takes_its_ca_from_a_generic_secret_in_cluster_mode
     .await;
     assert_eq!(get().await.unwrap().echo()["sni"], "backend.test");
 }
+
+/// Proxies send traffic summaries on their control stream; the controller's dashboard shows
+/// the gateway's edge, the proxy's sync state and the Gateway with its written status.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_controllers_dashboard_shows_what_its_proxies_served() {
+    let api = cluster();
+    let v1 = pod_echo("v1");
+    let port = free_port();
+    api.apply(&shop(port, &v1, &[]));
+    let (_push, controller, _gw) = controller_and_gateway(&api, port).await;
+    for _ in 0..30 {
+        assert_eq!(
+            backend_of(port, "shop.example.com").await,
+            Some((200, "v1".into()))
+        );
+    }
+    let edge = |graph: &serde_json::Value| -> Option<u64> {
+        graph["edges"].as_array()?.iter().find_map(|e| {
+            let into_shop = e["source"] == "gateway/unknown/ferry-gateway"
+                && e["target"] == format!("service/{NS}/shop-v1");
+            into_shop.then(|| e["requests"].as_u64()).flatten()
+        })
+    };
+    // Every request so far (the setup's probes too) arrives within a summary interval or two.
+    support::eventually_within("summaries counted", Duration::from_secs(20), || async {
+        edge(&controller.dashboard_api("/api/graph?window=1m").await).is_some_and(|n| n >= 30)
+    })
+    .await;
+    let proxies = controller.dashboard_api("/api/proxies").await;
+    let proxy = &proxies["proxies"][0];
+    assert_eq!(proxy["proxy"], "gw-1.shop");
+    assert_eq!(proxy["sync"], "SYNCED");
+    assert!(proxy["lastSummaryUnixMs"].as_u64().is_some(), "{proxies:#}");
+    support::eventually(|| async {
+        let gateways = controller.dashboard_api("/api/gateways").await;
+        let public = &gateways["gateways"][0];
+        let programmed = public["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Programmed" && c["status"] == "True")
+        });
+        public["name"] == "public"
+            && public["statusSource"] == "written"
+            && programmed
+            && public["routes"][0]["name"] == "shop"
+    })
+    .await;
+    let overview = controller.dashboard_api("/api/overview").await;
+    assert_eq!(overview["mode"], "cluster");
+    assert!(overview["summariesReceived"].as_u64().unwrap() >= 1);
+}

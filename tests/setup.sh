@@ -7,12 +7,17 @@
 # (test backends on a non-loopback address, network namespaces as pods); iptables (the
 # sidecar's capture rules), util-linux (setpriv, nsenter), curl (the client in a pod), openssl
 # (throwaway certificates); for the single-node cluster (tests/cluster.rs): containerd, runc,
-# Debian's CNI plugins and conntrack; binutils (objcopy strips the binary for the image).
+# Debian's CNI plugins and conntrack; binutils (objcopy strips the binary for the image);
+# chromium (the dashboard's browser test, driven by playwright-core). The dashboard's UI is
+# built with Node.js and npm (Debian's when the machine has none) before cargo embeds it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config iproute2 iptables util-linux curl ca-certificates openssl
-  containerd runc containernetworking-plugins conntrack binutils)
+  containerd runc containernetworking-plugins conntrack binutils chromium fonts-dejavu-core)
+# Node.js and npm: the machine's own (e.g. NodeSource's, which bundles npm), else Debian's.
+command -v node >/dev/null || packages+=(nodejs)
+command -v npm >/dev/null || packages+=(npm)
 # dpkg -s succeeds for a removed package whose config files remain: ask for its state.
 installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
 missing=()
@@ -51,3 +56,6 @@ export GOTOOLCHAIN="${GOTOOLCHAIN:-auto}"
 # kube-apiserver, etcd, kubectl, helm, and a node's binaries (kubelet, kube-proxy,
 # kube-scheduler, kube-controller-manager, CoreDNS, fortio).
 bash tests/k8s-tools/build.sh --node >/dev/null
+
+# The dashboard's UI (dashboard/dist/ui), embedded by the next cargo build.
+bash dashboard/build.sh >/dev/null
