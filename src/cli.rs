@@ -30,6 +30,10 @@ pub enum Command {
     Controller(ControllerArgs),
     /// Show every proxy connected to a controller and whether it is in sync.
     ProxyStatus(ProxyStatusArgs),
+    /// Open the controller's dashboard (live service graph, routes, Gateways, proxies,
+    /// validation messages) on this machine through port-forwards to every controller
+    /// replica, like `istioctl dashboard`.
+    Dashboard(DashboardArgs),
     /// Print the CustomResourceDefinitions Ferry ships (Istio networking and security), for
     /// `ferry crds | kubectl apply --server-side -f -`. The Gateway API CRDs are the upstream
     /// release's: `ferry precheck` says which to apply.
@@ -344,6 +348,34 @@ pub struct InjectCmdArgs {
     pub file: PathBuf,
     #[command(flatten)]
     pub inject: InjectArgs,
+}
+
+#[derive(Args)]
+pub struct DashboardArgs {
+    /// The namespace Ferry's controller runs in.
+    #[arg(short = 'n', long, default_value = "ferry-system")]
+    pub namespace: String,
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Local address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub address: String,
+    /// Local port (0: any free port).
+    #[arg(short = 'p', long, default_value_t = 20001)]
+    pub port: u16,
+    /// Only this controller pod (default: every ready replica, their traffic added up).
+    #[arg(long)]
+    pub pod: Option<String>,
+    /// A controller dashboard's address to ask instead of the cluster's pods (e.g. your own
+    /// port-forward, or a controller run outside the cluster). Repeatable: one per replica.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub replica: Vec<String>,
+    /// The controller's dashboard port in its pod (its `--dashboard`).
+    #[arg(long, default_value_t = 20001)]
+    pub remote_port: u16,
+    /// Open the URL in a browser when there is a desktop (else it is printed only).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub browser: bool,
 }
 
 #[derive(Args)]

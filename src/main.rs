@@ -3,6 +3,7 @@
 mod analyze_cmd;
 mod cli;
 mod cli_limits;
+mod dashboard_cmd;
 mod gateway_cmd;
 mod inject_cmd;
 mod migrate_cmd;
@@ -75,6 +76,7 @@ fn main() -> anyhow::Result<()> {
             cli::Command::Echo(args) => run_echo(args).await,
             cli::Command::ProxyConfig(args) => proxy_config::run(args).await,
             cli::Command::ProxyStatus(args) => proxy_status::run(args).await,
+            cli::Command::Dashboard(args) => dashboard_cmd::run(args).await,
             cli::Command::Crds(args) => {
                 use ferry_controller::crds;
                 let text = match args.only.as_deref() {

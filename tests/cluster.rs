@@ -33,8 +33,15 @@ async fn on_a_real_node_helm_install_serves_the_weather_canary_through_the_node_
     install_ferry(&cluster);
     let http = Http::new(Proto::H1);
     weather_canary(&cluster, &http).await;
+    let dashboard = dashboard(&cluster).await;
     gateway_per_gateway(&cluster, &http).await;
     mesh(&cluster, &http).await;
+    // The mesh's east-west calls: the client sidecar's edge into the Service, all over mTLS.
+    dashboard
+        .shows(&format!("service/{MESH}/weather"), 200, 2, |e| {
+            e["source"] == format!("workload/{MESH}/fortio") && e["mtlsPercent"] == 100.0
+        })
+        .await;
     circuit_breaker(&cluster, &http).await;
     controller_failover(&cluster, &http).await;
     println!("{}", cluster.kubectl(&["get", "pods", "-A", "-o", "wide"]));
@@ -115,6 +122,85 @@ async fn weather_canary(cluster: &Cluster, http: &Http) {
     );
 
     blue_green_switch(cluster, http, &url).await;
+}
+
+/// `ferry dashboard`: a port-forward to the controller's dashboard.
+struct Dashboard {
+    port: u16,
+    _forward: support::Proc,
+}
+
+impl Dashboard {
+    fn open(cluster: &Cluster) -> Dashboard {
+        let port = support::free_port();
+        let forward = support::ferry()
+            .args(["dashboard", "-n", NS, "--browser", "false"])
+            .args(["--port", &port.to_string()])
+            .arg("--kubeconfig")
+            .arg(&cluster.kubeconfig)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("ferry dashboard");
+        Dashboard {
+            port,
+            _forward: support::Proc(forward),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Option<serde_json::Value> {
+        let url = format!("http://127.0.0.1:{}{path}", self.port);
+        let reply = Http::new(Proto::H1).get(&url, None, &[]).await?;
+        serde_json::from_str(&reply.text).ok()
+    }
+
+    /// Waits until the 10-minute graph has `requests` into `service` (from callers whose
+    /// edges satisfy `caller`) and edges out of it to `workloads` workloads.
+    async fn shows(
+        &self,
+        service: &str,
+        requests: u64,
+        workloads: usize,
+        caller: fn(&serde_json::Value) -> bool,
+    ) {
+        let what = format!("{requests} requests into {service} on the dashboard");
+        support::eventually_within(&what, Duration::from_secs(30), || async {
+            let Some(graph) = self.get("/api/graph?window=10m").await else {
+                return false;
+            };
+            let edges = graph["edges"].as_array().cloned().unwrap_or_default();
+            let into: u64 = edges
+                .iter()
+                .filter(|e| e["target"] == service && caller(e))
+                .filter_map(|e| e["requests"].as_u64())
+                .sum();
+            let out = edges.iter().filter(|e| e["source"] == service).count();
+            into >= requests && out >= workloads
+        })
+        .await;
+    }
+}
+
+/// The controller's dashboard, through `ferry dashboard`, shows the weather canary's traffic
+/// the gateway reported over its control stream (into the Service, out to both workloads),
+/// and the gateway in sync.
+async fn dashboard(cluster: &Cluster) -> Dashboard {
+    let dashboard = Dashboard::open(cluster);
+    dashboard
+        .shows("service/weather/weather", 250, 2, |e| {
+            e["source"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("gateway/"))
+        })
+        .await;
+    let proxies = dashboard.get("/api/proxies").await.expect("proxies");
+    let proxies = proxies["proxies"].as_array().unwrap();
+    assert!(
+        proxies
+            .iter()
+            .any(|p| p["sync"] == "SYNCED" && p["lastSummaryUnixMs"].is_u64()),
+        "{proxies:?}"
+    );
+    dashboard
 }
 
 /// Waits (60 s) until the Gateway is Programmed with an address, and returns the address.

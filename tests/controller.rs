@@ -872,3 +872,99 @@ async fn the_controllers_dashboard_shows_what_its_proxies_served() {
     assert_eq!(overview["mode"], "cluster");
     assert!(overview["summariesReceived"].as_u64().unwrap() >= 1);
 }
+
+/// Each replica keeps the summaries of its own proxies; `ferry dashboard` asks every replica
+/// and adds their windows up, so the graph has all the traffic.
+#[tokio::test(flavor = "multi_thread")]
+async fn ferry_dashboard_adds_up_the_replicas_traffic() {
+    let api = cluster();
+    let v1 = pod_echo("v1");
+    let (port, private_port) = (free_port(), free_port());
+    let private = join(&[
+        &gateway(NS, "private", &[("http", private_port, None)]),
+        &format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+             metadata: {{name: private, namespace: {NS}}}\n\
+             spec:\n  parentRefs: [{{name: private}}]\n  hostnames: [\"private.example.com\"]\n\
+             \x20 rules: [{{backendRefs: [{{name: shop-v1, port: 80}}]}}]\n"
+        ),
+    ]);
+    api.apply(&shop(port, &v1, &[&private]));
+    let (a, b) = (free_addr(), free_addr());
+    let replica_a = Controller::start_named(&api.kubeconfig, a, "replica-a").await;
+    let replica_b = Controller::start_named(&api.kubeconfig, b, "replica-b").await;
+    let _gw_a = gateway_in_controller_mode(&api, a, "gw-a.shop");
+    let _gw_b = Gateway::following(
+        b,
+        api.proxy_credentials(NS, "private"),
+        &[
+            "--scope",
+            &format!("{NS}/private"),
+            "--proxy-name",
+            "gw-b.shop",
+        ],
+    );
+    for (port, host) in [
+        (port, "shop.example.com"),
+        (private_port, "private.example.com"),
+    ] {
+        support::eventually(|| async { backend_of(port, host).await == Some((200, "v1".into())) })
+            .await;
+        for _ in 0..20 {
+            assert_eq!(backend_of(port, host).await, Some((200, "v1".into())));
+        }
+    }
+    let local = free_port();
+    let _dashboard = support::Proc(
+        support::ferry()
+            .args([
+                "dashboard",
+                "--browser",
+                "false",
+                "--port",
+                &local.to_string(),
+            ])
+            .args(["--replica", &replica_a.dashboard.to_string()])
+            .args(["--replica", &replica_b.dashboard.to_string()])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("ferry dashboard"),
+    );
+    let into_shop = |graph: &serde_json::Value| -> u64 {
+        let edges = graph["edges"].as_array().cloned().unwrap_or_default();
+        edges
+            .iter()
+            .filter(|e| e["target"] == format!("service/{NS}/shop-v1"))
+            .filter_map(|e| e["requests"].as_u64())
+            .sum()
+    };
+    let merged = || async {
+        let url = format!("http://127.0.0.1:{local}/api/graph?window=1m");
+        let reply = Http::new(Proto::H1).get(&url, None, &[]).await?;
+        serde_json::from_str::<serde_json::Value>(&reply.text).ok()
+    };
+    // Each replica alone has its own gateway's requests (20 and the probes); together, both.
+    support::eventually_within(
+        "both replicas' traffic",
+        Duration::from_secs(20),
+        || async {
+            let (alone_a, alone_b) = (
+                into_shop(&replica_a.dashboard_api("/api/graph").await),
+                into_shop(&replica_b.dashboard_api("/api/graph").await),
+            );
+            let together = merged().await.map_or(0, |g| into_shop(&g));
+            alone_a >= 20 && alone_b >= 20 && together == alone_a + alone_b
+        },
+    )
+    .await;
+    let url = format!("http://127.0.0.1:{local}/api/proxies");
+    let proxies = Http::new(Proto::H1)
+        .get(&url, None, &[])
+        .await
+        .unwrap()
+        .text;
+    assert!(
+        proxies.contains("gw-a.shop") && proxies.contains("gw-b.shop"),
+        "{proxies}"
+    );
+}

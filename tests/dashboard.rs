@@ -256,3 +256,47 @@ async fn the_browser_shows_the_same(dashboard: &str, v1: u64, v2: u64) {
         .unwrap();
     }
 }
+
+/// A TCPRoute's connections are an edge too: connections and bytes instead of requests.
+#[tokio::test(flavor = "multi_thread")]
+async fn relayed_tcp_connections_are_edges_with_their_bytes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dashboard = format!("127.0.0.1:{}", free_port());
+    let (_backends, _gw) = start_example("tls-passthrough", &["--dashboard", &dashboard]).await;
+    let mut received = 0;
+    for _ in 0..3 {
+        let mut tcp = tokio::net::TcpStream::connect("127.0.0.1:15432")
+            .await
+            .unwrap();
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: legacy\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        tcp.read_to_end(&mut answer).await.unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 200"));
+        received += answer.len();
+    }
+    let into_legacy = |graph: &Value| -> Option<Value> {
+        graph["edges"]
+            .as_array()?
+            .iter()
+            .find(|e| e["target"] == "service/data/legacy")
+            .cloned()
+    };
+    support::eventually(|| async {
+        let graph = api(&dashboard, "/api/graph?window=1m").await;
+        into_legacy(&graph).is_some_and(|e| e["tcpConnections"] == 3)
+    })
+    .await;
+    let graph = api(&dashboard, "/api/graph?window=1m").await;
+    let edge = into_legacy(&graph).unwrap();
+    assert_eq!(edge["requests"], 0);
+    assert_eq!(edge["errorPercent"], 0.0);
+    let seconds = graph["windowSeconds"].as_f64().unwrap();
+    let bytes = edge["tcpBytesPerSecond"].as_f64().unwrap() * seconds;
+    // Both directions: the answers (sent) and the requests (received); the rate is rounded.
+    assert!(
+        bytes > received as f64 * 0.99,
+        "{edge}: {bytes} bytes, answers alone {received}"
+    );
+}

@@ -8,13 +8,15 @@
 # sidecar's capture rules), util-linux (setpriv, nsenter), curl (the client in a pod), openssl
 # (throwaway certificates); for the single-node cluster (tests/cluster.rs): containerd, runc,
 # Debian's CNI plugins and conntrack; binutils (objcopy strips the binary for the image);
-# chromium (the dashboard's browser test, driven by playwright-core). The dashboard's UI is
+# chromium (the dashboard's browser test, driven by playwright-core); prometheus (the shipped
+# Grafana dashboards' queries, tests/grafana.rs). The dashboard's UI is
 # built with Node.js and npm (Debian's when the machine has none) before cargo embeds it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config iproute2 iptables util-linux curl ca-certificates openssl
-  containerd runc containernetworking-plugins conntrack binutils chromium fonts-dejavu-core)
+  containerd runc containernetworking-plugins conntrack binutils chromium fonts-dejavu-core
+  prometheus)
 # Node.js and npm: the machine's own (e.g. NodeSource's, which bundles npm), else Debian's.
 command -v node >/dev/null || packages+=(nodejs)
 command -v npm >/dev/null || packages+=(npm)

@@ -23,6 +23,8 @@ export interface GraphEdge {
   p99Ms: number | null;
   mtlsPercent: number;
   flags: Record<string, number>;
+  tcpConnections: number;
+  tcpBytesPerSecond: number;
 }
 
 export interface Graph {

@@ -4,7 +4,7 @@
 import cytoscape from "cytoscape";
 import { get, type Graph, type GraphEdge } from "./api";
 import { el, nodeLink, table } from "./dom";
-import { edgeLabel, flags, ms, percent, rps } from "./format";
+import { edgeLabel, flags, ms, percent, rps, tcp } from "./format";
 
 const STYLE: cytoscape.StylesheetJson = [
   {
@@ -148,12 +148,13 @@ function edgeTable(graph: Graph): HTMLElement {
     ms(e.p99Ms),
     percent(e.mtlsPercent),
     flags(e.flags),
+    tcp(e),
   ]);
   const dropped = graph.droppedEdges > 0 ? el("p", { class: "warn" }, `${graph.droppedEdges} edges over the limit were not kept.`) : null;
   return el(
     "div",
     {},
-    table(["from", "to", "requests", "req/s", "errors", "p50", "p99", "mTLS", "flags"], rows, "edges"),
+    table(["from", "to", "requests", "req/s", "errors", "p50", "p99", "mTLS", "flags", "TCP"], rows, "edges"),
     dropped,
   );
 }

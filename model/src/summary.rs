@@ -122,15 +122,31 @@ pub struct EdgeCounts {
     /// Requests per response flag, in [`RESPONSE_FLAGS`] order; empty when none had one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flags: Vec<u64>,
+    /// TCP connections relayed (TCPRoute, TLS passthrough, a sidecar's opaque TCP) that
+    /// ended in the interval, and their bytes each way (to the client: sent).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tcp_connections: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tcp_bytes_sent: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tcp_bytes_received: u64,
 }
 
 impl EdgeCounts {
     /// Adds `other` in: the sum is what one proxy over both intervals would have counted.
+    /// Whether anything happened on the edge (requests or connections).
+    pub fn is_empty(&self) -> bool {
+        self.requests == 0 && self.tcp_connections == 0
+    }
+
     pub fn add(&mut self, other: &EdgeCounts) {
         self.requests += other.requests;
         self.client_errors += other.client_errors;
         self.server_errors += other.server_errors;
         self.mtls_requests += other.mtls_requests;
+        self.tcp_connections += other.tcp_connections;
+        self.tcp_bytes_sent += other.tcp_bytes_sent;
+        self.tcp_bytes_received += other.tcp_bytes_received;
         add_counts(&mut self.latency_buckets, &other.latency_buckets);
         add_counts(&mut self.flags, &other.flags);
     }

@@ -9,9 +9,10 @@
 
 pub mod assets;
 pub mod cluster;
+pub mod replicas;
 pub mod server;
 pub mod traffic;
-mod views;
+pub mod views;
 
 use ferry_model::summary::TrafficSummary;
 use serde::Serialize;
@@ -126,6 +127,75 @@ impl Dashboard {
         ));
         *cached = Some(derived.clone());
         Some(derived)
+    }
+}
+
+#[async_trait::async_trait]
+impl server::Answer for Dashboard {
+    async fn answer(
+        &self,
+        api: &str,
+        query: &std::collections::HashMap<String, String>,
+    ) -> Result<serde_json::Value, server::Refused> {
+        use http::StatusCode;
+        let now = now_ms();
+        let traffic = |window| {
+            let mut traffic = self.traffic.lock().expect("traffic lock");
+            views::TrafficView::of(&mut traffic, window, now)
+        };
+        let objects = || {
+            self.derived().ok_or_else(|| {
+                server::Refused::new(StatusCode::SERVICE_UNAVAILABLE, "objects not read yet")
+            })
+        };
+        Ok(match api {
+            "graph" => {
+                let window = server::window(query)?;
+                views::graph(&traffic(window), window, now)
+            }
+            "export" => {
+                let window = server::window(query)?;
+                views::export(&traffic(window), window, now)
+            }
+            "node" => {
+                let id = query.get("id").ok_or_else(|| {
+                    server::Refused::new(StatusCode::BAD_REQUEST, "id: kind/namespace/name")
+                })?;
+                let view = traffic(Window::OneMinute);
+                let (node, mut page) = views::node(&view, id, now)
+                    .ok_or_else(|| server::Refused::new(StatusCode::NOT_FOUND, "no such node"))?;
+                if let Some(derived) = self.derived() {
+                    views::node_config(&derived, &node, &mut page);
+                }
+                page
+            }
+            "gateways" => views::gateways(objects()?.as_ref()),
+            "messages" => views::messages(objects()?.as_ref()),
+            "proxies" => views::proxies(&self.proxies()),
+            "overview" => self.overview(),
+            _ => {
+                return Err(server::Refused::new(
+                    StatusCode::NOT_FOUND,
+                    server::API_INDEX.trim(),
+                ))
+            }
+        })
+    }
+}
+
+impl Dashboard {
+    fn overview(&self) -> serde_json::Value {
+        let traffic = self.traffic.lock().expect("traffic lock");
+        serde_json::json!({
+            "mode": if self.source.statuses_written() { "cluster" } else { "standalone" },
+            "replicas": 1,
+            "edgesKept": traffic.edge_count(),
+            "edgeLimit": traffic::MAX_EDGES,
+            "bytesPerEdge": traffic::EDGE_BYTES,
+            "droppedEdges": traffic.dropped_edges(),
+            "summariesReceived": traffic.summaries(),
+            "assetsBuilt": assets::BUILT,
+        })
     }
 }
 

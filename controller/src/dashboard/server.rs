@@ -1,6 +1,6 @@
 //! The dashboard's port: the UI's files and its JSON API, read-only (GET only). Bound to
-//! loopback by default (`kubectl port-forward` / `ferry dashboard` reach it): it shows the
-//! mesh's topology, which is not for everyone who can reach a pod.
+//! loopback by default (`ferry dashboard` port-forwards to it): it shows the mesh's
+//! topology, which is not for everyone who can reach a pod.
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -13,26 +13,49 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-use super::traffic::Window;
-use super::{assets, now_ms, views, Dashboard};
+use super::assets;
 
 /// The UI's scripts and styles come from this port only (no CDN: clusters are often
 /// air-gapped, and nothing else may run in the page).
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; style-src 'self' 'unsafe-inline'; \
      img-src 'self' data:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'";
 
+pub const API_INDEX: &str = "endpoints: /api/overview /api/graph?window=1m|10m \
+     /api/node?id=KIND/NAMESPACE/NAME /api/gateways /api/proxies /api/messages \
+     /api/export?window=1m|10m\n";
+
+/// A refused API call: its status and a one-line reason.
+#[derive(Debug)]
+pub struct Refused(pub StatusCode, pub String);
+
+impl Refused {
+    pub fn new(status: StatusCode, reason: &str) -> Refused {
+        Refused(status, reason.to_string())
+    }
+}
+
+/// What answers `/api/NAME?QUERY`: one controller's dashboard, or several replicas merged.
+#[async_trait::async_trait]
+pub trait Answer: Send + Sync + 'static {
+    async fn answer(
+        &self,
+        api: &str,
+        query: &HashMap<String, String>,
+    ) -> Result<serde_json::Value, Refused>;
+}
+
 /// Serves the dashboard on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, dashboard: Arc<Dashboard>) {
+pub async fn serve(listener: TcpListener, api: Arc<dyn Answer>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
-        let dashboard = dashboard.clone();
+        let api = api.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let dashboard = dashboard.clone();
-                async move { Ok::<_, Infallible>(handle(&dashboard, &req)) }
+                let api = api.clone();
+                async move { Ok::<_, Infallible>(handle(&*api, &req).await) }
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
@@ -46,83 +69,34 @@ pub async fn serve(listener: TcpListener, dashboard: Arc<Dashboard>) {
     }
 }
 
-/// Answers one request (also what the API tests call through a real socket).
-pub fn handle(dashboard: &Dashboard, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(api: &dyn Answer, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
-            "the dashboard is read-only\n",
+            "the dashboard is read-only\n".into(),
         );
     }
-    let query = query(req.uri().query());
     let path = req.uri().path();
-    match path.strip_prefix("/api/") {
-        Some(api) => answer_api(dashboard, api, &query),
-        None => asset(path),
+    let Some(name) = path.strip_prefix("/api/") else {
+        return asset(path);
+    };
+    match api.answer(name, &query(req.uri().query())).await {
+        Ok(value) => json(&value),
+        Err(Refused(status, reason)) => text(status, format!("{reason}\n")),
     }
 }
 
-fn answer_api(
-    dashboard: &Dashboard,
-    api: &str,
-    query: &HashMap<String, String>,
-) -> Response<Full<Bytes>> {
-    let now = now_ms();
-    let derived = dashboard.derived();
-    let value = match api {
-        "graph" => {
-            let window = query.get("window").map_or("1m", String::as_str);
-            let Some(window) = Window::parse(window) else {
-                return text(StatusCode::BAD_REQUEST, "window: 1m or 10m\n");
-            };
-            views::graph(
-                &mut dashboard.traffic.lock().expect("traffic lock"),
-                window,
-                now,
-            )
-        }
-        "node" => {
-            let Some(id) = query.get("id") else {
-                return text(StatusCode::BAD_REQUEST, "id: kind/namespace/name\n");
-            };
-            let mut traffic = dashboard.traffic.lock().expect("traffic lock");
-            match views::node(&mut traffic, derived.as_deref(), id, now) {
-                Some(node) => node,
-                None => return text(StatusCode::NOT_FOUND, "no such node\n"),
-            }
-        }
-        "gateways" | "messages" if derived.is_none() => {
-            return text(StatusCode::SERVICE_UNAVAILABLE, "objects not read yet\n")
-        }
-        "gateways" => views::gateways(derived.as_deref().expect("checked")),
-        "messages" => views::messages(derived.as_deref().expect("checked")),
-        "proxies" => views::proxies(&dashboard.proxies()),
-        "overview" => overview(dashboard),
-        _ => return text(StatusCode::NOT_FOUND, API_INDEX),
-    };
-    json(&value)
-}
-
-const API_INDEX: &str = "endpoints: /api/overview /api/graph?window=1m|10m \
-     /api/node?id=KIND/NAMESPACE/NAME /api/gateways /api/proxies /api/messages\n";
-
-fn overview(dashboard: &Dashboard) -> serde_json::Value {
-    let traffic = dashboard.traffic.lock().expect("traffic lock");
-    serde_json::json!({
-        "mode": if dashboard.source.statuses_written() { "cluster" } else { "standalone" },
-        "edgesKept": traffic.edge_count(),
-        "edgeLimit": super::traffic::MAX_EDGES,
-        "bytesPerEdge": super::traffic::EDGE_BYTES,
-        "droppedEdges": traffic.dropped_edges(),
-        "summariesReceived": traffic.summaries(),
-        "assetsBuilt": assets::BUILT,
-    })
+/// The `window` parameter (1m by default).
+pub fn window(query: &HashMap<String, String>) -> Result<super::Window, Refused> {
+    let text = query.get("window").map_or("1m", String::as_str);
+    super::Window::parse(text)
+        .ok_or_else(|| Refused::new(StatusCode::BAD_REQUEST, "window: 1m or 10m"))
 }
 
 fn asset(path: &str) -> Response<Full<Bytes>> {
     let path = if path == "/" { "/index.html" } else { path };
     let Some((content_type, body)) = assets::get(path) else {
-        return text(StatusCode::NOT_FOUND, "not found\n");
+        return text(StatusCode::NOT_FOUND, "not found\n".into());
     };
     Response::builder()
         .header(header::CONTENT_TYPE, content_type)
@@ -143,11 +117,11 @@ fn json(value: &serde_json::Value) -> Response<Full<Bytes>> {
         .expect("valid response")
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .body(Full::new(Bytes::from(body)))
         .expect("valid response")
 }
 

@@ -2,9 +2,9 @@
 //! 10-minute windows per edge, in memory bounded by the number of edges.
 //!
 //! An edge keeps 6 slots of 10 s (the 1-minute window) and 10 slots of 1 min (the 10-minute
-//! window), each a fixed array of 32-bit counters: 16 slots of 156 bytes ([`EDGE_BYTES`] per
-//! edge, about 2.5 KB) whatever the number of proxies or requests, so 10,000 edges hold about
-//! 25 MB plus their names. At most [`MAX_EDGES`] edges are kept (later ones are counted as
+//! window), each a fixed array of 32-bit counters (64-bit for TCP bytes): 16 slots of 176
+//! bytes ([`EDGE_BYTES`] per edge, about 2.8 KB) whatever the number of proxies or requests, so 10,000 edges hold about
+//! 28 MB plus their names. At most [`MAX_EDGES`] edges are kept (later ones are counted as
 //! dropped) and an edge silent for 10 minutes is forgotten. Proxy-made errors are kept in one
 //! ring of the [`MAX_ERRORS`] most recent.
 
@@ -20,8 +20,8 @@ pub const MAX_ERRORS: usize = 500;
 
 /// The windows of one edge, in bytes (its key's names come on top).
 pub const EDGE_BYTES: usize = std::mem::size_of::<EdgeWindows>();
-// The bound docs/dashboard.md states rests on this (16 slots of at most 160 bytes).
-const _: () = assert!(EDGE_BYTES <= 16 * 160 + 8);
+// The bound docs/dashboard.md states rests on this (16 slots of at most 176 bytes).
+const _: () = assert!(EDGE_BYTES <= 16 * 176 + 8);
 
 const FINE_SLOT_MS: u64 = 10_000;
 const FINE_SLOTS: usize = 6;
@@ -83,6 +83,10 @@ struct Tally {
     mtls_requests: u32,
     latency: [u32; LATENCY_BUCKETS],
     flags: [u32; RESPONSE_FLAGS.len()],
+    tcp_connections: u32,
+    /// Bytes can pass 4 GiB a minute on one edge: 64 bits.
+    tcp_bytes_sent: u64,
+    tcp_bytes_received: u64,
 }
 
 impl Tally {
@@ -99,6 +103,11 @@ impl Tally {
         for (into, n) in self.flags.iter_mut().zip(&counts.flags) {
             add(into, *n);
         }
+        add(&mut self.tcp_connections, counts.tcp_connections);
+        self.tcp_bytes_sent = self.tcp_bytes_sent.saturating_add(counts.tcp_bytes_sent);
+        self.tcp_bytes_received = self
+            .tcp_bytes_received
+            .saturating_add(counts.tcp_bytes_received);
     }
 
     fn add_into(&self, counts: &mut EdgeCounts) {
@@ -106,6 +115,9 @@ impl Tally {
         counts.client_errors += u64::from(self.client_errors);
         counts.server_errors += u64::from(self.server_errors);
         counts.mtls_requests += u64::from(self.mtls_requests);
+        counts.tcp_connections += u64::from(self.tcp_connections);
+        counts.tcp_bytes_sent += self.tcp_bytes_sent;
+        counts.tcp_bytes_received += self.tcp_bytes_received;
         counts.latency_buckets.resize(LATENCY_BUCKETS, 0);
         for (sum, n) in counts.latency_buckets.iter_mut().zip(&self.latency) {
             *sum += u64::from(*n);
@@ -224,7 +236,7 @@ impl Traffic {
             .edges
             .iter()
             .map(|(key, windows)| (key.clone(), windows.sum(window, now_ms)))
-            .filter(|(_, counts)| counts.requests > 0)
+            .filter(|(_, counts)| !counts.is_empty())
             .collect();
         edges.sort_by(|a, b| a.0.cmp(&b.0));
         edges

@@ -2,7 +2,9 @@
 //! current inputs translate to. Only names, numbers, routing facts and statuses leave here:
 //! no Secret is read, and route policies (which may hold password hashes) are not shown.
 
-use ferry_model::summary::{EdgeCounts, EdgeKey, NodeKind, NodeRef, Reporter, RESPONSE_FLAGS};
+use ferry_model::summary::{
+    EdgeCounts, EdgeKey, EdgeSample, NodeKind, NodeRef, ProxyError, Reporter, RESPONSE_FLAGS,
+};
 use ferry_model::{Action, BackendTarget, Snapshot};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -50,7 +52,7 @@ type GraphEdges = BTreeMap<(NodeRef, NodeRef), EdgeCounts>;
 /// workload that served them (so a 90/10 canary is two edges out of the Service). A
 /// destination's own report is drawn only for callers no proxy reported (plaintext callers
 /// from outside the mesh): every other request was already reported by its caller's proxy.
-fn graph_edges(edges: Vec<(EdgeKey, EdgeCounts)>) -> GraphEdges {
+fn graph_edges(edges: &[(EdgeKey, EdgeCounts)]) -> GraphEdges {
     let mut graph = GraphEdges::new();
     let mut add = |from: &NodeRef, to: &NodeRef, counts: &EdgeCounts| {
         graph
@@ -58,7 +60,7 @@ fn graph_edges(edges: Vec<(EdgeKey, EdgeCounts)>) -> GraphEdges {
             .or_default()
             .add(counts);
     };
-    for (key, counts) in &edges {
+    for (key, counts) in edges {
         match (key.reporter, &key.service, &key.workload) {
             (Reporter::Destination, _, Some(workload)) => {
                 if key.source == NodeRef::unknown() {
@@ -84,9 +86,75 @@ fn unrouted() -> NodeRef {
     NodeRef::new(NodeKind::Unknown, "-", "no service")
 }
 
-pub(super) fn graph(traffic: &mut Traffic, window: Window, now_ms: u64) -> Value {
+/// The traffic the views are drawn from: one controller's windows, or several replicas'
+/// merged (their edges added up, their errors together).
+pub struct TrafficView {
+    pub edges: Vec<(EdgeKey, EdgeCounts)>,
+    /// Newest first.
+    pub errors: Vec<ProxyError>,
+    pub dropped_edges: u64,
+}
+
+impl TrafficView {
+    pub fn of(traffic: &mut Traffic, window: Window, now_ms: u64) -> TrafficView {
+        TrafficView {
+            edges: traffic.edges(window, now_ms),
+            errors: traffic.errors().cloned().collect(),
+            dropped_edges: traffic.dropped_edges(),
+        }
+    }
+
+    /// Adds another replica's view in.
+    pub fn merge(&mut self, other: TrafficView) {
+        let mut edges: BTreeMap<EdgeKey, EdgeCounts> =
+            std::mem::take(&mut self.edges).into_iter().collect();
+        for (key, counts) in other.edges {
+            edges.entry(key).or_default().add(&counts);
+        }
+        self.edges = edges.into_iter().collect();
+        self.errors.extend(other.errors);
+        self.errors.sort_by_key(|e| std::cmp::Reverse(e.at_unix_ms));
+        self.dropped_edges += other.dropped_edges;
+    }
+}
+
+/// The raw windows (`/api/export`): what a view over several replicas adds up.
+pub fn export(view: &TrafficView, window: Window, now_ms: u64) -> Value {
+    let edges: Vec<EdgeSample> = view
+        .edges
+        .iter()
+        .map(|(key, counts)| EdgeSample {
+            key: key.clone(),
+            counts: counts.clone(),
+        })
+        .collect();
+    json!({
+        "window": window.label(),
+        "nowUnixMs": now_ms,
+        "edges": edges,
+        "errors": view.errors,
+        "droppedEdges": view.dropped_edges,
+    })
+}
+
+impl TrafficView {
+    /// A view read back from another replica's `/api/export`.
+    pub fn from_export(export: &Value) -> Result<TrafficView, String> {
+        let edges: Vec<EdgeSample> =
+            serde_json::from_value(export["edges"].clone()).map_err(|e| format!("edges: {e}"))?;
+        let errors: Vec<ProxyError> =
+            serde_json::from_value(export["errors"].clone()).map_err(|e| format!("errors: {e}"))?;
+        Ok(TrafficView {
+            edges: edges.into_iter().map(|e| (e.key, e.counts)).collect(),
+            errors,
+            dropped_edges: export["droppedEdges"].as_u64().unwrap_or(0),
+        })
+    }
+}
+
+pub fn graph(view: &TrafficView, window: Window, now_ms: u64) -> Value {
     let seconds = window.covered_ms(now_ms) as f64 / 1000.0;
-    let edges = graph_edges(traffic.edges(window, now_ms));
+    let edges = graph_edges(&view.edges);
     let mut nodes = BTreeSet::new();
     let edges: Vec<Value> = edges
         .iter()
@@ -102,7 +170,7 @@ pub(super) fn graph(traffic: &mut Traffic, window: Window, now_ms: u64) -> Value
         "generatedAtUnixMs": now_ms,
         "nodes": nodes.iter().map(node_json).collect::<Vec<_>>(),
         "edges": edges,
-        "droppedEdges": traffic.dropped_edges(),
+        "droppedEdges": view.dropped_edges,
     })
 }
 
@@ -112,7 +180,9 @@ fn node_json(node: &NodeRef) -> Value {
 
 fn edge_json(from: &NodeRef, to: &NodeRef, counts: &EdgeCounts, seconds: f64) -> Value {
     let requests = counts.requests as f64;
-    let percent = |n: u64| round2(100.0 * n as f64 / requests.max(1.0));
+    // Errors of a TCP edge are its connections that reached no backend.
+    let attempts = (counts.requests + counts.tcp_connections) as f64;
+    let percent = |n: u64| round2(100.0 * n as f64 / attempts.max(1.0));
     let flags: BTreeMap<&str, u64> = RESPONSE_FLAGS
         .iter()
         .zip(&counts.flags)
@@ -133,6 +203,8 @@ fn edge_json(from: &NodeRef, to: &NodeRef, counts: &EdgeCounts, seconds: f64) ->
         "p99Ms": counts.latency_quantile_ms(0.99).map(round2),
         "mtlsPercent": percent(counts.mtls_requests),
         "flags": flags,
+        "tcpConnections": counts.tcp_connections,
+        "tcpBytesPerSecond": round2((counts.tcp_bytes_sent + counts.tcp_bytes_received) as f64 / seconds.max(1.0)),
     })
 }
 
@@ -140,17 +212,11 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-/// A node's page: its edges, the routes to it, the policies of its Services' clusters and
-/// the replies the proxies wrote for requests to or from it.
-pub(super) fn node(
-    traffic: &mut Traffic,
-    derived: Option<&Derived>,
-    id: &str,
-    now_ms: u64,
-) -> Option<Value> {
-    let window = Window::OneMinute;
-    let seconds = window.covered_ms(now_ms) as f64 / 1000.0;
-    let graph = graph_edges(traffic.edges(window, now_ms));
+/// A node's page: its edges (last minute) and the replies the proxies wrote for requests to
+/// or from it; [`node_config`] adds the routes to it and its Services' policies.
+pub fn node(view: &TrafficView, id: &str, now_ms: u64) -> Option<(NodeRef, Value)> {
+    let seconds = Window::OneMinute.covered_ms(now_ms) as f64 / 1000.0;
+    let graph = graph_edges(&view.edges);
     let node = graph
         .keys()
         .flat_map(|(a, b)| [a, b])
@@ -164,29 +230,30 @@ pub(super) fn node(
             .map(|((from, to), counts)| edge_json(from, to, counts, seconds))
             .collect()
     };
-    let errors: Vec<Value> = traffic
-        .errors()
+    let errors: Vec<Value> = view
+        .errors
+        .iter()
         .filter(|e| involves(&e.edge, &node))
         .take(NODE_ERRORS)
         .map(|e| serde_json::to_value(e).unwrap_or_default())
         .collect();
-    let (routes, policies, services) = match derived {
-        Some(derived) => (
-            routes_to(&derived.snapshot, &node),
-            policies_of(&derived.snapshot, &node),
-            services_of(&derived.snapshot, &node),
-        ),
-        None => Default::default(),
-    };
-    Some(json!({
+    let page = json!({
         "node": node_json(&node),
         "inbound": touching(false),
         "outbound": touching(true),
-        "routes": routes,
-        "policies": policies,
-        "services": services,
+        "routes": [],
+        "policies": [],
+        "services": [],
         "recentErrors": errors,
-    }))
+    });
+    Some((node, page))
+}
+
+/// The routes to the node, its Services' traffic policies, a workload's Services.
+pub(super) fn node_config(derived: &Derived, node: &NodeRef, page: &mut Value) {
+    page["routes"] = routes_to(&derived.snapshot, node).into();
+    page["policies"] = policies_of(&derived.snapshot, node).into();
+    page["services"] = services_of(&derived.snapshot, node).into();
 }
 
 fn parse_node_id(id: &str) -> Option<NodeRef> {
@@ -448,7 +515,7 @@ mod tests {
     #[test]
     fn a_canary_is_one_edge_into_the_service_and_two_out_of_it() {
         let gateway = NodeRef::new(NodeKind::Gateway, "infra", "gw");
-        let graph = graph_edges(vec![
+        let graph = graph_edges(&[
             (key(Reporter::Source, gateway.clone(), "v1"), counts(90)),
             (key(Reporter::Source, gateway.clone(), "v2"), counts(10)),
             // The destinations' own reports of the same requests are not drawn again...

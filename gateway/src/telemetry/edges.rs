@@ -29,13 +29,17 @@ pub struct EdgeCounters {
     mtls_requests: AtomicU64,
     latency: [AtomicU64; LATENCY_BUCKETS],
     flags: [AtomicU64; RESPONSE_FLAGS.len()],
+    tcp_connections: AtomicU64,
+    tcp_bytes_sent: AtomicU64,
+    tcp_bytes_received: AtomicU64,
 }
 
 impl EdgeCounters {
     /// Moves the counts out, leaving zeros (None when nothing happened).
     fn take(&self) -> Option<EdgeCounts> {
         let requests = self.requests.swap(0, Relaxed);
-        if requests == 0 {
+        let tcp_connections = self.tcp_connections.swap(0, Relaxed);
+        if requests == 0 && tcp_connections == 0 {
             return None;
         }
         let flags: Vec<u64> = self.flags.iter().map(|f| f.swap(0, Relaxed)).collect();
@@ -50,6 +54,9 @@ impl EdgeCounters {
             } else {
                 flags
             },
+            tcp_connections,
+            tcp_bytes_sent: self.tcp_bytes_sent.swap(0, Relaxed),
+            tcp_bytes_received: self.tcp_bytes_received.swap(0, Relaxed),
         })
     }
 }
@@ -86,6 +93,27 @@ impl EdgeTally {
         counters.latency[latency_bucket(duration_ms)].fetch_add(1, Relaxed);
         for flag in self.flags.iter() {
             counters.flags[usize::from(*flag)].fetch_add(1, Relaxed);
+        }
+    }
+}
+
+impl EdgeTally {
+    /// A relayed TCP connection ended (`failed`: it never reached a backend; its flag, from
+    /// the labels, says why).
+    pub fn connection(&self, bytes_sent: u64, bytes_received: u64, failed: bool) {
+        let Some(counters) = &self.counters else {
+            return;
+        };
+        counters.tcp_connections.fetch_add(1, Relaxed);
+        counters.tcp_bytes_sent.fetch_add(bytes_sent, Relaxed);
+        counters
+            .tcp_bytes_received
+            .fetch_add(bytes_received, Relaxed);
+        if failed {
+            counters.server_errors.fetch_add(1, Relaxed);
+            for flag in self.flags.iter() {
+                counters.flags[usize::from(*flag)].fetch_add(1, Relaxed);
+            }
         }
     }
 }
@@ -308,6 +336,28 @@ mod tests {
         assert_eq!(v1.counts.latency_buckets[0], 1); // <= 0.5 ms
         assert_eq!(v1.counts.flags[5], 1); // UO
         assert!(recorder.take().is_none(), "counts were reset");
+    }
+
+    #[test]
+    fn relayed_connections_count_with_their_bytes() {
+        let recorder = EdgeRecorder::new(true, "infra", "gw");
+        recorder
+            .tally(&labels(0, "db", "-"))
+            .connection(300, 100, false);
+        recorder
+            .tally(&labels(0, "db", "UF"))
+            .connection(0, 0, true);
+        let summary = recorder.take().unwrap();
+        let mut counts = EdgeCounts::default();
+        summary.edges.iter().for_each(|e| counts.add(&e.counts));
+        assert_eq!(counts.requests, 0);
+        assert_eq!(counts.tcp_connections, 2);
+        assert_eq!(
+            (counts.tcp_bytes_sent, counts.tcp_bytes_received),
+            (300, 100)
+        );
+        assert_eq!(counts.server_errors, 1);
+        assert_eq!(counts.flags[3], 1); // UF
     }
 
     #[test]

@@ -124,6 +124,8 @@ pub struct TcpSeries {
     pub sent: IntCounter,
     /// Client to backend.
     pub received: IntCounter,
+    /// The dashboard's edge counts.
+    pub edge: EdgeTally,
 }
 
 /// Istio's four TCP counters.
@@ -297,6 +299,7 @@ impl IstioMetrics {
             closed: self.tcp.closed.with_label_values(&values),
             sent: self.tcp.sent.with_label_values(&values),
             received: self.tcp.received.with_label_values(&values),
+            edge: self.edges.tally(&labels),
         });
         self.tcp_series
             .write()

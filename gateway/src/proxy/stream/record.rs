@@ -116,6 +116,7 @@ impl Connection {
         let series = app.metrics.istio.tcp_series(self.labels(refusal.flag()));
         series.opened.inc();
         series.closed.inc();
+        series.edge.connection(0, 0, true);
         self.log(app, refusal.flag(), (0, 0), started);
     }
 
@@ -129,6 +130,9 @@ impl Connection {
     ) {
         series.received.inc_by(replayed);
         series.closed.inc();
+        series
+            .edge
+            .connection(totals.sent, totals.received + replayed, false);
         if totals.ending == Ending::Idle {
             app.count_timeout("tcp_idle");
         }
