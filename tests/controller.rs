@@ -840,7 +840,7 @@ async fn the_controllers_dashboard_shows_what_its_proxies_served() {
     }
     let edge = |graph: &serde_json::Value| -> Option<u64> {
         graph["edges"].as_array()?.iter().find_map(|e| {
-            let into_shop = e["source"] == "gateway/unknown/ferry-gateway"
+            let into_shop = e["source"] == format!("gateway/{NS}/ferry-gateway")
                 && e["target"] == format!("service/{NS}/shop-v1");
             into_shop.then(|| e["requests"].as_u64()).flatten()
         })

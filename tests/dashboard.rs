@@ -44,14 +44,7 @@ const NO_SERVICE: &str = "unknown/-/no service";
 async fn send_known_traffic(dashboard: &str) -> Value {
     let http = Http::new(Proto::H1);
     for _ in 0..WEATHER {
-        let reply = http
-            .get(
-                "http://127.0.0.1:18080/forecast",
-                Some("weather.example.com"),
-                &[],
-            )
-            .await
-            .unwrap();
+        let reply = support::weather_forecast(&http, &[]).await;
         assert_eq!(reply.status, 200);
     }
     for _ in 0..NO_ROUTE {

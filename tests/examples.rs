@@ -2,7 +2,7 @@
 
 mod support;
 
-use support::{example, start_example, Echo, Gateway, Http, Proto, BOTH};
+use support::{example, start_example, Gateway, Http, Proto, BOTH};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn weather_canary_splits_about_ninety_ten() {
@@ -11,14 +11,7 @@ async fn weather_canary_splits_about_ninety_ten() {
         let http = Http::new(proto);
         let mut v2 = 0;
         for _ in 0..400 {
-            let r = http
-                .get(
-                    "http://127.0.0.1:18080/forecast",
-                    Some("weather.example.com"),
-                    &[],
-                )
-                .await
-                .unwrap();
+            let r = support::weather_forecast(&http, &[]).await;
             if r.backend() == "weather-v2" {
                 v2 += 1;
             }
@@ -320,18 +313,7 @@ async fn tls_passthrough_example_reaches_backends_that_terminate_their_own_tls()
 async fn ingress_nginx_migration_answers_alike_before_and_after() {
     let name = "ingress-nginx-migration";
     let flags = ["--ingress-port", "18090", "--ingress-class", "nginx"];
-    let listing = std::fs::read_to_string(example(name).join("backends.txt")).unwrap();
-    let _backends: Vec<Echo> = listing
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(|line| {
-            let mut words = line.split_whitespace();
-            let address = words.next().unwrap().parse().unwrap();
-            let backend = words.next().unwrap();
-            let flags: Vec<&str> = words.collect();
-            Echo::start_at(address, backend, &flags)
-        })
-        .collect();
+    let _backends = support::start_example_backends(name);
     let before = {
         let gw = Gateway::spawn(&example(name), &flags);
         gw.wait_ready().await;

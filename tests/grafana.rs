@@ -187,14 +187,7 @@ async fn prometheus_answers_the_shipped_dashboards_and_istios_standard_queries()
     let http = Http::new(Proto::H1);
     for round in 0..6 {
         for _ in 0..40 {
-            let reply = http
-                .get(
-                    "http://127.0.0.1:18080/forecast",
-                    Some("weather.example.com"),
-                    &[],
-                )
-                .await
-                .unwrap();
+            let reply = support::weather_forecast(&http, &[]).await;
             assert_eq!(reply.status, 200);
         }
         let miss = http

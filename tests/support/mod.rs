@@ -605,11 +605,10 @@ pub fn example(name: &str) -> std::path::PathBuf {
         .join(name)
 }
 
-/// Starts the backends listed in the example's backends.txt (as run.sh does) and a gateway
-/// serving the example, waiting until it is ready.
-pub async fn start_example(name: &str, extra: &[&str]) -> (Vec<Echo>, Gateway) {
+/// Starts the backends listed in the example's backends.txt, as run.sh does.
+pub fn start_example_backends(name: &str) -> Vec<Echo> {
     let listing = std::fs::read_to_string(example(name).join("backends.txt")).unwrap();
-    let echos = listing
+    listing
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .map(|line| {
@@ -622,8 +621,25 @@ pub async fn start_example(name: &str, extra: &[&str]) -> (Vec<Echo>, Gateway) {
             let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
             Echo::start_at(address, backend, &flags)
         })
-        .collect();
+        .collect()
+}
+
+/// The example's backends and a gateway serving the example (with `extra` arguments),
+/// waiting until it is ready.
+pub async fn start_example(name: &str, extra: &[&str]) -> (Vec<Echo>, Gateway) {
+    let echos = start_example_backends(name);
     let gateway = Gateway::spawn(&example(name), extra);
     gateway.wait_ready().await;
     (echos, gateway)
+}
+
+/// `GET /forecast` of the weather canary example (port 18080), as its README sends it.
+pub async fn weather_forecast(http: &Http, headers: &[(&str, &str)]) -> Reply {
+    http.get(
+        "http://127.0.0.1:18080/forecast",
+        Some("weather.example.com"),
+        headers,
+    )
+    .await
+    .expect("the weather canary's gateway answered")
 }

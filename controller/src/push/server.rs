@@ -299,7 +299,7 @@ async fn session(
                 let Some(Ok(frame)) = frame else { break };
                 let Some(data) = frame.data_ref() else { continue };
                 match decoder.push::<ProxyFrame>(data) {
-                    Ok(frames) => frames.into_iter().for_each(|f| record(&state, &proxy, f)),
+                    Ok(frames) => frames.into_iter().for_each(|f| record(&state, &proxy, &caller, f)),
                     Err(e) => { tracing::warn!(proxy, "bad frame from proxy: {e}"); break; }
                 }
             }
@@ -309,13 +309,14 @@ async fn session(
     tracing::info!(proxy, "proxy disconnected");
 }
 
-fn record(state: &PushState, proxy: &str, frame: ProxyFrame) {
+fn record(state: &PushState, proxy: &str, caller: &Caller, frame: ProxyFrame) {
     match frame {
         ProxyFrame::Ack { version } => state.proxies.acked(proxy, version),
         ProxyFrame::Nack { version, reasons } => state.proxies.nacked(proxy, version, reasons),
         ProxyFrame::Hello { .. } => tracing::warn!(proxy, "second hello ignored"),
-        ProxyFrame::Summary { summary } => {
+        ProxyFrame::Summary { mut summary } => {
             if let Some(dashboard) = state.dashboard.get() {
+                crate::dashboard::cluster::attribute(&mut summary, &caller.namespace);
                 dashboard.record(proxy, &summary);
             }
         }
