@@ -42,6 +42,19 @@ async fn on_a_real_node_helm_install_serves_the_weather_canary_through_the_node_
             e["source"] == format!("workload/{MESH}/fortio") && e["mtlsPercent"] == 100.0
         })
         .await;
+    // The Service's page has the mesh VirtualService's 80/20 as a sidecar there sees it.
+    let page = dashboard
+        .get(&format!("/api/node?id=service/{MESH}/weather"))
+        .await
+        .expect("the weather Service's page");
+    let mesh_weights: Vec<f64> = page["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["scope"] == "mesh" && r["object"] == format!("VirtualService {MESH}/weather"))
+        .filter_map(|r| r["weightPercent"].as_f64())
+        .collect();
+    assert_eq!(mesh_weights, vec![80.0, 20.0], "{page:#}");
     circuit_breaker(&cluster, &http).await;
     controller_failover(&cluster, &http).await;
     println!("{}", cluster.kubectl(&["get", "pods", "-A", "-o", "wide"]));

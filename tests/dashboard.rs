@@ -113,6 +113,9 @@ async fn the_dashboard_shows_the_canary_graph_routes_gateways_and_proxies() {
             .unwrap()
     };
     assert_eq!((weight_of("/v1"), weight_of("/v2")), (90.0, 10.0));
+    // The VirtualService is bound to the Gateway only, and the example's Service has no
+    // ClusterIP a sidecar could dial: every route is the gateway's.
+    assert!(routes.iter().all(|r| r["scope"] == "gateway"), "{node:#}");
     let policies = node["policies"].as_array().unwrap();
     assert_eq!(policies.len(), 2, "{node:#}");
     assert!(policies

@@ -49,7 +49,7 @@ export interface NodePage {
   node: GraphNode;
   inbound: GraphEdge[];
   outbound: GraphEdge[];
-  routes: Array<Record<string, string | number>>;
+  routes: Array<{ object: string; rule: string; listener: number; hosts: string[]; cluster: string; weight: number; weightPercent: number; scope: string }>;
   policies: Array<{ cluster: string; from: string; endpoints: number; upstreamTls: boolean; policy: unknown }>;
   services: string[];
   recentErrors: ProxyError[];

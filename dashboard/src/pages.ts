@@ -30,8 +30,8 @@ export async function renderNode(root: HTMLElement, id: string): Promise<void> {
       page.routes.length === 0
         ? el("p", { class: "muted" }, "no route forwards here")
         : table(
-            ["object", "rule", "listener", "host", "cluster", "weight"],
-            page.routes.map((r) => [r.object, r.rule, r.listener, r.host, r.cluster, `${r.weight} (${r.weightPercent}%)`]),
+            ["object", "rule", "listener", "hosts", "cluster", "weight", "scope"],
+            page.routes.map((r) => [r.object, r.rule, r.listener, r.hosts.join(", "), r.cluster, `${r.weight} (${r.weightPercent}%)`, r.scope]),
             "routes",
           ),
     ),

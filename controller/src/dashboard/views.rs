@@ -8,7 +8,7 @@ use ferry_model::summary::{
 use ferry_model::{Action, BackendTarget, Snapshot};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::traffic::{Traffic, Window};
 use super::ProxyView;
@@ -20,10 +20,19 @@ use crate::{translate, Inputs, Options};
 /// Recent errors a node's page lists at most.
 const NODE_ERRORS: usize = 20;
 
+/// Namespaces whose mesh translation is kept at once (node pages of more namespaces
+/// translate again).
+const MESH_SCOPES_KEPT: usize = 64;
+
 /// What one set of inputs translates to, computed once per inputs.
 pub(super) struct Derived {
     pub inputs: Arc<Inputs>,
+    options: Options,
+    /// The gateways' translation.
     snapshot: Snapshot,
+    /// The mesh's translation as a sidecar of each namespace sees it, made when a node page
+    /// of that namespace is asked for.
+    mesh: Mutex<BTreeMap<String, Arc<Snapshot>>>,
     findings: Vec<Finding>,
     statuses: Vec<DesiredStatus>,
     statuses_written: bool,
@@ -37,11 +46,31 @@ impl Derived {
         let statuses = status::desired(&inputs, &reports, &Applied::Assumed);
         Derived {
             inputs,
+            options: options.clone(),
             snapshot,
+            mesh: Mutex::new(BTreeMap::new()),
             findings,
             statuses,
             statuses_written,
         }
+    }
+
+    /// What a sidecar in `namespace` is given: Service routes, mesh VirtualServices.
+    fn mesh_snapshot(&self, namespace: &str) -> Arc<Snapshot> {
+        let mut kept = self.mesh.lock().expect("mesh lock");
+        if let Some(snapshot) = kept.get(namespace) {
+            return snapshot.clone();
+        }
+        let options = Options {
+            mesh_namespace: Some(namespace.to_string()),
+            ..self.options.clone()
+        };
+        let snapshot = Arc::new(translate(&self.inputs, &options).snapshot);
+        if kept.len() >= MESH_SCOPES_KEPT {
+            kept.clear();
+        }
+        kept.insert(namespace.to_string(), snapshot.clone());
+        snapshot
     }
 }
 
@@ -249,11 +278,31 @@ pub fn node(view: &TrafficView, id: &str, now_ms: u64) -> Option<(NodeRef, Value
     Some((node, page))
 }
 
-/// The routes to the node, its Services' traffic policies, a workload's Services.
+/// The routes to the node (gateways' and, as a sidecar of the node's namespace sees them,
+/// the mesh's), its Services' traffic policies, a workload's Services.
 pub(super) fn node_config(derived: &Derived, node: &NodeRef, page: &mut Value) {
-    page["routes"] = routes_to(&derived.snapshot, node).into();
-    page["policies"] = policies_of(&derived.snapshot, node).into();
-    page["services"] = services_of(&derived.snapshot, node).into();
+    let mesh = match node.kind {
+        NodeKind::Service | NodeKind::Workload => Some(derived.mesh_snapshot(&node.namespace)),
+        _ => None,
+    };
+    let scopes: Vec<(&Snapshot, &str)> = std::iter::once((&derived.snapshot, "gateway"))
+        .chain(mesh.as_deref().map(|m| (m, "mesh")))
+        .collect();
+    let mut routes = Vec::new();
+    let mut policies: Vec<Value> = Vec::new();
+    let mut services = BTreeSet::new();
+    for (snapshot, scope) in scopes {
+        routes.extend(routes_to(snapshot, node, scope));
+        for policy in policies_of(snapshot, node) {
+            if !policies.iter().any(|p| p["cluster"] == policy["cluster"]) {
+                policies.push(policy);
+            }
+        }
+        services.extend(services_of(snapshot, node));
+    }
+    page["routes"] = routes.into();
+    page["policies"] = policies.into();
+    page["services"] = services.into_iter().collect::<Vec<_>>().into();
 }
 
 fn parse_node_id(id: &str) -> Option<NodeRef> {
@@ -297,13 +346,15 @@ fn clusters_of<'a>(snapshot: &'a Snapshot, node: &NodeRef) -> Vec<&'a ferry_mode
         .collect()
 }
 
-/// Every route that forwards to the node's clusters, with the weight it gives each.
-fn routes_to(snapshot: &Snapshot, node: &NodeRef) -> Vec<Value> {
+/// Every route of `scope` that forwards to the node's clusters, with the weight it gives
+/// each; a route served under several names of its host (a Service's short name, FQDN,
+/// ClusterIP...) is listed once with all of them.
+fn routes_to(snapshot: &Snapshot, node: &NodeRef, scope: &str) -> Vec<Value> {
     let clusters: BTreeSet<&str> = clusters_of(snapshot, node)
         .iter()
         .map(|c| &*c.name)
         .collect();
-    let mut routes = Vec::new();
+    let mut routes: Vec<Value> = Vec::new();
     for listener in snapshot.listeners.iter() {
         for host in listener.virtual_hosts.iter() {
             for route in host.routes.iter() {
@@ -315,22 +366,44 @@ fn routes_to(snapshot: &Snapshot, node: &NodeRef) -> Vec<Value> {
                     let BackendTarget::Cluster(name) = &backend.target else {
                         continue;
                     };
-                    if clusters.contains(&**name) {
-                        routes.push(json!({
-                            "object": format!("{} {}/{}", route.meta.kind, route.meta.namespace, route.meta.name),
-                            "rule": &*route.name,
-                            "listener": listener.port,
-                            "host": &*host.hostname,
-                            "cluster": &**name,
-                            "weight": backend.weight,
-                            "weightPercent": round2(100.0 * f64::from(backend.weight) / f64::from(total.max(1))),
-                        }));
+                    if !clusters.contains(&**name) {
+                        continue;
                     }
+                    let entry = json!({
+                        "object": format!("{} {}/{}", route.meta.kind, route.meta.namespace, route.meta.name),
+                        "rule": &*route.name,
+                        "listener": listener.port,
+                        "cluster": &**name,
+                        "weight": backend.weight,
+                        "weightPercent": round2(100.0 * f64::from(backend.weight) / f64::from(total.max(1))),
+                        "scope": scope,
+                    });
+                    add_route(&mut routes, entry, &host.hostname);
                 }
             }
         }
     }
     routes
+}
+
+/// Adds a route entry, or its host to the same entry made for another host name.
+fn add_route(routes: &mut Vec<Value>, entry: Value, host: &str) {
+    match routes.iter_mut().find(|r| {
+        let mut without_hosts = (*r).clone();
+        without_hosts.as_object_mut().map(|o| o.remove("hosts"));
+        without_hosts == entry
+    }) {
+        Some(same) => {
+            if let Some(hosts) = same["hosts"].as_array_mut() {
+                hosts.push(host.into());
+            }
+        }
+        None => {
+            let mut entry = entry;
+            entry["hosts"] = json!([host]);
+            routes.push(entry);
+        }
+    }
 }
 
 /// The traffic policies (DestinationRule, annotations, defaults) of the node's clusters.
