@@ -256,21 +256,11 @@ async fn the_browser_shows_the_same(dashboard: &str, v1: u64, v2: u64) {
 /// A TCPRoute's connections are an edge too: connections and bytes instead of requests.
 #[tokio::test(flavor = "multi_thread")]
 async fn relayed_tcp_connections_are_edges_with_their_bytes() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dashboard = format!("127.0.0.1:{}", free_port());
     let (_backends, _gw) = start_example("tls-passthrough", &["--dashboard", &dashboard]).await;
     let mut received = 0;
     for _ in 0..3 {
-        let mut tcp = tokio::net::TcpStream::connect("127.0.0.1:15432")
-            .await
-            .unwrap();
-        tcp.write_all(b"GET / HTTP/1.1\r\nHost: legacy\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut answer = Vec::new();
-        tcp.read_to_end(&mut answer).await.unwrap();
-        assert!(answer.starts_with(b"HTTP/1.1 200"));
-        received += answer.len();
+        received += support::legacy_tcp_exchange().await;
     }
     let into_legacy = |graph: &Value| -> Option<Value> {
         graph["edges"]

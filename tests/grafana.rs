@@ -149,20 +149,6 @@ fn dashboard_queries() -> Vec<(String, String)> {
     queries
 }
 
-/// One connection through the tls-passthrough example's TCPRoute (port 15432).
-async fn relay_one_tcp_connection() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect("127.0.0.1:15432")
-        .await
-        .unwrap();
-    tcp.write_all(b"GET / HTTP/1.1\r\nHost: legacy\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut answer = Vec::new();
-    tcp.read_to_end(&mut answer).await.unwrap();
-    assert!(answer.starts_with(b"HTTP/1.1 200"));
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn prometheus_answers_the_shipped_dashboards_and_istios_standard_queries() {
     let status = format!("127.0.0.1:{}", free_port());
@@ -204,7 +190,7 @@ async fn prometheus_answers_the_shipped_dashboards_and_istios_standard_queries()
             )
             .await;
         assert_eq!(failed.unwrap().status, 503, "round {round}");
-        relay_one_tcp_connection().await;
+        support::legacy_tcp_exchange().await;
         tokio::time::sleep(Duration::from_millis(600)).await;
     }
     support::eventually_within(

@@ -643,3 +643,19 @@ pub async fn weather_forecast(http: &Http, headers: &[(&str, &str)]) -> Reply {
     .await
     .expect("the weather canary's gateway answered")
 }
+
+/// One HTTP/1.1 exchange over its own connection through the tls-passthrough example's
+/// TCPRoute (port 15432): the bytes of the answer, which must be a 200.
+pub async fn legacy_tcp_exchange() -> usize {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect("127.0.0.1:15432")
+        .await
+        .unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: legacy\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await.unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+    answer.len()
+}
